@@ -1,0 +1,9 @@
+// Subcommands of the `lcm` binary: one file each (app/cmd_NAME.c). Each returns the process exit
+// code: 0 success, 1 runtime failure, 2 bad usage or bad input.
+#ifndef LCM_APP_COMMANDS_H
+#define LCM_APP_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+#endif

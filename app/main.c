@@ -1,0 +1,39 @@
+// The `lcm` command: dispatches to one file per subcommand (app/cmd_*.c).
+#include <stdio.h>
+#include <string.h>
+
+#include "app/commands.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
+    {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
+};
+
+static void usage(FILE *to) {
+    fprintf(to, "usage: lcm <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(to, "\n'lcm <command> --help' shows the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "lcm: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,47 @@
+#include "core/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+// 4 KiB is enough for a path, a tensor name and a sentence; longer messages are truncated, never
+// overflowed.
+static _Thread_local char error_message[4096];
+
+lcm_status lcm_fail(lcm_status code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+lcm_status lcm_fail_context(lcm_status code, const char *fmt, ...) {
+    char old[sizeof error_message];
+    memcpy(old, error_message, sizeof old);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(error_message, sizeof error_message, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof error_message)
+        snprintf(error_message + n, sizeof error_message - (size_t)n, "%s", old);
+    return code;
+}
+
+const char *lcm_last_error(void) { return error_message; }
+
+void lcm_clear_error(void) { error_message[0] = '\0'; }
+
+const char *lcm_status_name(lcm_status status) {
+    switch (status) {
+    case LCM_OK: return "ok";
+    case LCM_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case LCM_ERR_IO: return "i/o error";
+    case LCM_ERR_FORMAT: return "malformed input";
+    case LCM_ERR_UNSUPPORTED: return "unsupported";
+    case LCM_ERR_OUT_OF_MEMORY: return "out of memory";
+    case LCM_ERR_CANCELLED: return "cancelled";
+    case LCM_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}

@@ -1,0 +1,32 @@
+// Errors inside the library.
+//
+// Every fallible function returns an lcm_status. The human-readable message lives in a thread-local
+// buffer so that it can say what failed, where, and what was expected without every caller having to
+// thread a message buffer through. A function that fails calls lcm_fail() once, at the place that knows
+// the details; callers above it just return the status (or add context with lcm_fail_context()).
+#ifndef LCM_CORE_ERROR_H
+#define LCM_CORE_ERROR_H
+
+#include "lcm.h"
+
+#if defined(__GNUC__)
+#define LCM_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define LCM_PRINTF(a, b)
+#endif
+
+// Sets the thread's error message (printf-style) and returns `code`, so a failure reads
+// `return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' ...", path, name);`.
+lcm_status lcm_fail(lcm_status code, const char *fmt, ...) LCM_PRINTF(2, 3);
+
+// Prefixes the current message with more context ("loading unet: " + old message); returns `code`.
+lcm_status lcm_fail_context(lcm_status code, const char *fmt, ...) LCM_PRINTF(2, 3);
+
+// Propagate a failure: `LCM_TRY(st_open(...));`
+#define LCM_TRY(expr)                                                                              \
+    do {                                                                                           \
+        lcm_status lcm_try_status_ = (expr);                                                       \
+        if (lcm_try_status_ != LCM_OK) return lcm_try_status_;                                     \
+    } while (0)
+
+#endif

@@ -1,0 +1,145 @@
+#include "testutil.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+int test_passed, test_failed;
+
+void test_check(bool ok, const char *file, int line, const char *fmt, ...) {
+    if (ok) {
+        test_passed++;
+        return;
+    }
+    test_failed++;
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int test_finish(void) {
+    printf("%d passed, %d failed\n", test_passed, test_failed);
+    return test_failed == 0 && test_passed > 0 ? 0 : 1;
+}
+
+const char *test_fixtures(void) {
+    const char *root = getenv("LCM_FIXTURES");
+    if (!root || !*root) root = LCM_DEFAULT_FIXTURES;
+    struct stat st;
+    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "FATAL: fixture root '%s' does not exist (set LCM_FIXTURES)\n", root);
+        exit(2);
+    }
+    return root;
+}
+
+void test_path(char *buf, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size) {
+        fprintf(stderr, "FATAL: path too long\n");
+        exit(2);
+    }
+}
+
+static int compare_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int test_list_files(const char *dir, const char *prefix, const char *suffix, char ***names) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "FATAL: cannot list fixture folder '%s'\n", dir);
+        exit(2);
+    }
+    int count = 0, cap = 16;
+    char **list = malloc(sizeof *list * (size_t)cap);
+    struct dirent *e;
+    size_t plen = strlen(prefix), slen = strlen(suffix);
+    while (list && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < plen + slen || strncmp(e->d_name, prefix, plen) != 0 ||
+            strcmp(e->d_name + len - slen, suffix) != 0)
+            continue;
+        if (count == cap) {
+            cap *= 2;
+            char **grown = realloc(list, sizeof *list * (size_t)cap);
+            if (!grown) break;
+            list = grown;
+        }
+        list[count++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (!list) exit(2);
+    qsort(list, (size_t)count, sizeof *list, compare_names);
+    *names = list;
+    return count;
+}
+
+void test_free_list(char **names, int count) {
+    for (int i = 0; i < count; i++) free(names[i]);
+    free(names);
+}
+
+double test_max_abs(const float *want, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)want[i]) > m) m = fabs((double)want[i]);
+    return m;
+}
+
+bool test_close(const char *what, const float *got, const float *want, size_t n, double abs_tol,
+                double rel_tol) {
+    size_t worst = 0, bad = 0;
+    double worst_excess = -INFINITY, max_diff = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        double tol = abs_tol + rel_tol * fabs((double)want[i]);
+        if (!(d <= tol)) bad++; // NaN counts as bad
+        if (isnan(d) || d - tol > worst_excess) {
+            worst_excess = isnan(d) ? INFINITY : d - tol;
+            worst = i;
+        }
+        if (d > max_diff || isnan(d)) max_diff = d;
+    }
+    test_check(bad == 0, __FILE__, __LINE__,
+               "%s: %zu of %zu values out of tolerance (abs %.3g + rel %.3g); worst [%zu] got %.9g "
+               "want %.9g; max |diff| %.3g",
+               what, bad, n, abs_tol, rel_tol, worst, n ? got[worst] : 0.0, n ? want[worst] : 0.0,
+               max_diff);
+    if (bad == 0 && getenv("LCM_TEST_VERBOSE"))
+        fprintf(stderr, "ok %s: max |diff| %.3g over %zu values\n", what, max_diff, n);
+    return bad == 0;
+}
+
+const char *test_lcm_bin(void) {
+    const char *bin = getenv("LCM_BIN");
+    return bin && *bin ? bin : LCM_BUILD_DIR "/lcm";
+}
+
+int test_run(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t len = 0;
+    if (out && cap) {
+        size_t n;
+        while (len + 1 < cap && (n = fread(out + len, 1, cap - 1 - len, p)) > 0) len += n;
+        out[len] = '\0';
+    }
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0) {
+    }
+    int status = pclose(p);
+    if (status == -1 || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}

@@ -1,0 +1,58 @@
+// Small test harness shared by every tests/test_*.c program.
+//
+// A test program calls CHECK()/CHECK_OK() as often as it likes and ends with `return test_finish();`,
+// which prints the plain closing line "N passed, N failed" and returns non-zero on any failure.
+#ifndef LCM_TESTUTIL_H
+#define LCM_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lcm.h"
+
+extern int test_passed, test_failed;
+
+void test_check(bool ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define CHECK(cond, ...) test_check((cond), __FILE__, __LINE__, __VA_ARGS__)
+#define CHECK_OK(expr)                                                                             \
+    do {                                                                                           \
+        lcm_status check_ok_st_ = (expr);                                                          \
+        test_check(check_ok_st_ == LCM_OK, __FILE__, __LINE__, "%s -> %s: %s", #expr,              \
+                   lcm_status_name(check_ok_st_), lcm_last_error());                               \
+    } while (0)
+
+// Prints "N passed, N failed" and returns the process exit code.
+int test_finish(void);
+
+// The fixture root: $LCM_FIXTURES, else ../shared/fixtures beside the repository. Exits with a loud
+// message if it does not exist, so a missing fixture set can never look like a pass.
+const char *test_fixtures(void);
+
+// test_path(buf, "%s/tiny-lcm/golden", root): snprintf into a static-size buffer, aborting on overflow.
+void test_path(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+// Lists the regular files in `dir` whose names start with `prefix` and end with `suffix`, sorted.
+// Returns the count; *names is a malloc'd array of malloc'd strings (free with test_free_list).
+// Exits loudly if the directory cannot be read.
+int test_list_files(const char *dir, const char *prefix, const char *suffix, char ***names);
+void test_free_list(char **names, int count);
+
+// Compares got[] with want[] elementwise: |got-want| <= abs_tol + rel_tol*|want|. Reports the worst
+// element and returns true when all pass. NaN in either fails.
+bool test_close(const char *what, const float *got, const float *want, size_t n, double abs_tol,
+                double rel_tol);
+
+// Max |want| (the scale for "1e-4 * max(abs(ref))" tolerances).
+double test_max_abs(const float *want, size_t n);
+
+// Path of the built `lcm` binary (from $LCM_BIN, set by ctest).
+const char *test_lcm_bin(void);
+
+// Runs a shell command, capturing stdout (up to cap-1 bytes) into out; returns the exit status
+// (-1 if it could not be run or was killed by a signal).
+int test_run(const char *cmd, char *out, size_t cap);
+
+#endif
