@@ -1,0 +1,52 @@
+// Model folders as users have them: the diffusers pipeline layout
+//
+//   DIR/model_index.json            {"unet": ["diffusers", "UNet2DConditionModel"], ...}
+//   DIR/unet/config.json            + diffusion_pytorch_model[.VARIANT].safetensors
+//   DIR/vae/config.json             + diffusion_pytorch_model[.VARIANT].safetensors
+//   DIR/text_encoder/config.json    + model[.VARIANT].safetensors
+//   DIR/tokenizer/vocab.json, merges.txt
+//   DIR/scheduler/scheduler_config.json
+//
+// and single-model folders (config.json + weights at the root, like madebyollin/taesd).
+#ifndef LCM_IO_MODEL_FOLDER_H
+#define LCM_IO_MODEL_FOLDER_H
+
+#include <stdbool.h>
+
+#include "io/json_config.h"
+#include "io/weights.h"
+#include "lcm.h"
+
+typedef struct model_folder {
+    char *root;
+    char *variant;    // NULL when none was asked for
+    json_config index; // model_index.json; root == NULL for a single-model folder
+} model_folder;
+
+// Opens DIR (which must exist and hold either model_index.json or config.json). `variant` may be
+// NULL. The caller owns *out and releases it with model_folder_close.
+lcm_status model_folder_open(const char *dir, const char *variant, model_folder *out);
+void model_folder_close(model_folder *folder);
+
+// The pipeline class from model_index.json ("LatentConsistencyModelPipeline"), or NULL.
+const char *model_folder_pipeline_class(const model_folder *folder);
+
+// Whether model_index.json lists `component` with a non-null class. *class_name (optional) is
+// borrowed from the folder.
+bool model_folder_has_component(const model_folder *folder, const char *component,
+                                const char **class_name);
+
+// DIR/component into buf; fails (naming the folder and component) when the folder is missing.
+lcm_status model_folder_component_dir(const model_folder *folder, const char *component, char *buf,
+                                      size_t size);
+
+// Loads DIR/component/filename; errors label it "component/filename".
+lcm_status model_folder_load_config(const model_folder *folder, const char *component,
+                                    const char *filename, json_config *out);
+
+// Opens the component's weights (basename "diffusion_pytorch_model" or "model") with the folder's
+// variant rule.
+lcm_status model_folder_open_weights(const model_folder *folder, const char *component,
+                                     const char *basename, weight_set **out);
+
+#endif
