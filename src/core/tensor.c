@@ -1,0 +1,74 @@
+#include "core/tensor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+int64_t tensor_numel(const tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+tensor *tensor_new(int ndim, const int64_t *shape) {
+    if (ndim < 1 || ndim > TENSOR_MAX_DIMS) {
+        lcm_fail(LCM_ERR_INTERNAL, "tensor_new: %d dimensions", ndim);
+        return NULL;
+    }
+    tensor *t = calloc(1, sizeof *t);
+    if (!t) goto oom;
+    t->ndim = ndim;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] && numel > INT64_MAX / 4 / shape[i])) {
+            free(t);
+            lcm_fail(LCM_ERR_INVALID_ARGUMENT, "tensor_new: shape too large");
+            return NULL;
+        }
+        t->shape[i] = shape[i];
+        numel *= shape[i];
+    }
+    // Rounded up to the alignment as aligned_alloc requires; at least one cache line.
+    size_t bytes = ((size_t)numel * sizeof(float) + 63) / 64 * 64;
+    t->data = aligned_alloc(64, bytes ? bytes : 64);
+    if (!t->data) {
+        free(t);
+        goto oom;
+    }
+    return t;
+oom:
+    lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory allocating a tensor");
+    return NULL;
+}
+
+tensor *tensor_new2(int64_t a, int64_t b) { return tensor_new(2, (int64_t[]){a, b}); }
+tensor *tensor_new3(int64_t a, int64_t b, int64_t c) { return tensor_new(3, (int64_t[]){a, b, c}); }
+tensor *tensor_new4(int64_t n, int64_t c, int64_t h, int64_t w) {
+    return tensor_new(4, (int64_t[]){n, c, h, w});
+}
+
+tensor *tensor_zeros(int ndim, const int64_t *shape) {
+    tensor *t = tensor_new(ndim, shape);
+    if (t) memset(t->data, 0, (size_t)tensor_numel(t) * sizeof(float));
+    return t;
+}
+
+tensor *tensor_from(int ndim, const int64_t *shape, const float *data) {
+    tensor *t = tensor_new(ndim, shape);
+    if (t) memcpy(t->data, data, (size_t)tensor_numel(t) * sizeof(float));
+    return t;
+}
+
+tensor *tensor_copy(const tensor *t) { return t ? tensor_from(t->ndim, t->shape, t->data) : NULL; }
+
+void tensor_free(tensor *t) {
+    if (!t) return;
+    free(t->data);
+    free(t);
+}
+
+void tensor_replace(tensor **t, tensor *next) {
+    tensor_free(*t);
+    *t = next;
+}

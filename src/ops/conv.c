@@ -1,0 +1,102 @@
+// 2-D convolution as im2col + matrix product, one output-row band at a time so the column buffer
+// stays small (a 512x512 VAE layer would otherwise need a gigabyte of columns).
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "ops/gemm.h"
+#include "ops/ops.h"
+
+// About 32 MiB of columns per band.
+#define CONV_COLUMN_BUDGET (8u * 1024u * 1024u)
+
+// Unfolds the input rows needed for output rows [oy0, oy1) into col[in*k*k, (oy1-oy0)*ow].
+static void im2col_band(const conv2d *c, const float *x, int64_t h, int64_t w, int64_t ow,
+                        int64_t oy0, int64_t oy1, float *col) {
+    int k = c->kernel, s = c->stride, p = c->padding;
+    int64_t band = (oy1 - oy0) * ow;
+    #pragma omp parallel for collapse(2)
+    for (int64_t ic = 0; ic < c->in; ic++) {
+        for (int ky = 0; ky < k; ky++) {
+            const float *plane = x + ic * h * w;
+            for (int kx = 0; kx < k; kx++) {
+                float *dst = col + ((ic * k + ky) * k + kx) * band;
+                for (int64_t oy = oy0; oy < oy1; oy++) {
+                    int64_t iy = oy * s - p + ky;
+                    float *row = dst + (oy - oy0) * ow;
+                    if (iy < 0 || iy >= h) {
+                        memset(row, 0, sizeof(float) * ow);
+                        continue;
+                    }
+                    for (int64_t ox = 0; ox < ow; ox++) {
+                        int64_t ix = ox * s - p + kx;
+                        row[ox] = ix >= 0 && ix < w ? plane[iy * w + ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+tensor *conv2d_forward(const conv2d *c, const tensor *x) {
+    if (!x) return NULL;
+    if (x->ndim != 4 || x->shape[1] != c->in) {
+        lcm_fail(LCM_ERR_INTERNAL, "conv2d: input has %lld channels, layer expects %d",
+                 (long long)(x->ndim == 4 ? x->shape[1] : -1), c->in);
+        return NULL;
+    }
+    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    int64_t oh = (h + 2 * c->padding - c->kernel) / c->stride + 1;
+    int64_t ow = (w + 2 * c->padding - c->kernel) / c->stride + 1;
+    tensor *y = tensor_new4(n, c->out, oh, ow);
+    if (!y) return NULL;
+    int64_t patch = (int64_t)c->in * c->kernel * c->kernel;
+    bool pointwise = c->kernel == 1 && c->stride == 1 && c->padding == 0;
+    int64_t rows_per_band = pointwise ? oh : (int64_t)(CONV_COLUMN_BUDGET / (size_t)(patch * ow));
+    if (rows_per_band < 1) rows_per_band = 1;
+    if (rows_per_band > oh) rows_per_band = oh;
+    float *col = pointwise ? NULL : malloc(sizeof(float) * (size_t)(patch * rows_per_band * ow));
+    if (!pointwise && !col) {
+        tensor_free(y);
+        lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv2d: out of memory for the column buffer");
+        return NULL;
+    }
+    for (int64_t b = 0; b < n; b++) {
+        const float *xb = x->data + b * c->in * h * w;
+        float *yb = y->data + b * c->out * oh * ow;
+        for (int64_t oy0 = 0; oy0 < oh; oy0 += rows_per_band) {
+            int64_t oy1 = oy0 + rows_per_band < oh ? oy0 + rows_per_band : oh;
+            int64_t band = (oy1 - oy0) * ow;
+            float *out = yb + oy0 * ow;
+            if (c->bias) {
+                #pragma omp parallel for
+                for (int64_t oc = 0; oc < c->out; oc++)
+                    for (int64_t i = 0; i < band; i++) out[oc * oh * ow + i] = c->bias[oc];
+            }
+            const float *cols = xb;
+            if (!pointwise) {
+                im2col_band(c, xb, h, w, ow, oy0, oy1, col);
+                cols = col;
+            }
+            // out[oc, band] (+)= W[oc, patch] * cols[patch, band]
+            gemm_f32(false, false, c->out, band, patch, 1.0f, c->weight, patch, cols, band,
+                     c->bias ? 1.0f : 0.0f, out, oh * ow);
+        }
+    }
+    free(col);
+    return y;
+}
+
+tensor *pad2d(const tensor *x, int top, int bottom, int left, int right) {
+    if (!x) return NULL;
+    int64_t n = x->shape[0], ch = x->shape[1], h = x->shape[2], w = x->shape[3];
+    int64_t ph = h + top + bottom, pw = w + left + right;
+    tensor *y = tensor_zeros(4, (int64_t[]){n, ch, ph, pw});
+    if (!y) return NULL;
+    #pragma omp parallel for
+    for (int64_t plane = 0; plane < n * ch; plane++)
+        for (int64_t iy = 0; iy < h; iy++)
+            memcpy(y->data + plane * ph * pw + (iy + top) * pw + left, x->data + plane * h * w + iy * w,
+                   sizeof(float) * w);
+    return y;
+}

@@ -1,0 +1,104 @@
+// Neural-network operations on float32 tensors (src/core/tensor.h), NCHW like the reference library.
+//
+// This is the reference path: straightforward loops parallelised with OpenMP, with the matrix
+// products done by oneDNN's sgemm. Every op takes NULL inputs (an earlier failure) and then returns
+// NULL without work, so models can write a forward pass as a straight line. Ops never modify their
+// inputs unless the name ends in _inplace.
+//
+// Weights are plain structs of malloc'd float arrays owned by the model that loaded them; the
+// *_load functions read `PREFIX.weight` / `PREFIX.bias` from a weight set and check their shapes.
+#ifndef LCM_OPS_OPS_H
+#define LCM_OPS_OPS_H
+
+#include <stdbool.h>
+
+#include "core/tensor.h"
+#include "io/weights.h"
+
+// ---- weights -------------------------------------------------------------------------------
+
+typedef struct linear {
+    int in, out;
+    float *weight; // [out, in]
+    float *bias;   // [out] or NULL
+} linear;
+
+typedef struct conv2d {
+    int in, out, kernel, stride, padding;
+    float *weight; // [out, in, kernel, kernel]
+    float *bias;   // [out] or NULL
+} conv2d;
+
+typedef struct norm {
+    int channels, groups; // groups = 1 for LayerNorm
+    float eps;
+    float *weight, *bias; // [channels]
+} norm;
+
+lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                       bool has_bias);
+// A 1x1 conv's weight [out, in, 1, 1] loaded as a linear layer (diffusers' proj_in/proj_out when
+// use_linear_projection is false).
+lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
+                                    int out);
+lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int in, int out,
+                       int kernel, int stride, int padding, bool has_bias);
+lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int channels, int groups,
+                     float eps);
+void linear_free(linear *l);
+void conv2d_free(conv2d *c);
+void norm_free(norm *n);
+
+// Parameter counts, for `lcm info`-style summaries.
+int64_t linear_params(const linear *l);
+int64_t conv2d_params(const conv2d *c);
+
+// ---- layers --------------------------------------------------------------------------------
+
+// x [..., in] -> [..., out]
+tensor *linear_forward(const linear *l, const tensor *x);
+
+// x [N, in, H, W] -> [N, out, H', W'] with H' = (H + 2p - k)/s + 1.
+tensor *conv2d_forward(const conv2d *c, const tensor *x);
+
+// Zero padding of the spatial axes: [N,C,H,W] -> [N,C,top+H+bottom,left+W+right].
+tensor *pad2d(const tensor *x, int top, int bottom, int left, int right);
+
+// GroupNorm over NCHW: statistics per (n, group) over channels/groups * H * W values.
+tensor *group_norm(const norm *n, const tensor *x);
+// GroupNorm followed by SiLU, the pair every ResNet block starts with.
+tensor *group_norm_silu(const norm *n, const tensor *x);
+
+// LayerNorm over the last axis.
+tensor *layer_norm(const norm *n, const tensor *x);
+
+// ---- elementwise ---------------------------------------------------------------------------
+
+void silu_inplace(tensor *x);
+void gelu_inplace(tensor *x);       // exact erf GELU (torch's default)
+void quick_gelu_inplace(tensor *x); // x * sigmoid(1.702 x), CLIP's activation
+// x [..., 2D] -> [..., D]: first half * gelu(second half) (diffusers GEGLU).
+tensor *geglu(const tensor *x);
+// a += b (same shape). Returns a (NULL if either is NULL).
+tensor *add_inplace(tensor *a, const tensor *b);
+// x [N, C, H, W] += v [N, C] broadcast over H, W (time embedding into a ResNet block).
+tensor *add_channel_bias_inplace(tensor *x, const tensor *v);
+void scale_inplace(tensor *x, float s);
+
+// ---- shape -----------------------------------------------------------------------------------
+
+// [N, C, H, W] -> [N, H*W, C] and back.
+tensor *nchw_to_tokens(const tensor *x);
+tensor *tokens_to_nchw(const tensor *x, int64_t h, int64_t w);
+// Channel concatenation [N, Ca, H, W] + [N, Cb, H, W] -> [N, Ca+Cb, H, W].
+tensor *concat_channels(const tensor *a, const tensor *b);
+// Nearest-neighbour x2: [N, C, H, W] -> [N, C, 2H, 2W].
+tensor *upsample_nearest2x(const tensor *x);
+
+// ---- attention -------------------------------------------------------------------------------
+
+// Multi-head scaled dot-product attention. q [B, Nq, C], k and v [B, Nk, C] with C = heads * d;
+// softmax(q k^T / sqrt(d)) v per head -> [B, Nq, C]. `causal` masks keys after the query position.
+tensor *attention(const tensor *q, const tensor *k, const tensor *v, int heads, bool causal);
+
+#endif
