@@ -11,6 +11,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
