@@ -1,0 +1,333 @@
+// CLIP text transformer: embeddings, pre-LayerNorm encoder layers with causal self-attention,
+// final LayerNorm. Weight names follow transformers' CLIPTextModel state dict ("text_model.*").
+#include "text/clip_text.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "ops/gather.h"
+#include "ops/ops.h"
+
+typedef struct clip_encoder_layer {
+    norm layer_norm1;
+    linear q_proj, k_proj, v_proj, out_proj;
+    norm layer_norm2;
+    linear fc1, fc2;
+} clip_encoder_layer;
+
+struct clip_text_model {
+    clip_text_config config;
+    float *token_embedding;     // [vocab_size, hidden_size]
+    float *position_embedding;  // [max_position_embeddings, hidden_size]
+    clip_encoder_layer *layers; // [num_hidden_layers]
+    norm final_layer_norm;
+    int64_t param_count;
+};
+
+// ---- config ------------------------------------------------------------------------------------
+
+lcm_status clip_text_config_read(const json_config *config, clip_text_config *out) {
+    memset(out, 0, sizeof *out);
+    int64_t hidden, intermediate, layers, heads, positions, vocab, eos;
+    double eps;
+    const char *act;
+    // transformers' CLIPTextConfig defaults, for fields a config may leave out.
+    LCM_TRY(json_config_int_or(config, "hidden_size", 512, 1, 65536, &hidden));
+    LCM_TRY(json_config_int_or(config, "intermediate_size", 2048, 1, 1 << 20, &intermediate));
+    LCM_TRY(json_config_int_or(config, "num_hidden_layers", 12, 1, 1024, &layers));
+    LCM_TRY(json_config_int_or(config, "num_attention_heads", 8, 1, 65536, &heads));
+    LCM_TRY(json_config_int_or(config, "max_position_embeddings", 77, 1, 65536, &positions));
+    LCM_TRY(json_config_int_or(config, "vocab_size", 49408, 1, 1 << 24, &vocab));
+    LCM_TRY(json_config_float_or(config, "layer_norm_eps", 1e-5, 0.0, 1.0, &eps));
+    LCM_TRY(json_config_string_or(config, "hidden_act", "quick_gelu", &act));
+    LCM_TRY(json_config_int_or(config, "eos_token_id", 49407, INT32_MIN, INT32_MAX, &eos));
+
+    if (hidden % heads)
+        return lcm_fail(LCM_ERR_UNSUPPORTED,
+                        "%s: num_attention_heads = %lld does not divide hidden_size = %lld",
+                        config->label, (long long)heads, (long long)hidden);
+    if (!strcmp(act, "quick_gelu")) {
+        out->hidden_act = CLIP_ACT_QUICK_GELU;
+    } else if (!strcmp(act, "gelu")) {
+        out->hidden_act = CLIP_ACT_GELU;
+    } else {
+        return lcm_fail(
+            LCM_ERR_UNSUPPORTED,
+            "%s: hidden_act = \"%s\" is not supported (expected \"quick_gelu\" or \"gelu\")",
+            config->label, act);
+    }
+    out->hidden_size = (int)hidden;
+    out->intermediate_size = (int)intermediate;
+    out->num_hidden_layers = (int)layers;
+    out->num_attention_heads = (int)heads;
+    out->max_position_embeddings = (int)positions;
+    out->vocab_size = (int)vocab;
+    out->layer_norm_eps = (float)eps;
+    out->eos_token_id = eos;
+    return LCM_OK;
+}
+
+// ---- weights -----------------------------------------------------------------------------------
+
+static void encoder_layer_free(clip_encoder_layer *l) {
+    norm_free(&l->layer_norm1);
+    linear_free(&l->q_proj);
+    linear_free(&l->k_proj);
+    linear_free(&l->v_proj);
+    linear_free(&l->out_proj);
+    norm_free(&l->layer_norm2);
+    linear_free(&l->fc1);
+    linear_free(&l->fc2);
+}
+
+static int64_t norm_params(const norm *n) { return 2 * (int64_t)n->channels; }
+
+static int64_t encoder_layer_params(const clip_encoder_layer *l) {
+    return norm_params(&l->layer_norm1) + linear_params(&l->q_proj) + linear_params(&l->k_proj) +
+           linear_params(&l->v_proj) + linear_params(&l->out_proj) + norm_params(&l->layer_norm2) +
+           linear_params(&l->fc1) + linear_params(&l->fc2);
+}
+
+// "text_model.encoder.layers.{index}.{part}" into buf.
+static const char *layer_weight(char *buf, size_t size, int index, const char *part) {
+    snprintf(buf, size, "text_model.encoder.layers.%d.%s", index, part);
+    return buf;
+}
+
+static lcm_status encoder_layer_load(clip_encoder_layer *l, const weight_set *ws, int index,
+                                     const clip_text_config *c) {
+    char n[128];
+    int hidden = c->hidden_size, inner = c->intermediate_size;
+    float eps = c->layer_norm_eps;
+    LCM_TRY(norm_load(&l->layer_norm1, ws, layer_weight(n, sizeof n, index, "layer_norm1"), hidden,
+                      1, eps));
+    LCM_TRY(linear_load(&l->q_proj, ws, layer_weight(n, sizeof n, index, "self_attn.q_proj"),
+                        hidden, hidden, true));
+    LCM_TRY(linear_load(&l->k_proj, ws, layer_weight(n, sizeof n, index, "self_attn.k_proj"),
+                        hidden, hidden, true));
+    LCM_TRY(linear_load(&l->v_proj, ws, layer_weight(n, sizeof n, index, "self_attn.v_proj"),
+                        hidden, hidden, true));
+    LCM_TRY(linear_load(&l->out_proj, ws, layer_weight(n, sizeof n, index, "self_attn.out_proj"),
+                        hidden, hidden, true));
+    LCM_TRY(norm_load(&l->layer_norm2, ws, layer_weight(n, sizeof n, index, "layer_norm2"), hidden,
+                      1, eps));
+    LCM_TRY(
+        linear_load(&l->fc1, ws, layer_weight(n, sizeof n, index, "mlp.fc1"), hidden, inner, true));
+    LCM_TRY(
+        linear_load(&l->fc2, ws, layer_weight(n, sizeof n, index, "mlp.fc2"), inner, hidden, true));
+    return LCM_OK;
+}
+
+static lcm_status load_weights(clip_text_model *m, const weight_set *ws) {
+    const clip_text_config *c = &m->config;
+    int64_t hidden = c->hidden_size;
+    LCM_TRY(weight_set_load_f32(ws, "text_model.embeddings.token_embedding.weight", 2,
+                                (int64_t[]){c->vocab_size, hidden}, &m->token_embedding));
+    LCM_TRY(weight_set_load_f32(ws, "text_model.embeddings.position_embedding.weight", 2,
+                                (int64_t[]){c->max_position_embeddings, hidden},
+                                &m->position_embedding));
+    m->param_count = (c->vocab_size + (int64_t)c->max_position_embeddings) * hidden;
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        LCM_TRY(encoder_layer_load(&m->layers[i], ws, i, c));
+        m->param_count += encoder_layer_params(&m->layers[i]);
+    }
+    LCM_TRY(norm_load(&m->final_layer_norm, ws, "text_model.final_layer_norm", c->hidden_size, 1,
+                      c->layer_norm_eps));
+    m->param_count += norm_params(&m->final_layer_norm);
+    return LCM_OK;
+}
+
+void clip_text_free(clip_text_model *m) {
+    if (!m) return;
+    free(m->token_embedding);
+    free(m->position_embedding);
+    if (m->layers)
+        for (int i = 0; i < m->config.num_hidden_layers; i++) encoder_layer_free(&m->layers[i]);
+    free(m->layers);
+    norm_free(&m->final_layer_norm);
+    free(m);
+}
+
+lcm_status clip_text_load(const model_folder *folder, const char *component,
+                          clip_text_model **out) {
+    *out = NULL;
+    json_config config;
+    LCM_TRY(model_folder_load_config(folder, component, "config.json", &config));
+    clip_text_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        json_config_free(&config);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", component);
+    }
+    lcm_status st = clip_text_config_read(&config, &m->config);
+    json_config_free(&config);
+    if (st != LCM_OK) {
+        free(m);
+        return lcm_fail_context(st, "%s: ", folder->root);
+    }
+    m->layers = calloc((size_t)m->config.num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) {
+        clip_text_free(m);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", component);
+    }
+    weight_set *ws = NULL;
+    st = model_folder_open_weights(folder, component, "model", &ws);
+    if (st == LCM_OK) st = load_weights(m, ws);
+    weight_set_close(ws); // every tensor was copied to float32; the mapping is no longer needed
+    if (st != LCM_OK) {
+        clip_text_free(m);
+        return lcm_fail_context(st, "loading %s: ", component);
+    }
+    *out = m;
+    return LCM_OK;
+}
+
+const clip_text_config *clip_text_get_config(const clip_text_model *m) { return &m->config; }
+int clip_text_hidden_size(const clip_text_model *m) { return m->config.hidden_size; }
+int64_t clip_text_param_count(const clip_text_model *m) { return m->param_count; }
+
+// ---- forward -----------------------------------------------------------------------------------
+
+// ids [B, N] -> token_embedding[id] + position_embedding[position]: [B, N, C]
+static tensor *text_embeddings(const clip_text_model *m, const int32_t *ids, int batch,
+                               int n_tokens, int32_t *position_ids) {
+    const clip_text_config *c = &m->config;
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < n_tokens; t++) position_ids[b * n_tokens + t] = t;
+    tensor *x =
+        embedding_lookup(m->token_embedding, c->vocab_size, c->hidden_size, ids, batch, n_tokens);
+    tensor *positions = embedding_lookup(m->position_embedding, c->max_position_embeddings,
+                                         c->hidden_size, position_ids, batch, n_tokens);
+    add_inplace(x, positions);
+    tensor_free(positions);
+    return x;
+}
+
+// Multi-head self-attention where each token sees itself and the tokens before it.
+// x [B, N, C] -> [B, N, C]
+static tensor *causal_self_attention(const clip_encoder_layer *l, int heads, const tensor *x) {
+    tensor *q = linear_forward(&l->q_proj, x);
+    tensor *k = linear_forward(&l->k_proj, x);
+    tensor *v = linear_forward(&l->v_proj, x);
+    tensor *a = attention(q, k, v, heads, true);
+    tensor_free(q);
+    tensor_free(k);
+    tensor_free(v);
+    tensor_replace(&a, linear_forward(&l->out_proj, a));
+    return a;
+}
+
+// fc1 -> activation -> fc2: [B, N, C] -> [B, N, intermediate] -> [B, N, C]
+static tensor *mlp(const clip_encoder_layer *l, clip_activation act, const tensor *x) {
+    tensor *h = linear_forward(&l->fc1, x);
+    if (act == CLIP_ACT_QUICK_GELU)
+        quick_gelu_inplace(h);
+    else
+        gelu_inplace(h);
+    tensor_replace(&h, linear_forward(&l->fc2, h));
+    return h;
+}
+
+// Pre-LayerNorm residual layer; consumes x and returns the layer output [B, N, C].
+static tensor *encoder_layer(const clip_encoder_layer *l, const clip_text_config *c, tensor *x) {
+    tensor *h = layer_norm(&l->layer_norm1, x);
+    tensor_replace(&h, causal_self_attention(l, c->num_attention_heads, h));
+    add_inplace(x, h);
+    tensor_replace(&h, layer_norm(&l->layer_norm2, x));
+    tensor_replace(&h, mlp(l, c->hidden_act, h));
+    add_inplace(x, h);
+    tensor_free(h);
+    return x;
+}
+
+// transformers' pooled-token rule (CLIPTextTransformer.forward), see clip_text.h.
+static void pooled_positions(const clip_text_config *c, const int32_t *ids, int batch, int n_tokens,
+                             int64_t *index) {
+    for (int b = 0; b < batch; b++) {
+        const int32_t *row = ids + (int64_t)b * n_tokens;
+        int64_t best = 0;
+        if (c->eos_token_id == 2) {
+            for (int t = 1; t < n_tokens; t++)
+                if (row[t] > row[best]) best = t;
+        } else {
+            for (int t = 0; t < n_tokens; t++)
+                if (row[t] == c->eos_token_id) {
+                    best = t;
+                    break;
+                }
+        }
+        index[b] = best;
+    }
+}
+
+static lcm_status check_inputs(const clip_text_config *c, const int32_t *ids, int batch,
+                               int n_tokens) {
+    if (batch < 1)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "text encoder: batch size %d, expected >= 1",
+                        batch);
+    if (n_tokens < 1 || n_tokens > c->max_position_embeddings)
+        return lcm_fail(
+            LCM_ERR_INVALID_ARGUMENT,
+            "text encoder: %d tokens per prompt, expected 1..%d (max_position_embeddings)",
+            n_tokens, c->max_position_embeddings);
+    for (int64_t i = 0; i < (int64_t)batch * n_tokens; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                            "text encoder: token id %d (prompt %lld, position %lld) is outside the "
+                            "vocabulary 0..%d",
+                            (int)ids[i], (long long)(i / n_tokens), (long long)(i % n_tokens),
+                            c->vocab_size - 1);
+    return LCM_OK;
+}
+
+lcm_status clip_text_forward_probed(const clip_text_model *m, const int32_t *ids, int batch,
+                                    int n_tokens, clip_text_probe probe, void *user,
+                                    tensor **last_hidden_state, tensor **pooled) {
+    *last_hidden_state = NULL;
+    if (pooled) *pooled = NULL;
+    const clip_text_config *c = &m->config;
+    LCM_TRY(check_inputs(c, ids, batch, n_tokens));
+
+    int64_t count = (int64_t)batch * n_tokens;
+    int32_t *position_ids = malloc(sizeof *position_ids * (size_t)count);
+    int64_t *pool_index = malloc(sizeof *pool_index * (size_t)batch);
+    if (!position_ids || !pool_index) {
+        free(position_ids);
+        free(pool_index);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "text encoder: out of memory");
+    }
+
+    tensor *x = text_embeddings(m, ids, batch, n_tokens, position_ids); // [B, N, C]
+    if (probe && x) probe(user, "text_model.embeddings", x);
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        x = encoder_layer(&m->layers[i], c, x);
+        if (probe && x) {
+            char name[64];
+            snprintf(name, sizeof name, "text_model.encoder.layers.%d", i);
+            probe(user, name, x);
+        }
+    }
+    tensor_replace(&x, layer_norm(&m->final_layer_norm, x));
+
+    tensor *pool = NULL;
+    if (pooled && x) {
+        pooled_positions(c, ids, batch, n_tokens, pool_index);
+        pool = select_token_rows(x, pool_index); // [B, C]
+    }
+    free(position_ids);
+    free(pool_index);
+    if (!x || (pooled && !pool)) {
+        tensor_free(x);
+        tensor_free(pool);
+        return lcm_fail_context(LCM_ERR_INTERNAL, "text encoder: ");
+    }
+    *last_hidden_state = x;
+    if (pooled) *pooled = pool;
+    return LCM_OK;
+}
+
+lcm_status clip_text_forward(const clip_text_model *m, const int32_t *ids, int batch, int n_tokens,
+                             tensor **last_hidden_state, tensor **pooled) {
+    return clip_text_forward_probed(m, ids, batch, n_tokens, NULL, NULL, last_hidden_state, pooled);
+}
