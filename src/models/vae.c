@@ -1,0 +1,700 @@
+// AutoencoderKL, the Stable Diffusion VAE, following diffusers v0.26.3 (autoencoder_kl.py, vae.py,
+// unet_2d_blocks.py, resnet.py, attention_processor.py).
+//
+//   Encoder: conv_in -> down blocks (resnets, then a stride-2 conv except in the last block)
+//            -> mid block (resnet, attention, resnet) -> GroupNorm+SiLU -> conv_out (2*L channels)
+//   Decoder: conv_in -> mid block -> up blocks (resnets, then nearest x2 + conv except in the last)
+//            -> GroupNorm+SiLU -> conv_out
+//
+// Every GroupNorm in the VAE uses eps 1e-6 and config.norm_num_groups groups. There is no time
+// embedding, and every output_scale_factor / rescale_output_factor is 1, so the residual additions
+// are plain sums.
+#include "models/vae.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "io/json_config.h"
+#include "ops/ops.h"
+
+#define VAE_NORM_EPS 1e-6f
+#define VAE_MAX_CHANNELS 16384
+#define NAME_SIZE 256
+
+// Tensor and module names are built from short constant parts, so NAME_SIZE always suffices.
+LCM_PRINTF(2, 3) static void format_name(char *buf, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, NAME_SIZE, fmt, ap);
+    va_end(ap);
+}
+
+// ---- weights ---------------------------------------------------------------------------------
+
+// ResnetBlock2D without time embedding: GroupNorm+SiLU -> conv3x3 -> GroupNorm+SiLU -> conv3x3,
+// plus the input (through a 1x1 conv when the channel count changes).
+typedef struct resnet_block {
+    norm norm1, norm2;
+    conv2d conv1, conv2;
+    bool has_shortcut;
+    conv2d conv_shortcut;
+} resnet_block;
+
+// diffusers' Attention as the VAE builds it: GroupNorm, then single-head self-attention over the
+// H*W tokens with head_dim = channels, then a residual connection.
+typedef struct attention_block {
+    norm group_norm;
+    linear to_q, to_k, to_v, to_out;
+} attention_block;
+
+// UNetMidBlock2D with one layer: resnet, (attention), resnet.
+typedef struct mid_block {
+    resnet_block resnet_in, resnet_out;
+    bool has_attention;
+    attention_block attn;
+} mid_block;
+
+// DownEncoderBlock2D / UpDecoderBlock2D: `count` resnets and an optional resampling conv.
+typedef struct sampling_block {
+    int count;
+    resnet_block *resnets;
+    bool has_resample;
+    conv2d resample_conv; // downsamplers.0.conv (stride 2) or upsamplers.0.conv
+} sampling_block;
+
+typedef struct vae_encoder {
+    conv2d conv_in;
+    sampling_block down[VAE_MAX_BLOCKS];
+    mid_block mid;
+    norm norm_out;
+    conv2d conv_out;
+} vae_encoder;
+
+typedef struct vae_decoder {
+    conv2d conv_in;
+    mid_block mid;
+    sampling_block up[VAE_MAX_BLOCKS];
+    norm norm_out;
+    conv2d conv_out;
+} vae_decoder;
+
+struct vae_model {
+    vae_config config;
+    vae_encoder encoder;
+    conv2d quant_conv; // 1x1, 2L -> 2L
+    vae_decoder decoder;
+    conv2d post_quant_conv; // 1x1, L -> L
+};
+
+// ---- config ----------------------------------------------------------------------------------
+
+static lcm_status check_block_types(const json_config *c, const char *field, const char *expected,
+                                    int block_count) {
+    const char *types[VAE_MAX_BLOCKS];
+    int count = 0;
+    LCM_TRY(json_config_string_array(c, field, types, VAE_MAX_BLOCKS, &count));
+    if (count != block_count)
+        return lcm_fail(LCM_ERR_FORMAT,
+                        "%s: %s has %d entries but block_out_channels has %d; expected one block "
+                        "type per entry of block_out_channels",
+                        c->label, field, count, block_count);
+    for (int i = 0; i < count; i++)
+        if (strcmp(types[i], expected) != 0)
+            return lcm_fail(LCM_ERR_UNSUPPORTED,
+                            "%s: %s[%d] = \"%s\" is not supported; this AutoencoderKL "
+                            "implementation supports only \"%s\"",
+                            c->label, field, i, types[i], expected);
+    return LCM_OK;
+}
+
+static lcm_status parse_config(const json_config *c, vae_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    const char *class_name = NULL;
+    LCM_TRY(json_config_string_or(c, "_class_name", "AutoencoderKL", &class_name));
+    if (strcmp(class_name, "AutoencoderKL") != 0)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: _class_name = \"%s\", expected \"AutoencoderKL\"",
+                        c->label, class_name);
+
+    int64_t v, channels[VAE_MAX_BLOCKS];
+    LCM_TRY(json_config_int_array(c, "block_out_channels", 1, VAE_MAX_CHANNELS, channels,
+                                  VAE_MAX_BLOCKS, &cfg->block_count));
+    for (int i = 0; i < cfg->block_count; i++) cfg->block_out_channels[i] = (int)channels[i];
+    LCM_TRY(check_block_types(c, "down_block_types", "DownEncoderBlock2D", cfg->block_count));
+    LCM_TRY(check_block_types(c, "up_block_types", "UpDecoderBlock2D", cfg->block_count));
+
+    LCM_TRY(json_config_int_or(c, "in_channels", 3, 1, 64, &v));
+    cfg->in_channels = (int)v;
+    LCM_TRY(json_config_int_or(c, "out_channels", 3, 1, 64, &v));
+    cfg->out_channels = (int)v;
+    LCM_TRY(json_config_int_or(c, "latent_channels", 4, 1, 256, &v));
+    cfg->latent_channels = (int)v;
+    LCM_TRY(json_config_int_or(c, "layers_per_block", 1, 1, 32, &v));
+    cfg->layers_per_block = (int)v;
+    LCM_TRY(json_config_int_or(c, "norm_num_groups", 32, 1, VAE_MAX_CHANNELS, &v));
+    cfg->norm_num_groups = (int)v;
+    for (int i = 0; i < cfg->block_count; i++)
+        if (cfg->block_out_channels[i] % cfg->norm_num_groups)
+            return lcm_fail(LCM_ERR_FORMAT,
+                            "%s: block_out_channels[%d] = %d is not a multiple of norm_num_groups "
+                            "= %d",
+                            c->label, i, cfg->block_out_channels[i], cfg->norm_num_groups);
+
+    const char *act_fn = NULL;
+    LCM_TRY(json_config_string_or(c, "act_fn", "silu", &act_fn));
+    // diffusers' get_activation maps both names to nn.SiLU.
+    if (strcmp(act_fn, "silu") != 0 && strcmp(act_fn, "swish") != 0)
+        return lcm_fail(LCM_ERR_UNSUPPORTED,
+                        "%s: act_fn = \"%s\" is not supported; expected \"silu\"", c->label,
+                        act_fn);
+
+    LCM_TRY(json_config_bool_or(c, "mid_block_add_attention", true, &cfg->mid_block_add_attention));
+    // Newer diffusers versions can drop the 1x1 quant convs; older configs never mention them.
+    LCM_TRY(json_config_bool_or(c, "use_quant_conv", true, &cfg->use_quant_conv));
+    LCM_TRY(json_config_bool_or(c, "use_post_quant_conv", true, &cfg->use_post_quant_conv));
+
+    double scaling;
+    LCM_TRY(json_config_float_or(c, "scaling_factor", 0.18215, 1e-6, 1e6, &scaling));
+    cfg->scaling_factor = (float)scaling;
+    // A shift_factor (SD3/Flux VAEs) changes how pipelines map latents; none of ours apply it.
+    double shift;
+    LCM_TRY(json_config_float_or(c, "shift_factor", 0.0, -1e6, 1e6, &shift));
+    if (shift != 0.0)
+        return lcm_fail(LCM_ERR_UNSUPPORTED,
+                        "%s: shift_factor = %g is not supported (Stable Diffusion 1.x VAEs have "
+                        "none)",
+                        c->label, shift);
+
+    LCM_TRY(json_config_int_or(c, "sample_size", 32, 1, 1 << 16, &v));
+    cfg->sample_size = (int)v;
+    cfg->downscale_factor = 1 << (cfg->block_count - 1);
+    // force_upcast only matters for half-precision runs; this implementation computes in float32.
+    return LCM_OK;
+}
+
+// ---- loading ---------------------------------------------------------------------------------
+
+static lcm_status load_conv(conv2d *c, const weight_set *ws, const char *prefix, const char *name,
+                            int in, int out, int kernel, int stride, int padding) {
+    char full[NAME_SIZE];
+    format_name(full, "%s.%s", prefix, name);
+    return conv2d_load(c, ws, full, in, out, kernel, stride, padding, true);
+}
+
+static lcm_status load_norm(norm *n, const weight_set *ws, const char *prefix, const char *name,
+                            int channels, int groups) {
+    char full[NAME_SIZE];
+    format_name(full, "%s.%s", prefix, name);
+    return norm_load(n, ws, full, channels, groups, VAE_NORM_EPS);
+}
+
+static lcm_status load_resnet(resnet_block *r, const weight_set *ws, const char *prefix, int in,
+                              int out, int groups) {
+    LCM_TRY(load_norm(&r->norm1, ws, prefix, "norm1", in, groups));
+    LCM_TRY(load_conv(&r->conv1, ws, prefix, "conv1", in, out, 3, 1, 1));
+    LCM_TRY(load_norm(&r->norm2, ws, prefix, "norm2", out, groups));
+    LCM_TRY(load_conv(&r->conv2, ws, prefix, "conv2", out, out, 3, 1, 1));
+    r->has_shortcut = in != out;
+    if (r->has_shortcut)
+        LCM_TRY(load_conv(&r->conv_shortcut, ws, prefix, "conv_shortcut", in, out, 1, 1, 0));
+    return LCM_OK;
+}
+
+static void free_resnet(resnet_block *r) {
+    norm_free(&r->norm1);
+    norm_free(&r->norm2);
+    conv2d_free(&r->conv1);
+    conv2d_free(&r->conv2);
+    conv2d_free(&r->conv_shortcut);
+}
+
+// One attention projection, under its current name or its pre-0.14 one, stored either as a linear
+// weight [C, C] or as a 1x1 conv weight [C, C, 1, 1].
+static lcm_status load_projection(linear *l, const weight_set *ws, const char *prefix,
+                                  const char *name, const char *old_name, int channels) {
+    char full[NAME_SIZE], weight[NAME_SIZE];
+    format_name(full, "%s.%s", prefix, name);
+    format_name(weight, "%s.weight", full);
+    const st_tensor *t = weight_set_find(ws, weight, NULL);
+    if (!t) {
+        char old_full[NAME_SIZE], old_weight[NAME_SIZE];
+        format_name(old_full, "%s.%s", prefix, old_name);
+        format_name(old_weight, "%s.weight", old_full);
+        const st_tensor *old = weight_set_find(ws, old_weight, NULL);
+        if (!old)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' (or its old name '%s') is missing",
+                            weight_set_source(ws), weight, old_weight);
+        memcpy(full, old_full, sizeof full);
+        t = old;
+    }
+    if (t->ndim == 4) return linear_load_from_conv1x1(l, ws, full, channels, channels);
+    return linear_load(l, ws, full, channels, channels, true);
+}
+
+static lcm_status load_attention(attention_block *a, const weight_set *ws, const char *prefix,
+                                 int channels, int groups) {
+    LCM_TRY(load_norm(&a->group_norm, ws, prefix, "group_norm", channels, groups));
+    LCM_TRY(load_projection(&a->to_q, ws, prefix, "to_q", "query", channels));
+    LCM_TRY(load_projection(&a->to_k, ws, prefix, "to_k", "key", channels));
+    LCM_TRY(load_projection(&a->to_v, ws, prefix, "to_v", "value", channels));
+    LCM_TRY(load_projection(&a->to_out, ws, prefix, "to_out.0", "proj_attn", channels));
+    return LCM_OK;
+}
+
+static void free_attention(attention_block *a) {
+    norm_free(&a->group_norm);
+    linear_free(&a->to_q);
+    linear_free(&a->to_k);
+    linear_free(&a->to_v);
+    linear_free(&a->to_out);
+}
+
+static lcm_status load_mid_block(mid_block *m, const weight_set *ws, const char *prefix,
+                                 const vae_config *cfg) {
+    int channels = cfg->block_out_channels[cfg->block_count - 1], groups = cfg->norm_num_groups;
+    char name[NAME_SIZE];
+    format_name(name, "%s.resnets.0", prefix);
+    LCM_TRY(load_resnet(&m->resnet_in, ws, name, channels, channels, groups));
+    m->has_attention = cfg->mid_block_add_attention;
+    if (m->has_attention) {
+        format_name(name, "%s.attentions.0", prefix);
+        LCM_TRY(load_attention(&m->attn, ws, name, channels, groups));
+    }
+    format_name(name, "%s.resnets.1", prefix);
+    LCM_TRY(load_resnet(&m->resnet_out, ws, name, channels, channels, groups));
+    return LCM_OK;
+}
+
+static void free_mid_block(mid_block *m) {
+    free_resnet(&m->resnet_in);
+    free_attention(&m->attn);
+    free_resnet(&m->resnet_out);
+}
+
+// The resnets of a down or up block: the first maps in -> out channels, the rest out -> out.
+static lcm_status load_sampling_resnets(sampling_block *b, const weight_set *ws, const char *prefix,
+                                        int count, int in, int out, int groups) {
+    b->resnets = calloc((size_t)count, sizeof *b->resnets);
+    if (!b->resnets) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading %s", prefix);
+    b->count = count;
+    for (int i = 0; i < count; i++) {
+        char name[NAME_SIZE];
+        format_name(name, "%s.resnets.%d", prefix, i);
+        LCM_TRY(load_resnet(&b->resnets[i], ws, name, i == 0 ? in : out, out, groups));
+    }
+    return LCM_OK;
+}
+
+static void free_sampling_block(sampling_block *b) {
+    for (int i = 0; i < b->count; i++) free_resnet(&b->resnets[i]);
+    free(b->resnets);
+    conv2d_free(&b->resample_conv);
+    b->resnets = NULL;
+    b->count = 0;
+}
+
+static lcm_status load_encoder(vae_encoder *e, const weight_set *ws, const vae_config *cfg) {
+    const int *ch = cfg->block_out_channels, last = cfg->block_count - 1;
+    int groups = cfg->norm_num_groups;
+    LCM_TRY(load_conv(&e->conv_in, ws, "encoder", "conv_in", cfg->in_channels, ch[0], 3, 1, 1));
+    for (int i = 0; i <= last; i++) {
+        char prefix[NAME_SIZE];
+        format_name(prefix, "encoder.down_blocks.%d", i);
+        sampling_block *b = &e->down[i];
+        int in = i == 0 ? ch[0] : ch[i - 1];
+        LCM_TRY(load_sampling_resnets(b, ws, prefix, cfg->layers_per_block, in, ch[i], groups));
+        b->has_resample = i != last;
+        // Downsample2D with padding=0: the input is padded right/bottom before a 3x3 stride-2 conv.
+        if (b->has_resample)
+            LCM_TRY(load_conv(&b->resample_conv, ws, prefix, "downsamplers.0.conv", ch[i], ch[i], 3,
+                              2, 0));
+    }
+    LCM_TRY(load_mid_block(&e->mid, ws, "encoder.mid_block", cfg));
+    LCM_TRY(load_norm(&e->norm_out, ws, "encoder", "conv_norm_out", ch[last], groups));
+    LCM_TRY(load_conv(&e->conv_out, ws, "encoder", "conv_out", ch[last], 2 * cfg->latent_channels,
+                      3, 1, 1));
+    return LCM_OK;
+}
+
+static void free_encoder(vae_encoder *e) {
+    conv2d_free(&e->conv_in);
+    for (int i = 0; i < VAE_MAX_BLOCKS; i++) free_sampling_block(&e->down[i]);
+    free_mid_block(&e->mid);
+    norm_free(&e->norm_out);
+    conv2d_free(&e->conv_out);
+}
+
+static lcm_status load_decoder(vae_decoder *d, const weight_set *ws, const vae_config *cfg) {
+    const int *ch = cfg->block_out_channels, last = cfg->block_count - 1;
+    int groups = cfg->norm_num_groups;
+    LCM_TRY(
+        load_conv(&d->conv_in, ws, "decoder", "conv_in", cfg->latent_channels, ch[last], 3, 1, 1));
+    LCM_TRY(load_mid_block(&d->mid, ws, "decoder.mid_block", cfg));
+    // Up block i works at the channel count of down block (last - i), coming from the previous one.
+    for (int i = 0; i <= last; i++) {
+        char prefix[NAME_SIZE];
+        format_name(prefix, "decoder.up_blocks.%d", i);
+        sampling_block *b = &d->up[i];
+        int in = ch[i == 0 ? last : last - i + 1], out = ch[last - i];
+        LCM_TRY(load_sampling_resnets(b, ws, prefix, cfg->layers_per_block + 1, in, out, groups));
+        b->has_resample = i != last;
+        if (b->has_resample)
+            LCM_TRY(
+                load_conv(&b->resample_conv, ws, prefix, "upsamplers.0.conv", out, out, 3, 1, 1));
+    }
+    LCM_TRY(load_norm(&d->norm_out, ws, "decoder", "conv_norm_out", ch[0], groups));
+    LCM_TRY(load_conv(&d->conv_out, ws, "decoder", "conv_out", ch[0], cfg->out_channels, 3, 1, 1));
+    return LCM_OK;
+}
+
+static void free_decoder(vae_decoder *d) {
+    conv2d_free(&d->conv_in);
+    free_mid_block(&d->mid);
+    for (int i = 0; i < VAE_MAX_BLOCKS; i++) free_sampling_block(&d->up[i]);
+    norm_free(&d->norm_out);
+    conv2d_free(&d->conv_out);
+}
+
+static lcm_status load_weights(vae_model *m, const weight_set *ws) {
+    const vae_config *cfg = &m->config;
+    int latent2 = 2 * cfg->latent_channels;
+    LCM_TRY(load_encoder(&m->encoder, ws, cfg));
+    if (cfg->use_quant_conv)
+        LCM_TRY(conv2d_load(&m->quant_conv, ws, "quant_conv", latent2, latent2, 1, 1, 0, true));
+    if (cfg->use_post_quant_conv)
+        LCM_TRY(conv2d_load(&m->post_quant_conv, ws, "post_quant_conv", cfg->latent_channels,
+                            cfg->latent_channels, 1, 1, 0, true));
+    LCM_TRY(load_decoder(&m->decoder, ws, cfg));
+    return LCM_OK;
+}
+
+lcm_status vae_load(const model_folder *folder, const char *component, vae_model **out) {
+    *out = NULL;
+    if (!component || !*component) component = ".";
+    json_config config;
+    LCM_TRY(model_folder_load_config(folder, component, "config.json", &config));
+    vae_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        json_config_free(&config);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading the VAE");
+    }
+    lcm_status st = parse_config(&config, &m->config);
+    json_config_free(&config);
+    if (st != LCM_OK) {
+        vae_free(m);
+        return lcm_fail_context(st, "%s: ", folder->root);
+    }
+    weight_set *ws = NULL;
+    st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
+    if (st == LCM_OK) st = load_weights(m, ws);
+    weight_set_close(ws);
+    if (st != LCM_OK) {
+        vae_free(m);
+        return lcm_fail_context(st, "loading the VAE (%s/%s): ", folder->root, component);
+    }
+    *out = m;
+    return LCM_OK;
+}
+
+void vae_free(vae_model *m) {
+    if (!m) return;
+    free_encoder(&m->encoder);
+    conv2d_free(&m->quant_conv);
+    free_decoder(&m->decoder);
+    conv2d_free(&m->post_quant_conv);
+    free(m);
+}
+
+const vae_config *vae_get_config(const vae_model *m) { return &m->config; }
+
+static int64_t norm_params(const norm *n) { return n->weight ? 2 * (int64_t)n->channels : 0; }
+
+static int64_t resnet_params(const resnet_block *r) {
+    return norm_params(&r->norm1) + norm_params(&r->norm2) + conv2d_params(&r->conv1) +
+           conv2d_params(&r->conv2) + (r->has_shortcut ? conv2d_params(&r->conv_shortcut) : 0);
+}
+
+static int64_t mid_block_params(const mid_block *m) {
+    int64_t n = resnet_params(&m->resnet_in) + resnet_params(&m->resnet_out);
+    if (m->has_attention)
+        n += norm_params(&m->attn.group_norm) + linear_params(&m->attn.to_q) +
+             linear_params(&m->attn.to_k) + linear_params(&m->attn.to_v) +
+             linear_params(&m->attn.to_out);
+    return n;
+}
+
+static int64_t sampling_block_params(const sampling_block *b) {
+    int64_t n = b->has_resample ? conv2d_params(&b->resample_conv) : 0;
+    for (int i = 0; i < b->count; i++) n += resnet_params(&b->resnets[i]);
+    return n;
+}
+
+int64_t vae_param_count(const vae_model *m) {
+    const vae_encoder *e = &m->encoder;
+    const vae_decoder *d = &m->decoder;
+    int64_t n = conv2d_params(&e->conv_in) + mid_block_params(&e->mid) + norm_params(&e->norm_out) +
+                conv2d_params(&e->conv_out) + conv2d_params(&d->conv_in) +
+                mid_block_params(&d->mid) + norm_params(&d->norm_out) + conv2d_params(&d->conv_out);
+    for (int i = 0; i < m->config.block_count; i++)
+        n += sampling_block_params(&e->down[i]) + sampling_block_params(&d->up[i]);
+    if (m->config.use_quant_conv) n += conv2d_params(&m->quant_conv);
+    if (m->config.use_post_quant_conv) n += conv2d_params(&m->post_quant_conv);
+    return n;
+}
+
+// ---- forward pass ----------------------------------------------------------------------------
+
+static void tap_value(vae_tap_fn tap, void *user, const char *name, const tensor *value) {
+    if (tap && value) tap(user, name, value);
+}
+
+// x + residual, consuming x; NULL (x freed) when either is NULL.
+static tensor *add_residual(tensor *x, const tensor *residual) {
+    if (!add_inplace(x, residual)) {
+        tensor_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+// [N, Cin, H, W] -> [N, Cout, H, W]
+static tensor *resnet_block_forward(const resnet_block *r, const tensor *x) {
+    tensor *h = group_norm_silu(&r->norm1, x);
+    tensor_replace(&h, conv2d_forward(&r->conv1, h));
+    tensor_replace(&h, group_norm_silu(&r->norm2, h));
+    // (dropout is the identity at inference)
+    tensor_replace(&h, conv2d_forward(&r->conv2, h));
+    if (!r->has_shortcut) return add_residual(h, x);
+    tensor *shortcut = conv2d_forward(&r->conv_shortcut, x);
+    h = add_residual(h, shortcut);
+    tensor_free(shortcut);
+    return h;
+}
+
+// [N, C, H, W] -> [N, C, H, W]: x + to_out(attention(q, k, v)) over the H*W positions.
+static tensor *attention_block_forward(const attention_block *a, const tensor *x) {
+    if (!x) return NULL;
+    int64_t h = x->shape[2], w = x->shape[3];
+    tensor *normed = group_norm(&a->group_norm, x);
+    tensor *tokens = nchw_to_tokens(normed); // [N, H*W, C]
+    tensor_free(normed);
+    tensor *q = linear_forward(&a->to_q, tokens);
+    tensor *k = linear_forward(&a->to_k, tokens);
+    tensor *v = linear_forward(&a->to_v, tokens);
+    tensor *attended = attention(q, k, v, 1, false);
+    tensor *out = linear_forward(&a->to_out, attended);
+    tensor_free(attended);
+    tensor_free(v);
+    tensor_free(k);
+    tensor_free(q);
+    tensor_free(tokens);
+    tensor *y = tokens_to_nchw(out, h, w);
+    tensor_free(out);
+    return add_residual(y, x);
+}
+
+static tensor *mid_block_forward(const mid_block *m, const tensor *x) {
+    tensor *h = resnet_block_forward(&m->resnet_in, x);
+    if (m->has_attention) tensor_replace(&h, attention_block_forward(&m->attn, h));
+    tensor_replace(&h, resnet_block_forward(&m->resnet_out, h));
+    return h;
+}
+
+// DownEncoderBlock2D: [N, Cin, H, W] -> [N, Cout, H/2, W/2] (no halving in the last block).
+static tensor *down_block_forward(const sampling_block *b, const tensor *x) {
+    tensor *h = resnet_block_forward(&b->resnets[0], x);
+    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h));
+    if (b->has_resample) {
+        tensor_replace(&h, pad2d(h, 0, 1, 0, 1));
+        tensor_replace(&h, conv2d_forward(&b->resample_conv, h));
+    }
+    return h;
+}
+
+// UpDecoderBlock2D: [N, Cin, H, W] -> [N, Cout, 2H, 2W] (no doubling in the last block).
+static tensor *up_block_forward(const sampling_block *b, const tensor *x) {
+    tensor *h = resnet_block_forward(&b->resnets[0], x);
+    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h));
+    if (b->has_resample) {
+        tensor_replace(&h, upsample_nearest2x(h));
+        tensor_replace(&h, conv2d_forward(&b->resample_conv, h));
+    }
+    return h;
+}
+
+// [N, in_channels, H, W] -> [N, 2L, H/f, W/f]
+static tensor *encoder_forward(const vae_model *m, const tensor *image, vae_tap_fn tap,
+                               void *user) {
+    const vae_encoder *e = &m->encoder;
+    tensor *h = conv2d_forward(&e->conv_in, image);
+    tap_value(tap, user, "encoder.conv_in", h);
+    for (int i = 0; i < m->config.block_count; i++) {
+        tensor_replace(&h, down_block_forward(&e->down[i], h));
+        char name[NAME_SIZE];
+        format_name(name, "encoder.down_blocks.%d", i);
+        tap_value(tap, user, name, h);
+    }
+    tensor_replace(&h, mid_block_forward(&e->mid, h));
+    tap_value(tap, user, "encoder.mid_block", h);
+    tensor_replace(&h, group_norm_silu(&e->norm_out, h));
+    tensor_replace(&h, conv2d_forward(&e->conv_out, h));
+    tap_value(tap, user, "encoder.conv_out", h);
+    return h;
+}
+
+// [N, L, h, w] -> [N, out_channels, h*f, w*f]
+static tensor *decoder_forward(const vae_model *m, const tensor *z, vae_tap_fn tap, void *user) {
+    const vae_decoder *d = &m->decoder;
+    tensor *h = conv2d_forward(&d->conv_in, z);
+    tap_value(tap, user, "decoder.conv_in", h);
+    tensor_replace(&h, mid_block_forward(&d->mid, h));
+    tap_value(tap, user, "decoder.mid_block", h);
+    for (int i = 0; i < m->config.block_count; i++) {
+        tensor_replace(&h, up_block_forward(&d->up[i], h));
+        char name[NAME_SIZE];
+        format_name(name, "decoder.up_blocks.%d", i);
+        tap_value(tap, user, name, h);
+    }
+    tensor_replace(&h, group_norm_silu(&d->norm_out, h));
+    tensor_replace(&h, conv2d_forward(&d->conv_out, h));
+    tap_value(tap, user, "decoder.conv_out", h);
+    return h;
+}
+
+static lcm_status check_input(const char *what, const tensor *x, int channels, int64_t min_side) {
+    if (!x || x->ndim != 4 || x->shape[0] < 1 || x->shape[1] != channels ||
+        x->shape[2] < min_side || x->shape[3] < min_side)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "VAE %s: expected a [N, %d, H, W] tensor with H, W >= %lld", what, channels,
+                        (long long)min_side);
+    return LCM_OK;
+}
+
+// A forward pass returns NULL with the message already set. Inputs are validated before it starts,
+// so what remains is running out of memory (or a size too large to allocate); the ops do not
+// report a status code, so the message tells which.
+static lcm_status forward_failure(const char *what) {
+    const char *message = lcm_last_error();
+    lcm_status code = strstr(message, "out of memory") ? LCM_ERR_OUT_OF_MEMORY
+                      : strstr(message, "too large")   ? LCM_ERR_INVALID_ARGUMENT
+                                                       : LCM_ERR_INTERNAL;
+    return lcm_fail_context(code, "VAE %s: ", what);
+}
+
+lcm_status vae_decode_tapped(const vae_model *m, const tensor *latents, vae_tap_fn tap, void *user,
+                             tensor **image) {
+    *image = NULL;
+    LCM_TRY(check_input("decode", latents, m->config.latent_channels, 1));
+    tensor *z = m->config.use_post_quant_conv ? conv2d_forward(&m->post_quant_conv, latents)
+                                              : tensor_copy(latents);
+    tap_value(tap, user, "post_quant_conv", z);
+    tensor *out = decoder_forward(m, z, tap, user);
+    tensor_free(z);
+    if (!out) return forward_failure("decode");
+    *image = out;
+    return LCM_OK;
+}
+
+lcm_status vae_decode(const vae_model *m, const tensor *latents, tensor **image) {
+    return vae_decode_tapped(m, latents, NULL, NULL, image);
+}
+
+// Channels [first, first + count) of x [N, C, H, W].
+static tensor *channel_slice(const tensor *x, int first, int count) {
+    if (!x) return NULL;
+    int64_t n = x->shape[0], c = x->shape[1], hw = x->shape[2] * x->shape[3];
+    tensor *y = tensor_new4(n, count, x->shape[2], x->shape[3]);
+    if (!y) return NULL;
+    for (int64_t b = 0; b < n; b++)
+        memcpy(y->data + b * count * hw, x->data + (b * c + first) * hw,
+               sizeof(float) * (size_t)(count * hw));
+    return y;
+}
+
+lcm_status vae_encode_tapped(const vae_model *m, const tensor *image, vae_tap_fn tap, void *user,
+                             tensor **mean, tensor **logvar) {
+    *mean = *logvar = NULL;
+    LCM_TRY(check_input("encode", image, m->config.in_channels, m->config.downscale_factor));
+    tensor *moments = encoder_forward(m, image, tap, user); // [N, 2L, H/f, W/f]
+    if (m->config.use_quant_conv) tensor_replace(&moments, conv2d_forward(&m->quant_conv, moments));
+    tap_value(tap, user, "quant_conv", moments);
+    int latent = m->config.latent_channels;
+    tensor *mu = channel_slice(moments, 0, latent);
+    tensor *lv = channel_slice(moments, latent, latent);
+    tensor_free(moments);
+    if (!mu || !lv) {
+        tensor_free(mu);
+        tensor_free(lv);
+        return forward_failure("encode");
+    }
+    int64_t n = tensor_numel(lv);
+    for (int64_t i = 0; i < n; i++) lv->data[i] = fminf(fmaxf(lv->data[i], -30.0f), 20.0f);
+    *mean = mu;
+    *logvar = lv;
+    return LCM_OK;
+}
+
+lcm_status vae_encode(const vae_model *m, const tensor *image, tensor **mean, tensor **logvar) {
+    return vae_encode_tapped(m, image, NULL, NULL, mean, logvar);
+}
+
+tensor *vae_logvar_to_std(const tensor *logvar) {
+    tensor *std = tensor_copy(logvar);
+    if (!std) return NULL;
+    int64_t n = tensor_numel(std);
+    for (int64_t i = 0; i < n; i++) std->data[i] = expf(0.5f * std->data[i]);
+    return std;
+}
+
+// ---- image conversions -----------------------------------------------------------------------
+
+// The "denormalize" step of VaeImageProcessor, in float32 like torch.
+static inline float denormalize(float x) {
+    float v = x / 2.0f + 0.5f;
+    return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+}
+
+void vae_image_to_float_nhwc(const tensor *image, float *out_nhwc) {
+    int64_t n = image->shape[0], c = image->shape[1], h = image->shape[2], w = image->shape[3];
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t i = 0; i < h * w; i++)
+                out_nhwc[(b * h * w + i) * c + ch] =
+                    denormalize(image->data[(b * c + ch) * h * w + i]);
+}
+
+lcm_status vae_image_to_rgb8(const tensor *image, int index, uint8_t *rgb) {
+    if (!image || image->ndim != 4 || image->shape[1] != 3 || index < 0 || index >= image->shape[0])
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "vae_image_to_rgb8: expected a [N, 3, H, W] image and 0 <= index < N");
+    int64_t hw = image->shape[2] * image->shape[3];
+    const float *planes = image->data + (int64_t)index * 3 * hw;
+    for (int64_t i = 0; i < hw; i++)
+        for (int ch = 0; ch < 3; ch++) {
+            // numpy: (x * 255).round() in float32; rintf rounds half to even like np.round.
+            float v = rintf(denormalize(planes[ch * hw + i]) * 255.0f);
+            rgb[i * 3 + ch] = v >= 0.0f && v <= 255.0f ? (uint8_t)v : 0; // NaN -> 0, never UB
+        }
+    return LCM_OK;
+}
+
+tensor *vae_rgb8_to_image(const uint8_t *rgb, int width, int height) {
+    if (!rgb || width < 1 || height < 1) {
+        lcm_fail(LCM_ERR_INVALID_ARGUMENT, "vae_rgb8_to_image: bad image size %dx%d", width,
+                 height);
+        return NULL;
+    }
+    int64_t hw = (int64_t)width * height;
+    tensor *image = tensor_new4(1, 3, height, width);
+    if (!image) return NULL;
+    for (int64_t i = 0; i < hw; i++)
+        for (int ch = 0; ch < 3; ch++) {
+            // numpy: uint8 -> float32 / 255, then torch: 2 * x - 1, all in float32.
+            float unit = (float)rgb[i * 3 + ch] / 255.0f;
+            image->data[ch * hw + i] = 2.0f * unit - 1.0f;
+        }
+    return image;
+}
