@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all test asan-test fuzz clean
+.PHONY: all test asan-test fuzz fuzz-run clean
 all:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
@@ -19,6 +19,10 @@ asan-test:
 fuzz:
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLCM_FUZZ=ON -DLCM_SANITIZE=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
+
+# Runs every harness for FUZZ_SECONDS (default 60) each; see docs/FUZZING.md.
+fuzz-run:
+	JOBS=$(JOBS) fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
