@@ -36,6 +36,9 @@ static void read_every_tensor(const st_file *file) {
         free(v);
         float *loaded = NULL;
         if (st_load_f32(file, t->name, t->ndim, t->shape, &loaded) == LCM_OK) free(loaded);
+        // A shape that cannot match must be refused, with nothing to free.
+        int64_t wrong = t->numel + 1;
+        if (st_load_f32(file, t->name, 1, &wrong, &loaded) == LCM_OK || loaded != NULL) abort();
     }
     (void)st_metadata(file, "info");
     (void)st_find(file, "missing tensor name");
