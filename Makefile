@@ -1,20 +1,29 @@
-# Thin wrapper over CMake/ctest. `make` builds, `make test` builds and runs every test,
-# `make asan-test` runs them again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Thin wrapper over CMake/ctest.
+#   make              build (Release) into build/
+#   make test         build, run every test, then build with AddressSanitizer + UBSan into
+#                     build-asan/ and run every test again there
+#   make quick-test   the first half only (no sanitizer pass)
+#   make fuzz         build the libFuzzer harnesses into build-fuzz/ (see docs/FUZZING.md)
+#   make fuzz-run     build them and run each for FUZZ_SECONDS (default 60)
+# Tests read the golden fixtures from $LCM_FIXTURES (default ../shared/fixtures).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all test asan-test fuzz fuzz-run clean
+.PHONY: all test quick-test asan-test fuzz fuzz-run clean
 all:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: all
+quick-test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test: quick-test asan-test
 
 asan-test:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLCM_SANITIZE=ON >/dev/null
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS)
 
 fuzz:
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLCM_FUZZ=ON -DLCM_SANITIZE=ON >/dev/null

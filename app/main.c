@@ -11,7 +11,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
+    {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
 

@@ -36,6 +36,83 @@ void lcm_clear_error(void);
 // A short constant name for a status ("malformed input"). Static storage; never freed.
 const char *lcm_status_name(lcm_status status);
 
+// ---- pipelines ---------------------------------------------------------------------------------
+
+// A loaded text-to-image pipeline: tokenizer, text encoder, UNet, VAE and LCM scheduler of one
+// model folder. Not safe for concurrent lcm_generate calls on the same handle (use one per thread).
+typedef struct lcm_pipeline lcm_pipeline;
+
+typedef struct lcm_pipeline_options {
+    // Weight variant: "fp16" loads *.fp16.safetensors where present, falling back to the plain
+    // file (as diffusers' `variant=`). NULL or "" for the plain files.
+    const char *variant;
+    // Worker threads for the compute kernels; 0 = one per core.
+    int threads;
+} lcm_pipeline_options;
+
+// Fills *options with the defaults (no variant, one thread per core).
+void lcm_pipeline_options_init(lcm_pipeline_options *options);
+
+// Loads the diffusers pipeline folder `model_dir` (model_index.json, text_encoder/, tokenizer/,
+// unet/, vae/, scheduler/). `options` may be NULL for the defaults; it is only read during the
+// call. On success *out is owned by the caller and must be released with lcm_pipeline_close.
+// On failure *out is NULL and lcm_last_error() says what is wrong with which file.
+lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
+                             lcm_pipeline **out);
+
+// Releases everything the pipeline owns. NULL is allowed.
+void lcm_pipeline_close(lcm_pipeline *pipeline);
+
+// The UNet's native image size (sample_size * 8), the default width and height. Never fails.
+int lcm_pipeline_default_size(const lcm_pipeline *pipeline);
+
+// The scheduler's original_inference_steps: the largest valid `steps`.
+int lcm_pipeline_max_steps(const lcm_pipeline *pipeline);
+
+// Called after each denoising step with the number of steps done (1..total). Return non-zero to
+// cancel: lcm_generate then returns LCM_ERR_CANCELLED and produces no image.
+typedef int (*lcm_progress_fn)(void *user_data, int steps_done, int total_steps,
+                               double elapsed_seconds);
+
+typedef struct lcm_request {
+    const char *prompt;   // UTF-8; borrowed for the duration of lcm_generate
+    uint64_t seed;        // torch.manual_seed(seed) semantics: same seed -> same image as diffusers
+    int steps;            // 1..lcm_pipeline_max_steps(); default 4
+    float guidance_scale; // LCM guidance (w = guidance_scale - 1 is embedded); default 8.5
+    int width, height;    // multiples of 8; 0 = lcm_pipeline_default_size()
+    int batch;            // images per prompt, drawn from one generator as diffusers does; default 1
+    lcm_progress_fn progress; // optional
+    void *progress_user_data;
+} lcm_request;
+
+// Fills *request with the defaults of diffusers' LatentConsistencyModelPipeline: 4 steps,
+// guidance 8.5, the model's native size, batch 1, seed 0, empty prompt, no callback.
+void lcm_request_init(lcm_request *request);
+
+typedef struct lcm_image {
+    int width, height;
+    uint8_t *rgb; // width * height * 3 bytes, row-major RGB
+} lcm_image;
+
+typedef struct lcm_result {
+    int count;          // = request batch
+    lcm_image *images;  // count images
+    uint64_t seed;      // the seed they were made with
+} lcm_result;
+
+// Generates request->batch images. On success *out is owned by the caller (lcm_result_free).
+// Bad requests (size not a multiple of 8, steps out of range, ...) return
+// LCM_ERR_INVALID_ARGUMENT with a message; nothing is allocated then.
+lcm_status lcm_generate(lcm_pipeline *pipeline, const lcm_request *request, lcm_result **out);
+
+// Releases a result and its images. NULL is allowed.
+void lcm_result_free(lcm_result *result);
+
+// Writes one RGB image as a PNG, atomically (a temporary file in the same folder renamed into
+// place: `path` never holds a partial file). `parameters` (may be NULL) is stored as the A1111
+// `parameters` tEXt chunk. All arguments are borrowed.
+lcm_status lcm_write_png(const char *path, const lcm_image *image, const char *parameters);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,6 +21,9 @@ typedef struct model_folder {
     char *root;
     char *variant;    // NULL when none was asked for
     json_config index; // model_index.json; root == NULL for a single-model folder
+    // When set (lcm synth), components are loaded from synthetic weights recorded here instead of
+    // files; borrowed, not freed by model_folder_close.
+    weight_recorder *synthetic;
 } model_folder;
 
 // Opens DIR (which must exist and hold either model_index.json or config.json). `variant` may be

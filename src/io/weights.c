@@ -2,6 +2,8 @@
 
 #include <cjson/cJSON.h>
 #include <limits.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/json_config.h"
+#include "io/safetensors_write.h"
 
 // Real SD checkpoints are split in at most a handful of shards; this bound keeps a hostile index
 // file from opening thousands of files.
@@ -18,6 +21,20 @@ struct weight_set {
     char *source;
     st_file **shards;
     size_t shard_count;
+    weight_recorder *recorder; // non-NULL for a synthetic set
+    char *component;
+};
+
+typedef struct recorded_tensor {
+    char *component, *name;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+} recorded_tensor;
+
+struct weight_recorder {
+    uint64_t seed;
+    recorded_tensor *tensors;
+    size_t count, capacity;
 };
 
 void weight_set_close(weight_set *ws) {
@@ -25,6 +42,7 @@ void weight_set_close(weight_set *ws) {
     for (size_t i = 0; i < ws->shard_count; i++) st_close(ws->shards[i]);
     free(ws->shards);
     free(ws->source);
+    free(ws->component);
     free(ws);
 }
 
@@ -154,8 +172,12 @@ const st_tensor *weight_set_find(const weight_set *ws, const char *name, const s
     return NULL;
 }
 
+static lcm_status synthesize(const weight_set *ws, const char *name, int ndim,
+                             const int64_t *shape, float **out);
+
 lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out) {
+    if (ws->recorder) return synthesize(ws, name, ndim, shape, out);
     const st_file *file;
     if (!weight_set_find(ws, name, &file)) {
         *out = NULL;
@@ -179,3 +201,140 @@ const st_tensor *weight_set_at(const weight_set *ws, size_t index) {
 }
 
 const char *weight_set_source(const weight_set *ws) { return ws->source; }
+
+// ---- synthetic weights ------------------------------------------------------------------------
+
+lcm_status weight_recorder_new(uint64_t seed, weight_recorder **out) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    (*out)->seed = seed;
+    return LCM_OK;
+}
+
+void weight_recorder_free(weight_recorder *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->count; i++) {
+        free(r->tensors[i].component);
+        free(r->tensors[i].name);
+    }
+    free(r->tensors);
+    free(r);
+}
+
+lcm_status weight_set_open_synthetic(weight_recorder *recorder, const char *component,
+                                     weight_set **out) {
+    *out = NULL;
+    weight_set *ws;
+    char label[256];
+    snprintf(label, sizeof label, "synthetic %s weights", component);
+    LCM_TRY(new_set(label, 0, &ws));
+    ws->recorder = recorder;
+    if (!(ws->component = strdup(component))) {
+        weight_set_close(ws);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    *out = ws;
+    return LCM_OK;
+}
+
+static uint64_t hash_string(uint64_t h, const char *s) {
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull; // FNV-1a
+    return h;
+}
+
+// Deterministic values for one tensor, in the spirit of PyTorch's default init: matrices and
+// kernels uniform in +-1/sqrt(fan_in), 1-D `weight`s (norm scales) 1, biases small.
+static void synthetic_values(uint64_t seed, const char *component, const char *name, int ndim,
+                             const int64_t *shape, float *out, int64_t numel) {
+    uint64_t state = hash_string(hash_string(seed ^ 0xcbf29ce484222325ull, component), name) | 1;
+    size_t len = strlen(name);
+    bool is_scale = ndim == 1 && len >= 6 && !strcmp(name + len - 6, "weight");
+    float bound = ndim >= 2 ? 1.0f / sqrtf((float)(numel / shape[0])) : 0.02f;
+    for (int64_t i = 0; i < numel; i++) {
+        if (is_scale) {
+            out[i] = 1.0f;
+            continue;
+        }
+        state ^= state >> 12, state ^= state << 25, state ^= state >> 27; // xorshift64*
+        double u = (double)((state * 0x2545f4914f6cdd1dull) >> 11) * 0x1.0p-53;
+        out[i] = (float)(2.0 * u - 1.0) * bound;
+    }
+}
+
+static lcm_status synthesize(const weight_set *ws, const char *name, int ndim,
+                             const int64_t *shape, float **out) {
+    *out = NULL;
+    weight_recorder *r = ws->recorder;
+    if (ndim < 0 || ndim > ST_MAX_DIMS)
+        return lcm_fail(LCM_ERR_INTERNAL, "synthetic weights need a known shape for '%s'", name);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    for (size_t i = 0; i < r->count; i++)
+        if (!strcmp(r->tensors[i].component, ws->component) && !strcmp(r->tensors[i].name, name))
+            return lcm_fail(LCM_ERR_INTERNAL, "synthetic weights: '%s' requested twice", name);
+    if (r->count == r->capacity) {
+        size_t cap = r->capacity ? 2 * r->capacity : 256;
+        recorded_tensor *grown = realloc(r->tensors, cap * sizeof *grown);
+        if (!grown) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+        r->tensors = grown;
+        r->capacity = cap;
+    }
+    float *data = malloc((size_t)(numel ? numel : 1) * sizeof *data);
+    recorded_tensor *t = &r->tensors[r->count];
+    *t = (recorded_tensor){.component = strdup(ws->component), .name = strdup(name), .ndim = ndim};
+    if (!data || !t->component || !t->name) {
+        free(data);
+        free(t->component);
+        free(t->name);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    r->count++;
+    synthetic_values(r->seed, ws->component, name, ndim, shape, data, numel);
+    *out = data;
+    return LCM_OK;
+}
+
+size_t weight_recorder_count(const weight_recorder *r, const char *component) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->count; i++) n += !strcmp(r->tensors[i].component, component);
+    return n;
+}
+
+typedef struct write_job {
+    const weight_recorder *recorder;
+    const recorded_tensor **tensors;
+} write_job;
+
+static lcm_status fill_recorded(void *user, size_t index, float *out, int64_t numel) {
+    const write_job *job = user;
+    const recorded_tensor *t = job->tensors[index];
+    synthetic_values(job->recorder->seed, t->component, t->name, t->ndim, t->shape, out, numel);
+    return LCM_OK;
+}
+
+lcm_status weight_recorder_write(const weight_recorder *r, const char *component, const char *path,
+                                 st_dtype dtype) {
+    size_t n = weight_recorder_count(r, component);
+    st_write_entry *entries = calloc(n ? n : 1, sizeof *entries);
+    const recorded_tensor **tensors = calloc(n ? n : 1, sizeof *tensors);
+    if (!entries || !tensors) {
+        free(entries);
+        free(tensors);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < r->count; i++) {
+        const recorded_tensor *t = &r->tensors[i];
+        if (strcmp(t->component, component)) continue;
+        tensors[k] = t;
+        entries[k] = (st_write_entry){.name = t->name, .dtype = dtype, .ndim = t->ndim};
+        memcpy(entries[k].shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        k++;
+    }
+    write_job job = {.recorder = r, .tensors = tensors};
+    lcm_status st = st_write(path, entries, n, fill_recorded, &job, "pt");
+    free(entries);
+    free(tensors);
+    return st;
+}

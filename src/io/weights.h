@@ -35,4 +35,27 @@ const st_tensor *weight_set_at(const weight_set *ws, size_t index);
 // The file (or index file) the weights came from, for messages. Borrowed from ws.
 const char *weight_set_source(const weight_set *ws);
 
+// ---- synthetic weights (lcm synth) ------------------------------------------------------------
+// A weight set with no file behind it: every load returns deterministic pseudo-random values of
+// the shape the loader asks for, and the recorder remembers (component, name, shape). Loading a
+// model through it and then writing the recorded tensors produces a full-size random-weight model
+// whose tensor names and shapes come from the model code itself, the one source of truth.
+
+typedef struct weight_recorder weight_recorder;
+
+lcm_status weight_recorder_new(uint64_t seed, weight_recorder **out);
+void weight_recorder_free(weight_recorder *recorder);
+
+// The weight set is owned by the caller (weight_set_close); `recorder` must outlive it.
+lcm_status weight_set_open_synthetic(weight_recorder *recorder, const char *component,
+                                     weight_set **out);
+
+// Number of tensors recorded for `component`.
+size_t weight_recorder_count(const weight_recorder *recorder, const char *component);
+
+// Writes the tensors recorded for `component` to `path` (same values the loads returned), in
+// `dtype` (ST_F32, ST_F16 or ST_BF16).
+lcm_status weight_recorder_write(const weight_recorder *recorder, const char *component,
+                                 const char *path, st_dtype dtype);
+
 #endif

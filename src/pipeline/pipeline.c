@@ -1,0 +1,107 @@
+// Opening and closing a pipeline folder: every component is loaded and checked once, here, so
+// generation itself never fails on a model file.
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "pipeline/pipeline.h"
+
+void lcm_pipeline_options_init(lcm_pipeline_options *options) {
+    memset(options, 0, sizeof *options);
+}
+
+void lcm_pipeline_close(lcm_pipeline *p) {
+    if (!p) return;
+    clip_tokenizer_close(p->tokenizer);
+    clip_text_free(p->text_encoder);
+    unet_free(p->unet);
+    vae_free(p->vae);
+    model_folder_close(&p->folder);
+    free(p);
+}
+
+// The components this pipeline needs, with the classes we can run.
+static lcm_status check_component(const model_folder *folder, const char *component,
+                                  const char *expected_class) {
+    const char *class_name = NULL;
+    if (!model_folder_has_component(folder, component, &class_name))
+        return lcm_fail(LCM_ERR_FORMAT, "%s/model_index.json: component '%s' is missing (expected %s)",
+                        folder->root, component, expected_class);
+    if (strcmp(class_name, expected_class))
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s/model_index.json: %s is a %s, expected %s",
+                        folder->root, component, class_name, expected_class);
+    return LCM_OK;
+}
+
+static lcm_status load_components(lcm_pipeline *p) {
+    model_folder *f = &p->folder;
+    if (!f->index.root)
+        return lcm_fail(LCM_ERR_FORMAT,
+                        "%s: no model_index.json; expected a diffusers pipeline folder (text_encoder/, "
+                        "tokenizer/, unet/, vae/, scheduler/)",
+                        f->root);
+    LCM_TRY(check_component(f, "text_encoder", "CLIPTextModel"));
+    LCM_TRY(check_component(f, "unet", "UNet2DConditionModel"));
+    LCM_TRY(check_component(f, "vae", "AutoencoderKL"));
+
+    char dir[PATH_MAX];
+    LCM_TRY(model_folder_component_dir(f, "tokenizer", dir, sizeof dir));
+    LCM_TRY(clip_tokenizer_open(dir, &p->tokenizer));
+    LCM_TRY(clip_text_load(f, "text_encoder", &p->text_encoder));
+    LCM_TRY(unet_load(f, "unet", &p->unet));
+    LCM_TRY(vae_load(f, "vae", &p->vae));
+
+    // Whatever scheduler the folder ships, LCM runs it: LCMScheduler.from_config(its config).
+    json_config scheduler;
+    LCM_TRY(model_folder_load_config(f, "scheduler", "scheduler_config.json", &scheduler));
+    lcm_status st = lcm_scheduler_config_load(&scheduler, &p->scheduler_config);
+    json_config_free(&scheduler);
+    if (st != LCM_OK) return lcm_fail_context(st, "%s: ", f->root);
+
+    const unet_config *uc = unet_get_config(p->unet);
+    if (uc->cross_attention_dim != clip_text_hidden_size(p->text_encoder))
+        return lcm_fail(LCM_ERR_FORMAT,
+                        "%s: unet cross_attention_dim %d does not match the text encoder's hidden "
+                        "size %d",
+                        f->root, uc->cross_attention_dim, clip_text_hidden_size(p->text_encoder));
+    if (uc->in_channels != vae_get_config(p->vae)->latent_channels)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: unet in_channels %d != vae latent_channels %d", f->root,
+                        uc->in_channels, vae_get_config(p->vae)->latent_channels);
+    return LCM_OK;
+}
+
+lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
+                             lcm_pipeline **out) {
+    *out = NULL;
+    lcm_pipeline_options defaults;
+    if (!options) {
+        lcm_pipeline_options_init(&defaults);
+        options = &defaults;
+    }
+    if (options->threads < 0)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "threads = %d, expected 0 (auto) or more",
+                        options->threads);
+    lcm_pipeline *p = calloc(1, sizeof *p);
+    if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    p->threads = options->threads;
+    if (p->threads > 0) omp_set_num_threads(p->threads);
+    lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
+    if (st == LCM_OK) st = load_components(p);
+    if (st != LCM_OK) {
+        lcm_pipeline_close(p);
+        return st;
+    }
+    *out = p;
+    return LCM_OK;
+}
+
+int lcm_pipeline_default_size(const lcm_pipeline *p) {
+    return unet_get_config(p->unet)->sample_size * 8;
+}
+
+int lcm_pipeline_max_steps(const lcm_pipeline *p) {
+    return p->scheduler_config.original_inference_steps;
+}

@@ -1,0 +1,38 @@
+// The text-to-image pipeline behind the public lcm_pipeline handle (include/lcm.h).
+//
+// Kept separate from the public header so that tests can look inside: `txt2img_run` takes a trace
+// callback that sees every intermediate tensor under the names the golden files use
+// ("prompt_embeds", "initial_latents", "step0.noise_pred", "image_decoded", ...).
+#ifndef LCM_PIPELINE_PIPELINE_H
+#define LCM_PIPELINE_PIPELINE_H
+
+#include "core/tensor.h"
+#include "io/model_folder.h"
+#include "lcm.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "sched/lcm_scheduler.h"
+#include "text/clip_text.h"
+#include "text/clip_tokenizer.h"
+
+struct lcm_pipeline {
+    model_folder folder;
+    clip_tokenizer *tokenizer;
+    clip_text_model *text_encoder;
+    unet_model *unet;
+    vae_model *vae;
+    lcm_scheduler_config scheduler_config;
+    int threads;
+};
+
+// Called with each intermediate; the tensor is borrowed for the duration of the call.
+typedef void (*txt2img_trace_fn)(void *user_data, const char *name, const tensor *value);
+
+// Runs one request; *images is [batch, 3, H, W] in [-1, 1] (caller frees). `trace` may be NULL.
+lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trace_fn trace,
+                       void *trace_user_data, tensor **images);
+
+// Checks a request against the pipeline (sizes, steps, batch) and fills in the defaults.
+lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, lcm_request *resolved);
+
+#endif

@@ -1,0 +1,70 @@
+#include "golden.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "testutil.h"
+
+cJSON *golden_info(const st_file *file) {
+    const char *text = st_metadata(file, "info");
+    cJSON *info = text ? cJSON_Parse(text) : NULL;
+    if (!cJSON_IsObject(info)) {
+        fprintf(stderr, "FATAL: %s: no parseable __metadata__.info\n", st_path(file));
+        exit(2);
+    }
+    return info;
+}
+
+double golden_number(const cJSON *info, const char *field) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(info, field);
+    if (!cJSON_IsNumber(v)) {
+        fprintf(stderr, "FATAL: golden info has no number '%s'\n", field);
+        exit(2);
+    }
+    return v->valuedouble;
+}
+
+const char *golden_string(const cJSON *info, const char *field) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(info, field);
+    if (!cJSON_IsString(v)) {
+        fprintf(stderr, "FATAL: golden info has no string '%s'\n", field);
+        exit(2);
+    }
+    return v->valuestring;
+}
+
+float *golden_f32(const st_file *file, const char *name, int64_t *numel) {
+    const st_tensor *t = st_find(file, name);
+    if (!t) return NULL;
+    float *data = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *data);
+    if (!data || st_read_f32(file, t, data) != LCM_OK) {
+        fprintf(stderr, "FATAL: %s: cannot read '%s'\n", st_path(file), name);
+        exit(2);
+    }
+    if (numel) *numel = t->numel;
+    return data;
+}
+
+bool golden_compare(const st_file *file, const char *name, const tensor *got, double abs_tol,
+                    double rel_to_max, bool required) {
+    int64_t n = 0;
+    float *want = golden_f32(file, name, &n);
+    if (!want) {
+        if (required) CHECK(false, "%s: golden tensor '%s' missing", st_path(file), name);
+        return !required;
+    }
+    char what[512];
+    snprintf(what, sizeof what, "%s: %s", st_path(file), name);
+    bool ok;
+    if (!got || tensor_numel(got) != n) {
+        CHECK(false, "%s: computed tensor has %lld values, golden %lld", what,
+              got ? (long long)tensor_numel(got) : -1LL, (long long)n);
+        ok = false;
+    } else {
+        ok = test_close(what, got->data, want, (size_t)n, abs_tol + rel_to_max * test_max_abs(want, (size_t)n),
+                        0.0);
+    }
+    free(want);
+    return ok;
+}
