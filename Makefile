@@ -4,11 +4,12 @@
 #                     build-asan/ and run every test again there
 #   make quick-test   the first half only (no sanitizer pass)
 #   make fuzz         build the libFuzzer harnesses into build-fuzz/ (see docs/FUZZING.md)
+#   make fuzz-run     build them and run each for FUZZ_SECONDS (default 60)
 # Tests read the golden fixtures from $LCM_FIXTURES (default ../shared/fixtures).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all test quick-test asan-test fuzz clean
+.PHONY: all test quick-test asan-test fuzz fuzz-run clean
 all:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
@@ -27,6 +28,10 @@ asan-test:
 fuzz:
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLCM_FUZZ=ON -DLCM_SANITIZE=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
+
+# Runs every harness for FUZZ_SECONDS (default 60) each; see docs/FUZZING.md.
+fuzz-run:
+	JOBS=$(JOBS) fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

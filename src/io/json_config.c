@@ -49,13 +49,21 @@ lcm_status json_config_parse(const char *text, size_t len, const char *label, js
     memset(out, 0, sizeof *out);
     out->label = strdup(label);
     if (!out->label) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
-    out->root = cJSON_ParseWithLength(text, len);
+    const char *end = NULL;
+    out->root = cJSON_ParseWithLengthOpts(text, len, &end, false);
     if (!out->root) {
         const char *at = cJSON_GetErrorPtr();
         size_t offset = at && at >= text && at <= text + len ? (size_t)(at - text) : 0;
         json_config_free(out);
         return lcm_fail(LCM_ERR_FORMAT, "%s: not valid JSON (error near byte %zu)", label, offset);
     }
+    // Like Python's json.loads, which diffusers uses: only whitespace may follow the value.
+    for (const char *p = end; p && p < text + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            json_config_free(out);
+            return lcm_fail(LCM_ERR_FORMAT, "%s: not valid JSON (extra data at byte %zu)", label,
+                            (size_t)(p - text));
+        }
     if (!cJSON_IsObject(out->root)) {
         json_config_free(out);
         return lcm_fail(LCM_ERR_FORMAT, "%s: expected a JSON object at the top level", label);
@@ -95,15 +103,19 @@ static lcm_status missing(const json_config *c, const char *field, const char *e
 // Checks one JSON value as an integer in [min, max]; `where` is "field" or "field[i]".
 static lcm_status check_int(const json_config *c, const cJSON *item, const char *where, int64_t min,
                             int64_t max, int64_t *out) {
-    if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
-        !(item->valuedouble >= (double)min && item->valuedouble <= (double)max)) {
+    // The range test is done on the int64 value: (double)INT64_MAX rounds up to 2^63, so comparing
+    // doubles would let 2^63 through, and converting it to int64 is undefined behaviour.
+    double v = cJSON_IsNumber(item) ? item->valuedouble : 0.0;
+    bool in_int64 = v >= -9223372036854775808.0 && v < 9223372036854775808.0;
+    if (!cJSON_IsNumber(item) || v != floor(v) || !in_int64 || (int64_t)v < min ||
+        (int64_t)v > max) {
         char got[64];
         if (cJSON_IsNumber(item)) snprintf(got, sizeof got, "%.17g", item->valuedouble);
         else snprintf(got, sizeof got, "a %s", cJSON_IsString(item) ? "string" : "non-number");
         return lcm_fail(LCM_ERR_FORMAT, "%s: %s = %s, expected an integer in %lld..%lld", c->label,
                         where, got, (long long)min, (long long)max);
     }
-    *out = (int64_t)item->valuedouble;
+    *out = (int64_t)v;
     return LCM_OK;
 }
 

@@ -223,11 +223,20 @@ static lcm_status parse_tensor(st_file *f, const cJSON *entry, st_tensor *t) {
 
 // Parses and validates the header of f (f->data/data_size already set).
 static lcm_status parse_header(st_file *f, const char *json, size_t json_len) {
-    cJSON *root = cJSON_ParseWithLength(json, json_len);
+    const char *json_end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, json_len, &json_end, false);
     if (!root)
         return lcm_fail(LCM_ERR_FORMAT, "%s: header is not valid JSON (near byte %zu of the header)",
                         f->path, (size_t)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - json : 0));
     lcm_status status = LCM_OK;
+    // Only padding may follow the JSON value (writers pad the header with spaces to 8 bytes).
+    for (const char *p = json_end; p && p < json + json_len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            status = lcm_fail(LCM_ERR_FORMAT,
+                              "%s: header has bytes after the JSON object (at byte %zu of the header)",
+                              f->path, (size_t)(p - json));
+            goto done;
+        }
     if (!cJSON_IsObject(root)) {
         status = lcm_fail(LCM_ERR_FORMAT, "%s: header is not a JSON object", f->path);
         goto done;
@@ -261,14 +270,19 @@ static lcm_status parse_header(st_file *f, const char *json, size_t json_len) {
             goto done;
         }
     // Sorting by offset moves the structs, so by_name is rebuilt afterwards.
+    // Each non-empty tensor is compared with the previous non-empty one: an empty tensor sorted
+    // between two overlapping ones must not hide the overlap.
     qsort(f->tensors, f->count, sizeof *f->tensors, compare_tensor_offsets);
-    for (size_t i = 1; i < f->count; i++) {
-        const st_tensor *a = &f->tensors[i - 1], *b = &f->tensors[i];
-        if (a->nbytes && b->nbytes && (const uint8_t *)a->data + a->nbytes > (const uint8_t *)b->data) {
+    const st_tensor *previous = NULL;
+    for (size_t i = 0; i < f->count; i++) {
+        const st_tensor *b = &f->tensors[i];
+        if (!b->nbytes) continue;
+        if (previous && (const uint8_t *)previous->data + previous->nbytes > (const uint8_t *)b->data) {
             status = lcm_fail(LCM_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data area",
-                              f->path, a->name, b->name);
+                              f->path, previous->name, b->name);
             goto done;
         }
+        previous = b;
     }
     for (size_t i = 0; i < f->count; i++) f->by_name[i] = &f->tensors[i];
     qsort(f->by_name, f->count, sizeof *f->by_name, compare_tensor_names);
@@ -425,6 +439,13 @@ lcm_status st_read_f32(const st_file *file, const st_tensor *t, float *dst) {
 }
 
 lcm_status st_read_i64(const st_file *file, const st_tensor *t, int64_t *dst) {
+    // The dtype is checked before the loop so that an empty float tensor is refused like any other.
+    if (t->dtype == ST_U64)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: tensor '%s': U64 values may not fit in int64",
+                        file->path, t->name);
+    if (t->dtype == ST_F16 || t->dtype == ST_BF16 || t->dtype == ST_F32 || t->dtype == ST_F64)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is not an integer type",
+                        file->path, t->name, dtype_info[t->dtype].name);
     const uint8_t *src = t->data;
     size_t n = (size_t)t->numel;
     for (size_t i = 0; i < n; i++) {

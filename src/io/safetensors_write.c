@@ -11,8 +11,11 @@
 #include "core/error.h"
 
 // Round to nearest even, as torch's .half() does; the F16C instruction is part of the x86-64-v3
-// baseline this project builds for.
-static uint16_t f32_to_f16(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+// baseline this project builds for. The target attribute lets Debug/sanitizer/fuzz builds (no -march)
+// compile it too.
+__attribute__((target("f16c"))) static uint16_t f32_to_f16(float f) {
+    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
 
 static uint16_t f32_to_bf16(float f) {
     uint32_t x;
