@@ -19,6 +19,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     clip_text_free(p->text_encoder);
     unet_free(p->unet);
     vae_free(p->vae);
+    lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
     free(p);
 }
@@ -99,7 +100,9 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
 }
 
 int lcm_pipeline_default_size(const lcm_pipeline *p) {
-    return unet_get_config(p->unet)->sample_size * 8;
+    // diffusers: unet.config.sample_size * vae_scale_factor (768 for LCM_Dreamshaper_v7).
+    int sample = unet_get_config(p->unet)->sample_size[0];
+    return (sample > 0 ? sample : 64) * vae_get_config(p->vae)->downscale_factor;
 }
 
 int lcm_pipeline_max_steps(const lcm_pipeline *p) {

@@ -139,7 +139,8 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     trace(trace_fn, trace_user, "timestep_cond", cond);
 
     int latent_channels = unet_get_config(p->unet)->in_channels;
-    int64_t lh = r.height / 8, lw = r.width / 8;
+    int factor = vae_get_config(p->vae)->downscale_factor;
+    int64_t lh = r.height / factor, lw = r.width / factor;
     lcm_rng rng;
     lcm_rng_seed(&rng, r.seed);
     latents = tensor_new4(r.batch, latent_channels, lh, lw);
@@ -158,7 +159,7 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     double start = now_seconds();
     for (int i = 0; i < steps; i++) {
         trace_step(trace_fn, trace_user, i, "latents_in", latents);
-        st = unet_forward(p->unet, latents, (float)timesteps[i], embeds, cond, &eps);
+        st = unet_forward(p->unet, latents, (float)timesteps[i], embeds, cond, NULL, &eps);
         if (st != LCM_OK) goto done;
         trace_step(trace_fn, trace_user, i, "noise_pred", eps);
         bool draw = lcm_scheduler_needs_noise(scheduler, i);
@@ -179,7 +180,9 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     }
 
     // The image comes from the last denoised latents (equal to `latents` after the last step).
-    scale_inplace(denoised, 1.0f / vae_get_config(p->vae)->scaling_factor);
+    // A division, not a multiplication by the reciprocal: that is what diffusers computes.
+    float scaling_factor = vae_get_config(p->vae)->scaling_factor;
+    for (size_t k = 0; k < numel; k++) denoised->data[k] /= scaling_factor;
     st = vae_decode(p->vae, denoised, &image);
     if (st != LCM_OK) goto done;
     trace(trace_fn, trace_user, "image_decoded", image);
@@ -221,7 +224,12 @@ lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result 
         img->rgb = malloc((size_t)width * height * 3);
         if (!img->rgb) goto oom;
         result->count++;
-        vae_image_to_rgb8(images, b, img->rgb);
+        lcm_status st = vae_image_to_rgb8(images, b, img->rgb);
+        if (st != LCM_OK) {
+            tensor_free(images);
+            lcm_result_free(result);
+            return st;
+        }
     }
     tensor_free(images);
     *out = result;
