@@ -360,6 +360,11 @@ static bool is_plain_name(const char *name) {
     return name[0] && name[0] != '.' && !strchr(name, '/') && !strchr(name, '\\');
 }
 
+static bool is_unused_component(const char *name) {
+    return !strcmp(name, "safety_checker") || !strcmp(name, "feature_extractor") ||
+           !strcmp(name, "image_encoder");
+}
+
 static lcm_status describe_folder(const model_folder *folder, cJSON *doc) {
     cJSON *components = cJSON_CreateArray(), *unused = cJSON_CreateArray();
     lcm_status st = components && unused ? LCM_OK : out_of_memory();
@@ -405,6 +410,15 @@ static lcm_status describe_folder(const model_folder *folder, cJSON *doc) {
                               "%s/model_index.json: component name '%s' is not a plain folder name",
                               folder->root, name);
                 break;
+            }
+            // diffusers folders list a safety checker and its image processor that lcm.c never
+            // runs; downloads of only what the pipeline needs leave their folders out.
+            char dir[PATH_MAX];
+            struct stat sb;
+            snprintf(dir, sizeof dir, "%s/%s", folder->root, name);
+            if (is_unused_component(name) && stat(dir, &sb) != 0) {
+                if (!cJSON_AddItemToArray(unused, cJSON_CreateString(name))) st = out_of_memory();
+                continue;
             }
             cJSON *component = cJSON_CreateObject();
             st = component

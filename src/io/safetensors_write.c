@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -83,6 +84,10 @@ lcm_status st_write(const char *path, const st_write_entry *entries, size_t coun
         free(header);
         return lcm_fail(LCM_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
     }
+    // mkstemp creates the file private to us; give it the permissions of an ordinary new file.
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
     FILE *fp = fdopen(fd, "wb");
     lcm_status st = LCM_OK;
     uint8_t len_bytes[8];

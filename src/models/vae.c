@@ -224,9 +224,9 @@ static lcm_status load_projection(linear *l, const weight_set *ws, const char *p
         format_name(old_full, "%s.%s", prefix, old_name);
         format_name(old_weight, "%s.weight", old_full);
         const st_tensor *old = weight_set_find(ws, old_weight, NULL);
-        if (!old)
-            return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' (or its old name '%s') is missing",
-                            weight_set_source(ws), weight, old_weight);
+        // Neither name present: load the current one, whose failure names the missing tensor (and
+        // which synthetic weights, having no file to look in, answer).
+        if (!old) return linear_load(l, ws, full, channels, channels, true);
         memcpy(full, old_full, sizeof full);
         t = old;
     }
