@@ -135,6 +135,39 @@ static void expect_usage_error(const char *model_dir, const char *extra, const c
     if (getenv("LCM_TEST_VERBOSE")) fprintf(stderr, "%s -> %s", why, msg);
 }
 
+static bool read_file(const char *path, char *buf, size_t cap, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return false;
+    *len = fread(buf, 1, cap, fp);
+    fclose(fp);
+    return true;
+}
+
+// --batch 2 writes FILE-0.png and FILE-1.png with different images; the same request gives the
+// same bytes with 1 thread and with the default thread count.
+static void check_batch_and_threads(const char *model_dir) {
+    char cmd[4096], base[1200], a[1300], b[1300], one[1300];
+    test_path(base, sizeof base, "%s/batch.png", tmpdir);
+    test_path(a, sizeof a, "%s/batch-0.png", tmpdir);
+    test_path(b, sizeof b, "%s/batch-1.png", tmpdir);
+    test_path(one, sizeof one, "%s/one-thread.png", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s generate --quiet --model '%s' --seed 7 --batch 2 --output '%s' -- 'a red fox'",
+             test_lcm_bin(), model_dir, base);
+    CHECK(test_run(cmd, NULL, 0) == 0, "%s", cmd);
+    static char da[1 << 20], db[1 << 20];
+    size_t la = 0, lb = 0;
+    CHECK(read_file(a, da, sizeof da, &la) && read_file(b, db, sizeof db, &lb), "batch files missing");
+    CHECK(la > 0 && lb > 0 && (la != lb || memcmp(da, db, la) != 0), "batch images are identical");
+    CHECK(access(base, F_OK) != 0, "batch run also wrote %s", base);
+    snprintf(cmd, sizeof cmd, "%s generate --quiet --threads 1 --model '%s' --seed 7 --batch 2 --output '%s' -- 'a red fox'",
+             test_lcm_bin(), model_dir, one);
+    CHECK(test_run(cmd, NULL, 0) == 0, "%s", cmd);
+    char first_one[1300];
+    test_path(first_one, sizeof first_one, "%s/one-thread-0.png", tmpdir);
+    CHECK(read_file(first_one, db, sizeof db, &lb) && lb == la && memcmp(da, db, la) == 0,
+          "1 thread and the default thread count give different bytes");
+}
+
 int main(void) {
     const char *root = test_fixtures();
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
@@ -170,6 +203,7 @@ int main(void) {
     if (d) closedir(d);
     CHECK(cases > 0, "no LCM pipeline golden PNGs under %s", root);
 
+    check_batch_and_threads(lcm_dir);
     expect_usage_error(lcm_dir, "--width 100 --height 64", "width not a multiple of 8");
     expect_usage_error(lcm_dir, "--steps 0", "zero steps");
     expect_usage_error(lcm_dir, "--steps 51", "more steps than original_inference_steps");
