@@ -10,6 +10,7 @@
 // embedding, and every output_scale_factor / rescale_output_factor is 1, so the residual additions
 // are plain sums.
 #include "models/vae.h"
+#include "models/blocks.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -34,15 +35,6 @@ LCM_PRINTF(2, 3) static void format_name(char *buf, const char *fmt, ...) {
 }
 
 // ---- weights ---------------------------------------------------------------------------------
-
-// ResnetBlock2D without time embedding: GroupNorm+SiLU -> conv3x3 -> GroupNorm+SiLU -> conv3x3,
-// plus the input (through a 1x1 conv when the channel count changes).
-typedef struct resnet_block {
-    norm norm1, norm2;
-    conv2d conv1, conv2;
-    bool has_shortcut;
-    conv2d conv_shortcut;
-} resnet_block;
 
 // diffusers' Attention as the VAE builds it: GroupNorm, then single-head self-attention over the
 // H*W tokens with head_dim = channels, then a residual connection.
@@ -191,24 +183,12 @@ static lcm_status load_norm(norm *n, const weight_set *ws, const char *prefix, c
     return norm_load(n, ws, full, channels, groups, VAE_NORM_EPS);
 }
 
+// The VAE's ResnetBlock2D: no time embedding, GroupNorm eps 1e-6, output scale 1.
 static lcm_status load_resnet(resnet_block *r, const weight_set *ws, const char *prefix, int in,
                               int out, int groups) {
-    LCM_TRY(load_norm(&r->norm1, ws, prefix, "norm1", in, groups));
-    LCM_TRY(load_conv(&r->conv1, ws, prefix, "conv1", in, out, 3, 1, 1));
-    LCM_TRY(load_norm(&r->norm2, ws, prefix, "norm2", out, groups));
-    LCM_TRY(load_conv(&r->conv2, ws, prefix, "conv2", out, out, 3, 1, 1));
-    r->has_shortcut = in != out;
-    if (r->has_shortcut)
-        LCM_TRY(load_conv(&r->conv_shortcut, ws, prefix, "conv_shortcut", in, out, 1, 1, 0));
-    return LCM_OK;
-}
-
-static void free_resnet(resnet_block *r) {
-    norm_free(&r->norm1);
-    norm_free(&r->norm2);
-    conv2d_free(&r->conv1);
-    conv2d_free(&r->conv2);
-    conv2d_free(&r->conv_shortcut);
+    const resnet_block_config config = {.in_channels = in, .out_channels = out, .groups = groups,
+                                        .eps = VAE_NORM_EPS, .output_scale_factor = 1.0f};
+    return resnet_block_load(r, ws, prefix, &config);
 }
 
 // One attention projection, under its current name or its pre-0.14 one, stored either as a linear
@@ -269,9 +249,9 @@ static lcm_status load_mid_block(mid_block *m, const weight_set *ws, const char 
 }
 
 static void free_mid_block(mid_block *m) {
-    free_resnet(&m->resnet_in);
+    resnet_block_free(&m->resnet_in);
     free_attention(&m->attn);
-    free_resnet(&m->resnet_out);
+    resnet_block_free(&m->resnet_out);
 }
 
 // The resnets of a down or up block: the first maps in -> out channels, the rest out -> out.
@@ -289,7 +269,7 @@ static lcm_status load_sampling_resnets(sampling_block *b, const weight_set *ws,
 }
 
 static void free_sampling_block(sampling_block *b) {
-    for (int i = 0; i < b->count; i++) free_resnet(&b->resnets[i]);
+    for (int i = 0; i < b->count; i++) resnet_block_free(&b->resnets[i]);
     free(b->resnets);
     conv2d_free(&b->resample_conv);
     b->resnets = NULL;
@@ -414,7 +394,7 @@ static int64_t norm_params(const norm *n) { return n->weight ? 2 * (int64_t)n->c
 
 static int64_t resnet_params(const resnet_block *r) {
     return norm_params(&r->norm1) + norm_params(&r->norm2) + conv2d_params(&r->conv1) +
-           conv2d_params(&r->conv2) + (r->has_shortcut ? conv2d_params(&r->conv_shortcut) : 0);
+           conv2d_params(&r->conv2) + (r->conv_shortcut.weight ? conv2d_params(&r->conv_shortcut) : 0);
 }
 
 static int64_t mid_block_params(const mid_block *m) {
@@ -461,19 +441,6 @@ static tensor *add_residual(tensor *x, const tensor *residual) {
 }
 
 // [N, Cin, H, W] -> [N, Cout, H, W]
-static tensor *resnet_block_forward(const resnet_block *r, const tensor *x) {
-    tensor *h = group_norm_silu(&r->norm1, x);
-    tensor_replace(&h, conv2d_forward(&r->conv1, h));
-    tensor_replace(&h, group_norm_silu(&r->norm2, h));
-    // (dropout is the identity at inference)
-    tensor_replace(&h, conv2d_forward(&r->conv2, h));
-    if (!r->has_shortcut) return add_residual(h, x);
-    tensor *shortcut = conv2d_forward(&r->conv_shortcut, x);
-    h = add_residual(h, shortcut);
-    tensor_free(shortcut);
-    return h;
-}
-
 // [N, C, H, W] -> [N, C, H, W]: x + to_out(attention(q, k, v)) over the H*W positions.
 static tensor *attention_block_forward(const attention_block *a, const tensor *x) {
     if (!x) return NULL;
@@ -497,16 +464,16 @@ static tensor *attention_block_forward(const attention_block *a, const tensor *x
 }
 
 static tensor *mid_block_forward(const mid_block *m, const tensor *x) {
-    tensor *h = resnet_block_forward(&m->resnet_in, x);
+    tensor *h = resnet_block_forward(&m->resnet_in, x, NULL);
     if (m->has_attention) tensor_replace(&h, attention_block_forward(&m->attn, h));
-    tensor_replace(&h, resnet_block_forward(&m->resnet_out, h));
+    tensor_replace(&h, resnet_block_forward(&m->resnet_out, h, NULL));
     return h;
 }
 
 // DownEncoderBlock2D: [N, Cin, H, W] -> [N, Cout, H/2, W/2] (no halving in the last block).
 static tensor *down_block_forward(const sampling_block *b, const tensor *x) {
-    tensor *h = resnet_block_forward(&b->resnets[0], x);
-    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h));
+    tensor *h = resnet_block_forward(&b->resnets[0], x, NULL);
+    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, NULL));
     if (b->has_resample) {
         tensor_replace(&h, pad2d(h, 0, 1, 0, 1));
         tensor_replace(&h, conv2d_forward(&b->resample_conv, h));
@@ -516,8 +483,8 @@ static tensor *down_block_forward(const sampling_block *b, const tensor *x) {
 
 // UpDecoderBlock2D: [N, Cin, H, W] -> [N, Cout, 2H, 2W] (no doubling in the last block).
 static tensor *up_block_forward(const sampling_block *b, const tensor *x) {
-    tensor *h = resnet_block_forward(&b->resnets[0], x);
-    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h));
+    tensor *h = resnet_block_forward(&b->resnets[0], x, NULL);
+    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, NULL));
     if (b->has_resample) {
         tensor_replace(&h, upsample_nearest2x(h));
         tensor_replace(&h, conv2d_forward(&b->resample_conv, h));
