@@ -494,3 +494,12 @@ lcm_status st_load_f32(const st_file *file, const char *name, int ndim, const in
     *out = buf;
     return LCM_OK;
 }
+
+void st_release_pages(const st_file *file, const st_tensor *t) {
+    if (!file->mapping || t->nbytes == 0) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = ((uintptr_t)t->data + page - 1) / page * page;
+    uintptr_t end = ((uintptr_t)t->data + t->nbytes) / page * page;
+    // A read-only private file mapping: dropped pages come back from the file if touched again.
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}

@@ -81,6 +81,12 @@ lcm_status st_read_i64(const st_file *file, const st_tensor *t, int64_t *dst);
 lcm_status st_load_f32(const st_file *file, const char *name, int ndim, const int64_t *shape,
                        float **out);
 
+// Tells the kernel that the mapped pages lying wholly inside tensor t will not be needed soon, so
+// they stop counting towards the process's memory (they are re-read from the file if touched
+// again). Loaders call this after converting a tensor into their own copy, so a multi-GB model is
+// never resident twice. A no-op for in-memory files.
+void st_release_pages(const st_file *file, const st_tensor *t);
+
 // Formats a shape as "[1, 4, 8, 8]" into buf; returns buf.
 char *st_format_shape(char *buf, size_t size, int ndim, const int64_t *shape);
 

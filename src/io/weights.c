@@ -183,7 +183,9 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
         *out = NULL;
         return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' is missing", ws->source, name);
     }
-    return st_load_f32(file, name, ndim, shape, out);
+    LCM_TRY(st_load_f32(file, name, ndim, shape, out));
+    st_release_pages(file, st_find(file, name));
+    return LCM_OK;
 }
 
 size_t weight_set_count(const weight_set *ws) {
