@@ -8,4 +8,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
     libdnnl-dev libcjson-dev libutf8proc-dev libspng-dev zlib1g-dev \
+    libjpeg62-turbo-dev libcurl4-openssl-dev libmicrohttpd-dev \
     clang libclang-rt-14-dev >/dev/null

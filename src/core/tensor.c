@@ -60,7 +60,40 @@ tensor *tensor_from(int ndim, const int64_t *shape, const float *data) {
     return t;
 }
 
-tensor *tensor_copy(const tensor *t) { return t ? tensor_from(t->ndim, t->shape, t->data) : NULL; }
+tensor *tensor_copy(const tensor *t) {
+    tensor *c = t ? tensor_from(t->ndim, t->shape, t->data) : NULL;
+    if (c) c->layout = t->layout;
+    return c;
+}
+
+// Moves the values of a 4-D tensor between [N,C,H,W] and [N,H,W,C] storage.
+static tensor *tensor_relayout(const tensor *t, tensor_layout want) {
+    if (!t) return NULL;
+    if (t->ndim != 4 || t->layout == want) {
+        tensor *c = tensor_from(t->ndim, t->shape, t->data);
+        if (c) c->layout = t->ndim == 4 ? want : TENSOR_NCHW;
+        return c;
+    }
+    tensor *out = tensor_new(4, t->shape);
+    if (!out) return NULL;
+    out->layout = want;
+    int64_t n = t->shape[0], c = t->shape[1], hw = t->shape[2] * t->shape[3];
+    for (int64_t b = 0; b < n; b++) {
+        const float *src = t->data + b * c * hw;
+        float *dst = out->data + b * c * hw;
+        if (want == TENSOR_NHWC) {
+            for (int64_t ch = 0; ch < c; ch++)
+                for (int64_t p = 0; p < hw; p++) dst[p * c + ch] = src[ch * hw + p];
+        } else {
+            for (int64_t p = 0; p < hw; p++)
+                for (int64_t ch = 0; ch < c; ch++) dst[ch * hw + p] = src[p * c + ch];
+        }
+    }
+    return out;
+}
+
+tensor *tensor_to_nchw(const tensor *t) { return tensor_relayout(t, TENSOR_NCHW); }
+tensor *tensor_to_nhwc(const tensor *t) { return tensor_relayout(t, TENSOR_NHWC); }
 
 void tensor_free(tensor *t) {
     if (!t) return;

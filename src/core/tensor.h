@@ -1,7 +1,10 @@
 // Dense float32 tensors for the reference compute path.
 //
-// Layout is row-major with the shape's last axis fastest; images and latents are NCHW like the
-// reference library. Ops allocate their outputs and return them; a NULL input (an earlier failure)
+// The shape is always the logical one of the reference library ([N, C, H, W] for images and
+// latents). The data is row-major with the last axis fastest, except that a 4-D tensor may be
+// stored channels-last (`layout == TENSOR_NHWC`, data order [N, H, W, C]) when the fast kernels
+// produce it. Ops accept either layout; code that reads `data` of a 4-D activation directly must
+// first call tensor_to_nchw() (or check `layout`). Ops allocate their outputs and return them; a NULL input (an earlier failure)
 // makes every op return NULL without doing anything, so a forward pass reads as a straight line and
 // checks for failure once at the end. tensor_free(NULL) is a no-op.
 #ifndef LCM_CORE_TENSOR_H
@@ -14,8 +17,14 @@
 
 #define TENSOR_MAX_DIMS 4
 
+typedef enum tensor_layout {
+    TENSOR_NCHW = 0, // plain row-major in shape order (every tensor of ndim != 4 too)
+    TENSOR_NHWC = 1, // 4-D only: data order [N, H, W, C] for shape [N, C, H, W]
+} tensor_layout;
+
 typedef struct tensor {
     int ndim;
+    tensor_layout layout;
     int64_t shape[TENSOR_MAX_DIMS];
     float *data; // owned by the tensor, 64-byte aligned
 } tensor;
@@ -30,6 +39,12 @@ tensor *tensor_zeros(int ndim, const int64_t *shape);
 tensor *tensor_from(int ndim, const int64_t *shape, const float *data);
 tensor *tensor_copy(const tensor *t);
 void tensor_free(tensor *t);
+
+// A new tensor with the same shape and values stored in plain (NCHW) order: a copy when `t` is
+// already plain. NULL in, NULL out.
+tensor *tensor_to_nchw(const tensor *t);
+// The same in channels-last order (4-D only; other ranks are copied unchanged).
+tensor *tensor_to_nhwc(const tensor *t);
 
 int64_t tensor_numel(const tensor *t);
 

@@ -85,6 +85,11 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->threads < 0)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "threads = %d, expected 0 (auto) or more",
                         options->threads);
+    if (options->precision != LCM_PRECISION_FP32)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
+                        (int)options->precision);
+    if (options->lora_count || options->controlnet || options->taesd)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA, ControlNet and TAESD are not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;

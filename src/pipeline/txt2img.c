@@ -32,6 +32,8 @@ void lcm_request_init(lcm_request *r) {
     r->steps = 4;
     r->guidance_scale = 8.5f;
     r->batch = 1;
+    r->strength = 0.8f;
+    r->control_scale = 1.0f;
 }
 
 static double now_seconds(void) {
@@ -49,6 +51,12 @@ static double estimated_activation_bytes(const lcm_request *r) {
 lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, lcm_request *r) {
     *r = *request;
     if (!r->prompt) r->prompt = "";
+    if (r->negative_prompt && r->negative_prompt[0])
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "negative prompts are not supported yet");
+    if (r->init_image) return lcm_fail(LCM_ERR_UNSUPPORTED, "img2img is not supported yet");
+    if (r->control_image)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "ControlNet images are not supported yet");
+    if (r->preview) return lcm_fail(LCM_ERR_UNSUPPORTED, "previews are not supported yet");
     int native = lcm_pipeline_default_size(p);
     if (r->width == 0) r->width = native;
     if (r->height == 0) r->height = native;
