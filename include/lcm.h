@@ -168,6 +168,11 @@ void lcm_result_free(lcm_result *result);
 // `parameters` tEXt chunk. All arguments are borrowed.
 lcm_status lcm_write_png(const char *path, const lcm_image *image, const char *parameters);
 
+// How far image b is from image a (same size): PSNR in dB over all RGB values (peak 255; +inf
+// when identical) and mean SSIM (Gaussian 11x11 window, sigma 1.5, per channel, averaged).
+// Images are borrowed; fails only for NULL/mismatched arguments or out of memory.
+lcm_status lcm_image_compare(const lcm_image *a, const lcm_image *b, double *psnr, double *ssim);
+
 #ifdef __cplusplus
 }
 #endif
