@@ -88,7 +88,8 @@ typedef struct lcm_pipeline_options {
 void lcm_pipeline_options_init(lcm_pipeline_options *options);
 
 // Loads the diffusers pipeline folder `model_dir` (model_index.json, text_encoder/, tokenizer/,
-// unet/, vae/, scheduler/). `options` may be NULL for the defaults; it is only read during the
+// unet/, vae/, scheduler/), or a single-file .safetensors checkpoint (see lcm_model_resolve for
+// hub ids). `options` may be NULL for the defaults; it is only read during the
 // call. On success *out is owned by the caller and must be released with lcm_pipeline_close.
 // On failure *out is NULL and lcm_last_error() says what is wrong with which file.
 lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
@@ -220,6 +221,13 @@ lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **s
 // What lcm_pipeline_open can load for `model`: an existing path is returned as is, a hub id is
 // pulled (lcm_hub_pull). *path is malloc'd; the caller frees it with free().
 lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path);
+
+// Writes the diffusers pipeline folder `model_dir` as one .safetensors checkpoint at `path` in the
+// original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
+// cond_stage_model.transformer.*), dtypes kept, with the folder's configs stored in __metadata__ so
+// lcm_pipeline_open(path) gives exactly the pipeline of the folder. The file appears only when
+// complete. The tokenizer must be the standard CLIP ViT-L/14 one (it is not stored).
+lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path);
 
 #ifdef __cplusplus
 }
