@@ -60,8 +60,7 @@ lcm_status checkpoint_open(const char *path, checkpoint **out) {
                         ".safetensors file or a diffusers folder",
                         path);
     if (!ends_with(path, ".safetensors"))
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: not a folder or a .safetensors checkpoint", path);
+        return lcm_fail(LCM_ERR_IO, "%s: not a folder (nor a .safetensors checkpoint)", path);
     checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck || !(ck->path = strdup(path))) {
         checkpoint_close(ck);
