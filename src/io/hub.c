@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -383,7 +385,43 @@ static lcm_status hash_existing(FILE *fp, const char *path, int64_t bytes, sha25
     return fseek(fp, 0, SEEK_END) == 0 ? LCM_OK : lcm_fail(LCM_ERR_IO, "%s: seek failed", path);
 }
 
+// Two processes fetching the same blob take turns on CACHE/.locks/models--ORG--NAME/ETAG.lock, the
+// lock file huggingface_hub uses (flock), so lcm.c and diffusers never write one blob at once.
+static int lock_blob(const hub_repo *repo, const char *etag) {
+    char dir[PATH_MAX], path[PATH_MAX + 200];
+    const char *slash = strrchr(repo->dir, '/');
+    if (!slash) return -1;
+    if (snprintf(dir, sizeof dir, "%.*s/.locks/%s", (int)(slash - repo->dir), repo->dir, slash + 1) >=
+            (int)sizeof dir ||
+        hub_make_dirs(dir) != LCM_OK) {
+        lcm_clear_error();
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/%s.lock", dir, etag);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd; // -1: go on unlocked (a read-only .locks folder must not block downloads)
+}
+
+static lcm_status download_blob_locked(hub_session *s, const hub_repo *repo, hub_file *f,
+                                       const char *url);
+
 static lcm_status download_blob(hub_session *s, const hub_repo *repo, hub_file *f, const char *url) {
+    int lock = lock_blob(repo, f->etag);
+    char blob[PATH_MAX];
+    lcm_status st = hub_blob_path(repo, f->etag, blob, sizeof blob);
+    // Another process may have finished it while we waited.
+    if (st == LCM_OK && !(file_size(blob) >= 0 && (f->size < 0 || file_size(blob) == f->size)))
+        st = download_blob_locked(s, repo, f, url);
+    if (lock >= 0) close(lock); // releases the flock
+    return st;
+}
+
+static lcm_status download_blob_locked(hub_session *s, const hub_repo *repo, hub_file *f,
+                                       const char *url) {
     char blob[PATH_MAX], partial[PATH_MAX + 16], blobs_dir[PATH_MAX];
     LCM_TRY(hub_blob_path(repo, f->etag, blob, sizeof blob));
     snprintf(partial, sizeof partial, "%s.incomplete", blob);
