@@ -368,7 +368,8 @@ static bool is_unused_component(const char *name) {
 static lcm_status describe_folder(const model_folder *folder, cJSON *doc) {
     cJSON *components = cJSON_CreateArray(), *unused = cJSON_CreateArray();
     lcm_status st = components && unused ? LCM_OK : out_of_memory();
-    if (st == LCM_OK) st = add_item(doc, "folder", cJSON_CreateString(folder->root));
+    if (st == LCM_OK) st = add_item(doc, "folder", cJSON_CreateString(
+                            folder->checkpoint ? checkpoint_path(folder->checkpoint) : folder->root));
     if (st == LCM_OK)
         st = add_item(doc, "variant",
                       folder->variant ? cJSON_CreateString(folder->variant) : cJSON_CreateNull());

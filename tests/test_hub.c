@@ -24,6 +24,7 @@
 #include "testutil.h"
 
 #define REPO_ID "test-org/tiny-lcm"
+#define OLD_ID "test-org/old-name" // redirects to REPO_ID
 #define COMMIT "4c8d1e0f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
 #define MAX_FILES 64
 
@@ -199,6 +200,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         char want[256];
         snprintf(want, sizeof want, "Bearer %s", srv.token);
         if (!auth || strcmp(auth, want)) return reply(c, 401, "unauthorized");
+    }
+    // A renamed repository: everything under the old name redirects (relative) to the new one.
+    const char *old_names[] = {"/api/models/" OLD_ID "/", "/" OLD_ID "/"};
+    for (int i = 0; i < 2; i++) {
+        size_t len = strlen(old_names[i]);
+        if (!strncmp(url, old_names[i], len)) {
+            char location[1024];
+            snprintf(location, sizeof location, "%s%s/%s", i ? "/" : "/api/models/", REPO_ID, url + len);
+            struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            MHD_add_response_header(r, "Location", location);
+            enum MHD_Result ok = MHD_queue_response(c, 307, r);
+            MHD_destroy_response(r);
+            return ok;
+        }
     }
     const char *api_prefix = "/api/models/" REPO_ID "/revision/";
     const char *resolve_prefix = "/" REPO_ID "/resolve/";
@@ -601,6 +616,63 @@ static void test_errors(void) {
     CHECK(st == LCM_ERR_CANCELLED, "cancel: %s %s", lcm_status_name(st), lcm_last_error());
 }
 
+// A repository reached under its old name (relative redirects) lands in the cache folder of the
+// name asked for, as with huggingface_hub.
+static void test_renamed(void) {
+    char cache[PATH_MAX], path[PATH_MAX];
+    cache_path(cache, sizeof cache, "renamed");
+    lcm_hub_options o;
+    lcm_hub_options_init(&o);
+    o.endpoint = endpoint;
+    o.cache_dir = cache;
+    char *snapshot = NULL;
+    CHECK_OK(lcm_hub_pull(OLD_ID "@main", &o, &snapshot));
+    test_path(path, sizeof path, "%s/models--test-org--old-name/snapshots/%s/unet/config.json", cache, COMMIT);
+    CHECK(access(path, F_OK) == 0, "%s missing after a pull through redirects", path);
+    free(snapshot);
+}
+
+// A cache that huggingface_hub filled (built here by hand, with files the pipeline does not need
+// too) is used as it is: no file is requested.
+static void test_foreign_cache(void) {
+    char cache[PATH_MAX], repo[PATH_MAX], path[PATH_MAX];
+    cache_path(cache, sizeof cache, "foreign");
+    test_path(repo, sizeof repo, "%s/models--test-org--tiny-lcm", cache);
+    for (int i = 0; i < srv.count; i++) {
+        const served_file *f = &srv.files[i];
+        char cmd[3 * PATH_MAX], target[PATH_MAX] = "";
+        for (const char *c = f->path; *c; c++)
+            if (*c == '/') strcat(target, "../");
+        test_path(cmd, sizeof cmd, "mkdir -p %s/blobs $(dirname %s/snapshots/%s/%s)", repo, repo, COMMIT, f->path);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        test_path(path, sizeof path, "%s/blobs/%s", repo, f->etag);
+        FILE *fp = fopen(path, "wb");
+        if (fp) {
+            fwrite(f->data, 1, f->size, fp);
+            fclose(fp);
+        }
+        test_path(path, sizeof path, "%s/snapshots/%s/%s", repo, COMMIT, f->path);
+        char link_target[PATH_MAX];
+        test_path(link_target, sizeof link_target, "%s../../blobs/%s", target, f->etag);
+        CHECK(symlink(link_target, path) == 0, "symlink %s", path);
+    }
+    test_path(path, sizeof path, "%s/refs", repo);
+    mkdir(path, 0755);
+    test_path(path, sizeof path, "%s/refs/main", repo);
+    FILE *fp = fopen(path, "w");
+    if (fp) {
+        fputs(COMMIT, fp);
+        fclose(fp);
+    }
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    reset_counters();
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    CHECK(srv.head_requests == 0 && srv.get_requests == 0, "a filled cache still made %d HEAD, %d GET requests",
+          srv.head_requests, srv.get_requests);
+    free(snapshot);
+}
+
 static void test_generate_by_id(void) {
     char cache[PATH_MAX], cmd[8192], out[4096], by_id[PATH_MAX], by_folder[PATH_MAX];
     cache_path(cache, sizeof cache, "generate");
@@ -659,6 +731,8 @@ int main(void) {
     test_resume();
     test_corrupt();
     test_errors();
+    test_renamed();
+    test_foreign_cache();
     test_generate_by_id();
     server_stop();
     char cmd[PATH_MAX + 16];

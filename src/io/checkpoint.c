@@ -108,6 +108,8 @@ lcm_status checkpoint_open(const char *path, checkpoint **out) {
 
 const char *checkpoint_config_dir(const checkpoint *ck) { return ck->config_dir; }
 
+const char *checkpoint_path(const checkpoint *ck) { return ck->path; }
+
 lcm_status checkpoint_load_config(const checkpoint *ck, const char *component, const char *filename,
                                   json_config *out) {
     char key[320], label[300];

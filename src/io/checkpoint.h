@@ -24,6 +24,9 @@ typedef struct checkpoint checkpoint;
 lcm_status checkpoint_open(const char *path, checkpoint **out);
 void checkpoint_close(checkpoint *ck);
 
+// The checkpoint file. Borrowed from ck.
+const char *checkpoint_path(const checkpoint *ck);
+
 // The folder of shipped configs this checkpoint uses for whatever its metadata lacks (tokenizer
 // included). Borrowed from ck.
 const char *checkpoint_config_dir(const checkpoint *ck);

@@ -36,7 +36,7 @@ void lcm_hub_options_init(lcm_hub_options *options) { memset(options, 0, sizeof 
 
 typedef struct http_response {
     long status;
-    char etag[160], linked_etag[160], commit[64];
+    char etag[160], linked_etag[160], commit[64], location[1024];
     int64_t content_length, linked_size;
 } http_response;
 
@@ -97,6 +97,8 @@ static size_t on_header(char *line, size_t size, size_t count, void *user) {
     if (HEADER_IS("ETag")) copy_header_value(r->etag, sizeof r->etag, value, value_len);
     else if (HEADER_IS("X-Linked-Etag"))
         copy_header_value(r->linked_etag, sizeof r->linked_etag, value, value_len);
+    else if (HEADER_IS("Location"))
+        copy_header_value(r->location, sizeof r->location, value, value_len);
     else if (HEADER_IS("X-Repo-Commit"))
         copy_header_value(r->commit, sizeof r->commit, value, value_len);
     else if (HEADER_IS("Content-Length")) {
@@ -614,6 +616,14 @@ static lcm_status check_files(hub_session *s, const hub_repo *repo, const char *
         http_response r;
         http_sink sink = {.response = &r};
         CURLcode code = http_perform(s, url, true, &sink);
+        // A renamed repository answers with a relative redirect to its new name; follow those
+        // (as huggingface_hub does) but not the absolute ones to the CDN, whose headers we have.
+        for (int hops = 0; code == CURLE_OK && r.status >= 300 && r.status < 400 && !r.linked_etag[0] &&
+                           r.location[0] == '/' && hops < 5;
+             hops++) {
+            if (snprintf(url, sizeof url, "%s%s", s->endpoint, r.location) >= (int)sizeof url) break;
+            code = http_perform(s, url, true, &sink);
+        }
         char what[700];
         snprintf(what, sizeof what, "%s: %s", repo->id, f->path);
         if (code != CURLE_OK || r.status < 200 || r.status >= 400)
