@@ -568,6 +568,30 @@ static void test_corrupt(void) {
     free(snapshot);
 }
 
+// Disk full: the partial blob is made a link to /dev/full, where every write fails with ENOSPC.
+static void test_disk_full(void) {
+    char cache[PATH_MAX], blobs[PATH_MAX], partial[PATH_MAX], cmd[2 * PATH_MAX];
+    if (access("/dev/full", W_OK) != 0) {
+        fprintf(stderr, "no /dev/full: disk-full case skipped\n");
+        return;
+    }
+    cache_path(cache, sizeof cache, "full");
+    const served_file *f = largest_weights();
+    test_path(blobs, sizeof blobs, "%s/models--test-org--tiny-lcm/blobs", cache);
+    test_path(cmd, sizeof cmd, "mkdir -p %s", blobs);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    test_path(partial, sizeof partial, "%s/%s.incomplete", blobs, f->etag);
+    CHECK(symlink("/dev/full", partial) == 0, "symlink %s", partial);
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    lcm_status st = pull(cache, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "disk full") && strstr(lcm_last_error(), f->path) &&
+              strstr(lcm_last_error(), "resumes"),
+          "disk full: %s %s", lcm_status_name(st), lcm_last_error());
+    fprintf(stderr, "disk-full message: %s\n", lcm_last_error());
+    unlink(partial);
+}
+
 static void test_errors(void) {
     char cache[PATH_MAX];
     cache_path(cache, sizeof cache, "errors");
@@ -731,6 +755,7 @@ int main(void) {
     test_resume();
     test_corrupt();
     test_errors();
+    test_disk_full();
     test_renamed();
     test_foreign_cache();
     test_generate_by_id();

@@ -464,7 +464,7 @@ static lcm_status download_blob_locked(hub_session *s, const hub_repo *repo, hub
             return lcm_fail(LCM_ERR_IO,
                             "%s: disk full while writing %s (%lld bytes so far): free space there "
                             "(or point HF_HUB_CACHE elsewhere) and run again; the download resumes",
-                            f->path, partial, (long long)got);
+                            f->path, partial, (long long)(got > 0 ? got : 0));
         return lcm_fail(LCM_ERR_IO, "%s: cannot write %s: %s", f->path, partial, strerror(err));
     }
     if (code == CURLE_OK && response.status == 416) { // our partial copy is not a prefix of theirs
