@@ -375,16 +375,20 @@ static int64_t file_size(const char *path) {
 
 // Hashes the bytes already in a partial file so a resumed download is still verified whole.
 static lcm_status hash_existing(FILE *fp, const char *path, int64_t bytes, sha256_ctx *hash) {
-    static unsigned char buf[1 << 16];
-    if (fseek(fp, 0, SEEK_SET) != 0) return lcm_fail(LCM_ERR_IO, "%s: %s", path, strerror(errno));
-    for (int64_t done = 0; done < bytes;) {
-        size_t want = bytes - done < (int64_t)sizeof buf ? (size_t)(bytes - done) : sizeof buf;
+    enum { CHUNK = 1 << 20 };
+    unsigned char *buf = malloc(CHUNK);
+    if (!buf) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    lcm_status st = fseek(fp, 0, SEEK_SET) == 0 ? LCM_OK : lcm_fail(LCM_ERR_IO, "%s: %s", path, strerror(errno));
+    for (int64_t done = 0; st == LCM_OK && done < bytes;) {
+        size_t want = bytes - done < CHUNK ? (size_t)(bytes - done) : CHUNK;
         size_t got = fread(buf, 1, want, fp);
-        if (got == 0) return lcm_fail(LCM_ERR_IO, "%s: read failed", path);
+        if (got == 0) st = lcm_fail(LCM_ERR_IO, "%s: read failed", path);
         sha256_update(hash, buf, got);
         done += (int64_t)got;
     }
-    return fseek(fp, 0, SEEK_END) == 0 ? LCM_OK : lcm_fail(LCM_ERR_IO, "%s: seek failed", path);
+    free(buf);
+    if (st == LCM_OK && fseek(fp, 0, SEEK_END) != 0) st = lcm_fail(LCM_ERR_IO, "%s: seek failed", path);
+    return st;
 }
 
 // Two processes fetching the same blob take turns on CACHE/.locks/models--ORG--NAME/ETAG.lock, the
