@@ -729,6 +729,11 @@ static void test_generate_by_id(void) {
     rc = test_run(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "downloading " REPO_ID) && strstr(out, "MB"),
           "first use notice missing: %s", out);
+    // `lcm info` reads a hub id from the cache (never downloading).
+    test_path(cmd, sizeof cmd, "HF_HUB_CACHE=%s %s info --model %s", cache, test_lcm_bin(), REPO_ID);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "/snapshots/" COMMIT) && strstr(out, "LatentConsistencyModelPipeline"),
+          "lcm info by id: exit %d: %s", rc, out);
     // `lcm pull` prints the snapshot folder; a 404 id exits non-zero with the message.
     test_path(cmd, sizeof cmd, "HF_ENDPOINT=%s HF_HUB_CACHE=%s %s pull %s --quiet", endpoint, cache,
              test_lcm_bin(), REPO_ID);
@@ -750,6 +755,9 @@ int main(void) {
     snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", srv.port);
     unsetenv("HF_TOKEN");
     unsetenv("HF_HUB_OFFLINE");
+    // The server is local: a proxy from the environment must not be asked (libcurl honours these).
+    const char *proxies[] = {"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < 4; i++) unsetenv(proxies[i]);
     test_fresh_and_second_pull();
     test_variant();
     test_resume();

@@ -735,8 +735,9 @@ lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **s
     if (env_offline(options)) {
         if (cached_snapshot(&repo, dir, sizeof dir)) return return_path(dir, snapshot_dir);
         return lcm_fail(LCM_ERR_IO,
-                        "%s@%s is not in the cache (%s) and HF_HUB_OFFLINE is set: run `lcm pull %s` "
-                        "with network access first, or unset HF_HUB_OFFLINE",
+                        "%s@%s is not in the cache (%s) and this run may not use the network "
+                        "(HF_HUB_OFFLINE=1, or a command that never downloads): run `lcm pull %s` "
+                        "with network access first",
                         repo.id, repo.revision, repo.dir, repo.id);
     }
     hub_session session;
