@@ -8,5 +8,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif
