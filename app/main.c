@@ -13,6 +13,7 @@ typedef struct command {
 static const command commands[] = {
     {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
+    {"serve", cmd_serve, "serve a web page and the A1111/OpenAI image APIs for one model (HTTP)"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
