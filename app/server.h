@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "app/server_request.h"
+#include "server_request.h"
 #include "lcm.h"
 
 typedef struct serve_config {

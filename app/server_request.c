@@ -1,6 +1,6 @@
 // Request parsing for `lcm serve` (see server_request.h): JSON bodies with cJSON, checked field by
 // field, base64 and "WxH" sizes by hand.
-#include "app/server_request.h"
+#include "server_request.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
