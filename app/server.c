@@ -445,10 +445,15 @@ static cJSON *info_json(const server *s, const job *j) {
     cJSON_AddNumberToObject(o, "seed", (double)j->seed);
     cJSON *seeds = cJSON_AddArrayToObject(o, "all_seeds");
     cJSON *texts = cJSON_AddArrayToObject(o, "infotexts");
+    cJSON *prompts = cJSON_AddArrayToObject(o, "all_prompts");
+    cJSON *negatives = cJSON_AddArrayToObject(o, "all_negative_prompts");
     for (int i = 0; i < j->image_count; i++) {
         cJSON_AddItemToArray(seeds, cJSON_CreateNumber((double)j->seeds[i]));
         cJSON_AddItemToArray(texts, cJSON_CreateString(j->infotexts[i]));
+        cJSON_AddItemToArray(prompts, cJSON_CreateString(p->prompt));
+        cJSON_AddItemToArray(negatives, cJSON_CreateString(p->negative_prompt ? p->negative_prompt : ""));
     }
+    cJSON_AddNumberToObject(o, "index_of_first_image", 0);
     cJSON_AddNumberToObject(o, "steps", p->steps);
     cJSON_AddNumberToObject(o, "cfg_scale", p->cfg_scale);
     cJSON_AddNumberToObject(o, "width", p->width);

@@ -6,7 +6,6 @@
 const $ = (id) => document.getElementById(id);
 const form = $("form"), go = $("go"), statusLine = $("status"), bar = $("progress");
 let running = null; // the AbortController of the request in flight
-let history = [];   // {src, parameters, seed} of every image made in this session
 
 // Ranges show their value next to their label.
 for (const id of ["width", "height", "steps", "guidance", "strength"]) {
@@ -144,7 +143,6 @@ function addToHistory(items) {
     button.addEventListener("click", () => show([item]));
     $("history").prepend(button);
   }
-  history = items.concat(history);
 }
 
 function showResult(r) {
