@@ -151,6 +151,7 @@ int cmd_serve(int argc, char **argv) {
                 .max_image_bytes = (size_t)max_body,
             },
         .step_delay_ms = (int)step_delay_ms,
+        .threads = (int)threads,
     };
     rc = serve_run(&config, pipeline, &features);
     lcm_pipeline_close(pipeline);

@@ -20,6 +20,7 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -296,6 +297,9 @@ static void run_job(server *s, job *j) {
 
 static void *worker_main(void *arg) {
     server *s = arg;
+    // OpenMP's thread count is per calling thread: the pipeline set it (options.threads) on the
+    // thread that opened it, not on this one.
+    if (s->config->threads > 0) omp_set_num_threads(s->config->threads);
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (!s->head && !s->stopping) pthread_cond_wait(&s->work_ready, &s->lock);

@@ -22,6 +22,7 @@ typedef struct serve_config {
     size_t max_body;        // largest request body in bytes; more is answered 413
     serve_limits limits;
     int step_delay_ms; // testing: sleep after every denoising step (to exercise cancel and 429)
+    int threads;       // compute threads of the worker (0 = OpenMP's default)
 } serve_config;
 
 // Features the loaded pipeline supports, found by trying each once at start-up.
