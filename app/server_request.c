@@ -13,6 +13,8 @@
 #define MAX_PROMPT_BYTES 16384
 // Largest seed: JSON numbers are doubles, and every integer up to 2^53 is exact.
 #define MAX_SEED 9007199254740991.0
+// Largest init image side: it is resized to the request's size, but decoding needs w*h*3 bytes.
+#define MAX_INIT_SIDE 4096
 
 static bool fail(serve_error *error, int status, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -99,6 +101,16 @@ static bool get_init_image(const cJSON *root, const serve_limits *limits, serve_
                              &p->init_png, &p->init_png_size))
         return fail(error, 400, "init_images",
                     "field 'init_images[0]' is not valid base64 of at most %zu bytes", limits->max_image_bytes);
+    // A small PNG can declare a huge image: check the header's size before anything decodes it.
+    static const uint8_t signature[12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
+    const uint8_t *png = p->init_png;
+    if (p->init_png_size < 24 || memcmp(png, signature, sizeof signature) != 0 || memcmp(png + 12, "IHDR", 4) != 0)
+        return fail(error, 400, "init_images", "field 'init_images[0]' is not a PNG image");
+    uint32_t width = (uint32_t)png[16] << 24 | (uint32_t)png[17] << 16 | (uint32_t)png[18] << 8 | png[19];
+    uint32_t height = (uint32_t)png[20] << 24 | (uint32_t)png[21] << 16 | (uint32_t)png[22] << 8 | png[23];
+    if (width < 1 || height < 1 || width > MAX_INIT_SIDE || height > MAX_INIT_SIDE)
+        return fail(error, 400, "init_images", "field 'init_images[0]' is a %ux%u PNG: expected 1..%d pixels per side",
+                    width, height, MAX_INIT_SIDE);
     return true;
 }
 

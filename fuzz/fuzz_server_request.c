@@ -26,7 +26,7 @@ static void check_request(serve_api api, const char *body, size_t size) {
             p.width > limits.max_size || p.height > limits.max_size || p.width % 8 || p.height % 8 ||
             p.batch_size < 1 || p.n_iter < 1 || p.batch_size * p.n_iter > limits.max_images || p.seed < -1 ||
             !(p.cfg_scale >= 0 && p.cfg_scale <= 30) || !(p.denoising_strength >= 0 && p.denoising_strength <= 1) ||
-            (p.init_png && p.init_png_size > limits.max_image_bytes) ||
+            (p.init_png && (p.init_png_size > limits.max_image_bytes || p.init_png_size < 24)) ||
             (api == SERVE_API_A1111_IMG2IMG && !p.init_png) || (api == SERVE_API_A1111_TXT2IMG && p.init_png))
             abort();
         serve_params_free(&p);

@@ -374,6 +374,15 @@ static void check_bad_requests(const server_process *sp) {
     expect_error(sp, "/sdapi/v1/img2img", "{\"prompt\":\"a\",\"init_images\":\"abc\"}", 400, "init_images");
     expect_error(sp, "/sdapi/v1/img2img", "{\"prompt\":\"a\",\"init_images\":[\"AAAA\"],\"denoising_strength\":2}", 400,
                  "denoising_strength");
+    expect_error(sp, "/sdapi/v1/img2img", "{\"prompt\":\"a\",\"init_images\":[\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"]}", 400,
+                 "init_images"); // not a PNG
+    // A PNG header declaring 100000 x 100000 pixels: refused before anything decodes it.
+    static const uint8_t huge[33] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                                     0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0, 8, 2, 0, 0, 0, 0, 0, 0, 0};
+    char *b64 = serve_base64_encode(huge, sizeof huge), body[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"a\",\"init_images\":[\"%s\"]}", b64);
+    expect_error(sp, "/sdapi/v1/img2img", body, 400, "init_images");
+    free(b64);
 }
 
 // Optional features: answered 200 when /api/capabilities lists them, else 501 naming the field.
