@@ -617,6 +617,25 @@ static void check_base64_and_sizes(void) {
         CHECK(!serve_parse_size(bad[i], &w, &h), "size '%s' accepted", bad[i]);
 }
 
+// Listening beyond this machine needs a key or an explicit flag; bad limits are usage errors.
+static void check_command_line(const char *model) {
+    static const struct {
+        const char *args, *says;
+    } cases[] = {
+        {"--host 0.0.0.0", "--api-key"},
+        {"--port 70000", "--port"},
+        {"--queue 0", "--queue"},
+        {"--api-key ''", "--api-key"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[2048], out[1024] = "";
+        snprintf(cmd, sizeof cmd, "'%s' serve --model '%s' --port 0 %s 2>&1", test_lcm_bin(), model, cases[i].args);
+        int rc = test_run(cmd, out, sizeof out);
+        CHECK(rc == 2 && strstr(out, cases[i].says), "lcm serve %s: exit %d, expected 2 and a message naming %s: %s",
+              cases[i].args, rc, cases[i].says, out);
+    }
+}
+
 int main(void) {
     const char *root = test_fixtures();
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
@@ -625,6 +644,7 @@ int main(void) {
 
     char model[1024];
     test_path(model, sizeof model, "%s/tiny-lcm", root);
+    check_command_line(model);
     server_process a;
     if (server_start(&a, model, "--threads 2")) {
         check_endpoints(&a);

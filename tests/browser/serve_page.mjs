@@ -25,6 +25,17 @@ try {
   await page.waitForFunction(() => document.getElementById("model").textContent !== "");
   check(true, "capabilities loaded: model " + (await page.textContent("#model")));
 
+  // Every visible form control has a label (screen readers, and a bigger target on a phone).
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input, textarea")]
+    .filter((el) => !el.closest("[hidden]") && !document.querySelector(`label[for="${el.id}"]`)).map((el) => el.id));
+  check(unlabelled.length === 0, "every visible control has a label " + unlabelled.join(","));
+  // Tab order follows the form top to bottom: prompt first, the Generate button after the inputs.
+  await page.focus("#prompt");
+  const order = [];
+  for (let i = 0; i < 12; i++) { await page.keyboard.press("Tab"); order.push(await page.evaluate(() => document.activeElement.id)); }
+  check(order.indexOf("go") > order.indexOf("steps") && order.indexOf("steps") > order.indexOf("width"),
+    "keyboard focus order: " + order.join(" > "));
+
   // Record every status line the page shows, however briefly.
   await page.evaluate(() => {
     window.statuses = [];
