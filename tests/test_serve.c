@@ -530,7 +530,9 @@ static void check_disconnect_cancels(const server_process *sp, int step_delay_ms
     curl_slist_free_all(headers);
     free(r.body);
     bool stopped = false;
-    while (now() - disconnect < 8 * step_delay_ms / 1000.0) {
+    // Cancelled (not completed) is the proof; the time bound only guards responsiveness, loosely,
+    // since a step's compute time on a loaded machine (or under ASan) is not known.
+    while (now() - disconnect < 15) {
         if (!health_number(sp, "busy") && health_number(sp, "cancelled") > cancelled_before) {
             stopped = true;
             break;
@@ -539,7 +541,7 @@ static void check_disconnect_cancels(const server_process *sp, int step_delay_ms
     }
     double took = now() - disconnect;
     fprintf(stderr, "disconnect -> job cancelled after %.2f s (a step takes %.2f s)\n", took, step_delay_ms / 1000.0);
-    CHECK(stopped && took < 3.0 * step_delay_ms / 1000.0 + 0.5, "the job went on after its client left (%.2f s)", took);
+    CHECK(stopped && took < 5, "the job went on after its client left (%.2f s)", took);
 }
 
 // /sdapi/v1/interrupt stops the running job; its client gets an error quickly.

@@ -70,7 +70,7 @@ try {
   await page.waitForFunction(() => document.getElementById("status").textContent === "Cancelled.", null, { timeout: 10000 });
   check(true, "Cancel stopped the second run");
   let health = {};
-  for (let i = 0; i < 40; i++) {
+  for (let i = 0; i < 150; i++) {
     health = await (await fetch(new URL("/health", url))).json();
     if (health.cancelled >= 1 && !health.busy) break;
     await new Promise((r) => setTimeout(r, 100));
