@@ -10,5 +10,6 @@ int cmd_synth(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -127,6 +127,10 @@ const char *test_lcm_bin(void) {
     return bin && *bin ? bin : LCM_BUILD_DIR "/lcm";
 }
 
+const char *test_source_dir(void) { return LCM_SOURCE_DIR; }
+
+const char *test_build_dir(void) { return LCM_BUILD_DIR; }
+
 int test_run(const char *cmd, char *out, size_t cap) {
     FILE *p = popen(cmd, "r");
     if (!p) return -1;

@@ -51,6 +51,10 @@ double test_max_abs(const float *want, size_t n);
 // Path of the built `lcm` binary (from $LCM_BIN, set by ctest).
 const char *test_lcm_bin(void);
 
+// The repository and the CMake build folder this test was built from.
+const char *test_source_dir(void);
+const char *test_build_dir(void);
+
 // Runs a shell command, capturing stdout (up to cap-1 bytes) into out; returns the exit status
 // (-1 if it could not be run or was killed by a signal).
 int test_run(const char *cmd, char *out, size_t cap);

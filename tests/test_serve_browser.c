@@ -1,0 +1,49 @@
+// The `lcm serve` page in headless Chromium (tests/browser/serve_page.mjs, playwright-core): type a
+// prompt, press Enter, see the progress and the image, cancel a second run, phone-sized layout.
+// Screenshots go to build/artifacts/serve.png and serve-phone.png.
+//
+// Needs node, Debian's chromium and `npm ci` in tests/browser (.ci/run installs all three). When
+// one is missing locally the test says which and is skipped (exit 77), never passed silently.
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "serve_process.h"
+#include "testutil.h"
+
+int main(void) {
+    const char *root = test_fixtures();
+    const char *chromium = getenv("CHROMIUM") ? getenv("CHROMIUM") : "/usr/bin/chromium";
+    char playwright[1200];
+    test_path(playwright, sizeof playwright, "%s/tests/browser/node_modules/playwright-core/package.json",
+              test_source_dir());
+    const char *missing = test_run("command -v node >/dev/null 2>&1", NULL, 0) != 0 ? "node"
+                          : access(chromium, X_OK) != 0                              ? chromium
+                          : access(playwright, R_OK) != 0                            ? playwright
+                                                                                     : NULL;
+    if (missing) {
+        printf("SKIPPED: %s is not installed (apt-get install nodejs npm chromium; cd tests/browser && npm ci)\n",
+               missing);
+        return 77;
+    }
+
+    char model[1024], artifacts[1200], cmd[4096], output[16384];
+    test_path(model, sizeof model, "%s/tiny-lcm", root);
+    test_path(artifacts, sizeof artifacts, "%s/artifacts", test_build_dir());
+    mkdir(artifacts, 0755);
+    server_process server;
+    // A short pause after each step, so that the progress and Cancel are seen on any machine.
+    if (server_start(&server, model, "--threads 2 --step-delay-ms 150")) {
+        snprintf(cmd, sizeof cmd, "cd '%s/tests/browser' && CHROMIUM='%s' node serve_page.mjs '%s/' '%s' 2>&1",
+                 test_source_dir(), chromium, server.base, artifacts);
+        int rc = test_run(cmd, output, sizeof output);
+        fputs(output, stderr);
+        CHECK(rc == 0, "%s exited %d", cmd, rc);
+        char shot[1300];
+        test_path(shot, sizeof shot, "%s/serve.png", artifacts);
+        CHECK(access(shot, R_OK) == 0, "no screenshot at %s", shot);
+        server_stop(&server);
+    }
+    return test_finish();
+}
