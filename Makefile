@@ -9,7 +9,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all test quick-test asan-test fuzz fuzz-run clean
+.PHONY: all test quick-test asan-test browser-deps fuzz fuzz-run clean
 all:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
@@ -17,7 +17,13 @@ all:
 quick-test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test: quick-test asan-test
+test: browser-deps quick-test asan-test
+
+# playwright-core for the browser test of `lcm serve` (tests/browser), at the locked version; the
+# test skips itself (and says why) where node or chromium is missing.
+browser-deps:
+	@if command -v npm >/dev/null && [ ! -d tests/browser/node_modules/playwright-core ]; then \
+		cd tests/browser && npm ci --no-audit --no-fund; fi
 
 asan-test:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLCM_SANITIZE=ON >/dev/null
