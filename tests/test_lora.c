@@ -70,6 +70,11 @@ static float *load_weight(const weight_set *ws, const st_tensor *t) {
     return values;
 }
 
+static bool ends_with_text(const char *s, const char *ending) {
+    size_t n = strlen(s), m = strlen(ending);
+    return n >= m && !strcmp(s + n - m, ending);
+}
+
 static bool is_matrix_weight(const st_tensor *t) {
     size_t len = strlen(t->name);
     return (t->ndim == 2 || t->ndim == 4) && len > 7 && !strcmp(t->name + len - 7, ".weight");
@@ -431,6 +436,15 @@ static const st_tensor *pick_weight(const weight_set *ws, int ndim, const char *
     return NULL;
 }
 
+// The first 2-D weight of `ws` whose name ends with `ending`.
+static const st_tensor *pick_weight_ending(const weight_set *ws, const char *ending) {
+    for (size_t i = 0; i < weight_set_count(ws); i++) {
+        const st_tensor *t = weight_set_at(ws, i);
+        if (t->ndim == 2 && ends_with_text(t->name, ending)) return t;
+    }
+    return NULL;
+}
+
 static void kohya_name(char *buf, size_t size, const char *prefix, const char *weight,
                        const char *suffix) {
     size_t len = strlen(weight) - strlen(".weight");
@@ -676,6 +690,49 @@ static void check_pipeline_components(const char *folder) {
                   s1.unet_modules, s1.text_encoder_modules);
             CHECK(strstr(lcm_pipeline_lora_report(p), "(scale 0.5)") != NULL, "report: %s",
                   lcm_pipeline_lora_report(p));
+        }
+        lcm_pipeline_close(p);
+    }
+    // diffusers' attention-processor format: to_q_lora / to_out_lora of the unet's processors and
+    // of the text encoder's attention (-> q_proj / out_proj).
+    const st_tensor *uq = unet ? pick_weight_ending(unet, ".to_q.weight") : NULL;
+    const st_tensor *uo = unet ? pick_weight_ending(unet, ".to_out.0.weight") : NULL;
+    const st_tensor *tq = te ? pick_weight_ending(te, ".self_attn.q_proj.weight") : NULL;
+    const st_tensor *to = te ? pick_weight_ending(te, ".self_attn.out_proj.weight") : NULL;
+    CHECK(uq && uo && tq && to, "%s: no attention projections found", folder);
+    if (uq && uo && tq && to) {
+        char names[8][512], path[PATH_SIZE];
+        size_t lq = strlen(uq->name) - strlen(".to_q.weight"), lo = strlen(uo->name) - strlen(".to_out.0.weight");
+        size_t tl = strlen(tq->name) - strlen(".q_proj.weight"), tol = strlen(to->name) - strlen(".out_proj.weight");
+        snprintf(names[0], 512, "unet.%.*s.processor.to_q_lora.down.weight", (int)lq, uq->name);
+        snprintf(names[1], 512, "unet.%.*s.processor.to_q_lora.up.weight", (int)lq, uq->name);
+        snprintf(names[2], 512, "unet.%.*s.processor.to_out_lora.down.weight", (int)lo, uo->name);
+        snprintf(names[3], 512, "unet.%.*s.processor.to_out_lora.up.weight", (int)lo, uo->name);
+        snprintf(names[4], 512, "text_encoder.%.*s.to_q_lora.down.weight", (int)tl, tq->name);
+        snprintf(names[5], 512, "text_encoder.%.*s.to_q_lora.up.weight", (int)tl, tq->name);
+        snprintf(names[6], 512, "text_encoder.%.*s.to_out_lora.down.weight", (int)tol, to->name);
+        snprintf(names[7], 512, "text_encoder.%.*s.to_out_lora.up.weight", (int)tol, to->name);
+        const st_tensor *w[4] = {uq, uo, tq, to};
+        fake_tensor t[8];
+        for (int i = 0; i < 4; i++) {
+            t[2 * i] = (fake_tensor){names[2 * i], 2, {2, w[i]->shape[1]}, NAN};
+            t[2 * i + 1] = (fake_tensor){names[2 * i + 1], 2, {w[i]->shape[0], 2}, NAN};
+        }
+        write_adapter(path, sizeof path, "legacy.safetensors", t, 8);
+        lcm_lora lora = {path, 1.0f};
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        options.loras = &lora;
+        options.lora_count = 1;
+        lcm_pipeline *p = NULL;
+        CHECK_OK(lcm_pipeline_open(folder, &options, &p));
+        if (p) {
+            lora_stats s;
+            lora_set_stats(p->loras, 0, &s);
+            CHECK(s.unet_modules == 2 && s.text_encoder_modules == 2 && s.applied_tensors == 8,
+                  "legacy format: unet %d te %d tensors %d", s.unet_modules, s.text_encoder_modules,
+                  s.applied_tensors);
+            fprintf(stderr, "  legacy format: %s\n", lcm_pipeline_lora_report(p));
         }
         lcm_pipeline_close(p);
     }
