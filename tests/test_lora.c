@@ -559,6 +559,12 @@ static void check_handmade(const char *folder) {
         expect_open_error(path, LCM_ERR_FORMAT, (const char *[]){path, alpha, "scalar", NULL});
     }
     {
+        fake_tensor t[] = {{down, 2, {rank, in}, NAN}, {up, 2, {out, rank}, NAN},
+                           {"lora_unet_orphan.alpha", 0, {0}, 1.0f}};
+        write_adapter(path, sizeof path, "orphan.safetensors", t, 3);
+        expect_open_error(path, LCM_ERR_FORMAT, (const char *[]){path, "lora_unet_orphan", "only an alpha", NULL});
+    }
+    {
         fake_tensor t[] = {{down, 4, {rank, in, 1, 1}, NAN}, {up, 4, {out, rank, 3, 3}, NAN}};
         write_adapter(path, sizeof path, "upkernel.safetensors", t, 2);
         expect_open_error(path, LCM_ERR_UNSUPPORTED, (const char *[]){path, up, "1x1", NULL});

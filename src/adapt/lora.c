@@ -218,8 +218,9 @@ static bool is_float_dtype(st_dtype d) {
 static lcm_status check_module(const lora_adapter *a, lora_module *m) {
     char shape_a[96], shape_b[96];
     if (!m->down || !m->up)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: LoRA module '%s' has a %s tensor but no %s tensor",
-                        a->path, m->key, m->down ? "down" : "up", m->down ? "up" : "down");
+        return lcm_fail(LCM_ERR_FORMAT, "%s: LoRA module '%s' has %s but no %s tensor", a->path,
+                        m->key, m->down ? "a down tensor" : m->up ? "an up tensor" : "only an alpha",
+                        !m->down && !m->up ? "down or up" : m->down ? "up" : "down");
     const st_tensor *pair[2] = {m->down, m->up};
     for (int i = 0; i < 2; i++) {
         const st_tensor *t = pair[i];
@@ -257,9 +258,10 @@ static lcm_status check_module(const lora_adapter *a, lora_module *m) {
     m->rank = (int)m->down->shape[0];
     if (m->alpha) {
         const st_tensor *t = m->alpha;
-        if (t->numel != 1 || t->ndim > 1 || !is_float_dtype(t->dtype))
+        // Any numeric dtype: diffusers reads alpha with .item().
+        if (t->numel != 1 || t->ndim > 1 || t->dtype == ST_BOOL)
             return lcm_fail(LCM_ERR_FORMAT,
-                            "%s: tensor '%s' has shape %s and dtype %s, expected a float scalar",
+                            "%s: tensor '%s' has shape %s and dtype %s, expected a numeric scalar",
                             a->path, t->name, st_format_shape(shape_a, sizeof shape_a, t->ndim, t->shape),
                             st_dtype_name(t->dtype));
         LCM_TRY(st_read_f32(a->file, t, &m->alpha_value));
