@@ -537,6 +537,9 @@ static void check_handmade(const char *folder) {
                 lora_set_stats(set, 0, &stats);
                 CHECK(stats.applied_modules == 1 && stats.unmatched_keys == 2,
                       "lenient: %d applied, %d unmatched", stats.applied_modules, stats.unmatched_keys);
+                CHECK(strstr(lora_set_report(set), "2 tensors applied to 1 modules") &&
+                          strstr(lora_set_report(set), "2 unmatched keys skipped"),
+                      "lenient report: %s", lora_set_report(set));
             }
             lora_set_free(set);
         }

@@ -528,9 +528,20 @@ lcm_status lora_set_finish(lora_set *set) {
         const lora_adapter *a = &set->adapters[i];
         const lora_stats *s = &a->stats;
         int w = snprintf(set->report + used, report_size - used,
-                         "%s (scale %g): %d tensors applied to %d modules (unet %d, text_encoder %d)%s",
+                         "%s (scale %g): %d tensors applied to %d modules (unet %d, text_encoder %d)",
                          a->path, (double)a->scale, s->applied_tensors, s->applied_modules,
-                         s->unet_modules, s->text_encoder_modules, i + 1 < set->count ? "\n" : "");
+                         s->unet_modules, s->text_encoder_modules);
+        if (w > 0) used += (size_t)w;
+        if (used >= report_size) used = report_size - 1;
+        if (s->unmatched_keys) {
+            w = snprintf(set->report + used, report_size - used, "; %d unmatched keys skipped",
+                         s->unmatched_keys);
+            if (w > 0) used += (size_t)w;
+            if (used >= report_size) used = report_size - 1;
+        }
+        w = snprintf(set->report + used, report_size - used, "%s", i + 1 < set->count ? "\n" : "");
+        if (w > 0) used += (size_t)w;
+        if (used >= report_size) used = report_size - 1;
         if (w > 0) used += (size_t)w;
         if (used >= report_size) used = report_size - 1;
     }
