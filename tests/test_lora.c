@@ -844,6 +844,10 @@ static void check_cli(const char *folder, const char *adapter) {
     rc = run_generate(folder, (const char *[]){bad, NULL}, "", out, sizeof out);
     CHECK(rc == 2 && strstr(out, bad), "--lora PATH:abc: rc %d, output:\n%s", rc, out);
 
+    rc = run_generate(folder, (const char *[]){":0.5", NULL}, "", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--lora") && strstr(out, "FILE:SCALE"), "--lora :0.5: rc %d, output:\n%s",
+          rc, out);
+
     char nomatch[PATH_SIZE];
     test_path(nomatch, sizeof nomatch, "%s/nomatch.safetensors", tmpdir);
     rc = run_generate(folder, (const char *[]){nomatch, NULL}, "", out, sizeof out);
