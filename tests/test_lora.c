@@ -400,12 +400,15 @@ static lcm_status fill_fake(void *user, size_t index, float *out, int64_t numel)
 
 // Writes the tensors to tmpdir/NAME; returns the path (static buffer per call site is not
 // needed: the caller copies).
+// The dtype write_adapter stores (the fake values are exact in F16 and BF16 too).
+static st_dtype adapter_dtype = ST_F32;
+
 static void write_adapter(char *path, size_t size, const char *name, const fake_tensor *tensors,
                           int count) {
     test_path(path, size, "%s/%s", tmpdir, name);
     st_write_entry entries[16];
     for (int i = 0; i < count; i++) {
-        entries[i] = (st_write_entry){.name = tensors[i].name, .dtype = ST_F32, .ndim = tensors[i].ndim};
+        entries[i] = (st_write_entry){.name = tensors[i].name, .dtype = adapter_dtype, .ndim = tensors[i].ndim};
         memcpy(entries[i].shape, tensors[i].shape, sizeof tensors[i].shape);
     }
     CHECK_OK(st_write(path, entries, (size_t)count, fill_fake, (void *)tensors, "pt"));
@@ -473,10 +476,13 @@ static void check_handmade(const char *folder) {
     char stem[512];
     kohya_name(stem, sizeof stem, "lora_unet_", lin->name, "");
 
-    // The formula, in double: W + s * (alpha / rank) * up @ down.
-    {
+    // The formula, in double: W + s * (alpha / rank) * up @ down, from F32, F16 and BF16 files.
+    const st_dtype dtypes[] = {ST_F32, ST_F16, ST_BF16};
+    for (int dt = 0; dt < 3; dt++) {
         fake_tensor t[] = {{down, 2, {rank, in}, NAN}, {up, 2, {out, rank}, NAN}, {alpha, 0, {0}, 6.0f}};
+        adapter_dtype = dtypes[dt];
         write_adapter(path, sizeof path, "good.safetensors", t, 3);
+        adapter_dtype = ST_F32;
         const float scale = 0.75f;
         lora_set *set = open_adapter(path, scale);
         weight_set *ws = set ? open_unet_weights(folder, set) : NULL;
@@ -492,8 +498,8 @@ static void check_handmade(const char *folder) {
                 want[o * in + i] = (float)(base[o * in + i] + scale * (6.0 / rank) * acc);
             }
         if (got) {
-            fprintf(stderr, "  formula on %s: max|diff| %.3g\n", lin->name,
-                    max_abs_diff(got, want, (size_t)(out * in)));
+            fprintf(stderr, "  formula on %s (%s adapter): max|diff| %.3g\n", lin->name,
+                    st_dtype_name(dtypes[dt]), max_abs_diff(got, want, (size_t)(out * in)));
             test_close("W + s*(alpha/rank)*up@down", got, want, (size_t)(out * in), 1e-6, 1e-6);
         }
         weight_set_close(ws);
