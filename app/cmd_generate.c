@@ -67,22 +67,6 @@ static void batch_path(char *buf, size_t size, const char *path, int index, int 
     snprintf(buf, size, "%.*s-%d%s", (int)(dot - path), path, index, dot);
 }
 
-// --lora FILE[:SCALE] options -> adapters; paths[i] (malloc'd, caller frees) holds the file part.
-static bool parse_loras(const args_list *specs, lcm_lora *loras, char **paths) {
-    for (int i = 0; i < specs->count; i++) {
-        size_t length;
-        bool ok = lcm_lora_spec_parse(specs->items[i], &length, &loras[i].scale) == LCM_OK;
-        if (!ok) fprintf(stderr, "lcm generate: --lora: %s\n", lcm_last_error());
-        else if (!(paths[i] = strndup(specs->items[i], length))) ok = false;
-        if (!ok) {
-            for (int k = 0; k < i; k++) free(paths[k]);
-            return false;
-        }
-        loras[i].path = paths[i];
-    }
-    return true;
-}
-
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
@@ -131,21 +115,30 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    lcm_pipeline_options options;
-    lcm_pipeline_options_init(&options);
-    options.variant = variant;
-    options.threads = (int)threads;
+    // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
     lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
     char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
-    if (!parse_loras(&lora_specs, loras, lora_paths)) return 2;
-    options.loras = loras;
-    options.lora_count = lora_specs.count;
-    options.lora_lenient = lora_lenient;
-    lcm_pipeline *pipeline;
-    lcm_status st = lcm_pipeline_open(model, &options, &pipeline);
+    lcm_status st = LCM_OK;
+    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
+        size_t length;
+        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
+        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
+        loras[i].path = lora_paths[i];
+    }
+    lcm_pipeline *pipeline = NULL;
+    if (st == LCM_OK) {
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        options.variant = variant;
+        options.threads = (int)threads;
+        options.loras = loras;
+        options.lora_count = lora_specs.count;
+        options.lora_lenient = lora_lenient;
+        st = lcm_pipeline_open(model, &options, &pipeline);
+    }
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
-        fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
+        fprintf(stderr, "lcm generate: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
         return exit_code_for(st);
     }
     if (!quiet && *lcm_pipeline_lora_report(pipeline))

@@ -851,7 +851,7 @@ static void check_cli(const char *folder, const char *adapter) {
     CHECK(rc == 2 && strstr(out, bad), "--lora PATH:abc: rc %d, output:\n%s", rc, out);
 
     rc = run_generate(folder, (const char *[]){":0.5", NULL}, "", out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "--lora") && strstr(out, "FILE:SCALE"), "--lora :0.5: rc %d, output:\n%s",
+    CHECK(rc == 2 && strstr(out, "':0.5'") && strstr(out, "FILE:SCALE"), "--lora :0.5: rc %d, output:\n%s",
           rc, out);
 
     char nomatch[PATH_SIZE];
