@@ -21,13 +21,13 @@ struct weight_set {
     char *source;
     st_file **shards;
     size_t shard_count;
-    weight_recorder *recorder; // non-NULL for a synthetic set
-    char *component;
-    struct {
+    struct { // weight_set_add_patch
         weight_patch_fn fn;
         void *user;
     } patches[WEIGHT_SET_MAX_PATCHES];
     int patch_count;
+    weight_recorder *recorder; // non-NULL for a synthetic set
+    char *component;
 };
 
 typedef struct recorded_tensor {
@@ -180,6 +180,19 @@ const st_tensor *weight_set_find(const weight_set *ws, const char *name, const s
 static lcm_status synthesize(const weight_set *ws, const char *name, int ndim,
                              const int64_t *shape, float **out);
 
+static lcm_status load_f32_raw(const weight_set *ws, const char *name, int ndim,
+                               const int64_t *shape, float **out) {
+    if (ws->recorder) return synthesize(ws, name, ndim, shape, out);
+    const st_file *file;
+    if (!weight_set_find(ws, name, &file)) {
+        *out = NULL;
+        return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' is missing", ws->source, name);
+    }
+    LCM_TRY(st_load_f32(file, name, ndim, shape, out));
+    st_release_pages(file, st_find(file, name));
+    return LCM_OK;
+}
+
 lcm_status weight_set_add_patch(weight_set *ws, weight_patch_fn patch, void *user) {
     if (ws->patch_count == WEIGHT_SET_MAX_PATCHES)
         return lcm_fail(LCM_ERR_INTERNAL, "%s: more than %d weight patches", ws->source,
@@ -190,35 +203,30 @@ lcm_status weight_set_add_patch(weight_set *ws, weight_patch_fn patch, void *use
     return LCM_OK;
 }
 
-// Runs the attached patches on a loaded tensor; on failure frees it.
-static lcm_status apply_patches(const weight_set *ws, const char *name, int ndim,
-                                const int64_t *shape, float **values) {
+// The tensor as stored, then every attached patch (LoRA) on its values.
+lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
+                               const int64_t *shape, float **out) {
+    LCM_TRY(load_f32_raw(ws, name, ndim, shape, out));
+    if (ws->patch_count == 0) return LCM_OK;
+    if (ndim < 0) { // any shape was accepted: the patches see the stored one
+        const st_tensor *t = weight_set_find(ws, name, NULL);
+        if (!t) {
+            free(*out);
+            *out = NULL;
+            return lcm_fail(LCM_ERR_INTERNAL, "%s: '%s' loaded but not found", ws->source, name);
+        }
+        ndim = t->ndim;
+        shape = t->shape;
+    }
     for (int i = 0; i < ws->patch_count; i++) {
-        lcm_status st = ws->patches[i].fn(ws->patches[i].user, name, ndim, shape, *values);
+        lcm_status st = ws->patches[i].fn(ws->patches[i].user, name, ndim, shape, *out);
         if (st != LCM_OK) {
-            free(*values);
-            *values = NULL;
+            free(*out);
+            *out = NULL;
             return st;
         }
     }
     return LCM_OK;
-}
-
-lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
-                               const int64_t *shape, float **out) {
-    if (ws->recorder) {
-        LCM_TRY(synthesize(ws, name, ndim, shape, out));
-        return apply_patches(ws, name, ndim, shape, out);
-    }
-    const st_file *file;
-    const st_tensor *t = weight_set_find(ws, name, &file);
-    if (!t) {
-        *out = NULL;
-        return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' is missing", ws->source, name);
-    }
-    LCM_TRY(st_load_f32(file, name, ndim, shape, out));
-    st_release_pages(file, t);
-    return apply_patches(ws, name, t->ndim, t->shape, out);
 }
 
 size_t weight_set_count(const weight_set *ws) {
