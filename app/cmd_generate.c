@@ -9,6 +9,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
+#include "app/download_progress.h"
 #include "lcm.h"
 
 // Exit codes: 2 for anything the user can fix in the request or the model files, 1 otherwise.
@@ -74,7 +75,10 @@ int cmd_generate(int argc, char **argv) {
     bool quiet = false, lora_lenient = false;
     args_list lora_specs = {0};
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline)", false},
+        {"model", ARG_STRING, &model,
+         "diffusers model folder, single .safetensors checkpoint, or hub id ORG/NAME[@REVISION] "
+         "(downloaded on first use)",
+         false},
         {"prompt", ARG_STRING, &prompt, "what to draw (or give it as the argument)", false},
         {"seed", ARG_INT, &seed, "random seed (default: random, printed and stored)", false},
         {"steps", ARG_INT, &steps, "denoising steps, 1..original_inference_steps (default 4)", false},
@@ -134,7 +138,16 @@ int cmd_generate(int argc, char **argv) {
         options.loras = loras;
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;
-        st = lcm_pipeline_open(model, &options, &pipeline);
+        // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first time).
+        lcm_hub_options hub;
+        lcm_hub_options_init(&hub);
+        hub.variant = variant;
+        download_progress download;
+        download_progress_attach(&download, quiet, &hub);
+        char *model_path = NULL;
+        st = lcm_model_resolve(model, &hub, &model_path);
+        if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
+        free(model_path);
     }
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {

@@ -368,7 +368,8 @@ static bool is_unused_component(const char *name) {
 static lcm_status describe_folder(const model_folder *folder, cJSON *doc) {
     cJSON *components = cJSON_CreateArray(), *unused = cJSON_CreateArray();
     lcm_status st = components && unused ? LCM_OK : out_of_memory();
-    if (st == LCM_OK) st = add_item(doc, "folder", cJSON_CreateString(folder->root));
+    if (st == LCM_OK) st = add_item(doc, "folder", cJSON_CreateString(
+                            folder->checkpoint ? checkpoint_path(folder->checkpoint) : folder->root));
     if (st == LCM_OK)
         st = add_item(doc, "variant",
                       folder->variant ? cJSON_CreateString(folder->variant) : cJSON_CreateNull());
@@ -565,8 +566,15 @@ int cmd_info(int argc, char **argv) {
         return 2;
     }
 
+    // A hub id is looked up in the Hugging Face cache only: info never downloads (lcm pull does).
+    char *resolved = NULL;
+    lcm_hub_options hub;
+    lcm_hub_options_init(&hub);
+    hub.offline = 1;
     model_folder folder;
-    lcm_status st = model_folder_open(model, variant, &folder);
+    lcm_status st = lcm_is_hub_id(model) ? lcm_model_resolve(model, &hub, &resolved) : LCM_OK;
+    if (st == LCM_OK) st = model_folder_open(resolved ? resolved : model, variant, &folder);
+    free(resolved);
     cJSON *doc = NULL;
     if (st == LCM_OK) {
         doc = cJSON_CreateObject();

@@ -7,5 +7,8 @@ int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

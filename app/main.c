@@ -11,9 +11,12 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"convert", cmd_convert, "write a model folder as one .safetensors checkpoint (original SD layout)"},
     {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
+    {"pull", cmd_pull, "download a model from the Hugging Face hub into the shared cache"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
+    {"compare", cmd_compare, "run two models (or precisions) on the same prompts and seeds: speed, size, image agreement"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
 

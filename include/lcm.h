@@ -94,7 +94,8 @@ typedef struct lcm_pipeline_options {
 void lcm_pipeline_options_init(lcm_pipeline_options *options);
 
 // Loads the diffusers pipeline folder `model_dir` (model_index.json, text_encoder/, tokenizer/,
-// unet/, vae/, scheduler/). `options` may be NULL for the defaults; it is only read during the
+// unet/, vae/, scheduler/), or a single-file .safetensors checkpoint (see lcm_model_resolve for
+// hub ids). `options` may be NULL for the defaults; it is only read during the
 // call. On success *out is owned by the caller and must be released with lcm_pipeline_close.
 // On failure *out is NULL and lcm_last_error() says what is wrong with which file.
 lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
@@ -178,6 +179,70 @@ void lcm_result_free(lcm_result *result);
 // place: `path` never holds a partial file). `parameters` (may be NULL) is stored as the A1111
 // `parameters` tEXt chunk. All arguments are borrowed.
 lcm_status lcm_write_png(const char *path, const lcm_image *image, const char *parameters);
+
+// How far image b is from image a (same size): PSNR in dB over all RGB values (peak 255; +inf
+// when identical) and mean SSIM (Gaussian 11x11 window, sigma 1.5, per channel, averaged).
+// Images are borrowed; fails only for NULL/mismatched arguments or out of memory.
+lcm_status lcm_image_compare(const lcm_image *a, const lcm_image *b, double *psnr, double *ssim);
+// ---- models by name: folders, single files, Hugging Face hub ids --------------------------------
+//
+// `--model` may be a diffusers folder, a single-file checkpoint (.safetensors in the original
+// Stable Diffusion layout, or one written by `lcm convert`), or a hub id "ORG/NAME[@REVISION]".
+// lcm_pipeline_open takes folders and single files; hub ids are turned into a folder first by
+// lcm_model_resolve (it may download, so it is a separate, explicit step).
+//
+// Hub ids use the Hugging Face cache exactly as huggingface_hub lays it out, so models fetched by
+// diffusers are used without downloading again and vice versa:
+//   CACHE/models--ORG--NAME/refs/REVISION           the commit hash REVISION points to
+//   CACHE/models--ORG--NAME/blobs/ETAG              file contents, named by the hub's ETag
+//   CACHE/models--ORG--NAME/snapshots/COMMIT/PATH   relative symlinks to ../../blobs/ETAG
+// CACHE is $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+
+// Progress of a download: the bytes of the current file and of the whole pull (bytes already in
+// the cache are not counted). Return non-zero to cancel (LCM_ERR_CANCELLED; the partial file is
+// kept and the next pull resumes it).
+typedef int (*lcm_download_progress_fn)(void *user_data, const char *file, uint64_t file_done,
+                                        uint64_t file_total, uint64_t all_done, uint64_t all_total);
+
+// Called once before anything is downloaded, with the number of files and bytes to fetch.
+typedef void (*lcm_download_start_fn)(void *user_data, const char *id, int files, uint64_t bytes);
+
+typedef struct lcm_hub_options {
+    const char *revision;  // branch, tag or commit; NULL = the id's @REVISION, else "main"
+    const char *variant;   // weights variant to fetch ("fp16"), with the fallback of
+                           // lcm_pipeline_options.variant; NULL for the plain files
+    const char *endpoint;  // NULL = $HF_ENDPOINT, else https://huggingface.co
+    const char *token;     // NULL = $HF_TOKEN (sent as "Authorization: Bearer")
+    const char *cache_dir; // NULL = $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub
+    int offline;           // non-zero (or HF_HUB_OFFLINE=1): never use the network
+    lcm_download_start_fn start;       // optional
+    lcm_download_progress_fn progress; // optional
+    void *user_data;                   // passed to both callbacks
+} lcm_hub_options;
+
+// Fills *options with the defaults (everything NULL/0: environment variables decide).
+void lcm_hub_options_init(lcm_hub_options *options);
+
+// Non-zero when `model` is not an existing path and has the form ORG/NAME[@REVISION].
+int lcm_is_hub_id(const char *model);
+
+// Makes sure the files a pipeline needs (configs, tokenizer, the chosen variant's .safetensors
+// weights) of hub model `id` are in the cache, downloading what is missing (resumable, verified,
+// atomic), and returns the snapshot folder in *snapshot_dir (malloc'd: the caller frees it with
+// free()). A second call finds everything in the cache and downloads nothing. Offline, the cache
+// alone answers. `options` may be NULL.
+lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **snapshot_dir);
+
+// What lcm_pipeline_open can load for `model`: an existing path is returned as is, a hub id is
+// pulled (lcm_hub_pull). *path is malloc'd; the caller frees it with free().
+lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path);
+
+// Writes the diffusers pipeline folder `model_dir` as one .safetensors checkpoint at `path` in the
+// original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
+// cond_stage_model.transformer.*), dtypes kept, with the folder's configs stored in __metadata__ so
+// lcm_pipeline_open(path) gives exactly the pipeline of the folder. The file appears only when
+// complete. The tokenizer must be the standard CLIP ViT-L/14 one (it is not stored).
+lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path);
 
 #ifdef __cplusplus
 }

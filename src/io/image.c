@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/file.h"
 
 // Memory bounds for hostile files beyond the pixel limits: the largest ancillary chunk libspng will
 // accept (IDAT is streamed and not subject to it), and the most it keeps in memory for ancillary
@@ -277,13 +278,8 @@ lcm_status image_decode_png(const void *png, size_t size, const char *label, uin
 lcm_status image_read_png(const char *path, uint8_t **rgb, int *width, int *height) {
     *rgb = NULL;
     *width = *height = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lcm_fail(LCM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return lcm_fail(LCM_ERR_IO, "%s: not a regular file", path);
-    }
+    FILE *f;
+    LCM_TRY(io_fopen_regular(path, &f, NULL));
     spng_ctx *ctx = spng_ctx_new(0);
     if (!ctx) {
         fclose(f);

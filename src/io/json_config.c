@@ -9,24 +9,21 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "io/file.h"
 
 #define JSON_CONFIG_MAX_BYTES (16u * 1024u * 1024u)
 
 lcm_status read_text_file(const char *path, size_t max_bytes, char **out, size_t *len) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return lcm_fail(LCM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return lcm_fail(LCM_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > max_bytes) {
+    FILE *fp;
+    long long file_size;
+    LCM_TRY(io_fopen_regular(path, &fp, &file_size));
+    if ((uint64_t)file_size > max_bytes) {
         fclose(fp);
         return lcm_fail(LCM_ERR_FORMAT, "%s: %lld bytes, larger than the %zu allowed for this file",
-                        path, (long long)sb.st_size, max_bytes);
+                        path, file_size, max_bytes);
     }
-    size_t size = (size_t)sb.st_size;
+    size_t size = (size_t)file_size;
     char *buf = malloc(size + 1);
     if (!buf) {
         fclose(fp);

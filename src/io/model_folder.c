@@ -19,13 +19,34 @@ static bool is_dir(const char *path) {
 void model_folder_close(model_folder *folder) {
     if (!folder) return;
     json_config_free(&folder->index);
+    checkpoint_close(folder->checkpoint);
+    folder->checkpoint = NULL;
     free(folder->root);
     free(folder->variant);
     folder->root = folder->variant = NULL;
 }
 
+static lcm_status open_checkpoint(const char *path, model_folder *out) {
+    LCM_TRY(checkpoint_open(path, &out->checkpoint));
+    out->root = strdup(checkpoint_config_dir(out->checkpoint));
+    lcm_status st = out->root ? checkpoint_load_config(out->checkpoint, NULL, "model_index.json", &out->index)
+                              : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st != LCM_OK) {
+        model_folder_close(out);
+        return lcm_fail_context(st, "%s: ", path);
+    }
+    return LCM_OK;
+}
+
 lcm_status model_folder_open(const char *dir, const char *variant, model_folder *out) {
     memset(out, 0, sizeof *out);
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && S_ISREG(sb.st_mode)) return open_checkpoint(dir, out);
+    if (!is_dir(dir) && lcm_is_hub_id(dir))
+        return lcm_fail(LCM_ERR_IO,
+                        "%s: no such folder; for a Hugging Face hub id, resolve it to its cache "
+                        "folder first (lcm_model_resolve)",
+                        dir);
     if (!is_dir(dir))
         return lcm_fail(LCM_ERR_IO, "%s: %s", dir,
                         access(dir, F_OK) == 0 ? "not a folder" : "no such folder");
@@ -82,6 +103,7 @@ lcm_status model_folder_component_dir(const model_folder *folder, const char *co
 
 lcm_status model_folder_load_config(const model_folder *folder, const char *component,
                                     const char *filename, json_config *out) {
+    if (folder->checkpoint) return checkpoint_load_config(folder->checkpoint, component, filename, out);
     char dir[PATH_MAX], path[PATH_MAX + 64], label[256];
     LCM_TRY(model_folder_component_dir(folder, component, dir, sizeof dir));
     snprintf(path, sizeof path, "%s/%s", dir, filename);
@@ -94,6 +116,7 @@ lcm_status model_folder_load_config(const model_folder *folder, const char *comp
 static lcm_status open_weights_plain(const model_folder *folder, const char *component,
                                      const char *basename, weight_set **out) {
     if (folder->synthetic) return weight_set_open_synthetic(folder->synthetic, component, out);
+    if (folder->checkpoint) return checkpoint_open_weights(folder->checkpoint, component, out);
     char dir[PATH_MAX];
     LCM_TRY(model_folder_component_dir(folder, component, dir, sizeof dir));
     return weight_set_open(dir, basename, folder->variant, out);

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 
+#include "io/checkpoint.h"
 #include "io/json_config.h"
 #include "io/weights.h"
 #include "lcm.h"
@@ -29,10 +30,13 @@ typedef struct model_folder {
     // When set (lcm synth), components are loaded from synthetic weights recorded here instead of
     // files; borrowed, not freed by model_folder_close.
     weight_recorder *synthetic;
+    // A single-file checkpoint opened in place of a folder (owned): weights come from it, configs
+    // from its metadata or the shipped config folder, which `root` then names.
+    checkpoint *checkpoint;
 } model_folder;
 
-// Opens DIR (which must exist and hold either model_index.json or config.json). `variant` may be
-// NULL. The caller owns *out and releases it with model_folder_close.
+// Opens DIR (which must exist and hold either model_index.json or config.json), or a single-file
+// .safetensors checkpoint (see io/checkpoint.h). `variant` may be NULL. The caller owns *out and releases it with model_folder_close.
 lcm_status model_folder_open(const char *dir, const char *variant, model_folder *out);
 void model_folder_close(model_folder *folder);
 

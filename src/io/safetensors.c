@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/file.h"
 
 // Real headers are a few hundred KiB (a UNet has ~700 tensors); 100 MiB is the bound the reference
 // Rust implementation uses, and keeps a hostile length from making us parse gigabytes of JSON.
@@ -336,14 +337,10 @@ lcm_status st_open_memory(const void *bytes, size_t size, const char *label, st_
 
 lcm_status st_open(const char *path, st_file **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lcm_fail(LCM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lcm_fail(LCM_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
+    int fd;
+    long long file_size;
+    LCM_TRY(io_open_regular(path, &fd, &file_size));
+    size_t size = (size_t)file_size;
     st_file *f = new_file(path);
     if (!f) {
         close(fd);

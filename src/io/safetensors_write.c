@@ -32,12 +32,14 @@ static int64_t entry_numel(const st_write_entry *e) {
     return n;
 }
 
-static char *build_header(const st_write_entry *entries, size_t count, const char *format,
-                          uint64_t *header_len) {
+static char *build_header(const st_write_entry *entries, size_t count,
+                          const char *const *meta_keys, const char *const *meta_values,
+                          size_t meta_count, uint64_t *header_len) {
     cJSON *root = cJSON_CreateObject();
-    if (format) {
+    if (meta_count) {
         cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-        cJSON_AddStringToObject(meta, "format", format);
+        for (size_t i = 0; i < meta_count; i++)
+            cJSON_AddStringToObject(meta, meta_keys[i], meta_values[i]);
     }
     uint64_t offset = 0;
     for (size_t i = 0; i < count; i++) {
@@ -70,12 +72,20 @@ static char *build_header(const st_write_entry *entries, size_t count, const cha
 
 lcm_status st_write(const char *path, const st_write_entry *entries, size_t count, st_fill_fn fill,
                     void *user_data, const char *metadata_format) {
+    const char *key = "format";
+    return st_write_metadata(path, entries, count, fill, user_data, &key, &metadata_format,
+                             metadata_format ? 1 : 0);
+}
+
+lcm_status st_write_metadata(const char *path, const st_write_entry *entries, size_t count,
+                             st_fill_fn fill, void *user_data, const char *const *meta_keys,
+                             const char *const *meta_values, size_t meta_count) {
     for (size_t i = 0; i < count; i++)
         if (entries[i].dtype != ST_F32 && entries[i].dtype != ST_F16 && entries[i].dtype != ST_BF16)
             return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: tensor '%s': can only write F32/F16/BF16",
                             path, entries[i].name);
     uint64_t header_len;
-    char *header = build_header(entries, count, metadata_format, &header_len);
+    char *header = build_header(entries, count, meta_keys, meta_values, meta_count, &header_len);
     if (!header) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory for the header", path);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);

@@ -20,4 +20,10 @@ typedef lcm_status (*st_fill_fn)(void *user_data, size_t index, float *out, int6
 lcm_status st_write(const char *path, const st_write_entry *entries, size_t count, st_fill_fn fill,
                     void *user_data, const char *metadata_format);
 
+// Same, with any string key/value pairs in __metadata__ (lcm convert stores the model's configs
+// there so a single file carries everything a pipeline needs).
+lcm_status st_write_metadata(const char *path, const st_write_entry *entries, size_t count,
+                             st_fill_fn fill, void *user_data, const char *const *meta_keys,
+                             const char *const *meta_values, size_t meta_count);
+
 #endif

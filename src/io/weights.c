@@ -28,6 +28,8 @@ struct weight_set {
     int patch_count;
     weight_recorder *recorder; // non-NULL for a synthetic set
     char *component;
+    weight_rename_fn rename;   // non-NULL for a single-file checkpoint in another naming scheme
+    void *rename_context;      // owned
 };
 
 typedef struct recorded_tensor {
@@ -48,6 +50,7 @@ void weight_set_close(weight_set *ws) {
     free(ws->shards);
     free(ws->source);
     free(ws->component);
+    free(ws->rename_context);
     free(ws);
 }
 
@@ -166,7 +169,28 @@ lcm_status weight_set_open(const char *dir, const char *basename, const char *va
                     dir, basename, basename);
 }
 
+lcm_status weight_set_open_renamed(const char *path, weight_rename_fn rename, void *context,
+                                  weight_set **out) {
+    lcm_status st = weight_set_open_file(path, out);
+    if (st != LCM_OK) {
+        free(context);
+        return st;
+    }
+    (*out)->rename = rename;
+    (*out)->rename_context = context;
+    return LCM_OK;
+}
+
+#define WEIGHT_NAME_MAX 512
+
 const st_tensor *weight_set_find(const weight_set *ws, const char *name, const st_file **file) {
+    if (ws->rename) {
+        char stored[WEIGHT_NAME_MAX];
+        if (ws->rename(ws->rename_context, ws->shards[0], name, stored, sizeof stored) != LCM_OK)
+            return NULL;
+        if (file) *file = ws->shards[0];
+        return st_find(ws->shards[0], stored);
+    }
     for (size_t i = 0; i < ws->shard_count; i++) {
         const st_tensor *t = st_find(ws->shards[i], name);
         if (t) {
@@ -180,9 +204,49 @@ const st_tensor *weight_set_find(const weight_set *ws, const char *name, const s
 static lcm_status synthesize(const weight_set *ws, const char *name, int ndim,
                              const int64_t *shape, float **out);
 
+// Shapes equal once trailing 1s are dropped: the original layout stores the VAE's attention
+// projections as 1x1 convolutions [C, C, 1, 1] where diffusers has linear weights [C, C].
+static bool same_up_to_trailing_ones(int ndim_a, const int64_t *a, int ndim_b, const int64_t *b) {
+    while (ndim_a > 1 && a[ndim_a - 1] == 1) ndim_a--;
+    while (ndim_b > 1 && b[ndim_b - 1] == 1) ndim_b--;
+    if (ndim_a != ndim_b) return false;
+    for (int i = 0; i < ndim_a; i++)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
+static lcm_status load_renamed(const weight_set *ws, const char *name, int ndim,
+                               const int64_t *shape, float **out) {
+    *out = NULL;
+    char stored[WEIGHT_NAME_MAX];
+    LCM_TRY(ws->rename(ws->rename_context, ws->shards[0], name, stored, sizeof stored));
+    const st_file *file = ws->shards[0];
+    const st_tensor *t = st_find(file, stored);
+    if (!t)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' (diffusers name '%s') is missing",
+                        ws->source, stored, name);
+    if (ndim >= 0 && !same_up_to_trailing_ones(t->ndim, t->shape, ndim, shape)) {
+        char got[128], want[128];
+        return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' (diffusers name '%s') has shape %s, expected %s",
+                        ws->source, stored, name, st_format_shape(got, sizeof got, t->ndim, t->shape),
+                        st_format_shape(want, sizeof want, ndim, shape));
+    }
+    float *data = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *data);
+    if (!data) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory for '%s'", ws->source, stored);
+    lcm_status st = st_read_f32(file, t, data);
+    if (st != LCM_OK) {
+        free(data);
+        return st;
+    }
+    st_release_pages(file, t);
+    *out = data;
+    return LCM_OK;
+}
+
 static lcm_status load_f32_raw(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out) {
     if (ws->recorder) return synthesize(ws, name, ndim, shape, out);
+    if (ws->rename) return load_renamed(ws, name, ndim, shape, out);
     const st_file *file;
     if (!weight_set_find(ws, name, &file)) {
         *out = NULL;

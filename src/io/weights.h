@@ -18,6 +18,15 @@ lcm_status weight_set_open(const char *dir, const char *basename, const char *va
 // Opens one explicit .safetensors file as a weight set.
 lcm_status weight_set_open_file(const char *path, weight_set **out);
 
+// Single-file checkpoints in another naming scheme (the original Stable Diffusion layout): the
+// loaders ask for diffusers names, and `rename` says under which name the file stores each one
+// (it may look at `file` to choose between alternatives). Shapes that differ only by trailing 1s
+// are accepted. `context` is malloc'd; the set owns it from this call on (freed even on failure).
+typedef lcm_status (*weight_rename_fn)(const void *context, const st_file *file, const char *name,
+                                       char *out, size_t size);
+lcm_status weight_set_open_renamed(const char *path, weight_rename_fn rename, void *context,
+                                   weight_set **out);
+
 void weight_set_close(weight_set *ws);
 
 // NULL when absent. *file (optional) receives the shard that holds it. Borrowed from ws.

@@ -1,0 +1,775 @@
+// Hugging Face hub downloads against a local server that this test starts on 127.0.0.1 (random
+// free port) and that speaks the hub's URL scheme with the tiny fixture model:
+//   GET  /api/models/ID/revision/REV       {"sha": COMMIT, "siblings": [{"rfilename": ...}]}
+//   HEAD/GET /ID/resolve/REV/PATH          small files: 200 + ETag (W/"..."), X-Repo-Commit
+//                                          *.safetensors: 302 to /lfs/SHA256 + X-Linked-Etag/-Size
+//   GET  /lfs/SHA256                       the bytes, honouring "Range: bytes=N-"
+// Checked: a fresh pull and the cache layout diffusers expects, a second pull that requests no
+// file, the fp16 variant with fallback, resume after a cut connection, a corrupt body, 401/403/404
+// messages, offline mode, no network, cancelling, and `lcm generate --model ID` = from the folder.
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/sha256.h"
+#include "io/image.h"
+#include "testutil.h"
+
+#define REPO_ID "test-org/tiny-lcm"
+#define OLD_ID "test-org/old-name" // redirects to REPO_ID
+#define COMMIT "4c8d1e0f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
+#define MAX_FILES 64
+
+typedef struct served_file {
+    char path[512];
+    unsigned char *data;
+    size_t size;
+    char etag[65]; // sha256 for LFS files; a 40-hex stand-in for the git blob id otherwise
+    bool lfs;
+} served_file;
+
+typedef struct server {
+    struct MHD_Daemon *daemon;
+    int port;
+    served_file files[MAX_FILES];
+    int count;
+    pthread_mutex_t lock;
+    // behaviour switches, set by the test between pulls
+    char cut_next[512];      // cut the body of the next /lfs GET of this file halfway
+    char corrupt_next[512];  // send wrong bytes (same size) for the next /lfs GET of this file
+    char missing[512];       // answer 404 for this file (still listed by the API)
+    const char *token;       // when set, 401 unless "Authorization: Bearer TOKEN"
+    bool gated;              // 403 on everything
+    // what was asked
+    int api_requests, head_requests, get_requests, range_requests;
+    long long last_range_start;
+    char fetched[2048];      // the /lfs and resolve GET paths, ';'-separated
+} server;
+
+static server srv;
+static char tmpdir[] = "/tmp/lcm-hub-XXXXXX";
+static char model_dir[PATH_MAX];
+
+static unsigned char *read_file(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *data = malloc(n > 0 ? (size_t)n : 1);
+    *size = data ? fread(data, 1, (size_t)n, fp) : 0;
+    fclose(fp);
+    return data;
+}
+
+static void hash_hex(const void *data, size_t size, char hex[65]) {
+    sha256_ctx ctx;
+    uint8_t digest[32];
+    sha256_init(&ctx);
+    sha256_update(&ctx, data, size);
+    sha256_final(&ctx, digest);
+    sha256_hex(digest, hex);
+}
+
+// Every file of the fixture model folder (golden data excluded), as the repository's content.
+static void add_files(const char *root, const char *rel) {
+    char dir[PATH_MAX];
+    test_path(dir, sizeof dir, "%s%s%s", root, *rel ? "/" : "", rel);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "golden") || !strcmp(e->d_name, "loras")) continue;
+        char child[512], full[PATH_MAX];
+        snprintf(child, sizeof child, "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+        test_path(full, sizeof full, "%s/%s", root, child);
+        struct stat sb;
+        if (stat(full, &sb) != 0) continue;
+        if (S_ISDIR(sb.st_mode)) {
+            add_files(root, child);
+        } else if (srv.count < MAX_FILES) {
+            served_file *f = &srv.files[srv.count++];
+            snprintf(f->path, sizeof f->path, "%s", child);
+            f->data = read_file(full, &f->size);
+            size_t len = strlen(child);
+            f->lfs = len > 12 && !strcmp(child + len - 12, ".safetensors");
+            hash_hex(f->data, f->size, f->etag);
+            if (!f->lfs) f->etag[40] = '\0';
+        }
+    }
+    closedir(d);
+}
+
+static void note_fetched(const char *path) { // caller holds srv.lock
+    size_t len = strlen(srv.fetched);
+    snprintf(srv.fetched + len, sizeof srv.fetched - len, "%.200s;", path);
+}
+
+static served_file *find_file(const char *path) {
+    for (int i = 0; i < srv.count; i++)
+        if (!strcmp(srv.files[i].path, path)) return &srv.files[i];
+    return NULL;
+}
+
+static served_file *find_blob(const char *etag) {
+    for (int i = 0; i < srv.count; i++)
+        if (!strcmp(srv.files[i].etag, etag)) return &srv.files[i];
+    return NULL;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *text) {
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+typedef struct cut_body {
+    const unsigned char *data;
+    size_t size, cut_at;
+} cut_body;
+
+static ssize_t read_cut(void *cls, uint64_t pos, char *buf, size_t max) {
+    cut_body *b = cls;
+    if (pos >= b->cut_at) return MHD_CONTENT_READER_END_WITH_ERROR; // the connection drops
+    size_t n = b->cut_at - pos < max ? b->cut_at - (size_t)pos : max;
+    memcpy(buf, b->data + pos, n);
+    return (ssize_t)n;
+}
+
+static enum MHD_Result serve_blob(struct MHD_Connection *c, served_file *f, bool head) {
+    size_t start = 0;
+    const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
+    pthread_mutex_lock(&srv.lock);
+    if (range && !strncmp(range, "bytes=", 6)) {
+        start = (size_t)strtoull(range + 6, NULL, 10);
+        srv.range_requests++;
+        srv.last_range_start = (long long)start;
+    }
+    bool cut = !head && !strcmp(srv.cut_next, f->path);
+    bool corrupt = !head && !strcmp(srv.corrupt_next, f->path);
+    if (cut) srv.cut_next[0] = '\0';
+    if (corrupt) srv.corrupt_next[0] = '\0';
+    pthread_mutex_unlock(&srv.lock);
+    if (start > f->size) return reply(c, 416, "range not satisfiable");
+    struct MHD_Response *r;
+    size_t len = f->size - start;
+    if (cut) {
+        cut_body *body = malloc(sizeof *body);
+        *body = (cut_body){.data = f->data + start, .size = len, .cut_at = len / 2};
+        r = MHD_create_response_from_callback(len, 64 * 1024, read_cut, body, free);
+    } else if (corrupt) {
+        unsigned char *copy = malloc(len ? len : 1);
+        memcpy(copy, f->data + start, len);
+        copy[len / 2] ^= 0x5a;
+        r = MHD_create_response_from_buffer(len, copy, MHD_RESPMEM_MUST_FREE);
+    } else {
+        r = MHD_create_response_from_buffer(len, f->data + start, MHD_RESPMEM_PERSISTENT);
+    }
+    if (start > 0) {
+        char content_range[96];
+        snprintf(content_range, sizeof content_range, "bytes %zu-%zu/%zu", start, f->size - 1, f->size);
+        MHD_add_response_header(r, "Content-Range", content_range);
+    }
+    enum MHD_Result ok = MHD_queue_response(c, start > 0 ? 206 : 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_size, void **state) {
+    (void)cls, (void)version, (void)upload_data, (void)upload_size;
+    if (!*state) { // first call for this request: headers only
+        *state = (void *)1;
+        return MHD_YES;
+    }
+    bool head = !strcmp(method, "HEAD");
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (srv.gated) return reply(c, 403, "gated");
+    if (srv.token) {
+        char want[256];
+        snprintf(want, sizeof want, "Bearer %s", srv.token);
+        if (!auth || strcmp(auth, want)) return reply(c, 401, "unauthorized");
+    }
+    // A renamed repository: everything under the old name redirects (relative) to the new one.
+    const char *old_names[] = {"/api/models/" OLD_ID "/", "/" OLD_ID "/"};
+    for (int i = 0; i < 2; i++) {
+        size_t len = strlen(old_names[i]);
+        if (!strncmp(url, old_names[i], len)) {
+            char location[1024];
+            snprintf(location, sizeof location, "%s%s/%s", i ? "/" : "/api/models/", REPO_ID, url + len);
+            struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            MHD_add_response_header(r, "Location", location);
+            enum MHD_Result ok = MHD_queue_response(c, 307, r);
+            MHD_destroy_response(r);
+            return ok;
+        }
+    }
+    const char *api_prefix = "/api/models/" REPO_ID "/revision/";
+    const char *resolve_prefix = "/" REPO_ID "/resolve/";
+    if (!strncmp(url, api_prefix, strlen(api_prefix))) {
+        pthread_mutex_lock(&srv.lock);
+        srv.api_requests++;
+        pthread_mutex_unlock(&srv.lock);
+        cJSON *root = cJSON_CreateObject(), *siblings = cJSON_AddArrayToObject(root, "siblings");
+        cJSON_AddStringToObject(root, "id", REPO_ID);
+        cJSON_AddStringToObject(root, "sha", COMMIT);
+        for (int i = 0; i < srv.count; i++) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "rfilename", srv.files[i].path);
+            cJSON_AddItemToArray(siblings, s);
+        }
+        // Files a pipeline must never fetch: pickles, ONNX, the safety checker.
+        static const char *extra[] = {"unet/diffusion_pytorch_model.bin", "text_encoder/model.onnx",
+                                      "safety_checker/model.safetensors", "README.md"};
+        for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "rfilename", extra[i]);
+            cJSON_AddItemToArray(siblings, s);
+        }
+        char *text = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+        struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        enum MHD_Result ok = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ok;
+    }
+    if (!strncmp(url, "/lfs/", 5)) {
+        served_file *f = find_blob(url + 5);
+        if (!f) return reply(c, 404, "no such blob");
+        pthread_mutex_lock(&srv.lock);
+        if (!head) {
+            srv.get_requests++;
+            note_fetched(f->path);
+        } else {
+            srv.head_requests++;
+        }
+        pthread_mutex_unlock(&srv.lock);
+        return serve_blob(c, f, head);
+    }
+    if (!strncmp(url, resolve_prefix, strlen(resolve_prefix))) {
+        const char *rest = url + strlen(resolve_prefix), *slash = strchr(rest, '/');
+        served_file *f = slash ? find_file(slash + 1) : NULL;
+        pthread_mutex_lock(&srv.lock);
+        if (head) srv.head_requests++;
+        bool missing = f && !strcmp(srv.missing, f->path);
+        if (!head && f && !f->lfs) {
+            srv.get_requests++;
+            note_fetched(f->path);
+        }
+        pthread_mutex_unlock(&srv.lock);
+        if (!f || missing) return reply(c, 404, "Entry not found");
+        struct MHD_Response *r;
+        unsigned status;
+        char etag[80];
+        if (f->lfs) {
+            char location[128];
+            snprintf(location, sizeof location, "/lfs/%s", f->etag);
+            r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            MHD_add_response_header(r, "Location", location);
+            snprintf(etag, sizeof etag, "\"%s\"", f->etag);
+            MHD_add_response_header(r, "X-Linked-Etag", etag);
+            char size[32];
+            snprintf(size, sizeof size, "%zu", f->size);
+            MHD_add_response_header(r, "X-Linked-Size", size);
+            snprintf(etag, sizeof etag, "\"lfs-pointer-%.20s\"", f->etag);
+            status = 302;
+        } else {
+            // For HEAD, MHD sends the headers (Content-Length included) and no body.
+            r = MHD_create_response_from_buffer(f->size, f->data, MHD_RESPMEM_PERSISTENT);
+            snprintf(etag, sizeof etag, "W/\"%s\"", f->etag);
+            status = 200;
+        }
+        MHD_add_response_header(r, "ETag", etag);
+        MHD_add_response_header(r, "X-Repo-Commit", COMMIT);
+        enum MHD_Result ok = MHD_queue_response(c, status, r);
+        MHD_destroy_response(r);
+        return ok;
+    }
+    return reply(c, 404, "Repository not found");
+}
+
+static void server_start(void) {
+    pthread_mutex_init(&srv.lock, NULL);
+    add_files(model_dir, "");
+    CHECK(srv.count >= 8, "%s: only %d files to serve", model_dir, srv.count);
+    srv.daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                                  handle, NULL, MHD_OPTION_SOCK_ADDR, NULL, MHD_OPTION_END);
+    if (!srv.daemon) {
+        fprintf(stderr, "cannot start the test HTTP server\n");
+        exit(1);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv.daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv.port = info ? info->port : 0;
+    CHECK(srv.port > 0, "server port");
+}
+
+static void server_stop(void) {
+    MHD_stop_daemon(srv.daemon);
+    for (int i = 0; i < srv.count; i++) free(srv.files[i].data);
+    pthread_mutex_destroy(&srv.lock);
+}
+
+static void reset_counters(void) {
+    pthread_mutex_lock(&srv.lock);
+    srv.api_requests = srv.head_requests = srv.get_requests = srv.range_requests = 0;
+    srv.last_range_start = -1;
+    srv.fetched[0] = '\0';
+    pthread_mutex_unlock(&srv.lock);
+}
+
+// ---- the client side -----------------------------------------------------------------------------
+
+typedef struct callbacks {
+    int starts, files;
+    uint64_t bytes, last_done;
+    int cancel_after; // cancel once this many progress calls happened (0 = never)
+    int calls;
+} callbacks;
+
+static void on_start(void *user, const char *id, int files, uint64_t bytes) {
+    callbacks *cb = user;
+    (void)id;
+    cb->starts++;
+    cb->files = files;
+    cb->bytes = bytes;
+}
+
+static int on_progress(void *user, const char *file, uint64_t fd, uint64_t ft, uint64_t done,
+                       uint64_t total) {
+    callbacks *cb = user;
+    (void)file, (void)fd, (void)ft, (void)total;
+    cb->last_done = done;
+    cb->calls++;
+    return cb->cancel_after && cb->calls >= cb->cancel_after;
+}
+
+static char endpoint[64];
+
+static lcm_status pull(const char *cache, const char *variant, const char *token, callbacks *cb,
+                       char **snapshot) {
+    lcm_hub_options o;
+    lcm_hub_options_init(&o);
+    o.endpoint = endpoint;
+    o.cache_dir = cache;
+    o.variant = variant;
+    o.token = token;
+    o.start = on_start;
+    o.progress = on_progress;
+    o.user_data = cb;
+    return lcm_hub_pull(REPO_ID, &o, snapshot);
+}
+
+static void cache_path(char *buf, size_t size, const char *name) {
+    test_path(buf, size, "%s/%s", tmpdir, name);
+}
+
+static bool files_equal(const char *path, const served_file *f) {
+    size_t size = 0;
+    unsigned char *data = read_file(path, &size);
+    bool same = data && size == f->size && !memcmp(data, f->data, size);
+    free(data);
+    return same;
+}
+
+// What a pipeline needs: configs, tokenizer, one weights file per component (variant rule).
+static bool is_needed(const char *path, const char *variant) {
+    size_t len = strlen(path);
+    if (len > 5 && !strcmp(path + len - 5, ".json")) return true;
+    if (!strcmp(path, "tokenizer/merges.txt")) return true;
+    if (len <= 12 || strcmp(path + len - 12, ".safetensors")) return false;
+    bool is_variant = variant && strstr(path, variant);
+    if (variant) {
+        // the plain file is needed only when the component has no variant file
+        char name[300];
+        const char *dot = strchr(path, '.');
+        snprintf(name, sizeof name, "%.*s.%s.safetensors", (int)(dot - path), path, variant);
+        return is_variant || !find_file(name);
+    }
+    return !strchr(strchr(path, '.') + 1, '.');
+}
+
+// The layout diffusers expects: refs/main holds the commit; every needed file is a relative
+// symlink snapshots/COMMIT/PATH -> (../)*../../blobs/ETAG, the blob named by the ETag (sha256 for
+// LFS files) and holding exactly the content; nothing else is downloaded.
+static void check_layout(const char *cache, const char *snapshot, const char *variant) {
+    char repo[PATH_MAX], path[PATH_MAX], want[PATH_MAX];
+    test_path(repo, sizeof repo, "%s/models--test-org--tiny-lcm", cache);
+    test_path(want, sizeof want, "%s/snapshots/%s", repo, COMMIT);
+    CHECK(snapshot && !strcmp(snapshot, want), "snapshot %s, want %s", snapshot ? snapshot : "(null)", want);
+    test_path(path, sizeof path, "%s/refs/main", repo);
+    size_t size = 0;
+    char *ref = (char *)read_file(path, &size);
+    CHECK(ref && size == 40 && !memcmp(ref, COMMIT, 40), "%s: '%.*s'", path, (int)size, ref ? ref : "");
+    free(ref);
+    for (int i = 0; i < srv.count; i++) {
+        const served_file *f = &srv.files[i];
+        test_path(path, sizeof path, "%s/%s", want, f->path);
+        bool needed = is_needed(f->path, variant);
+        char target[PATH_MAX] = {0};
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (!needed) {
+            CHECK(n < 0, "%s was downloaded though the pipeline does not need it", f->path);
+            continue;
+        }
+        char expected[PATH_MAX] = "";
+        for (const char *c = f->path; *c; c++)
+            if (*c == '/') strcat(expected, "../");
+        strcat(expected, "../../blobs/");
+        strcat(expected, f->etag);
+        CHECK(n > 0 && !strcmp(target, expected), "%s -> '%s', want relative '%s'", f->path, target,
+              expected);
+        CHECK(files_equal(path, f), "%s: content differs from the served file", f->path);
+        test_path(path, sizeof path, "%s/blobs/%s", repo, f->etag);
+        struct stat sb;
+        CHECK(lstat(path, &sb) == 0 && S_ISREG(sb.st_mode), "%s: blob missing", path);
+    }
+    const char *extra[] = {"unet/diffusion_pytorch_model.bin", "text_encoder/model.onnx",
+                           "safety_checker/model.safetensors", "README.md"};
+    for (size_t i = 0; i < 4; i++) {
+        test_path(path, sizeof path, "%s/%s", want, extra[i]);
+        CHECK(access(path, F_OK) != 0, "%s was downloaded", extra[i]);
+    }
+}
+
+static uint64_t needed_bytes(const char *variant) {
+    uint64_t total = 0;
+    for (int i = 0; i < srv.count; i++)
+        if (is_needed(srv.files[i].path, variant)) total += srv.files[i].size;
+    return total;
+}
+
+static void test_fresh_and_second_pull(void) {
+    char cache[PATH_MAX];
+    cache_path(cache, sizeof cache, "fresh");
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    reset_counters();
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    check_layout(cache, snapshot, NULL);
+    CHECK(cb.starts == 1 && cb.bytes == needed_bytes(NULL), "start callback: %d calls, %llu bytes, want %llu",
+          cb.starts, (unsigned long long)cb.bytes, (unsigned long long)needed_bytes(NULL));
+    CHECK(cb.last_done == cb.bytes, "progress ended at %llu of %llu", (unsigned long long)cb.last_done,
+          (unsigned long long)cb.bytes);
+    CHECK(!strstr(srv.fetched, "fp16"), "the fp16 weights were fetched without --variant: %s", srv.fetched);
+    free(snapshot);
+
+    // A second pull asks the API for the commit and requests no file at all.
+    reset_counters();
+    cb = (callbacks){0};
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    CHECK(srv.api_requests == 1 && srv.head_requests == 0 && srv.get_requests == 0 && cb.starts == 0,
+          "second pull: %d api, %d HEAD, %d GET requests, %d starts", srv.api_requests,
+          srv.head_requests, srv.get_requests, cb.starts);
+    free(snapshot);
+
+    // Offline: the cache answers, nothing is asked of the server (environment variable form).
+    reset_counters();
+    setenv("HF_HUB_OFFLINE", "1", 1);
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    CHECK(srv.api_requests + srv.head_requests + srv.get_requests == 0, "offline pull made requests");
+    check_layout(cache, snapshot, NULL);
+    free(snapshot);
+    char empty[PATH_MAX];
+    cache_path(empty, sizeof empty, "empty");
+    lcm_status st = pull(empty, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "HF_HUB_OFFLINE") &&
+              strstr(lcm_last_error(), "not in the cache") && strstr(lcm_last_error(), REPO_ID),
+          "offline, empty cache: %s", lcm_last_error());
+    fprintf(stderr, "offline message: %s\n", lcm_last_error());
+    unsetenv("HF_HUB_OFFLINE");
+
+    // No network: a closed port. With the model cached it still works; without, a clear message.
+    char saved[64];
+    snprintf(saved, sizeof saved, "%s", endpoint);
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:1");
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    free(snapshot);
+    st = pull(empty, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "no network") &&
+              strstr(lcm_last_error(), "HF_HUB_OFFLINE"),
+          "no network: %s", lcm_last_error());
+    fprintf(stderr, "no-network message: %s\n", lcm_last_error());
+    snprintf(endpoint, sizeof endpoint, "%s", saved);
+}
+
+static void test_variant(void) {
+    char cache[PATH_MAX];
+    cache_path(cache, sizeof cache, "variant");
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    reset_counters();
+    CHECK_OK(pull(cache, "fp16", NULL, &cb, &snapshot));
+    check_layout(cache, snapshot, "fp16");
+    free(snapshot);
+}
+
+static const served_file *largest_weights(void) {
+    const served_file *best = NULL;
+    for (int i = 0; i < srv.count; i++)
+        if (srv.files[i].lfs && is_needed(srv.files[i].path, NULL) && (!best || srv.files[i].size > best->size))
+            best = &srv.files[i];
+    return best;
+}
+
+static void test_resume(void) {
+    char cache[PATH_MAX], partial[PATH_MAX];
+    cache_path(cache, sizeof cache, "resume");
+    const served_file *f = largest_weights();
+    snprintf(srv.cut_next, sizeof srv.cut_next, "%s", f->path);
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    reset_counters();
+    lcm_status st = pull(cache, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "interrupted") &&
+              strstr(lcm_last_error(), f->path) && strstr(lcm_last_error(), "resume"),
+          "cut connection: %s %s", lcm_status_name(st), lcm_last_error());
+    fprintf(stderr, "interrupted message: %s\n", lcm_last_error());
+    test_path(partial, sizeof partial, "%s/models--test-org--tiny-lcm/blobs/%s.incomplete", cache, f->etag);
+    struct stat sb;
+    long long kept = stat(partial, &sb) == 0 ? (long long)sb.st_size : -1;
+    CHECK(kept > 0 && kept < (long long)f->size, "partial blob %s: %lld bytes of %zu", partial, kept, f->size);
+    reset_counters();
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    CHECK(srv.range_requests == 1 && srv.last_range_start == kept,
+          "resume: %d range requests, from %lld, want 1 from %lld", srv.range_requests,
+          srv.last_range_start, kept);
+    CHECK(access(partial, F_OK) != 0, "the .incomplete file is still there");
+    check_layout(cache, snapshot, NULL);
+    free(snapshot);
+}
+
+static void test_corrupt(void) {
+    char cache[PATH_MAX], blob[PATH_MAX];
+    cache_path(cache, sizeof cache, "corrupt");
+    const served_file *f = largest_weights();
+    snprintf(srv.corrupt_next, sizeof srv.corrupt_next, "%s", f->path);
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    lcm_status st = pull(cache, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), "corrupt") &&
+              strstr(lcm_last_error(), f->path) && strstr(lcm_last_error(), f->etag),
+          "corrupt body: %s %s", lcm_status_name(st), lcm_last_error());
+    fprintf(stderr, "corrupt message: %s\n", lcm_last_error());
+    test_path(blob, sizeof blob, "%s/models--test-org--tiny-lcm/blobs/%s", cache, f->etag);
+    CHECK(access(blob, F_OK) != 0, "a corrupt blob was kept");
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot)); // downloads it again, correctly this time
+    check_layout(cache, snapshot, NULL);
+    free(snapshot);
+}
+
+// Disk full: the partial blob is made a link to /dev/full, where every write fails with ENOSPC.
+static void test_disk_full(void) {
+    char cache[PATH_MAX], blobs[PATH_MAX], partial[PATH_MAX], cmd[2 * PATH_MAX];
+    if (access("/dev/full", W_OK) != 0) {
+        fprintf(stderr, "no /dev/full: disk-full case skipped\n");
+        return;
+    }
+    cache_path(cache, sizeof cache, "full");
+    const served_file *f = largest_weights();
+    test_path(blobs, sizeof blobs, "%s/models--test-org--tiny-lcm/blobs", cache);
+    test_path(cmd, sizeof cmd, "mkdir -p %s", blobs);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    test_path(partial, sizeof partial, "%s/%s.incomplete", blobs, f->etag);
+    CHECK(symlink("/dev/full", partial) == 0, "symlink %s", partial);
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    lcm_status st = pull(cache, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "disk full") && strstr(lcm_last_error(), f->path) &&
+              strstr(lcm_last_error(), "resumes"),
+          "disk full: %s %s", lcm_status_name(st), lcm_last_error());
+    fprintf(stderr, "disk-full message: %s\n", lcm_last_error());
+    unlink(partial);
+}
+
+static void test_errors(void) {
+    char cache[PATH_MAX];
+    cache_path(cache, sizeof cache, "errors");
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    srv.token = "secret-token";
+    lcm_status st = pull(cache, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "401") && strstr(lcm_last_error(), "HF_TOKEN"),
+          "401: %s", lcm_last_error());
+    fprintf(stderr, "401 message: %s\n", lcm_last_error());
+    CHECK_OK(pull(cache, NULL, "secret-token", &cb, &snapshot));
+    free(snapshot);
+    srv.token = NULL;
+    srv.gated = true;
+    char other[PATH_MAX];
+    cache_path(other, sizeof other, "gated");
+    st = pull(other, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "403") && strstr(lcm_last_error(), "gated"),
+          "403: %s", lcm_last_error());
+    fprintf(stderr, "403 message: %s\n", lcm_last_error());
+    srv.gated = false;
+
+    lcm_hub_options o;
+    lcm_hub_options_init(&o);
+    o.endpoint = endpoint;
+    o.cache_dir = other;
+    st = lcm_hub_pull("test-org/no-such-model", &o, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "404") && strstr(lcm_last_error(), "model id") &&
+              strstr(lcm_last_error(), "test-org/no-such-model"),
+          "404: %s", lcm_last_error());
+    fprintf(stderr, "404 message: %s\n", lcm_last_error());
+    snprintf(srv.missing, sizeof srv.missing, "vae/config.json");
+    st = pull(other, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "404") && strstr(lcm_last_error(), "vae/config.json"),
+          "404 file: %s", lcm_last_error());
+    srv.missing[0] = '\0';
+    st = lcm_hub_pull("not an id", &o, &snapshot);
+    CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "not an id"), "bad id: %s",
+          lcm_last_error());
+
+    // Cancelling from the progress callback keeps the partial file for next time.
+    char cancel[PATH_MAX];
+    cache_path(cancel, sizeof cancel, "cancel");
+    cb = (callbacks){.cancel_after = 1};
+    st = pull(cancel, NULL, NULL, &cb, &snapshot);
+    CHECK(st == LCM_ERR_CANCELLED, "cancel: %s %s", lcm_status_name(st), lcm_last_error());
+}
+
+// A repository reached under its old name (relative redirects) lands in the cache folder of the
+// name asked for, as with huggingface_hub.
+static void test_renamed(void) {
+    char cache[PATH_MAX], path[PATH_MAX];
+    cache_path(cache, sizeof cache, "renamed");
+    lcm_hub_options o;
+    lcm_hub_options_init(&o);
+    o.endpoint = endpoint;
+    o.cache_dir = cache;
+    char *snapshot = NULL;
+    CHECK_OK(lcm_hub_pull(OLD_ID "@main", &o, &snapshot));
+    test_path(path, sizeof path, "%s/models--test-org--old-name/snapshots/%s/unet/config.json", cache, COMMIT);
+    CHECK(access(path, F_OK) == 0, "%s missing after a pull through redirects", path);
+    free(snapshot);
+}
+
+// A cache that huggingface_hub filled (built here by hand, with files the pipeline does not need
+// too) is used as it is: no file is requested.
+static void test_foreign_cache(void) {
+    char cache[PATH_MAX], repo[PATH_MAX], path[PATH_MAX];
+    cache_path(cache, sizeof cache, "foreign");
+    test_path(repo, sizeof repo, "%s/models--test-org--tiny-lcm", cache);
+    for (int i = 0; i < srv.count; i++) {
+        const served_file *f = &srv.files[i];
+        char cmd[3 * PATH_MAX], target[PATH_MAX] = "";
+        for (const char *c = f->path; *c; c++)
+            if (*c == '/') strcat(target, "../");
+        test_path(cmd, sizeof cmd, "mkdir -p %s/blobs $(dirname %s/snapshots/%s/%s)", repo, repo, COMMIT, f->path);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        test_path(path, sizeof path, "%s/blobs/%s", repo, f->etag);
+        FILE *fp = fopen(path, "wb");
+        if (fp) {
+            fwrite(f->data, 1, f->size, fp);
+            fclose(fp);
+        }
+        test_path(path, sizeof path, "%s/snapshots/%s/%s", repo, COMMIT, f->path);
+        char link_target[PATH_MAX];
+        test_path(link_target, sizeof link_target, "%s../../blobs/%s", target, f->etag);
+        CHECK(symlink(link_target, path) == 0, "symlink %s", path);
+    }
+    test_path(path, sizeof path, "%s/refs", repo);
+    mkdir(path, 0755);
+    test_path(path, sizeof path, "%s/refs/main", repo);
+    FILE *fp = fopen(path, "w");
+    if (fp) {
+        fputs(COMMIT, fp);
+        fclose(fp);
+    }
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    reset_counters();
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    CHECK(srv.head_requests == 0 && srv.get_requests == 0, "a filled cache still made %d HEAD, %d GET requests",
+          srv.head_requests, srv.get_requests);
+    free(snapshot);
+}
+
+static void test_generate_by_id(void) {
+    char cache[PATH_MAX], cmd[8192], out[4096], by_id[PATH_MAX], by_folder[PATH_MAX];
+    cache_path(cache, sizeof cache, "generate");
+    test_path(by_id, sizeof by_id, "%s/by-id.png", tmpdir);
+    test_path(by_folder, sizeof by_folder, "%s/by-folder.png", tmpdir);
+    const char *args = "--prompt 'a red cube' --seed 7 --steps 1 --width 64 --height 64 --quiet";
+    test_path(cmd, sizeof cmd, "HF_ENDPOINT=%s HF_HUB_CACHE=%s %s generate --model %s %s --output %s 2>&1",
+             endpoint, cache, test_lcm_bin(), REPO_ID, args, by_id);
+    int rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0, "generate by id: exit %d: %s", rc, out);
+    test_path(cmd, sizeof cmd, "%s generate --model %s %s --output %s 2>&1", test_lcm_bin(), model_dir,
+             args, by_folder);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0, "generate from folder: exit %d: %s", rc, out);
+    uint8_t *a = NULL, *b = NULL;
+    int aw = 0, ah = 0, bw = 0, bh = 0;
+    CHECK_OK(image_read_png(by_id, &a, &aw, &ah));
+    CHECK_OK(image_read_png(by_folder, &b, &bw, &bh));
+    CHECK(a && b && aw == bw && ah == bh && !memcmp(a, b, (size_t)aw * ah * 3),
+          "the image from the hub id differs from the image from the folder");
+    free(a);
+    free(b);
+    // Without --quiet the first use says it downloads, with the size.
+    char cache2[PATH_MAX];
+    cache_path(cache2, sizeof cache2, "generate2");
+    test_path(cmd, sizeof cmd,
+             "HF_ENDPOINT=%s HF_HUB_CACHE=%s %s generate --model %s --prompt x --steps 1 --width 64 "
+             "--height 64 --output %s/notice.png 2>&1",
+             endpoint, cache2, test_lcm_bin(), REPO_ID, tmpdir);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "downloading " REPO_ID) && strstr(out, "MB"),
+          "first use notice missing: %s", out);
+    // `lcm info` reads a hub id from the cache (never downloading).
+    test_path(cmd, sizeof cmd, "HF_HUB_CACHE=%s %s info --model %s", cache, test_lcm_bin(), REPO_ID);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "/snapshots/" COMMIT) && strstr(out, "LatentConsistencyModelPipeline"),
+          "lcm info by id: exit %d: %s", rc, out);
+    // `lcm pull` prints the snapshot folder; a 404 id exits non-zero with the message.
+    test_path(cmd, sizeof cmd, "HF_ENDPOINT=%s HF_HUB_CACHE=%s %s pull %s --quiet", endpoint, cache,
+             test_lcm_bin(), REPO_ID);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "/snapshots/" COMMIT), "lcm pull: exit %d: %s", rc, out);
+    test_path(cmd, sizeof cmd, "HF_ENDPOINT=%s HF_HUB_CACHE=%s %s pull test-org/missing 2>&1",
+             endpoint, cache, test_lcm_bin());
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc != 0 && strstr(out, "404"), "lcm pull of a missing id: exit %d: %s", rc, out);
+}
+
+int main(void) {
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_path(model_dir, sizeof model_dir, "%s/tiny-lcm", test_fixtures());
+    server_start();
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", srv.port);
+    unsetenv("HF_TOKEN");
+    unsetenv("HF_HUB_OFFLINE");
+    // The server is local: a proxy from the environment must not be asked (libcurl honours these).
+    const char *proxies[] = {"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < 4; i++) unsetenv(proxies[i]);
+    test_fresh_and_second_pull();
+    test_variant();
+    test_resume();
+    test_corrupt();
+    test_errors();
+    test_disk_full();
+    test_renamed();
+    test_foreign_cache();
+    test_generate_by_id();
+    server_stop();
+    char cmd[PATH_MAX + 16];
+    test_path(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return test_finish();
+}
