@@ -875,6 +875,59 @@ static void check_cli(const char *folder, const char *adapter) {
     test_run(cmd, NULL, 0);
 }
 
+// A single-file checkpoint (`lcm convert`, original SD key names read through a renaming weight
+// set) takes the same adapter: same modules applied, same image as the folder.
+static void check_checkpoint(const char *folder, const char *adapter) {
+    char checkpoint[PATH_SIZE], cmd[3 * PATH_SIZE];
+    test_path(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s convert --model ", test_lcm_bin());
+    append_quoted(cmd, sizeof cmd, folder);
+    strncat(cmd, " --output ", sizeof cmd - strlen(cmd) - 1);
+    append_quoted(cmd, sizeof cmd, checkpoint);
+    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
+    char out[4096];
+    int rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0, "%s: rc %d: %s", cmd, rc, out);
+    if (rc != 0) return;
+    const char *models[2] = {folder, checkpoint};
+    lcm_result *results[2] = {NULL, NULL};
+    int modules[2] = {-1, -2};
+    for (int i = 0; i < 2; i++) {
+        lcm_lora lora = {adapter, 0.8f};
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        options.loras = &lora;
+        options.lora_count = 1;
+        lcm_pipeline *p = NULL;
+        CHECK_OK(lcm_pipeline_open(models[i], &options, &p));
+        if (!p) continue;
+        lora_stats stats;
+        lora_set_stats(p->loras, 0, &stats);
+        modules[i] = stats.applied_modules;
+        lcm_request request;
+        lcm_request_init(&request);
+        request.prompt = "a cat";
+        request.seed = 3;
+        request.steps = 2;
+        request.guidance_scale = 1.0f;
+        request.width = request.height = 64;
+        CHECK_OK(lcm_generate(p, &request, &results[i]));
+        lcm_pipeline_close(p);
+    }
+    CHECK(modules[0] == modules[1], "folder: %d modules applied, checkpoint: %d", modules[0], modules[1]);
+    if (results[0] && results[1]) {
+        const lcm_image *a = &results[0]->images[0], *b = &results[1]->images[0];
+        size_t n = (size_t)a->width * a->height * 3, differ = 0;
+        for (size_t k = 0; k < n; k++) differ += a->rgb[k] != b->rgb[k];
+        CHECK(a->width == b->width && a->height == b->height && differ == 0,
+              "LoRA on the checkpoint: %zu of %zu bytes differ from the folder's image", differ, n);
+        fprintf(stderr, "  single-file checkpoint + LoRA: %d modules, %zu of %zu image bytes differ from the folder\n",
+                modules[1], differ, n);
+    }
+    lcm_result_free(results[0]);
+    lcm_result_free(results[1]);
+}
+
 int main(void) {
     const char *root = test_fixtures();
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
@@ -904,6 +957,7 @@ int main(void) {
         lora_case c = {0};
         list_lora_files(folder, &c);
         check_cli(folder, c.lora_files[0]);
+        check_checkpoint(folder, c.lora_files[0]);
     }
     CHECK(cases > 0, "no LoRA golden cases (FOLDER/golden/unet_lora*.safetensors + FOLDER/loras/*/) under %s",
           root);
