@@ -22,6 +22,11 @@ typedef struct model_folder {
     char *root;
     char *variant;    // NULL when none was asked for
     json_config index; // model_index.json; root == NULL for a single-model folder
+    // When set, called with every component's weights right after model_folder_open_weights has
+    // opened them, before any tensor is read (the pipeline attaches LoRA patches here). A failure
+    // fails the open. `weights_hook_user` is passed through; both borrowed.
+    lcm_status (*weights_hook)(void *user, const char *component, weight_set *weights);
+    void *weights_hook_user;
     // When set (lcm synth), components are loaded from synthetic weights recorded here instead of
     // files; borrowed, not freed by model_folder_close.
     weight_recorder *synthetic;

@@ -21,6 +21,11 @@ struct weight_set {
     char *source;
     st_file **shards;
     size_t shard_count;
+    struct { // weight_set_add_patch
+        weight_patch_fn fn;
+        void *user;
+    } patches[WEIGHT_SET_MAX_PATCHES];
+    int patch_count;
     weight_recorder *recorder; // non-NULL for a synthetic set
     char *component;
     weight_rename_fn rename;   // non-NULL for a single-file checkpoint in another naming scheme
@@ -238,7 +243,7 @@ static lcm_status load_renamed(const weight_set *ws, const char *name, int ndim,
     return LCM_OK;
 }
 
-lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
+static lcm_status load_f32_raw(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out) {
     if (ws->recorder) return synthesize(ws, name, ndim, shape, out);
     if (ws->rename) return load_renamed(ws, name, ndim, shape, out);
@@ -249,6 +254,42 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
     }
     LCM_TRY(st_load_f32(file, name, ndim, shape, out));
     st_release_pages(file, st_find(file, name));
+    return LCM_OK;
+}
+
+lcm_status weight_set_add_patch(weight_set *ws, weight_patch_fn patch, void *user) {
+    if (ws->patch_count == WEIGHT_SET_MAX_PATCHES)
+        return lcm_fail(LCM_ERR_INTERNAL, "%s: more than %d weight patches", ws->source,
+                        WEIGHT_SET_MAX_PATCHES);
+    ws->patches[ws->patch_count].fn = patch;
+    ws->patches[ws->patch_count].user = user;
+    ws->patch_count++;
+    return LCM_OK;
+}
+
+// The tensor as stored, then every attached patch (LoRA) on its values.
+lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
+                               const int64_t *shape, float **out) {
+    LCM_TRY(load_f32_raw(ws, name, ndim, shape, out));
+    if (ws->patch_count == 0) return LCM_OK;
+    if (ndim < 0) { // any shape was accepted: the patches see the stored one
+        const st_tensor *t = weight_set_find(ws, name, NULL);
+        if (!t) {
+            free(*out);
+            *out = NULL;
+            return lcm_fail(LCM_ERR_INTERNAL, "%s: '%s' loaded but not found", ws->source, name);
+        }
+        ndim = t->ndim;
+        shape = t->shape;
+    }
+    for (int i = 0; i < ws->patch_count; i++) {
+        lcm_status st = ws->patches[i].fn(ws->patches[i].user, name, ndim, shape, *out);
+        if (st != LCM_OK) {
+            free(*out);
+            *out = NULL;
+            return st;
+        }
+    }
     return LCM_OK;
 }
 

@@ -21,6 +21,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     vae_free(p->vae);
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
+    lora_set_free(p->loras);
     free(p);
 }
 
@@ -74,6 +75,15 @@ static lcm_status load_components(lcm_pipeline *p) {
     return LCM_OK;
 }
 
+// model_folder weights hook: LoRA updates are fused as the unet and text encoder read weights.
+static lcm_status attach_loras(void *loras, const char *component, weight_set *weights) {
+    return lora_set_attach(loras, component, weights);
+}
+
+const char *lcm_pipeline_lora_report(const lcm_pipeline *p) {
+    return p->loras ? lora_set_report(p->loras) : "";
+}
+
 lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
                              lcm_pipeline **out) {
     *out = NULL;
@@ -88,14 +98,26 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->precision != LCM_PRECISION_FP32)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
                         (int)options->precision);
-    if (options->lora_count || options->controlnet || options->taesd)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA, ControlNet and TAESD are not supported yet");
+    if (options->controlnet || options->taesd)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "ControlNet and TAESD are not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;
     if (p->threads > 0) omp_set_num_threads(p->threads);
-    lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
+    // Adapter files are checked before the (slow) model load.
+    lcm_status st = LCM_OK;
+    if (options->lora_count)
+        st = lora_set_open(options->loras, options->lora_count, options->lora_lenient != 0, &p->loras);
+    if (st == LCM_OK) st = model_folder_open(model_dir, options->variant, &p->folder);
+    if (st == LCM_OK && p->loras) {
+        p->folder.weights_hook = attach_loras;
+        p->folder.weights_hook_user = p->loras;
+    }
     if (st == LCM_OK) st = load_components(p);
+    if (st == LCM_OK && p->loras) {
+        p->folder.weights_hook = NULL;
+        st = lora_set_finish(p->loras);
+    }
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;
