@@ -54,6 +54,15 @@ lcm_status st_open(const char *path, st_file **out);
 // source in error messages. Used by the fuzz harness and tests.
 lcm_status st_open_memory(const void *bytes, size_t size, const char *label, st_file **out);
 
+// An st_file over tensors that another container format located (io/torch_pickle.c), so that
+// weight sets and loaders read both formats through one interface. Takes ownership, also on
+// failure, of `tensors` (count entries, each name malloc'd; data pointers must stay valid while the
+// file is open and nbytes must equal numel * dtype size), of `mapping` (munmap'd at close; NULL
+// when none) and of `buffers` (n_buffers malloc'd blocks the data points into, freed at close).
+// Fails, naming `label`, when two tensors have the same name.
+lcm_status st_open_table(const char *label, st_tensor *tensors, size_t count, void *mapping,
+                         size_t mapping_size, void **buffers, size_t n_buffers, st_file **out);
+
 // Releases the mapping and everything st_find/st_at returned. NULL is allowed.
 void st_close(st_file *file);
 
