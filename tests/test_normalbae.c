@@ -12,6 +12,8 @@
 #include "golden.h"
 #include "io/json_config.h"
 #include "models/normalbae.h"
+#include "preprocess/cv_resize.h"
+#include "preprocess/normal_detector.h"
 #include "testutil.h"
 
 typedef struct trace_ctx {
@@ -64,6 +66,128 @@ static void run_network(const char *weights_path, const st_file *golden) {
         tensor_free(x);
     }
     normalbae_free(net);
+}
+
+// ---- pre- and post-processing ------------------------------------------------------------------
+
+// A stored uint8 HWC image: data pointer and its size. Exits the check (false) when absent.
+static const uint8_t *golden_u8(const st_file *g, const char *name, int *h, int *w) {
+    const st_tensor *t = st_find(g, name);
+    CHECK(t && t->dtype == ST_U8 && t->ndim == 3 && t->shape[2] == 3, "golden %s is u8 [H, W, 3]",
+          name);
+    if (!t || t->dtype != ST_U8 || t->ndim != 3) return NULL;
+    *h = (int)t->shape[0];
+    *w = (int)t->shape[1];
+    return t->data;
+}
+
+// uint8 images within `tol` levels everywhere; prints the max difference and how many differ.
+static void compare_u8(const char *what, const uint8_t *got, int gh, int gw, const st_file *g,
+                       const char *name, int tol) {
+    int h = 0, w = 0;
+    const uint8_t *want = golden_u8(g, name, &h, &w);
+    if (!want || !got) {
+        CHECK(false, "%s: nothing to compare", what);
+        return;
+    }
+    if (gh != h || gw != w) {
+        CHECK(false, "%s: %dx%d, golden %s is %dx%d", what, gw, gh, name, w, h);
+        return;
+    }
+    size_t n = (size_t)h * w * 3, differ = 0;
+    int max = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)got[i] - (int)want[i]);
+        differ += d != 0;
+        if (d > max) max = d;
+    }
+    fprintf(stderr, "%s vs %s: max |diff| %d, %zu of %zu values differ\n", what, name, max, differ, n);
+    CHECK(max <= tol, "%s: max |diff| %d > %d", what, max, tol);
+}
+
+static void check_preprocessing(const st_file *g, const cJSON *info, const normalbae *net) {
+    int detect = (int)golden_number(info, "detect_resolution");
+    int image_res = (int)golden_number(info, "image_resolution");
+    int h, w, rh, rw;
+    const uint8_t *input = golden_u8(g, "input.rgb_u8", &h, &w);
+    if (!input) return;
+    uint8_t *rgb = NULL, *resized = NULL;
+    CHECK_OK(hwc3_u8(input, h, w, 3, &rgb));
+    compare_u8("hwc3", rgb, h, w, g, "pre.hwc3", 0);
+    // Step 2 from the golden's own HWC3 output, so each step is checked on its own.
+    int hh, hw;
+    const uint8_t *hwc3 = golden_u8(g, "pre.hwc3", &hh, &hw);
+    CHECK_OK(detector_resize_image(hwc3, hh, hw, detect, &resized, &rh, &rw));
+    compare_u8("resize_image (detect)", resized, rh, rw, g, "pre.resized_u8", 1);
+    free(resized);
+    resized = NULL;
+    // The other interpolation branch, on the second image.
+    int eh, ew;
+    const uint8_t *extra = golden_u8(g, "extra.pre.input_u8", &eh, &ew);
+    if (extra) {
+        CHECK_OK(detector_resize_image(extra, eh, ew, detect, &resized, &rh, &rw));
+        compare_u8("resize_image (extra)", resized, rh, rw, g, "extra.pre.resized_u8", 1);
+        free(resized);
+        resized = NULL;
+    }
+    // Step 3 from the golden resized image.
+    const uint8_t *gr = golden_u8(g, "pre.resized_u8", &rh, &rw);
+    tensor *scaled = NULL, *x = gr ? normal_detector_input(gr, rh, rw, &scaled) : NULL;
+    golden_compare(g, "pre.scaled_chw", scaled, 1e-7, 0, true);
+    golden_compare(g, "pre.normalized", x, 1e-6, 0, true);
+    tensor_free(scaled);
+    tensor_free(x);
+    // Step 5 from the golden network output: exact, then from ours: within one level.
+    const st_tensor *xyz = st_find(g, "out.normal_xyz");
+    if (xyz && xyz->ndim == 4) {
+        int64_t n;
+        float *d = golden_f32(g, "out.normal_xyz", &n);
+        tensor *t = tensor_from(4, xyz->shape, d);
+        free(d);
+        uint8_t *u8 = NULL;
+        tensor *n01 = NULL;
+        CHECK_OK(normal_detector_to_u8(t, &u8, &n01));
+        golden_compare(g, "post.normal01", n01, 0, 0, true);
+        compare_u8("normal_u8 from golden xyz", u8, (int)xyz->shape[2], (int)xyz->shape[3], g,
+                   "post.normal_u8", 0);
+        free(u8);
+        tensor_free(n01);
+        tensor_free(t);
+    }
+    // Step 6 on the golden map at the extra image_resolution: a real INTER_LINEAR upscale.
+    int nh, nw;
+    const uint8_t *normal = golden_u8(g, "post.normal_u8", &nh, &nw);
+    const cJSON *extra_res = cJSON_GetObjectItem(info, "extra_image_resolution");
+    if (normal && cJSON_IsNumber(extra_res)) {
+        char name[128];
+        snprintf(name, sizeof name, "extra.image_resolution_%d.detected_map_u8", extra_res->valueint);
+        int oh, ow;
+        uint8_t *map = NULL;
+        CHECK_OK(detector_resize_size(nh, nw, extra_res->valueint, &oh, &ow));
+        CHECK_OK(cv_resize_u8(normal, nh, nw, 3, oh, ow, CV_INTER_LINEAR, &map));
+        compare_u8("INTER_LINEAR map", map, oh, ow, g, name, 1);
+        free(map);
+    }
+    // The whole detector from the input image.
+    uint8_t *map = NULL;
+    int mh = 0, mw = 0;
+    CHECK_OK(normal_detector_run(net, input, h, w, 3, detect, image_res, &map, &mh, &mw));
+    compare_u8("normal_detector_run", map, mh, mw, g, "output.detected_map_u8", 1);
+    free(map);
+    free(rgb);
+
+    // HWC3's other branches (not in the golden): grey replicates, RGBA composites over white with
+    // numpy's float32 arithmetic and truncation.
+    const uint8_t grey[2] = {7, 200}, rgba[8] = {100, 50, 0, 255, 100, 50, 0, 128};
+    uint8_t *o = NULL;
+    CHECK_OK(hwc3_u8(grey, 1, 2, 1, &o));
+    CHECK(o && o[0] == 7 && o[2] == 7 && o[3] == 200 && o[5] == 200, "HWC3 grey");
+    free(o);
+    CHECK_OK(hwc3_u8(rgba, 1, 2, 4, &o));
+    // alpha 128/255: 100*a + 255*(1-a) = 177.2 -> 177; 50 -> 152.1 -> 152; 0 -> 126.9 -> 126.
+    CHECK(o && o[0] == 100 && o[1] == 50 && o[2] == 0 && o[3] == 177 && o[4] == 152 && o[5] == 126,
+          "HWC3 RGBA over white: %d %d %d", o ? o[3] : -1, o ? o[4] : -1, o ? o[5] : -1);
+    free(o);
 }
 
 // ---- architecture over the real model's shapes ------------------------------------------------
@@ -144,6 +268,15 @@ int main(void) {
         run_network(weights, golden);
         test_path(weights, sizeof weights, "%s/scannet_tiny.pt", dir);
         run_network(weights, golden);
+        weight_set *ws = NULL;
+        normalbae *net = NULL;
+        CHECK_OK(weight_set_open_file(weights, &ws));
+        if (ws) CHECK_OK(normalbae_load(ws, &net));
+        weight_set_close(ws);
+        cJSON *info = golden_info(golden);
+        if (net) check_preprocessing(golden, info, net);
+        cJSON_Delete(info);
+        normalbae_free(net);
         st_close(golden);
     }
     check_real_arch(dir);
