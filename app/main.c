@@ -13,6 +13,7 @@ typedef struct command {
 static const command commands[] = {
     {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
+    {"preprocess", cmd_preprocess, "make a ControlNet control image from a photo (normal: NormalBae)"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };

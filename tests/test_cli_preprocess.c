@@ -1,0 +1,121 @@
+// `lcm preprocess normal` end to end through the built binary: the golden input.png becomes
+// detected_map.png (within one level; OpenCV's SIMD rounding), at the golden's resolutions and at
+// its extra image_resolution; bad usage and bad weights exit with 2 and say why.
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "golden.h"
+#include "io/image.h"
+#include "testutil.h"
+
+static char output[1 << 14];
+static char temp_dir[64];
+
+// Max |a - b| over two images of the same size; -1 when the sizes differ.
+static int max_diff(const uint8_t *a, int aw, int ah, const uint8_t *b, int bw, int bh, int *differ) {
+    if (aw != bw || ah != bh) return -1;
+    int m = 0;
+    *differ = 0;
+    for (size_t i = 0; i < (size_t)aw * ah * 3; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        *differ += d != 0;
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+static void run_case(const char *weights, const char *input, int detect, int image_res,
+                     const uint8_t *want, int want_w, int want_h, const char *what) {
+    char cmd[4096], out_path[256];
+    test_path(out_path, sizeof out_path, "%s/map_%d_%d.png", temp_dir, detect, image_res);
+    test_path(cmd, sizeof cmd,
+              "'%s' preprocess normal --weights '%s' --input '%s' --output '%s' "
+              "--detect-resolution %d --image-resolution %d 2>&1",
+              test_lcm_bin(), weights, input, out_path, detect, image_res);
+    int rc = test_run(cmd, output, sizeof output);
+    CHECK(rc == 0, "%s: exit %d: %s", what, rc, output);
+    uint8_t *got = NULL;
+    int w = 0, h = 0;
+    if (rc == 0) CHECK_OK(image_read_png(out_path, &got, &w, &h));
+    if (got) {
+        int differ = 0, m = max_diff(got, w, h, want, want_w, want_h, &differ);
+        fprintf(stderr, "%s: %dx%d, max |diff| %d, %d values differ\n", what, w, h, m, differ);
+        CHECK(m >= 0 && m <= 1, "%s: map within one level of the golden (max %d, %dx%d vs %dx%d)",
+              what, m, w, h, want_w, want_h);
+    }
+    free(got);
+}
+
+static void expect_usage_error(const char *args, const char *needle) {
+    char cmd[4096];
+    test_path(cmd, sizeof cmd, "'%s' preprocess %s 2>&1", test_lcm_bin(), args);
+    int rc = test_run(cmd, output, sizeof output);
+    CHECK(rc == 2 && strstr(output, needle), "'lcm preprocess %s' exits 2 mentioning '%s' (got %d: %s)",
+          args, needle, rc, output);
+}
+
+int main(void) {
+    char dir[1024], path[1024], weights[1024], input[1024];
+    test_path(dir, sizeof dir, "%s/normalbae", test_fixtures());
+    test_path(path, sizeof path, "%s/golden/normalbae.safetensors", dir);
+    test_path(weights, sizeof weights, "%s/scannet_tiny.pt", dir);
+    test_path(input, sizeof input, "%s/golden/input.png", dir);
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/lcm_test_preprocess_XXXXXX");
+    if (!mkdtemp(temp_dir)) return 2;
+    st_file *golden = NULL;
+    CHECK_OK(st_open(path, &golden));
+    if (golden) {
+        cJSON *info = golden_info(golden);
+        int detect = (int)golden_number(info, "detect_resolution");
+        int image_res = (int)golden_number(info, "image_resolution");
+        // The PNG the CLI reads must be the golden's input array.
+        uint8_t *png = NULL;
+        int w, h;
+        CHECK_OK(image_read_png(input, &png, &w, &h));
+        const st_tensor *rgb = st_find(golden, "input.rgb_u8");
+        CHECK(png && rgb && rgb->nbytes == (size_t)w * h * 3 && !memcmp(png, rgb->data, rgb->nbytes),
+              "input.png decodes to input.rgb_u8");
+        free(png);
+        uint8_t *map = NULL;
+        test_path(path, sizeof path, "%s/golden/detected_map.png", dir);
+        CHECK_OK(image_read_png(path, &map, &w, &h));
+        if (map) run_case(weights, input, detect, image_res, map, w, h, "detected_map.png");
+        free(map);
+        const cJSON *extra = cJSON_GetObjectItem(info, "extra_image_resolution");
+        char name[128];
+        if (cJSON_IsNumber(extra)) {
+            snprintf(name, sizeof name, "extra.image_resolution_%d.detected_map_u8", extra->valueint);
+            const st_tensor *t = st_find(golden, name);
+            CHECK(t && t->ndim == 3, "golden %s", name);
+            if (t)
+                run_case(weights, input, detect, extra->valueint, t->data, (int)t->shape[1],
+                         (int)t->shape[0], name);
+        }
+        cJSON_Delete(info);
+        st_close(golden);
+    }
+    expect_usage_error("edges --weights a --input b --output c", "normal");
+    expect_usage_error("normal --input b --output c", "--weights");
+    char args[4096];
+    // Weights that are not a checkpoint: a text file named .pt.
+    char fake[256];
+    test_path(fake, sizeof fake, "%s/fake.pt", temp_dir);
+    FILE *f = fopen(fake, "w");
+    if (f) {
+        fputs("not a checkpoint\n", f);
+        fclose(f);
+    }
+    test_path(args, sizeof args, "normal --weights '%s' --input '%s' --output '%s/x.png'", fake,
+              input, temp_dir);
+    expect_usage_error(args, "fake.pt");
+    test_path(args, sizeof args, "normal --weights '%s' --input '%s/missing.png' --output '%s/x.png'",
+              weights, temp_dir, temp_dir);
+    expect_usage_error(args, "missing.png");
+    char cleanup[256];
+    test_path(cleanup, sizeof cleanup, "rm -rf '%s'", temp_dir);
+    test_run(cleanup, output, sizeof output);
+    return test_finish();
+}
