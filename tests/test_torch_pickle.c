@@ -67,7 +67,10 @@ static size_t raw_deflate(const void *src, size_t len, unsigned char **out) {
     return n;
 }
 
-static buf make_zip(const zip_in *entries, int count) {
+// zip64: write the central directory the way miniz does for archives over 4 GiB: sizes and local
+// header offsets as 0xFFFFFFFF with the real values in a ZIP64 extra field, and a ZIP64 end record
+// + locator before an end record whose counts and offsets are saturated.
+static buf make_zip_ex(const zip_in *entries, int count, bool zip64) {
     buf z = {0}, dir = {0};
     for (int i = 0; i < count; i++) {
         const zip_in *e = &entries[i];
@@ -100,31 +103,57 @@ static buf make_zip(const zip_in *entries, int count) {
         put_le(&dir, e->deflate ? 8 : 0, 2);
         put_le(&dir, 0, 4);
         put_le(&dir, crc, 4);
-        put_le(&dir, csize, 4);
-        put_le(&dir, e->len, 4);
+        put_le(&dir, zip64 ? 0xFFFFFFFFu : csize, 4);
+        put_le(&dir, zip64 ? 0xFFFFFFFFu : e->len, 4);
         put_le(&dir, name_len, 2);
-        put_le(&dir, 0, 2);
+        put_le(&dir, zip64 ? 28 : 0, 2);
         put_le(&dir, 0, 2);
         put_le(&dir, 0, 2);
         put_le(&dir, 0, 2);
         put_le(&dir, 0, 4);
-        put_le(&dir, offset, 4);
+        put_le(&dir, zip64 ? 0xFFFFFFFFu : offset, 4);
         put(&dir, e->name, name_len);
+        if (zip64) {
+            put_le(&dir, 0x0001, 2);
+            put_le(&dir, 24, 2);
+            put_le(&dir, e->len, 8);
+            put_le(&dir, csize, 8);
+            put_le(&dir, offset, 8);
+        }
         free(packed);
     }
     size_t dir_offset = z.len;
     put(&z, dir.data, dir.len);
+    if (zip64) {
+        size_t record = z.len;
+        put_le(&z, 0x06064b50, 4);
+        put_le(&z, 44, 8);
+        put_le(&z, 45, 2);
+        put_le(&z, 45, 2);
+        put_le(&z, 0, 4);
+        put_le(&z, 0, 4);
+        put_le(&z, (uint64_t)count, 8);
+        put_le(&z, (uint64_t)count, 8);
+        put_le(&z, dir.len, 8);
+        put_le(&z, dir_offset, 8);
+        put_le(&z, 0x07064b50, 4);
+        put_le(&z, 0, 4);
+        put_le(&z, record, 8);
+        put_le(&z, 1, 4);
+    }
     put_le(&z, 0x06054b50, 4);
     put_le(&z, 0, 2);
     put_le(&z, 0, 2);
-    put_le(&z, (uint64_t)count, 2);
-    put_le(&z, (uint64_t)count, 2);
-    put_le(&z, dir.len, 4);
-    put_le(&z, dir_offset, 4);
+    put_le(&z, zip64 ? 0xFFFF : (uint64_t)count, 2);
+    put_le(&z, zip64 ? 0xFFFF : (uint64_t)count, 2);
+    put_le(&z, zip64 ? 0xFFFFFFFFu : dir.len, 4);
+    put_le(&z, zip64 ? 0xFFFFFFFFu : dir_offset, 4);
     put_le(&z, 0, 2);
     free(dir.data);
     return z;
 }
+
+static buf make_zip(const zip_in *entries, int count) { return make_zip_ex(entries, count, false); }
 
 // ---- pickles --------------------------------------------------------------------------------
 
@@ -209,13 +238,17 @@ static buf p_checkpoint(const tensor_spec *t) {
 static const float storage_values[6] = {1, 2, 3, 4, 5, 6};
 
 // A whole archive "ck/data.pkl" + "ck/data/0" (the six floats) + "ck/version".
-static buf archive_with(const buf *pickle, size_t storage_bytes, bool deflate) {
+static buf archive_ex(const buf *pickle, size_t storage_bytes, bool deflate, bool zip64) {
     zip_in entries[3] = {
         {"ck/data.pkl", pickle->data, pickle->len, deflate},
         {"ck/data/0", storage_values, storage_bytes, deflate},
         {"ck/version", "3\n", 2, false},
     };
-    return make_zip(entries, 3);
+    return make_zip_ex(entries, 3, zip64);
+}
+
+static buf archive_with(const buf *pickle, size_t storage_bytes, bool deflate) {
+    return archive_ex(pickle, storage_bytes, deflate, false);
 }
 
 static lcm_status open_bytes(const buf *b, st_file **out) {
@@ -239,13 +272,15 @@ static void expect_refused(const char *what, const buf *b, lcm_status status, co
 static const tensor_spec good = {"w", "FloatStorage", "0", 6, 0, 2, {2, 3, 0}, {3, 1, 0}};
 
 static void test_handmade_valid(void) {
-    for (int deflate = 0; deflate <= 1; deflate++) {
+    for (int variant = 0; variant < 3; variant++) {
+        int deflate = variant == 1, zip64 = variant == 2;
         buf p = p_checkpoint(&good);
-        buf z = archive_with(&p, sizeof storage_values, deflate);
+        buf z = archive_ex(&p, sizeof storage_values, deflate, zip64);
         st_file *f = NULL;
         CHECK_OK(open_bytes(&z, &f));
         const st_tensor *t = f ? st_find(f, "w") : NULL;
-        CHECK(f && st_count(f) == 1 && t, "handmade checkpoint (deflate %d): tensor 'w' found", deflate);
+        CHECK(f && st_count(f) == 1 && t, "handmade checkpoint (deflate %d, zip64 %d): tensor 'w' "
+              "found", deflate, zip64);
         if (t) {
             float got[6] = {0};
             CHECK(t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3,
@@ -490,11 +525,12 @@ done:
 // `test_torch_pickle --write-seeds DIR` writes the handmade checkpoints (stored and deflated) as the
 // seed corpus of fuzz/fuzz_torch_pickle.c (fuzz/corpus/fuzz_torch_pickle/).
 static int write_seeds(const char *dir) {
-    for (int deflate = 0; deflate <= 1; deflate++) {
+    static const char *const names[3] = {"stored", "deflated", "zip64"};
+    for (int variant = 0; variant < 3; variant++) {
         buf p = p_checkpoint(&good);
-        buf z = archive_with(&p, sizeof storage_values, deflate);
+        buf z = archive_ex(&p, sizeof storage_values, variant == 1, variant == 2);
         char path[1024];
-        test_path(path, sizeof path, "%s/state_dict_%s.ckpt", dir, deflate ? "deflated" : "stored");
+        test_path(path, sizeof path, "%s/state_dict_%s.ckpt", dir, names[variant]);
         FILE *fp = fopen(path, "wb");
         if (!fp || fwrite(z.data, 1, z.len, fp) != z.len || fclose(fp) != 0) return 1;
         free(p.data);
