@@ -11,6 +11,7 @@
 #include "app/commands.h"
 #include "core/error.h"
 #include "io/image.h"
+#include "io/image_alpha.h"
 #include "io/weights.h"
 #include "models/normalbae.h"
 #include "preprocess/normal_detector.h"
@@ -22,16 +23,17 @@ static const char *const usage_line =
 static int run_normal(const char *weights, const char *input, const char *output, long detect,
                       long image_res) {
     uint8_t *rgb = NULL, *map = NULL;
-    int w = 0, h = 0, mh = 0, mw = 0;
+    int w = 0, h = 0, mh = 0, mw = 0, channels = 3;
     weight_set *ws = NULL;
     normalbae *net = NULL;
-    lcm_status st = image_read_png(input, &rgb, &w, &h);
+    // RGBA inputs keep their alpha: the reference composites them over white (HWC3).
+    lcm_status st = image_read_png_keep_alpha(input, &rgb, &w, &h, &channels);
     int bad_input = st != LCM_OK;
     if (st == LCM_OK) st = weight_set_open_file(weights, &ws);
     if (st == LCM_OK) st = normalbae_load(ws, &net);
     weight_set_close(ws);
     if (st == LCM_OK)
-        st = normal_detector_run(net, rgb, h, w, 3, (int)detect, (int)image_res, &map, &mh, &mw);
+        st = normal_detector_run(net, rgb, h, w, channels, (int)detect, (int)image_res, &map, &mh, &mw);
     if (st == LCM_OK) st = image_write_png(output, map, mw, mh, NULL, NULL, 0);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm preprocess normal: %s\n", lcm_last_error());
