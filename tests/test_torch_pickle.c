@@ -182,6 +182,7 @@ typedef struct tensor_spec {
     const char *name, *storage_type, *key;
     int storage_numel, offset, ndim;
     int size[3], stride[3];
+    bool legacy; // torch < 1.6 persistent id: a sixth element, view metadata (None)
 } tensor_spec;
 
 static void p_tensor(buf *p, const tensor_spec *t) {
@@ -193,6 +194,7 @@ static void p_tensor(buf *p, const tensor_spec *t) {
     p_unicode(p, t->key);
     p_unicode(p, "cpu");
     p_int(p, t->storage_numel);
+    if (t->legacy) put_byte(p, 'N');
     put_byte(p, 't');
     put_byte(p, 'Q');
     p_int(p, t->offset);
@@ -271,7 +273,7 @@ static void expect_refused(const char *what, const buf *b, lcm_status status, co
     st_close(f);
 }
 
-static const tensor_spec good = {"w", "FloatStorage", "0", 6, 0, 2, {2, 3, 0}, {3, 1, 0}};
+static const tensor_spec good = {"w", "FloatStorage", "0", 6, 0, 2, {2, 3, 0}, {3, 1, 0}, false};
 
 static void test_handmade_valid(void) {
     for (int variant = 0; variant < 3; variant++) {
@@ -413,17 +415,17 @@ static void test_out_of_range_storages(void) {
         const char *needle;
     } cases[] = {
         {"storage larger than entry", good, 5 * sizeof(float), LCM_ERR_FORMAT, "only 20 bytes"},
-        {"tensor past storage end", {"w", "FloatStorage", "0", 6, 1, 2, {2, 3, 0}, {3, 1, 0}},
+        {"tensor past storage end", {"w", "FloatStorage", "0", 6, 1, 2, {2, 3, 0}, {3, 1, 0}, false},
          sizeof storage_values, LCM_ERR_FORMAT, "does not fit its storage"},
-        {"huge offset", {"w", "FloatStorage", "0", 6, 0x7fffffff, 1, {1, 0, 0}, {1, 0, 0}},
+        {"huge offset", {"w", "FloatStorage", "0", 6, 0x7fffffff, 1, {1, 0, 0}, {1, 0, 0}, false},
          sizeof storage_values, LCM_ERR_FORMAT, "does not fit its storage"},
-        {"missing storage entry", {"w", "FloatStorage", "7", 6, 0, 2, {2, 3, 0}, {3, 1, 0}},
+        {"missing storage entry", {"w", "FloatStorage", "7", 6, 0, 2, {2, 3, 0}, {3, 1, 0}, false},
          sizeof storage_values, LCM_ERR_FORMAT, "ck/data/7"},
-        {"key with a path", {"w", "FloatStorage", "../0", 6, 0, 2, {2, 3, 0}, {3, 1, 0}},
+        {"key with a path", {"w", "FloatStorage", "../0", 6, 0, 2, {2, 3, 0}, {3, 1, 0}, false},
          sizeof storage_values, LCM_ERR_FORMAT, "not a plain name"},
-        {"transposed strides", {"w", "FloatStorage", "0", 6, 0, 2, {2, 3, 0}, {1, 2, 0}},
+        {"transposed strides", {"w", "FloatStorage", "0", 6, 0, 2, {2, 3, 0}, {1, 2, 0}, false},
          sizeof storage_values, LCM_ERR_UNSUPPORTED, "not contiguous"},
-        {"negative size", {"w", "FloatStorage", "0", 6, 0, 2, {-2, 3, 0}, {3, 1, 0}},
+        {"negative size", {"w", "FloatStorage", "0", 6, 0, 2, {-2, 3, 0}, {3, 1, 0}, false},
          sizeof storage_values, LCM_ERR_FORMAT, "_rebuild_tensor_v2"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -474,12 +476,87 @@ static void test_broken_zips(void) {
     expect_refused("zip without data.pkl", &r, LCM_ERR_FORMAT, "data.pkl");
     free(r.data);
 
-    // The legacy (pre-1.6) format starts with a pickle, not a zip.
-    const unsigned char legacy[] = {0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
-    buf l = {(unsigned char *)legacy, sizeof legacy, sizeof legacy};
-    expect_refused("legacy serialization", &l, LCM_ERR_UNSUPPORTED, "legacy");
+    // A pickle that is not torch's legacy format.
+    const unsigned char not_torch[] = {0x80, 2, 'K', 1, '.'};
+    buf l = {(unsigned char *)not_torch, sizeof not_torch, sizeof not_torch};
+    expect_refused("plain pickle", &l, LCM_ERR_FORMAT, "legacy magic");
     free(p.data);
     free(z.data);
+}
+
+// ---- the legacy (torch < 1.6) format -------------------------------------------------------------
+
+// magic, version 1001, {"little_endian": True}, the checkpoint, ["0"], then int64 count + data.
+static buf legacy_file(const tensor_spec *t, int64_t stored_numel, size_t data_bytes) {
+    static const unsigned char magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                          0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+    static const unsigned char version[] = {0x80, 0x02, 'M', 0xe9, 0x03, '.'};
+    buf f = {0};
+    put(&f, magic, sizeof magic);
+    put(&f, version, sizeof version);
+    put_byte(&f, 0x80);
+    put_byte(&f, 2);
+    put_byte(&f, '}');
+    p_unicode(&f, "little_endian");
+    put_byte(&f, 0x88);
+    put_byte(&f, 's');
+    put_byte(&f, '.');
+    buf p = p_checkpoint(t);
+    put(&f, p.data, p.len);
+    free(p.data);
+    put_byte(&f, 0x80);
+    put_byte(&f, 2);
+    put_byte(&f, ']');
+    put_byte(&f, '(');
+    p_unicode(&f, "0");
+    put_byte(&f, 'e');
+    put_byte(&f, '.');
+    put_le(&f, (uint64_t)stored_numel, 8);
+    put(&f, storage_values, data_bytes);
+    return f;
+}
+
+static void test_legacy_format(void) {
+    tensor_spec t = good;
+    t.legacy = true;
+    buf f = legacy_file(&t, 6, sizeof storage_values);
+    st_file *file = NULL;
+    CHECK_OK(open_bytes(&f, &file));
+    const st_tensor *w = file ? st_find(file, "w") : NULL;
+    float got[6] = {0};
+    if (w) CHECK_OK(st_read_f32(file, w, got));
+    CHECK(w && w->ndim == 2 && w->shape[1] == 3 && !memcmp(got, storage_values, sizeof got),
+          "legacy checkpoint: tensor 'w' [2, 3] with the stored values");
+    st_close(file);
+    free(f.data);
+    // Truncated storage data, a count that disagrees with the pickle, a storage view.
+    f = legacy_file(&t, 6, sizeof storage_values - 4);
+    expect_refused("legacy data truncated", &f, LCM_ERR_FORMAT, "past the end");
+    free(f.data);
+    f = legacy_file(&t, 5, sizeof storage_values);
+    expect_refused("legacy count mismatch", &f, LCM_ERR_FORMAT, "the pickle says 6");
+    free(f.data);
+    f = legacy_file(&t, 6, sizeof storage_values);
+    // Turn the view-metadata None into True (anything but None is a view).
+    for (size_t i = 0; i + 1 < f.len; i++)
+        if (f.data[i] == 'N' && f.data[i + 1] == 't') {
+            f.data[i] = 0x88;
+            break;
+        }
+    expect_refused("legacy storage view", &f, LCM_ERR_UNSUPPORTED, "views");
+    free(f.data);
+    // Every cut of a valid legacy file is refused cleanly.
+    f = legacy_file(&t, 6, sizeof storage_values);
+    int refused = 0, total = 0;
+    for (size_t cut = 0; cut < f.len; cut += 5) {
+        st_file *x = NULL;
+        buf c = {f.data, cut, cut};
+        total++;
+        refused += open_bytes(&c, &x) != LCM_OK && x == NULL;
+        st_close(x);
+    }
+    CHECK(refused == total, "all %d truncated legacy files refused (%d were)", total, refused);
+    free(f.data);
 }
 
 static const char *strip_module(const char *name) {
@@ -538,7 +615,16 @@ static int write_seeds(const char *dir) {
         free(p.data);
         free(z.data);
     }
-    return 0;
+    tensor_spec t = good;
+    t.legacy = true;
+    buf f = legacy_file(&t, 6, sizeof storage_values);
+    char path[1024];
+    test_path(path, sizeof path, "%s/state_dict_legacy.pt", dir);
+    FILE *fp = fopen(path, "wb");
+    bool ok = fp && fwrite(f.data, 1, f.len, fp) == f.len;
+    if (fp) ok = fclose(fp) == 0 && ok;
+    free(f.data);
+    return ok ? 0 : 1;
 }
 
 // The writer: the fixture's safetensors weights written as a Lightning-style .ckpt and as a plain
@@ -591,6 +677,7 @@ int main(int argc, char **argv) {
     test_hostile_pickles();
     test_out_of_range_storages();
     test_broken_zips();
+    test_legacy_format();
     test_fixture_matches_safetensors();
     test_writer_round_trip();
     return test_finish();

@@ -53,6 +53,7 @@ typedef struct value {
     uint64_t numel;    // V_STORAGE: elements; V_TENSOR: elements
     int ndim;          // V_TENSOR
     int64_t shape[ST_MAX_DIMS];
+    struct value *storage; // V_TENSOR: its storage (legacy files fill the data in after the pickle)
 } value;
 
 typedef struct loaded_storage {
@@ -77,6 +78,7 @@ typedef struct unpickler {
     size_t storage_count, storage_capacity;
     void **buffers; // inflated entries
     size_t buffer_count, buffer_capacity;
+    bool legacy; // pre-1.6 format: storages follow the pickles, data resolved afterwards
 } unpickler;
 
 static bool grow(void **array, size_t *capacity, size_t needed, size_t item) {
@@ -324,10 +326,33 @@ static lcm_status fill_container(unpickler *u, bool many, size_t per_item, value
     return LCM_OK;
 }
 
+static lcm_status add_storage(unpickler *u, const char *key, st_dtype dtype, uint64_t numel,
+                              const uint8_t *data, value **out) {
+    value *s = new_value(u, V_STORAGE);
+    if (!s || !grow((void **)&u->storages, &u->storage_capacity, u->storage_count + 1,
+                    sizeof *u->storages))
+        return out_of_memory(u);
+    s->dtype = dtype;
+    s->numel = numel;
+    s->data = data;
+    char *key_copy = strdup(key);
+    if (!key_copy) return out_of_memory(u);
+    u->storages[u->storage_count++] = (loaded_storage){key_copy, s};
+    *out = s;
+    return LCM_OK;
+}
+
 // BINPERSID: ('storage', STORAGE_TYPE, KEY, LOCATION, NUMEL) -> the storage in PREFIX/data/KEY.
+// Legacy files add a sixth element, view metadata, which must be None (storage views are refused).
 static lcm_status op_persistent_id(unpickler *u) {
     value *pid = NULL;
     LCM_TRY(pop(u, "BINPERSID", &pid));
+    if (u->legacy && pid->kind == V_TUPLE && pid->count == 6) {
+        if (pid->items[5]->kind != V_NONE)
+            return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: legacy storage views are not supported",
+                            u->label);
+        pid->count = 5;
+    }
     if (pid->kind != V_TUPLE || pid->count != 5 || pid->items[0]->kind != V_STRING ||
         strcmp(pid->items[0]->s, "storage") || pid->items[1]->kind != V_GLOBAL ||
         pid->items[1]->global != G_STORAGE_TYPE || pid->items[2]->kind != V_STRING ||
@@ -346,6 +371,13 @@ static lcm_status op_persistent_id(unpickler *u) {
                                 "types or sizes", u->label, key);
             return push(u, s);
         }
+    if (u->legacy) {
+        if (strlen(key) > 64)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: storage key '%.64s...' is too long", u->label, key);
+        value *s = NULL;
+        LCM_TRY(add_storage(u, key, dtype, numel, NULL, &s));
+        return push(u, s);
+    }
     char entry_name[512];
     if (strlen(key) > 64 || strchr(key, '/') ||
         snprintf(entry_name, sizeof entry_name, "%sdata/%s", u->prefix, key) >= (int)sizeof entry_name)
@@ -372,16 +404,8 @@ static lcm_status op_persistent_id(unpickler *u) {
         }
         u->buffers[u->buffer_count++] = copy;
     }
-    value *s = new_value(u, V_STORAGE);
-    if (!s || !grow((void **)&u->storages, &u->storage_capacity, u->storage_count + 1,
-                    sizeof *u->storages))
-        return out_of_memory(u);
-    s->dtype = dtype;
-    s->numel = numel;
-    s->data = content;
-    char *key_copy = strdup(key);
-    if (!key_copy) return out_of_memory(u);
-    u->storages[u->storage_count++] = (loaded_storage){key_copy, s};
+    value *s = NULL;
+    LCM_TRY(add_storage(u, key, dtype, numel, content, &s));
     return push(u, s);
 }
 
@@ -431,7 +455,8 @@ static lcm_status rebuild_tensor(unpickler *u, const value *args, value **out) {
                         u->label, (unsigned long long)numel, (unsigned long long)offset,
                         (unsigned long long)storage->numel);
     t->numel = numel;
-    t->data = storage->data + offset * st_dtype_size(storage->dtype);
+    t->i = (int64_t)offset;
+    t->storage = args->items[0];
     *out = t;
     return LCM_OK;
 }
@@ -615,7 +640,7 @@ static lcm_status flatten(const unpickler *u, const value *dict, const char *pre
         t->ndim = val->ndim;
         memcpy(t->shape, val->shape, sizeof t->shape);
         t->numel = (int64_t)val->numel;
-        t->data = val->data;
+        t->data = val->storage->data + (uint64_t)val->i * st_dtype_size(val->dtype);
         t->nbytes = (size_t)val->numel * st_dtype_size(val->dtype);
     }
     return LCM_OK;
@@ -663,16 +688,109 @@ static lcm_status find_prefix(const zip_archive *zip, const char *label, char *p
     return LCM_OK;
 }
 
+// Runs the next pickle in the stream with a fresh stack and memo (values stay allocated).
+static lcm_status run_next(unpickler *u, value **result) {
+    u->depth = 0;
+    u->mark_count = 0;
+    for (size_t i = 0; i < u->memo_capacity; i++) u->memo[i] = NULL;
+    u->memo_entries = 0;
+    return run(u, result);
+}
+
+// What the table needs from a parsed object: the state dict flattened, or an error.
+static lcm_status tensors_of(unpickler *u, const value *root, table *tab) {
+    if (root->kind != V_DICT)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: the saved object is not a dict of tensors",
+                        u->label);
+    LCM_TRY(flatten(u, state_dict_of(u, root), "", 0, tab));
+    if (tab->count == 0)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: the checkpoint holds no tensors", u->label);
+    return LCM_OK;
+}
+
+// torch < 1.6 ("legacy") files: five pickles in a row - the magic number, the format version
+// (1001), system info, the object, the sorted list of storage keys - then, per key in that order,
+// an int64 element count and the raw storage bytes.
+static const uint8_t legacy_magic[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                         0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+
+static lcm_status parse_legacy(unpickler *u, table *tab) {
+    value *version = NULL, *info = NULL, *root = NULL, *keys = NULL;
+    LCM_TRY(run_next(u, &version));
+    if (version->kind != V_INT || version->i != 1001)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: legacy torch file of protocol version %lld "
+                        "(only 1001 is supported)", u->label,
+                        version->kind == V_INT ? (long long)version->i : -1LL);
+    LCM_TRY(run_next(u, &info));
+    for (size_t i = 0; info->kind == V_DICT && i + 1 < info->count; i += 2)
+        if (info->items[i]->kind == V_STRING && !strcmp(info->items[i]->s, "little_endian") &&
+            !(info->items[i + 1]->kind == V_BOOL && info->items[i + 1]->i))
+            return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: only little-endian checkpoints are supported",
+                            u->label);
+    LCM_TRY(run_next(u, &root));
+    LCM_TRY(run_next(u, &keys));
+    if (keys->kind != V_LIST)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: legacy storage key list is missing", u->label);
+    for (size_t k = 0; k < keys->count; k++) {
+        const value *key = keys->items[k];
+        value *storage = NULL;
+        for (size_t i = 0; key->kind == V_STRING && i < u->storage_count && !storage; i++)
+            if (!strcmp(u->storages[i].key, key->s)) storage = u->storages[i].storage;
+        if (!storage || storage->data)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: legacy storage list names a storage the pickle "
+                            "does not use, or names one twice (entry %zu)", u->label, k);
+        const uint8_t *b = NULL;
+        LCM_TRY(take(u, 8, &b));
+        uint64_t numel = le(b, 8), bytes_needed = numel * st_dtype_size(storage->dtype);
+        if (numel != storage->numel)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: legacy storage '%s' holds %llu elements, the "
+                            "pickle says %llu", u->label, key->s, (unsigned long long)numel,
+                            (unsigned long long)storage->numel);
+        if (bytes_needed > (uint64_t)(u->end - u->p))
+            return lcm_fail(LCM_ERR_FORMAT, "%s: legacy storage '%s' runs past the end of the file "
+                            "(truncated?)", u->label, key->s);
+        storage->data = u->p;
+        u->p += bytes_needed;
+    }
+    for (size_t i = 0; i < u->storage_count; i++)
+        if (!u->storages[i].storage->data)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: legacy storage '%s' has no data", u->label,
+                            u->storages[i].key);
+    return tensors_of(u, root, tab);
+}
+
+static lcm_status open_legacy(const uint8_t *bytes, size_t size, const char *label, void *mapping,
+                              st_file **out) {
+    if (size < sizeof legacy_magic || memcmp(bytes, legacy_magic, sizeof legacy_magic)) {
+        if (mapping) munmap(mapping, size);
+        return lcm_fail(LCM_ERR_FORMAT, "%s: starts with a pickle but not with torch's legacy "
+                        "magic number: not a torch checkpoint", label);
+    }
+    unpickler u;
+    memset(&u, 0, sizeof u);
+    u.label = label;
+    u.prefix = "";
+    u.legacy = true;
+    u.start = bytes;
+    u.p = bytes + sizeof legacy_magic;
+    u.end = bytes + size;
+    table tab = {0};
+    lcm_status st = parse_legacy(&u, &tab);
+    if (st != LCM_OK) {
+        table_free(&tab);
+        unpickler_free(&u);
+        if (mapping) munmap(mapping, size);
+        return st;
+    }
+    unpickler_free(&u);
+    return st_open_table(label, tab.tensors, tab.count, mapping, size, NULL, 0, out);
+}
+
 // Parses everything; on success hands the tensors (and inflated buffers) to st_open_table.
 static lcm_status open_archive(const uint8_t *bytes, size_t size, const char *label, void *mapping,
                                st_file **out) {
     *out = NULL;
-    if (size >= 2 && bytes[0] == 0x80 && bytes[1] <= 5 && !(size >= 4 && !memcmp(bytes, "PK", 2))) {
-        if (mapping) munmap(mapping, size);
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: legacy (pre-zip, torch < 1.6) serialization is not supported; re-save "
-                        "it with a newer torch or convert it to safetensors", label);
-    }
+    if (size >= 1 && bytes[0] == 0x80) return open_legacy(bytes, size, label, mapping, out);
     zip_archive *zip = NULL;
     unpickler u;
     memset(&u, 0, sizeof u);
@@ -702,12 +820,7 @@ static lcm_status open_archive(const uint8_t *bytes, size_t size, const char *la
         u.end = pkl_bytes + pkl->size;
         value *root = NULL;
         st = run(&u, &root);
-        if (st == LCM_OK && root->kind != V_DICT)
-            st = lcm_fail(LCM_ERR_UNSUPPORTED, "%s: the saved object is not a dict of tensors",
-                          label);
-        if (st == LCM_OK) st = flatten(&u, state_dict_of(&u, root), "", 0, &tab);
-        if (st == LCM_OK && tab.count == 0)
-            st = lcm_fail(LCM_ERR_FORMAT, "%s: the checkpoint holds no tensors", label);
+        if (st == LCM_OK) st = tensors_of(&u, root, &tab);
     }
     free(pkl_copy);
     if (st == LCM_OK) {

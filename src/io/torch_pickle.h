@@ -1,5 +1,8 @@
-// PyTorch checkpoints (`torch.save` zip format, torch >= 1.6: `.pt`, `.pth`, `.ckpt`), read without
-// executing anything from the file.
+// PyTorch checkpoints (`.pt`, `.pth`, `.ckpt`, `.bin` written by `torch.save`), read without
+// executing anything from the file. Both serializations are accepted: the zip format (torch >= 1.6)
+// and the older "legacy" stream (magic-number pickle, version 1001, system info, the object, the
+// storage key list, then each storage as an int64 element count and its bytes; storage views are
+// refused).
 //
 // A torch.save file is a zip archive with one top folder PREFIX holding `PREFIX/data.pkl` (a pickle
 // of the saved object) and one entry `PREFIX/data/KEY` per tensor storage. The pickle is run by a
@@ -21,7 +24,7 @@
 // skipped. Names are kept as written (a DDP "module." prefix is the model loader's business).
 //
 // Tensor data is zero-copy (inside the file mapping) for stored zip entries, which is what torch
-// writes; deflated entries (re-zipped files) are inflated into owned buffers.
+// writes, and for legacy files; deflated entries (re-zipped files) are inflated into owned buffers.
 #ifndef LCM_IO_TORCH_PICKLE_H
 #define LCM_IO_TORCH_PICKLE_H
 
