@@ -369,6 +369,15 @@ static void test_hostile_pickles(void) {
     free(p.data);
     free(z.data);
 
+    // A sparse memo index far beyond the pickle's size (would make a reader allocate 128 MB).
+    const unsigned char sparse[] = {0x80, 2, '}', 'r', 0xff, 0xff, 0xff, 0x00, '.'};
+    p = (buf){0};
+    put(&p, sparse, sizeof sparse);
+    z = archive_with(&p, sizeof storage_values, false);
+    expect_refused("huge memo index", &z, LCM_ERR_FORMAT, "memo index 16777215");
+    free(p.data);
+    free(z.data);
+
     // Deep nesting: 100 dicts inside each other.
     p = (buf){0};
     put_byte(&p, 0x80);

@@ -282,7 +282,9 @@ static lcm_status op_stack_global(unpickler *u) {
 static lcm_status memo_put(unpickler *u, uint64_t index) {
     value *v = NULL;
     LCM_TRY(top(u, "PUT", &v));
-    if (index >= TORCH_MAX_MEMO)
+    // Picklers number memo slots 0, 1, 2, ... and every PUT takes at least one byte, so a real
+    // index is below the pickle's size; a larger one would only make us allocate.
+    if (index >= TORCH_MAX_MEMO || index >= (uint64_t)(u->end - u->start))
         return lcm_fail(LCM_ERR_FORMAT, "%s: pickle memo index %llu is too large", u->label,
                         (unsigned long long)index);
     size_t old = u->memo_capacity;
