@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "guarded_input.h"
@@ -53,6 +54,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             float *f = malloc(t->numel ? (size_t)t->numel * sizeof *f : 1);
             if (f) (void)st_read_f32(file, t, f);
             free(f);
+        }
+        for (size_t i = 0; i < st_metadata_count(file); i++) {
+            const char *key = st_metadata_key_at(file, i);
+            const char *value = st_metadata(file, key);
+            if (!value) abort();
+            touch(value, strlen(value));
         }
         st_close(file);
     } else if (file != NULL || lcm_last_error()[0] == '\0') {

@@ -665,6 +665,25 @@ static void test_writer_round_trip(void) {
         st_close(back);
         unlink(out);
     }
+    // Metadata survives a wrapped round trip (the golden file's `info`, with U8 tensors too).
+    char golden_path[1024];
+    test_path(golden_path, sizeof golden_path, "%s/normalbae/golden/normalbae.safetensors",
+              test_fixtures());
+    st_file *golden = NULL;
+    CHECK_OK(st_open(golden_path, &golden));
+    if (golden) {
+        snprintf(out, sizeof out, "/tmp/lcm_test_torch_write_%d_meta.ckpt", (int)getpid());
+        CHECK_OK(torch_write_checkpoint(out, "archive", golden, true));
+        st_file *back = NULL;
+        CHECK_OK(torch_open(out, &back));
+        const char *want = st_metadata(golden, "info"), *got = back ? st_metadata(back, "info") : NULL;
+        CHECK(want && got && !strcmp(want, got) && st_metadata_count(back) == st_metadata_count(golden),
+              "metadata 'info' round-trips through a .ckpt");
+        CHECK(back && st_count(back) == st_count(golden), "every golden tensor (F32 and U8) written");
+        st_close(back);
+        unlink(out);
+        st_close(golden);
+    }
     // U32 has no torch storage type: refused, naming the tensor.
     st_tensor *t = calloc(1, sizeof *t);
     static const uint32_t one = 1;

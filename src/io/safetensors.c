@@ -543,3 +543,28 @@ lcm_status st_open_table(const char *label, st_tensor *tensors, size_t count, vo
     *out = f;
     return LCM_OK;
 }
+
+size_t st_metadata_count(const st_file *file) { return file->metadata_count; }
+
+const char *st_metadata_key_at(const st_file *file, size_t index) {
+    return index < file->metadata_count ? file->metadata_keys[index] : NULL;
+}
+
+lcm_status st_table_add_metadata(st_file *file, const char *key, const char *value) {
+    if (st_metadata(file, key))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: metadata key '%s' appears twice", file->path, key);
+    char **keys = realloc(file->metadata_keys, (file->metadata_count + 1) * sizeof *keys);
+    if (keys) file->metadata_keys = keys;
+    char **values = keys ? realloc(file->metadata_values, (file->metadata_count + 1) * sizeof *values)
+                         : NULL;
+    if (values) file->metadata_values = values;
+    char *k = values ? strdup(key) : NULL, *v = k ? strdup(value) : NULL;
+    if (!v) {
+        free(k);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", file->path);
+    }
+    file->metadata_keys[file->metadata_count] = k;
+    file->metadata_values[file->metadata_count] = v;
+    file->metadata_count++;
+    return LCM_OK;
+}

@@ -74,6 +74,11 @@ const st_tensor *st_at(const st_file *file, size_t index);
 const st_tensor *st_find(const st_file *file, const char *name);
 // A `__metadata__` string value, or NULL. Borrowed from `file`.
 const char *st_metadata(const st_file *file, const char *key);
+// The metadata entries in file order: keys from 0 to st_metadata_count()-1. Borrowed.
+size_t st_metadata_count(const st_file *file);
+const char *st_metadata_key_at(const st_file *file, size_t index);
+// Adds a metadata entry (copied) to a file made by st_open_table; an existing key is an error.
+lcm_status st_table_add_metadata(st_file *file, const char *key, const char *value);
 
 const char *st_dtype_name(st_dtype dtype);
 size_t st_dtype_size(st_dtype dtype);

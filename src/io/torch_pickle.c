@@ -710,13 +710,41 @@ static lcm_status tensors_of(unpickler *u, const value *root, table *tab) {
     return LCM_OK;
 }
 
+// Hands the tensors to a new st_file and attaches the root's "__metadata__" strings. The unpickler
+// must still be alive (the strings live in it); takes the mapping and buffers like st_open_table.
+static lcm_status make_table(unpickler *u, const value *root, table *tab, void *mapping,
+                             size_t size, void **buffers, size_t n_buffers, st_file **out) {
+    st_file *f = NULL;
+    LCM_TRY(st_open_table(u->label, tab->tensors, tab->count, mapping, size, buffers, n_buffers,
+                          &f));
+    tab->tensors = NULL;
+    tab->count = 0;
+    for (size_t i = 0; i + 1 < root->count; i += 2) {
+        const value *k = root->items[i], *meta = root->items[i + 1];
+        if (k->kind != V_STRING || strcmp(k->s, "__metadata__") || meta->kind != V_DICT) continue;
+        for (size_t j = 0; j + 1 < meta->count; j += 2) {
+            const value *mk = meta->items[j], *mv = meta->items[j + 1];
+            if (mk->kind != V_STRING || mv->kind != V_STRING || strlen(mk->s) != mk->len ||
+                strlen(mv->s) != mv->len)
+                continue;
+            lcm_status st = st_table_add_metadata(f, mk->s, mv->s);
+            if (st != LCM_OK) {
+                st_close(f);
+                return st;
+            }
+        }
+    }
+    *out = f;
+    return LCM_OK;
+}
+
 // torch < 1.6 ("legacy") files: five pickles in a row - the magic number, the format version
 // (1001), system info, the object, the sorted list of storage keys - then, per key in that order,
 // an int64 element count and the raw storage bytes.
 static const uint8_t legacy_magic[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
                                          0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
 
-static lcm_status parse_legacy(unpickler *u, table *tab) {
+static lcm_status parse_legacy(unpickler *u, table *tab, value **root_out) {
     value *version = NULL, *info = NULL, *root = NULL, *keys = NULL;
     LCM_TRY(run_next(u, &version));
     if (version->kind != V_INT || version->i != 1001)
@@ -758,6 +786,7 @@ static lcm_status parse_legacy(unpickler *u, table *tab) {
         if (!u->storages[i].storage->data)
             return lcm_fail(LCM_ERR_FORMAT, "%s: legacy storage '%s' has no data", u->label,
                             u->storages[i].key);
+    *root_out = root;
     return tensors_of(u, root, tab);
 }
 
@@ -777,15 +806,17 @@ static lcm_status open_legacy(const uint8_t *bytes, size_t size, const char *lab
     u.p = bytes + sizeof legacy_magic;
     u.end = bytes + size;
     table tab = {0};
-    lcm_status st = parse_legacy(&u, &tab);
+    value *root = NULL;
+    lcm_status st = parse_legacy(&u, &tab, &root);
     if (st != LCM_OK) {
         table_free(&tab);
         unpickler_free(&u);
         if (mapping) munmap(mapping, size);
         return st;
     }
+    st = make_table(&u, root, &tab, mapping, size, NULL, 0, out);
     unpickler_free(&u);
-    return st_open_table(label, tab.tensors, tab.count, mapping, size, NULL, 0, out);
+    return st;
 }
 
 // Parses everything; on success hands the tensors (and inflated buffers) to st_open_table.
@@ -801,6 +832,7 @@ static lcm_status open_archive(const uint8_t *bytes, size_t size, const char *la
     lcm_status st = zip_open_memory(bytes, size, label, &zip);
     if (st == LCM_OK) st = find_prefix(zip, label, prefix, sizeof prefix);
     const zip_entry *pkl = NULL;
+    value *root = NULL;
     const uint8_t *pkl_bytes = NULL;
     uint8_t *pkl_copy = NULL;
     if (st == LCM_OK) {
@@ -820,21 +852,22 @@ static lcm_status open_archive(const uint8_t *bytes, size_t size, const char *la
         u.prefix = prefix;
         u.start = u.p = pkl_bytes;
         u.end = pkl_bytes + pkl->size;
-        value *root = NULL;
         st = run(&u, &root);
         if (st == LCM_OK) st = tensors_of(&u, root, &tab);
     }
-    free(pkl_copy);
     if (st == LCM_OK) {
         // The table takes the tensors, the mapping and the inflated buffers.
         void **buffers = u.buffers;
         size_t n_buffers = u.buffer_count;
         u.buffers = NULL;
         u.buffer_count = 0;
+        st = make_table(&u, root, &tab, mapping, size, buffers, n_buffers, out);
+        free(pkl_copy);
         unpickler_free(&u);
         zip_close(zip);
-        return st_open_table(label, tab.tensors, tab.count, mapping, size, buffers, n_buffers, out);
+        return st;
     }
+    free(pkl_copy);
     table_free(&tab);
     unpickler_free(&u);
     zip_close(zip);

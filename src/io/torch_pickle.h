@@ -23,6 +23,10 @@
 // names ({"a": {"b": t}} -> "a.b"); entries that are not tensors or dicts, and non-string keys, are
 // skipped. Names are kept as written (a DDP "module." prefix is the model loader's business).
 //
+// Metadata: a top-level "__metadata__" dict of string -> string (what io/torch_write.h writes from a
+// safetensors file's __metadata__, e.g. lcm.c's embedded configs) becomes the st_file's metadata
+// (st_metadata); non-string entries in it are ignored.
+//
 // Tensor data is zero-copy (inside the file mapping) for stored zip entries, which is what torch
 // writes, and for legacy files; deflated entries (re-zipped files) are inflated into owned buffers.
 #ifndef LCM_IO_TORCH_PICKLE_H

@@ -126,6 +126,7 @@ static void build_pickle(bytes *p, const st_file *src, bool wrap) {
     put_byte(p, 2);
     if (wrap) {
         put_byte(p, '}');
+        put_byte(p, '(');
         p_string(p, "state_dict");
     }
     p_global(p, "collections", "OrderedDict");
@@ -137,7 +138,18 @@ static void build_pickle(bytes *p, const st_file *src, bool wrap) {
         p_tensor(p, st_at(src, i), i);
         if (i % 1000 == 999 || i + 1 == st_count(src)) put_byte(p, 'u');
     }
-    if (wrap) put_byte(p, 's');
+    if (wrap && st_metadata_count(src)) {
+        p_string(p, "__metadata__");
+        put_byte(p, '}');
+        put_byte(p, '(');
+        for (size_t i = 0; i < st_metadata_count(src); i++) {
+            const char *key = st_metadata_key_at(src, i);
+            p_string(p, key);
+            p_string(p, st_metadata(src, key));
+        }
+        put_byte(p, 'u');
+    }
+    if (wrap) put_byte(p, 'u');
     put_byte(p, '.');
 }
 

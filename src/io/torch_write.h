@@ -6,7 +6,10 @@
 // in the local header's extra field, as torch's writer does), ARCHIVE/version ("3"). Entries are
 // stored uncompressed with their CRC-32; ZIP64 records are written when the archive passes 4 GiB.
 // The pickle is {"state_dict": OrderedDict(name -> tensor)} (Lightning's `.ckpt` layout) when
-// `wrap_state_dict`, else the OrderedDict itself (a plain `torch.save(model.state_dict())`).
+// `wrap_state_dict`, else the OrderedDict itself (a plain `torch.save(model.state_dict())`). When
+// wrapping, the source's safetensors __metadata__ goes along as a top-level "__metadata__" dict of
+// strings, which torch_open gives back through st_metadata (so lcm.c's embedded configs survive a
+// .safetensors -> .ckpt conversion; torch.load just sees an extra entry).
 #ifndef LCM_IO_TORCH_WRITE_H
 #define LCM_IO_TORCH_WRITE_H
 
