@@ -378,6 +378,23 @@ static void test_hostile_pickles(void) {
     free(p.data);
     free(z.data);
 
+    // One dict pushed (BINGET) more times than the stack may hold.
+    p = (buf){0};
+    put_byte(&p, 0x80);
+    put_byte(&p, 2);
+    put_byte(&p, '}');
+    put_byte(&p, 'q');
+    put_byte(&p, 0);
+    for (unsigned i = 0; i <= TORCH_MAX_STACK; i++) {
+        put_byte(&p, 'h');
+        put_byte(&p, 0);
+    }
+    put_byte(&p, '.');
+    z = archive_with(&p, sizeof storage_values, false);
+    expect_refused("stack flood", &z, LCM_ERR_FORMAT, "refusing it");
+    free(p.data);
+    free(z.data);
+
     // Deep nesting: 100 dicts inside each other.
     p = (buf){0};
     put_byte(&p, 0x80);

@@ -93,10 +93,15 @@ static bool grow(void **array, size_t *capacity, size_t needed, size_t item) {
 }
 
 static lcm_status out_of_memory(const unpickler *u) {
+    if (u->all_count >= TORCH_MAX_VALUES || u->depth >= TORCH_MAX_STACK)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: pickle creates more than %u objects or stacks more "
+                        "than %u values; refusing it", u->label, TORCH_MAX_VALUES, TORCH_MAX_STACK);
     return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory reading the pickle", u->label);
 }
 
 static value *new_value(unpickler *u, value_kind kind) {
+    // A hostile pickle of one-byte opcodes would otherwise cost ~150 bytes of memory per byte.
+    if (u->all_count >= TORCH_MAX_VALUES) return NULL;
     if (!grow((void **)&u->all, &u->all_capacity, u->all_count + 1, sizeof *u->all)) return NULL;
     value *v = calloc(1, sizeof *v);
     if (!v) return NULL;
@@ -136,7 +141,7 @@ static size_t stack_floor(const unpickler *u) {
 }
 
 static lcm_status push(unpickler *u, value *v) {
-    if (!v || !grow((void **)&u->stack, &u->stack_capacity, u->depth + 1, sizeof *u->stack))
+    if (!v || u->depth >= TORCH_MAX_STACK || !grow((void **)&u->stack, &u->stack_capacity, u->depth + 1, sizeof *u->stack))
         return out_of_memory(u);
     u->stack[u->depth++] = v;
     return LCM_OK;

@@ -43,6 +43,8 @@
 #define TORCH_MAX_MEMO (1u << 24)   // memo slots
 #define TORCH_MAX_MARKS 4096        // open MARKs
 #define TORCH_MAX_NAME 1024         // bytes of a flattened tensor name
+#define TORCH_MAX_VALUES (1u << 22) // objects a pickle may create (a 1,200-tensor SD checkpoint: ~30k)
+#define TORCH_MAX_STACK (1u << 22)  // values on the unpickler's stack at once
 
 // Opens `path` and returns its tensors as an st_file (see io/safetensors.h), owned by the caller.
 lcm_status torch_open(const char *path, st_file **out);
