@@ -23,8 +23,13 @@ static void make_taps(int64_t in, int64_t out, tap *taps) {
 }
 
 tensor *resize_bilinear_align_corners(const tensor *x, int64_t out_h, int64_t out_w) {
+    return resize_bilinear_align_corners_rows(x, out_h, out_w, 0, out_h);
+}
+
+tensor *resize_bilinear_align_corners_rows(const tensor *x, int64_t out_h, int64_t out_w,
+                                           int64_t y0, int64_t y1) {
     if (!x) return NULL;
-    if (x->ndim != 4 || out_h < 1 || out_w < 1) {
+    if (x->ndim != 4 || out_h < 1 || out_w < 1 || y0 < 0 || y1 > out_h || y0 >= y1) {
         lcm_fail(LCM_ERR_INTERNAL, "resize_bilinear_align_corners: needs NCHW and a positive size");
         return NULL;
     }
@@ -32,7 +37,8 @@ tensor *resize_bilinear_align_corners(const tensor *x, int64_t out_h, int64_t ou
     const tensor *in = plain ? plain : x;
     if (!in) return NULL;
     int64_t planes = in->shape[0] * in->shape[1], h = in->shape[2], w = in->shape[3];
-    tensor *y = tensor_new4(in->shape[0], in->shape[1], out_h, out_w);
+    int64_t band = y1 - y0;
+    tensor *y = tensor_new4(in->shape[0], in->shape[1], band, out_w);
     tap *rows = malloc(sizeof(tap) * (size_t)out_h), *cols = malloc(sizeof(tap) * (size_t)out_w);
     if (!y || !rows || !cols) {
         if (y) lcm_fail(LCM_ERR_OUT_OF_MEMORY, "resize_bilinear_align_corners: out of memory");
@@ -47,9 +53,9 @@ tensor *resize_bilinear_align_corners(const tensor *x, int64_t out_h, int64_t ou
     #pragma omp parallel for
     for (int64_t p = 0; p < planes; p++) {
         const float *src = in->data + p * h * w;
-        float *dst = y->data + p * out_h * out_w;
-        for (int64_t oy = 0; oy < out_h; oy++) {
-            const tap r = rows[oy];
+        float *dst = y->data + p * band * out_w;
+        for (int64_t oy = 0; oy < band; oy++) {
+            const tap r = rows[y0 + oy];
             const float *a = src + r.i0 * w, *b = src + r.i1 * w;
             for (int64_t ox = 0; ox < out_w; ox++) {
                 const tap c = cols[ox];

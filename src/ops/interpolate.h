@@ -9,4 +9,9 @@
 // x [N, C, H, W] -> [N, C, out_h, out_w].
 tensor *resize_bilinear_align_corners(const tensor *x, int64_t out_h, int64_t out_w);
 
+// Only output rows [y0, y1) of that resize: [N, C, y1 - y0, out_w], identical to the same rows of
+// the full result (for callers that process a large output in bands).
+tensor *resize_bilinear_align_corners_rows(const tensor *x, int64_t out_h, int64_t out_w,
+                                           int64_t y0, int64_t y1);
+
 #endif
