@@ -11,5 +11,6 @@ int cmd_compare(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
 
 #endif

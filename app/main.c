@@ -16,6 +16,7 @@ static const command commands[] = {
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
     {"pull", cmd_pull, "download a model from the Hugging Face hub into the shared cache"},
     {"serve", cmd_serve, "serve a web page and the A1111/OpenAI image APIs for one model (HTTP)"},
+    {"preprocess", cmd_preprocess, "make a ControlNet control image from a photo (normal: NormalBae)"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
     {"compare", cmd_compare, "run two models (or precisions) on the same prompts and seeds: speed, size, image agreement"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},

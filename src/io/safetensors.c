@@ -32,6 +32,8 @@ struct st_file {
     st_tensor **by_name; // sorted by name, for st_find
     char **metadata_keys, **metadata_values;
     size_t metadata_count;
+    void **buffers; // st_open_table: malloc'd blocks the tensors point into
+    size_t buffer_count;
 };
 
 static const struct {
@@ -103,6 +105,8 @@ void st_close(st_file *file) {
     free(file->metadata_values);
     free(file->tensors);
     free(file->by_name);
+    for (size_t i = 0; i < file->buffer_count; i++) free(file->buffers[i]);
+    free(file->buffers);
     if (file->mapping) munmap(file->mapping, file->mapping_size);
     free(file->path);
     free(file);
@@ -499,4 +503,65 @@ void st_release_pages(const st_file *file, const st_tensor *t) {
     uintptr_t end = ((uintptr_t)t->data + t->nbytes) / page * page;
     // A read-only private file mapping: dropped pages come back from the file if touched again.
     if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
+lcm_status st_open_table(const char *label, st_tensor *tensors, size_t count, void *mapping,
+                         size_t mapping_size, void **buffers, size_t n_buffers, st_file **out) {
+    *out = NULL;
+    st_file *f = new_file(label);
+    if (!f) {
+        for (size_t i = 0; i < count; i++) free((char *)tensors[i].name);
+        free(tensors);
+        if (mapping) munmap(mapping, mapping_size);
+        for (size_t i = 0; i < n_buffers; i++) free(buffers[i]);
+        free(buffers);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    }
+    f->tensors = tensors;
+    f->count = count;
+    f->mapping = mapping;
+    f->mapping_size = mapping_size;
+    f->buffers = buffers;
+    f->buffer_count = n_buffers;
+    f->by_name = malloc((count ? count : 1) * sizeof *f->by_name);
+    if (!f->by_name) {
+        st_close(f);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    }
+    for (size_t i = 0; i < count; i++) f->by_name[i] = &f->tensors[i];
+    qsort(f->by_name, count, sizeof *f->by_name, compare_tensor_names);
+    for (size_t i = 1; i < count; i++)
+        if (!strcmp(f->by_name[i - 1]->name, f->by_name[i]->name)) {
+            lcm_status st = lcm_fail(LCM_ERR_FORMAT, "%s: tensor name '%s' appears twice", label,
+                                     f->by_name[i]->name);
+            st_close(f);
+            return st;
+        }
+    *out = f;
+    return LCM_OK;
+}
+
+size_t st_metadata_count(const st_file *file) { return file->metadata_count; }
+
+const char *st_metadata_key_at(const st_file *file, size_t index) {
+    return index < file->metadata_count ? file->metadata_keys[index] : NULL;
+}
+
+lcm_status st_table_add_metadata(st_file *file, const char *key, const char *value) {
+    if (st_metadata(file, key))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: metadata key '%s' appears twice", file->path, key);
+    char **keys = realloc(file->metadata_keys, (file->metadata_count + 1) * sizeof *keys);
+    if (keys) file->metadata_keys = keys;
+    char **values = keys ? realloc(file->metadata_values, (file->metadata_count + 1) * sizeof *values)
+                         : NULL;
+    if (values) file->metadata_values = values;
+    char *k = values ? strdup(key) : NULL, *v = k ? strdup(value) : NULL;
+    if (!v) {
+        free(k);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", file->path);
+    }
+    file->metadata_keys[file->metadata_count] = k;
+    file->metadata_values[file->metadata_count] = v;
+    file->metadata_count++;
+    return LCM_OK;
 }

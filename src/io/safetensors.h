@@ -54,6 +54,15 @@ lcm_status st_open(const char *path, st_file **out);
 // source in error messages. Used by the fuzz harness and tests.
 lcm_status st_open_memory(const void *bytes, size_t size, const char *label, st_file **out);
 
+// An st_file over tensors that another container format located (io/torch_pickle.c), so that
+// weight sets and loaders read both formats through one interface. Takes ownership, also on
+// failure, of `tensors` (count entries, each name malloc'd; data pointers must stay valid while the
+// file is open and nbytes must equal numel * dtype size), of `mapping` (munmap'd at close; NULL
+// when none) and of `buffers` (n_buffers malloc'd blocks the data points into, freed at close).
+// Fails, naming `label`, when two tensors have the same name.
+lcm_status st_open_table(const char *label, st_tensor *tensors, size_t count, void *mapping,
+                         size_t mapping_size, void **buffers, size_t n_buffers, st_file **out);
+
 // Releases the mapping and everything st_find/st_at returned. NULL is allowed.
 void st_close(st_file *file);
 
@@ -65,6 +74,11 @@ const st_tensor *st_at(const st_file *file, size_t index);
 const st_tensor *st_find(const st_file *file, const char *name);
 // A `__metadata__` string value, or NULL. Borrowed from `file`.
 const char *st_metadata(const st_file *file, const char *key);
+// The metadata entries in file order: keys from 0 to st_metadata_count()-1. Borrowed.
+size_t st_metadata_count(const st_file *file);
+const char *st_metadata_key_at(const st_file *file, size_t index);
+// Adds a metadata entry (copied) to a file made by st_open_table; an existing key is an error.
+lcm_status st_table_add_metadata(st_file *file, const char *key, const char *value);
 
 const char *st_dtype_name(st_dtype dtype);
 size_t st_dtype_size(st_dtype dtype);

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "io/json_config.h"
 #include "io/safetensors_write.h"
+#include "io/torch_pickle.h"
 
 // Real SD checkpoints are split in at most a handful of shards; this bound keeps a hostile index
 // file from opening thousands of files.
@@ -70,7 +71,10 @@ lcm_status weight_set_open_file(const char *path, weight_set **out) {
     *out = NULL;
     weight_set *ws;
     LCM_TRY(new_set(path, 1, &ws));
-    lcm_status st = st_open(path, &ws->shards[0]);
+    // PyTorch checkpoints (.pt/.pth/.ckpt/.bin) are read by the whitelist unpickler into the same
+    // tensor table as a safetensors file.
+    lcm_status st = torch_is_checkpoint_name(path) ? torch_open(path, &ws->shards[0])
+                                                   : st_open(path, &ws->shards[0]);
     if (st != LCM_OK) {
         weight_set_close(ws);
         return st;

@@ -15,7 +15,8 @@ typedef struct weight_set weight_set;
 lcm_status weight_set_open(const char *dir, const char *basename, const char *variant,
                            weight_set **out);
 
-// Opens one explicit .safetensors file as a weight set.
+// Opens one explicit .safetensors file as a weight set; a .pt/.pth/.ckpt/.bin file is read as a
+// PyTorch checkpoint (io/torch_pickle.h).
 lcm_status weight_set_open_file(const char *path, weight_set **out);
 
 // Single-file checkpoints in another naming scheme (the original Stable Diffusion layout): the
