@@ -19,6 +19,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     clip_text_free(p->text_encoder);
     unet_free(p->unet);
     vae_free(p->vae);
+    controlnet_free(p->controlnet);
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
     free(p);
@@ -88,14 +89,18 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->precision != LCM_PRECISION_FP32)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
                         (int)options->precision);
-    if (options->lora_count || options->controlnet || options->taesd)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA, ControlNet and TAESD are not supported yet");
+    if (options->lora_count || options->taesd)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA and TAESD are not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;
     if (p->threads > 0) omp_set_num_threads(p->threads);
     lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
     if (st == LCM_OK) st = load_components(p);
+    if (st == LCM_OK && options->controlnet) {
+        st = controlnet_load(options->controlnet, options->variant, &p->controlnet);
+        if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
+    }
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;

@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "io/model_folder.h"
 #include "lcm.h"
+#include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sched/lcm_scheduler.h"
@@ -21,6 +22,7 @@ struct lcm_pipeline {
     clip_text_model *text_encoder;
     unet_model *unet;
     vae_model *vae;
+    controlnet_model *controlnet; // NULL unless the options named one
     lcm_scheduler_config scheduler_config;
     int threads;
 };
