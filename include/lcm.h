@@ -163,6 +163,22 @@ lcm_status lcm_generate(lcm_pipeline *pipeline, const lcm_request *request, lcm_
 // Releases a result and its images. NULL is allowed.
 void lcm_result_free(lcm_result *result);
 
+// Reads a PNG or JPEG file (told apart by content) as 8-bit RGB (alpha dropped, grayscale
+// expanded), e.g. for lcm_request.init_image / control_image. On success image->rgb is malloc'd and
+// owned by the caller (lcm_image_release); on failure *image is zeroed and the message names the
+// file. `path` is borrowed.
+lcm_status lcm_image_read(const char *path, lcm_image *image);
+
+// Frees image->rgb and zeroes *image. NULL is allowed.
+void lcm_image_release(lcm_image *image);
+
+// Canny edge map of `image` as a ControlNet control image, as controlnet_aux's CannyDetector
+// (cv2.Canny(image, low, high): 3x3 Sobel, L1 magnitude, no blur; edges 255 on all three
+// channels, 0 elsewhere; defaults 100 / 200). *edges gets a new image of the same size, owned by
+// the caller (lcm_image_release). `image` is borrowed.
+lcm_status lcm_canny(const lcm_image *image, double low_threshold, double high_threshold,
+                     lcm_image *edges);
+
 // Writes one RGB image as a PNG, atomically (a temporary file in the same folder renamed into
 // place: `path` never holds a partial file). `parameters` (may be NULL) is stored as the A1111
 // `parameters` tEXt chunk. All arguments are borrowed.
