@@ -71,7 +71,8 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
-    bool quiet = false;
+    bool quiet = false, lora_lenient = false;
+    args_list lora_specs = {0};
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline)", false},
         {"prompt", ARG_STRING, &prompt, "what to draw (or give it as the argument)", false},
@@ -83,6 +84,11 @@ int cmd_generate(int argc, char **argv) {
         {"batch", ARG_INT, &batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
         {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        {"lora", ARG_STRING, &lora_specs,
+         "LoRA adapter FILE[:SCALE] (.safetensors, kohya/diffusers/PEFT keys; scale 1 by default; "
+         "repeatable)",
+         true},
+        {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -109,16 +115,34 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    lcm_pipeline_options options;
-    lcm_pipeline_options_init(&options);
-    options.variant = variant;
-    options.threads = (int)threads;
-    lcm_pipeline *pipeline;
-    lcm_status st = lcm_pipeline_open(model, &options, &pipeline);
+    // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
+    lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
+    char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
+    lcm_status st = LCM_OK;
+    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
+        size_t length;
+        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
+        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
+        loras[i].path = lora_paths[i];
+    }
+    lcm_pipeline *pipeline = NULL;
+    if (st == LCM_OK) {
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        options.variant = variant;
+        options.threads = (int)threads;
+        options.loras = loras;
+        options.lora_count = lora_specs.count;
+        options.lora_lenient = lora_lenient;
+        st = lcm_pipeline_open(model, &options, &pipeline);
+    }
+    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
-        fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
+        fprintf(stderr, "lcm generate: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
         return exit_code_for(st);
     }
+    if (!quiet && *lcm_pipeline_lora_report(pipeline))
+        fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
 
     lcm_request request;
     lcm_request_init(&request);

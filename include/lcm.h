@@ -63,6 +63,12 @@ typedef struct lcm_lora {
     float scale;      // 1.0 = as trained
 } lcm_lora;
 
+// Splits a command-line adapter spec "FILE[:SCALE]" (`lcm generate --lora`): *path_length receives
+// the length of FILE at the start of `spec`, *scale SCALE (1.0 when absent). Paths may contain
+// ':', so only a suffix after the LAST ':' that is a complete finite number counts as the scale
+// ("a:b.safetensors" is all path). LCM_ERR_INVALID_ARGUMENT for an empty FILE. `spec` is borrowed.
+lcm_status lcm_lora_spec_parse(const char *spec, size_t *path_length, float *scale);
+
 typedef struct lcm_pipeline_options {
     // Weight variant: "fp16" loads *.fp16.safetensors where present, falling back to the plain
     // file (as diffusers' `variant=`). NULL or "" for the plain files.
@@ -96,6 +102,11 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
 
 // Releases everything the pipeline owns. NULL is allowed.
 void lcm_pipeline_close(lcm_pipeline *pipeline);
+
+// What the LoRA adapters did when the pipeline was opened, one line per adapter:
+// "FILE (scale S): N tensors applied to M modules (unet U, text_encoder T)"; "" without adapters.
+// Owned by the pipeline; valid until lcm_pipeline_close.
+const char *lcm_pipeline_lora_report(const lcm_pipeline *pipeline);
 
 // The UNet's native image size (sample_size * 8), the default width and height. Never fails.
 int lcm_pipeline_default_size(const lcm_pipeline *pipeline);

@@ -24,23 +24,14 @@
 #include "pipeline/pipeline.h"
 #include "testutil.h"
 
-// Stages that do not depend on the LoRA (used while LoRA loading is not available in this build).
-static bool lora_free_stage(const char *name) {
-    return !strcmp(name, "prompt_embeds") || !strcmp(name, "negative_prompt_embeds") ||
-           !strcmp(name, "initial_latents") || !strcmp(name, "controlnet_cond") ||
-           !strncmp(name, "step0.controlnet_", 17) || !strcmp(name, "step0.unet_latent_input");
-}
-
 typedef struct trace_state {
     const st_file *golden;
-    bool only_lora_free;
     int compared;
 } trace_state;
 
 static void on_trace(void *user, const char *name, const tensor *value) {
     trace_state *s = user;
     if (!st_find(s->golden, name)) return;
-    if (s->only_lora_free && !lora_free_stage(name)) return;
     double abs_tol = 0, rel = 1e-3;
     if (!strcmp(name, "prompt_embeds") || !strcmp(name, "negative_prompt_embeds")) abs_tol = 1e-4, rel = 1e-4;
     else if (!strcmp(name, "timestep_cond")) abs_tol = 2e-3, rel = 0;
@@ -124,10 +115,9 @@ static bool lora_from_note(const char *note, const char *model_dir, char *path, 
     return n >= 1;
 }
 
-// Opens the pipeline with the LoRA (when given) and ControlNet. *lora_missing is set when this
-// build cannot fuse LoRAs yet, and the pipeline is then opened without it.
+// Opens the pipeline with the LoRA (when given) and the ControlNet (when given).
 static lcm_pipeline *open_pipeline(const char *model_dir, const char *lora, float lora_scale,
-                                   const char *controlnet, bool *lora_missing) {
+                                   const char *controlnet) {
     lcm_pipeline_options o;
     lcm_pipeline_options_init(&o);
     lcm_lora adapter = {lora, lora_scale};
@@ -137,20 +127,12 @@ static lcm_pipeline *open_pipeline(const char *model_dir, const char *lora, floa
     }
     o.controlnet = controlnet;
     lcm_pipeline *p = NULL;
-    *lora_missing = false;
     lcm_status st = lcm_pipeline_open(model_dir, &o, &p);
-    if (st == LCM_ERR_UNSUPPORTED && lora && strstr(lcm_last_error(), "LoRA") &&
-        strstr(lcm_last_error(), "not supported yet")) {
-        fprintf(stderr, "NOTE: LoRA fusing is not in this build: comparing only the stages before the UNet\n");
-        *lora_missing = true;
-        o.lora_count = 0;
-        st = lcm_pipeline_open(model_dir, &o, &p);
-    }
     CHECK(st == LCM_OK, "opening %s: %s", model_dir, lcm_last_error());
     return p;
 }
 
-static void run_case(lcm_pipeline *p, const char *path, const char *golden_dir, bool lora_missing) {
+static void run_case(lcm_pipeline *p, const char *path, const char *golden_dir) {
     st_file *golden;
     CHECK_OK(st_open(path, &golden));
     if (!golden) return;
@@ -185,11 +167,11 @@ static void run_case(lcm_pipeline *p, const char *path, const char *golden_dir, 
         r.control_image = &control;
         r.control_scale = (float)golden_number(info, "scale");
     }
-    trace_state state = {.golden = golden, .only_lora_free = lora_missing};
+    trace_state state = {.golden = golden};
     tensor *image = NULL;
     CHECK_OK(txt2img_run(p, &r, on_trace, &state, &image));
-    CHECK(state.compared >= 3, "%s: only %d intermediates compared", path, state.compared);
-    if (image && !lora_missing) check_images(golden, image);
+    CHECK(state.compared >= 10, "%s: only %d intermediates compared", path, state.compared);
+    if (image) check_images(golden, image);
     fprintf(stderr, "%s: %d intermediates compared\n", path, state.compared);
     tensor_free(image);
     free(control_rgb);
@@ -246,12 +228,11 @@ static int run_folder_cases(const char *model_dir, const char *golden_dir, const
     int n = test_list_files(golden_dir, prefix, ".safetensors", &names);
     int cases = 0;
     if (n > 0) {
-        bool lora_missing = false;
-        lcm_pipeline *p = open_pipeline(model_dir, lora, lora_scale, controlnet, &lora_missing);
+        lcm_pipeline *p = open_pipeline(model_dir, lora, lora_scale, controlnet);
         for (int i = 0; p && i < n; i++) {
             char path[1400];
             test_path(path, sizeof path, "%s/%s", golden_dir, names[i]);
-            run_case(p, path, golden_dir, lora_missing);
+            run_case(p, path, golden_dir);
             cases++;
         }
         lcm_pipeline_close(p);

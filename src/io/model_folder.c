@@ -93,8 +93,20 @@ lcm_status model_folder_load_config(const model_folder *folder, const char *comp
 
 lcm_status model_folder_open_weights(const model_folder *folder, const char *component,
                                      const char *basename, weight_set **out) {
-    if (folder->synthetic) return weight_set_open_synthetic(folder->synthetic, component, out);
-    char dir[PATH_MAX];
-    LCM_TRY(model_folder_component_dir(folder, component, dir, sizeof dir));
-    return weight_set_open(dir, basename, folder->variant, out);
+    if (folder->synthetic) {
+        LCM_TRY(weight_set_open_synthetic(folder->synthetic, component, out));
+    } else {
+        char dir[PATH_MAX];
+        LCM_TRY(model_folder_component_dir(folder, component, dir, sizeof dir));
+        LCM_TRY(weight_set_open(dir, basename, folder->variant, out));
+    }
+    if (folder->weights_hook) {
+        lcm_status st = folder->weights_hook(folder->weights_hook_user, component, *out);
+        if (st != LCM_OK) {
+            weight_set_close(*out);
+            *out = NULL;
+            return st;
+        }
+    }
+    return LCM_OK;
 }

@@ -24,6 +24,11 @@ typedef struct model_folder {
     // When set (lcm synth), components are loaded from synthetic weights recorded here instead of
     // files; borrowed, not freed by model_folder_close.
     weight_recorder *synthetic;
+    // When set, called with every component's weights right after model_folder_open_weights has
+    // opened them, before any tensor is read (the pipeline attaches LoRA patches here). A failure
+    // fails the open. `weights_hook_user` is passed through; both borrowed.
+    lcm_status (*weights_hook)(void *user, const char *component, weight_set *weights);
+    void *weights_hook_user;
 } model_folder;
 
 // Opens DIR (which must exist and hold either model_index.json or config.json). `variant` may be

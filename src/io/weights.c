@@ -23,6 +23,11 @@ struct weight_set {
     size_t shard_count;
     weight_recorder *recorder; // non-NULL for a synthetic set
     char *component;
+    struct {
+        weight_patch_fn fn;
+        void *user;
+    } patches[WEIGHT_SET_MAX_PATCHES];
+    int patch_count;
 };
 
 typedef struct recorded_tensor {
@@ -175,17 +180,45 @@ const st_tensor *weight_set_find(const weight_set *ws, const char *name, const s
 static lcm_status synthesize(const weight_set *ws, const char *name, int ndim,
                              const int64_t *shape, float **out);
 
+lcm_status weight_set_add_patch(weight_set *ws, weight_patch_fn patch, void *user) {
+    if (ws->patch_count == WEIGHT_SET_MAX_PATCHES)
+        return lcm_fail(LCM_ERR_INTERNAL, "%s: more than %d weight patches", ws->source,
+                        WEIGHT_SET_MAX_PATCHES);
+    ws->patches[ws->patch_count].fn = patch;
+    ws->patches[ws->patch_count].user = user;
+    ws->patch_count++;
+    return LCM_OK;
+}
+
+// Runs the attached patches on a loaded tensor; on failure frees it.
+static lcm_status apply_patches(const weight_set *ws, const char *name, int ndim,
+                                const int64_t *shape, float **values) {
+    for (int i = 0; i < ws->patch_count; i++) {
+        lcm_status st = ws->patches[i].fn(ws->patches[i].user, name, ndim, shape, *values);
+        if (st != LCM_OK) {
+            free(*values);
+            *values = NULL;
+            return st;
+        }
+    }
+    return LCM_OK;
+}
+
 lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out) {
-    if (ws->recorder) return synthesize(ws, name, ndim, shape, out);
+    if (ws->recorder) {
+        LCM_TRY(synthesize(ws, name, ndim, shape, out));
+        return apply_patches(ws, name, ndim, shape, out);
+    }
     const st_file *file;
-    if (!weight_set_find(ws, name, &file)) {
+    const st_tensor *t = weight_set_find(ws, name, &file);
+    if (!t) {
         *out = NULL;
         return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' is missing", ws->source, name);
     }
     LCM_TRY(st_load_f32(file, name, ndim, shape, out));
-    st_release_pages(file, st_find(file, name));
-    return LCM_OK;
+    st_release_pages(file, t);
+    return apply_patches(ws, name, t->ndim, t->shape, out);
 }
 
 size_t weight_set_count(const weight_set *ws) {

@@ -28,6 +28,19 @@ const st_tensor *weight_set_find(const weight_set *ws, const char *name, const s
 lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out);
 
+// A patch on the values of every weight the set loads (LoRA fusion): weight_set_load_f32 calls it
+// with the tensor's name, its shape and the freshly converted float32 values, which it may change
+// in place. Every model loader reads through weight_set_load_f32, so whatever packs, reorders or
+// quantizes the weights afterwards sees the patched values. A failing patch fails the load.
+typedef lcm_status (*weight_patch_fn)(void *user, const char *name, int ndim, const int64_t *shape,
+                                      float *values);
+
+#define WEIGHT_SET_MAX_PATCHES 4
+
+// Adds a patch; patches run in the order they were added. `user` is borrowed and must outlive every
+// later load from `ws`.
+lcm_status weight_set_add_patch(weight_set *ws, weight_patch_fn patch, void *user);
+
 // Iterates every tensor of every shard (for `lcm info`): index from 0 to weight_set_count()-1.
 size_t weight_set_count(const weight_set *ws);
 const st_tensor *weight_set_at(const weight_set *ws, size_t index);

@@ -22,6 +22,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     controlnet_free(p->controlnet);
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
+    lora_set_free(p->loras);
     free(p);
 }
 
@@ -75,6 +76,15 @@ static lcm_status load_components(lcm_pipeline *p) {
     return LCM_OK;
 }
 
+// model_folder weights hook: LoRA updates are fused as the unet and text encoder read weights.
+static lcm_status attach_loras(void *loras, const char *component, weight_set *weights) {
+    return lora_set_attach(loras, component, weights);
+}
+
+const char *lcm_pipeline_lora_report(const lcm_pipeline *p) {
+    return p->loras ? lora_set_report(p->loras) : "";
+}
+
 lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
                              lcm_pipeline **out) {
     *out = NULL;
@@ -89,14 +99,27 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->precision != LCM_PRECISION_FP32)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
                         (int)options->precision);
-    if (options->lora_count || options->taesd)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA and TAESD are not supported yet");
+    if (options->taesd) return lcm_fail(LCM_ERR_UNSUPPORTED, "TAESD is not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;
     if (p->threads > 0) omp_set_num_threads(p->threads);
-    lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
+    // Adapter files are checked before the (slow) model load.
+    lcm_status st = LCM_OK;
+    if (options->lora_count)
+        st = lora_set_open(options->loras, options->lora_count, options->lora_lenient != 0, &p->loras);
+    if (st == LCM_OK) st = model_folder_open(model_dir, options->variant, &p->folder);
+    if (st == LCM_OK && p->loras) {
+        p->folder.weights_hook = attach_loras;
+        p->folder.weights_hook_user = p->loras;
+    }
     if (st == LCM_OK) st = load_components(p);
+    if (st == LCM_OK && p->loras) {
+        p->folder.weights_hook = NULL;
+        st = lora_set_finish(p->loras);
+    }
+    // The ControlNet is loaded after the hook is removed: diffusers' load_lora_weights adapts the
+    // UNet and text encoder only.
     if (st == LCM_OK && options->controlnet) {
         st = controlnet_load(options->controlnet, options->variant, &p->controlnet);
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);

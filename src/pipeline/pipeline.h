@@ -6,6 +6,7 @@
 #ifndef LCM_PIPELINE_PIPELINE_H
 #define LCM_PIPELINE_PIPELINE_H
 
+#include "adapt/lora.h"
 #include "core/tensor.h"
 #include "io/model_folder.h"
 #include "lcm.h"
@@ -25,6 +26,7 @@ struct lcm_pipeline {
     controlnet_model *controlnet; // NULL unless the options named one
     lcm_scheduler_config scheduler_config;
     int threads;
+    lora_set *loras; // NULL without adapters; fused into the unet and text encoder at load
 };
 
 // Called with each intermediate; the tensor is borrowed for the duration of the call.
