@@ -21,6 +21,7 @@
 
 #include "golden.h"
 #include "io/image.h"
+#include "io/image_resize.h"
 #include "io/model_folder.h"
 #include "models/controlnet.h"
 #include "testutil.h"
@@ -230,12 +231,19 @@ static void expect_error(const char *args, const char *needle, const char *why) 
     fprintf(stderr, "%s -> %s", why, msg);
 }
 
-// Writes the PNG at `png` as a JPEG at `jpeg` (quality 95).
+// Writes the PNG at `png` as a JPEG at `jpeg` (quality 95), resized to 7/5 of its width and 3/4
+// of its height (an odd size, so the pipeline has to resize it back).
 static void png_to_jpeg(const char *png, const char *jpeg) {
-    uint8_t *rgb = NULL;
+    uint8_t *rgb = NULL, *scaled = NULL;
     int w, h;
     CHECK_OK(image_read_png(png, &rgb, &w, &h));
     if (!rgb) return;
+    CHECK_OK(image_resize_lanczos(rgb, w, h, w * 7 / 5, h * 3 / 4, &scaled));
+    free(rgb);
+    if (!scaled) return;
+    rgb = scaled;
+    w = w * 7 / 5;
+    h = h * 3 / 4;
     FILE *fp = fopen(jpeg, "wb");
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr err;
@@ -369,18 +377,26 @@ int main(void) {
                  cn_model, cn_dir, control_png);
         expect_error(args, "canny", "unknown preprocessor");
 
-        // JPEG control image and canny preprocessing run through (nothing to compare them with).
+        // A JPEG control image of another size, canny-preprocessed, runs through (nothing to compare
+        // it with; the output size is given).
         test_path(jpeg, sizeof jpeg, "%s/control.jpg", tmpdir);
         png_to_jpeg(control_png, jpeg);
         char out[1200], cmd[8192];
         test_path(out, sizeof out, "%s/canny.png", tmpdir);
         test_path(cmd, sizeof cmd, "%s generate --quiet --model '%s' --controlnet '%s' --control-image '%s' "
                  "--control-preprocess canny --canny-low 50 --canny-high 150 --steps 2 --guidance 1 --seed 1 "
+                 "--width 64 --height 64 "
                  "--output '%s' -- 'a room'", test_lcm_bin(), cn_model, cn_dir, jpeg, out);
         int rc = test_run(cmd, NULL, 0);
         CHECK(rc == 0, "JPEG + canny control image: exit %d (%s)", rc, cmd);
-        if (rc == 0)
+        if (rc == 0) {
             CHECK(strstr(png_parameters(out), "Module: canny") != NULL, "parameters: %s", png_parameters(out));
+            uint8_t *rgb = NULL;
+            int w = 0, h = 0;
+            CHECK_OK(image_read_png(out, &rgb, &w, &h));
+            CHECK(w == 64 && h == 64, "canny run wrote %dx%d, expected 64x64", w, h);
+            free(rgb);
+        }
     }
     if (lcm_count > 0) {
         char args[4096];

@@ -10,8 +10,8 @@
 #include "core/tensor.h"
 #include "lcm.h"
 
-// rgb: height rows of width*3 bytes. The image must already be target_width x target_height
-// (diffusers would Lanczos-resize it; that resampling is not implemented: LCM_ERR_UNSUPPORTED).
+// rgb: height rows of width*3 bytes; an image of another size than target_width x target_height is
+// resized first as diffusers does (Pillow's Lanczos, io/image_resize.h).
 // *out [repeat, 3, target_height, target_width] is owned by the caller.
 lcm_status control_image_prepare(const uint8_t *rgb, int width, int height, int target_width,
                                  int target_height, int repeat, tensor **out);

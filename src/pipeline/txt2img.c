@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "models/guidance_embedding.h"
+#include "io/image_resize.h"
 #include "pipeline/control_image.h"
 #include "pipeline/pipeline.h"
 
@@ -85,9 +86,14 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
             img->height > TXT2IMG_MAX_SIDE)
             return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: %dx%d, expected 1..%d pixels a side",
                             source_names[i], img->width, img->height, TXT2IMG_MAX_SIDE);
-        // diffusers takes the output size from the image when none is given.
-        if (r->width == 0) r->width = img->width;
-        if (r->height == 0) r->height = img->height;
+        // diffusers takes the output size from the image when none is given, rounded down to a
+        // multiple of the VAE factor (VaeImageProcessor.get_default_height_width).
+        int factor = vae_get_config(p->vae)->downscale_factor;
+        if (r->width == 0) r->width = img->width - img->width % factor;
+        if (r->height == 0) r->height = img->height - img->height % factor;
+        if (r->width == 0 || r->height == 0)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: %dx%d is smaller than %d pixels a side",
+                            source_names[i], img->width, img->height, factor);
     }
     if (r->init_image && !(r->strength > 0.0f && r->strength <= 1.0f))
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "strength %g: expected 0 < strength <= 1",
@@ -103,11 +109,6 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "image size %dx%d: width and height must be multiples of 8 between 8 and %d",
                         r->width, r->height, TXT2IMG_MAX_SIDE);
-    if (r->init_image && (r->init_image->width != r->width || r->init_image->height != r->height))
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "init image is %dx%d but the output is %dx%d: give an init image of the "
-                        "output size, a multiple of 8 (resampling it is not supported yet)",
-                        r->init_image->width, r->init_image->height, r->width, r->height);
     int max_steps = lcm_pipeline_max_steps(p);
     if (r->steps < 1 || r->steps > max_steps)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
@@ -222,7 +223,14 @@ static lcm_status img2img_latents(lcm_pipeline *p, const lcm_request *r, const l
                                   lcm_rng *rng, txt2img_trace_fn trace_fn, void *trace_user,
                                   tensor **out) {
     *out = NULL;
-    tensor *image = vae_rgb8_to_image(r->init_image->rgb, r->init_image->width, r->init_image->height);
+    // An image of another size is resized as VaeImageProcessor.preprocess does (Pillow Lanczos).
+    const lcm_image *source = r->init_image;
+    uint8_t *resized = NULL;
+    if (source->width != r->width || source->height != r->height)
+        LCM_TRY(image_resize_lanczos(source->rgb, source->width, source->height, r->width, r->height,
+                                     &resized));
+    tensor *image = vae_rgb8_to_image(resized ? resized : source->rgb, r->width, r->height);
+    free(resized);
     if (!image) return LCM_ERR_OUT_OF_MEMORY;
     trace(trace_fn, trace_user, "image_preprocessed", image);
     tensor *mean = NULL, *logvar = NULL, *std = NULL, *noise = NULL, *init = NULL, *latents = NULL;
