@@ -1,4 +1,4 @@
-// Text to image with a Latent Consistency Model, step for step as diffusers'
+// Image generation with a Latent Consistency Model, step for step as diffusers' pipelines:
 // LatentConsistencyModelPipeline (fixtures/README.md section 7.2):
 //
 //   ids = tokenize(prompt); embeds = text_encoder(ids)
@@ -8,6 +8,15 @@
 //       eps = unet(latents, t, embeds, w_embedding)
 //       denoised, latents = lcm_step(eps, latents, noise = randn(...) except at the last step)
 //   image = vae.decode(denoised / scaling_factor)
+//
+// and, switched on by the request and the model (sections 7.3, 7.4):
+//  - classifier-free guidance (StableDiffusionPipeline with the LCM scheduler; UNets without a
+//    guidance embedding, guidance > 1): the UNet sees [negative; positive] embeddings and a doubled
+//    latent batch, eps = u + g * (c - u);
+//  - img2img (LatentConsistencyModelImg2ImgPipeline): the latents start from the encoded init image
+//    (a latent sample, then add_noise to the first of the strength-cut timesteps: two draws);
+//  - ControlNet (StableDiffusionControlNetPipeline): before each UNet call the ControlNet turns the
+//    same input batch and the control image into residuals for the UNet's skips and mid block.
 //
 // The random draws happen in exactly diffusers' order, so the seed alone reproduces its images.
 #include <math.h>
