@@ -222,6 +222,49 @@ static bool folder_lora(const char *dir, char *lora, size_t size, float *scale) 
     return found;
 }
 
+// Request checks that need no generation: the negative-prompt guidance rule, and the combinations
+// that are refused.
+static void check_requests(const char *sd_dir, const char *lcm_dir) {
+    lcm_pipeline *sd = open_pipeline(sd_dir, NULL, 1, NULL), *lcm = lcm_dir ? open_pipeline(lcm_dir, NULL, 1, NULL) : NULL;
+    if (!sd) return;
+    lcm_request r, resolved;
+    lcm_request_init(&r);
+    r.guidance_scale = 0.5f;
+    r.negative_prompt = "blurry";
+    CHECK_OK(txt2img_validate(sd, &r, &resolved));
+    CHECK(resolved.guidance_scale == 1.5f, "guidance 0.5 with a negative prompt resolved to %g, expected 1.5",
+          resolved.guidance_scale);
+    r.negative_prompt = NULL;
+    CHECK_OK(txt2img_validate(sd, &r, &resolved));
+    CHECK(resolved.guidance_scale == 0.5f, "guidance 0.5 without a negative prompt became %g", resolved.guidance_scale);
+    uint8_t pixel[3 * 64 * 64] = {0};
+    lcm_image img = {64, 64, pixel};
+    r.control_image = &img;
+    lcm_status st = txt2img_validate(sd, &r, &resolved);
+    CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "ControlNet"),
+          "control image without a ControlNet: %s", lcm_last_error());
+    r.control_image = NULL;
+    r.init_image = &img;
+    r.strength = 0;
+    st = txt2img_validate(sd, &r, &resolved);
+    CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "strength"), "strength 0: %s", lcm_last_error());
+    r.strength = 0.5f;
+    img.width = 70, img.height = 50; // default size: rounded down to multiples of 8
+    r.width = r.height = 0;
+    CHECK_OK(txt2img_validate(sd, &r, &resolved));
+    CHECK(resolved.width == 64 && resolved.height == 48, "init image 70x50 gives %dx%d, expected 64x48",
+          resolved.width, resolved.height);
+    if (lcm) {
+        lcm_request_init(&r);
+        r.negative_prompt = "blurry";
+        st = txt2img_validate(lcm, &r, &resolved);
+        CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "negative prompt"),
+              "negative prompt on an LCM UNet: %s", lcm_last_error());
+    }
+    lcm_pipeline_close(sd);
+    lcm_pipeline_close(lcm);
+}
+
 static int run_folder_cases(const char *model_dir, const char *golden_dir, const char *prefix,
                             const char *lora, float lora_scale, const char *controlnet) {
     char **names;
@@ -247,7 +290,7 @@ int main(void) {
     CHECK(d != NULL, "cannot list %s", root);
     struct dirent *e;
     int img2img = 0, sd15 = 0, controlnet = 0;
-    char sd_dirs[8][1024];
+    char sd_dirs[8][1024], lcm_dir[1024] = "";
     int sd_count = 0;
     char cn_dirs[8][1024];
     int cn_count = 0;
@@ -259,6 +302,7 @@ int main(void) {
         folder_class(dir, cls, sizeof cls);
         if (!strcmp(cls, "LatentConsistencyModelPipeline")) {
             img2img += run_folder_cases(dir, golden_dir, "img2img_", NULL, 1, NULL);
+            snprintf(lcm_dir, sizeof lcm_dir, "%s", dir);
         } else if (!strcmp(cls, "StableDiffusionPipeline") && sd_count < 8) {
             snprintf(sd_dirs[sd_count++], sizeof sd_dirs[0], "%s", dir);
         } else if (!strcmp(cls, "ControlNetModel") && cn_count < 8) {
@@ -302,6 +346,7 @@ int main(void) {
         }
         controlnet_free(cn);
     }
+    if (sd_count > 0) check_requests(sd_dirs[0], lcm_dir[0] ? lcm_dir : NULL);
     fprintf(stderr, "cases: img2img %d, SD1.5 %d, ControlNet %d\n", img2img, sd15, controlnet);
     CHECK(img2img > 0, "no img2img golden cases under %s", root);
     CHECK(sd15 > 0, "no StableDiffusionPipeline golden cases under %s", root);
