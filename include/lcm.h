@@ -81,7 +81,9 @@ typedef struct lcm_pipeline_options {
     const lcm_lora *loras;
     int lora_count;
     int lora_lenient;
-    // A ControlNetModel folder (diffusers layout) to steer the UNet, or NULL.
+    // A ControlNetModel folder (diffusers layout: config.json + diffusion_pytorch_model
+    // .safetensors) to steer the UNet, or NULL. Its block widths must match the UNet's
+    // (LCM_ERR_UNSUPPORTED naming both folders otherwise); requests then need a control image.
     const char *controlnet;
     // An AutoencoderTiny (TAESD) folder used instead of the VAE decoder, or NULL.
     const char *taesd;
