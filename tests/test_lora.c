@@ -70,6 +70,11 @@ static float *load_weight(const weight_set *ws, const st_tensor *t) {
     return values;
 }
 
+static bool ends_with_text(const char *s, const char *ending) {
+    size_t n = strlen(s), m = strlen(ending);
+    return n >= m && !strcmp(s + n - m, ending);
+}
+
 static bool is_matrix_weight(const st_tensor *t) {
     size_t len = strlen(t->name);
     return (t->ndim == 2 || t->ndim == 4) && len > 7 && !strcmp(t->name + len - 7, ".weight");
@@ -395,12 +400,15 @@ static lcm_status fill_fake(void *user, size_t index, float *out, int64_t numel)
 
 // Writes the tensors to tmpdir/NAME; returns the path (static buffer per call site is not
 // needed: the caller copies).
+// The dtype write_adapter stores (the fake values are exact in F16 and BF16 too).
+static st_dtype adapter_dtype = ST_F32;
+
 static void write_adapter(char *path, size_t size, const char *name, const fake_tensor *tensors,
                           int count) {
     test_path(path, size, "%s/%s", tmpdir, name);
     st_write_entry entries[16];
     for (int i = 0; i < count; i++) {
-        entries[i] = (st_write_entry){.name = tensors[i].name, .dtype = ST_F32, .ndim = tensors[i].ndim};
+        entries[i] = (st_write_entry){.name = tensors[i].name, .dtype = adapter_dtype, .ndim = tensors[i].ndim};
         memcpy(entries[i].shape, tensors[i].shape, sizeof tensors[i].shape);
     }
     CHECK_OK(st_write(path, entries, (size_t)count, fill_fake, (void *)tensors, "pt"));
@@ -427,6 +435,15 @@ static const st_tensor *pick_weight(const weight_set *ws, int ndim, const char *
         const st_tensor *t = weight_set_at(ws, i);
         if (t->ndim == ndim && is_matrix_weight(t) && !strncmp(t->name, prefix, strlen(prefix)))
             return t;
+    }
+    return NULL;
+}
+
+// The first 2-D weight of `ws` whose name ends with `ending`.
+static const st_tensor *pick_weight_ending(const weight_set *ws, const char *ending) {
+    for (size_t i = 0; i < weight_set_count(ws); i++) {
+        const st_tensor *t = weight_set_at(ws, i);
+        if (t->ndim == 2 && ends_with_text(t->name, ending)) return t;
     }
     return NULL;
 }
@@ -459,10 +476,13 @@ static void check_handmade(const char *folder) {
     char stem[512];
     kohya_name(stem, sizeof stem, "lora_unet_", lin->name, "");
 
-    // The formula, in double: W + s * (alpha / rank) * up @ down.
-    {
+    // The formula, in double: W + s * (alpha / rank) * up @ down, from F32, F16 and BF16 files.
+    const st_dtype dtypes[] = {ST_F32, ST_F16, ST_BF16};
+    for (int dt = 0; dt < 3; dt++) {
         fake_tensor t[] = {{down, 2, {rank, in}, NAN}, {up, 2, {out, rank}, NAN}, {alpha, 0, {0}, 6.0f}};
+        adapter_dtype = dtypes[dt];
         write_adapter(path, sizeof path, "good.safetensors", t, 3);
+        adapter_dtype = ST_F32;
         const float scale = 0.75f;
         lora_set *set = open_adapter(path, scale);
         weight_set *ws = set ? open_unet_weights(folder, set) : NULL;
@@ -478,8 +498,8 @@ static void check_handmade(const char *folder) {
                 want[o * in + i] = (float)(base[o * in + i] + scale * (6.0 / rank) * acc);
             }
         if (got) {
-            fprintf(stderr, "  formula on %s: max|diff| %.3g\n", lin->name,
-                    max_abs_diff(got, want, (size_t)(out * in)));
+            fprintf(stderr, "  formula on %s (%s adapter): max|diff| %.3g\n", lin->name,
+                    st_dtype_name(dtypes[dt]), max_abs_diff(got, want, (size_t)(out * in)));
             test_close("W + s*(alpha/rank)*up@down", got, want, (size_t)(out * in), 1e-6, 1e-6);
         }
         weight_set_close(ws);
@@ -523,6 +543,9 @@ static void check_handmade(const char *folder) {
                 lora_set_stats(set, 0, &stats);
                 CHECK(stats.applied_modules == 1 && stats.unmatched_keys == 2,
                       "lenient: %d applied, %d unmatched", stats.applied_modules, stats.unmatched_keys);
+                CHECK(strstr(lora_set_report(set), "2 tensors applied to 1 modules") &&
+                          strstr(lora_set_report(set), "2 unmatched keys skipped"),
+                      "lenient report: %s", lora_set_report(set));
             }
             lora_set_free(set);
         }
@@ -543,6 +566,12 @@ static void check_handmade(const char *folder) {
         fake_tensor t[] = {{down, 2, {rank, in}, NAN}, {up, 2, {out, rank}, NAN}, {alpha, 1, {2}, 1.0f}};
         write_adapter(path, sizeof path, "alpha.safetensors", t, 3);
         expect_open_error(path, LCM_ERR_FORMAT, (const char *[]){path, alpha, "scalar", NULL});
+    }
+    {
+        fake_tensor t[] = {{down, 2, {rank, in}, NAN}, {up, 2, {out, rank}, NAN},
+                           {"lora_unet_orphan.alpha", 0, {0}, 1.0f}};
+        write_adapter(path, sizeof path, "orphan.safetensors", t, 3);
+        expect_open_error(path, LCM_ERR_FORMAT, (const char *[]){path, "lora_unet_orphan", "only an alpha", NULL});
     }
     {
         fake_tensor t[] = {{down, 4, {rank, in, 1, 1}, NAN}, {up, 4, {out, rank, 3, 3}, NAN}};
@@ -679,6 +708,49 @@ static void check_pipeline_components(const char *folder) {
         }
         lcm_pipeline_close(p);
     }
+    // diffusers' attention-processor format: to_q_lora / to_out_lora of the unet's processors and
+    // of the text encoder's attention (-> q_proj / out_proj).
+    const st_tensor *uq = unet ? pick_weight_ending(unet, ".to_q.weight") : NULL;
+    const st_tensor *uo = unet ? pick_weight_ending(unet, ".to_out.0.weight") : NULL;
+    const st_tensor *tq = te ? pick_weight_ending(te, ".self_attn.q_proj.weight") : NULL;
+    const st_tensor *to = te ? pick_weight_ending(te, ".self_attn.out_proj.weight") : NULL;
+    CHECK(uq && uo && tq && to, "%s: no attention projections found", folder);
+    if (uq && uo && tq && to) {
+        char names[8][512], path[PATH_SIZE];
+        size_t lq = strlen(uq->name) - strlen(".to_q.weight"), lo = strlen(uo->name) - strlen(".to_out.0.weight");
+        size_t tl = strlen(tq->name) - strlen(".q_proj.weight"), tol = strlen(to->name) - strlen(".out_proj.weight");
+        snprintf(names[0], 512, "unet.%.*s.processor.to_q_lora.down.weight", (int)lq, uq->name);
+        snprintf(names[1], 512, "unet.%.*s.processor.to_q_lora.up.weight", (int)lq, uq->name);
+        snprintf(names[2], 512, "unet.%.*s.processor.to_out_lora.down.weight", (int)lo, uo->name);
+        snprintf(names[3], 512, "unet.%.*s.processor.to_out_lora.up.weight", (int)lo, uo->name);
+        snprintf(names[4], 512, "text_encoder.%.*s.to_q_lora.down.weight", (int)tl, tq->name);
+        snprintf(names[5], 512, "text_encoder.%.*s.to_q_lora.up.weight", (int)tl, tq->name);
+        snprintf(names[6], 512, "text_encoder.%.*s.to_out_lora.down.weight", (int)tol, to->name);
+        snprintf(names[7], 512, "text_encoder.%.*s.to_out_lora.up.weight", (int)tol, to->name);
+        const st_tensor *w[4] = {uq, uo, tq, to};
+        fake_tensor t[8];
+        for (int i = 0; i < 4; i++) {
+            t[2 * i] = (fake_tensor){names[2 * i], 2, {2, w[i]->shape[1]}, NAN};
+            t[2 * i + 1] = (fake_tensor){names[2 * i + 1], 2, {w[i]->shape[0], 2}, NAN};
+        }
+        write_adapter(path, sizeof path, "legacy.safetensors", t, 8);
+        lcm_lora lora = {path, 1.0f};
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        options.loras = &lora;
+        options.lora_count = 1;
+        lcm_pipeline *p = NULL;
+        CHECK_OK(lcm_pipeline_open(folder, &options, &p));
+        if (p) {
+            lora_stats s;
+            lora_set_stats(p->loras, 0, &s);
+            CHECK(s.unet_modules == 2 && s.text_encoder_modules == 2 && s.applied_tensors == 8,
+                  "legacy format: unet %d te %d tensors %d", s.unet_modules, s.text_encoder_modules,
+                  s.applied_tensors);
+            fprintf(stderr, "  legacy format: %s\n", lcm_pipeline_lora_report(p));
+        }
+        lcm_pipeline_close(p);
+    }
     weight_set_close(te);
     weight_set_close(unet);
 }
@@ -777,6 +849,10 @@ static void check_cli(const char *folder, const char *adapter) {
     snprintf(bad, sizeof bad, "%s:abc", adapter);
     rc = run_generate(folder, (const char *[]){bad, NULL}, "", out, sizeof out);
     CHECK(rc == 2 && strstr(out, bad), "--lora PATH:abc: rc %d, output:\n%s", rc, out);
+
+    rc = run_generate(folder, (const char *[]){":0.5", NULL}, "", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "':0.5'") && strstr(out, "FILE:SCALE"), "--lora :0.5: rc %d, output:\n%s",
+          rc, out);
 
     char nomatch[PATH_SIZE];
     test_path(nomatch, sizeof nomatch, "%s/nomatch.safetensors", tmpdir);

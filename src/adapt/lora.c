@@ -66,16 +66,19 @@ typedef enum lora_role { ROLE_DOWN, ROLE_UP, ROLE_ALPHA } lora_role;
 static const struct {
     const char *suffix;
     lora_role role;
+    bool legacy; // diffusers' attention-processor format: the module needs renaming, see below
 } ROLE_SUFFIXES[] = {
-    {".lora_linear_layer.down.weight", ROLE_DOWN}, // diffusers, text encoder
-    {".lora_linear_layer.up.weight", ROLE_UP},
-    {".lora.down.weight", ROLE_DOWN}, // diffusers
-    {".lora.up.weight", ROLE_UP},
-    {".lora_down.weight", ROLE_DOWN}, // kohya
-    {".lora_up.weight", ROLE_UP},
-    {".lora_A.weight", ROLE_DOWN}, // PEFT
-    {".lora_B.weight", ROLE_UP},
-    {".alpha", ROLE_ALPHA},
+    {".lora_linear_layer.down.weight", ROLE_DOWN, false}, // diffusers, text encoder
+    {".lora_linear_layer.up.weight", ROLE_UP, false},
+    {".lora.down.weight", ROLE_DOWN, false}, // diffusers
+    {".lora.up.weight", ROLE_UP, false},
+    {".lora_down.weight", ROLE_DOWN, false}, // kohya
+    {".lora_up.weight", ROLE_UP, false},
+    {".lora_A.weight", ROLE_DOWN, false}, // PEFT
+    {".lora_B.weight", ROLE_UP, false},
+    {"_lora.down.weight", ROLE_DOWN, true}, // diffusers < 0.21: "...attn1.processor.to_q_lora.down.weight"
+    {"_lora.up.weight", ROLE_UP, true},
+    {".alpha", ROLE_ALPHA, false},
 };
 
 static const struct {
@@ -89,6 +92,22 @@ static const struct {
     {"text_encoder.", LORA_TEXT_ENCODER, false},
 };
 
+// The attention-processor format names the processor's projections; these are the layers they
+// adapt (diffusers renames them the same way when it loads such a file).
+static const struct {
+    lora_target target;
+    const char *ending, *layer;
+} LEGACY_LAYERS[] = {
+    {LORA_UNET, ".processor.to_q", ".to_q"},
+    {LORA_UNET, ".processor.to_k", ".to_k"},
+    {LORA_UNET, ".processor.to_v", ".to_v"},
+    {LORA_UNET, ".processor.to_out", ".to_out.0"},
+    {LORA_TEXT_ENCODER, ".to_q", ".q_proj"},
+    {LORA_TEXT_ENCODER, ".to_k", ".k_proj"},
+    {LORA_TEXT_ENCODER, ".to_v", ".v_proj"},
+    {LORA_TEXT_ENCODER, ".to_out", ".out_proj"},
+};
+
 static bool starts_with(const char *s, const char *prefix) {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
@@ -98,23 +117,25 @@ static bool ends_with(const char *s, size_t len, const char *suffix) {
     return len >= n && memcmp(s + len - n, suffix, n) == 0;
 }
 
+#define LORA_MAX_NAME 512
+
 typedef struct parsed_key {
     lora_target target;
     bool kohya;
     lora_role role;
-    const char *module; // inside the key
-    size_t module_len;
-    size_t stem_len; // key length without the role suffix
+    char module[LORA_MAX_NAME]; // the layer's name in the model, or its kohya form
+    size_t stem_len;            // key length without the role suffix
 } parsed_key;
 
 // Splits a tensor name into component, module and role; false when it is not a LoRA key.
 static bool parse_key(const char *key, parsed_key *out) {
     size_t len = strlen(key);
     size_t suffix = 0;
-    bool found = false;
+    bool found = false, legacy = false;
     for (size_t i = 0; i < sizeof ROLE_SUFFIXES / sizeof ROLE_SUFFIXES[0] && !found; i++) {
         if (ends_with(key, len, ROLE_SUFFIXES[i].suffix)) {
             out->role = ROLE_SUFFIXES[i].role;
+            legacy = ROLE_SUFFIXES[i].legacy;
             suffix = strlen(ROLE_SUFFIXES[i].suffix);
             found = true;
         }
@@ -134,11 +155,24 @@ static bool parse_key(const char *key, parsed_key *out) {
             break;
         }
     }
-    out->module = module;
     if (module >= key + out->stem_len) return false;
-    out->module_len = (size_t)(key + out->stem_len - module);
+    size_t module_len = (size_t)(key + out->stem_len - module);
+    if (module_len >= sizeof out->module) return false;
     // A kohya module name has no dots; one with dots is some other format we do not know.
-    if (out->kohya && memchr(module, '.', out->module_len)) return false;
+    if (out->kohya && memchr(module, '.', module_len)) return false;
+    if (legacy && out->kohya) return false;
+    memcpy(out->module, module, module_len);
+    out->module[module_len] = 0;
+    if (legacy) {
+        size_t i = 0, n = sizeof LEGACY_LAYERS / sizeof LEGACY_LAYERS[0];
+        while (i < n && (LEGACY_LAYERS[i].target != out->target ||
+                         !ends_with(out->module, module_len, LEGACY_LAYERS[i].ending)))
+            i++;
+        if (i == n) return false;
+        size_t keep = module_len - strlen(LEGACY_LAYERS[i].ending);
+        if (keep + strlen(LEGACY_LAYERS[i].layer) >= sizeof out->module) return false;
+        strcpy(out->module + keep, LEGACY_LAYERS[i].layer);
+    }
     return true;
 }
 
@@ -161,13 +195,11 @@ static void adapter_free(lora_adapter *a) {
 static lora_module *find_or_add_module(lora_adapter *a, const char *key, const parsed_key *k) {
     for (int i = 0; i < a->module_count; i++) {
         lora_module *m = &a->modules[i];
-        if (m->target == k->target && m->kohya == k->kohya && strlen(m->module) == k->module_len &&
-            !memcmp(m->module, k->module, k->module_len))
-            return m;
+        if (m->target == k->target && m->kohya == k->kohya && !strcmp(m->module, k->module)) return m;
     }
     lora_module *m = &a->modules[a->module_count];
     *m = (lora_module){.target = k->target, .kohya = k->kohya};
-    m->module = strndup(k->module, k->module_len);
+    m->module = strdup(k->module);
     m->key = strndup(key, k->stem_len);
     if (!m->module || !m->key) {
         free(m->module);
@@ -186,8 +218,9 @@ static bool is_float_dtype(st_dtype d) {
 static lcm_status check_module(const lora_adapter *a, lora_module *m) {
     char shape_a[96], shape_b[96];
     if (!m->down || !m->up)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: LoRA module '%s' has a %s tensor but no %s tensor",
-                        a->path, m->key, m->down ? "down" : "up", m->down ? "up" : "down");
+        return lcm_fail(LCM_ERR_FORMAT, "%s: LoRA module '%s' has %s but no %s tensor", a->path,
+                        m->key, m->down ? "a down tensor" : m->up ? "an up tensor" : "only an alpha",
+                        !m->down && !m->up ? "down or up" : m->down ? "up" : "down");
     const st_tensor *pair[2] = {m->down, m->up};
     for (int i = 0; i < 2; i++) {
         const st_tensor *t = pair[i];
@@ -225,9 +258,10 @@ static lcm_status check_module(const lora_adapter *a, lora_module *m) {
     m->rank = (int)m->down->shape[0];
     if (m->alpha) {
         const st_tensor *t = m->alpha;
-        if (t->numel != 1 || t->ndim > 1 || !is_float_dtype(t->dtype))
+        // Any numeric dtype: diffusers reads alpha with .item().
+        if (t->numel != 1 || t->ndim > 1 || t->dtype == ST_BOOL)
             return lcm_fail(LCM_ERR_FORMAT,
-                            "%s: tensor '%s' has shape %s and dtype %s, expected a float scalar",
+                            "%s: tensor '%s' has shape %s and dtype %s, expected a numeric scalar",
                             a->path, t->name, st_format_shape(shape_a, sizeof shape_a, t->ndim, t->shape),
                             st_dtype_name(t->dtype));
         LCM_TRY(st_read_f32(a->file, t, &m->alpha_value));
@@ -494,9 +528,20 @@ lcm_status lora_set_finish(lora_set *set) {
         const lora_adapter *a = &set->adapters[i];
         const lora_stats *s = &a->stats;
         int w = snprintf(set->report + used, report_size - used,
-                         "%s (scale %g): %d tensors applied to %d modules (unet %d, text_encoder %d)%s",
+                         "%s (scale %g): %d tensors applied to %d modules (unet %d, text_encoder %d)",
                          a->path, (double)a->scale, s->applied_tensors, s->applied_modules,
-                         s->unet_modules, s->text_encoder_modules, i + 1 < set->count ? "\n" : "");
+                         s->unet_modules, s->text_encoder_modules);
+        if (w > 0) used += (size_t)w;
+        if (used >= report_size) used = report_size - 1;
+        if (s->unmatched_keys) {
+            w = snprintf(set->report + used, report_size - used, "; %d unmatched keys skipped",
+                         s->unmatched_keys);
+            if (w > 0) used += (size_t)w;
+            if (used >= report_size) used = report_size - 1;
+        }
+        w = snprintf(set->report + used, report_size - used, "%s", i + 1 < set->count ? "\n" : "");
+        if (w > 0) used += (size_t)w;
+        if (used >= report_size) used = report_size - 1;
         if (w > 0) used += (size_t)w;
         if (used >= report_size) used = report_size - 1;
     }

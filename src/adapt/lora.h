@@ -14,6 +14,9 @@
 //   diffusers  unet.{module}.lora.down.weight / .lora.up.weight
 //              text_encoder.{module}.lora_linear_layer.down.weight / .up.weight
 //   PEFT       [base_model.model.][unet.|text_encoder.]{module}.lora_A.weight / .lora_B.weight
+//   diffusers' attention-processor format (before 0.21):
+//              unet.{attention}.processor.to_{q,k,v,out}_lora.down.weight / .up.weight
+//              text_encoder.{attention}.to_{q,k,v,out}_lora.down.weight  (-> q/k/v/out_proj)
 // and a `{stem}.alpha` beside any of them. Dotted keys without a component prefix belong to the
 // UNet, or to the text encoder when the module starts with "text_model.".
 //

@@ -31,7 +31,9 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
 // A patch on the values of every weight the set loads (LoRA fusion): weight_set_load_f32 calls it
 // with the tensor's name, its shape and the freshly converted float32 values, which it may change
 // in place. Every model loader reads through weight_set_load_f32, so whatever packs, reorders or
-// quantizes the weights afterwards sees the patched values. A failing patch fails the load.
+// quantizes the weights afterwards sees the patched values. A failing patch fails the load. Any
+// other function added here that hands out weight values must run the patches too. Patches are
+// not thread-safe: load from one thread at a time.
 typedef lcm_status (*weight_patch_fn)(void *user, const char *name, int ndim, const int64_t *shape,
                                       float *values);
 
