@@ -92,6 +92,85 @@ static void run_case(const controlnet_model *cn, const char *golden_dir, const c
     st_close(file);
 }
 
+// A copy of the ControlNet folder in `tmp` whose config.json has `field` set to the JSON `value`
+// (weights linked). Returns false when it cannot be made.
+static bool variant_folder(const char *dir, const char *tmp, const char *field, const char *value) {
+    char path[1200], cmd[4096];
+    test_path(path, sizeof path, "%s/config.json", dir);
+    json_config c;
+    if (json_config_load(path, NULL, &c) != LCM_OK) return false;
+    cJSON_ReplaceItemInObjectCaseSensitive(c.root, field, cJSON_Parse(value));
+    char *text = cJSON_Print(c.root);
+    json_config_free(&c);
+    test_path(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && ln -s '%s'/diffusion_pytorch_model.safetensors '%s'/",
+              tmp, tmp, dir, tmp);
+    bool ok = text && test_run(cmd, NULL, 0) == 0;
+    test_path(path, sizeof path, "%s/config.json", tmp);
+    FILE *fp = ok ? fopen(path, "w") : NULL;
+    if (fp) {
+        fputs(text, fp);
+        fclose(fp);
+    }
+    cJSON_free(text);
+    return fp != NULL;
+}
+
+// controlnet_conditioning_channel_order "bgr": the same network fed the channel-reversed image
+// gives the same residuals; global_pool_conditions true is refused naming the field.
+static void check_config_variants(const char *dir, const char *golden_path) {
+    char tmp[] = "/tmp/lcm-controlnet-XXXXXX";
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+    char bgr_dir[1200], pool_dir[1200];
+    test_path(bgr_dir, sizeof bgr_dir, "%s/bgr", tmp);
+    test_path(pool_dir, sizeof pool_dir, "%s/pool", tmp);
+    st_file *file = NULL;
+    CHECK_OK(st_open(golden_path, &file));
+    controlnet_model *bgr = NULL;
+    if (file && variant_folder(dir, bgr_dir, "controlnet_conditioning_channel_order", "\"bgr\"")) {
+        CHECK_OK(controlnet_load(bgr_dir, NULL, &bgr));
+        tensor *sample = golden_tensor(file, "sample"), *context = golden_tensor(file, "encoder_hidden_states");
+        tensor *cond = golden_tensor(file, "controlnet_cond");
+        cJSON *info = golden_info(file);
+        int64_t timestep = 0;
+        const st_tensor *t = st_find(file, "timestep");
+        if (t) st_read_i64(file, t, &timestep);
+        if (bgr && sample && context && cond) {
+            // Reverse the channels of the stored RGB image; the BGR ControlNet reverses them back.
+            tensor *reversed = tensor_copy(cond);
+            int64_t c = cond->shape[1], plane = cond->shape[2] * cond->shape[3];
+            for (int64_t k = 0; k < c; k++)
+                memcpy(reversed->data + k * plane, cond->data + (c - 1 - k) * plane, sizeof(float) * plane);
+            tensor *down[UNET_MAX_SKIPS], *mid = NULL;
+            CHECK_OK(controlnet_forward(bgr, sample, (float)timestep, context, reversed,
+                                        (float)golden_number(info, "conditioning_scale"), down, &mid));
+            if (mid) {
+                compare(file, "mid_block_res_sample", mid, 1e-4);
+                compare(file, "down_block_res_samples_0", down[0], 1e-4);
+                for (int i = 0; i < controlnet_get_config(bgr)->unet.skip_count; i++) tensor_free(down[i]);
+                tensor_free(mid);
+            }
+            tensor_free(reversed);
+        }
+        tensor_free(sample);
+        tensor_free(context);
+        tensor_free(cond);
+        cJSON_Delete(info);
+        controlnet_free(bgr);
+    }
+    if (variant_folder(dir, pool_dir, "global_pool_conditions", "true")) {
+        controlnet_model *pool = NULL;
+        lcm_status st = controlnet_load(pool_dir, NULL, &pool);
+        CHECK(st == LCM_ERR_UNSUPPORTED && !pool && strstr(lcm_last_error(), "global_pool_conditions") &&
+                  strstr(lcm_last_error(), pool_dir),
+              "global_pool_conditions true: %s: %s", lcm_status_name(st), lcm_last_error());
+        fprintf(stderr, "refused as expected: %s\n", lcm_last_error());
+    }
+    st_close(file);
+    char cmd[1200];
+    test_path(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    test_run(cmd, NULL, 0);
+}
+
 static bool is_controlnet(const char *dir) {
     char path[1200];
     test_path(path, sizeof path, "%s/config.json", dir);
@@ -173,6 +252,7 @@ int main(void) {
             if (!stage) continue;
             fprintf(stderr, "%s\n", path);
             run_case(cn, golden_dir, path);
+            if (cases == 0) check_config_variants(dir, path);
             cases++;
         }
         test_free_list(names, n);
