@@ -44,6 +44,7 @@ typedef struct up_block {
 
 struct unet_model {
     unet_config config;
+    bool encoder_only; // loaded by unet_encoder_load: no up blocks, no conv_out
     time_embedding time_embedding;
     conv2d conv_in;
     down_block down_blocks[UNET_MAX_BLOCKS];
@@ -492,6 +493,7 @@ lcm_status unet_encoder_load(const weight_set *ws, const unet_config *cfg, unet_
     unet_model *m = calloc(1, sizeof *m);
     if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading a unet encoder");
     m->config = *cfg;
+    m->encoder_only = true;
     lcm_status st = load_encoder_weights(m, ws);
     if (st != LCM_OK) {
         unet_free(m);
@@ -664,6 +666,9 @@ lcm_status unet_forward_observed(const unet_model *m, const tensor *sample, floa
                                  const unet_residuals *residuals, unet_observer observe_fn,
                                  void *user, tensor **noise_pred) {
     *noise_pred = NULL;
+    if (m->encoder_only)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "unet: this model holds only the encoder half (unet_encoder_load)");
     LCM_TRY(check_inputs(m, sample, timestep, encoder_hidden_states, timestep_cond, residuals));
     const unet_config *cfg = &m->config;
     const observer o = {observe_fn, user};
