@@ -68,12 +68,42 @@ static void batch_path(char *buf, size_t size, const char *path, int index, int 
     snprintf(buf, size, "%.*s-%d%s", (int)(dot - path), path, index, dot);
 }
 
+// The img2img and ControlNet inputs, read (and preprocessed) before the slow model load so that a
+// bad file fails fast. Returns 0, or the exit code after printing why.
+typedef struct conditioning_images {
+    lcm_image init, control;
+} conditioning_images;
+
+static int read_conditioning(const char *init_path, const char *control_path, const char *preprocess,
+                             double canny_low, double canny_high, conditioning_images *c) {
+    memset(c, 0, sizeof *c);
+    lcm_status st = LCM_OK;
+    if (init_path) st = lcm_image_read(init_path, &c->init);
+    if (st == LCM_OK && control_path) st = lcm_image_read(control_path, &c->control);
+    if (st == LCM_OK && control_path && preprocess && !strcmp(preprocess, "canny")) {
+        lcm_image edges;
+        st = lcm_canny(&c->control, canny_low, canny_high, &edges);
+        if (st == LCM_OK) {
+            lcm_image_release(&c->control);
+            c->control = edges;
+        }
+    }
+    if (st == LCM_OK) return 0;
+    fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
+    lcm_image_release(&c->init);
+    lcm_image_release(&c->control);
+    return exit_code_for(st);
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false, lora_lenient = false;
     args_list lora_specs = {0};
+    const char *negative_prompt = NULL, *init_image = NULL, *controlnet = NULL, *control_image = NULL;
+    const char *control_preprocess = NULL;
+    double strength = -1, control_scale = 1.0, canny_low = -1, canny_high = -1; // -1: not given
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model,
          "diffusers model folder, single .safetensors checkpoint, or hub id ORG/NAME[@REVISION] "
@@ -93,6 +123,17 @@ int cmd_generate(int argc, char **argv) {
          "repeatable)",
          true},
         {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
+        {"negative-prompt", ARG_STRING, &negative_prompt,
+         "what to steer away from (UNets without LCM guidance embedding, guidance > 1)", false},
+        {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG (its size is the output size)", false},
+        {"strength", ARG_FLOAT, &strength, "img2img: how much to change the init image, 0 < s <= 1 (default 0.8)", false},
+        {"controlnet", ARG_STRING, &controlnet, "ControlNetModel folder steering the UNet", false},
+        {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG)", false},
+        {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
+        {"control-preprocess", ARG_STRING, &control_preprocess,
+         "turn the control image into a control map first: canny (default: none, use it as is)", false},
+        {"canny-low", ARG_FLOAT, &canny_low, "canny low threshold (default 100)", false},
+        {"canny-high", ARG_FLOAT, &canny_high, "canny high threshold (default 200)", false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -119,6 +160,27 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
+    if (control_preprocess && strcmp(control_preprocess, "canny") && strcmp(control_preprocess, "none")) {
+        fprintf(stderr, "lcm generate: --control-preprocess %s: expected canny or none\n", control_preprocess);
+        return 2;
+    }
+    bool canny = control_preprocess && !strcmp(control_preprocess, "canny");
+    const char *misuse = NULL;
+    if (strength != -1 && !init_image) misuse = "--strength needs --init-image";
+    else if (control_image && !controlnet) misuse = "--control-image needs --controlnet";
+    else if (controlnet && !control_image) misuse = "--controlnet needs --control-image";
+    else if (control_preprocess && !control_image) misuse = "--control-preprocess needs --control-image";
+    else if ((canny_low != -1 || canny_high != -1) && !canny)
+        misuse = "--canny-low/--canny-high need --control-preprocess canny";
+    if (misuse) {
+        fprintf(stderr, "lcm generate: %s\n", misuse);
+        return 2;
+    }
+    conditioning_images images;
+    rc = read_conditioning(init_image, control_image, control_preprocess, canny_low == -1 ? 100 : canny_low,
+                           canny_high == -1 ? 200 : canny_high, &images);
+    if (rc) return rc;
+
     // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
     lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
     char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
@@ -138,6 +200,7 @@ int cmd_generate(int argc, char **argv) {
         options.loras = loras;
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;
+        options.controlnet = controlnet;
         // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first time).
         lcm_hub_options hub;
         lcm_hub_options_init(&hub);
@@ -152,6 +215,8 @@ int cmd_generate(int argc, char **argv) {
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm generate: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
+        lcm_image_release(&images.init);
+        lcm_image_release(&images.control);
         return exit_code_for(st);
     }
     if (!quiet && *lcm_pipeline_lora_report(pipeline))
@@ -166,6 +231,15 @@ int cmd_generate(int argc, char **argv) {
     request.width = (int)width;
     request.height = (int)height;
     request.batch = (int)batch;
+    request.negative_prompt = negative_prompt;
+    if (init_image) {
+        request.init_image = &images.init;
+        if (strength != -1) request.strength = (float)strength;
+    }
+    if (control_image) {
+        request.control_image = &images.control;
+        request.control_scale = (float)control_scale;
+    }
     progress_state progress = {.on_terminal = !quiet && isatty(STDERR_FILENO)};
     request.progress = show_progress;
     request.progress_user_data = &progress;
@@ -176,21 +250,34 @@ int cmd_generate(int argc, char **argv) {
     if (st != LCM_OK) {
         fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
         lcm_pipeline_close(pipeline);
+        lcm_image_release(&images.init);
+        lcm_image_release(&images.control);
         return exit_code_for(st);
     }
     rc = 0;
     for (int i = 0; i < result->count && rc == 0; i++) {
         const lcm_image *img = &result->images[i];
         char parameters[8192], path[4096];
+        // A1111 layout: prompt, "Negative prompt: ..." line, then the settings line.
         snprintf(parameters, sizeof parameters,
-                 "%s\nSteps: %d, Sampler: LCM, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s%s",
-                 prompt, request.steps, (double)request.guidance_scale,
+                 "%s%s%s\nSteps: %d, Sampler: LCM, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s%s",
+                 prompt, negative_prompt ? "\nNegative prompt: " : "", negative_prompt ? negative_prompt : "",
+                 request.steps, (double)request.guidance_scale,
                  (unsigned long long)request.seed, img->width, img->height, model_name(model),
                  result->count > 1 ? ", Batch size: " : "");
         if (result->count > 1) {
             size_t len = strlen(parameters);
             snprintf(parameters + len, sizeof parameters - len, "%d, Batch pos: %d", result->count, i);
         }
+        size_t len = strlen(parameters);
+        if (init_image)
+            snprintf(parameters + len, sizeof parameters - len, ", Denoising strength: %g",
+                     (double)request.strength);
+        len = strlen(parameters);
+        if (controlnet)
+            snprintf(parameters + len, sizeof parameters - len,
+                     ", ControlNet: \"Module: %s, Model: %s, Weight: %g\"", canny ? "canny" : "none",
+                     model_name(controlnet), control_scale);
         batch_path(path, sizeof path, output, i, result->count);
         st = lcm_write_png(path, img, parameters);
         if (st != LCM_OK) {
@@ -203,5 +290,7 @@ int cmd_generate(int argc, char **argv) {
     }
     lcm_result_free(result);
     lcm_pipeline_close(pipeline);
+    lcm_image_release(&images.init);
+    lcm_image_release(&images.control);
     return rc;
 }

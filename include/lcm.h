@@ -81,7 +81,9 @@ typedef struct lcm_pipeline_options {
     const lcm_lora *loras;
     int lora_count;
     int lora_lenient;
-    // A ControlNetModel folder (diffusers layout) to steer the UNet, or NULL.
+    // A ControlNetModel folder (diffusers layout: config.json + diffusion_pytorch_model
+    // .safetensors) to steer the UNet, or NULL. Its block widths must match the UNet's
+    // (LCM_ERR_UNSUPPORTED naming both folders otherwise); requests then need a control image.
     const char *controlnet;
     // An AutoencoderTiny (TAESD) folder used instead of the VAE decoder, or NULL.
     const char *taesd;
@@ -132,20 +134,30 @@ typedef struct lcm_request {
     const char *prompt;   // UTF-8; borrowed for the duration of lcm_generate
     uint64_t seed;        // torch.manual_seed(seed) semantics: same seed -> same image as diffusers
     int steps;            // 1..lcm_pipeline_max_steps(); default 4
-    float guidance_scale; // LCM guidance (w = guidance_scale - 1 is embedded); default 8.5
-    int width, height;    // multiples of 8; 0 = lcm_pipeline_default_size()
+    // LCM-distilled UNets embed w = guidance_scale - 1. Other UNets (SD1.5 + LCM-LoRA) run
+    // classifier-free guidance when guidance_scale > 1 (UNet batch [negative; positive]), as
+    // diffusers' StableDiffusionPipeline. Default 8.5.
+    float guidance_scale;
+    // Multiples of 8; 0 = the init or control image's size rounded down to a multiple of 8 (as
+    // diffusers), else lcm_pipeline_default_size().
+    int width, height;
     int batch;            // images per prompt, drawn from one generator as diffusers does; default 1
     lcm_progress_fn progress; // optional
     void *progress_user_data;
     // Classifier-free guidance (UNets without an LCM guidance embedding, e.g. SD1.5 + LCM-LoRA):
-    // the negative prompt (NULL = "") is used when guidance is active.
+    // the negative prompt (NULL = "") is used when guidance is active. With a non-empty negative
+    // prompt a guidance_scale in [0, 1) means 1 + guidance_scale (the LCM-LoRA recipe's rule), so
+    // the negative prompt is not silently ignored. A non-empty negative prompt on an LCM-distilled
+    // UNet is LCM_ERR_INVALID_ARGUMENT (LatentConsistencyModelPipeline has none).
     const char *negative_prompt;
-    // img2img: start from this image (borrowed; resized to width x height if needed), keeping
-    // (1 - strength) of it. NULL = text-to-image.
+    // img2img: start from this image (borrowed; resized to width x height with Pillow's Lanczos if
+    // needed), keeping (1 - strength) of it, exactly as LatentConsistencyModelImg2ImgPipeline
+    // (the same steps are used for every UNet). NULL = text-to-image.
     const lcm_image *init_image;
     float strength; // 0 < strength <= 1; default 0.8 (diffusers' LCM img2img default)
-    // ControlNet conditioning image (borrowed; already preprocessed: edges, normals, ...), used
-    // when the pipeline was opened with a ControlNet; control_scale default 1.0.
+    // ControlNet conditioning image (borrowed; already preprocessed: edges, normals, ...; resized
+    // to width x height with Pillow's Lanczos if needed), required exactly when the pipeline was
+    // opened with a ControlNet; control_scale default 1.0.
     const lcm_image *control_image;
     float control_scale;
     lcm_preview_fn preview; // optional; costs one small decode per step when set
@@ -174,6 +186,22 @@ lcm_status lcm_generate(lcm_pipeline *pipeline, const lcm_request *request, lcm_
 
 // Releases a result and its images. NULL is allowed.
 void lcm_result_free(lcm_result *result);
+
+// Reads a PNG or JPEG file (told apart by content) as 8-bit RGB (alpha dropped, grayscale
+// expanded), e.g. for lcm_request.init_image / control_image. On success image->rgb is malloc'd and
+// owned by the caller (lcm_image_release); on failure *image is zeroed and the message names the
+// file. `path` is borrowed.
+lcm_status lcm_image_read(const char *path, lcm_image *image);
+
+// Frees image->rgb and zeroes *image. NULL is allowed.
+void lcm_image_release(lcm_image *image);
+
+// Canny edge map of `image` as a ControlNet control image, as controlnet_aux's CannyDetector
+// (cv2.Canny(image, low, high): 3x3 Sobel, L1 magnitude, no blur; edges 255 on all three
+// channels, 0 elsewhere; defaults 100 / 200). *edges gets a new image of the same size, owned by
+// the caller (lcm_image_release). `image` is borrowed.
+lcm_status lcm_canny(const lcm_image *image, double low_threshold, double high_threshold,
+                     lcm_image *edges);
 
 // Writes one RGB image as a PNG, atomically (a temporary file in the same folder renamed into
 // place: `path` never holds a partial file). `parameters` (may be NULL) is stored as the A1111

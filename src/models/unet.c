@@ -44,6 +44,7 @@ typedef struct up_block {
 
 struct unet_model {
     unet_config config;
+    bool encoder_only; // loaded by unet_encoder_load: no up blocks, no conv_out
     time_embedding time_embedding;
     conv2d conv_in;
     down_block down_blocks[UNET_MAX_BLOCKS];
@@ -158,13 +159,14 @@ static lcm_status per_block_int(const json_config *c, const char *field, int64_t
     return LCM_OK;
 }
 
-static lcm_status parse_config(const json_config *c, unet_config *cfg) {
+static lcm_status parse_config(const json_config *c, const char *class_name, bool encoder_only,
+                               unet_config *cfg) {
     *cfg = (unet_config){0};
     int64_t v;
     double d;
     bool flag;
 
-    LCM_TRY(require_string(c, "_class_name", "UNet2DConditionModel"));
+    LCM_TRY(require_string(c, "_class_name", class_name));
 
     // Block layout. Defaults are diffusers' (the SD1.5 layout).
     static const int64_t default_channels[] = {320, 640, 1280, 1280};
@@ -184,8 +186,9 @@ static lcm_status parse_config(const json_config *c, unet_config *cfg) {
     for (int i = 0; i < n; i++) cfg->block_out_channels[i] = (int)channels[i];
     LCM_TRY(parse_block_types(c, "down_block_types", "DownBlock2D", "CrossAttnDownBlock2D",
                               default_down, n, cfg->down_block_has_attention));
-    LCM_TRY(parse_block_types(c, "up_block_types", "UpBlock2D", "CrossAttnUpBlock2D", default_up,
-                              n, cfg->up_block_has_attention));
+    if (!encoder_only)
+        LCM_TRY(parse_block_types(c, "up_block_types", "UpBlock2D", "CrossAttnUpBlock2D",
+                                  default_up, n, cfg->up_block_has_attention));
     if (field_is_explicit_null(c, "mid_block_type"))
         return unsupported(c, "mid_block_type", "null (no mid block)", "\"UNetMidBlock2DCrossAttn\"");
     LCM_TRY(require_string(c, "mid_block_type", "UNetMidBlock2DCrossAttn"));
@@ -397,7 +400,8 @@ static lcm_status load_up_block(up_block *b, const weight_set *ws, const unet_co
     return LCM_OK;
 }
 
-static lcm_status load_weights(unet_model *m, const weight_set *ws) {
+// The time embedding, conv_in, down blocks and mid block: what ControlNetModel copies.
+static lcm_status load_encoder_weights(unet_model *m, const weight_set *ws) {
     const unet_config *cfg = &m->config;
     int first = cfg->block_out_channels[0];
     LCM_TRY(time_embedding_load(&m->time_embedding, ws, "time_embedding", first,
@@ -405,6 +409,13 @@ static lcm_status load_weights(unet_model *m, const weight_set *ws) {
     LCM_TRY(conv2d_load(&m->conv_in, ws, "conv_in", cfg->in_channels, first, 3, 1, 1, true));
     for (int i = 0; i < cfg->num_blocks; i++) LCM_TRY(load_down_block(&m->down_blocks[i], ws, cfg, i));
     LCM_TRY(load_mid_block(&m->mid_block, ws, cfg));
+    return LCM_OK;
+}
+
+static lcm_status load_weights(unet_model *m, const weight_set *ws) {
+    const unet_config *cfg = &m->config;
+    int first = cfg->block_out_channels[0];
+    LCM_TRY(load_encoder_weights(m, ws));
     for (int i = 0; i < cfg->num_blocks; i++) LCM_TRY(load_up_block(&m->up_blocks[i], ws, cfg, i));
     LCM_TRY(norm_load(&m->conv_norm_out, ws, "conv_norm_out", first, cfg->norm_num_groups,
                       cfg->norm_eps));
@@ -419,7 +430,7 @@ lcm_status unet_load(const model_folder *folder, const char *component, unet_mod
     json_config config;
     lcm_status st = model_folder_load_config(folder, component, "config.json", &config);
     if (st == LCM_OK) {
-        st = parse_config(&config, &m->config);
+        st = parse_config(&config, "UNet2DConditionModel", false, &m->config);
         json_config_free(&config);
     }
     weight_set *ws = NULL;
@@ -462,6 +473,35 @@ void unet_free(unet_model *m) {
 }
 
 const unet_config *unet_get_config(const unet_model *m) { return &m->config; }
+
+lcm_status unet_config_parse(const json_config *c, const char *class_name, bool encoder_only,
+                             unet_config *cfg) {
+    return parse_config(c, class_name, encoder_only, cfg);
+}
+
+void unet_skip_channels(const unet_config *cfg, int *channels) {
+    int k = 0;
+    channels[k++] = cfg->block_out_channels[0]; // conv_in
+    for (int i = 0; i < cfg->num_blocks; i++) {
+        for (int j = 0; j < cfg->layers_per_block[i]; j++) channels[k++] = cfg->block_out_channels[i];
+        if (i < cfg->num_blocks - 1) channels[k++] = cfg->block_out_channels[i]; // downsampler
+    }
+}
+
+lcm_status unet_encoder_load(const weight_set *ws, const unet_config *cfg, unet_model **out) {
+    *out = NULL;
+    unet_model *m = calloc(1, sizeof *m);
+    if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading a unet encoder");
+    m->config = *cfg;
+    m->encoder_only = true;
+    lcm_status st = load_encoder_weights(m, ws);
+    if (st != LCM_OK) {
+        unet_free(m);
+        return st;
+    }
+    *out = m;
+    return LCM_OK;
+}
 
 // ---- forward ---------------------------------------------------------------------------------
 
@@ -626,6 +666,9 @@ lcm_status unet_forward_observed(const unet_model *m, const tensor *sample, floa
                                  const unet_residuals *residuals, unet_observer observe_fn,
                                  void *user, tensor **noise_pred) {
     *noise_pred = NULL;
+    if (m->encoder_only)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "unet: this model holds only the encoder half (unet_encoder_load)");
     LCM_TRY(check_inputs(m, sample, timestep, encoder_hidden_states, timestep_cond, residuals));
     const unet_config *cfg = &m->config;
     const observer o = {observe_fn, user};
@@ -700,4 +743,52 @@ lcm_status unet_forward(const unet_model *m, const tensor *sample, float timeste
                         const unet_residuals *residuals, tensor **noise_pred) {
     return unet_forward_observed(m, sample, timestep, encoder_hidden_states, timestep_cond,
                                  residuals, NULL, NULL, noise_pred);
+}
+
+lcm_status unet_encoder_forward(const unet_model *m, const tensor *sample, float timestep,
+                                const tensor *encoder_hidden_states, const tensor *timestep_cond,
+                                const tensor *conv_in_addition, tensor **skips_out,
+                                tensor **mid_out) {
+    const unet_config *cfg = &m->config;
+    for (int i = 0; i < cfg->skip_count; i++) skips_out[i] = NULL;
+    *mid_out = NULL;
+    LCM_TRY(check_inputs(m, sample, timestep, encoder_hidden_states, timestep_cond, NULL));
+    const observer o = {NULL, NULL};
+    skip_stack skips = {.capacity = cfg->skip_count};
+    skips.items = calloc((size_t)skips.capacity, sizeof *skips.items);
+    if (!skips.items) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "unet encoder: out of memory");
+
+    tensor *temb = unet_time_embedding(m, timestep, sample->shape[0], timestep_cond, &o);
+    tensor *h = conv2d_forward(&m->conv_in, sample); // [N, C0, h, w]
+    lcm_status st = LCM_OK;
+    if (h && conv_in_addition) {
+        if (same_shape(h, conv_in_addition)) {
+            add_inplace(h, conv_in_addition);
+        } else {
+            st = lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                          "unet encoder: the addition to conv_in's output must be [%lld, %lld, "
+                          "%lld, %lld]", (long long)h->shape[0], (long long)h->shape[1],
+                          (long long)h->shape[2], (long long)h->shape[3]);
+            tensor_replace(&h, NULL);
+        }
+    }
+    skip_push(&skips, h);
+    for (int i = 0; i < cfg->num_blocks; i++)
+        h = unet_down_block(&m->down_blocks[i], h, temb, encoder_hidden_states, &skips);
+    h = unet_mid_block(&m->mid_block, h, temb, encoder_hidden_states);
+    tensor_free(temb);
+
+    bool complete = h != NULL && skips.count == cfg->skip_count;
+    for (int i = 0; i < skips.count; i++) complete = complete && skips.items[i] != NULL;
+    if (st == LCM_OK && !complete) st = op_failure();
+    if (st != LCM_OK) {
+        tensor_free(h);
+        while (skips.count > 0) tensor_free(skip_pop(&skips));
+        free(skips.items);
+        return st;
+    }
+    for (int i = 0; i < skips.count; i++) skips_out[i] = skips.items[i];
+    free(skips.items);
+    *mid_out = h;
+    return LCM_OK;
 }

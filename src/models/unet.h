@@ -18,11 +18,15 @@
 #include <stdbool.h>
 
 #include "core/tensor.h"
+#include "io/json_config.h"
 #include "io/model_folder.h"
+#include "io/weights.h"
 #include "lcm.h"
 
 #define UNET_MAX_BLOCKS 8
 #define UNET_MAX_LAYERS_PER_BLOCK 16
+// Upper bound of unet_config.skip_count.
+#define UNET_MAX_SKIPS (UNET_MAX_BLOCKS * (UNET_MAX_LAYERS_PER_BLOCK + 1) + 1)
 
 typedef struct unet_config {
     int in_channels, out_channels;
@@ -91,5 +95,29 @@ lcm_status unet_forward_observed(const unet_model *m, const tensor *sample, floa
                                  const tensor *encoder_hidden_states, const tensor *timestep_cond,
                                  const unet_residuals *residuals, unet_observer observe,
                                  void *user, tensor **noise_pred);
+
+// ---- the encoder half, shared with ControlNetModel ------------------------------------------
+// A ControlNet is a copy of the UNet's time embedding, conv_in, down blocks and mid block (same
+// weight names), so it is built from these.
+
+// Parses a UNet-family config.json whose `_class_name` must be `class_name`
+// ("UNet2DConditionModel", "ControlNetModel"); with encoder_only the up-block fields are ignored.
+lcm_status unet_config_parse(const json_config *config, const char *class_name, bool encoder_only,
+                             unet_config *cfg);
+
+// The channels of each skip connection in down-path order: cfg->skip_count entries.
+void unet_skip_channels(const unet_config *cfg, int *channels);
+
+// Loads only the encoder half (time embedding, conv_in, down blocks, mid block) of `cfg` from `ws`.
+// The caller owns *out (unet_free); unet_forward must not be called on it.
+lcm_status unet_encoder_load(const weight_set *ws, const unet_config *cfg, unet_model **out);
+
+// The down path and mid block: h = conv_in(sample) (+ conv_in_addition, when not NULL, of h's
+// shape), then the down blocks and the mid block. skips[0..skip_count) receive the skip
+// connections (down-path order) and *mid the mid block's output; all new, owned by the caller.
+// On failure nothing is returned.
+lcm_status unet_encoder_forward(const unet_model *m, const tensor *sample, float timestep,
+                                const tensor *encoder_hidden_states, const tensor *timestep_cond,
+                                const tensor *conv_in_addition, tensor **skips, tensor **mid);
 
 #endif

@@ -19,6 +19,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     clip_text_free(p->text_encoder);
     unet_free(p->unet);
     vae_free(p->vae);
+    controlnet_free(p->controlnet);
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
     lora_set_free(p->loras);
@@ -98,8 +99,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->precision != LCM_PRECISION_FP32)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
                         (int)options->precision);
-    if (options->controlnet || options->taesd)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "ControlNet and TAESD are not supported yet");
+    if (options->taesd) return lcm_fail(LCM_ERR_UNSUPPORTED, "TAESD is not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;
@@ -117,6 +117,12 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (st == LCM_OK && p->loras) {
         p->folder.weights_hook = NULL;
         st = lora_set_finish(p->loras);
+    }
+    // The ControlNet is loaded after the hook is removed: diffusers' load_lora_weights adapts the
+    // UNet and text encoder only.
+    if (st == LCM_OK && options->controlnet) {
+        st = controlnet_load(options->controlnet, options->variant, &p->controlnet);
+        if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st != LCM_OK) {
         lcm_pipeline_close(p);

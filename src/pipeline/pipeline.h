@@ -10,6 +10,7 @@
 #include "core/tensor.h"
 #include "io/model_folder.h"
 #include "lcm.h"
+#include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sched/lcm_scheduler.h"
@@ -22,6 +23,7 @@ struct lcm_pipeline {
     clip_text_model *text_encoder;
     unet_model *unet;
     vae_model *vae;
+    controlnet_model *controlnet; // NULL unless the options named one
     lcm_scheduler_config scheduler_config;
     int threads;
     lora_set *loras; // NULL without adapters; fused into the unet and text encoder at load

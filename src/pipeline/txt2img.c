@@ -1,4 +1,4 @@
-// Text to image with a Latent Consistency Model, step for step as diffusers'
+// Image generation with a Latent Consistency Model, step for step as diffusers' pipelines:
 // LatentConsistencyModelPipeline (fixtures/README.md section 7.2):
 //
 //   ids = tokenize(prompt); embeds = text_encoder(ids)
@@ -8,6 +8,15 @@
 //       eps = unet(latents, t, embeds, w_embedding)
 //       denoised, latents = lcm_step(eps, latents, noise = randn(...) except at the last step)
 //   image = vae.decode(denoised / scaling_factor)
+//
+// and, switched on by the request and the model (sections 7.3, 7.4):
+//  - classifier-free guidance (StableDiffusionPipeline with the LCM scheduler; UNets without a
+//    guidance embedding, guidance > 1): the UNet sees [negative; positive] embeddings and a doubled
+//    latent batch, eps = u + g * (c - u);
+//  - img2img (LatentConsistencyModelImg2ImgPipeline): the latents start from the encoded init image
+//    (a latent sample, then add_noise to the first of the strength-cut timesteps: two draws);
+//  - ControlNet (StableDiffusionControlNetPipeline): before each UNet call the ControlNet turns the
+//    same input batch and the control image into residuals for the UNet's skips and mid block.
 //
 // The random draws happen in exactly diffusers' order, so the seed alone reproduces its images.
 #include <math.h>
@@ -20,6 +29,8 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "models/guidance_embedding.h"
+#include "io/image_resize.h"
+#include "pipeline/control_image.h"
 #include "pipeline/pipeline.h"
 
 // Beyond this many pixels per image the VAE's activations alone need tens of GB.
@@ -48,15 +59,57 @@ static double estimated_activation_bytes(const lcm_request *r) {
     return (double)r->batch * r->width * r->height * 128.0 * sizeof(float) * 6.0;
 }
 
+// Whether the request runs classifier-free guidance: as diffusers' StableDiffusionPipeline, only for
+// UNets without an LCM guidance embedding and a guidance scale above 1.
+static bool uses_cfg(const lcm_pipeline *p, const lcm_request *r) {
+    return unet_get_config(p->unet)->time_cond_proj_dim == 0 && r->guidance_scale > 1.0f;
+}
+
 lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, lcm_request *r) {
     *r = *request;
     if (!r->prompt) r->prompt = "";
-    if (r->negative_prompt && r->negative_prompt[0])
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "negative prompts are not supported yet");
-    if (r->init_image) return lcm_fail(LCM_ERR_UNSUPPORTED, "img2img is not supported yet");
-    if (r->control_image)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "ControlNet images are not supported yet");
+    bool has_negative = r->negative_prompt && r->negative_prompt[0];
+    bool lcm_unet = unet_get_config(p->unet)->time_cond_proj_dim > 0;
+    if (has_negative && lcm_unet)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "a negative prompt needs classifier-free guidance, which LCM-distilled UNets "
+                        "(time_cond_proj_dim set) do not use; LatentConsistencyModelPipeline has no "
+                        "negative prompt");
+    // The LCM-LoRA recipe's rule: guidance below 1 with a negative prompt means "1 + that much
+    // guidance", so the negative prompt is not silently ignored.
+    if (has_negative && !lcm_unet && r->guidance_scale < 1.0f && r->guidance_scale >= 0.0f)
+        r->guidance_scale += 1.0f;
     if (r->preview) return lcm_fail(LCM_ERR_UNSUPPORTED, "previews are not supported yet");
+    if (r->control_image && !p->controlnet)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "a control image was given, but the pipeline was opened without a ControlNet");
+    if (p->controlnet && !r->control_image)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "the pipeline has a ControlNet: the request needs a control image");
+    const lcm_image *sources[2] = {r->init_image, r->control_image};
+    const char *source_names[2] = {"init image", "control image"};
+    for (int i = 0; i < 2; i++) {
+        const lcm_image *img = sources[i];
+        if (!img) continue;
+        if (!img->rgb || img->width < 1 || img->height < 1 || img->width > TXT2IMG_MAX_SIDE ||
+            img->height > TXT2IMG_MAX_SIDE)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: %dx%d, expected 1..%d pixels a side",
+                            source_names[i], img->width, img->height, TXT2IMG_MAX_SIDE);
+        // diffusers takes the output size from the image when none is given, rounded down to a
+        // multiple of the VAE factor (VaeImageProcessor.get_default_height_width).
+        int factor = vae_get_config(p->vae)->downscale_factor;
+        if (r->width == 0) r->width = img->width - img->width % factor;
+        if (r->height == 0) r->height = img->height - img->height % factor;
+        if (r->width == 0 || r->height == 0)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: %dx%d is smaller than %d pixels a side",
+                            source_names[i], img->width, img->height, factor);
+    }
+    if (r->init_image && !(r->strength > 0.0f && r->strength <= 1.0f))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "strength %g: expected 0 < strength <= 1",
+                        r->strength);
+    if (r->control_image && !(isfinite(r->control_scale) && fabsf(r->control_scale) <= 100.0f))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "control scale %g: expected a finite number "
+                        "(usually 0..2)", r->control_scale);
     int native = lcm_pipeline_default_size(p);
     if (r->width == 0) r->width = native;
     if (r->height == 0) r->height = native;
@@ -129,47 +182,251 @@ static lcm_status guidance_condition(const lcm_pipeline *p, float guidance_scale
     return LCM_OK;
 }
 
+// [a; b] along the batch axis (plain row-major tensors of equal trailing shape).
+static tensor *concat_batch(const tensor *a, const tensor *b) {
+    int64_t shape[TENSOR_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+    shape[0] = a->shape[0] + b->shape[0];
+    tensor *out = tensor_new(a->ndim, shape);
+    if (!out) return NULL;
+    memcpy(out->data, a->data, sizeof(float) * (size_t)tensor_numel(a));
+    memcpy(out->data + tensor_numel(a), b->data, sizeof(float) * (size_t)tensor_numel(b));
+    return out;
+}
+
+// `copies` times the batch-1 tensor `one`, along the batch axis.
+static tensor *repeat_batch(const tensor *one, int copies) {
+    int64_t shape[TENSOR_MAX_DIMS];
+    for (int i = 0; i < one->ndim; i++) shape[i] = one->shape[i];
+    shape[0] = copies;
+    tensor *out = tensor_new(one->ndim, shape);
+    if (!out) return NULL;
+    int64_t n = tensor_numel(one);
+    for (int b = 0; b < copies; b++) memcpy(out->data + b * n, one->data, sizeof(float) * (size_t)n);
+    return out;
+}
+
+// Makes *t plain NCHW (op outputs may come channels-last); false when out of memory.
+static bool make_plain(tensor **t) {
+    if (!*t || (*t)->layout == TENSOR_NCHW) return *t != NULL;
+    tensor_replace(t, tensor_to_nchw(*t));
+    return *t != NULL;
+}
+
+// The strength as the Python float the user meant: diffusers computes int(50 * strength) in
+// double, so 0.7 must be the double 0.7, not the float 0.7f widened (34 instead of 35 steps). The
+// shortest decimal that reads back as the same float is what was typed.
+static double strength_as_double(float strength) {
+    char text[32];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, (double)strength);
+        if (strtof(text, NULL) == strength) return strtod(text, NULL);
+    }
+    return strength;
+}
+
+// img2img's starting latents, as LatentConsistencyModelImg2ImgPipeline.prepare_latents: encode the
+// init image, sample the latent distribution (first draw), scale, repeat for the batch, then noise
+// it to the first timestep (second draw).
+static lcm_status img2img_latents(lcm_pipeline *p, const lcm_request *r, const lcm_scheduler *s,
+                                  lcm_rng *rng, txt2img_trace_fn trace_fn, void *trace_user,
+                                  tensor **out) {
+    *out = NULL;
+    // An image of another size is resized as VaeImageProcessor.preprocess does (Pillow Lanczos).
+    const lcm_image *source = r->init_image;
+    uint8_t *resized = NULL;
+    if (source->width != r->width || source->height != r->height)
+        LCM_TRY(image_resize_lanczos(source->rgb, source->width, source->height, r->width, r->height,
+                                     &resized));
+    tensor *image = vae_rgb8_to_image(resized ? resized : source->rgb, r->width, r->height);
+    free(resized);
+    if (!image) return LCM_ERR_OUT_OF_MEMORY;
+    trace(trace_fn, trace_user, "image_preprocessed", image);
+    tensor *mean = NULL, *logvar = NULL, *std = NULL, *noise = NULL, *init = NULL, *latents = NULL;
+    lcm_status st = vae_encode(p->vae, image, &mean, &logvar);
+    tensor_free(image);
+    if (st == LCM_OK && !(make_plain(&mean) && make_plain(&logvar))) st = LCM_ERR_OUT_OF_MEMORY;
+    if (st != LCM_OK) goto done;
+    trace(trace_fn, trace_user, "enc.mean", mean);
+    trace(trace_fn, trace_user, "enc.logvar", logvar);
+    std = vae_logvar_to_std(logvar);
+    noise = tensor_new(mean->ndim, mean->shape);
+    if (!std || !make_plain(&std) || !noise) {
+        st = LCM_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+    size_t n = (size_t)tensor_numel(mean);
+    lcm_rng_randn(rng, noise->data, n);
+    trace(trace_fn, trace_user, "enc.sample_noise", noise);
+    // z = mean + std * noise; init = scaling_factor * z (float32 steps, as torch).
+    float scaling_factor = vae_get_config(p->vae)->scaling_factor;
+    for (size_t k = 0; k < n; k++) {
+        float spread = std->data[k] * noise->data[k];
+        mean->data[k] = scaling_factor * (mean->data[k] + spread);
+    }
+    trace(trace_fn, trace_user, "init_latents_scaled", mean);
+    init = repeat_batch(mean, r->batch);
+    latents = init ? tensor_new(init->ndim, init->shape) : NULL;
+    tensor_replace(&noise, init ? tensor_new(init->ndim, init->shape) : NULL);
+    if (!latents || !noise) {
+        st = LCM_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+    size_t numel = (size_t)tensor_numel(init);
+    lcm_rng_randn(rng, noise->data, numel);
+    trace(trace_fn, trace_user, "add_noise.noise", noise);
+    st = lcm_scheduler_add_noise(s, lcm_scheduler_timesteps(s)[0], init->data, noise->data, numel,
+                                 latents->data);
+    if (st == LCM_OK) {
+        *out = latents;
+        latents = NULL;
+    }
+done:
+    tensor_free(mean);
+    tensor_free(logvar);
+    tensor_free(std);
+    tensor_free(noise);
+    tensor_free(init);
+    tensor_free(latents);
+    return st;
+}
+
+// The ControlNet's residuals for this step's UNet input, traced as stepI.controlnet_down_J /
+// stepI.controlnet_mid. down[] and *mid are owned by the caller.
+static lcm_status control_residuals(lcm_pipeline *p, const tensor *model_input, float timestep,
+                                    const tensor *context, const tensor *control, float scale,
+                                    int step, txt2img_trace_fn trace_fn, void *trace_user,
+                                    tensor **down, tensor **mid) {
+    LCM_TRY(controlnet_forward(p->controlnet, model_input, timestep, context, control, scale, down, mid));
+    int count = controlnet_get_config(p->controlnet)->unet.skip_count;
+    char what[48];
+    for (int j = 0; j < count; j++) {
+        snprintf(what, sizeof what, "controlnet_down_%d", j);
+        trace_step(trace_fn, trace_user, step, what, down[j]);
+    }
+    trace_step(trace_fn, trace_user, step, "controlnet_mid", *mid);
+    return LCM_OK;
+}
+
+// Classifier-free guidance on the UNet's [2B, ...] output: u + g * (c - u), u the first half
+// (negative prompt), c the second. A new [B, ...] tensor.
+static tensor *guided(const tensor *out, float guidance) {
+    int64_t shape[TENSOR_MAX_DIMS];
+    for (int i = 0; i < out->ndim; i++) shape[i] = out->shape[i];
+    shape[0] = out->shape[0] / 2;
+    tensor *eps = tensor_new(out->ndim, shape);
+    if (!eps) return NULL;
+    int64_t n = tensor_numel(eps);
+    const float *u = out->data, *c = out->data + n;
+    for (int64_t k = 0; k < n; k++) {
+        float diff = c[k] - u[k];
+        float pull = guidance * diff;
+        eps->data[k] = u[k] + pull;
+    }
+    return eps;
+}
+
 lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trace_fn trace_fn,
                        void *trace_user, tensor **images) {
     *images = NULL;
     lcm_request r;
     LCM_TRY(txt2img_validate(p, request, &r));
+    bool cfg = uses_cfg(p, &r);
 
     lcm_scheduler *scheduler = NULL;
-    tensor *embeds = NULL, *cond = NULL, *latents = NULL, *denoised = NULL, *noise = NULL;
-    tensor *eps = NULL, *image = NULL;
+    tensor *embeds = NULL, *negative = NULL, *context = NULL, *cond = NULL, *latents = NULL;
+    tensor *denoised = NULL, *noise = NULL, *model_input = NULL, *out = NULL, *eps = NULL;
+    tensor *image = NULL, *control = NULL;
+    tensor *down[UNET_MAX_SKIPS] = {0}, *mid = NULL;
+    int down_count = p->controlnet ? controlnet_get_config(p->controlnet)->unet.skip_count : 0;
+    double strength = r.init_image ? strength_as_double(r.strength) : 1.0;
     lcm_status st = lcm_scheduler_new(&p->scheduler_config, &scheduler);
-    if (st == LCM_OK) st = lcm_scheduler_set_timesteps(scheduler, r.steps, 1.0f, NULL, 0);
+    if (st == LCM_OK) st = lcm_scheduler_set_timesteps(scheduler, r.steps, strength, NULL, 0);
     if (st == LCM_OK) st = encode_prompt(p, r.prompt, r.batch, &embeds);
+    if (st == LCM_OK && cfg) st = encode_prompt(p, r.negative_prompt ? r.negative_prompt : "", r.batch, &negative);
     if (st == LCM_OK) st = guidance_condition(p, r.guidance_scale, r.batch, &cond);
     if (st != LCM_OK) goto done;
     trace(trace_fn, trace_user, "prompt_embeds", embeds);
+    trace(trace_fn, trace_user, "negative_prompt_embeds", negative);
     trace(trace_fn, trace_user, "timestep_cond", cond);
+    // With guidance the UNet sees [negative x B; positive x B], as diffusers' encode_prompt + cat.
+    if (cfg && !(context = concat_batch(negative, embeds))) {
+        st = LCM_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
 
     int latent_channels = unet_get_config(p->unet)->in_channels;
     int factor = vae_get_config(p->vae)->downscale_factor;
     int64_t lh = r.height / factor, lw = r.width / factor;
     lcm_rng rng;
     lcm_rng_seed(&rng, r.seed);
-    latents = tensor_new4(r.batch, latent_channels, lh, lw);
+    if (r.init_image) {
+        st = img2img_latents(p, &r, scheduler, &rng, trace_fn, trace_user, &latents);
+        if (st != LCM_OK) goto done;
+    } else {
+        latents = tensor_new4(r.batch, latent_channels, lh, lw);
+        if (!latents) {
+            st = LCM_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        lcm_rng_randn(&rng, latents->data, (size_t)tensor_numel(latents)); // init_noise_sigma = 1
+        trace(trace_fn, trace_user, "initial_latents", latents);
+    }
     denoised = tensor_new4(r.batch, latent_channels, lh, lw);
     noise = tensor_new4(r.batch, latent_channels, lh, lw);
-    if (!latents || !denoised || !noise) {
+    if (!denoised || !noise) {
         st = LCM_ERR_OUT_OF_MEMORY;
         goto done;
     }
+    if (r.control_image) {
+        st = control_image_prepare(r.control_image->rgb, r.control_image->width,
+                                   r.control_image->height, r.width, r.height,
+                                   cfg ? 2 * r.batch : r.batch, &control);
+        if (st != LCM_OK) goto done;
+        trace(trace_fn, trace_user, "controlnet_cond", control);
+    }
     size_t numel = (size_t)tensor_numel(latents);
-    lcm_rng_randn(&rng, latents->data, numel); // init_noise_sigma is 1 for LCM
-    trace(trace_fn, trace_user, "initial_latents", latents);
 
     int steps = lcm_scheduler_num_steps(scheduler);
     const int64_t *timesteps = lcm_scheduler_timesteps(scheduler);
+    const tensor *unet_context = cfg ? context : embeds;
     double start = now_seconds();
     for (int i = 0; i < steps; i++) {
+        float t = (float)timesteps[i];
         trace_step(trace_fn, trace_user, i, "latents_in", latents);
-        st = unet_forward(p->unet, latents, (float)timesteps[i], embeds, cond, NULL, &eps);
+        if (cfg && !(model_input = concat_batch(latents, latents))) {
+            st = LCM_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        const tensor *input = cfg ? model_input : latents;
+        trace_step(trace_fn, trace_user, i, "unet_latent_input", input);
+        unet_residuals residuals = {(const tensor *const *)down, down_count, NULL};
+        if (control) {
+            st = control_residuals(p, input, t, unet_context, control, r.control_scale, i, trace_fn,
+                                   trace_user, down, &mid);
+            if (st != LCM_OK) goto done;
+            residuals.mid = mid;
+        }
+        st = unet_forward(p->unet, input, t, unet_context, cond, control ? &residuals : NULL, &out);
+        for (int j = 0; j < down_count; j++) tensor_replace(&down[j], NULL);
+        tensor_replace(&mid, NULL);
+        tensor_replace(&model_input, NULL);
+        if (st == LCM_OK && !make_plain(&out)) st = LCM_ERR_OUT_OF_MEMORY;
         if (st != LCM_OK) goto done;
-        trace_step(trace_fn, trace_user, i, "noise_pred", eps);
+        trace_step(trace_fn, trace_user, i, "noise_pred", out);
+        trace_step(trace_fn, trace_user, i, "unet_output", out);
+        if (cfg) {
+            eps = guided(out, r.guidance_scale);
+            tensor_replace(&out, NULL);
+            if (!eps) {
+                st = LCM_ERR_OUT_OF_MEMORY;
+                goto done;
+            }
+            trace_step(trace_fn, trace_user, i, "noise_pred_guided", eps);
+        } else {
+            eps = out;
+            out = NULL;
+        }
         bool draw = lcm_scheduler_needs_noise(scheduler, i);
         if (draw) {
             lcm_rng_randn(&rng, noise->data, numel);
@@ -199,12 +456,19 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
 done:
     lcm_scheduler_free(scheduler);
     tensor_free(embeds);
+    tensor_free(negative);
+    tensor_free(context);
     tensor_free(cond);
     tensor_free(latents);
     tensor_free(denoised);
     tensor_free(noise);
+    tensor_free(model_input);
+    tensor_free(out);
     tensor_free(eps);
     tensor_free(image);
+    tensor_free(control);
+    for (int j = 0; j < down_count; j++) tensor_free(down[j]);
+    tensor_free(mid);
     return st;
 }
 

@@ -1,0 +1,24 @@
+// JPEG images in (through libjpeg-turbo), and reading an image file whatever its format.
+//
+// Like the PNG reader (image.h): pixels come out as 8-bit RGB, row-major, 3 bytes per pixel;
+// JPEG files are untrusted input, so dimensions are bounded by IMAGE_MAX_SIDE / IMAGE_MAX_PIXELS
+// before anything is allocated, and every error names the file.
+#ifndef LCM_IO_IMAGE_JPEG_H
+#define LCM_IO_IMAGE_JPEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lcm.h"
+
+// Decodes a baseline or progressive JPEG (grayscale or YCbCr; CMYK is refused) to RGB8 with
+// libjpeg's defaults (islow IDCT, fancy upsampling), as PIL's Image.open(...).convert("RGB").
+// A file cut short or with corrupt data is an error (libjpeg would only warn and pad with grey).
+// *rgb is malloc'd (width*height*3 bytes), owned by the caller. `label` names the source in errors.
+lcm_status image_decode_jpeg(const void *jpeg, size_t size, const char *label, uint8_t **rgb,
+                             int *width, int *height);
+
+// Reads a PNG or JPEG file, told apart by its first bytes (not its name). *rgb as above.
+lcm_status image_read_file(const char *path, uint8_t **rgb, int *width, int *height);
+
+#endif
