@@ -11,6 +11,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"bench", cmd_bench, "time each stage of a generation against the machine's measured peak"},
     {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},

@@ -373,6 +373,10 @@ static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v
 
 // ---- entry points --------------------------------------------------------------------------------
 
+static attention_kernel default_kernel = ATTENTION_AUTO;
+
+void attention_set_default_kernel(attention_kernel kernel) { default_kernel = kernel; }
+
 tensor *attention_with_kernel(const tensor *q, const tensor *k, const tensor *v, int heads,
                               bool causal, lcm_precision precision, attention_kernel kernel) {
     if (!q || !k || !v) return NULL;
@@ -386,6 +390,7 @@ tensor *attention_with_kernel(const tensor *q, const tensor *k, const tensor *v,
         lcm_fail(LCM_ERR_UNSUPPORTED, "attention: precision %d", (int)precision);
         return NULL;
     }
+    if (kernel == ATTENTION_AUTO) kernel = default_kernel;
     if (kernel == ATTENTION_AUTO)
         kernel = attention_flash_available(precision) ? ATTENTION_FLASH : ATTENTION_GEMM_TILES;
     if (kernel == ATTENTION_FLASH && !attention_flash_available(precision)) {

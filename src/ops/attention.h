@@ -37,6 +37,11 @@ tensor *attention_ex(const tensor *q, const tensor *k, const tensor *v, int head
 tensor *attention_with_kernel(const tensor *q, const tensor *k, const tensor *v, int heads,
                               bool causal, lcm_precision precision, attention_kernel kernel);
 
+// The kernel ATTENTION_AUTO stands for from now on, process-wide (ATTENTION_AUTO restores the
+// choice by CPU). For benchmarks comparing kernels inside one process (`lcm bench
+// --attention-kernel`); not thread-safe against concurrent attention calls.
+void attention_set_default_kernel(attention_kernel kernel);
+
 // Whether the FLASH kernel can run in `precision` on this CPU.
 bool attention_flash_available(lcm_precision precision);
 
