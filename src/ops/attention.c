@@ -175,7 +175,7 @@ static void pack_key_tile(const flash_plan *pl, const tensor *k, const tensor *v
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
 
 // 2^x for x <= 0: x = n + f with |f| <= 1/2, 2^f by its Taylor polynomial of degree 6 (relative
-// error ~2e-7), times 2^n by vscalefps. Inputs below -150 (and -inf, the mask) give 0.
+// error ~2e-7), times 2^n by vscalefps. Inputs below -126 (and -inf, the mask) give 0.
 static inline __m512 exp2_avx512(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -187,7 +187,9 @@ static inline __m512 exp2_avx512(__m512 x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f)); // ln2^2 / 2!
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f)); // ln2
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    // Below 2^-126 the result is flushed to 0: denormal probabilities would only slow P·V down.
+    __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+    return _mm512_maskz_scalef_ps(normal, p, n);
 }
 
 #define FLASH_NAME(x) x##_avx512
@@ -234,9 +236,10 @@ static inline __m512 exp2_avx512(__m512 x) {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
-// 2^x for x <= 0 as above; 2^n built in the exponent bits, so inputs are clamped at -126 (the
-// smallest normal power; a masked score then weighs 1e-38, nothing beside the row maximum's 1).
+// 2^x for x <= 0 as above, with 2^n built in the exponent bits; below -126 (and for -inf, the
+// mask) the result is 0.
 static inline __m256 exp2_avx2(__m256 x) {
+    __m256 normal = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
     x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
     __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_sub_ps(x, n);
@@ -248,7 +251,7 @@ static inline __m256 exp2_avx2(__m256 x) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_and_ps(normal, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 static inline float reduce_max_avx2(__m256 x) {
@@ -375,6 +378,9 @@ static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v
 
 static attention_kernel default_kernel = ATTENTION_AUTO;
 
+// Largest head size for which ATTENTION_AUTO picks the flash kernel in fp32.
+#define FLASH_MAX_HEAD_DIM_FP32 96
+
 void attention_set_default_kernel(attention_kernel kernel) { default_kernel = kernel; }
 
 tensor *attention_with_kernel(const tensor *q, const tensor *k, const tensor *v, int heads,
@@ -391,8 +397,15 @@ tensor *attention_with_kernel(const tensor *q, const tensor *k, const tensor *v,
         return NULL;
     }
     if (kernel == ATTENTION_AUTO) kernel = default_kernel;
-    if (kernel == ATTENTION_AUTO)
-        kernel = attention_flash_available(precision) ? ATTENTION_FLASH : ATTENTION_GEMM_TILES;
+    if (kernel == ATTENTION_AUTO) {
+        // fp32: the flash kernel wins at the UNet's small heads (d = 40, 80: its largest attention
+        // layers), sgemm tiles at d = 160 and the VAE's d = 512 (`lcm bench --attention`,
+        // BENCHMARKS.md). bf16 has only the flash kernel.
+        bool small_heads = q->shape[2] / heads <= FLASH_MAX_HEAD_DIM_FP32;
+        bool flash = attention_flash_available(precision) &&
+                     (precision == LCM_PRECISION_BF16 || small_heads);
+        kernel = flash ? ATTENTION_FLASH : ATTENTION_GEMM_TILES;
+    }
     if (kernel == ATTENTION_FLASH && !attention_flash_available(precision)) {
         lcm_fail(LCM_ERR_UNSUPPORTED, "attention: this CPU lacks the %s instructions of the flash kernel",
                  precision == LCM_PRECISION_BF16 ? "AVX-512 BF16" : "AVX2/FMA");

@@ -9,9 +9,10 @@
 //    with fp32 softmax and fp32 accumulation.
 //  - GEMM_TILES: per (batch, head, 256 query rows), scores = Q Kᵀ and out = P V by oneDNN sgemm with
 //    a separate softmax pass; the portable reference used when the CPU lacks AVX-512.
-// ATTENTION_AUTO picks FLASH where the CPU supports it in the asked precision (measured faster on
-// the UNet/VAE shapes: see BENCHMARKS.md), else GEMM_TILES (fp32 arithmetic even when bf16 was
-// asked for).
+// ATTENTION_AUTO picks, by measurement on the 2-core Zen 4 machine (`lcm bench --attention`, see
+// BENCHMARKS.md): in fp32, FLASH for head sizes up to 96 (the UNet's 40 and 80, where the big
+// 4096- and 1024-token self-attentions are) and GEMM_TILES above (d = 160, the VAE's 512); in
+// bf16, FLASH where the CPU has AVX512-BF16, else GEMM_TILES (then fp32 arithmetic).
 #ifndef LCM_OPS_ATTENTION_H
 #define LCM_OPS_ATTENTION_H
 
