@@ -223,6 +223,7 @@ typedef struct report {
     double peak_gflops;
     char peak_method[160];
     double flops[STAGE_COUNT];
+    flop_count parts[STAGE_COUNT];
     spread times[STAGE_COUNT];
     double peak_rss_bytes;
 } report;
@@ -242,6 +243,10 @@ static void print_text(const report *r) {
         else printf(" %8s\n", "n/a");
     }
     printf("peak RSS: %.2f GB\n", r->peak_rss_bytes * 1e-9);
+    printf("GFLOP by kind (conv 3x3 / conv 1x1 / linear / attention):\n");
+    for (int i = 0; i < STAGE_COUNT; i++)
+        printf("  %-14s %.1f / %.1f / %.1f / %.1f\n", stage_names[i], r->parts[i].conv3x3 * 1e-9,
+               r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9);
 }
 
 // A JSON string: the model path may hold quotes or backslashes.
@@ -268,9 +273,12 @@ static void print_json(const report *r) {
     for (int i = 0; i < STAGE_COUNT; i++) {
         double rate = r->flops[i] / r->times[i].median * 1e-9;
         printf("  \"%s\": {\"gflop\": %.9g, \"median_s\": %.9g, \"min_s\": %.9g, \"max_s\": %.9g, "
-               "\"gflops\": %.9g, \"ratio_to_peak\": %.9g}%s\n",
+               "\"gflops\": %.9g, \"ratio_to_peak\": %.9g,\n    \"gflop_conv3x3\": %.9g, "
+               "\"gflop_conv1x1\": %.9g, \"gflop_linear\": %.9g, \"gflop_attention\": %.9g}%s\n",
                stage_names[i], r->flops[i] * 1e-9, r->times[i].median, r->times[i].min, r->times[i].max,
-               rate, r->peak_gflops > 0 ? rate / r->peak_gflops : 0.0, i + 1 < STAGE_COUNT ? "," : "");
+               rate, r->peak_gflops > 0 ? rate / r->peak_gflops : 0.0, r->parts[i].conv3x3 * 1e-9,
+               r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9,
+               i + 1 < STAGE_COUNT ? "," : "");
     }
     printf(" },\n \"peak_rss_bytes\": %.0f}\n", r->peak_rss_bytes);
 }
@@ -512,11 +520,18 @@ int cmd_bench(int argc, char **argv) {
     flop_count text = clip_text_flops(clip_text_get_config(pipeline->text_encoder), 1, CLIP_MAX_LENGTH);
     flop_count unet = unet_flops(uc, 1, lh, lw, CLIP_MAX_LENGTH);
     flop_count vae = vae_decode_flops(vc, 1, lh, lw);
+    r.parts[STAGE_TEXT] = text;
+    r.parts[STAGE_UNET] = unet;
+    r.parts[STAGE_VAE] = vae;
+    // One UNet evaluation per step: LCM's guidance is an embedding, not a second (CFG) pass.
+    double steps_done = resolved.steps;
+    r.parts[STAGE_END_TO_END] = (flop_count){
+        text.conv3x3 + steps_done * unet.conv3x3 + vae.conv3x3, text.conv1x1 + steps_done * unet.conv1x1 + vae.conv1x1,
+        text.linear + steps_done * unet.linear + vae.linear, text.attention + steps_done * unet.attention + vae.attention};
     r.flops[STAGE_TEXT] = flop_total(&text);
     r.flops[STAGE_UNET] = flop_total(&unet);
     r.flops[STAGE_VAE] = flop_total(&vae);
-    // One UNet evaluation per step: LCM's guidance is an embedding, not a second (CFG) pass.
-    r.flops[STAGE_END_TO_END] = r.flops[STAGE_TEXT] + (double)resolved.steps * r.flops[STAGE_UNET] + r.flops[STAGE_VAE];
+    r.flops[STAGE_END_TO_END] = flop_total(&r.parts[STAGE_END_TO_END]);
 
     stage_inputs inputs = {0};
     double times[STAGE_COUNT][MAX_RUNS];
