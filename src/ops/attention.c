@@ -1,9 +1,10 @@
-// Multi-head attention: the fused flash kernel (AVX-512, fp32 or bf16) and the sgemm-tile kernel.
+// Multi-head attention: the fused flash kernel (AVX-512 or AVX2 fp32, AVX512-BF16 bf16) and the
+// sgemm-tile kernel.
 // See src/ops/attention.h for what each does and how one is chosen.
 //
 // Flash kernel data flow for one head (d = head size, TILE = 64):
 //   before the task loop, K and V of every head are packed once into tile-major copies:
-//     fp32: kt[tile][d][64]          (keys of a tile side by side: one Q·Kᵀ row is 4 vectors)
+//     fp32: kt[tile][d][64]          (keys of a tile side by side: a Q·Kᵀ row is 64/lanes vectors)
 //           vp[tile*64 + j][dpad]    (dpad = d rounded up to 16, zero filled)
 //     bf16: kt[tile][d/2][64][2]     (pairs along d, the layout vdpbf16ps multiplies)
 //           vp[tile][32][dpad][2]    (pairs along the keys)

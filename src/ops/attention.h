@@ -8,11 +8,12 @@
 //    computes Q·Kᵀ and P·V with bf16 dot products (_mm512_dpbf16_ps) on inputs rounded to bfloat16,
 //    with fp32 softmax and fp32 accumulation.
 //  - GEMM_TILES: per (batch, head, 256 query rows), scores = Q Kᵀ and out = P V by oneDNN sgemm with
-//    a separate softmax pass; the portable reference used when the CPU lacks AVX-512.
-// ATTENTION_AUTO picks, by measurement on the 2-core Zen 4 machine (`lcm bench --attention`, see
-// BENCHMARKS.md): in fp32, FLASH for head sizes up to 96 (the UNet's 40 and 80, where the big
-// 4096- and 1024-token self-attentions are) and GEMM_TILES above (d = 160, the VAE's 512); in
-// bf16, FLASH where the CPU has AVX512-BF16, else GEMM_TILES (then fp32 arithmetic).
+//    a separate softmax pass; also the portable path for CPUs without AVX2/FMA.
+// ATTENTION_AUTO picks, by measurement on the 2-core development VM (AVX2 only; `lcm bench
+// --attention`, see BENCHMARKS.md): in fp32, FLASH for head sizes up to 96 (the UNet's 40 and 80,
+// where the big 4096- and 1024-token self-attentions are) and GEMM_TILES above (d = 160, the VAE's
+// 512); in bf16, FLASH where the CPU has AVX512-BF16, else GEMM_TILES (then fp32 arithmetic).
+// The AVX-512 fp32 and bf16 paths compile everywhere but have not yet run on AVX-512 hardware.
 #ifndef LCM_OPS_ATTENTION_H
 #define LCM_OPS_ATTENTION_H
 
