@@ -69,7 +69,7 @@ static void batch_path(char *buf, size_t size, const char *path, int index, int 
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
+    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *tokenizer = NULL;
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false;
@@ -87,6 +87,10 @@ int cmd_generate(int argc, char **argv) {
         {"batch", ARG_INT, &batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
         {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        {"tokenizer", ARG_STRING, &tokenizer,
+         "CLIP tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint that has none "
+         "(default: $LCM_TOKENIZER, else the Hugging Face cache of openai/clip-vit-large-patch14)",
+         false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -117,6 +121,7 @@ int cmd_generate(int argc, char **argv) {
     lcm_pipeline_options_init(&options);
     options.variant = variant;
     options.threads = (int)threads;
+    options.tokenizer = tokenizer;
     // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first time).
     lcm_hub_options hub;
     lcm_hub_options_init(&hub);
