@@ -116,6 +116,77 @@ static bool same_value(const cJSON *a, const cJSON *b) {
     return cJSON_Compare(a, b, true);
 }
 
+// The SD1.5 constants of the derived configs (the fields no shape gives) against the real configs
+// of the fixture set (configs/*/) whose pipeline class is the derived one: LCM_Dreamshaper_v7's for
+// an LCM UNet, stable-diffusion-v1-5's otherwise. sample_size is printed, not checked: the real
+// models differ there (LCM_Dreamshaper_v7 is a 768-pixel model) and it only sets the default size.
+static void test_constants_against_real_configs(const checkpoint *ck, const char *name) {
+    static const struct { const char *component, *file, *fields; } constants[] = {
+        {NULL, "model_index.json", "_class_name scheduler text_encoder tokenizer unet vae"},
+        {"scheduler", "scheduler_config.json", "*"},
+        {"unet", "config.json", "act_fn attention_head_dim mid_block_type norm_num_groups sample_size"},
+        {"vae", "config.json", "act_fn norm_num_groups sample_size scaling_factor"},
+        {"text_encoder", "config.json",
+         "architectures bos_token_id eos_token_id pad_token_id hidden_act layer_norm_eps model_type"},
+    };
+    json_config index = {0};
+    const char *pipeline = "";
+    CHECK_OK(checkpoint_derive_config(ck, NULL, "model_index.json", &index));
+    if (index.root) CHECK_OK(json_config_string(&index, "_class_name", &pipeline));
+    char configs[PATH_MAX];
+    test_path(configs, sizeof configs, "%s/configs", test_fixtures());
+    DIR *d = opendir(configs);
+    struct dirent *e;
+    int matched = 0;
+    while (d && (e = readdir(d))) {
+        char path[PATH_MAX];
+        json_config real_index = {0};
+        const char *real_pipeline = NULL;
+        test_path(path, sizeof path, "%s/%s/model_index.json", configs, e->d_name);
+        if (e->d_name[0] == '.' || access(path, F_OK) != 0) continue;
+        CHECK_OK(json_config_load(path, NULL, &real_index));
+        if (real_index.root) json_config_string_or(&real_index, "_class_name", "", &real_pipeline);
+        bool same_pipeline = real_pipeline && !strcmp(real_pipeline, pipeline);
+        json_config_free(&real_index);
+        if (!same_pipeline) continue;
+        matched++;
+        for (size_t i = 0; i < sizeof constants / sizeof *constants; i++) {
+            json_config derived = {0}, real = {0};
+            test_path(path, sizeof path, "%s/%s/%s%s%s", configs, e->d_name, constants[i].component ? constants[i].component : "",
+                      constants[i].component ? "/" : "", constants[i].file);
+            CHECK_OK(checkpoint_derive_config(ck, constants[i].component, constants[i].file, &derived));
+            CHECK_OK(json_config_load(path, NULL, &real));
+            int compared = 0;
+            for (const cJSON *item = derived.root ? derived.root->child : NULL; item && real.root; item = item->next) {
+                char padded[128];
+                snprintf(padded, sizeof padded, " %s ", item->string);
+                char fields[256];
+                snprintf(fields, sizeof fields, " %s ", constants[i].fields);
+                if (strcmp(constants[i].fields, "*") && !strstr(fields, padded)) continue;
+                const cJSON *expected = cJSON_GetObjectItemCaseSensitive(real.root, item->string);
+                // A field the real config leaves out takes diffusers' default: nothing to compare.
+                if (!expected) continue;
+                compared++;
+                if (same_value(item, expected)) continue;
+                char *got_text = cJSON_PrintUnformatted(item), *want_text = cJSON_PrintUnformatted(expected);
+                fprintf(stderr, "%s vs %s: %s = %s derived, %s in the real config\n", name, path, item->string,
+                        got_text, want_text);
+                CHECK(!strcmp(item->string, "sample_size"), "%s: %s derived as %s, the real config has %s", path,
+                      item->string, got_text, want_text);
+                free(got_text);
+                free(want_text);
+            }
+            fprintf(stderr, "%s vs %s: %d SD1.5 constants compared\n", name, path, compared);
+            CHECK(compared >= 1, "%s: no constant compared", path);
+            json_config_free(&derived);
+            json_config_free(&real);
+        }
+    }
+    if (d) closedir(d);
+    json_config_free(&index);
+    CHECK(matched >= 1, "no real config folder under %s has pipeline class %s", configs, pipeline);
+}
+
 // Configs derived from the shapes of a file written WITHOUT metadata equal the folder's, field by
 // field. Only two kinds of field may differ, and they are printed: SD1.5 constants no shape records
 // that the fixture configs set otherwise (sample_size), and the text encoder's head count, which
@@ -179,6 +250,7 @@ static void test_derived_configs(void) {
             json_config_free(&derived);
             json_config_free(&want);
         }
+        test_constants_against_real_configs(ck, names[i]);
         checkpoint_close(ck);
 
         // Loading without metadata: metadata first, then derivation, per config file. With no text
