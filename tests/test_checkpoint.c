@@ -466,12 +466,31 @@ static void test_bad_files(void) {
         if (scheduler.root) CHECK_OK(json_config_string(&scheduler, "_class_name", &class_name));
         CHECK(!strcmp(class_name, lcm ? "LCMScheduler" : "PNDMScheduler"), "scheduler of %s: %s", path, class_name);
         json_config_free(&scheduler);
+        // Shapes that do not fit the layout are named.
+        json_config unet = {0};
+        st = ck ? checkpoint_derive_config(ck, "unet", "config.json", &unet) : LCM_ERR_INTERNAL;
+        CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), path) &&
+                  strstr(lcm_last_error(), "input_blocks.0.0.weight") && strstr(lcm_last_error(), "shape"),
+              "unet config from a 1-D conv_in: %s %s", lcm_status_name(st), lcm_last_error());
         checkpoint_close(ck);
         st = lcm_pipeline_open(path, &(lcm_pipeline_options){.tokenizer = tokenizer}, &p);
         CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), path) && strstr(lcm_last_error(), "missing"),
               "partial file: %s %s", lcm_status_name(st), lcm_last_error());
         fprintf(stderr, "partial checkpoint message: %s\n", lcm_last_error());
     }
+    // A broken tokenizer in the metadata is named by file and key.
+    test_path(path, sizeof path, "%s/bad-tokenizer.safetensors", tmpdir);
+    st_write_entry entries[3];
+    for (size_t i = 0; i < 3; i++) entries[i] = (st_write_entry){.name = names[i], .dtype = ST_F32, .ndim = 1, .shape = {2}};
+    const char *keys[] = {CHECKPOINT_TOKENIZER_KEY "vocab.json", CHECKPOINT_TOKENIZER_KEY "merges.txt"};
+    const char *values[] = {"{\"a\": 1,", "#version: 0.2\n"};
+    CHECK_OK(st_write_metadata(path, entries, 3, fill_zero, NULL, keys, values, 2));
+    st = lcm_pipeline_open(path, NULL, &p);
+    CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), path) &&
+              strstr(lcm_last_error(), CHECKPOINT_TOKENIZER_KEY "vocab.json"),
+          "bad tokenizer metadata: %s %s", lcm_status_name(st), lcm_last_error());
+    fprintf(stderr, "bad tokenizer metadata: %s\n", lcm_last_error());
+
     // Only a pipeline folder becomes a single file.
     test_path(path, sizeof path, "%s/none.safetensors", tmpdir);
     st = lcm_convert_to_single_file(tmpdir, path);

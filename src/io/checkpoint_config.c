@@ -19,6 +19,7 @@
 #define VAE_PREFIX "first_stage_model."
 #define TEXT_PREFIX "cond_stage_model.transformer."
 #define MAX_BLOCKS 8
+#define MAX_LAYERS_PER_BLOCK 16
 
 // The SD1.5 constants that no tensor shape records.
 #define SD15_UNET_ATTENTION_HEADS 8
@@ -58,17 +59,17 @@ static lcm_status dimension(const shapes *s, const char *name, int ndim, int dim
     return LCM_OK;
 }
 
-// One past the largest N of the tensors named PREFIX N . ..., or 0.
+// One past the largest N of the tensors named PREFIX N . ..., or 0 (numbers above 65535 are not
+// block indices and are ignored).
 static int count_numbered(const shapes *s, const char *prefix) {
     size_t len = strlen(prefix);
     int count = 0;
     for (size_t i = 0; i < st_count(s->file); i++) {
-        const char *name = st_at(s->file, i)->name;
-        int n, consumed = -1;
-        if (strncmp(name, prefix, len) || sscanf(name + len, "%d.%n", &n, &consumed) != 1 || consumed <= 0 ||
-            n < 0 || n >= 1 << 16)
-            continue;
-        if (n + 1 > count) count = n + 1;
+        const char *name = st_at(s->file, i)->name, *digits = name + len;
+        if (strncmp(name, prefix, len) || *digits < '0' || *digits > '9') continue;
+        char *end;
+        long n = strtol(digits, &end, 10);
+        if (*end == '.' && n < 1 << 16 && n + 1 > count) count = (int)n + 1;
     }
     return count;
 }
@@ -98,13 +99,16 @@ static lcm_status derive_unet(const shapes *s, cJSON *c) {
                                    ops = 0;
     LCM_TRY(dimension(s, UNET_PREFIX "input_blocks.0.0.weight", 4, 1, &in_channels));
     LCM_TRY(dimension(s, UNET_PREFIX "out.2.weight", 4, 0, &out_channels));
+    if (inputs > MAX_BLOCKS * (MAX_LAYERS_PER_BLOCK + 1))
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: %d UNet input_blocks, more than SD1.x-style UNets have", s->path,
+                        inputs);
     for (int i = 0; i < inputs; i++)
         if (find(s, UNET_PREFIX "input_blocks.%d.0.op.weight", i)) {
             ops++;
             if (first_op < 0) first_op = i;
         }
     int blocks = ops + 1, layers = first_op > 0 ? first_op - 1 : inputs - 1;
-    if (layers < 1 || blocks > MAX_BLOCKS || inputs != blocks * (layers + 1) ||
+    if (layers < 1 || layers > MAX_LAYERS_PER_BLOCK || blocks > MAX_BLOCKS || inputs != blocks * (layers + 1) ||
         count_numbered(s, UNET_PREFIX "output_blocks.") != blocks * (layers + 1))
         return lcm_fail(LCM_ERR_FORMAT,
                         "%s: the UNet's input_blocks/output_blocks (%d, %d downsamplers) do not form the "
@@ -189,7 +193,9 @@ static lcm_status derive_vae(const shapes *s, cJSON *c) {
 
 // CLIPTextModel (transformers names; files from transformers < 4.31 lack the "text_model." level).
 static lcm_status derive_text_encoder(const shapes *s, cJSON *c) {
-    const char *level = find(s, TEXT_PREFIX "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+    bool legacy = !find(s, TEXT_PREFIX "text_model.embeddings.token_embedding.weight") &&
+                  find(s, TEXT_PREFIX "embeddings.token_embedding.weight");
+    const char *level = legacy ? "" : "text_model.";
     char name[256], layers_prefix[128];
     int vocab, hidden, positions, intermediate;
     snprintf(name, sizeof name, TEXT_PREFIX "%sembeddings.token_embedding.weight", level);
