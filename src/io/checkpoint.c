@@ -1,14 +1,11 @@
 #include "io/checkpoint.h"
 
-#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/error.h"
 
