@@ -114,6 +114,11 @@ static void test_round_trips(void) {
               test_lcm_bin(), folders[0], file, test_lcm_bin(), file, png);
     int rc = test_run(cmd, out, sizeof out);
     CHECK(rc == 0 && access(png, F_OK) == 0, "lcm convert + generate: exit %d: %s", rc, out);
+    // `lcm info` describes the file (no component folders), tokenizer included.
+    test_path(cmd, sizeof cmd, "%s info --model %s 2>&1", test_lcm_bin(), file);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "UNet2DConditionModel") && strstr(out, "CLIPTokenizer") && strstr(out, "vocab_size"),
+          "lcm info of a single file: exit %d: %s", rc, out);
 }
 
 // cJSON values equal as diffusers reads them (a missing field is diffusers' default null).
