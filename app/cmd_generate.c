@@ -96,7 +96,7 @@ static int read_conditioning(const char *init_path, const char *control_path, co
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
+    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *tokenizer = NULL;
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false, lora_lenient = false;
@@ -134,6 +134,10 @@ int cmd_generate(int argc, char **argv) {
          "turn the control image into a control map first: canny (default: none, use it as is)", false},
         {"canny-low", ARG_FLOAT, &canny_low, "canny low threshold (default 100)", false},
         {"canny-high", ARG_FLOAT, &canny_high, "canny high threshold (default 200)", false},
+        {"tokenizer", ARG_STRING, &tokenizer,
+         "CLIP tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint that has none "
+         "(default: $LCM_TOKENIZER, else the Hugging Face cache of openai/clip-vit-large-patch14)",
+         false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -201,6 +205,7 @@ int cmd_generate(int argc, char **argv) {
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;
         options.controlnet = controlnet;
+        options.tokenizer = tokenizer;
         // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first time).
         lcm_hub_options hub;
         lcm_hub_options_init(&hub);

@@ -90,6 +90,10 @@ typedef struct lcm_pipeline_options {
     lcm_vae_tiling vae_tiling; // default AUTO
     // Memory the pipeline may use for one generation, in bytes; 0 = derived from the machine.
     uint64_t memory_budget;
+    // A CLIP tokenizer folder (vocab.json + merges.txt) used instead of the model's own, or NULL.
+    // Single-file checkpoints from other tools carry none: without this, $LCM_TOKENIZER, then the
+    // Hugging Face cache of openai/clip-vit-large-patch14 (downloaded when online) are tried.
+    const char *tokenizer;
 } lcm_pipeline_options;
 
 // Fills *options with the defaults (no variant, one thread per core, fp32, no adapters).
@@ -217,7 +221,10 @@ lcm_status lcm_image_compare(const lcm_image *a, const lcm_image *b, double *psn
 // `--model` may be a diffusers folder, a single-file checkpoint (.safetensors in the original
 // Stable Diffusion layout, or one written by `lcm convert`), or a hub id "ORG/NAME[@REVISION]".
 // lcm_pipeline_open takes folders and single files; hub ids are turned into a folder first by
-// lcm_model_resolve (it may download, so it is a separate, explicit step).
+// lcm_model_resolve (it may download, so it is a separate, explicit step). The one download
+// lcm_pipeline_open itself may make: a single file that carries no tokenizer (A1111/Civitai
+// files), given no lcm_pipeline_options.tokenizer and no $LCM_TOKENIZER, gets the tokenizer files
+// of openai/clip-vit-large-patch14 (~2 MB) through the cache; never with HF_HUB_OFFLINE=1.
 //
 // Hub ids use the Hugging Face cache exactly as huggingface_hub lays it out, so models fetched by
 // diffusers are used without downloading again and vice versa:
@@ -268,8 +275,8 @@ lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, 
 // Writes the diffusers pipeline folder `model_dir` as one .safetensors checkpoint at `path` in the
 // original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
 // cond_stage_model.transformer.*), dtypes kept, with the folder's configs stored in __metadata__ so
-// lcm_pipeline_open(path) gives exactly the pipeline of the folder. The file appears only when
-// complete. The tokenizer must be the standard CLIP ViT-L/14 one (it is not stored).
+// lcm_pipeline_open(path) gives exactly the pipeline of the folder; its tokenizer files are stored
+// there too, so the file alone is enough. The file appears only when complete.
 lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path);
 
 #ifdef __cplusplus

@@ -1,20 +1,13 @@
 #include "io/checkpoint.h"
 
-#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/error.h"
-
-#ifndef LCM_DATA_DIR
-#define LCM_DATA_DIR "data"
-#endif
 
 #define UNET_PREFIX "model.diffusion_model."
 #define VAE_PREFIX "first_stage_model."
@@ -23,14 +16,8 @@
 
 struct checkpoint {
     char *path;
-    char config_dir[PATH_MAX];
-    st_file *file; // kept open for the metadata
+    st_file *file; // kept open for the metadata and the shapes
 };
-
-const char *checkpoint_data_dir(void) {
-    const char *env = getenv("LCM_DATA_DIR");
-    return env && *env ? env : LCM_DATA_DIR;
-}
 
 static bool ends_with(const char *text, const char *suffix) {
     size_t a = strlen(text), b = strlen(suffix);
@@ -89,24 +76,13 @@ lcm_status checkpoint_open(const char *path, checkpoint **out) {
         checkpoint_close(ck);
         return bad;
     }
-    // The UNet's LCM guidance embedding decides which shipped pipeline configs fit.
-    bool lcm = st_find(f, UNET_PREFIX "time_embed.cond_proj.weight") != NULL;
-    snprintf(ck->config_dir, sizeof ck->config_dir, "%s/models/%s", checkpoint_data_dir(),
-             lcm ? "LCM_Dreamshaper_v7" : "stable-diffusion-v1-5");
-    struct stat sb;
-    if (stat(ck->config_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        lcm_status bad = lcm_fail(LCM_ERR_IO,
-                                  "%s: the shipped configs folder %s is missing (set LCM_DATA_DIR to "
-                                  "lcm.c's data/ folder)",
-                                  path, ck->config_dir);
-        checkpoint_close(ck);
-        return bad;
-    }
     *out = ck;
     return LCM_OK;
 }
 
-const char *checkpoint_config_dir(const checkpoint *ck) { return ck->config_dir; }
+const st_file *checkpoint_tensors(const checkpoint *ck) { return ck->file; }
+
+const char *checkpoint_metadata(const checkpoint *ck, const char *key) { return st_metadata(ck->file, key); }
 
 const char *checkpoint_path(const checkpoint *ck) { return ck->path; }
 
@@ -121,9 +97,17 @@ lcm_status checkpoint_load_config(const checkpoint *ck, const char *component, c
         snprintf(where, sizeof where, "%s: __metadata__[\"%s\"]", ck->path, key);
         return json_config_parse(embedded, strlen(embedded), where, out);
     }
-    char path[PATH_MAX + 400];
-    snprintf(path, sizeof path, "%s/%s", ck->config_dir, label);
-    return json_config_load(path, NULL, out);
+    LCM_TRY(checkpoint_derive_config(ck, component, filename, out));
+    if (component && !strcmp(component, "text_encoder") && !json_config_has(out, "num_attention_heads")) {
+        json_config_free(out);
+        return lcm_fail(LCM_ERR_UNSUPPORTED,
+                        "%s: the text encoder's width is not a multiple of 64 (CLIP's head size), so "
+                        "its number of attention heads (num_attention_heads) cannot be derived from "
+                        "the tensors; convert the model's diffusers folder with `lcm convert`, which "
+                        "stores its configs in the file",
+                        ck->path);
+    }
+    return LCM_OK;
 }
 
 // ---- names: diffusers -> original layout -------------------------------------------------------

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/tokenizer_source.h"
 
 void lcm_pipeline_options_init(lcm_pipeline_options *options) {
     memset(options, 0, sizeof *options);
@@ -39,7 +40,7 @@ static lcm_status check_component(const model_folder *folder, const char *compon
     return LCM_OK;
 }
 
-static lcm_status load_components(lcm_pipeline *p) {
+static lcm_status load_components(lcm_pipeline *p, const lcm_pipeline_options *options) {
     model_folder *f = &p->folder;
     if (!f->index.root)
         return lcm_fail(LCM_ERR_FORMAT,
@@ -50,9 +51,7 @@ static lcm_status load_components(lcm_pipeline *p) {
     LCM_TRY(check_component(f, "unet", "UNet2DConditionModel"));
     LCM_TRY(check_component(f, "vae", "AutoencoderKL"));
 
-    char dir[PATH_MAX];
-    LCM_TRY(model_folder_component_dir(f, "tokenizer", dir, sizeof dir));
-    LCM_TRY(clip_tokenizer_open(dir, &p->tokenizer));
+    LCM_TRY(pipeline_open_tokenizer(f, options->tokenizer, &p->tokenizer));
     LCM_TRY(clip_text_load(f, "text_encoder", &p->text_encoder));
     LCM_TRY(unet_load(f, "unet", &p->unet));
     LCM_TRY(vae_load(f, "vae", &p->vae));
@@ -113,7 +112,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         p->folder.weights_hook = attach_loras;
         p->folder.weights_hook_user = p->loras;
     }
-    if (st == LCM_OK) st = load_components(p);
+    if (st == LCM_OK) st = load_components(p, options);
     if (st == LCM_OK && p->loras) {
         p->folder.weights_hook = NULL;
         st = lora_set_finish(p->loras);
