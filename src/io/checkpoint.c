@@ -1,6 +1,7 @@
 #include "io/checkpoint.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <strings.h>
 #include <limits.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/torch_pickle.h"
 
 #define UNET_PREFIX "model.diffusion_model."
 #define VAE_PREFIX "first_stage_model."
@@ -40,20 +42,17 @@ void checkpoint_close(checkpoint *ck) {
 
 lcm_status checkpoint_open(const char *path, checkpoint **out) {
     *out = NULL;
-    if (ends_with(path, ".ckpt") || ends_with(path, ".pt") || ends_with(path, ".pth") ||
-        ends_with(path, ".bin"))
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: pickle checkpoints (.ckpt/.pt/.pth/.bin) are not supported yet; use a "
-                        ".safetensors file or a diffusers folder",
-                        path);
-    if (!ends_with(path, ".safetensors"))
-        return lcm_fail(LCM_ERR_IO, "%s: not a folder (nor a .safetensors checkpoint)", path);
+    // PyTorch pickles (.ckpt/.pt/.pth/.bin) go through the whitelist reader, which never executes
+    // anything from the file and gives the same tensor table as a .safetensors file.
+    bool pickle = torch_is_checkpoint_name(path);
+    if (!pickle && !ends_with(path, ".safetensors"))
+        return lcm_fail(LCM_ERR_IO, "%s: not a folder (nor a .safetensors or .ckpt checkpoint)", path);
     checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck || !(ck->path = strdup(path))) {
         checkpoint_close(ck);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    lcm_status st = st_open(path, &ck->file);
+    lcm_status st = pickle ? torch_open(path, &ck->file) : st_open(path, &ck->file);
     if (st != LCM_OK) {
         checkpoint_close(ck);
         return st;
