@@ -19,6 +19,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     clip_text_free(p->text_encoder);
     unet_free(p->unet);
     vae_free(p->vae);
+    taesd_free(p->taesd);
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
     free(p);
@@ -74,6 +75,23 @@ static lcm_status load_components(lcm_pipeline *p) {
     return LCM_OK;
 }
 
+// The TAESD folder replaces the VAE for decoding; it must speak the UNet's latents.
+static lcm_status load_taesd(lcm_pipeline *p, const char *dir) {
+    LCM_TRY(taesd_load_dir(dir, &p->taesd));
+    const taesd_config *tc = taesd_get_config(p->taesd);
+    const vae_config *vc = vae_get_config(p->vae);
+    if (tc->latent_channels != unet_get_config(p->unet)->in_channels ||
+        tc->downscale_factor != vc->downscale_factor || tc->out_channels != vc->out_channels)
+        return lcm_fail(LCM_ERR_FORMAT,
+                        "%s/config.json: TAESD with %d latent channels, downscale %d and %d "
+                        "output channels does not fit %s (unet in_channels %d, VAE downscale %d, "
+                        "%d output channels)",
+                        dir, tc->latent_channels, tc->downscale_factor, tc->out_channels,
+                        p->folder.root, unet_get_config(p->unet)->in_channels,
+                        vc->downscale_factor, vc->out_channels);
+    return LCM_OK;
+}
+
 lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
                              lcm_pipeline **out) {
     *out = NULL;
@@ -88,14 +106,21 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->precision != LCM_PRECISION_FP32)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
                         (int)options->precision);
-    if (options->lora_count || options->controlnet || options->taesd)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA, ControlNet and TAESD are not supported yet");
+    if (options->lora_count || options->controlnet)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA and ControlNet are not supported yet");
+    if (options->vae_tiling != LCM_VAE_TILING_AUTO && options->vae_tiling != LCM_VAE_TILING_OFF &&
+        options->vae_tiling != LCM_VAE_TILING_ON)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "vae_tiling = %d, expected AUTO, OFF or ON",
+                        (int)options->vae_tiling);
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;
+    p->vae_tiling = options->vae_tiling;
+    p->memory_budget = options->memory_budget;
     if (p->threads > 0) omp_set_num_threads(p->threads);
     lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
     if (st == LCM_OK) st = load_components(p);
+    if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;

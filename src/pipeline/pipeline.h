@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "io/model_folder.h"
 #include "lcm.h"
+#include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sched/lcm_scheduler.h"
@@ -21,6 +22,9 @@ struct lcm_pipeline {
     clip_text_model *text_encoder;
     unet_model *unet;
     vae_model *vae;
+    taesd_model *taesd; // options.taesd, or NULL: decodes instead of the VAE (pipeline/decode.h)
+    lcm_vae_tiling vae_tiling;
+    uint64_t memory_budget; // options.memory_budget (0 = the default, decode.h)
     lcm_scheduler_config scheduler_config;
     int threads;
 };
