@@ -271,9 +271,11 @@ const taesd_config *taesd_get_config(const taesd_model *m) { return &m->config; 
 
 static int64_t stack_params(const layer_stack *s) {
     int64_t n = 0;
-    for (int i = 0; i < s->count; i++)
-        for (int k = 0; k < 3; k++)
-            if (s->layers[i].conv[k].weight) n += conv2d_params(&s->layers[i].conv[k]);
+    for (int i = 0; i < s->count; i++) {
+        const layer *l = &s->layers[i];
+        int convs = l->kind == LAYER_BLOCK ? 3 : l->kind == LAYER_CONV ? 1 : 0;
+        for (int k = 0; k < convs; k++) n += conv2d_params(&l->conv[k]);
+    }
     return n;
 }
 

@@ -189,6 +189,18 @@ lcm_status pipeline_decode(const lcm_pipeline *p, const tensor *denoised, tensor
     *image = NULL;
     decode_plan plan;
     LCM_TRY(decode_choose(p, (int)denoised->shape[0], denoised->shape[2], denoised->shape[3], &plan));
+    if (getenv("LCM_VERBOSE")) {
+        static const char *const names[] = {"VAE", "tiled VAE", "TAESD"};
+        fprintf(stderr, "decode: %s", names[plan.method]);
+        if (plan.method == DECODE_VAE_TILED)
+            fprintf(stderr, " (%d px tiles)", plan.tiling.tile_sample_min_size);
+        fprintf(stderr, ", estimated working memory %.2f GB (untiled VAE %.2f GB), resident %.2f GB, "
+                "budget %.2f GB\n", plan.working_bytes / 1e9,
+                decode_vae_working_bytes(vae_get_config(p->vae), (int)denoised->shape[0],
+                                         denoised->shape[2], denoised->shape[3]) / 1e9,
+                decode_resident_bytes() / 1e9,
+                (p->memory_budget ? p->memory_budget : decode_default_memory_budget()) / 1e9);
+    }
     return decode_run(p, &plan, denoised, image);
 }
 

@@ -67,7 +67,8 @@ double decode_min_working_bytes(const lcm_pipeline *p, int batch, int64_t latent
 lcm_status decode_run(const lcm_pipeline *p, const decode_plan *plan, const tensor *denoised,
                       tensor **image);
 
-// decode_choose + decode_run.
+// decode_choose + decode_run. With the environment variable LCM_VERBOSE set, prints the choice
+// and its memory estimate to stderr.
 lcm_status pipeline_decode(const lcm_pipeline *p, const tensor *denoised, tensor **image);
 
 // An RGB preview of image `index` of the denoised latents: the TAESD decode when the pipeline has
