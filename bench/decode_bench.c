@@ -1,7 +1,7 @@
 // decode_bench: times the three decoders on the same random latents, interleaved so that a noisy
 // machine slows them alike, and prints the medians.
 //
-//   decode_bench [--taesd-only] --model PIPELINE_DIR --taesd TAESD_DIR [--size 512] [--repeat 3]
+//   decode_bench [--taesd-only] [--skip-tiled] --model PIPELINE_DIR --taesd TAESD_DIR [--size 512] [--repeat 3]
 //
 // Only the pipeline's VAE is loaded. The tiled decode uses diffusers' enable_tiling() tiles when
 // they split this size, else the largest halving of them that does (as --vae-tiling auto would).
@@ -44,9 +44,14 @@ static int fail(const char *what) {
 int main(int argc, char **argv) {
     const char *model = NULL, *taesd_dir = NULL;
     int size = 512, repeat = 3;
-    bool taesd_only = false;
-    for (int i = 1; i < argc && !strcmp(argv[i], "--taesd-only"); i++) taesd_only = true;
-    for (int i = 1 + taesd_only; i + 1 < argc; i += 2) {
+    bool taesd_only = false, skip_tiled = false;
+    int first = 1;
+    for (; first < argc; first++) {
+        if (!strcmp(argv[first], "--taesd-only")) taesd_only = true;
+        else if (!strcmp(argv[first], "--skip-tiled")) skip_tiled = true;
+        else break;
+    }
+    for (int i = first; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) model = argv[i + 1];
         else if (!strcmp(argv[i], "--taesd")) taesd_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
@@ -100,7 +105,7 @@ int main(int argc, char **argv) {
         tensor_free(image);
         image = NULL;
         t0 = now();
-        if (!taesd_only && vae_decode_tiled(vae, latents, &tiling, NULL, NULL, &image) != LCM_OK)
+        if (!taesd_only && !skip_tiled && vae_decode_tiled(vae, latents, &tiling, NULL, NULL, &image) != LCM_OK)
             return fail("tiled VAE decode");
         t_tiled[r] = now() - t0;
         tensor_free(image);
