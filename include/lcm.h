@@ -85,10 +85,13 @@ typedef struct lcm_pipeline_options {
     // .safetensors) to steer the UNet, or NULL. Its block widths must match the UNet's
     // (LCM_ERR_UNSUPPORTED naming both folders otherwise); requests then need a control image.
     const char *controlnet;
-    // An AutoencoderTiny (TAESD) folder used instead of the VAE decoder, or NULL.
+    // An AutoencoderTiny (TAESD) folder (config.json + diffusion_pytorch_model.safetensors, like
+    // madebyollin/taesd) used instead of the VAE decoder and for previews, or NULL. Borrowed.
     const char *taesd;
-    lcm_vae_tiling vae_tiling; // default AUTO
-    // Memory the pipeline may use for one generation, in bytes; 0 = derived from the machine.
+    lcm_vae_tiling vae_tiling; // default AUTO; ON = diffusers' enable_vae_tiling()
+    // Memory the process may use for one generation (weights included), in bytes; 0 = three
+    // quarters of the physical memory. AUTO tiling decodes in tiles when the resident memory plus
+    // the untiled decode's estimated working memory would exceed it (src/pipeline/decode.h).
     uint64_t memory_budget;
     // A CLIP tokenizer folder (vocab.json + merges.txt) used instead of the model's own, or NULL.
     // Single-file checkpoints from other tools carry none: without this, $LCM_TOKENIZER, then the
@@ -129,8 +132,10 @@ typedef int (*lcm_progress_fn)(void *user_data, int steps_done, int total_steps,
 typedef struct lcm_image lcm_image;
 
 // Called after each denoising step with a preview of the current denoised estimate (image
-// `index` of the batch): TAESD when loaded, else a cheap latent->RGB projection, at any size the
-// library chooses. `preview` is borrowed for the duration of the call only.
+// `index` of the batch; once per image per step, before the progress callback): the TAESD decode
+// at the image size when TAESD is loaded (after the last step it equals the final image), else a
+// cheap latent->RGB projection at 1/8 of the image size. `preview` is borrowed for the duration
+// of the call only.
 typedef void (*lcm_preview_fn)(void *user_data, int steps_done, int total_steps, int index,
                                const lcm_image *preview);
 
