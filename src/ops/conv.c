@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/dnnl_layer.h"
 #include "ops/gemm.h"
 #include "ops/ops.h"
 
@@ -38,6 +39,24 @@ static void im2col_band(const conv2d *c, const float *x, int64_t h, int64_t w, i
     }
 }
 
+// The oneDNN primitive over NHWC: input converted once if it comes NCHW (the first layer only).
+static tensor *conv2d_fast(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
+    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
+    if (x->layout != TENSOR_NHWC && !converted) return NULL;
+    const tensor *input = converted ? converted : x;
+    tensor *y = tensor_new4(n, c->out, oh, ow);
+    if (y) {
+        y->layout = TENSOR_NHWC;
+        if (dnnl_layer_conv_run(c->fast, input->data, n, h, w, c->bias, y->data) != LCM_OK)
+            tensor_replace(&y, NULL);
+    }
+    tensor_free(converted);
+    return y;
+}
+
+static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow);
+
 tensor *conv2d_forward(const conv2d *c, const tensor *x) {
     if (!x) return NULL;
     if (x->ndim != 4 || x->shape[1] != c->in) {
@@ -45,9 +64,20 @@ tensor *conv2d_forward(const conv2d *c, const tensor *x) {
                  (long long)(x->ndim == 4 ? x->shape[1] : -1), c->in);
         return NULL;
     }
-    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    int64_t h = x->shape[2], w = x->shape[3];
     int64_t oh = (h + 2 * c->padding - c->kernel) / c->stride + 1;
     int64_t ow = (w + 2 * c->padding - c->kernel) / c->stride + 1;
+    if (c->fast) return conv2d_fast(c, x, oh, ow);
+    if (x->layout == TENSOR_NCHW) return conv2d_reference(c, x, oh, ow);
+    tensor *plain = tensor_to_nchw(x);
+    tensor *y = plain ? conv2d_reference(c, plain, oh, ow) : NULL;
+    tensor_free(plain);
+    return y;
+}
+
+// im2col + sgemm over NCHW.
+static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
+    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
     tensor *y = tensor_new4(n, c->out, oh, ow);
     if (!y) return NULL;
     int64_t patch = (int64_t)c->in * c->kernel * c->kernel;
@@ -93,6 +123,16 @@ tensor *pad2d(const tensor *x, int top, int bottom, int left, int right) {
     int64_t ph = h + top + bottom, pw = w + left + right;
     tensor *y = tensor_zeros(4, (int64_t[]){n, ch, ph, pw});
     if (!y) return NULL;
+    y->layout = x->layout;
+    if (x->layout == TENSOR_NHWC) {
+        // each input row of pixels is one contiguous run of w * ch values
+        #pragma omp parallel for collapse(2)
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t iy = 0; iy < h; iy++)
+                memcpy(y->data + ((b * ph + iy + top) * pw + left) * ch,
+                       x->data + (b * h + iy) * w * ch, sizeof(float) * (size_t)(w * ch));
+        return y;
+    }
     #pragma omp parallel for
     for (int64_t plane = 0; plane < n * ch; plane++)
         for (int64_t iy = 0; iy < h; iy++)

@@ -169,6 +169,12 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
         trace_step(trace_fn, trace_user, i, "latents_in", latents);
         st = unet_forward(p->unet, latents, (float)timesteps[i], embeds, cond, NULL, &eps);
         if (st != LCM_OK) goto done;
+        // the scheduler works on plain NCHW arrays; the fast kernels return channels-last
+        tensor_replace(&eps, tensor_to_nchw(eps));
+        if (!eps) {
+            st = LCM_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
         trace_step(trace_fn, trace_user, i, "noise_pred", eps);
         bool draw = lcm_scheduler_needs_noise(scheduler, i);
         if (draw) {
@@ -193,6 +199,11 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     for (size_t k = 0; k < numel; k++) denoised->data[k] /= scaling_factor;
     st = vae_decode(p->vae, denoised, &image);
     if (st != LCM_OK) goto done;
+    tensor_replace(&image, tensor_to_nchw(image)); // callers index the image as NCHW
+    if (!image) {
+        st = LCM_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
     trace(trace_fn, trace_user, "image_decoded", image);
     *images = image;
     image = NULL;
