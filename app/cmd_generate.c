@@ -68,7 +68,7 @@ static void batch_path(char *buf, size_t size, const char *path, int index, int 
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
+    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *precision = "fp32";
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false;
@@ -82,7 +82,8 @@ int cmd_generate(int argc, char **argv) {
         {"height", ARG_INT, &height, "image height, a multiple of 8 (default: the model's size)", false},
         {"batch", ARG_INT, &batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
-        {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        {"threads", ARG_INT, &threads, "compute threads (default: one per physical core)", false},
+        {"precision", ARG_STRING, &precision, "fp32 (exact, default) or bf16 (half the memory)", false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -109,9 +110,15 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
+    if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
+        fprintf(stderr, "lcm generate: --precision %s: expected fp32 or bf16\n", precision);
+        return 2;
+    }
+
     lcm_pipeline_options options;
     lcm_pipeline_options_init(&options);
     options.variant = variant;
+    options.precision = strcmp(precision, "bf16") == 0 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
     options.threads = (int)threads;
     lcm_pipeline *pipeline;
     lcm_status st = lcm_pipeline_open(model, &options, &pipeline);

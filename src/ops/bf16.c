@@ -1,17 +1,27 @@
+// Plain C that the compiler vectorises, compiled for AVX-512 and for the baseline (see
+// elementwise_simd.c for why not intrinsics).
+#if defined(__GNUC__) && !defined(__clang__)
+// Without FP-exception semantics GCC if-converts the clamps and selects, so AVX2 vectorises too
+// (results are unchanged: nothing here reads the FP exception flags).
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "ops/bf16.h"
 
-#include <immintrin.h>
-#include <stdbool.h>
 #include <string.h>
 
-#include "ops/cpu.h"
+#if defined(__GNUC__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
 
+// Round to nearest even on the upper 16 bits; NaN stays a (quiet) NaN.
 static inline uint16_t round_to_bf16(float f) {
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); // quiet NaN
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
+    uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    uint32_t nan = (bits >> 16) | 0x40u;
+    return (uint16_t)((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
 float bf16_to_f32(uint16_t v) {
@@ -21,24 +31,14 @@ float bf16_to_f32(uint16_t v) {
     return f;
 }
 
-// vcvtneps2bf16 rounds to nearest even like round_to_bf16.
-__attribute__((target("avx512f,avx512bf16"))) static void convert_avx512(const float *src,
-                                                                            uint16_t *dst,
-                                                                            int64_t count) {
-    int64_t vectors = count / 16;
-    #pragma omp parallel for schedule(static)
-    for (int64_t v = 0; v < vectors; v++) {
-        __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + v * 16));
-        _mm256_storeu_si256((__m256i *)(dst + v * 16), (__m256i)packed);
-    }
-    for (int64_t i = vectors * 16; i < count; i++) dst[i] = round_to_bf16(src[i]);
+CLONES static void convert_span(const float *restrict src, uint16_t *restrict dst, int64_t count) {
+    #pragma omp simd
+    for (int64_t i = 0; i < count; i++) dst[i] = round_to_bf16(src[i]);
 }
 
+#define SPAN 16384
+
 void bf16_from_f32(const float *src, uint16_t *dst, int64_t count) {
-    if (cpu_has_avx512_bf16()) {
-        convert_avx512(src, dst, count);
-        return;
-    }
     #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) dst[i] = round_to_bf16(src[i]);
+    for (int64_t i = 0; i < count; i += SPAN) convert_span(src + i, dst + i, count - i < SPAN ? count - i : SPAN);
 }

@@ -8,4 +8,8 @@
 bool cpu_has_avx512(void);      // AVX-512 F, BW, DQ, VL
 bool cpu_has_avx512_bf16(void); // the above plus AVX512-BF16
 
+// Physical cores available to this process (SMT siblings counted once), at least 1: from the
+// CPU affinity mask and /sys/devices/system/cpu/cpuN/topology, else the online CPU count.
+int cpu_physical_cores(void);
+
 #endif

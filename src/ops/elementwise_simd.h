@@ -1,7 +1,7 @@
-// Vectorised activation kernels over contiguous spans (single-threaded: callers parallelise).
-// AVX-512 where the CPU has it (ops/cpu.h), plain loops with libm otherwise. The AVX-512 exp is a
-// degree-6 polynomial after range reduction (within 2 ulp of expf) and erf the Abramowitz-Stegun
-// 7.1.26 form (within 1.5e-7 absolute), both far inside the golden tolerances.
+// Vectorised activation kernels over contiguous spans (single-threaded: callers parallelise), in
+// AVX-512 or AVX2 as the CPU allows. exp is a degree-6 polynomial after range reduction (relative
+// error about 2e-7) and erf the Abramowitz-Stegun 7.1.26 form (absolute error < 1.5e-7), both far
+// inside the golden tolerances; the reference kernels keep libm's expf/erff.
 #ifndef LCM_OPS_ELEMENTWISE_SIMD_H
 #define LCM_OPS_ELEMENTWISE_SIMD_H
 

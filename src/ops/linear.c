@@ -21,16 +21,11 @@ tensor *linear_forward(const linear *l, const tensor *x) {
     if (!y) return NULL;
     int64_t rows = tensor_numel(x) / in;
     if (rows == 0) return y;
-    if (l->fast) {
-        const tensor *plain = x;
-        tensor *converted = NULL;
-        if (x->ndim == 4 && x->layout != TENSOR_NCHW) plain = converted = tensor_to_nchw(x);
-        lcm_status st = plain ? dnnl_layer_linear_run(l->fast, plain->data, rows, l->bias, y->data)
-                              : LCM_ERR_OUT_OF_MEMORY;
-        tensor_free(converted);
-        if (st != LCM_OK) tensor_replace(&y, NULL);
-        return y;
-    }
+    // One matrix product per batch item (per row for a small 2-D input), so that an image's
+    // result does not depend on what else is in the batch: a product's rounding can depend on
+    // its number of rows.
+    int64_t items = x->ndim >= 3 ? x->shape[0] : rows <= 16 ? rows : 1;
+    int64_t rows_per_item = rows / items;
     const tensor *plain = x;
     tensor *converted = NULL;
     if (x->ndim == 4 && x->layout != TENSOR_NCHW) {
@@ -40,13 +35,24 @@ tensor *linear_forward(const linear *l, const tensor *x) {
             return NULL;
         }
     }
+    if (l->fast) {
+        lcm_status st = LCM_OK;
+        for (int64_t i = 0; i < items && st == LCM_OK; i++)
+            st = dnnl_layer_linear_run(l->fast, plain->data + i * rows_per_item * in, rows_per_item,
+                                       l->bias, y->data + i * rows_per_item * l->out);
+        tensor_free(converted);
+        if (st != LCM_OK) tensor_replace(&y, NULL);
+        return y;
+    }
     // y = bias (broadcast over rows), then y += x W^T.
     if (l->bias) {
         #pragma omp parallel for
         for (int64_t r = 0; r < rows; r++) memcpy(y->data + r * l->out, l->bias, sizeof(float) * l->out);
     }
-    gemm_f32(false, true, rows, l->out, in, 1.0f, plain->data, in, l->weight, in,
-             l->bias ? 1.0f : 0.0f, y->data, l->out);
+    for (int64_t i = 0; i < items; i++)
+        gemm_f32(false, true, rows_per_item, l->out, in, 1.0f, plain->data + i * rows_per_item * in,
+                 in, l->weight, in, l->bias ? 1.0f : 0.0f, y->data + i * rows_per_item * l->out,
+                 l->out);
     tensor_free(converted);
     return y;
 }

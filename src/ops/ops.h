@@ -40,7 +40,10 @@ typedef struct conv2d {
     int in, out, kernel, stride, padding;
     float *weight;           // [out, in, kernel, kernel]; NULL once packed
     float *bias;             // [out] or NULL
-    struct dnnl_layer *fast; // packed weights + cached primitives, or NULL (reference kernel)
+    struct dnnl_layer *fast; // packed weights + cached primitives, or NULL
+    // Fast path on CPUs without AVX-512, where oneDNN's direct NHWC convolutions are slower than
+    // a matrix product: the weight as [out, kernel, kernel, in] for NHWC im2col + sgemm.
+    float *weight_ohwi;
 } conv2d;
 
 typedef struct norm {
@@ -69,6 +72,12 @@ lcm_precision ops_weight_precision(void);
 
 // Packs a layer built with plain weights for the fast kernels in `precision` and frees `weight`
 // (what *_load does on the fast path; tests use it to compare both paths on the same weights).
+// oneDNN's fast kernels need AVX-512 (bf16: AVX512-BF16 or its emulation on AVX-512): without it a
+// conv is packed for the NHWC im2col + sgemm kernel and a linear layer keeps its plain weight
+// (sgemm), both in fp32 whatever the precision asked for. `force_primitive` (tests) packs for
+// oneDNN primitives on any CPU.
+lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive);
+lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive);
 lcm_status linear_pack(linear *l, lcm_precision precision);
 lcm_status conv2d_pack(conv2d *c, lcm_precision precision);
 

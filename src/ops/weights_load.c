@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "ops/cpu.h"
 #include "ops/dnnl_layer.h"
 #include "ops/ops.h"
 
@@ -25,25 +26,45 @@ bool ops_reference_kernels(void) {
 void ops_set_weight_precision(lcm_precision precision) { weight_precision = precision; }
 lcm_precision ops_weight_precision(void) { return weight_precision; }
 
-lcm_status linear_pack(linear *l, lcm_precision precision) {
+lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
     if (l->fast || !l->weight) return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
+    if (!force_primitive && !cpu_has_avx512()) return LCM_OK; // sgemm on the plain weight
     LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
     free(l->weight);
     l->weight = NULL;
     return LCM_OK;
 }
 
-lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
+lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
     if (c->fast || !c->weight) return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
-    LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel, c->stride,
-                                c->padding, precision, &c->fast));
+    if (force_primitive || cpu_has_avx512()) {
+        LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel,
+                                    c->stride, c->padding, precision, &c->fast));
+    } else {
+        // [out, in, k, k] -> [out, k, k, in]
+        int64_t taps = (int64_t)c->kernel * c->kernel;
+        c->weight_ohwi = malloc(sizeof(float) * (size_t)(c->out * c->in * taps));
+        if (!c->weight_ohwi) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+        for (int64_t o = 0; o < c->out; o++)
+            for (int64_t i = 0; i < c->in; i++)
+                for (int64_t t = 0; t < taps; t++)
+                    c->weight_ohwi[(o * taps + t) * c->in + i] = c->weight[(o * c->in + i) * taps + t];
+    }
     free(c->weight);
     c->weight = NULL;
     return LCM_OK;
 }
 
+lcm_status linear_pack(linear *l, lcm_precision precision) {
+    return linear_pack_with(l, precision, false);
+}
+
+lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
+    return conv2d_pack_with(c, precision, false);
+}
+
 bool linear_present(const linear *l) { return l->weight || l->fast; }
-bool conv2d_present(const conv2d *c) { return c->weight || c->fast; }
+bool conv2d_present(const conv2d *c) { return c->weight || c->fast || c->weight_ohwi; }
 
 // ---- loading ---------------------------------------------------------------------------------
 
@@ -104,8 +125,9 @@ void linear_free(linear *l) {
 void conv2d_free(conv2d *c) {
     free(c->weight);
     free(c->bias);
+    free(c->weight_ohwi);
     dnnl_layer_free(c->fast);
-    c->weight = c->bias = NULL;
+    c->weight = c->bias = c->weight_ohwi = NULL;
     c->fast = NULL;
 }
 

@@ -8,6 +8,8 @@
 
 #include "core/error.h"
 #include "pipeline/pipeline.h"
+#include "ops/cpu.h"
+#include "ops/ops.h"
 
 void lcm_pipeline_options_init(lcm_pipeline_options *options) {
     memset(options, 0, sizeof *options);
@@ -85,17 +87,22 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->threads < 0)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "threads = %d, expected 0 (auto) or more",
                         options->threads);
-    if (options->precision != LCM_PRECISION_FP32)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
+    if (options->precision != LCM_PRECISION_FP32 && options->precision != LCM_PRECISION_BF16)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "precision %d: expected fp32 (0) or bf16 (1)",
                         (int)options->precision);
     if (options->lora_count || options->controlnet || options->taesd)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA, ControlNet and TAESD are not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
-    p->threads = options->threads;
-    if (p->threads > 0) omp_set_num_threads(p->threads);
+    // Before loading: oneDNN fixes a primitive's thread count when it is created.
+    p->threads = options->threads > 0 ? options->threads : cpu_physical_cores();
+    omp_set_num_threads(p->threads);
     lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
+    // The layers loaded now keep their weights in this precision (ops/ops.h).
+    lcm_precision previous = ops_weight_precision();
+    ops_set_weight_precision(options->precision);
     if (st == LCM_OK) st = load_components(p);
+    ops_set_weight_precision(previous);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;
