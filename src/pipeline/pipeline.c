@@ -94,8 +94,11 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         return lcm_fail(LCM_ERR_UNSUPPORTED, "LoRA, ControlNet and TAESD are not supported yet");
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
-    // Before loading: oneDNN fixes a primitive's thread count when it is created.
-    p->threads = options->threads > 0 ? options->threads : cpu_physical_cores();
+    // Before loading: oneDNN fixes a primitive's thread count when it is created. Auto is one
+    // thread per physical core, unless OMP_NUM_THREADS says otherwise.
+    p->threads = options->threads > 0          ? options->threads
+                 : getenv("OMP_NUM_THREADS") ? omp_get_max_threads()
+                                             : cpu_physical_cores();
     omp_set_num_threads(p->threads);
     lcm_status st = model_folder_open(model_dir, options->variant, &p->folder);
     // The layers loaded now keep their weights in this precision (ops/ops.h).
