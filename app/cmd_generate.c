@@ -137,6 +137,7 @@ static int read_conditioning(const char *init_path, const char *control_path, co
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *tokenizer = NULL;
     const char *taesd = NULL, *vae_tiling = "auto", *memory_budget = NULL, *preview_dir = NULL;
+    const char *precision = "fp32";
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false, lora_lenient = false;
@@ -157,7 +158,8 @@ int cmd_generate(int argc, char **argv) {
         {"height", ARG_INT, &height, "image height, a multiple of 8 (default: the model's size)", false},
         {"batch", ARG_INT, &batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
-        {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        {"threads", ARG_INT, &threads, "compute threads (default: one per physical core)", false},
+        {"precision", ARG_STRING, &precision, "fp32 (exact, default) or bf16 (half the memory)", false},
         {"lora", ARG_STRING, &lora_specs,
          "LoRA adapter FILE[:SCALE] (.safetensors, kohya/diffusers/PEFT keys; scale 1 by default; "
          "repeatable)",
@@ -208,6 +210,10 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
+    if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
+        fprintf(stderr, "lcm generate: --precision %s: expected fp32 or bf16\n", precision);
+        return 2;
+    }
     lcm_vae_tiling tiling_mode;
     if (!strcmp(vae_tiling, "auto")) tiling_mode = LCM_VAE_TILING_AUTO;
     else if (!strcmp(vae_tiling, "on")) tiling_mode = LCM_VAE_TILING_ON;
@@ -259,6 +265,7 @@ int cmd_generate(int argc, char **argv) {
         lcm_pipeline_options_init(&options);
         options.variant = variant;
         options.threads = (int)threads;
+        options.precision = strcmp(precision, "bf16") == 0 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
         options.loras = loras;
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;

@@ -73,7 +73,7 @@ typedef struct lcm_pipeline_options {
     // Weight variant: "fp16" loads *.fp16.safetensors where present, falling back to the plain
     // file (as diffusers' `variant=`). NULL or "" for the plain files.
     const char *variant;
-    // Worker threads for the compute kernels; 0 = one per physical core.
+    // Worker threads for the compute kernels; 0 = one per physical core (OMP_NUM_THREADS if set).
     int threads;
     lcm_precision precision; // default LCM_PRECISION_FP32
     // LoRA adapters (lora_count entries, may be 0); a key that matches no module is an error
