@@ -1,7 +1,7 @@
 // The fixtures of the reference ControlNet workflow (photo -> NormalBae normal map -> ControlNet ->
 // image), discovered under $LCM_FIXTURES for the CLI and server tests: an SD1.5 folder
-// (StableDiffusionPipeline) with a ControlNetModel folder that fits its UNet, the LCM-LoRA its
-// golden cases fuse (from the golden's `note`), the NormalBae weights (every .safetensors / .pt in
+// (StableDiffusionPipeline) with a ControlNetModel folder that fits its UNet, the LCM-LoRA its own
+// golden cases fuse (from their `note`), the NormalBae weights (every .safetensors / .pt in
 // normalbae/) and the NormalBae golden's input photo.
 #ifndef LCM_TESTS_CONTROL_FIXTURES_H
 #define LCM_TESTS_CONTROL_FIXTURES_H
@@ -62,11 +62,11 @@ static bool control_fits(const char *cn_dir, const char *model_dir) {
     return fits;
 }
 
-// The LoRA of the ControlNet goldens: "... load_lora_weights(DIR) ... fuse_lora(lora_scale=S)".
-static void control_lora(const char *cn_dir, const char *model_dir, char *spec, size_t size) {
+// The LoRA of the model's goldens: "... load_lora_weights(DIR) ... fuse_lora(lora_scale=S)".
+static void control_lora(const char *model_dir, char *spec, size_t size) {
     spec[0] = '\0';
     char golden_dir[1100];
-    test_path(golden_dir, sizeof golden_dir, "%s/golden", cn_dir);
+    test_path(golden_dir, sizeof golden_dir, "%s/golden", model_dir);
     char **names;
     int n = test_list_files(golden_dir, "pipeline_", ".safetensors", &names);
     for (int i = 0; i < n && !spec[0]; i++) {
@@ -117,7 +117,7 @@ static bool control_fixtures_find(const char *root, control_fixtures *c) {
             if (control_fits(cn[i], sd[j])) {
                 test_path(c->model, sizeof c->model, "%s", sd[j]);
                 test_path(c->controlnet, sizeof c->controlnet, "%s", cn[i]);
-                control_lora(cn[i], sd[j], c->lora, sizeof c->lora);
+                control_lora(sd[j], c->lora, sizeof c->lora);
             }
     char nb[1100];
     test_path(nb, sizeof nb, "%s/normalbae", root);
