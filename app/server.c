@@ -258,7 +258,7 @@ static lcm_status prepare_control(server *s, job *j, lcm_image *map) {
     lcm_image photo = {0};
     lcm_status st = image_decode_png(p->control_png, p->control_png_size, "alwayson_scripts.controlnet.args[0].image",
                                      &photo.rgb, &photo.width, &photo.height);
-    if (st != LCM_OK) return st;
+    if (st != LCM_OK) return LCM_ERR_INVALID_ARGUMENT; // the client's image (the message says why)
     if (p->control_module == SERVE_CONTROL_CANNY) {
         st = lcm_canny(&photo, p->threshold_a, p->threshold_b, map);
         lcm_image_release(&photo);
@@ -293,9 +293,13 @@ static void run_job(server *s, job *j) {
         if (st != LCM_OK) return fail_job(j, LCM_ERR_INVALID_ARGUMENT, lcm_last_error());
     }
     lcm_image control = {0};
-    if (p->control_png && prepare_control(s, j, &control) != LCM_OK) {
-        free(init.rgb);
-        return fail_job(j, LCM_ERR_INVALID_ARGUMENT, lcm_last_error());
+    if (p->control_png) {
+        lcm_status st = prepare_control(s, j, &control);
+        if (st != LCM_OK) {
+            free(init.rgb);
+            lcm_image_release(&control);
+            return fail_job(j, st, lcm_last_error());
+        }
     }
     j->seed = p->seed >= 0 ? (uint64_t)p->seed : random_seed();
     for (int it = 0; it < p->n_iter && j->status == LCM_OK; it++) {
