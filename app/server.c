@@ -742,7 +742,10 @@ static cJSON *capabilities_json(server *s) {
     cJSON_AddNumberToObject(o, "size_step", l->default_size < 256 ? 8 : 32);
     cJSON_AddNumberToObject(o, "default_steps", l->max_steps < 4 ? l->max_steps : 4);
     cJSON_AddNumberToObject(o, "max_steps", l->max_steps);
-    cJSON_AddNumberToObject(o, "default_guidance", 8.5);
+    // A UNet that takes a negative prompt runs classifier-free guidance (SD1.5 + LCM-LoRA), where
+    // 8.5 would be far too strong: LCM-LoRA wants 1..2, and 1 (no guidance) is twice as fast.
+    // LCM-distilled UNets embed the guidance instead; 8.5 is their pipeline's default.
+    cJSON_AddNumberToObject(o, "default_guidance", s->features->negative_prompt ? 1.0 : 8.5);
     cJSON_AddNumberToObject(o, "max_images", l->max_images);
     cJSON_AddBoolToObject(o, "api_key_required", s->config->api_key != NULL);
     cJSON *f = cJSON_AddObjectToObject(o, "features");
