@@ -92,6 +92,41 @@ int main(void) {
         check_same_pixels(two_commands, one_command, "one command vs two commands");
     }
 
+    // The library entry point the CLI and the server share gives the same map, loaded once and
+    // run twice; bad arguments are refused with a message.
+    lcm_image photo = {0}, from_library = {0}, again = {0}, from_cli = {0};
+    lcm_normal_detector *detector = NULL;
+    CHECK_OK(lcm_image_read_composited(fx.photo, &photo));
+    CHECK_OK(lcm_normal_detector_open(fx.weights[0], &detector));
+    CHECK_OK(lcm_normal_detector_run(detector, &photo, RESOLUTION, RESOLUTION, &from_library));
+    CHECK_OK(lcm_normal_detector_run(detector, &photo, RESOLUTION, RESOLUTION, &again));
+    CHECK_OK(lcm_image_read(map, &from_cli));
+    size_t bytes = (size_t)from_cli.width * from_cli.height * 3;
+    CHECK(from_library.rgb && again.rgb && from_cli.rgb && from_library.width == from_cli.width &&
+              from_library.height == from_cli.height && !memcmp(from_library.rgb, from_cli.rgb, bytes) &&
+              !memcmp(again.rgb, from_cli.rgb, bytes),
+          "lcm_normal_detector_run's map differs from lcm preprocess normal's");
+    lcm_image none = {0};
+    CHECK(lcm_normal_detector_run(detector, &photo, 0, RESOLUTION, &none) == LCM_ERR_INVALID_ARGUMENT &&
+              strstr(lcm_last_error(), "resolution") && !none.rgb,
+          "detect resolution 0: %s", lcm_last_error());
+    lcm_image nothing = {0};
+    CHECK(lcm_normal_detector_run(detector, &none, RESOLUTION, RESOLUTION, &nothing) == LCM_ERR_INVALID_ARGUMENT &&
+              !nothing.rgb,
+          "empty image: %s", lcm_last_error());
+    lcm_normal_detector_close(detector);
+    detector = NULL;
+    char no_file[256];
+    test_path(no_file, sizeof no_file, "%s/absent.safetensors", tmpdir);
+    CHECK(lcm_normal_detector_open(no_file, &detector) != LCM_OK && !detector && strstr(lcm_last_error(), no_file),
+          "missing weights: %s", lcm_last_error());
+    CHECK(lcm_preprocess_normal(no_file, &photo, RESOLUTION, RESOLUTION, &none) != LCM_OK && !none.rgb,
+          "lcm_preprocess_normal with missing weights");
+    lcm_image_release(&photo);
+    lcm_image_release(&from_library);
+    lcm_image_release(&again);
+    lcm_image_release(&from_cli);
+
     // Errors: no weights, weights that are not there, weights that are not NormalBae.
     char missing[256], not_weights[256];
     test_path(missing, sizeof missing, "%s/no-such-scannet.pt", tmpdir);
