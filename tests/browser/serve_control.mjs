@@ -78,6 +78,11 @@ try {
   const params = await page.textContent("#parameters");
   check(params.includes('ControlNet: "Module: normal_bae'), "parameters name the ControlNet: " + params.split("\n").pop());
   await page.screenshot({ path: `${outDir}/serve-controlnet.png`, fullPage: true });
+  // Phone width: the image and the map still fit the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(overflow <= 390, "nothing wider than a phone screen: " + overflow);
+  await page.screenshot({ path: `${outDir}/serve-controlnet-phone.png`, fullPage: true });
   check(pageErrors.length === 0, "no errors in the page: " + pageErrors.join(" | "));
 } finally {
   await browser.close();
