@@ -1,9 +1,11 @@
 // lcm generate: one prompt -> PNG image(s), through the public C API only.
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +40,43 @@ static int show_progress(void *user, int done, int total, double elapsed) {
     if (done == total) fputc('\n', stderr);
     fflush(stderr);
     return 0;
+}
+
+// --preview-dir: each preview as DIR/step-K.png (DIR/step-K-I.png for image I of a batch > 1).
+typedef struct preview_state {
+    const char *dir;
+    int batch;
+    int failures;
+} preview_state;
+
+static void write_preview(void *user, int steps_done, int total_steps, int index,
+                          const lcm_image *preview) {
+    (void)total_steps;
+    preview_state *state = user;
+    char path[4096];
+    if (state->batch > 1)
+        snprintf(path, sizeof path, "%s/step-%d-%d.png", state->dir, steps_done, index);
+    else
+        snprintf(path, sizeof path, "%s/step-%d.png", state->dir, steps_done);
+    if (lcm_write_png(path, preview, NULL) != LCM_OK && state->failures++ == 0)
+        fprintf(stderr, "lcm generate: preview: %s\n", lcm_last_error());
+}
+
+// "2G", "512M", "1.5G", "300K" or plain bytes -> bytes; false when malformed.
+static bool parse_size(const char *text, uint64_t *out) {
+    char *end = NULL;
+    double value = strtod(text, &end);
+    if (end == text || !(value > 0)) return false;
+    double unit = 1;
+    if (*end == 'K' || *end == 'k') unit = 1024.0;
+    else if (*end == 'M' || *end == 'm') unit = 1024.0 * 1024;
+    else if (*end == 'G' || *end == 'g') unit = 1024.0 * 1024 * 1024;
+    else if (*end == 'T' || *end == 't') unit = 1024.0 * 1024 * 1024 * 1024;
+    if (unit > 1) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end != '\0' || value * unit > 1e18) return false;
+    *out = (uint64_t)(value * unit);
+    return true;
 }
 
 static uint64_t random_seed(void) {
@@ -112,7 +151,8 @@ static int read_conditioning(const char *init_path, const char *control_path,
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL;
+    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *tokenizer = NULL;
+    const char *taesd = NULL, *vae_tiling = "auto", *memory_budget = NULL, *preview_dir = NULL;
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false, lora_lenient = false;
@@ -160,6 +200,14 @@ int cmd_generate(int argc, char **argv) {
         {"image-resolution", ARG_INT, &image_resolution,
          "normalbae: short side of the normal map, multiples of 64 (default 512)", false},
         {"control-output", ARG_STRING, &control_output, "also write the control map to this PNG", false},
+        {"tokenizer", ARG_STRING, &tokenizer,
+         "CLIP tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint that has none "
+         "(default: $LCM_TOKENIZER, else the Hugging Face cache of openai/clip-vit-large-patch14)",
+         false},
+        {"taesd", ARG_STRING, &taesd, "decode with this TAESD folder (AutoencoderTiny) instead of the VAE", false},
+        {"vae-tiling", ARG_STRING, &vae_tiling, "on, off or auto (default: tile only when the decode would not fit the memory budget)", false},
+        {"memory-budget", ARG_STRING, &memory_budget, "memory for the whole process, e.g. 6G or 512M (default: 3/4 of RAM)", false},
+        {"preview-dir", ARG_STRING, &preview_dir, "write a preview of each step there as step-K.png", false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -186,6 +234,20 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
+    lcm_vae_tiling tiling_mode;
+    if (!strcmp(vae_tiling, "auto")) tiling_mode = LCM_VAE_TILING_AUTO;
+    else if (!strcmp(vae_tiling, "on")) tiling_mode = LCM_VAE_TILING_ON;
+    else if (!strcmp(vae_tiling, "off")) tiling_mode = LCM_VAE_TILING_OFF;
+    else {
+        fprintf(stderr, "lcm generate: --vae-tiling %s: expected on, off or auto\n", vae_tiling);
+        return 2;
+    }
+    uint64_t budget = 0;
+    if (memory_budget && !parse_size(memory_budget, &budget)) {
+        fprintf(stderr, "lcm generate: --memory-budget %s: expected a size such as 6G, 512M or a "
+                        "byte count\n", memory_budget);
+        return 2;
+    }
     if (control_preprocess && strcmp(control_preprocess, "canny") && strcmp(control_preprocess, "normalbae") &&
         strcmp(control_preprocess, "none")) {
         fprintf(stderr, "lcm generate: --control-preprocess %s: expected canny, normalbae or none\n",
@@ -248,6 +310,10 @@ int cmd_generate(int argc, char **argv) {
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;
         options.controlnet = controlnet;
+        options.tokenizer = tokenizer;
+        options.taesd = taesd;
+        options.vae_tiling = tiling_mode;
+        options.memory_budget = budget;
         // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first time).
         lcm_hub_options hub;
         lcm_hub_options_init(&hub);
@@ -290,6 +356,18 @@ int cmd_generate(int argc, char **argv) {
     progress_state progress = {.on_terminal = !quiet && isatty(STDERR_FILENO)};
     request.progress = show_progress;
     request.progress_user_data = &progress;
+    preview_state previews = {.dir = preview_dir, .batch = (int)batch};
+    if (preview_dir && mkdir(preview_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lcm generate: --preview-dir %s: %s\n", preview_dir, strerror(errno));
+        lcm_pipeline_close(pipeline);
+        lcm_image_release(&images.init);
+        lcm_image_release(&images.control);
+        return 2;
+    }
+    if (preview_dir) {
+        request.preview = write_preview;
+        request.preview_user_data = &previews;
+    }
     if (seed < 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)request.seed);
 
     lcm_result *result = NULL;

@@ -175,6 +175,15 @@ static lcm_status describe_scheduler(const json_config *c, cJSON *out) {
 
 // Vocabulary size = entries of vocab.json (a 1-2 MB file: cheap enough to parse).
 static lcm_status describe_tokenizer(const model_folder *folder, const char *name, cJSON *out) {
+    if (folder->checkpoint) { // the file's own tokenizer, if it carries one
+        const char *vocab_text = checkpoint_metadata(folder->checkpoint, CHECKPOINT_TOKENIZER_KEY "vocab.json");
+        json_config vocab;
+        if (!vocab_text) return add_item(out, "vocab_size", cJSON_CreateNull());
+        LCM_TRY(json_config_parse(vocab_text, strlen(vocab_text), "tokenizer/vocab.json", &vocab));
+        int size = cJSON_GetArraySize(vocab.root);
+        json_config_free(&vocab);
+        return add_item(out, "vocab_size", cJSON_CreateNumber(size));
+    }
     char dir[PATH_MAX], path[PATH_MAX + 32];
     LCM_TRY(model_folder_component_dir(folder, name, dir, sizeof dir));
     snprintf(path, sizeof path, "%s/vocab.json", dir);
@@ -296,7 +305,7 @@ static lcm_status describe_component(const model_folder *folder, const char *nam
                                      const char *library, const char *class_name, cJSON *out) {
     bool root = name == NULL;
     char dir[PATH_MAX];
-    if (!root) LCM_TRY(model_folder_component_dir(folder, name, dir, sizeof dir));
+    if (!root && !folder->checkpoint) LCM_TRY(model_folder_component_dir(folder, name, dir, sizeof dir));
     json_config config = {0};
     lcm_status st = LCM_OK;
     cJSON *summary = cJSON_CreateObject(), *weights = NULL;
@@ -315,7 +324,8 @@ static lcm_status describe_component(const model_folder *folder, const char *nam
         struct stat sb;
         // Networks and schedulers must have their config; other components may not.
         bool required = contains(class_name, "Scheduler") || !has_no_weights(class_name);
-        if (required || stat(path, &sb) == 0)
+        // A single file has the configs of its networks and scheduler (stored or derived) only.
+        if (required || (!folder->checkpoint && stat(path, &sb) == 0))
             st = model_folder_load_config(folder, name, file, &config);
     }
     if (st == LCM_OK) st = add_item(out, "name", cJSON_CreateString(root ? "model" : name));

@@ -15,6 +15,7 @@
 #include "app/commands.h"
 #include "core/error.h"
 #include "io/model_folder.h"
+#include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "text/clip_text.h"
@@ -75,10 +76,39 @@ static lcm_status record_component(model_folder *folder, const char *component, 
         vae_model *m;
         LCM_TRY(vae_load(folder, component, &m));
         vae_free(m);
+    } else if (!strcmp(cls, "AutoencoderTiny")) {
+        taesd_model *m;
+        LCM_TRY(taesd_load(folder, component, &m));
+        taesd_free(m);
     } else {
         return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: cannot synthesize weights for a %s", component, cls);
     }
     return LCM_OK;
+}
+
+// A single-model folder (config.json at the root, like madebyollin/taesd): the config and the
+// weights of the class it names.
+static lcm_status synthesize_single(model_folder *folder, const weight_recorder *recorder,
+                                    const char *config_dir, const char *out_dir, st_dtype dtype) {
+    json_config config;
+    LCM_TRY(model_folder_load_config(folder, ".", "config.json", &config));
+    const char *cls = NULL;
+    lcm_status st = json_config_string(&config, "_class_name", &cls);
+    char from[PATH_MAX], path[PATH_MAX];
+    snprintf(from, sizeof from, "%s/config.json", config_dir);
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    if (st == LCM_OK) st = make_dir(out_dir);
+    if (st == LCM_OK) st = copy_file(from, path);
+    if (st == LCM_OK) {
+        fprintf(stderr, "synthesizing %s...\n", cls);
+        st = record_component(folder, ".", cls);
+    }
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", out_dir);
+    if (st == LCM_OK) st = weight_recorder_write(recorder, ".", path, dtype);
+    if (st == LCM_OK)
+        fprintf(stderr, "wrote %s (%zu tensors)\n", path, weight_recorder_count(recorder, "."));
+    json_config_free(&config);
+    return st;
 }
 
 static lcm_status synthesize(const char *config_dir, const char *out_dir, const char *tokenizer_dir,
@@ -93,7 +123,7 @@ static lcm_status synthesize(const char *config_dir, const char *out_dir, const 
     }
     folder.synthetic = recorder;
     if (!folder.index.root) {
-        st = lcm_fail(LCM_ERR_FORMAT, "%s: no model_index.json", config_dir);
+        st = synthesize_single(&folder, recorder, config_dir, out_dir, dtype);
         goto done;
     }
     if ((st = make_dir(out_dir)) != LCM_OK) goto done;
@@ -141,7 +171,7 @@ done:
 int cmd_synth(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *dtype_name = "fp32", *tokenizer = NULL;
     const arg_spec specs[] = {
-        {"config", ARG_STRING, &config, "folder of config files in the diffusers layout (model_index.json, */config.json)", false},
+        {"config", ARG_STRING, &config, "folder of config files in the diffusers layout (model_index.json, */config.json), or a single-model folder (config.json, e.g. a TAESD)", false},
         {"out", ARG_STRING, &out, "folder to write the model to", false},
         {"dtype", ARG_STRING, &dtype_name, "weight dtype: fp32 (default), fp16 or bf16", false},
         {"tokenizer", ARG_STRING, &tokenizer, "folder with vocab.json + merges.txt when the config folder lacks them", false},

@@ -12,5 +12,6 @@ int cmd_pull(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"convert", cmd_convert, "write a model folder as one .safetensors checkpoint (original SD layout)"},
+    {"bench", cmd_bench, "time each stage of a generation against the machine's measured peak"},
     {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
     {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
     {"pull", cmd_pull, "download a model from the Hugging Face hub into the shared cache"},

@@ -85,11 +85,18 @@ typedef struct lcm_pipeline_options {
     // .safetensors) to steer the UNet, or NULL. Its block widths must match the UNet's
     // (LCM_ERR_UNSUPPORTED naming both folders otherwise); requests then need a control image.
     const char *controlnet;
-    // An AutoencoderTiny (TAESD) folder used instead of the VAE decoder, or NULL.
+    // An AutoencoderTiny (TAESD) folder (config.json + diffusion_pytorch_model.safetensors, like
+    // madebyollin/taesd) used instead of the VAE decoder and for previews, or NULL. Borrowed.
     const char *taesd;
-    lcm_vae_tiling vae_tiling; // default AUTO
-    // Memory the pipeline may use for one generation, in bytes; 0 = derived from the machine.
+    lcm_vae_tiling vae_tiling; // default AUTO; ON = diffusers' enable_vae_tiling()
+    // Memory the process may use for one generation (weights included), in bytes; 0 = three
+    // quarters of the physical memory. AUTO tiling decodes in tiles when the resident memory plus
+    // the untiled decode's estimated working memory would exceed it (src/pipeline/decode.h).
     uint64_t memory_budget;
+    // A CLIP tokenizer folder (vocab.json + merges.txt) used instead of the model's own, or NULL.
+    // Single-file checkpoints from other tools carry none: without this, $LCM_TOKENIZER, then the
+    // Hugging Face cache of openai/clip-vit-large-patch14 (downloaded when online) are tried.
+    const char *tokenizer;
 } lcm_pipeline_options;
 
 // Fills *options with the defaults (no variant, one thread per core, fp32, no adapters).
@@ -125,8 +132,10 @@ typedef int (*lcm_progress_fn)(void *user_data, int steps_done, int total_steps,
 typedef struct lcm_image lcm_image;
 
 // Called after each denoising step with a preview of the current denoised estimate (image
-// `index` of the batch): TAESD when loaded, else a cheap latent->RGB projection, at any size the
-// library chooses. `preview` is borrowed for the duration of the call only.
+// `index` of the batch; once per image per step, before the progress callback): the TAESD decode
+// at the image size when TAESD is loaded (after the last step it equals the final image), else a
+// cheap latent->RGB projection at 1/8 of the image size. `preview` is borrowed for the duration
+// of the call only.
 typedef void (*lcm_preview_fn)(void *user_data, int steps_done, int total_steps, int index,
                                const lcm_image *preview);
 
@@ -255,7 +264,10 @@ lcm_status lcm_image_compare(const lcm_image *a, const lcm_image *b, double *psn
 // `--model` may be a diffusers folder, a single-file checkpoint (.safetensors in the original
 // Stable Diffusion layout, or one written by `lcm convert`), or a hub id "ORG/NAME[@REVISION]".
 // lcm_pipeline_open takes folders and single files; hub ids are turned into a folder first by
-// lcm_model_resolve (it may download, so it is a separate, explicit step).
+// lcm_model_resolve (it may download, so it is a separate, explicit step). The one download
+// lcm_pipeline_open itself may make: a single file that carries no tokenizer (A1111/Civitai
+// files), given no lcm_pipeline_options.tokenizer and no $LCM_TOKENIZER, gets the tokenizer files
+// of openai/clip-vit-large-patch14 (~2 MB) through the cache; never with HF_HUB_OFFLINE=1.
 //
 // Hub ids use the Hugging Face cache exactly as huggingface_hub lays it out, so models fetched by
 // diffusers are used without downloading again and vice versa:
@@ -306,8 +318,8 @@ lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, 
 // Writes the diffusers pipeline folder `model_dir` as one .safetensors checkpoint at `path` in the
 // original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
 // cond_stage_model.transformer.*), dtypes kept, with the folder's configs stored in __metadata__ so
-// lcm_pipeline_open(path) gives exactly the pipeline of the folder. The file appears only when
-// complete. The tokenizer must be the standard CLIP ViT-L/14 one (it is not stored).
+// lcm_pipeline_open(path) gives exactly the pipeline of the folder; its tokenizer files are stored
+// there too, so the file alone is enough. The file appears only when complete.
 lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path);
 
 #ifdef __cplusplus

@@ -7,6 +7,8 @@
 // Checked: a fresh pull and the cache layout diffusers expects, a second pull that requests no
 // file, the fp16 variant with fallback, resume after a cut connection, a corrupt body, 401/403/404
 // messages, offline mode, no network, cancelling, and `lcm generate --model ID` = from the folder.
+// The server also plays openai/clip-vit-large-patch14 (the fixture's tokenizer files at the root,
+// next to weights that must not be fetched): a single file without a tokenizer gets just those.
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/sha256.h"
+#include "io/checkpoint.h"
 #include "io/image.h"
 #include "testutil.h"
 
@@ -27,6 +30,7 @@
 #define OLD_ID "test-org/old-name" // redirects to REPO_ID
 #define COMMIT "4c8d1e0f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
 #define MAX_FILES 64
+#define CLIP_ID "openai/clip-vit-large-patch14"
 
 typedef struct served_file {
     char path[512];
@@ -185,6 +189,48 @@ static enum MHD_Result serve_blob(struct MHD_Connection *c, served_file *f, bool
     return ok;
 }
 
+// The CLIP repo's files are the fixture's tokenizer/ files at the root, and its text weights.
+static served_file *find_clip_file(const char *path) {
+    char served[600];
+    if (!strcmp(path, "model.safetensors"))
+        snprintf(served, sizeof served, "text_encoder/model.safetensors");
+    else
+        snprintf(served, sizeof served, "tokenizer/%s", path);
+    return find_file(served);
+}
+
+static enum MHD_Result answer_revision(struct MHD_Connection *c, const char *id, bool clip) {
+    pthread_mutex_lock(&srv.lock);
+    srv.api_requests++;
+    pthread_mutex_unlock(&srv.lock);
+    cJSON *root = cJSON_CreateObject(), *siblings = cJSON_AddArrayToObject(root, "siblings");
+    cJSON_AddStringToObject(root, "id", id);
+    cJSON_AddStringToObject(root, "sha", COMMIT);
+    for (int i = 0; i < srv.count; i++) {
+        const char *path = srv.files[i].path;
+        if (clip && strncmp(path, "tokenizer/", 10)) continue;
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "rfilename", clip ? path + 10 : path);
+        cJSON_AddItemToArray(siblings, s);
+    }
+    // Files never to fetch: pickles, ONNX, the safety checker; CLIP's weights.
+    static const char *pipeline_extra[] = {"unet/diffusion_pytorch_model.bin", "text_encoder/model.onnx",
+                                           "safety_checker/model.safetensors", "README.md"};
+    static const char *clip_extra[] = {"model.safetensors", "pytorch_model.bin", "tokenizer.json", "README.md"};
+    const char **extra = clip ? clip_extra : pipeline_extra;
+    for (size_t i = 0; i < 4; i++) {
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "rfilename", extra[i]);
+        cJSON_AddItemToArray(siblings, s);
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_size, void **state) {
@@ -217,33 +263,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     const char *api_prefix = "/api/models/" REPO_ID "/revision/";
     const char *resolve_prefix = "/" REPO_ID "/resolve/";
-    if (!strncmp(url, api_prefix, strlen(api_prefix))) {
-        pthread_mutex_lock(&srv.lock);
-        srv.api_requests++;
-        pthread_mutex_unlock(&srv.lock);
-        cJSON *root = cJSON_CreateObject(), *siblings = cJSON_AddArrayToObject(root, "siblings");
-        cJSON_AddStringToObject(root, "id", REPO_ID);
-        cJSON_AddStringToObject(root, "sha", COMMIT);
-        for (int i = 0; i < srv.count; i++) {
-            cJSON *s = cJSON_CreateObject();
-            cJSON_AddStringToObject(s, "rfilename", srv.files[i].path);
-            cJSON_AddItemToArray(siblings, s);
-        }
-        // Files a pipeline must never fetch: pickles, ONNX, the safety checker.
-        static const char *extra[] = {"unet/diffusion_pytorch_model.bin", "text_encoder/model.onnx",
-                                      "safety_checker/model.safetensors", "README.md"};
-        for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
-            cJSON *s = cJSON_CreateObject();
-            cJSON_AddStringToObject(s, "rfilename", extra[i]);
-            cJSON_AddItemToArray(siblings, s);
-        }
-        char *text = cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
-        struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-        enum MHD_Result ok = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        return ok;
-    }
+    const char *clip_api_prefix = "/api/models/" CLIP_ID "/revision/";
+    const char *clip_resolve_prefix = "/" CLIP_ID "/resolve/";
+    if (!strncmp(url, api_prefix, strlen(api_prefix))) return answer_revision(c, REPO_ID, false);
+    if (!strncmp(url, clip_api_prefix, strlen(clip_api_prefix))) return answer_revision(c, CLIP_ID, true);
     if (!strncmp(url, "/lfs/", 5)) {
         served_file *f = find_blob(url + 5);
         if (!f) return reply(c, 404, "no such blob");
@@ -257,9 +280,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         pthread_mutex_unlock(&srv.lock);
         return serve_blob(c, f, head);
     }
-    if (!strncmp(url, resolve_prefix, strlen(resolve_prefix))) {
-        const char *rest = url + strlen(resolve_prefix), *slash = strchr(rest, '/');
-        served_file *f = slash ? find_file(slash + 1) : NULL;
+    bool clip = !strncmp(url, clip_resolve_prefix, strlen(clip_resolve_prefix));
+    if (clip || !strncmp(url, resolve_prefix, strlen(resolve_prefix))) {
+        const char *rest = url + strlen(clip ? clip_resolve_prefix : resolve_prefix), *slash = strchr(rest, '/');
+        served_file *f = !slash ? NULL : clip ? find_clip_file(slash + 1) : find_file(slash + 1);
         pthread_mutex_lock(&srv.lock);
         if (head) srv.head_requests++;
         bool missing = f && !strcmp(srv.missing, f->path);
@@ -745,6 +769,33 @@ static void test_generate_by_id(void) {
     CHECK(rc != 0 && strstr(out, "404"), "lcm pull of a missing id: exit %d: %s", rc, out);
 }
 
+// A single file without a tokenizer: `lcm generate` fetches only the CLIP repo's tokenizer files
+// into the cache, then works offline from it.
+static void test_tokenizer_only(void) {
+    char cache[PATH_MAX], file[PATH_MAX], cmd[8192], out[4096], png[PATH_MAX], snapshot_vocab[PATH_MAX];
+    cache_path(cache, sizeof cache, "tokenizer-cache");
+    test_path(file, sizeof file, "%s/no-tokenizer.safetensors", tmpdir);
+    test_path(png, sizeof png, "%s/no-tokenizer.png", tmpdir);
+    CHECK_OK(checkpoint_write(model_dir, file, CHECKPOINT_STORE_CONFIGS));
+    reset_counters();
+    test_path(cmd, sizeof cmd, "HF_ENDPOINT=%s HF_HUB_CACHE=%s %s generate --model %s --prompt cube --steps 1 "
+              "--width 64 --height 64 --quiet --output %s 2>&1", endpoint, cache, test_lcm_bin(), file, png);
+    int rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0 && access(png, F_OK) == 0, "generate with the tokenizer from the hub: exit %d: %s", rc, out);
+    fprintf(stderr, "tokenizer-only pull fetched: %s\n", srv.fetched);
+    CHECK(strstr(srv.fetched, "tokenizer/vocab.json;") && strstr(srv.fetched, "tokenizer/merges.txt;") &&
+              !strstr(srv.fetched, ".safetensors") && !strstr(srv.fetched, "unet/"),
+          "the tokenizer pull fetched: %s", srv.fetched);
+    test_path(snapshot_vocab, sizeof snapshot_vocab, "%s/models--openai--clip-vit-large-patch14/snapshots/%s/vocab.json",
+              cache, COMMIT);
+    CHECK(access(snapshot_vocab, F_OK) == 0, "%s missing", snapshot_vocab);
+    // Offline, the cache answers.
+    test_path(cmd, sizeof cmd, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=%s %s generate --model %s --prompt cube --steps 1 "
+              "--width 64 --height 64 --quiet --output %s 2>&1", cache, test_lcm_bin(), file, png);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 0, "offline from the cached tokenizer: exit %d: %s", rc, out);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -767,6 +818,7 @@ int main(void) {
     test_renamed();
     test_foreign_cache();
     test_generate_by_id();
+    test_tokenizer_only();
     server_stop();
     char cmd[PATH_MAX + 16];
     test_path(cmd, sizeof cmd, "rm -rf %s", tmpdir);

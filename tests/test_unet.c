@@ -353,7 +353,10 @@ static void check_shapes_and_batches(const char *folder_path) {
                 char what[96];
                 snprintf(what, sizeof what, "batch row %d at %lldx%lld", b, (long long)h,
                          (long long)w);
-                compare(what, row, one, 1e-5);
+                // Batch size changes the blocking of every matrix product (and the attention
+                // kernel's tiles), so rows differ by fp32 reassociation noise that the random
+                // weights' mid block amplifies: the same scale as the golden tolerance.
+                compare(what, row, one, 1e-4);
                 tensor_free(row);
             }
             tensor_free(one);

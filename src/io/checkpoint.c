@@ -1,20 +1,15 @@
 #include "io/checkpoint.h"
 
-#include <cjson/cJSON.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <strings.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/error.h"
-
-#ifndef LCM_DATA_DIR
-#define LCM_DATA_DIR "data"
-#endif
+#include "io/torch_pickle.h"
 
 #define UNET_PREFIX "model.diffusion_model."
 #define VAE_PREFIX "first_stage_model."
@@ -23,14 +18,8 @@
 
 struct checkpoint {
     char *path;
-    char config_dir[PATH_MAX];
-    st_file *file; // kept open for the metadata
+    st_file *file; // kept open for the metadata and the shapes
 };
-
-const char *checkpoint_data_dir(void) {
-    const char *env = getenv("LCM_DATA_DIR");
-    return env && *env ? env : LCM_DATA_DIR;
-}
 
 static bool ends_with(const char *text, const char *suffix) {
     size_t a = strlen(text), b = strlen(suffix);
@@ -53,20 +42,17 @@ void checkpoint_close(checkpoint *ck) {
 
 lcm_status checkpoint_open(const char *path, checkpoint **out) {
     *out = NULL;
-    if (ends_with(path, ".ckpt") || ends_with(path, ".pt") || ends_with(path, ".pth") ||
-        ends_with(path, ".bin"))
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: pickle checkpoints (.ckpt/.pt/.pth/.bin) are not supported yet; use a "
-                        ".safetensors file or a diffusers folder",
-                        path);
-    if (!ends_with(path, ".safetensors"))
-        return lcm_fail(LCM_ERR_IO, "%s: not a folder (nor a .safetensors checkpoint)", path);
+    // PyTorch pickles (.ckpt/.pt/.pth/.bin) go through the whitelist reader, which never executes
+    // anything from the file and gives the same tensor table as a .safetensors file.
+    bool pickle = torch_is_checkpoint_name(path);
+    if (!pickle && !ends_with(path, ".safetensors"))
+        return lcm_fail(LCM_ERR_IO, "%s: not a folder (nor a .safetensors or .ckpt checkpoint)", path);
     checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck || !(ck->path = strdup(path))) {
         checkpoint_close(ck);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    lcm_status st = st_open(path, &ck->file);
+    lcm_status st = pickle ? torch_open(path, &ck->file) : st_open(path, &ck->file);
     if (st != LCM_OK) {
         checkpoint_close(ck);
         return st;
@@ -89,24 +75,13 @@ lcm_status checkpoint_open(const char *path, checkpoint **out) {
         checkpoint_close(ck);
         return bad;
     }
-    // The UNet's LCM guidance embedding decides which shipped pipeline configs fit.
-    bool lcm = st_find(f, UNET_PREFIX "time_embed.cond_proj.weight") != NULL;
-    snprintf(ck->config_dir, sizeof ck->config_dir, "%s/models/%s", checkpoint_data_dir(),
-             lcm ? "LCM_Dreamshaper_v7" : "stable-diffusion-v1-5");
-    struct stat sb;
-    if (stat(ck->config_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        lcm_status bad = lcm_fail(LCM_ERR_IO,
-                                  "%s: the shipped configs folder %s is missing (set LCM_DATA_DIR to "
-                                  "lcm.c's data/ folder)",
-                                  path, ck->config_dir);
-        checkpoint_close(ck);
-        return bad;
-    }
     *out = ck;
     return LCM_OK;
 }
 
-const char *checkpoint_config_dir(const checkpoint *ck) { return ck->config_dir; }
+const st_file *checkpoint_tensors(const checkpoint *ck) { return ck->file; }
+
+const char *checkpoint_metadata(const checkpoint *ck, const char *key) { return st_metadata(ck->file, key); }
 
 const char *checkpoint_path(const checkpoint *ck) { return ck->path; }
 
@@ -121,9 +96,17 @@ lcm_status checkpoint_load_config(const checkpoint *ck, const char *component, c
         snprintf(where, sizeof where, "%s: __metadata__[\"%s\"]", ck->path, key);
         return json_config_parse(embedded, strlen(embedded), where, out);
     }
-    char path[PATH_MAX + 400];
-    snprintf(path, sizeof path, "%s/%s", ck->config_dir, label);
-    return json_config_load(path, NULL, out);
+    LCM_TRY(checkpoint_derive_config(ck, component, filename, out));
+    if (component && !strcmp(component, "text_encoder") && !json_config_has(out, "num_attention_heads")) {
+        json_config_free(out);
+        return lcm_fail(LCM_ERR_UNSUPPORTED,
+                        "%s: the text encoder's width is not a multiple of 64 (CLIP's head size), so "
+                        "its number of attention heads (num_attention_heads) cannot be derived from "
+                        "the tensors; convert the model's diffusers folder with `lcm convert`, which "
+                        "stores its configs in the file",
+                        ck->path);
+    }
+    return LCM_OK;
 }
 
 // ---- names: diffusers -> original layout -------------------------------------------------------

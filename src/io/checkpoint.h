@@ -4,9 +4,10 @@
 //   first_stage_model.*                the VAE    (encoder.down / decoder.up / mid.attn_1)
 //   cond_stage_model.transformer.*     the CLIP text encoder (transformers names)
 // A file written by `lcm convert` also carries the configs of its model in __metadata__
-// ("lcm.config.<component>/<file>"); other files get the configs shipped with lcm.c (data/models/):
-// LCM_Dreamshaper_v7's when the UNet has the LCM guidance embedding (time_embed.cond_proj),
-// stable-diffusion-v1-5's otherwise. The tokenizer is always the shipped CLIP ViT-L/14 one.
+// ("lcm.config.<component>/<file>") and its tokenizer files ("lcm.tokenizer/<file>"). Other files
+// (A1111/Civitai checkpoints) get configs derived from their tensor shapes plus the SD1.5 constants,
+// as diffusers' single-file loader does (see checkpoint_config.c); their tokenizer is found by the
+// pipeline (pipeline/tokenizer_source.h).
 #ifndef LCM_IO_CHECKPOINT_H
 #define LCM_IO_CHECKPOINT_H
 
@@ -14,6 +15,7 @@
 #include <stddef.h>
 
 #include "io/json_config.h"
+#include "io/safetensors.h"
 #include "io/weights.h"
 #include "lcm.h"
 
@@ -27,14 +29,29 @@ void checkpoint_close(checkpoint *ck);
 // The checkpoint file. Borrowed from ck.
 const char *checkpoint_path(const checkpoint *ck);
 
-// The folder of shipped configs this checkpoint uses for whatever its metadata lacks (tokenizer
-// included). Borrowed from ck.
-const char *checkpoint_config_dir(const checkpoint *ck);
+// The tensors of the file. Borrowed from ck.
+const st_file *checkpoint_tensors(const checkpoint *ck);
+
+// A __metadata__ string of the file, or NULL. Borrowed from ck.
+const char *checkpoint_metadata(const checkpoint *ck, const char *key);
+
+// The metadata key of tokenizer file `name` ("vocab.json", "merges.txt", ...).
+#define CHECKPOINT_TOKENIZER_KEY "lcm.tokenizer/"
 
 // Loads COMPONENT/FILENAME (component NULL for model_index.json): from the metadata when the file
-// carries it, else from the config folder.
+// carries it, else derived (checkpoint_derive_config). A derived config that lacks a field the
+// shapes cannot give (the text encoder's head count when its width is not a multiple of 64) is
+// LCM_ERR_UNSUPPORTED naming the file.
 lcm_status checkpoint_load_config(const checkpoint *ck, const char *component, const char *filename,
                                   json_config *out);
+
+// The config diffusers' single-file loader would build for COMPONENT/FILENAME ("unet/config.json",
+// "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json",
+// model_index.json): sizes from the tensor shapes, the rest SD1.5 constants; the metadata is not
+// looked at. Fields the shapes cannot determine and that have no SD1.5 constant are left out.
+// The caller owns *out (json_config_free).
+lcm_status checkpoint_derive_config(const checkpoint *ck, const char *component,
+                                    const char *filename, json_config *out);
 
 // The component's weights ("text_encoder", "unet", "vae"), looked up under their original names.
 lcm_status checkpoint_open_weights(const checkpoint *ck, const char *component, weight_set **out);
@@ -44,7 +61,15 @@ lcm_status checkpoint_open_weights(const checkpoint *ck, const char *component, 
 lcm_status checkpoint_original_name(const char *component, const json_config *config,
                                     const char *name, char *out, size_t size);
 
-// The folder holding lcm.c's shipped data: $LCM_DATA_DIR, else the repository's data/ folder.
-const char *checkpoint_data_dir(void);
+// What `lcm convert` stores in __metadata__ besides the tensors.
+enum {
+    CHECKPOINT_STORE_CONFIGS = 1,   // the folder's config files, exactly
+    CHECKPOINT_STORE_TOKENIZER = 2, // the folder's tokenizer files
+    CHECKPOINT_STORE_TEXT_CONFIG = 4, // text_encoder/config.json alone (the rest derived on load)
+};
+
+// lcm_convert_to_single_file with a choice of metadata (`store`: CHECKPOINT_STORE_* flags); files
+// without some of it are what other tools write, which the tests need.
+lcm_status checkpoint_write(const char *model_dir, const char *path, unsigned store);
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "io/checkpoint.h"
@@ -10,6 +11,7 @@
 #include "io/safetensors_write.h"
 
 #define CONFIG_MAX_BYTES (4u << 20)
+#define TOKENIZER_MAX_BYTES (16u << 20)
 
 typedef struct source_tensor {
     const weight_set *weights;
@@ -78,67 +80,90 @@ static lcm_status add_component(convert_job *job, const model_folder *folder, co
     return st;
 }
 
-static bool same_file_content(const char *a, const char *b) {
-    char *ta = NULL, *tb = NULL;
-    size_t la = 0, lb = 0;
-    bool same = read_text_file(a, 16u << 20, &ta, &la) == LCM_OK &&
-                read_text_file(b, 16u << 20, &tb, &lb) == LCM_OK && la == lb && !memcmp(ta, tb, la);
-    free(ta);
-    free(tb);
-    lcm_clear_error();
-    return same;
+// The __metadata__ entries to write (keys and values owned).
+typedef struct metadata_list {
+    char *keys[16], *values[16];
+    int count;
+} metadata_list;
+
+// Adds key = value (taking ownership of value; freed on failure).
+static lcm_status add_entry(metadata_list *m, const char *key, char *value) {
+    char *key_copy = strdup(key);
+    if (!value || !key_copy || m->count == (int)(sizeof m->keys / sizeof *m->keys)) {
+        free(value);
+        free(key_copy);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory (metadata)");
+    }
+    m->keys[m->count] = key_copy;
+    m->values[m->count++] = value;
+    return LCM_OK;
+}
+
+// Adds KEY_PREFIX + RELATIVE = the text of model_dir/RELATIVE (a missing optional file adds nothing).
+static lcm_status add_file(metadata_list *m, const char *model_dir, const char *relative, const char *key_prefix,
+                           size_t max_bytes, bool optional) {
+    char file[PATH_MAX + 128], key[256];
+    snprintf(file, sizeof file, "%s/%s", model_dir, relative);
+    if (optional && access(file, F_OK) != 0) return LCM_OK;
+    char *text = NULL;
+    size_t len = 0;
+    LCM_TRY(read_text_file(file, max_bytes, &text, &len));
+    if (strlen(text) != len) { // metadata values are C strings here
+        free(text);
+        return lcm_fail(LCM_ERR_FORMAT, "%s: contains a NUL byte", file);
+    }
+    snprintf(key, sizeof key, "%s%s", key_prefix, relative);
+    return add_entry(m, key, text);
 }
 
 lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path) {
+    return checkpoint_write(model_dir, path, CHECKPOINT_STORE_CONFIGS | CHECKPOINT_STORE_TOKENIZER);
+}
+
+lcm_status checkpoint_write(const char *model_dir, const char *path, unsigned store) {
     model_folder folder;
     LCM_TRY(model_folder_open(model_dir, NULL, &folder));
     static const struct { const char *component, *basename; } parts[] = {
         {"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}};
-    static const char *configs[] = {"model_index.json", "unet/config.json", "vae/config.json",
-                                    "text_encoder/config.json", "scheduler/scheduler_config.json"};
-    enum { PARTS = 3, CONFIGS = 5 };
+    static const char *const configs[] = {"model_index.json", "unet/config.json", "vae/config.json",
+                                          "text_encoder/config.json", "scheduler/scheduler_config.json"};
+    static const char *const tokenizer_files[] = {"tokenizer/vocab.json", "tokenizer/merges.txt",
+                                                  "tokenizer/special_tokens_map.json",
+                                                  "tokenizer/tokenizer_config.json"};
+    enum { PARTS = 3 };
     weight_set *weights[PARTS] = {0};
-    char *texts[CONFIGS] = {0}, keys[CONFIGS + 1][64];
-    const char *meta_keys[CONFIGS + 1], *meta_values[CONFIGS + 1];
+    metadata_list meta = {0};
     convert_job job = {0};
     lcm_status st = LCM_OK;
     if (folder.checkpoint || !folder.index.root)
         st = lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: expected a diffusers pipeline folder", model_dir);
-    // The tokenizer is not stored: it must be the one loading the file will use.
-    for (int i = 0; i < 2 && st == LCM_OK; i++) {
-        const char *file = i ? "merges.txt" : "vocab.json";
-        char mine[PATH_MAX + 32], shipped[PATH_MAX + 64];
-        snprintf(mine, sizeof mine, "%s/tokenizer/%s", model_dir, file);
-        snprintf(shipped, sizeof shipped, "%s/tokenizer-clip-vit-large-patch14/%s", checkpoint_data_dir(), file);
-        if (!same_file_content(mine, shipped))
-            st = lcm_fail(LCM_ERR_UNSUPPORTED,
-                          "%s: differs from the standard CLIP tokenizer (%s); single files do not "
-                          "carry a tokenizer",
-                          mine, shipped);
-    }
     for (int i = 0; i < PARTS && st == LCM_OK; i++) {
         st = model_folder_open_weights(&folder, parts[i].component, parts[i].basename, &weights[i]);
         if (st == LCM_OK) st = add_component(&job, &folder, parts[i].component, weights[i]);
     }
-    meta_keys[0] = "format";
-    meta_values[0] = "pt";
-    for (int i = 0; i < CONFIGS && st == LCM_OK; i++) {
-        char file[PATH_MAX + 64];
-        size_t len;
-        snprintf(file, sizeof file, "%s/%s", model_dir, configs[i]);
-        st = read_text_file(file, CONFIG_MAX_BYTES, &texts[i], &len);
-        snprintf(keys[i], sizeof keys[i], "lcm.config.%s", configs[i]);
-        meta_keys[i + 1] = keys[i];
-        meta_values[i + 1] = texts[i];
+    if (st == LCM_OK) st = add_entry(&meta, "format", strdup("pt"));
+    for (size_t i = 0; i < sizeof configs / sizeof *configs && st == LCM_OK; i++) {
+        bool text_config = !strcmp(configs[i], "text_encoder/config.json");
+        if ((store & CHECKPOINT_STORE_CONFIGS) || (text_config && (store & CHECKPOINT_STORE_TEXT_CONFIG)))
+            st = add_file(&meta, model_dir, configs[i], "lcm.config.", CONFIG_MAX_BYTES, false);
     }
+    // The tokenizer travels too, so the file is all a user needs (vocab.json is ~1 MB).
+    for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files && st == LCM_OK &&
+                       (store & CHECKPOINT_STORE_TOKENIZER);
+         i++)
+        st = add_file(&meta, model_dir, tokenizer_files[i], "lcm.", TOKENIZER_MAX_BYTES, i >= 2);
     if (st == LCM_OK)
-        st = st_write_metadata(path, job.entries, job.count, fill_from_source, &job, meta_keys,
-                               meta_values, CONFIGS + 1);
+        st = st_write_metadata(path, job.entries, job.count, fill_from_source, &job,
+                               (const char *const *)meta.keys, (const char *const *)meta.values,
+                               (size_t)meta.count);
     for (size_t i = 0; i < job.count; i++) free(job.names[i]);
     free(job.names);
     free(job.entries);
     free(job.sources);
-    for (int i = 0; i < CONFIGS; i++) free(texts[i]);
+    for (int i = 0; i < meta.count; i++) {
+        free(meta.keys[i]);
+        free(meta.values[i]);
+    }
     for (int i = 0; i < PARTS; i++) weight_set_close(weights[i]);
     model_folder_close(&folder);
     return st;

@@ -25,6 +25,7 @@
 
 #include "core/error.h"
 #include "core/sha256.h"
+#include "io/hub.h"
 #include "io/hub_cache.h"
 
 #define HUB_MAX_FILES 256
@@ -321,6 +322,22 @@ static lcm_status plan_files(const char *label, const cJSON *siblings, const cha
     return LCM_OK;
 }
 
+// Only the tokenizer files, at the repository's root (openai/clip-vit-large-patch14 keeps them
+// there, next to the 1.7 GB of CLIP weights we never want).
+static lcm_status plan_tokenizer_files(const char *label, const cJSON *siblings, hub_plan *plan) {
+    static const char *required[] = {"vocab.json", "merges.txt"};
+    static const char *optional[] = {"special_tokens_map.json", "tokenizer_config.json"};
+    for (size_t i = 0; i < sizeof required / sizeof *required; i++) {
+        if (!listed(siblings, required[i]))
+            return lcm_fail(LCM_ERR_UNSUPPORTED, "%s has no %s at its root: not a CLIP tokenizer repository",
+                            label, required[i]);
+        LCM_TRY(plan_add(plan, required[i]));
+    }
+    for (size_t i = 0; i < sizeof optional / sizeof *optional; i++)
+        if (listed(siblings, optional[i])) LCM_TRY(plan_add(plan, optional[i]));
+    return LCM_OK;
+}
+
 // After an index file is in the snapshot, the shards it names join the plan.
 static lcm_status plan_shards(const char *snapshot_file, const char *path, hub_plan *plan) {
     char *text = NULL;
@@ -551,13 +568,16 @@ static bool env_offline(const lcm_hub_options *o) {
                                 !strcasecmp(v, "on")));
 }
 
-// The snapshot the cache has for the repo's revision, when it holds a model_index.json.
-static bool cached_snapshot(const hub_repo *repo, char *dir, size_t size) {
-    char commit[64], index[PATH_MAX];
+// The snapshot the cache has for the repo's revision, when it holds the selection's key files
+// (model_index.json; vocab.json and merges.txt).
+static bool cached_snapshot(const hub_repo *repo, hub_selection selection, char *dir, size_t size) {
+    static const char *const pipeline[] = {"model_index.json", NULL}, *const tokenizer[] = {"vocab.json", "merges.txt"};
+    const char *const *files = selection == HUB_SELECT_TOKENIZER ? tokenizer : pipeline;
+    char commit[64], file[PATH_MAX];
     if (!hub_cached_commit(repo, commit)) return false;
-    if (hub_snapshot_path(repo, commit, "model_index.json", index, sizeof index) != LCM_OK ||
-        file_size(index) < 0)
-        return false;
+    for (int i = 0; i < 2 && files[i]; i++)
+        if (hub_snapshot_path(repo, commit, files[i], file, sizeof file) != LCM_OK || file_size(file) < 0)
+            return false;
     return hub_snapshot_path(repo, commit, NULL, dir, size) == LCM_OK;
 }
 
@@ -666,8 +686,8 @@ static lcm_status check_disk_space(const hub_repo *repo, uint64_t bytes) {
     return LCM_OK;
 }
 
-static lcm_status pull_online(hub_session *s, const hub_repo *repo, const char *variant,
-                              char **snapshot_dir) {
+static lcm_status pull_online(hub_session *s, const hub_repo *repo, hub_selection selection,
+                              const char *variant, char **snapshot_dir) {
     char commit[64];
     cJSON *root = NULL;
     LCM_TRY(fetch_revision(s, repo, commit, &root));
@@ -679,7 +699,8 @@ static lcm_status pull_online(hub_session *s, const hub_repo *repo, const char *
     char label[600];
     snprintf(label, sizeof label, "%s@%s", repo->id, repo->revision);
     const cJSON *siblings = cJSON_GetObjectItemCaseSensitive(root, "siblings");
-    lcm_status st = plan_files(label, siblings, variant, plan);
+    lcm_status st = selection == HUB_SELECT_TOKENIZER ? plan_tokenizer_files(label, siblings, plan)
+                                                      : plan_files(label, siblings, variant, plan);
     // Rounds: configs and weights first, then the shards named by any index file just fetched.
     for (int from = 0; st == LCM_OK && from < plan->count;) {
         int to_fetch = 0, end;
@@ -722,7 +743,8 @@ static lcm_status pull_online(hub_session *s, const hub_repo *repo, const char *
     return st;
 }
 
-lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **snapshot_dir) {
+lcm_status hub_pull_selection(const char *id, const lcm_hub_options *options, hub_selection selection,
+                              char **snapshot_dir) {
     *snapshot_dir = NULL;
     lcm_hub_options defaults;
     if (!options) {
@@ -733,7 +755,12 @@ lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **s
     LCM_TRY(hub_repo_init(id, options->revision, options->cache_dir, &repo));
     char dir[PATH_MAX];
     if (env_offline(options)) {
-        if (cached_snapshot(&repo, dir, sizeof dir)) return return_path(dir, snapshot_dir);
+        if (cached_snapshot(&repo, selection, dir, sizeof dir)) return return_path(dir, snapshot_dir);
+        if (selection == HUB_SELECT_TOKENIZER)
+            return lcm_fail(LCM_ERR_IO,
+                            "%s@%s's tokenizer files are not in the cache (%s) and this run may not use "
+                            "the network (HF_HUB_OFFLINE=1)",
+                            repo.id, repo.revision, repo.dir);
         return lcm_fail(LCM_ERR_IO,
                         "%s@%s is not in the cache (%s) and this run may not use the network "
                         "(HF_HUB_OFFLINE=1, or a command that never downloads): run `lcm pull %s` "
@@ -742,14 +769,18 @@ lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **s
     }
     hub_session session;
     lcm_status st = session_open(&session, options);
-    if (st == LCM_OK) st = pull_online(&session, &repo, options->variant, snapshot_dir);
+    if (st == LCM_OK) st = pull_online(&session, &repo, selection, options->variant, snapshot_dir);
     session_close(&session);
     // Without network, a model already in the cache still works (as huggingface_hub does).
-    if (st != LCM_OK && session.no_network && cached_snapshot(&repo, dir, sizeof dir)) {
+    if (st != LCM_OK && session.no_network && cached_snapshot(&repo, selection, dir, sizeof dir)) {
         lcm_clear_error();
         return return_path(dir, snapshot_dir);
     }
     return st;
+}
+
+lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **snapshot_dir) {
+    return hub_pull_selection(id, options, HUB_SELECT_PIPELINE, snapshot_dir);
 }
 
 lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path) {

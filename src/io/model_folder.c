@@ -28,7 +28,7 @@ void model_folder_close(model_folder *folder) {
 
 static lcm_status open_checkpoint(const char *path, model_folder *out) {
     LCM_TRY(checkpoint_open(path, &out->checkpoint));
-    out->root = strdup(checkpoint_config_dir(out->checkpoint));
+    out->root = strdup(path);
     lcm_status st = out->root ? checkpoint_load_config(out->checkpoint, NULL, "model_index.json", &out->index)
                               : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     if (st != LCM_OK) {
@@ -94,6 +94,9 @@ bool model_folder_has_component(const model_folder *folder, const char *componen
 
 lcm_status model_folder_component_dir(const model_folder *folder, const char *component, char *buf,
                                       size_t size) {
+    if (folder->checkpoint)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: a single-file checkpoint has no '%s' folder",
+                        folder->root, component);
     if (snprintf(buf, size, "%s/%s", folder->root, component) >= (int)size)
         return lcm_fail(LCM_ERR_IO, "%s: path too long", folder->root);
     if (!is_dir(buf))

@@ -31,7 +31,7 @@ typedef struct model_folder {
     // files; borrowed, not freed by model_folder_close.
     weight_recorder *synthetic;
     // A single-file checkpoint opened in place of a folder (owned): weights come from it, configs
-    // from its metadata or the shipped config folder, which `root` then names.
+    // from its metadata or derived from its tensors; `root` then names the file.
     checkpoint *checkpoint;
 } model_folder;
 
@@ -48,7 +48,8 @@ const char *model_folder_pipeline_class(const model_folder *folder);
 bool model_folder_has_component(const model_folder *folder, const char *component,
                                 const char **class_name);
 
-// DIR/component into buf; fails (naming the folder and component) when the folder is missing.
+// DIR/component into buf; fails (naming the folder and component) when the folder is missing, and
+// for a single-file checkpoint, which has no folders.
 lcm_status model_folder_component_dir(const model_folder *folder, const char *component, char *buf,
                                       size_t size);
 

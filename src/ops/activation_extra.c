@@ -17,7 +17,7 @@ void relu_inplace(tensor *x) {
     int64_t n = tensor_numel(x);
     float *d = x->data;
     #pragma omp parallel for
-    for (int64_t i = 0; i < n; i++) d[i] = d[i] > 0.0f ? d[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) d[i] = d[i] < 0.0f ? 0.0f : d[i]; // NaN stays NaN, as torch.relu
 }
 
 void leaky_relu_inplace(tensor *x, float slope) {

@@ -1,14 +1,50 @@
-// Multi-head attention, one (batch, head, block of query rows) task at a time, so the score matrix
-// held at once is at most ATTENTION_QUERY_BLOCK x Nk per thread instead of heads x Nq x Nk.
+// Multi-head attention: the fused flash kernel (AVX-512 or AVX2 fp32, AVX512-BF16 bf16) and the
+// sgemm-tile kernel.
+// See src/ops/attention.h for what each does and how one is chosen.
+//
+// Flash kernel data flow for one head (d = head size, TILE = 64):
+//   before the task loop, K and V of every head are packed once into tile-major copies:
+//     fp32: kt[tile][d][64]          (keys of a tile side by side: a Q·Kᵀ row is 64/lanes vectors)
+//           vp[tile*64 + j][dpad]    (dpad = d rounded up to 16, zero filled)
+//     bf16: kt[tile][d/2][64][2]     (pairs along d, the layout vdpbf16ps multiplies)
+//           vp[tile][32][dpad][2]    (pairs along the keys)
+//   task (b, h, query block q0..q0+63):
+//     q  <- rows of Q times scale*log2(e) (so the softmax can use exp2)
+//     for each key tile: s = q ktᵀ  [64 x 64]; per row: m' = max(m, max s), p = exp2(s - m'),
+//                        l = l 2^(m-m') + sum p, o = o 2^(m-m') + p vp
+//     out = o / l
+// Rows and keys past the ends are zero padding whose scores are masked to -inf; with `causal`, key
+// tiles past the block's last query are skipped and the rest masked per row.
+#include "ops/attention.h"
+
 #include <float.h>
+#include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "ops/gemm.h"
 #include "ops/ops.h"
 
-#define ATTENTION_QUERY_BLOCK 256
+// ---- kernel choice -----------------------------------------------------------------------------
+
+static bool cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
+bool attention_flash_available(lcm_precision precision) {
+    __builtin_cpu_init();
+    if (precision == LCM_PRECISION_BF16) return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+    return cpu_has_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+}
+
+// ---- sgemm tiles (portable) --------------------------------------------------------------------
+
+#define GEMM_QUERY_BLOCK 256
 
 // Softmax of each row of scores[rows, nk] in place; with `causal`, row r (query position
 // first_query + r) only sees keys 0..first_query+r.
@@ -30,23 +66,17 @@ static void softmax_rows(float *scores, int64_t rows, int64_t nk, int64_t first_
     }
 }
 
-tensor *attention(const tensor *q, const tensor *k, const tensor *v, int heads, bool causal) {
-    if (!q || !k || !v) return NULL;
+static tensor *attention_gemm_tiles(const tensor *q, const tensor *k, const tensor *v, int heads,
+                                    bool causal, tensor *out) {
     int64_t batch = q->shape[0], nq = q->shape[1], c = q->shape[2], nk = k->shape[1];
-    if (c % heads || k->shape[2] != c || v->shape[2] != c || v->shape[1] != nk) {
-        lcm_fail(LCM_ERR_INTERNAL, "attention: incompatible q/k/v shapes for %d heads", heads);
-        return NULL;
-    }
     int64_t d = c / heads;
     float scale = 1.0f / sqrtf((float)d);
-    tensor *out = tensor_new3(batch, nq, c);
-    if (!out) return NULL;
-    int64_t blocks = (nq + ATTENTION_QUERY_BLOCK - 1) / ATTENTION_QUERY_BLOCK;
+    int64_t blocks = (nq + GEMM_QUERY_BLOCK - 1) / GEMM_QUERY_BLOCK;
     int64_t tasks = batch * heads * blocks;
     int failed = 0;
     #pragma omp parallel
     {
-        float *scores = malloc(sizeof(float) * ATTENTION_QUERY_BLOCK * (size_t)nk);
+        float *scores = malloc(sizeof(float) * GEMM_QUERY_BLOCK * (size_t)nk);
         if (!scores) {
             #pragma omp atomic write
             failed = 1;
@@ -55,8 +85,8 @@ tensor *attention(const tensor *q, const tensor *k, const tensor *v, int heads, 
         for (int64_t task = 0; task < tasks; task++) {
             if (!scores) continue;
             int64_t b = task / (heads * blocks), h = task / blocks % heads, blk = task % blocks;
-            int64_t q0 = blk * ATTENTION_QUERY_BLOCK;
-            int64_t rows = nq - q0 < ATTENTION_QUERY_BLOCK ? nq - q0 : ATTENTION_QUERY_BLOCK;
+            int64_t q0 = blk * GEMM_QUERY_BLOCK;
+            int64_t rows = nq - q0 < GEMM_QUERY_BLOCK ? nq - q0 : GEMM_QUERY_BLOCK;
             const float *qh = q->data + (b * nq + q0) * c + h * d;
             const float *kh = k->data + b * nk * c + h * d;
             const float *vh = v->data + b * nk * c + h * d;
@@ -74,4 +104,327 @@ tensor *attention(const tensor *q, const tensor *k, const tensor *v, int heads, 
         return NULL;
     }
     return out;
+}
+
+// ---- flash kernel --------------------------------------------------------------------------------
+
+#define TILE 64 // query rows per task and keys per tile
+#define ROWS 4  // query rows per register block
+
+// The shapes of one attention call and of its packed buffers.
+typedef struct flash_plan {
+    int64_t batch, nq, nk, c, d, heads;
+    bool causal, bf16;
+    int64_t dpad;        // d rounded up to 16 (V and O rows)
+    int64_t dpairs;      // ceil(d / 2) (bf16 Q/K pairs)
+    int64_t key_tiles;   // ceil(nk / 64)
+    int64_t kt_head;     // elements of packed Kᵀ per head (floats or bf16 values)
+    int64_t vp_head;     // elements of packed V per head
+    float q_scale;       // 1/sqrt(d) * log2(e)
+} flash_plan;
+
+// Per-thread scratch of one task.
+typedef struct flash_scratch {
+    float *q;      // fp32: [64][d]; bf16: [64][dpairs] uint32 pairs
+    float *s;      // [64][64] scores, then probabilities
+    uint16_t *p;   // bf16 probabilities [64][64]
+    float *o;      // [64][dpad] output accumulator
+    float *m, *l;  // [64] running max and sum
+} flash_scratch;
+
+static uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u); // round to nearest, ties to even
+    return (uint16_t)(u >> 16);
+}
+
+// Packs K and V of one (batch, head, key tile) into the layouts above.
+static void pack_key_tile(const flash_plan *pl, const tensor *k, const tensor *v, int64_t b,
+                          int64_t h, int64_t tile, void *kt_all, void *vp_all) {
+    int64_t head = b * pl->heads + h, j0 = tile * TILE, d = pl->d, dpad = pl->dpad;
+    int64_t keys = pl->nk - j0 < TILE ? pl->nk - j0 : TILE;
+    const float *kh = k->data + (b * pl->nk + j0) * pl->c + h * d;
+    const float *vh = v->data + (b * pl->nk + j0) * pl->c + h * d;
+    if (!pl->bf16) {
+        float *kt = (float *)kt_all + head * pl->kt_head + tile * d * TILE;
+        float *vp = (float *)vp_all + head * pl->vp_head + tile * TILE * dpad;
+        memset(kt, 0, sizeof(float) * (size_t)(d * TILE));
+        memset(vp, 0, sizeof(float) * (size_t)(TILE * dpad));
+        for (int64_t j = 0; j < keys; j++)
+            for (int64_t e = 0; e < d; e++) {
+                kt[e * TILE + j] = kh[j * pl->c + e];
+                vp[j * dpad + e] = vh[j * pl->c + e];
+            }
+    } else {
+        uint16_t *kt = (uint16_t *)kt_all + head * pl->kt_head + tile * pl->dpairs * TILE * 2;
+        uint16_t *vp = (uint16_t *)vp_all + head * pl->vp_head + tile * TILE * dpad;
+        memset(kt, 0, sizeof(uint16_t) * (size_t)(pl->dpairs * TILE * 2));
+        memset(vp, 0, sizeof(uint16_t) * (size_t)(TILE * dpad));
+        for (int64_t j = 0; j < keys; j++)
+            for (int64_t e = 0; e < d; e++) {
+                kt[((e / 2) * TILE + j) * 2 + e % 2] = bf16_round(kh[j * pl->c + e]);
+                vp[((j / 2) * dpad + e) * 2 + j % 2] = bf16_round(vh[j * pl->c + e]);
+            }
+    }
+}
+
+// ---- the flash task, once per instruction set -------------------------------------------------------
+
+// AVX-512 (+BF16): 16 lanes; the scores block is 4 rows x 64 keys, P·V 4 rows x 64 columns.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+
+// 2^x for x <= 0: x = n + f with |f| <= 1/2, 2^f by its Taylor polynomial of degree 6 (relative
+// error ~2e-7), times 2^n by vscalefps. Inputs below -126 (and -inf, the mask) give 0.
+static inline __m512 exp2_avx512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f); // ln2^6 / 6!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f)); // ln2^5 / 5!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f)); // ln2^4 / 4!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f)); // ln2^3 / 3!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f)); // ln2^2 / 2!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f)); // ln2
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    // Below 2^-126 the result is flushed to 0: denormal probabilities would only slow P·V down.
+    __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+    return _mm512_maskz_scalef_ps(normal, p, n);
+}
+
+#define FLASH_NAME(x) x##_avx512
+#define FLASH_BF16 1
+#define VEC 16
+#define vf __m512
+#define VLOAD _mm512_loadu_ps
+#define VSTORE _mm512_storeu_ps
+#define VSET1 _mm512_set1_ps
+#define VZERO _mm512_setzero_ps
+#define VFMA _mm512_fmadd_ps
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VMAX _mm512_max_ps
+#define VREDUCE_MAX _mm512_reduce_max_ps
+#define VREDUCE_ADD _mm512_reduce_add_ps
+#define VEXP2 exp2_avx512
+#define SCORE_VECS 4
+#define PV_VECS 4
+#include "ops/attention_flash.inc"
+#undef FLASH_NAME
+#undef FLASH_BF16
+#undef VEC
+#undef vf
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
+#undef VZERO
+#undef VFMA
+#undef VADD
+#undef VSUB
+#undef VMUL
+#undef VMAX
+#undef VREDUCE_MAX
+#undef VREDUCE_ADD
+#undef VEXP2
+#undef SCORE_VECS
+#undef PV_VECS
+#pragma GCC pop_options
+
+// AVX2 + FMA: 8 lanes and 16 registers, so smaller register blocks: scores 4 rows x 16 keys, P·V
+// 4 rows x 16 columns.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+// 2^x for x <= 0 as above, with 2^n built in the exponent bits; below -126 (and for -inf, the
+// mask) the result is 0.
+static inline __m256 exp2_avx2(__m256 x) {
+    __m256 normal = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.5403530393381606e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(normal, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+static inline float reduce_max_avx2(__m256 x) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static inline float reduce_add_avx2(__m256 x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#define FLASH_NAME(x) x##_avx2
+#define FLASH_BF16 0
+#define VEC 8
+#define vf __m256
+#define VLOAD _mm256_loadu_ps
+#define VSTORE _mm256_storeu_ps
+#define VSET1 _mm256_set1_ps
+#define VZERO _mm256_setzero_ps
+#define VFMA _mm256_fmadd_ps
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VMAX _mm256_max_ps
+#define VREDUCE_MAX reduce_max_avx2
+#define VREDUCE_ADD reduce_add_avx2
+#define VEXP2 exp2_avx2
+#define SCORE_VECS 2
+#define PV_VECS 2
+#include "ops/attention_flash.inc"
+#pragma GCC pop_options
+
+static void scratch_free(flash_scratch *w) {
+    free(w->q);
+    free(w->s);
+    free(w->p);
+    free(w->o);
+    free(w->m);
+    free(w->l);
+}
+
+static bool scratch_alloc(const flash_plan *pl, flash_scratch *w) {
+    // 64-byte multiples for aligned_alloc; the Q buffer fits either precision.
+    size_t q_bytes = sizeof(float) * (size_t)(TILE * (pl->d + 1)), s_bytes = sizeof(float) * TILE * TILE;
+    w->q = aligned_alloc(64, (q_bytes + 63) / 64 * 64);
+    w->s = aligned_alloc(64, s_bytes);
+    w->p = aligned_alloc(64, sizeof(uint16_t) * TILE * TILE);
+    w->o = aligned_alloc(64, sizeof(float) * (size_t)(TILE * pl->dpad));
+    w->m = aligned_alloc(64, sizeof(float) * TILE);
+    w->l = aligned_alloc(64, sizeof(float) * TILE);
+    return w->q && w->s && w->p && w->o && w->m && w->l;
+}
+
+static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v, int heads,
+                               bool causal, bool bf16, tensor *out) {
+    flash_plan pl = {.batch = q->shape[0], .nq = q->shape[1], .nk = k->shape[1], .c = q->shape[2],
+                     .heads = heads, .causal = causal, .bf16 = bf16};
+    pl.d = pl.c / heads;
+    pl.dpad = (pl.d + 15) / 16 * 16;
+    pl.dpairs = (pl.d + 1) / 2;
+    pl.key_tiles = (pl.nk + TILE - 1) / TILE;
+    pl.kt_head = pl.key_tiles * TILE * (bf16 ? pl.dpairs * 2 : pl.d);
+    pl.vp_head = pl.key_tiles * TILE * pl.dpad;
+    pl.q_scale = (float)(1.0 / sqrt((double)pl.d) * 1.4426950408889634);
+
+    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+    int64_t head_count = pl.batch * heads;
+    void *kt = malloc(elem * (size_t)(head_count * pl.kt_head + 1));
+    void *vp = malloc(elem * (size_t)(head_count * pl.vp_head + 1));
+    if (!kt || !vp) {
+        free(kt);
+        free(vp);
+        tensor_free(out);
+        lcm_fail(LCM_ERR_OUT_OF_MEMORY, "attention: out of memory packing K and V (%d heads, %lld keys)",
+                 heads, (long long)pl.nk);
+        return NULL;
+    }
+    int64_t pack_jobs = head_count * pl.key_tiles;
+    #pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < pack_jobs; job++)
+        pack_key_tile(&pl, k, v, job / pl.key_tiles / heads, job / pl.key_tiles % heads,
+                      job % pl.key_tiles, kt, vp);
+
+    int64_t query_blocks = (pl.nq + TILE - 1) / TILE, tasks = head_count * query_blocks;
+    bool wide = bf16 || cpu_has_avx512();
+    int failed = 0;
+    #pragma omp parallel
+    {
+        flash_scratch w;
+        bool ready = scratch_alloc(&pl, &w);
+        if (!ready) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(dynamic)
+        for (int64_t task = 0; task < tasks; task++) {
+            if (!ready) continue;
+            int64_t head = task / query_blocks;
+            if (wide)
+                flash_task_avx512(&pl, q, kt, vp, &w, out, head / heads, head % heads,
+                                  task % query_blocks * TILE);
+            else
+                flash_task_avx2(&pl, q, kt, vp, &w, out, head / heads, head % heads,
+                                task % query_blocks * TILE);
+        }
+        scratch_free(&w);
+    }
+    free(kt);
+    free(vp);
+    if (failed) {
+        tensor_free(out);
+        lcm_fail(LCM_ERR_OUT_OF_MEMORY, "attention: out of memory for the per-thread tiles");
+        return NULL;
+    }
+    return out;
+}
+
+// ---- entry points --------------------------------------------------------------------------------
+
+static attention_kernel default_kernel = ATTENTION_AUTO;
+
+// Largest head size for which ATTENTION_AUTO picks the flash kernel in fp32.
+#define FLASH_MAX_HEAD_DIM_FP32 96
+
+void attention_set_default_kernel(attention_kernel kernel) { default_kernel = kernel; }
+
+tensor *attention_with_kernel(const tensor *q, const tensor *k, const tensor *v, int heads,
+                              bool causal, lcm_precision precision, attention_kernel kernel) {
+    if (!q || !k || !v) return NULL;
+    if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || heads <= 0 || q->shape[2] % heads ||
+        k->shape[0] != q->shape[0] || v->shape[0] != q->shape[0] || k->shape[2] != q->shape[2] ||
+        v->shape[2] != q->shape[2] || v->shape[1] != k->shape[1] || k->shape[1] == 0) {
+        lcm_fail(LCM_ERR_INTERNAL, "attention: incompatible q/k/v shapes for %d heads", heads);
+        return NULL;
+    }
+    if (precision != LCM_PRECISION_FP32 && precision != LCM_PRECISION_BF16) {
+        lcm_fail(LCM_ERR_UNSUPPORTED, "attention: precision %d", (int)precision);
+        return NULL;
+    }
+    if (kernel == ATTENTION_AUTO) kernel = default_kernel;
+    if (kernel == ATTENTION_AUTO) {
+        // fp32: the flash kernel wins at the UNet's small heads (d = 40, 80: its largest attention
+        // layers), sgemm tiles at d = 160 and the VAE's d = 512 (`lcm bench --attention`,
+        // BENCHMARKS.md). bf16 has only the flash kernel.
+        bool small_heads = q->shape[2] / heads <= FLASH_MAX_HEAD_DIM_FP32;
+        bool flash = attention_flash_available(precision) &&
+                     (precision == LCM_PRECISION_BF16 || small_heads);
+        kernel = flash ? ATTENTION_FLASH : ATTENTION_GEMM_TILES;
+    }
+    if (kernel == ATTENTION_FLASH && !attention_flash_available(precision)) {
+        lcm_fail(LCM_ERR_UNSUPPORTED, "attention: this CPU lacks the %s instructions of the flash kernel",
+                 precision == LCM_PRECISION_BF16 ? "AVX-512 BF16" : "AVX2/FMA");
+        return NULL;
+    }
+    tensor *out = tensor_new3(q->shape[0], q->shape[1], q->shape[2]);
+    if (!out) return NULL;
+    if (q->shape[1] == 0) return out;
+    if (kernel == ATTENTION_FLASH)
+        return attention_flash(q, k, v, heads, causal, precision == LCM_PRECISION_BF16, out);
+    return attention_gemm_tiles(q, k, v, heads, causal, out);
+}
+
+tensor *attention_ex(const tensor *q, const tensor *k, const tensor *v, int heads, bool causal,
+                     lcm_precision precision) {
+    return attention_with_kernel(q, k, v, heads, causal, precision, ATTENTION_AUTO);
+}
+
+tensor *attention(const tensor *q, const tensor *k, const tensor *v, int heads, bool causal) {
+    return attention_ex(q, k, v, heads, causal, LCM_PRECISION_FP32);
 }

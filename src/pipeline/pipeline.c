@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/tokenizer_source.h"
 
 void lcm_pipeline_options_init(lcm_pipeline_options *options) {
     memset(options, 0, sizeof *options);
@@ -20,6 +21,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     unet_free(p->unet);
     vae_free(p->vae);
     controlnet_free(p->controlnet);
+    taesd_free(p->taesd);
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
     lora_set_free(p->loras);
@@ -39,7 +41,7 @@ static lcm_status check_component(const model_folder *folder, const char *compon
     return LCM_OK;
 }
 
-static lcm_status load_components(lcm_pipeline *p) {
+static lcm_status load_components(lcm_pipeline *p, const lcm_pipeline_options *options) {
     model_folder *f = &p->folder;
     if (!f->index.root)
         return lcm_fail(LCM_ERR_FORMAT,
@@ -50,9 +52,7 @@ static lcm_status load_components(lcm_pipeline *p) {
     LCM_TRY(check_component(f, "unet", "UNet2DConditionModel"));
     LCM_TRY(check_component(f, "vae", "AutoencoderKL"));
 
-    char dir[PATH_MAX];
-    LCM_TRY(model_folder_component_dir(f, "tokenizer", dir, sizeof dir));
-    LCM_TRY(clip_tokenizer_open(dir, &p->tokenizer));
+    LCM_TRY(pipeline_open_tokenizer(f, options->tokenizer, &p->tokenizer));
     LCM_TRY(clip_text_load(f, "text_encoder", &p->text_encoder));
     LCM_TRY(unet_load(f, "unet", &p->unet));
     LCM_TRY(vae_load(f, "vae", &p->vae));
@@ -85,6 +85,23 @@ const char *lcm_pipeline_lora_report(const lcm_pipeline *p) {
     return p->loras ? lora_set_report(p->loras) : "";
 }
 
+// The TAESD folder replaces the VAE for decoding; it must speak the UNet's latents.
+static lcm_status load_taesd(lcm_pipeline *p, const char *dir) {
+    LCM_TRY(taesd_load_dir(dir, &p->taesd));
+    const taesd_config *tc = taesd_get_config(p->taesd);
+    const vae_config *vc = vae_get_config(p->vae);
+    if (tc->latent_channels != unet_get_config(p->unet)->in_channels ||
+        tc->downscale_factor != vc->downscale_factor || tc->out_channels != vc->out_channels)
+        return lcm_fail(LCM_ERR_FORMAT,
+                        "%s/config.json: TAESD with %d latent channels, downscale %d and %d "
+                        "output channels does not fit %s (unet in_channels %d, VAE downscale %d, "
+                        "%d output channels)",
+                        dir, tc->latent_channels, tc->downscale_factor, tc->out_channels,
+                        p->folder.root, unet_get_config(p->unet)->in_channels,
+                        vc->downscale_factor, vc->out_channels);
+    return LCM_OK;
+}
+
 lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
                              lcm_pipeline **out) {
     *out = NULL;
@@ -99,10 +116,15 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->precision != LCM_PRECISION_FP32)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
                         (int)options->precision);
-    if (options->taesd) return lcm_fail(LCM_ERR_UNSUPPORTED, "TAESD is not supported yet");
+    if (options->vae_tiling != LCM_VAE_TILING_AUTO && options->vae_tiling != LCM_VAE_TILING_OFF &&
+        options->vae_tiling != LCM_VAE_TILING_ON)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "vae_tiling = %d, expected AUTO, OFF or ON",
+                        (int)options->vae_tiling);
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     p->threads = options->threads;
+    p->vae_tiling = options->vae_tiling;
+    p->memory_budget = options->memory_budget;
     if (p->threads > 0) omp_set_num_threads(p->threads);
     // Adapter files are checked before the (slow) model load.
     lcm_status st = LCM_OK;
@@ -113,7 +135,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         p->folder.weights_hook = attach_loras;
         p->folder.weights_hook_user = p->loras;
     }
-    if (st == LCM_OK) st = load_components(p);
+    if (st == LCM_OK) st = load_components(p, options);
     if (st == LCM_OK && p->loras) {
         p->folder.weights_hook = NULL;
         st = lora_set_finish(p->loras);
@@ -124,6 +146,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         st = controlnet_load(options->controlnet, options->variant, &p->controlnet);
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
+    if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;

@@ -11,6 +11,7 @@
 #include "io/model_folder.h"
 #include "lcm.h"
 #include "models/controlnet.h"
+#include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sched/lcm_scheduler.h"
@@ -24,6 +25,9 @@ struct lcm_pipeline {
     unet_model *unet;
     vae_model *vae;
     controlnet_model *controlnet; // NULL unless the options named one
+    taesd_model *taesd; // options.taesd, or NULL: decodes instead of the VAE (pipeline/decode.h)
+    lcm_vae_tiling vae_tiling;
+    uint64_t memory_budget; // options.memory_budget (0 = the default, decode.h)
     lcm_scheduler_config scheduler_config;
     int threads;
     lora_set *loras; // NULL without adapters; fused into the unet and text encoder at load

@@ -31,6 +31,7 @@
 #include "models/guidance_embedding.h"
 #include "io/image_resize.h"
 #include "pipeline/control_image.h"
+#include "pipeline/decode.h"
 #include "pipeline/pipeline.h"
 
 // Beyond this many pixels per image the VAE's activations alone need tens of GB.
@@ -53,10 +54,17 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Rough peak bytes of one generation beyond the weights: the VAE decoder's widest activations at
-// full resolution dominate (128 channels x H x W, a handful alive at once, per image).
-static double estimated_activation_bytes(const lcm_request *r) {
-    return (double)r->batch * r->width * r->height * 128.0 * sizeof(float) * 6.0;
+// Rough peak bytes of one generation beyond the weights: the decode (the smallest the pipeline may
+// choose: tiled when tiling is allowed, see pipeline/decode.h) or the UNet's activations at latent
+// resolution (skip connections and feed-forward inputs: about 24 x block_out_channels[0] floats
+// per latent pixel), whichever is larger.
+static double estimated_activation_bytes(const lcm_pipeline *p, const lcm_request *r) {
+    int factor = vae_get_config(p->vae)->downscale_factor;
+    int64_t lh = r->height / factor, lw = r->width / factor;
+    double unet = (double)r->batch * lh * lw * 24.0 * unet_get_config(p->unet)->block_out_channels[0] *
+                  sizeof(float);
+    double decode = decode_min_working_bytes(p, r->batch, lh, lw);
+    return decode > unet ? decode : unet;
 }
 
 // Whether the request runs classifier-free guidance: as diffusers' StableDiffusionPipeline, only for
@@ -79,7 +87,6 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
     // guidance", so the negative prompt is not silently ignored.
     if (has_negative && !lcm_unet && r->guidance_scale < 1.0f && r->guidance_scale >= 0.0f)
         r->guidance_scale += 1.0f;
-    if (r->preview) return lcm_fail(LCM_ERR_UNSUPPORTED, "previews are not supported yet");
     if (r->control_image && !p->controlnet)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "a control image was given, but the pipeline was opened without a ControlNet");
@@ -130,7 +137,7 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "guidance scale %g: expected a finite number "
                         "(LCM models are distilled for about 1..15)", r->guidance_scale);
     double pages = (double)sysconf(_SC_PHYS_PAGES), page_size = (double)sysconf(_SC_PAGESIZE);
-    double need = estimated_activation_bytes(r);
+    double need = estimated_activation_bytes(p, r);
     if (pages > 0 && page_size > 0 && need > pages * page_size)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "%dx%d x %d images needs about %.1f GB of working memory, more than this "
@@ -326,6 +333,19 @@ static tensor *guided(const tensor *out, float guidance) {
     return eps;
 }
 
+
+// One preview per image of the batch, of the current denoised estimate.
+static lcm_status send_previews(const lcm_pipeline *p, const lcm_request *r, const tensor *denoised,
+                                int steps_done, int total_steps) {
+    for (int b = 0; b < r->batch; b++) {
+        lcm_image preview;
+        LCM_TRY(decode_preview(p, denoised, b, &preview));
+        r->preview(r->preview_user_data, steps_done, total_steps, b, &preview);
+        free(preview.rgb);
+    }
+    return LCM_OK;
+}
+
 lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trace_fn trace_fn,
                        void *trace_user, tensor **images) {
     *images = NULL;
@@ -438,6 +458,7 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
         if (st != LCM_OK) goto done;
         trace_step(trace_fn, trace_user, i, "denoised", denoised);
         trace_step(trace_fn, trace_user, i, "latents_out", latents);
+        if (r.preview && (st = send_previews(p, &r, denoised, i + 1, steps)) != LCM_OK) goto done;
         if (r.progress && r.progress(r.progress_user_data, i + 1, steps, now_seconds() - start)) {
             st = lcm_fail(LCM_ERR_CANCELLED, "generation cancelled after step %d of %d", i + 1, steps);
             goto done;
@@ -445,10 +466,7 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     }
 
     // The image comes from the last denoised latents (equal to `latents` after the last step).
-    // A division, not a multiplication by the reciprocal: that is what diffusers computes.
-    float scaling_factor = vae_get_config(p->vae)->scaling_factor;
-    for (size_t k = 0; k < numel; k++) denoised->data[k] /= scaling_factor;
-    st = vae_decode(p->vae, denoised, &image);
+    st = pipeline_decode(p, denoised, &image);
     if (st != LCM_OK) goto done;
     trace(trace_fn, trace_user, "image_decoded", image);
     *images = image;

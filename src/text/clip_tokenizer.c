@@ -479,31 +479,24 @@ static lcm_status check_utf8_file(const char *path, const char *data, size_t len
     return lcm_fail(LCM_ERR_FORMAT, "%s: line %d (byte offset %zu): invalid UTF-8", path, line, bad);
 }
 
-static lcm_status parse_json_file(const char *path, cJSON **root) {
-    char *data;
-    size_t len;
-    LCM_TRY(read_file(path, &data, &len));
-    lcm_status st = check_utf8_file(path, data, len);
-    if (st != LCM_OK) {
-        free(data);
-        return st;
-    }
+static lcm_status parse_json_text(const char *label, const char *data, size_t len, cJSON **root) {
+    LCM_TRY(check_utf8_file(label, data, len));
     const char *error_at = NULL;
     *root = cJSON_ParseWithLengthOpts(data, len, &error_at, false);
     size_t error_offset = error_at ? (size_t)(error_at - data) : 0;
     int error_line = 1;
     for (size_t i = 0; i < error_offset && i < len; i++) error_line += data[i] == '\n';
-    free(data);
     if (*root) return LCM_OK;
     if (len == 0 || error_offset + 1 >= len) // cJSON points at the last byte when the text stops early
-        return lcm_fail(LCM_ERR_FORMAT, "%s: truncated JSON (%zu bytes)", path, len);
-    return lcm_fail(LCM_ERR_FORMAT, "%s: line %d (byte offset %zu): invalid or truncated JSON", path,
+        return lcm_fail(LCM_ERR_FORMAT, "%s: truncated JSON (%zu bytes)", label, len);
+    return lcm_fail(LCM_ERR_FORMAT, "%s: line %d (byte offset %zu): invalid or truncated JSON", label,
                     error_line, error_offset);
 }
 
-static lcm_status load_vocab(clip_tokenizer *t, const char *path) {
+static lcm_status load_vocab(clip_tokenizer *t, const clip_tokenizer_text *file) {
+    const char *path = file->label;
     cJSON *root;
-    LCM_TRY(parse_json_file(path, &root));
+    LCM_TRY(parse_json_text(path, file->text, file->len, &root));
     lcm_status st = LCM_OK;
     if (!cJSON_IsObject(root)) {
         st = lcm_fail(LCM_ERR_FORMAT, "%s: expected a JSON object mapping token -> id", path);
@@ -567,12 +560,11 @@ static lcm_status add_merge(clip_tokenizer *t, const char *left, size_t left_len
     return st;
 }
 
-static lcm_status load_merges(clip_tokenizer *t, const char *path) {
-    char *data;
-    size_t len;
-    LCM_TRY(read_file(path, &data, &len));
+static lcm_status load_merges(clip_tokenizer *t, const clip_tokenizer_text *file) {
+    const char *path = file->label, *data = file->text;
+    size_t len = file->len;
     lcm_status st = check_utf8_file(path, data, len);
-    if (st != LCM_OK) goto done;
+    if (st != LCM_OK) return st;
 
     // Python strips the whole text, then splits it on '\n' (a '\r' stays in the line, where
     // str.split() ignores it).
@@ -604,24 +596,19 @@ static lcm_status load_merges(clip_tokenizer *t, const char *path) {
         line += line_len + 1;
     }
 done:
-    free(data);
     return st;
 }
 
 // The pad token: "pad_token" of special_tokens_map.json, else of tokenizer_config.json (a string or
 // {"content": ...}), else <|endoftext|>. CLIP pads with <|endoftext|>; SD 2.x tokenizers pad with "!".
-static lcm_status load_pad_token(clip_tokenizer *t, const char *dir) {
-    static const char *const files[] = {"special_tokens_map.json", "tokenizer_config.json"};
+static lcm_status load_pad_token(clip_tokenizer *t, const clip_tokenizer_texts *texts) {
+    const clip_tokenizer_text *files[] = {texts->special_tokens_map, texts->tokenizer_config};
     t->pad_id = t->eos_id;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char path[4096];
-        if (snprintf(path, sizeof path, "%s/%s", dir, files[i]) >= (int)sizeof path)
-            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "tokenizer: path too long: %s", dir);
-        FILE *probe = fopen(path, "rb");
-        if (!probe) continue;
-        fclose(probe);
+        if (!files[i]) continue;
+        const char *path = files[i]->label;
         cJSON *root;
-        LCM_TRY(parse_json_file(path, &root));
+        LCM_TRY(parse_json_text(path, files[i]->text, files[i]->len, &root));
         const cJSON *pad = cJSON_GetObjectItemCaseSensitive(root, "pad_token");
         if (cJSON_IsObject(pad)) pad = cJSON_GetObjectItemCaseSensitive(pad, "content");
         lcm_status st = LCM_OK;
@@ -642,8 +629,10 @@ static lcm_status load_pad_token(clip_tokenizer *t, const char *dir) {
     return LCM_OK;
 }
 
-lcm_status clip_tokenizer_open(const char *dir, clip_tokenizer **out) {
+lcm_status clip_tokenizer_open_texts(const clip_tokenizer_texts *texts, clip_tokenizer **out) {
     *out = NULL;
+    if (!texts->vocab || !texts->merges)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "tokenizer: vocab.json and merges.txt are both needed");
     clip_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     lcm_status st = LCM_OK;
@@ -654,16 +643,9 @@ lcm_status clip_tokenizer_open(const char *dir, clip_tokenizer **out) {
         goto fail;
     }
     for (size_t i = 0; i < t->merges.slot_count; i++) t->merges.slots[i].left = -1;
-
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/vocab.json", dir) >= (int)sizeof path) {
-        st = lcm_fail(LCM_ERR_INVALID_ARGUMENT, "tokenizer: path too long: %s", dir);
-        goto fail;
-    }
-    if ((st = load_vocab(t, path)) != LCM_OK) goto fail;
-    snprintf(path, sizeof path, "%s/merges.txt", dir);
-    if ((st = load_merges(t, path)) != LCM_OK) goto fail;
-    if ((st = load_pad_token(t, dir)) != LCM_OK) goto fail;
+    if ((st = load_vocab(t, texts->vocab)) != LCM_OK) goto fail;
+    if ((st = load_merges(t, texts->merges)) != LCM_OK) goto fail;
+    if ((st = load_pad_token(t, texts)) != LCM_OK) goto fail;
 
     for (int b = 0; b < 256; b++) {
         unsigned char text[8];
@@ -677,6 +659,46 @@ lcm_status clip_tokenizer_open(const char *dir, clip_tokenizer **out) {
     return LCM_OK;
 fail:
     clip_tokenizer_close(t);
+    return st;
+}
+
+// One file of the folder into `file` (its buffer owned by the caller); a missing optional file
+// leaves file->text NULL.
+static lcm_status read_tokenizer_file(const char *dir, const char *name, bool optional,
+                                      char path[4096], clip_tokenizer_text *file) {
+    *file = (clip_tokenizer_text){.label = path};
+    if (snprintf(path, 4096, "%s/%s", dir, name) >= 4096)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "tokenizer: path too long: %s", dir);
+    if (optional) {
+        FILE *probe = fopen(path, "rb");
+        if (!probe) return LCM_OK;
+        fclose(probe);
+    }
+    char *data = NULL;
+    LCM_TRY(read_file(path, &data, &file->len));
+    file->text = data;
+    return LCM_OK;
+}
+
+lcm_status clip_tokenizer_open(const char *dir, clip_tokenizer **out) {
+    *out = NULL;
+    static const char *const names[] = {"vocab.json", "merges.txt", "special_tokens_map.json",
+                                        "tokenizer_config.json"};
+    char paths[4][4096];
+    clip_tokenizer_text files[4] = {0};
+    lcm_status st = LCM_OK;
+    for (int i = 0; i < 4 && st == LCM_OK; i++)
+        st = read_tokenizer_file(dir, names[i], i >= 2, paths[i], &files[i]);
+    if (st == LCM_OK) {
+        clip_tokenizer_texts texts = {
+            .vocab = &files[0],
+            .merges = &files[1],
+            .special_tokens_map = files[2].text ? &files[2] : NULL,
+            .tokenizer_config = files[3].text ? &files[3] : NULL,
+        };
+        st = clip_tokenizer_open_texts(&texts, out);
+    }
+    for (int i = 0; i < 4; i++) free((char *)files[i].text);
     return st;
 }
 

@@ -30,6 +30,23 @@ typedef struct clip_tokenizer clip_tokenizer;
 // On success *out is owned by the caller (release with clip_tokenizer_close).
 lcm_status clip_tokenizer_open(const char *dir, clip_tokenizer **out);
 
+// The same files given as texts (a single-file checkpoint carries them in its __metadata__). Each
+// text is borrowed for the call; `label` names it in errors.
+typedef struct clip_tokenizer_text {
+    const char *label;
+    const char *text;
+    size_t len;
+} clip_tokenizer_text;
+
+typedef struct clip_tokenizer_texts {
+    const clip_tokenizer_text *vocab;              // vocab.json, required
+    const clip_tokenizer_text *merges;             // merges.txt, required
+    const clip_tokenizer_text *special_tokens_map; // optional (NULL)
+    const clip_tokenizer_text *tokenizer_config;   // optional (NULL)
+} clip_tokenizer_texts;
+
+lcm_status clip_tokenizer_open_texts(const clip_tokenizer_texts *texts, clip_tokenizer **out);
+
 // Releases a tokenizer; NULL is allowed.
 void clip_tokenizer_close(clip_tokenizer *t);
 

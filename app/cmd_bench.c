@@ -1,0 +1,562 @@
+// lcm bench: how fast each stage of a generation runs, as a share of what this machine can do.
+//
+// One run of the command measures, on the loaded model:
+//   - the machine's peak in the chosen precision, with a large oneDNN product (fp32: dnnl_sgemm,
+//     bf16: a matmul primitive on bf16 inputs), best of a few, right before the stages — the
+//     machine may be shared, so ratios to a peak read in the same run hold better than seconds;
+//   - after one warm-up of each stage, --runs repetitions of: text encoding, one UNet step, VAE
+//     decode, and a whole lcm_generate (end to end), reporting median, min and max seconds;
+//   - each stage's FLOPs counted from the model configs at the requested size (src/models/flops.h),
+//     hence its GFLOP/s and ratio to the peak; and the process's peak RSS.
+// `lcm bench --attention` instead times the attention kernels (src/ops/attention.h) on the
+// Stable Diffusion 1.5 shapes at 512x512, needing no model.
+#include <dnnl.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "app/args.h"
+#include "app/commands.h"
+#include "core/error.h"
+#include "models/flops.h"
+#include "models/guidance_embedding.h"
+#include "ops/attention.h"
+#include "pipeline/pipeline.h"
+
+#define MAX_RUNS 100
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Median, min and max of n timings (n >= 1).
+typedef struct spread {
+    double median, min, max;
+} spread;
+
+static spread spread_of(const double *times, int n) {
+    double sorted[MAX_RUNS];
+    memcpy(sorted, times, sizeof(double) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof(double), compare_doubles);
+    spread s = {n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]), sorted[0], sorted[n - 1]};
+    return s;
+}
+
+static void fill_pseudo_random(float *x, int64_t n, uint32_t seed) {
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)(seed >> 8) * 0x1p-23f - 1.0f; // uniform in [-1, 1)
+    }
+}
+
+// ---- peak --------------------------------------------------------------------------------------
+
+#define PEAK_TRIES 4
+
+// Side of the square products that measure the peak (--peak-size; tests use a small one).
+static int peak_size = 2048;
+
+// Best GFLOP/s of dnnl_sgemm on peak_size^3 over PEAK_TRIES (after one warm-up); 0 on failure.
+static double peak_fp32(void) {
+    size_t n = (size_t)peak_size;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
+          *c = malloc(sizeof(float) * n * n);
+    double best = 0;
+    if (a && b && c) {
+        fill_pseudo_random(a, (int64_t)(n * n), 1);
+        fill_pseudo_random(b, (int64_t)(n * n), 2);
+        for (int i = 0; i <= PEAK_TRIES; i++) {
+            double t0 = seconds_now();
+            dnnl_sgemm('N', 'N', (dnnl_dim_t)n, (dnnl_dim_t)n, (dnnl_dim_t)n, 1.0f, a, (dnnl_dim_t)n, b,
+                       (dnnl_dim_t)n, 0.0f, c, (dnnl_dim_t)n);
+            double gflops = 2.0 * n * n * n / (seconds_now() - t0) * 1e-9;
+            if (i > 0 && gflops > best) best = gflops;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+// The same with a oneDNN matmul primitive on bf16 inputs (fp32 output). *impl receives the
+// implementation oneDNN chose; a reference (non-JIT) one means the CPU has no bf16 kernels, and
+// then nothing is timed (it would take minutes) and 0 is returned.
+static double peak_bf16(char *impl, size_t impl_size) {
+    snprintf(impl, impl_size, "unavailable");
+    dnnl_engine_t engine = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t matmul = NULL;
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    double best = 0;
+    dnnl_dims_t a_dims = {peak_size, peak_size}, b_dims = {peak_size, peak_size}, c_dims = {peak_size, peak_size};
+    dnnl_memory_desc_t a_md, b_md, c_md;
+    dnnl_matmul_desc_t desc;
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&a_md, 2, a_dims, dnnl_bf16, dnnl_ab) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&b_md, 2, b_dims, dnnl_bf16, dnnl_ab) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&c_md, 2, c_dims, dnnl_f32, dnnl_ab) != dnnl_success ||
+        dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) != dnnl_success ||
+        dnnl_primitive_create(&matmul, pd) != dnnl_success)
+        goto done;
+    const char *name = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success && name)
+        snprintf(impl, impl_size, "%s", name);
+    if (!name || strstr(name, "ref")) goto done;
+    const dnnl_memory_desc_t *mds[3] = {&a_md, &b_md, &c_md};
+    for (int i = 0; i < 3; i++) {
+        if (dnnl_memory_create(&mem[i], mds[i], engine, DNNL_MEMORY_ALLOCATE) != dnnl_success) goto done;
+        void *data = NULL;
+        dnnl_memory_get_data_handle(mem[i], &data);
+        memset(data, 0x3f, dnnl_memory_desc_get_size(mds[i])); // small finite values
+    }
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
+    for (int i = 0; i <= PEAK_TRIES; i++) {
+        double t0 = seconds_now();
+        if (dnnl_primitive_execute(matmul, stream, 3, args) != dnnl_success ||
+            dnnl_stream_wait(stream) != dnnl_success) {
+            best = 0;
+            break;
+        }
+        double gflops = 2.0 * peak_size * peak_size * (double)peak_size / (seconds_now() - t0) * 1e-9;
+        if (i > 0 && gflops > best) best = gflops;
+    }
+done:
+    for (int i = 0; i < 3; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    if (matmul) dnnl_primitive_destroy(matmul);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (stream) dnnl_stream_destroy(stream);
+    if (engine) dnnl_engine_destroy(engine);
+    return best;
+}
+
+// ---- stages --------------------------------------------------------------------------------------
+
+enum { STAGE_TEXT, STAGE_UNET, STAGE_VAE, STAGE_END_TO_END, STAGE_COUNT };
+static const char *const stage_names[STAGE_COUNT] = {"text_encoding", "unet_step", "vae_decode", "end_to_end"};
+
+typedef struct bench_setup {
+    lcm_pipeline *pipeline;
+    const char *prompt;
+    int width, height, steps;
+} bench_setup;
+
+// The inputs the stage timings share, made once: prompt embeddings, latents, guidance condition.
+typedef struct stage_inputs {
+    tensor *embeds, *latents, *cond;
+} stage_inputs;
+
+static lcm_status run_text(const bench_setup *b, tensor **embeds) {
+    int32_t ids[CLIP_MAX_LENGTH];
+    LCM_TRY(clip_tokenize(b->pipeline->tokenizer, b->prompt, ids, NULL));
+    return clip_text_forward(b->pipeline->text_encoder, ids, 1, CLIP_MAX_LENGTH, embeds, NULL);
+}
+
+// Runs stage `which` once and returns its seconds in *elapsed.
+static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int which, double *elapsed) {
+    double t0 = seconds_now();
+    tensor *out = NULL;
+    lcm_status st = LCM_OK;
+    if (which == STAGE_TEXT) {
+        st = run_text(b, &out);
+    } else if (which == STAGE_UNET) {
+        st = unet_forward(b->pipeline->unet, in->latents, 999.0f, in->embeds, in->cond, NULL, &out);
+    } else if (which == STAGE_VAE) {
+        st = vae_decode(b->pipeline->vae, in->latents, &out);
+    } else {
+        lcm_request request;
+        lcm_request_init(&request);
+        request.prompt = b->prompt;
+        request.steps = b->steps;
+        request.width = b->width;
+        request.height = b->height;
+        lcm_result *result = NULL;
+        st = lcm_generate(b->pipeline, &request, &result);
+        lcm_result_free(result);
+    }
+    *elapsed = seconds_now() - t0;
+    tensor_free(out);
+    return st;
+}
+
+static lcm_status make_inputs(const bench_setup *b, stage_inputs *in) {
+    const unet_config *uc = unet_get_config(b->pipeline->unet);
+    int factor = vae_get_config(b->pipeline->vae)->downscale_factor;
+    LCM_TRY(run_text(b, &in->embeds));
+    in->latents = tensor_new4(1, uc->in_channels, b->height / factor, b->width / factor);
+    if (!in->latents) return LCM_ERR_OUT_OF_MEMORY;
+    fill_pseudo_random(in->latents->data, tensor_numel(in->latents), 7);
+    if (uc->time_cond_proj_dim > 0) {
+        in->cond = tensor_new2(1, uc->time_cond_proj_dim);
+        if (!in->cond) return LCM_ERR_OUT_OF_MEMORY;
+        lcm_guidance_embedding(7.5f, uc->time_cond_proj_dim, in->cond->data);
+    }
+    return LCM_OK;
+}
+
+static void free_inputs(stage_inputs *in) {
+    tensor_free(in->embeds);
+    tensor_free(in->latents);
+    tensor_free(in->cond);
+}
+
+// ---- report ----------------------------------------------------------------------------------------
+
+typedef struct report {
+    const char *model, *precision, *attention_kernel;
+    int width, height, steps, runs, threads;
+    double peak_gflops;
+    char peak_method[160];
+    double flops[STAGE_COUNT];
+    flop_count parts[STAGE_COUNT];
+    spread times[STAGE_COUNT];
+    double peak_rss_bytes;
+} report;
+
+static void print_text(const report *r) {
+    printf("lcm bench: %s, %dx%d, %d steps, %s, %d threads, attention kernel %s, %d runs after a "
+           "warm-up\n",
+           r->model, r->width, r->height, r->steps, r->precision, r->threads, r->attention_kernel, r->runs);
+    printf("peak %s: %.1f GFLOP/s (%s)\n", r->precision, r->peak_gflops, r->peak_method);
+    printf("%-14s %10s %10s %10s %10s %10s %8s\n", "stage", "GFLOP", "median s", "min s", "max s",
+           "GFLOP/s", "of peak");
+    for (int i = 0; i < STAGE_COUNT; i++) {
+        double rate = r->flops[i] / r->times[i].median * 1e-9;
+        printf("%-14s %10.3f %10.3f %10.3f %10.3f %10.1f", stage_names[i], r->flops[i] * 1e-9,
+               r->times[i].median, r->times[i].min, r->times[i].max, rate);
+        if (r->peak_gflops > 0) printf(" %7.1f%%\n", 100.0 * rate / r->peak_gflops);
+        else printf(" %8s\n", "n/a");
+    }
+    printf("peak RSS: %.2f GB\n", r->peak_rss_bytes * 1e-9);
+    printf("GFLOP by kind (conv 3x3 / conv 1x1 / linear / attention):\n");
+    for (int i = 0; i < STAGE_COUNT; i++)
+        printf("  %-14s %.1f / %.1f / %.1f / %.1f\n", stage_names[i], r->parts[i].conv3x3 * 1e-9,
+               r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9);
+}
+
+// A JSON string: the model path may hold quotes or backslashes.
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch < 0x20) printf("\\u%04x", ch);
+        else putchar(ch);
+    }
+    putchar('"');
+}
+
+static void print_json(const report *r) {
+    printf("{\"model\": ");
+    print_json_string(r->model);
+    printf(", \"width\": %d, \"height\": %d, \"steps\": %d, \"precision\": \"%s\", \"threads\": %d, "
+           "\"attention_kernel\": \"%s\", \"runs\": %d,\n \"peak_gflops\": %.9g, \"peak_method\": ",
+           r->width, r->height, r->steps, r->precision, r->threads, r->attention_kernel, r->runs,
+           r->peak_gflops);
+    print_json_string(r->peak_method);
+    printf(",\n \"stages\": {\n");
+    for (int i = 0; i < STAGE_COUNT; i++) {
+        double rate = r->flops[i] / r->times[i].median * 1e-9;
+        printf("  \"%s\": {\"gflop\": %.9g, \"median_s\": %.9g, \"min_s\": %.9g, \"max_s\": %.9g, "
+               "\"gflops\": %.9g, \"ratio_to_peak\": %.9g,\n    \"gflop_conv3x3\": %.9g, "
+               "\"gflop_conv1x1\": %.9g, \"gflop_linear\": %.9g, \"gflop_attention\": %.9g}%s\n",
+               stage_names[i], r->flops[i] * 1e-9, r->times[i].median, r->times[i].min, r->times[i].max,
+               rate, r->peak_gflops > 0 ? rate / r->peak_gflops : 0.0, r->parts[i].conv3x3 * 1e-9,
+               r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9,
+               i + 1 < STAGE_COUNT ? "," : "");
+    }
+    printf(" },\n \"peak_rss_bytes\": %.0f}\n", r->peak_rss_bytes);
+}
+
+static double peak_rss_bytes(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return (double)usage.ru_maxrss * 1024.0; // Linux reports kilobytes
+}
+
+// ---- attention kernels ------------------------------------------------------------------------------
+
+typedef struct attention_shape {
+    const char *what;
+    int64_t nq, nk;
+    int heads, head_dim;
+} attention_shape;
+
+static double cpu_seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Best wall-clock and CPU seconds of `runs` calls (after a warm-up): on a shared machine the
+// fastest run is the one least disturbed, and CPU time (all threads together) does not count the
+// time other processes held the cores. False when the kernel cannot run here.
+static bool time_attention(const tensor *q, const tensor *k, const tensor *v, int heads,
+                           lcm_precision precision, attention_kernel kernel, int runs,
+                           double *wall, double *cpu) {
+    *wall = *cpu = INFINITY;
+    for (int i = -1; i < runs; i++) {
+        double t0 = seconds_now(), c0 = cpu_seconds_now();
+        tensor *out = attention_with_kernel(q, k, v, heads, false, precision, kernel);
+        double t = seconds_now() - t0, c = cpu_seconds_now() - c0;
+        if (!out) return false;
+        tensor_free(out);
+        if (i >= 0 && t < *wall) *wall = t;
+        if (i >= 0 && c < *cpu) *cpu = c;
+    }
+    return true;
+}
+
+static int bench_attention(int runs, bool json) {
+    static const attention_shape shapes[] = {
+        {"unet self 64x64", 4096, 4096, 8, 40},  {"unet self 32x32", 1024, 1024, 8, 80},
+        {"unet self 16x16", 256, 256, 8, 160},   {"unet self 8x8", 64, 64, 8, 160},
+        {"unet cross 64x64", 4096, 77, 8, 40},   {"unet cross 32x32", 1024, 77, 8, 80},
+        {"unet cross 16x16", 256, 77, 8, 160},   {"unet cross 8x8", 64, 77, 8, 160},
+        {"vae mid 64x64", 4096, 4096, 1, 512},
+    };
+    static const struct {
+        const char *name;
+        attention_kernel kernel;
+        lcm_precision precision;
+    } kernels[] = {
+        {"gemm_tiles_fp32", ATTENTION_GEMM_TILES, LCM_PRECISION_FP32},
+        {"flash_fp32", ATTENTION_FLASH, LCM_PRECISION_FP32},
+        {"flash_bf16", ATTENTION_FLASH, LCM_PRECISION_BF16},
+    };
+    enum { KERNELS = sizeof kernels / sizeof kernels[0] };
+    if (json) printf("{\"threads\": %d, \"runs\": %d, \"shapes\": [\n", omp_get_max_threads(), runs);
+    else {
+        printf("attention kernels, %d threads, best of %d runs: wall ms / CPU ms (all threads; "
+               "GFLOP per CPU-second in brackets)\n",
+               omp_get_max_threads(), runs);
+        printf("%-18s %6s %5s %5s %4s %8s", "shape", "Nq", "Nk", "heads", "d", "GFLOP");
+        for (int k = 0; k < KERNELS; k++) printf(" %24s", kernels[k].name);
+        printf("\n");
+    }
+    size_t count = sizeof shapes / sizeof shapes[0];
+    for (size_t s = 0; s < count; s++) {
+        const attention_shape *sh = &shapes[s];
+        int64_t c = (int64_t)sh->heads * sh->head_dim;
+        tensor *q = tensor_new3(1, sh->nq, c), *k = tensor_new3(1, sh->nk, c), *v = tensor_new3(1, sh->nk, c);
+        if (!q || !k || !v) {
+            tensor_free(q);
+            tensor_free(k);
+            tensor_free(v);
+            fprintf(stderr, "lcm bench: out of memory\n");
+            return 1;
+        }
+        fill_pseudo_random(q->data, tensor_numel(q), 11);
+        fill_pseudo_random(k->data, tensor_numel(k), 12);
+        fill_pseudo_random(v->data, tensor_numel(v), 13);
+        double flops = 4.0 * (double)sh->nq * (double)sh->nk * (double)c;
+        double ms[KERNELS], cpu_ms[KERNELS];
+        for (int kk = 0; kk < KERNELS; kk++) {
+            double wall, cpu;
+            bool ran = time_attention(q, k, v, sh->heads, kernels[kk].precision, kernels[kk].kernel, runs,
+                                      &wall, &cpu);
+            ms[kk] = ran ? 1e3 * wall : -1;
+            cpu_ms[kk] = ran ? 1e3 * cpu : -1;
+        }
+        lcm_clear_error();
+        if (json) {
+            printf("  {\"shape\": \"%s\", \"nq\": %lld, \"nk\": %lld, \"heads\": %d, \"head_dim\": %d, "
+                   "\"gflop\": %.4f",
+                   sh->what, (long long)sh->nq, (long long)sh->nk, sh->heads, sh->head_dim, flops * 1e-9);
+            for (int kk = 0; kk < KERNELS; kk++) {
+                if (ms[kk] < 0) printf(", \"%s_ms\": null", kernels[kk].name);
+                else
+                    printf(", \"%s_ms\": %.4f, \"%s_cpu_ms\": %.4f", kernels[kk].name, ms[kk],
+                           kernels[kk].name, cpu_ms[kk]);
+            }
+            printf("}%s\n", s + 1 < count ? "," : "");
+        } else {
+            printf("%-18s %6lld %5lld %5d %4d %8.3f", sh->what, (long long)sh->nq, (long long)sh->nk,
+                   sh->heads, sh->head_dim, flops * 1e-9);
+            for (int kk = 0; kk < KERNELS; kk++) {
+                char cell[32];
+                if (ms[kk] < 0) snprintf(cell, sizeof cell, "n/a");
+                else snprintf(cell, sizeof cell, "%.1f/%.1f (%.0f)", ms[kk], cpu_ms[kk], flops / cpu_ms[kk] * 1e-6);
+                printf(" %24s", cell);
+            }
+            printf("\n");
+        }
+        tensor_free(q);
+        tensor_free(k);
+        tensor_free(v);
+    }
+    if (json) printf("]}\n");
+    return 0;
+}
+
+// ---- command ---------------------------------------------------------------------------------------
+
+static int parse_size(const char *text, int *width, int *height) {
+    char tail;
+    if (sscanf(text, "%dx%d%c", width, height, &tail) != 2 || *width <= 0 || *height <= 0) return 0;
+    return 1;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = NULL, *size = "512x512", *precision_name = "fp32";
+    const char *prompt = "a photograph of an astronaut riding a horse";
+    const char *kernel_name = "auto";
+    long steps = 4, runs = 3, threads = 0, peak = 2048;
+    bool json = false, attention_only = false;
+    const arg_spec specs[] = {
+        {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline)", false},
+        {"size", ARG_STRING, &size, "image WIDTHxHEIGHT (default 512x512)", false},
+        {"steps", ARG_INT, &steps, "denoising steps of the end-to-end run (default 4)", false},
+        {"precision", ARG_STRING, &precision_name, "fp32 (default) or bf16", false},
+        {"runs", ARG_INT, &runs, "timed repetitions of each stage after the warm-up (default 3)", false},
+        {"threads", ARG_INT, &threads, "worker threads (default: one per physical core)", false},
+        {"prompt", ARG_STRING, &prompt, "prompt of the text-encoding and end-to-end runs", false},
+        {"attention-kernel", ARG_STRING, &kernel_name, "auto (default), flash or gemm: the attention kernel the stages use", false},
+        {"peak-size", ARG_INT, &peak, "side of the square matmul measuring the peak (default 2048)", false},
+        {"json", ARG_FLAG, &json, "print machine-readable JSON instead of a table", false},
+        {"attention", ARG_FLAG, &attention_only, "time the attention kernels on SD1.5 shapes instead (no model)", false},
+    };
+    const char *positional[1];
+    int npositional;
+    int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
+                        "lcm bench --model DIR [--size 512x512] [--steps 4] [--precision fp32|bf16] "
+                        "[--runs N] [--threads N] [--json]\n       lcm bench --attention [--runs N] "
+                        "[--threads N] [--json]");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (runs < 1 || runs > MAX_RUNS) {
+        fprintf(stderr, "lcm bench: --runs %ld: expected 1..%d\n", runs, MAX_RUNS);
+        return 2;
+    }
+    if (threads < 0 || threads > 1024) {
+        fprintf(stderr, "lcm bench: --threads %ld: expected 0 (auto) or 1..1024\n", threads);
+        return 2;
+    }
+    if (peak < 64 || peak > 16384) {
+        fprintf(stderr, "lcm bench: --peak-size %ld: expected 64..16384\n", peak);
+        return 2;
+    }
+    peak_size = (int)peak;
+    if (!strcmp(kernel_name, "flash")) attention_set_default_kernel(ATTENTION_FLASH);
+    else if (!strcmp(kernel_name, "gemm")) attention_set_default_kernel(ATTENTION_GEMM_TILES);
+    else if (strcmp(kernel_name, "auto")) {
+        fprintf(stderr, "lcm bench: --attention-kernel '%s': expected auto, flash or gemm\n", kernel_name);
+        return 2;
+    }
+    if (attention_only) {
+        if (threads > 0) omp_set_num_threads((int)threads);
+        return bench_attention((int)runs, json);
+    }
+    lcm_pipeline_options options;
+    lcm_pipeline_options_init(&options);
+    if (!strcmp(precision_name, "fp32")) options.precision = LCM_PRECISION_FP32;
+    else if (!strcmp(precision_name, "bf16")) options.precision = LCM_PRECISION_BF16;
+    else {
+        fprintf(stderr, "lcm bench: --precision '%s': expected fp32 or bf16\n", precision_name);
+        return 2;
+    }
+    options.threads = (int)threads;
+    report r = {.model = model, .precision = precision_name, .attention_kernel = kernel_name, .runs = (int)runs, .steps = (int)steps};
+    if (!model) {
+        fprintf(stderr, "lcm bench: --model is required (or --attention)\n");
+        return 2;
+    }
+    if (!parse_size(size, &r.width, &r.height)) {
+        fprintf(stderr, "lcm bench: --size '%s': expected WIDTHxHEIGHT, e.g. 512x512\n", size);
+        return 2;
+    }
+
+    lcm_pipeline *pipeline = NULL;
+    lcm_status st = lcm_pipeline_open(model, &options, &pipeline);
+    if (st != LCM_OK) {
+        fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
+        return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
+    }
+    bench_setup setup = {pipeline, prompt, r.width, r.height, (int)steps};
+    // The request checks (sizes, steps) before any timing, so a bad one fails fast and clearly.
+    lcm_request request;
+    lcm_request_init(&request);
+    request.prompt = prompt;
+    request.steps = (int)steps;
+    request.width = r.width;
+    request.height = r.height;
+    lcm_request resolved;
+    st = txt2img_validate(pipeline, &request, &resolved);
+    if (st != LCM_OK) {
+        fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
+        lcm_pipeline_close(pipeline);
+        return 2;
+    }
+    r.threads = omp_get_max_threads();
+
+    if (options.precision == LCM_PRECISION_FP32) {
+        r.peak_gflops = peak_fp32();
+        snprintf(r.peak_method, sizeof r.peak_method, "dnnl_sgemm %dx%dx%d, best of %d", peak_size,
+                 peak_size, peak_size, PEAK_TRIES);
+    } else {
+        char impl[96];
+        r.peak_gflops = peak_bf16(impl, sizeof impl);
+        snprintf(r.peak_method, sizeof r.peak_method, "oneDNN bf16 matmul %dx%dx%d (%s), best of %d",
+                 peak_size, peak_size, peak_size, impl, PEAK_TRIES);
+    }
+
+    const unet_config *uc = unet_get_config(pipeline->unet);
+    const vae_config *vc = vae_get_config(pipeline->vae);
+    int lh = r.height / vc->downscale_factor, lw = r.width / vc->downscale_factor;
+    flop_count text = clip_text_flops(clip_text_get_config(pipeline->text_encoder), 1, CLIP_MAX_LENGTH);
+    flop_count unet = unet_flops(uc, 1, lh, lw, CLIP_MAX_LENGTH);
+    flop_count vae = vae_decode_flops(vc, 1, lh, lw);
+    r.parts[STAGE_TEXT] = text;
+    r.parts[STAGE_UNET] = unet;
+    r.parts[STAGE_VAE] = vae;
+    // One UNet evaluation per step: LCM's guidance is an embedding, not a second (CFG) pass.
+    double steps_done = resolved.steps;
+    r.parts[STAGE_END_TO_END] = (flop_count){
+        text.conv3x3 + steps_done * unet.conv3x3 + vae.conv3x3, text.conv1x1 + steps_done * unet.conv1x1 + vae.conv1x1,
+        text.linear + steps_done * unet.linear + vae.linear, text.attention + steps_done * unet.attention + vae.attention};
+    r.flops[STAGE_TEXT] = flop_total(&text);
+    r.flops[STAGE_UNET] = flop_total(&unet);
+    r.flops[STAGE_VAE] = flop_total(&vae);
+    r.flops[STAGE_END_TO_END] = flop_total(&r.parts[STAGE_END_TO_END]);
+
+    stage_inputs inputs = {0};
+    double times[STAGE_COUNT][MAX_RUNS];
+    st = make_inputs(&setup, &inputs);
+    // Warm-up: every stage but the end-to-end run, which consists of them.
+    for (int s = 0; s < STAGE_END_TO_END && st == LCM_OK; s++) {
+        double ignored;
+        st = run_stage(&setup, &inputs, s, &ignored);
+    }
+    for (int run = 0; run < r.runs && st == LCM_OK; run++) {
+        for (int s = 0; s < STAGE_COUNT && st == LCM_OK; s++) st = run_stage(&setup, &inputs, s, &times[s][run]);
+        if (!json && st == LCM_OK)
+            fprintf(stderr, "run %d/%d: text %.3f s, unet step %.3f s, vae %.3f s, end to end %.3f s\n",
+                    run + 1, r.runs, times[0][run], times[1][run], times[2][run], times[3][run]);
+    }
+    free_inputs(&inputs);
+    if (st != LCM_OK) {
+        fprintf(stderr, "lcm bench: %s\n", lcm_last_error()[0] ? lcm_last_error() : lcm_status_name(st));
+        lcm_pipeline_close(pipeline);
+        return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
+    }
+    for (int s = 0; s < STAGE_COUNT; s++) r.times[s] = spread_of(times[s], r.runs);
+    r.peak_rss_bytes = peak_rss_bytes();
+    lcm_pipeline_close(pipeline);
+    if (json) print_json(&r);
+    else print_text(&r);
+    return 0;
+}

@@ -1,0 +1,124 @@
+// decode_bench: times the three decoders on the same random latents, interleaved so that a noisy
+// machine slows them alike, and prints the medians.
+//
+//   decode_bench [--taesd-only] [--skip-tiled] --model PIPELINE_DIR --taesd TAESD_DIR [--size 512] [--repeat 3]
+//
+// Only the pipeline's VAE is loaded. The tiled decode uses diffusers' enable_tiling() tiles when
+// they split this size, else the largest halving of them that does (as --vae-tiling auto would).
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/model_folder.h"
+#include "models/taesd.h"
+#include "models/vae.h"
+#include "models/vae_tiled.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "decode_bench: %s: %s\n", what, lcm_last_error());
+    return 1;
+}
+
+#define MAX_REPEAT 32
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *taesd_dir = NULL;
+    int size = 512, repeat = 3;
+    bool taesd_only = false, skip_tiled = false;
+    int first = 1;
+    for (; first < argc; first++) {
+        if (!strcmp(argv[first], "--taesd-only")) taesd_only = true;
+        else if (!strcmp(argv[first], "--skip-tiled")) skip_tiled = true;
+        else break;
+    }
+    for (int i = first; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--taesd")) taesd_dir = argv[i + 1];
+        else if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
+    }
+    if (!model || !taesd_dir || size < 64 || size % 8 || repeat < 1 || repeat > MAX_REPEAT) {
+        fprintf(stderr, "usage: decode_bench --model PIPELINE_DIR --taesd TAESD_DIR [--size N] "
+                        "[--repeat 1..%d]\n", MAX_REPEAT);
+        return 2;
+    }
+    model_folder folder;
+    vae_model *vae = NULL;
+    taesd_model *taesd = NULL;
+    if (model_folder_open(model, NULL, &folder) != LCM_OK) return fail(model);
+    lcm_status st = vae_load(&folder, "vae", &vae);
+    model_folder_close(&folder);
+    if (st != LCM_OK) return fail("loading the VAE");
+    if (taesd_load_dir(taesd_dir, &taesd) != LCM_OK) return fail("loading TAESD");
+    const vae_config *cfg = vae_get_config(vae);
+    int f = cfg->downscale_factor;
+    int64_t side = size / f;
+    vae_tiling tiling;
+    if (vae_tiling_defaults(cfg, &tiling) != LCM_OK) return fail("tiling");
+    while (!vae_tiling_applies(&tiling, side, side) && tiling.tile_latent_min_size >= 32)
+        vae_tiling_init(&tiling, tiling.tile_sample_min_size / 2, tiling.tile_latent_min_size / 2,
+                        tiling.tile_overlap_factor);
+    printf("decode %dx%d: VAE %lld params, TAESD %lld params; tiles %d px (%d latents, %dx%d tiles)\n",
+           size, size, (long long)vae_param_count(vae), (long long)taesd_param_count(taesd),
+           tiling.tile_sample_min_size, tiling.tile_latent_min_size,
+           vae_tiling_tile_count(&tiling, side), vae_tiling_tile_count(&tiling, side));
+
+    // Random SD-like latents (already divided by the scaling factor, as decoders receive them).
+    tensor *latents = tensor_new4(1, cfg->latent_channels, side, side);
+    if (!latents) return fail("latents");
+    lcm_rng rng;
+    lcm_rng_seed(&rng, 42);
+    lcm_rng_randn(&rng, latents->data, (size_t)tensor_numel(latents));
+    for (int64_t i = 0; i < tensor_numel(latents); i++) latents->data[i] *= 0.8f / cfg->scaling_factor;
+
+    double t_vae[MAX_REPEAT], t_tiled[MAX_REPEAT], t_taesd[MAX_REPEAT];
+    for (int r = 0; r < repeat; r++) {
+        tensor *image = NULL;
+        double t0 = now();
+        if (!taesd_only && vae_decode(vae, latents, &image) != LCM_OK) return fail("VAE decode");
+        t_vae[r] = now() - t0;
+        tensor_free(image);
+        image = NULL;
+        t0 = now();
+        if (taesd_decode(taesd, latents, &image) != LCM_OK) return fail("TAESD decode");
+        t_taesd[r] = now() - t0;
+        tensor_free(image);
+        image = NULL;
+        t0 = now();
+        if (!taesd_only && !skip_tiled && vae_decode_tiled(vae, latents, &tiling, NULL, NULL, &image) != LCM_OK)
+            return fail("tiled VAE decode");
+        t_tiled[r] = now() - t0;
+        tensor_free(image);
+        printf("run %d: VAE %.3f s, tiled VAE %.3f s, TAESD %.3f s\n", r + 1, t_vae[r], t_tiled[r],
+               t_taesd[r]);
+        fflush(stdout);
+    }
+    double vae_s = median(t_vae, repeat), tiled_s = median(t_tiled, repeat);
+    double taesd_s = median(t_taesd, repeat);
+    printf("median of %d: VAE %.3f s, tiled VAE %.3f s, TAESD %.3f s; TAESD is %.1fx faster than "
+           "the VAE\n", repeat, vae_s, tiled_s, taesd_s, vae_s / taesd_s);
+    tensor_free(latents);
+    taesd_free(taesd);
+    vae_free(vae);
+    return 0;
+}

@@ -1,0 +1,20 @@
+// Hub downloads beyond the public lcm_hub_pull: choosing which files of a repository to fetch.
+#ifndef LCM_IO_HUB_H
+#define LCM_IO_HUB_H
+
+#include "lcm.h"
+
+// The tokenizer of every SD1.x text encoder (CLIP ViT-L/14); its files sit at the repo's root.
+#define HUB_CLIP_TOKENIZER_REPO "openai/clip-vit-large-patch14"
+
+typedef enum hub_selection {
+    HUB_SELECT_PIPELINE,  // what lcm_hub_pull fetches: configs, tokenizer, weights of a pipeline
+    HUB_SELECT_TOKENIZER, // vocab.json, merges.txt (+ special_tokens_map.json, tokenizer_config.json)
+} hub_selection;
+
+// lcm_hub_pull for the chosen files: the cache answers when it has them (always, offline),
+// otherwise just those files are downloaded. *snapshot_dir is malloc'd (the caller frees it).
+lcm_status hub_pull_selection(const char *id, const lcm_hub_options *options, hub_selection selection,
+                              char **snapshot_dir);
+
+#endif

@@ -1,0 +1,91 @@
+// `lcm bench` end to end on the tiny fixture model (one run, small size, small peak matmul): the
+// JSON output has every stage with consistent numbers (positive FLOPs and times, min <= median <=
+// max, GFLOP/s = FLOPs / median, end-to-end FLOPs = text + steps x UNet + VAE), a measured peak and
+// a peak RSS; the table output names every stage. Speed itself is not checked. Bad options exit 2
+// with a message naming them; bf16 either runs or is refused cleanly as unsupported.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define OUTPUT_CAP (1 << 16)
+
+static char output[OUTPUT_CAP];
+
+static const char *const stages[] = {"text_encoding", "unet_step", "vae_decode", "end_to_end"};
+enum { STAGES = sizeof stages / sizeof stages[0] };
+
+static int bench(const char *model, const char *extra, bool merge_stderr) {
+    char cmd[8192];
+    test_path(cmd, sizeof cmd, "'%s' bench --model '%s' --size 64x64 --steps 2 --runs 1 --peak-size 128 %s %s",
+              test_lcm_bin(), model, extra, merge_stderr ? "2>&1" : "2>/dev/null");
+    return test_run(cmd, output, sizeof output);
+}
+
+static double number(const cJSON *object, const char *name) {
+    const cJSON *item = cJSON_GetObjectItem(object, name);
+    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
+}
+
+static void check_json_report(const char *what) {
+    cJSON *root = cJSON_Parse(output);
+    CHECK(root != NULL, "%s: output is JSON: %.200s", what, output);
+    if (!root) return;
+    CHECK(number(root, "peak_gflops") > 0, "%s: peak_gflops %g > 0", what, number(root, "peak_gflops"));
+    CHECK(number(root, "peak_rss_bytes") > 1e6, "%s: peak_rss_bytes %g", what, number(root, "peak_rss_bytes"));
+    CHECK(number(root, "width") == 64 && number(root, "height") == 64 && number(root, "steps") == 2,
+          "%s: size and steps echoed", what);
+    const cJSON *list = cJSON_GetObjectItem(root, "stages");
+    double gflop[STAGES];
+    for (int i = 0; i < STAGES; i++) {
+        const cJSON *s = cJSON_GetObjectItem(list, stages[i]);
+        CHECK(s != NULL, "%s: stage %s present", what, stages[i]);
+        gflop[i] = number(s, "gflop");
+        double median = number(s, "median_s"), lo = number(s, "min_s"), hi = number(s, "max_s");
+        double rate = number(s, "gflops"), ratio = number(s, "ratio_to_peak");
+        fprintf(stderr, "%s: %-14s %.4f GFLOP, median %.4f s, %.3f GFLOP/s, %.4f of peak\n", what,
+                stages[i], gflop[i], median, rate, ratio);
+        CHECK(gflop[i] > 0 && median > 0 && lo > 0 && lo <= median && median <= hi,
+              "%s: %s: gflop %g, min %g <= median %g <= max %g", what, stages[i], gflop[i], lo, median, hi);
+        CHECK(fabs(rate - gflop[i] / median) <= 1e-3 * rate + 1e-6, "%s: %s: GFLOP/s %g = %g / %g", what,
+              stages[i], rate, gflop[i], median);
+        CHECK(fabs(ratio - rate / number(root, "peak_gflops")) <= 1e-3 * ratio + 1e-6,
+              "%s: %s: ratio to peak %g", what, stages[i], ratio);
+    }
+    // The UNet does most of the denoising work at every size; the text encoder's is fixed.
+    double sum = gflop[0] + 2 * gflop[1] + gflop[2];
+    CHECK(fabs(gflop[3] - sum) <= 1e-3 * sum, "end to end %g GFLOP = text + 2 unet + vae = %g", gflop[3], sum);
+    cJSON_Delete(root);
+}
+
+int main(void) {
+    char model[4096];
+    test_path(model, sizeof model, "%s/tiny-lcm", test_fixtures());
+
+    CHECK(bench(model, "--json", false) == 0, "lcm bench --json exits 0");
+    check_json_report("fp32");
+
+    CHECK(bench(model, "--attention-kernel gemm --threads 1", false) == 0, "table output exits 0: %s", output);
+    for (int i = 0; i < STAGES; i++) CHECK(strstr(output, stages[i]) != NULL, "table names %s", stages[i]);
+    CHECK(strstr(output, "peak RSS") && strstr(output, "GFLOP/s") && strstr(output, "1 threads"),
+          "table has the peak, rates and thread count: %s", output);
+
+    // bf16 is either implemented (then the same report) or refused as unsupported, cleanly.
+    int rc = bench(model, "--precision bf16 --json", true);
+    if (rc == 0) {
+        check_json_report("bf16");
+    } else {
+        fprintf(stderr, "bf16: %s", output);
+        CHECK(rc == 2 && strstr(output, "precision"), "bf16 refused with exit 2 naming precision: %s", output);
+    }
+
+    CHECK(bench(model, "--precision fp8", true) == 2 && strstr(output, "fp8"), "--precision fp8: %s", output);
+    CHECK(bench(model, "--size 64", true) == 2 && strstr(output, "--size"), "--size 64: %s", output);
+    CHECK(bench(model, "--runs 0", true) == 2 && strstr(output, "--runs"), "--runs 0: %s", output);
+    CHECK(bench(model, "--attention-kernel magic", true) == 2 && strstr(output, "magic"), "kernel: %s", output);
+    CHECK(bench("/nonexistent-model", "", true) == 2 && strstr(output, "/nonexistent-model"),
+          "missing model folder named: %s", output);
+    return test_finish();
+}
