@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/gemm.h"
+#include "ops/layer_quant.h"
 #include "ops/ops.h"
 
 // About 32 MiB of columns per band.
@@ -38,7 +39,17 @@ static void im2col_band(const conv2d *c, const float *x, int64_t h, int64_t w, i
     }
 }
 
+static tensor *conv2d_compute(const conv2d *c, const tensor *x);
+
+// The layer's input as it computes on it (8-bit quantized where the model says so), then the convolution.
 tensor *conv2d_forward(const conv2d *c, const tensor *x) {
+    tensor *quantized;
+    tensor *y = conv2d_compute(c, layer_quant_input(c->quant, x, &quantized));
+    tensor_free(quantized);
+    return y;
+}
+
+static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
     if (!x) return NULL;
     if (x->ndim != 4 || x->shape[1] != c->in) {
         lcm_fail(LCM_ERR_INTERNAL, "conv2d: input has %lld channels, layer expects %d",

@@ -21,12 +21,14 @@ typedef struct linear {
     int in, out;
     float *weight; // [out, in]
     float *bias;   // [out] or NULL
+    struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } linear;
 
 typedef struct conv2d {
     int in, out, kernel, stride, padding;
     float *weight; // [out, in, kernel, kernel]
     float *bias;   // [out] or NULL
+    struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } conv2d;
 
 typedef struct norm {

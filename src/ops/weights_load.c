@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "ops/layer_quant.h"
 #include "ops/ops.h"
 
 static lcm_status load_tensor(const weight_set *ws, const char *prefix, const char *suffix,
@@ -17,6 +18,7 @@ lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int 
                        bool has_bias) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
+    LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     return LCM_OK;
 }
@@ -25,6 +27,7 @@ lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char 
                                     int out) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
+    LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     return LCM_OK;
 }
@@ -33,6 +36,7 @@ lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int 
                        int kernel, int stride, int padding, bool has_bias) {
     *c = (conv2d){.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, kernel, kernel}, &c->weight));
+    LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
     return LCM_OK;
 }
@@ -51,13 +55,17 @@ lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int chan
 void linear_free(linear *l) {
     free(l->weight);
     free(l->bias);
+    layer_quant_free(l->quant);
     l->weight = l->bias = NULL;
+    l->quant = NULL;
 }
 
 void conv2d_free(conv2d *c) {
     free(c->weight);
     free(c->bias);
+    layer_quant_free(c->quant);
     c->weight = c->bias = NULL;
+    c->quant = NULL;
 }
 
 void norm_free(norm *n) {

@@ -1,0 +1,47 @@
+// `lcm quantize`: 8-bit post-training quantization of a model folder.
+//
+// Calibration runs the pipeline over prompts while an ops input observer (ops/layer_quant.h)
+// gathers activation_stats for the input of every conv/linear. The output folder is a copy of the
+// model whose unet/diffusion_pytorch_model.safetensors stores, for each quantized layer NAME:
+//   NAME.weight              I8  [out, ...]   symmetric per output channel
+//   NAME.weight_scale        F32 [out]        w = q * weight_scale[o]
+//   NAME.input_scale         F32 [1]          u8 activations: x = input_scale * (q - zero_point)
+//   NAME.input_zero_point    F32 [1]
+// (the other tensors as float32) and unet/quantization.json describing the scheme. With
+// compress_weights the text encoder's and VAE's weight matrices are stored the same way (I8 +
+// NAME.weight_scale, weight-only: they are dequantized to float32 at load).
+#ifndef LCM_ADAPT_QUANTIZE_MODEL_H
+#define LCM_ADAPT_QUANTIZE_MODEL_H
+
+#include <stdbool.h>
+
+#include "adapt/quantize.h"
+#include "lcm.h"
+
+typedef struct quantize_model_options {
+    const char *model_dir;        // a diffusers folder with unet/
+    const char *calibration_path; // prompts, one per line (blank lines skipped)
+    const char *output_dir;       // created; must not be the model folder
+    int samples;                  // calibration generations (prompts reused cyclically); 0 = one per prompt
+    int steps;                    // per generation
+    uint64_t seed;                // sample i uses seed + i
+    activation_range_method method;
+    double percentile;            // for ACTIVATION_RANGE_PERCENTILE
+    bool compress_weights;        // also text encoder + VAE weights to 8 bits
+    // Layer names kept in float32 (NULL-terminated list; NULL = the default: conv_in, conv_out and
+    // the time embedding's linears).
+    const char *const *keep_fp32;
+    bool quiet;                   // no progress bar
+} quantize_model_options;
+
+void quantize_model_options_init(quantize_model_options *options);
+
+// The layers kept in float32 by default.
+extern const char *const quantize_default_keep_fp32[];
+
+lcm_status quantize_model(const quantize_model_options *options);
+
+// True when `model_dir`/unet holds a quantization.json (a model written by quantize_model).
+bool quantize_model_is_int8(const char *model_dir);
+
+#endif
