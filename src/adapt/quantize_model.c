@@ -22,6 +22,10 @@ void quantize_model_options_init(quantize_model_options *o) {
     *o = (quantize_model_options){.steps = 4, .method = ACTIVATION_RANGE_MINMAX, .percentile = 99.99};
 }
 
+const char *quantize_model_int8_kernel(void) {
+    return "reference kernels: dequantized weights, fake-quantized inputs";
+}
+
 bool quantize_model_is_int8(const char *model_dir) {
     char path[4096];
     struct stat sb;
