@@ -8,7 +8,7 @@
 #include "app/commands.h"
 
 int cmd_quantize(int argc, char **argv) {
-    const char *model = NULL, *calibration = NULL, *output = NULL, *method = "minmax";
+    const char *model = NULL, *calibration = NULL, *output = NULL, *method = "percentile";
     const char *keep = NULL;
     long samples = -1, steps = 4, seed = 0;
     double percentile = 99.99;
@@ -20,9 +20,9 @@ int cmd_quantize(int argc, char **argv) {
         {"samples", ARG_INT, &samples, "calibration generations (default: one per prompt)", false},
         {"steps", ARG_INT, &steps, "denoising steps per generation (default 4)", false},
         {"seed", ARG_INT, &seed, "seed of the first generation; sample i uses seed + i (default 0)", false},
-        {"method", ARG_STRING, &method, "activation range: minmax (default) or percentile", false},
+        {"method", ARG_STRING, &method, "activation range: percentile (default; measured better) or minmax", false},
         {"percentile", ARG_FLOAT, &percentile, "for --method percentile (default 99.99)", false},
-        {"keep-fp32", ARG_STRING, &keep, "comma-separated UNet layers kept in float32 (default conv_in,conv_out,time_embedding.linear_1,time_embedding.linear_2; 'none' quantizes all)", false},
+        {"keep-fp32", ARG_STRING, &keep, "comma-separated UNet layers kept in float32 (default conv_in,conv_out; 'none' quantizes all)", false},
         {"compress-weights", ARG_FLAG, &compress, "also store the text encoder's and VAE's weights in 8 bits", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -30,7 +30,7 @@ int cmd_quantize(int argc, char **argv) {
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm quantize --model DIR --calibration PROMPTS.txt --output DIR8 [--samples N] "
-                        "[--steps 4] [--seed S] [--method minmax|percentile] [--percentile 99.99] "
+                        "[--steps 4] [--seed S] [--method percentile|minmax] [--percentile 99.99] "
                         "[--compress-weights]");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model || !calibration || !output) {

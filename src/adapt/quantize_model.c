@@ -16,10 +16,10 @@
 #include "ops/layer_quant.h"
 
 const char *const quantize_default_keep_fp32[] = {
-    "conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2", NULL};
+    "conv_in", "conv_out", NULL};
 
 void quantize_model_options_init(quantize_model_options *o) {
-    *o = (quantize_model_options){.steps = 4, .method = ACTIVATION_RANGE_MINMAX, .percentile = 99.99};
+    *o = (quantize_model_options){.steps = 4, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
 }
 
 const char *quantize_model_int8_kernel(void) {
