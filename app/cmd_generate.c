@@ -108,26 +108,42 @@ static void batch_path(char *buf, size_t size, const char *path, int index, int 
     snprintf(buf, size, "%.*s-%d%s", (int)(dot - path), path, index, dot);
 }
 
+// How --control-preprocess turns the control image into a control map.
+typedef struct control_preprocessing {
+    const char *kind;    // NULL/"none", "canny" or "normalbae"
+    double canny_low, canny_high;
+    const char *weights; // normalbae: NormalBae weights
+    int detect_resolution, image_resolution;
+    const char *output;  // write the control map here too (PNG), or NULL
+} control_preprocessing;
+
 // The img2img and ControlNet inputs, read (and preprocessed) before the slow model load so that a
 // bad file fails fast. Returns 0, or the exit code after printing why.
 typedef struct conditioning_images {
     lcm_image init, control;
 } conditioning_images;
 
-static int read_conditioning(const char *init_path, const char *control_path, const char *preprocess,
-                             double canny_low, double canny_high, conditioning_images *c) {
+static int read_conditioning(const char *init_path, const char *control_path,
+                             const control_preprocessing *pre, conditioning_images *c) {
     memset(c, 0, sizeof *c);
     lcm_status st = LCM_OK;
+    bool canny = pre->kind && !strcmp(pre->kind, "canny");
+    bool normalbae = pre->kind && !strcmp(pre->kind, "normalbae");
     if (init_path) st = lcm_image_read(init_path, &c->init);
-    if (st == LCM_OK && control_path) st = lcm_image_read(control_path, &c->control);
-    if (st == LCM_OK && control_path && preprocess && !strcmp(preprocess, "canny")) {
-        lcm_image edges;
-        st = lcm_canny(&c->control, canny_low, canny_high, &edges);
-        if (st == LCM_OK) {
-            lcm_image_release(&c->control);
-            c->control = edges;
-        }
+    // The annotator sees a transparent photo over white, as `lcm preprocess normal` does.
+    if (st == LCM_OK && control_path)
+        st = normalbae ? lcm_image_read_composited(control_path, &c->control)
+                       : lcm_image_read(control_path, &c->control);
+    lcm_image map = {0};
+    if (st == LCM_OK && canny) st = lcm_canny(&c->control, pre->canny_low, pre->canny_high, &map);
+    if (st == LCM_OK && normalbae)
+        st = lcm_preprocess_normal(pre->weights, &c->control, pre->detect_resolution,
+                                   pre->image_resolution, &map);
+    if (st == LCM_OK && (canny || normalbae)) {
+        lcm_image_release(&c->control);
+        c->control = map;
     }
+    if (st == LCM_OK && pre->output) st = lcm_write_png(pre->output, &c->control, NULL);
     if (st == LCM_OK) return 0;
     fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
     lcm_image_release(&c->init);
@@ -138,12 +154,14 @@ static int read_conditioning(const char *init_path, const char *control_path, co
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *tokenizer = NULL;
     const char *taesd = NULL, *vae_tiling = "auto", *memory_budget = NULL, *preview_dir = NULL;
+    const char *precision = "fp32";
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
     bool quiet = false, lora_lenient = false;
     args_list lora_specs = {0};
     const char *negative_prompt = NULL, *init_image = NULL, *controlnet = NULL, *control_image = NULL;
-    const char *control_preprocess = NULL;
+    const char *control_preprocess = NULL, *control_weights = NULL, *control_output = NULL;
+    long detect_resolution = -1, image_resolution = -1; // -1: not given
     double strength = -1, control_scale = 1.0, canny_low = -1, canny_high = -1; // -1: not given
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model,
@@ -158,7 +176,8 @@ int cmd_generate(int argc, char **argv) {
         {"height", ARG_INT, &height, "image height, a multiple of 8 (default: the model's size)", false},
         {"batch", ARG_INT, &batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
-        {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        {"threads", ARG_INT, &threads, "compute threads (default: one per physical core)", false},
+        {"precision", ARG_STRING, &precision, "fp32 (exact, default) or bf16 (half the memory)", false},
         {"lora", ARG_STRING, &lora_specs,
          "LoRA adapter FILE[:SCALE] (.safetensors, kohya/diffusers/PEFT keys; scale 1 by default; "
          "repeatable)",
@@ -172,9 +191,18 @@ int cmd_generate(int argc, char **argv) {
         {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG)", false},
         {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
         {"control-preprocess", ARG_STRING, &control_preprocess,
-         "turn the control image into a control map first: canny (default: none, use it as is)", false},
+         "turn the control image (a photo) into a control map first: canny or normalbae "
+         "(default: none, use it as is)",
+         false},
         {"canny-low", ARG_FLOAT, &canny_low, "canny low threshold (default 100)", false},
         {"canny-high", ARG_FLOAT, &canny_high, "canny high threshold (default 200)", false},
+        {"control-weights", ARG_STRING, &control_weights,
+         "normalbae: NormalBae weights (scannet.pt or a .safetensors conversion)", false},
+        {"detect-resolution", ARG_INT, &detect_resolution,
+         "normalbae: short side the network sees, multiples of 64 (default 512)", false},
+        {"image-resolution", ARG_INT, &image_resolution,
+         "normalbae: short side of the normal map, multiples of 64 (default 512)", false},
+        {"control-output", ARG_STRING, &control_output, "also write the control map to this PNG", false},
         {"tokenizer", ARG_STRING, &tokenizer,
          "CLIP tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint that has none "
          "(default: $LCM_TOKENIZER, else the Hugging Face cache of openai/clip-vit-large-patch14)",
@@ -209,6 +237,10 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
+    if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
+        fprintf(stderr, "lcm generate: --precision %s: expected fp32 or bf16\n", precision);
+        return 2;
+    }
     lcm_vae_tiling tiling_mode;
     if (!strcmp(vae_tiling, "auto")) tiling_mode = LCM_VAE_TILING_AUTO;
     else if (!strcmp(vae_tiling, "on")) tiling_mode = LCM_VAE_TILING_ON;
@@ -223,11 +255,14 @@ int cmd_generate(int argc, char **argv) {
                         "byte count\n", memory_budget);
         return 2;
     }
-    if (control_preprocess && strcmp(control_preprocess, "canny") && strcmp(control_preprocess, "none")) {
-        fprintf(stderr, "lcm generate: --control-preprocess %s: expected canny or none\n", control_preprocess);
+    if (control_preprocess && strcmp(control_preprocess, "canny") && strcmp(control_preprocess, "normalbae") &&
+        strcmp(control_preprocess, "none")) {
+        fprintf(stderr, "lcm generate: --control-preprocess %s: expected canny, normalbae or none\n",
+                control_preprocess);
         return 2;
     }
     bool canny = control_preprocess && !strcmp(control_preprocess, "canny");
+    bool normalbae = control_preprocess && !strcmp(control_preprocess, "normalbae");
     const char *misuse = NULL;
     if (strength != -1 && !init_image) misuse = "--strength needs --init-image";
     else if (control_image && !controlnet) misuse = "--control-image needs --controlnet";
@@ -235,13 +270,31 @@ int cmd_generate(int argc, char **argv) {
     else if (control_preprocess && !control_image) misuse = "--control-preprocess needs --control-image";
     else if ((canny_low != -1 || canny_high != -1) && !canny)
         misuse = "--canny-low/--canny-high need --control-preprocess canny";
+    else if (normalbae && !control_weights)
+        misuse = "--control-preprocess normalbae needs --control-weights FILE (NormalBae weights, e.g. scannet.pt)";
+    else if (control_weights && !normalbae) misuse = "--control-weights needs --control-preprocess normalbae";
+    else if ((detect_resolution != -1 || image_resolution != -1) && !normalbae)
+        misuse = "--detect-resolution/--image-resolution need --control-preprocess normalbae";
+    else if (detect_resolution != -1 && (detect_resolution < 1 || detect_resolution > 8192))
+        misuse = "--detect-resolution must be in 1..8192";
+    else if (image_resolution != -1 && (image_resolution < 1 || image_resolution > 8192))
+        misuse = "--image-resolution must be in 1..8192";
+    else if (control_output && !control_image) misuse = "--control-output needs --control-image";
     if (misuse) {
         fprintf(stderr, "lcm generate: %s\n", misuse);
         return 2;
     }
     conditioning_images images;
-    rc = read_conditioning(init_image, control_image, control_preprocess, canny_low == -1 ? 100 : canny_low,
-                           canny_high == -1 ? 200 : canny_high, &images);
+    control_preprocessing pre = {
+        .kind = control_preprocess,
+        .canny_low = canny_low == -1 ? 100 : canny_low,
+        .canny_high = canny_high == -1 ? 200 : canny_high,
+        .weights = control_weights,
+        .detect_resolution = detect_resolution == -1 ? LCM_NORMAL_DETECT_RESOLUTION : (int)detect_resolution,
+        .image_resolution = image_resolution == -1 ? LCM_NORMAL_IMAGE_RESOLUTION : (int)image_resolution,
+        .output = control_output,
+    };
+    rc = read_conditioning(init_image, control_image, &pre, &images);
     if (rc) return rc;
 
     // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
@@ -261,6 +314,7 @@ int cmd_generate(int argc, char **argv) {
         lcm_pipeline_options_init(&options);
         options.variant = variant;
         options.threads = (int)threads;
+        options.precision = strcmp(precision, "bf16") == 0 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
         options.loras = loras;
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;
@@ -359,7 +413,7 @@ int cmd_generate(int argc, char **argv) {
         len = strlen(parameters);
         if (controlnet)
             snprintf(parameters + len, sizeof parameters - len,
-                     ", ControlNet: \"Module: %s, Model: %s, Weight: %g\"", canny ? "canny" : "none",
+                     ", ControlNet: \"Module: %s, Model: %s, Weight: %g\"", canny ? "canny" : normalbae ? "normal_bae" : "none",
                      model_name(controlnet), control_scale);
         batch_path(path, sizeof path, output, i, result->count);
         st = lcm_write_png(path, img, parameters);

@@ -9,52 +9,40 @@
 
 #include "app/args.h"
 #include "app/commands.h"
-#include "core/error.h"
-#include "io/image.h"
-#include "io/image_alpha.h"
-#include "io/weights.h"
-#include "models/normalbae.h"
-#include "preprocess/normal_detector.h"
+#include "lcm.h"
 
 static const char *const usage_line =
     "lcm preprocess normal --weights FILE --input IMG.png --output MAP.png "
     "[--detect-resolution N] [--image-resolution N]";
 
+// The same library calls as `lcm generate --control-preprocess normalbae`, so both give the same map.
 static int run_normal(const char *weights, const char *input, const char *output, long detect,
                       long image_res) {
-    uint8_t *rgb = NULL, *map = NULL;
-    int w = 0, h = 0, mh = 0, mw = 0, channels = 3;
-    weight_set *ws = NULL;
-    normalbae *net = NULL;
+    lcm_image photo = {0}, map = {0};
     // RGBA inputs keep their alpha: the reference composites them over white (HWC3).
-    lcm_status st = image_read_png_keep_alpha(input, &rgb, &w, &h, &channels);
+    lcm_status st = lcm_image_read_composited(input, &photo);
     int bad_input = st != LCM_OK;
-    if (st == LCM_OK) st = weight_set_open_file(weights, &ws);
-    if (st == LCM_OK) st = normalbae_load(ws, &net);
-    weight_set_close(ws);
-    if (st == LCM_OK)
-        st = normal_detector_run(net, rgb, h, w, channels, (int)detect, (int)image_res, &map, &mh, &mw);
-    if (st == LCM_OK) st = image_write_png(output, map, mw, mh, NULL, NULL, 0);
+    if (st == LCM_OK) st = lcm_preprocess_normal(weights, &photo, (int)detect, (int)image_res, &map);
+    if (st == LCM_OK) st = lcm_write_png(output, &map, NULL);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm preprocess normal: %s\n", lcm_last_error());
         bad_input = bad_input || st == LCM_ERR_FORMAT || st == LCM_ERR_INVALID_ARGUMENT ||
                     st == LCM_ERR_UNSUPPORTED || st == LCM_ERR_IO;
     } else {
-        fprintf(stderr, "lcm preprocess normal: wrote %s (%dx%d)\n", output, mw, mh);
+        fprintf(stderr, "lcm preprocess normal: wrote %s (%dx%d)\n", output, map.width, map.height);
     }
-    free(rgb);
-    free(map);
-    normalbae_free(net);
+    lcm_image_release(&photo);
+    lcm_image_release(&map);
     return st == LCM_OK ? 0 : bad_input ? 2 : 1;
 }
 
 int cmd_preprocess(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *output = NULL;
-    long detect = NORMAL_DETECT_RESOLUTION, image_res = NORMAL_IMAGE_RESOLUTION;
+    long detect = LCM_NORMAL_DETECT_RESOLUTION, image_res = LCM_NORMAL_IMAGE_RESOLUTION;
     const arg_spec specs[] = {
         {"weights", ARG_STRING, &weights,
          "NormalBae weights: scannet.pt (torch checkpoint) or a .safetensors conversion", false},
-        {"input", ARG_STRING, &input, "input image (PNG)", false},
+        {"input", ARG_STRING, &input, "input image (PNG or JPEG)", false},
         {"output", ARG_STRING, &output, "where to write the control image (PNG)", false},
         {"detect-resolution", ARG_INT, &detect,
          "short side the network sees, rounded to multiples of 64 (default 512)", false},

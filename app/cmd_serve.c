@@ -43,41 +43,51 @@ static bool feature_works(lcm_pipeline *pipeline, const char *feature, const lcm
     return works;
 }
 
+// With a ControlNet every probe carries a (grey) control image, as every request must.
 static void find_features(lcm_pipeline *pipeline, serve_features *features) {
     int side = lcm_pipeline_default_size(pipeline) < 64 ? lcm_pipeline_default_size(pipeline) : 64;
+    uint8_t *gray = calloc((size_t)side * side * 3, 1);
+    if (!gray) return;
+    memset(gray, 128, (size_t)side * side * 3);
+    lcm_image image = {side, side, gray};
     lcm_request probe;
     lcm_request_init(&probe);
     probe.prompt = "";
     probe.width = probe.height = side;
     probe.steps = 2;
     probe.progress = stop_at_first_step;
+    if (features->controlnet) probe.control_image = &image;
 
     lcm_request r = probe;
     r.negative_prompt = "blurry";
     features->negative_prompt = feature_works(pipeline, "negative prompt", &r);
 
-    uint8_t *gray = calloc((size_t)side * side * 3, 1);
-    lcm_image init = {side, side, gray};
-    if (gray) {
-        memset(gray, 128, (size_t)side * side * 3);
-        r = probe;
-        r.init_image = &init;
-        r.strength = 1.0f;
-        features->img2img = feature_works(pipeline, "img2img", &r);
-        free(gray);
-    }
+    r = probe;
+    r.init_image = &image;
+    r.strength = 1.0f;
+    features->img2img = feature_works(pipeline, "img2img", &r);
 
     r = probe;
     r.preview = ignore_preview;
     features->preview = feature_works(pipeline, "live previews", &r);
+    free(gray);
     lcm_clear_error();
+}
+
+// "DIR/pytorch_lora_weights.safetensors:0.5" -> "pytorch_lora_weights.safetensors:0.5": clients
+// see file names, never the server's paths.
+static const char *file_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
 }
 
 int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *variant = NULL;
     long port = 7860, queue = 16, max_size = 768, max_steps = 8, max_batch = 4, max_body = 16 << 20;
     long threads = 0, step_delay_ms = 0;
-    bool insecure = false;
+    bool insecure = false, lora_lenient = false;
+    const char *controlnet = NULL, *control_weights = NULL;
+    args_list lora_specs = {0};
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline)", false},
         {"host", ARG_STRING, &host, "address to listen on (default 127.0.0.1: this machine only)", false},
@@ -89,13 +99,19 @@ int cmd_serve(int argc, char **argv) {
         {"max-steps", ARG_INT, &max_steps, "most steps a client may ask for (default 8)", false},
         {"max-batch", ARG_INT, &max_batch, "most images per request (default 4)", false},
         {"max-body", ARG_INT, &max_body, "largest request body in bytes (default 16 MiB)", false},
+        {"controlnet", ARG_STRING, &controlnet,
+         "ControlNetModel folder: the page and the APIs then take a control image", false},
+        {"lora", ARG_STRING, &lora_specs, "LoRA adapter FILE[:SCALE] fused at load (repeatable)", true},
+        {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
+        {"control-weights", ARG_STRING, &control_weights,
+         "NormalBae weights (scannet.pt or .safetensors): enables the normal_bae preprocessor", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
         {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
         {"step-delay-ms", ARG_INT, &step_delay_ms, "testing only: sleep after every step", false},
     };
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], NULL, 0, &npositional,
-                        "lcm serve --model DIR [--host 127.0.0.1] [--port 7860] [--queue 16] [options]");
+                        "lcm serve --model DIR [--host 127.0.0.1] [--port 7860] [--queue 16] [--controlnet DIR] [options]");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model) {
         fprintf(stderr, "lcm serve: --model is required (see --help)\n");
@@ -118,21 +134,58 @@ int cmd_serve(int argc, char **argv) {
         return 2;
     }
 
+    if (control_weights && !controlnet) {
+        fprintf(stderr, "lcm serve: --control-weights needs --controlnet (the normal map steers a ControlNet)\n");
+        return 2;
+    }
+    // NormalBae first: bad weights fail before the slow model load. Loaded once for every request.
+    lcm_normal_detector *detector = NULL;
+    if (control_weights && lcm_normal_detector_open(control_weights, &detector) != LCM_OK) {
+        fprintf(stderr, "lcm serve: %s\n", lcm_last_error());
+        return 2;
+    }
+    lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
+    char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
+    char lora_labels[sizeof lora_specs.items / sizeof lora_specs.items[0]][300];
+    const char *lora_names[sizeof lora_specs.items / sizeof lora_specs.items[0]];
+    lcm_status st = LCM_OK;
+    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
+        size_t length;
+        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
+        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
+        loras[i].path = lora_paths[i];
+        if (st == LCM_OK)
+            snprintf(lora_labels[i], sizeof lora_labels[i], "%.200s:%g", file_name(lora_paths[i]),
+                     (double)loras[i].scale);
+        lora_names[i] = lora_labels[i];
+    }
     lcm_pipeline_options options;
     lcm_pipeline_options_init(&options);
     options.variant = variant;
     options.threads = (int)threads;
-    lcm_pipeline *pipeline;
-    lcm_status st = lcm_pipeline_open(model, &options, &pipeline);
+    options.loras = loras;
+    options.lora_count = lora_specs.count;
+    options.lora_lenient = lora_lenient;
+    options.controlnet = controlnet;
+    lcm_pipeline *pipeline = NULL;
+    if (st == LCM_OK) st = lcm_pipeline_open(model, &options, &pipeline);
+    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
-        fprintf(stderr, "lcm serve: %s\n", lcm_last_error());
+        fprintf(stderr, "lcm serve: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
+        lcm_normal_detector_close(detector);
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
-    serve_features features = {0};
+    if (*lcm_pipeline_lora_report(pipeline)) fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
+    serve_features features = {
+        .controlnet = controlnet != NULL,
+        .lora = lora_specs.count > 0,
+        .normalbae = detector != NULL,
+    };
     find_features(pipeline, &features);
 
-    char name[256];
+    char name[256], controlnet_name[256];
     model_name(model, name, sizeof name);
+    if (controlnet) model_name(controlnet, controlnet_name, sizeof controlnet_name);
     int pipeline_steps = lcm_pipeline_max_steps(pipeline);
     serve_config config = {
         .model_dir = model,
@@ -152,8 +205,13 @@ int cmd_serve(int argc, char **argv) {
             },
         .step_delay_ms = (int)step_delay_ms,
         .threads = (int)threads,
+        .normal_detector = detector,
+        .controlnet_name = controlnet ? controlnet_name : NULL,
+        .lora_names = lora_names,
+        .lora_count = lora_specs.count,
     };
     rc = serve_run(&config, pipeline, &features);
     lcm_pipeline_close(pipeline);
+    lcm_normal_detector_close(detector);
     return rc;
 }

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/error.h"
 #include "io/image.h"
 
 #define EVENT_KEEPALIVE_SECONDS 10.0
@@ -63,6 +64,7 @@ typedef struct job {
     char **images_base64; // PNGs with the A1111 `parameters` chunk
     char **infotexts;     // the `parameters` text of each image
     uint64_t *seeds;      // the seed of the lcm_generate call that made each image
+    char *control_base64; // the control map the ControlNet saw (PNG), or NULL
 } job;
 
 typedef struct server {
@@ -117,6 +119,7 @@ static void job_free(job *j) {
     free(j->images_base64);
     free(j->infotexts);
     free(j->seeds);
+    free(j->control_base64);
     free(j);
 }
 
@@ -213,7 +216,10 @@ static char *infotext(const server *s, const job *j, uint64_t seed, int width, i
     if (p->init_png && n < (int)sizeof buf)
         n += snprintf(buf + n, sizeof buf - (size_t)n, ", Denoising strength: %g", p->denoising_strength);
     if (p->batch_size > 1 && n < (int)sizeof buf)
-        snprintf(buf + n, sizeof buf - (size_t)n, ", Batch size: %d, Batch pos: %d", p->batch_size, batch_pos);
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ", Batch size: %d, Batch pos: %d", p->batch_size, batch_pos);
+    if (p->control_png && n < (int)sizeof buf)
+        snprintf(buf + n, sizeof buf - (size_t)n, ", ControlNet: \"Module: %s, Model: %s, Weight: %g\"",
+                 serve_control_module_name(p->control_module), s->config->controlnet_name, p->control_weight);
     return strdup(buf);
 }
 
@@ -245,6 +251,33 @@ static void fail_job(job *j, lcm_status status, const char *message) {
     snprintf(j->message, sizeof j->message, "%s", message);
 }
 
+// Decodes the request's control image and turns it into the control map its module asks for;
+// keeps the map as a base64 PNG for the response. *map is owned by the caller.
+static lcm_status prepare_control(server *s, job *j, lcm_image *map) {
+    const serve_params *p = &j->params;
+    lcm_image photo = {0};
+    lcm_status st = image_decode_png(p->control_png, p->control_png_size, "alwayson_scripts.controlnet.args[0].image",
+                                     &photo.rgb, &photo.width, &photo.height);
+    if (st != LCM_OK) return LCM_ERR_INVALID_ARGUMENT; // the client's image (the message says why)
+    if (p->control_module == SERVE_CONTROL_CANNY) {
+        st = lcm_canny(&photo, p->threshold_a, p->threshold_b, map);
+        lcm_image_release(&photo);
+    } else if (p->control_module == SERVE_CONTROL_NORMALBAE) {
+        st = lcm_normal_detector_run(s->config->normal_detector, &photo, p->processor_res, p->processor_res, map);
+        lcm_image_release(&photo);
+    } else {
+        *map = photo;
+    }
+    if (st != LCM_OK) return st;
+    void *png = NULL;
+    size_t size = 0;
+    st = image_encode_png(map->rgb, map->width, map->height, NULL, NULL, 0, &png, &size);
+    if (st == LCM_OK && !(j->control_base64 = serve_base64_encode(png, size)))
+        st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    free(png);
+    return st;
+}
+
 static void run_job(server *s, job *j) {
     const serve_params *p = &j->params;
     int total = p->batch_size * p->n_iter;
@@ -258,6 +291,15 @@ static void run_job(server *s, job *j) {
         lcm_status st = image_decode_png(p->init_png, p->init_png_size, "init_images[0]", &init.rgb,
                                          &init.width, &init.height);
         if (st != LCM_OK) return fail_job(j, LCM_ERR_INVALID_ARGUMENT, lcm_last_error());
+    }
+    lcm_image control = {0};
+    if (p->control_png) {
+        lcm_status st = prepare_control(s, j, &control);
+        if (st != LCM_OK) {
+            free(init.rgb);
+            lcm_image_release(&control);
+            return fail_job(j, st, lcm_last_error());
+        }
     }
     j->seed = p->seed >= 0 ? (uint64_t)p->seed : random_seed();
     for (int it = 0; it < p->n_iter && j->status == LCM_OK; it++) {
@@ -278,6 +320,10 @@ static void run_job(server *s, job *j) {
             r.init_image = &init;
             r.strength = (float)p->denoising_strength;
         }
+        if (p->control_png) {
+            r.control_image = &control;
+            r.control_scale = (float)p->control_weight;
+        }
         if (j->api == SERVE_API_PAGE && s->features->preview) {
             r.preview = on_preview;
             r.preview_user_data = &ctx;
@@ -293,6 +339,7 @@ static void run_job(server *s, job *j) {
         lcm_result_free(result);
     }
     free(init.rgb);
+    lcm_image_release(&control);
 }
 
 static void *worker_main(void *arg) {
@@ -422,7 +469,7 @@ static enum MHD_Result send_busy(server *s, struct MHD_Connection *c) {
 }
 
 // The request as A1111 echoes it in `parameters` (defaults filled in).
-static cJSON *parameters_json(const job *j) {
+static cJSON *parameters_json(const server *s, const job *j) {
     const serve_params *p = &j->params;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "prompt", p->prompt);
@@ -437,6 +484,24 @@ static cJSON *parameters_json(const job *j) {
     cJSON_AddNumberToObject(o, "height", p->height);
     if (j->api == SERVE_API_A1111_IMG2IMG || p->init_png)
         cJSON_AddNumberToObject(o, "denoising_strength", p->denoising_strength);
+    if (p->control_png) { // the unit as used, without its image
+        cJSON *unit = cJSON_CreateObject();
+        cJSON_AddBoolToObject(unit, "enabled", true);
+        cJSON_AddStringToObject(unit, "module", serve_control_module_name(p->control_module));
+        cJSON_AddStringToObject(unit, "model", s->config->controlnet_name ? s->config->controlnet_name : "");
+        cJSON_AddNumberToObject(unit, "weight", p->control_weight);
+        if (p->control_module == SERVE_CONTROL_CANNY) {
+            cJSON_AddNumberToObject(unit, "threshold_a", p->threshold_a);
+            cJSON_AddNumberToObject(unit, "threshold_b", p->threshold_b);
+        }
+        if (p->control_module == SERVE_CONTROL_NORMALBAE) cJSON_AddNumberToObject(unit, "processor_res", p->processor_res);
+        cJSON *args = cJSON_CreateArray();
+        cJSON_AddItemToArray(args, unit);
+        cJSON *controlnet = cJSON_CreateObject();
+        cJSON_AddItemToObject(controlnet, "args", args);
+        cJSON *scripts = cJSON_AddObjectToObject(o, "alwayson_scripts");
+        cJSON_AddItemToObject(scripts, "controlnet", controlnet);
+    }
     return o;
 }
 
@@ -490,8 +555,13 @@ static enum MHD_Result send_job_result(server *s, struct MHD_Connection *c, cons
             cJSON_AddItemToArray(data, item);
         }
     } else {
-        cJSON_AddItemToObject(root, "images", images_json(j));
-        cJSON_AddItemToObject(root, "parameters", parameters_json(j));
+        cJSON *images = images_json(j);
+        // sd-webui-controlnet's API appends the detected map after the images when a
+        // preprocessor ran.
+        if (j->control_base64 && j->params.control_module != SERVE_CONTROL_NONE)
+            cJSON_AddItemToArray(images, cJSON_CreateString(j->control_base64));
+        cJSON_AddItemToObject(root, "images", images);
+        cJSON_AddItemToObject(root, "parameters", parameters_json(s, j));
         cJSON *info = info_json(s, j);
         char *text = cJSON_PrintUnformatted(info);
         cJSON_Delete(info);
@@ -561,8 +631,12 @@ static char *next_event(event_stream *es) {
         }
         cJSON *d = cJSON_CreateObject();
         cJSON_AddItemToObject(d, "images", images_json(j));
-        cJSON_AddItemToObject(d, "parameters", parameters_json(j));
+        cJSON_AddItemToObject(d, "parameters", parameters_json(s, j));
         cJSON_AddItemToObject(d, "info", info_json(s, j));
+        if (j->control_base64) { // the control map the ControlNet saw, shown beside the result
+            cJSON_AddStringToObject(d, "control_image", j->control_base64);
+            cJSON_AddStringToObject(d, "control_module", serve_control_module_name(j->params.control_module));
+        }
         return format_event("result", d);
     }
     return NULL;
@@ -668,15 +742,30 @@ static cJSON *capabilities_json(server *s) {
     cJSON_AddNumberToObject(o, "size_step", l->default_size < 256 ? 8 : 32);
     cJSON_AddNumberToObject(o, "default_steps", l->max_steps < 4 ? l->max_steps : 4);
     cJSON_AddNumberToObject(o, "max_steps", l->max_steps);
-    cJSON_AddNumberToObject(o, "default_guidance", 8.5);
+    // A UNet that takes a negative prompt runs classifier-free guidance (SD1.5 + LCM-LoRA), where
+    // 8.5 would be far too strong: LCM-LoRA wants 1..2, and 1 (no guidance) is twice as fast.
+    // LCM-distilled UNets embed the guidance instead; 8.5 is their pipeline's default.
+    cJSON_AddNumberToObject(o, "default_guidance", s->features->negative_prompt ? 1.0 : 8.5);
     cJSON_AddNumberToObject(o, "max_images", l->max_images);
     cJSON_AddBoolToObject(o, "api_key_required", s->config->api_key != NULL);
     cJSON *f = cJSON_AddObjectToObject(o, "features");
     cJSON_AddBoolToObject(f, "negative_prompt", s->features->negative_prompt);
     cJSON_AddBoolToObject(f, "img2img", s->features->img2img);
     cJSON_AddBoolToObject(f, "preview", s->features->preview);
-    cJSON_AddBoolToObject(f, "controlnet", false);
-    cJSON_AddBoolToObject(f, "lora", false);
+    cJSON_AddBoolToObject(f, "controlnet", s->features->controlnet);
+    cJSON_AddBoolToObject(f, "lora", s->features->lora);
+    cJSON_AddBoolToObject(f, "normalbae", s->features->normalbae);
+    if (s->features->controlnet) {
+        cJSON_AddStringToObject(o, "controlnet", s->config->controlnet_name);
+        cJSON *modules = cJSON_AddArrayToObject(o, "control_modules");
+        cJSON_AddItemToArray(modules, cJSON_CreateString("none"));
+        cJSON_AddItemToArray(modules, cJSON_CreateString("canny"));
+        if (s->features->normalbae) cJSON_AddItemToArray(modules, cJSON_CreateString("normal_bae"));
+        cJSON_AddNumberToObject(o, "default_processor_res", SERVE_PROCESSOR_RES_DEFAULT);
+    }
+    cJSON *loras = cJSON_AddArrayToObject(o, "loras");
+    for (int i = 0; i < s->config->lora_count; i++)
+        cJSON_AddItemToArray(loras, cJSON_CreateString(s->config->lora_names[i]));
     return o;
 }
 
@@ -795,6 +884,27 @@ static enum MHD_Result start_generation(server *s, struct MHD_Connection *c, ser
     if (params.init_png && !s->features->img2img) {
         serve_params_free(&params);
         return send_error(c, 501, "init_images", "img2img is not supported by this build/model yet");
+    }
+    const char *control_problem = NULL, *control_field = "alwayson_scripts.controlnet.args[0].image";
+    int control_status = 400;
+    if (params.control_png && !s->features->controlnet) {
+        control_problem = "alwayson_scripts.controlnet.args[0].image: this server has no ControlNet (start it "
+                          "with --controlnet DIR)";
+        control_status = 501;
+    } else if (!params.control_png && s->features->controlnet) {
+        control_problem = api == SERVE_API_OPENAI
+                              ? "this server's model has a ControlNet: use /sdapi/v1/txt2img with a control image"
+                              : "this server's model has a ControlNet: the request needs a control image "
+                                "(alwayson_scripts.controlnet.args[0].image)";
+    } else if (params.control_module == SERVE_CONTROL_NORMALBAE && !s->features->normalbae) {
+        control_problem = "alwayson_scripts.controlnet.args[0].module: the normal_bae preprocessor needs "
+                          "NormalBae weights (start the server with --control-weights FILE)";
+        control_field = "alwayson_scripts.controlnet.args[0].module";
+        control_status = 501;
+    }
+    if (control_problem) {
+        serve_params_free(&params);
+        return send_error(c, control_status, control_field, control_problem);
     }
     job *j = calloc(1, sizeof *j);
     if (!j) {

@@ -23,11 +23,20 @@ typedef struct serve_config {
     serve_limits limits;
     int step_delay_ms; // testing: sleep after every denoising step (to exercise cancel and 429)
     int threads;       // compute threads of the worker (0 = OpenMP's default)
+    // ControlNet preprocessing: NormalBae loaded once (--control-weights; NULL = none), run only
+    // by the worker thread. Borrowed.
+    const lcm_normal_detector *normal_detector;
+    const char *controlnet_name;   // the ControlNet folder's name, or NULL without one
+    const char *const *lora_names; // "FILE:SCALE" (file names only) of the fused LoRAs
+    int lora_count;
 } serve_config;
 
 // Features the loaded pipeline supports, found by trying each once at start-up.
 typedef struct serve_features {
     bool negative_prompt, img2img, preview;
+    bool controlnet; // the pipeline has a ControlNet: every request needs a control image
+    bool lora;       // LoRA adapters were fused at load
+    bool normalbae;  // the normal_bae preprocessor is available (NormalBae weights loaded)
 } serve_features;
 
 // Serves until SIGINT or SIGTERM. `pipeline` stays owned by the caller. Returns the process exit

@@ -87,6 +87,26 @@ static bool copy_string(const char *text, char **out, serve_error *error) {
     return *out ? true : fail(error, 503, "", "out of memory");
 }
 
+// Decodes the base64 PNG `text` of field `name` into *png, checking the header's size before
+// anything decodes it (a small PNG can declare a huge image).
+// `param` is the field errors report, `name` the one their messages show.
+static bool decode_png_field(const char *text, const char *param, const char *name, const serve_limits *limits,
+                             uint8_t **png_out, size_t *size_out, serve_error *error) {
+    if (!serve_base64_decode(text, strlen(text), limits->max_image_bytes, png_out, size_out))
+        return fail(error, 400, param, "field '%s' is not valid base64 of at most %zu bytes", name,
+                    limits->max_image_bytes);
+    static const uint8_t signature[12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
+    const uint8_t *png = *png_out;
+    if (*size_out < 24 || memcmp(png, signature, sizeof signature) != 0 || memcmp(png + 12, "IHDR", 4) != 0)
+        return fail(error, 400, param, "field '%s' is not a PNG image", name);
+    uint32_t width = (uint32_t)png[16] << 24 | (uint32_t)png[17] << 16 | (uint32_t)png[18] << 8 | png[19];
+    uint32_t height = (uint32_t)png[20] << 24 | (uint32_t)png[21] << 16 | (uint32_t)png[22] << 8 | png[23];
+    if (width < 1 || height < 1 || width > MAX_INIT_SIDE || height > MAX_INIT_SIDE)
+        return fail(error, 400, param, "field '%s' is a %ux%u PNG: expected 1..%d pixels per side", name, width,
+                    height, MAX_INIT_SIDE);
+    return true;
+}
+
 // init_images: an array whose first entry is a base64 PNG (optionally a data: URL).
 static bool get_init_image(const cJSON *root, const serve_limits *limits, serve_params *p,
                            serve_error *error) {
@@ -97,20 +117,103 @@ static bool get_init_image(const cJSON *root, const serve_limits *limits, serve_
     if (!first) return true;
     if (!cJSON_IsString(first) || !first->valuestring)
         return fail(error, 400, "init_images", "field 'init_images[0]' must be a base64 string");
-    if (!serve_base64_decode(first->valuestring, strlen(first->valuestring), limits->max_image_bytes,
-                             &p->init_png, &p->init_png_size))
-        return fail(error, 400, "init_images",
-                    "field 'init_images[0]' is not valid base64 of at most %zu bytes", limits->max_image_bytes);
-    // A small PNG can declare a huge image: check the header's size before anything decodes it.
-    static const uint8_t signature[12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
-    const uint8_t *png = p->init_png;
-    if (p->init_png_size < 24 || memcmp(png, signature, sizeof signature) != 0 || memcmp(png + 12, "IHDR", 4) != 0)
-        return fail(error, 400, "init_images", "field 'init_images[0]' is not a PNG image");
-    uint32_t width = (uint32_t)png[16] << 24 | (uint32_t)png[17] << 16 | (uint32_t)png[18] << 8 | png[19];
-    uint32_t height = (uint32_t)png[20] << 24 | (uint32_t)png[21] << 16 | (uint32_t)png[22] << 8 | png[23];
-    if (width < 1 || height < 1 || width > MAX_INIT_SIDE || height > MAX_INIT_SIDE)
-        return fail(error, 400, "init_images", "field 'init_images[0]' is a %ux%u PNG: expected 1..%d pixels per side",
-                    width, height, MAX_INIT_SIDE);
+    return decode_png_field(first->valuestring, "init_images", "init_images[0]", limits, &p->init_png, &p->init_png_size, error);
+}
+
+const char *serve_control_module_name(serve_control_module module) {
+    switch (module) {
+    case SERVE_CONTROL_CANNY: return "canny";
+    case SERVE_CONTROL_NORMALBAE: return "normal_bae";
+    default: return "none";
+    }
+}
+
+// Names a failed field of the ControlNet unit by its full path. Returns false.
+static bool unit_field_failed(serve_error *error) {
+    char field_name[sizeof error->field], message[sizeof error->message];
+    snprintf(field_name, sizeof field_name, "%s", error->field);
+    snprintf(message, sizeof message, "%s", error->message);
+    snprintf(error->field, sizeof error->field, "alwayson_scripts.controlnet.args[0].%.20s", field_name);
+    // "field 'weight' must be ..." -> "field 'alwayson_scripts.controlnet.args[0].weight' must be ..."
+    if (!strncmp(message, "field '", 7))
+        snprintf(error->message, sizeof error->message, "field 'alwayson_scripts.controlnet.args[0].%.200s",
+                 message + 7);
+    else
+        snprintf(error->message, sizeof error->message, "alwayson_scripts.controlnet.args[0]: %.200s", message);
+    return false;
+}
+
+// alwayson_scripts.controlnet.args[0]: the ControlNet unit, as the sd-webui-controlnet extension's
+// API takes it. The field names in errors are the full paths.
+static bool get_controlnet_unit(const cJSON *root, const serve_limits *limits, serve_params *p,
+                                serve_error *error) {
+    const cJSON *scripts = field(root, "alwayson_scripts");
+    if (!scripts) return true;
+    if (!cJSON_IsObject(scripts)) return fail(error, 400, "alwayson_scripts", "field 'alwayson_scripts' must be an object");
+    const cJSON *controlnet = field(scripts, "controlnet");
+    if (!controlnet) return true;
+    if (!cJSON_IsObject(controlnet))
+        return fail(error, 400, "alwayson_scripts.controlnet", "field 'alwayson_scripts.controlnet' must be an object");
+    const cJSON *args = field(controlnet, "args");
+    if (!args) return true;
+    if (!cJSON_IsArray(args))
+        return fail(error, 400, "alwayson_scripts.controlnet.args",
+                    "field 'alwayson_scripts.controlnet.args' must be an array of ControlNet units");
+    const cJSON *unit = cJSON_GetArrayItem(args, 0);
+    if (!unit) return true;
+    if (!cJSON_IsObject(unit))
+        return fail(error, 400, "alwayson_scripts.controlnet.args[0]",
+                    "field 'alwayson_scripts.controlnet.args[0]' must be an object");
+    const cJSON *enabled = field(unit, "enabled");
+    if (enabled && !cJSON_IsBool(enabled))
+        return fail(error, 400, "alwayson_scripts.controlnet.args[0].enabled",
+                    "field 'alwayson_scripts.controlnet.args[0].enabled' must be true or false");
+    if (enabled && cJSON_IsFalse(enabled)) return true;
+
+    // The image: "image" (newer extension versions; a string or {"image": ..., "mask": ...}) or
+    // "input_image" (older ones).
+    const char *image_field = "alwayson_scripts.controlnet.args[0].image";
+    const cJSON *image = field(unit, "image");
+    if (image && cJSON_IsObject(image)) image = field(image, "image");
+    if (!image) {
+        image_field = "alwayson_scripts.controlnet.args[0].input_image";
+        image = field(unit, "input_image");
+    }
+    if (!image) return fail(error, 400, "alwayson_scripts.controlnet.args[0].image",
+                            "the ControlNet unit needs alwayson_scripts.controlnet.args[0].image (or "
+                            "input_image): a base64 PNG");
+    if (!cJSON_IsString(image) || !image->valuestring)
+        return fail(error, 400, image_field, "field '%s' must be a base64 string", image_field);
+
+    const char *module = "none";
+    if (!get_string(unit, "module", &module, error)) return unit_field_failed(error);
+    if (!strcmp(module, "none"))
+        p->control_module = SERVE_CONTROL_NONE;
+    else if (!strcmp(module, "canny"))
+        p->control_module = SERVE_CONTROL_CANNY;
+    else if (!strcmp(module, "normal_bae") || !strcmp(module, "normalbae"))
+        p->control_module = SERVE_CONTROL_NORMALBAE;
+    else
+        return fail(error, 400, "alwayson_scripts.controlnet.args[0].module",
+                    "alwayson_scripts.controlnet.args[0].module: '%.40s' is not available: expected none, canny "
+                    "or normal_bae", module);
+    // The extension sends -1 for "the module's default".
+    const cJSON *a = field(unit, "threshold_a"), *b = field(unit, "threshold_b"), *res = field(unit, "processor_res");
+    bool canny = p->control_module == SERVE_CONTROL_CANNY;
+    if (!get_number(unit, "weight", 0, 10, &p->control_weight, error)) return unit_field_failed(error);
+    if (canny && a && !(cJSON_IsNumber(a) && a->valuedouble == -1) &&
+        !get_number(unit, "threshold_a", 0, 10000, &p->threshold_a, error))
+        return unit_field_failed(error);
+    if (canny && b && !(cJSON_IsNumber(b) && b->valuedouble == -1) &&
+        !get_number(unit, "threshold_b", 0, 10000, &p->threshold_b, error))
+        return unit_field_failed(error);
+    int64_t processor_res = p->processor_res;
+    if (res && !(cJSON_IsNumber(res) && res->valuedouble == -1) &&
+        !get_int(unit, "processor_res", 64, 2048, &processor_res, error))
+        return unit_field_failed(error);
+    p->processor_res = (int)processor_res;
+    if (!decode_png_field(image->valuestring, image_field, image_field, limits, &p->control_png, &p->control_png_size, error))
+        return false;
     return true;
 }
 
@@ -131,6 +234,7 @@ static bool parse_a1111(const cJSON *root, serve_api api, const serve_limits *li
         return fail(error, 400, "batch_size", "batch_size * n_iter = %lld is more than this server's limit of %d images",
                     (long long)(batch * n_iter), limits->max_images);
     if (api != SERVE_API_A1111_TXT2IMG && !get_init_image(root, limits, p, error)) return false;
+    if (!get_controlnet_unit(root, limits, p, error)) return false;
     if (api == SERVE_API_A1111_IMG2IMG && !p->init_png)
         return fail(error, 400, "init_images", "img2img needs 'init_images': an array with one base64 PNG");
     if (p->init_png && p->denoising_strength <= 0)
@@ -178,6 +282,10 @@ bool serve_parse_request(serve_api api, const char *body, size_t size, const ser
         .batch_size = 1,
         .n_iter = 1,
         .denoising_strength = 0.75, // A1111's default
+        .control_weight = 1.0,
+        .threshold_a = SERVE_CANNY_LOW_DEFAULT,
+        .threshold_b = SERVE_CANNY_HIGH_DEFAULT,
+        .processor_res = SERVE_PROCESSOR_RES_DEFAULT,
     };
     if (size == 0) return fail(error, 400, "", "the request body is empty: expected a JSON object");
     const char *end = NULL;
@@ -207,6 +315,7 @@ void serve_params_free(serve_params *params) {
     free(params->prompt);
     free(params->negative_prompt);
     free(params->init_png);
+    free(params->control_png);
     memset(params, 0, sizeof *params);
 }
 

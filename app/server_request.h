@@ -31,6 +31,18 @@ typedef struct serve_limits {
     size_t max_image_bytes; // largest decoded init image (PNG bytes)
 } serve_limits;
 
+// ControlNet preprocessing a request asks for (sd-webui-controlnet's `module`).
+typedef enum serve_control_module {
+    SERVE_CONTROL_NONE,      // "none": the image is the control map
+    SERVE_CONTROL_CANNY,     // "canny": threshold_a / threshold_b are the low / high thresholds
+    SERVE_CONTROL_NORMALBAE, // "normal_bae" (or "normalbae"): NormalBae at processor_res
+} serve_control_module;
+
+// Defaults of the ControlNet unit (sd-webui-controlnet's, controlnet_aux's resolutions).
+#define SERVE_CANNY_LOW_DEFAULT 100
+#define SERVE_CANNY_HIGH_DEFAULT 200
+#define SERVE_PROCESSOR_RES_DEFAULT 512
+
 // A parsed, range-checked generation request. Strings and the init image are owned by the struct
 // (serve_params_free).
 typedef struct serve_params {
@@ -45,6 +57,16 @@ typedef struct serve_params {
     double denoising_strength;
     uint8_t *init_png; // decoded base64 bytes of init_images[0] (a PNG), or NULL
     size_t init_png_size;
+    // The first enabled ControlNet unit, alwayson_scripts.controlnet.args[0] in the format of the
+    // sd-webui-controlnet extension: image/input_image (a base64 PNG), module, weight,
+    // threshold_a/threshold_b (canny), processor_res (normal_bae); `model` is ignored (the server
+    // has one ControlNet). control_png is NULL when there is no enabled unit.
+    uint8_t *control_png;
+    size_t control_png_size;
+    serve_control_module control_module;
+    double control_weight;         // default 1
+    double threshold_a, threshold_b; // default 100 / 200
+    int processor_res;             // NormalBae detect and image resolution, default 512
 } serve_params;
 
 typedef struct serve_error {
@@ -60,6 +82,9 @@ bool serve_parse_request(serve_api api, const char *body, size_t size, const ser
                          serve_params *out, serve_error *error);
 
 void serve_params_free(serve_params *params);
+
+// sd-webui-controlnet's name of a module ("none", "canny", "normal_bae").
+const char *serve_control_module_name(serve_control_module module);
 
 // Decodes standard base64 (RFC 4648, '+' '/', '=' padding optional, ASCII whitespace ignored) of
 // `size` bytes into a malloc'd buffer (*out, *out_size; caller frees). A "data:...;base64," prefix

@@ -2,7 +2,8 @@
 // endpoint, the base64 decoder and the "WxH" size parser. The first input byte picks the entry
 // point and the API; the rest is the client's bytes.
 //
-// Checked beyond "no crash": a parsed request lies within the limits it was parsed with; a refusal
+// Checked beyond "no crash": a parsed request (its ControlNet unit included) lies within the limits
+// it was parsed with; a refusal
 // allocates nothing and says why with a 4xx; a decoded base64 re-encodes to text that decodes to the
 // same bytes; a parsed size is in range.
 #include <stddef.h>
@@ -28,6 +29,16 @@ static void check_request(serve_api api, const char *body, size_t size) {
             !(p.cfg_scale >= 0 && p.cfg_scale <= 30) || !(p.denoising_strength >= 0 && p.denoising_strength <= 1) ||
             (p.init_png && (p.init_png_size > limits.max_image_bytes || p.init_png_size < 24)) ||
             (api == SERVE_API_A1111_IMG2IMG && !p.init_png) || (api == SERVE_API_A1111_TXT2IMG && p.init_png))
+            abort();
+        // The ControlNet unit: a PNG within the limits, a known module, values in range.
+        if ((p.control_png && (p.control_png_size > limits.max_image_bytes || p.control_png_size < 24 ||
+                               memcmp(p.control_png + 1, "PNG", 3) != 0)) ||
+            (!p.control_png && p.control_png_size) ||
+            (p.control_module != SERVE_CONTROL_NONE && p.control_module != SERVE_CONTROL_CANNY &&
+             p.control_module != SERVE_CONTROL_NORMALBAE) ||
+            !(p.control_weight >= 0 && p.control_weight <= 10) || !(p.threshold_a >= 0 && p.threshold_a <= 10000) ||
+            !(p.threshold_b >= 0 && p.threshold_b <= 10000) || p.processor_res < 64 || p.processor_res > 2048 ||
+            strcmp(serve_control_module_name(p.control_module), "") == 0)
             abort();
         serve_params_free(&p);
     } else {

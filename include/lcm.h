@@ -73,7 +73,7 @@ typedef struct lcm_pipeline_options {
     // Weight variant: "fp16" loads *.fp16.safetensors where present, falling back to the plain
     // file (as diffusers' `variant=`). NULL or "" for the plain files.
     const char *variant;
-    // Worker threads for the compute kernels; 0 = one per physical core.
+    // Worker threads for the compute kernels; 0 = one per physical core (OMP_NUM_THREADS if set).
     int threads;
     lcm_precision precision; // default LCM_PRECISION_FP32
     // LoRA adapters (lora_count entries, may be 0); a key that matches no module is an error
@@ -211,6 +211,44 @@ void lcm_image_release(lcm_image *image);
 // the caller (lcm_image_release). `image` is borrowed.
 lcm_status lcm_canny(const lcm_image *image, double low_threshold, double high_threshold,
                      lcm_image *edges);
+
+// ---- ControlNet control-image preprocessing ------------------------------------------------------
+//
+// What `lcm generate --control-preprocess`, `lcm preprocess` and `lcm serve` share: a photo in, the
+// control map a ControlNet was trained on out. Canny is lcm_canny above; the surface-normal map of
+// control_v11p_sd15_normalbae is controlnet_aux's NormalBaeDetector, below.
+
+// controlnet_aux's defaults for NormalBaeDetector(detect_resolution, image_resolution).
+#define LCM_NORMAL_DETECT_RESOLUTION 512
+#define LCM_NORMAL_IMAGE_RESOLUTION 512
+
+// Like lcm_image_read, but an RGBA PNG is composited over white as controlnet_aux's HWC3 does
+// (colour * alpha + 255 * (1 - alpha), truncated) instead of having its alpha dropped: the photo
+// an annotator sees. Same ownership as lcm_image_read.
+lcm_status lcm_image_read_composited(const char *path, lcm_image *image);
+
+// The NormalBae network, loaded once and run on any number of images (one at a time: a detector
+// must not be run from two threads at once).
+typedef struct lcm_normal_detector lcm_normal_detector;
+
+// Loads NormalBae weights (`scannet.pt` from lllyasviel/Annotators, read without executing its
+// pickle, or a .safetensors conversion; keys with or without "module."). On success *out is owned
+// by the caller (lcm_normal_detector_close); on failure it is NULL and the message names the file.
+lcm_status lcm_normal_detector_open(const char *weights_path, lcm_normal_detector **out);
+
+// Frees the detector. NULL is allowed.
+void lcm_normal_detector_close(lcm_normal_detector *detector);
+
+// NormalBaeDetector(image, detect_resolution, image_resolution): the short side of the image is
+// scaled to detect_resolution (sides rounded to multiples of 64) for the network, the map is
+// resized to image_resolution likewise. Resolutions 1..8192. `image` is borrowed; *map gets a new
+// RGB image owned by the caller (lcm_image_release); on failure *map is zeroed.
+lcm_status lcm_normal_detector_run(const lcm_normal_detector *detector, const lcm_image *image,
+                                   int detect_resolution, int image_resolution, lcm_image *map);
+
+// One-shot convenience: open `weights_path`, run on `image`, close. Same ownership as above.
+lcm_status lcm_preprocess_normal(const char *weights_path, const lcm_image *image,
+                                 int detect_resolution, int image_resolution, lcm_image *map);
 
 // Writes one RGB image as a PNG, atomically (a temporary file in the same folder renamed into
 // place: `path` never holds a partial file). `parameters` (may be NULL) is stored as the A1111

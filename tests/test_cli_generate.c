@@ -206,6 +206,7 @@ int main(void) {
     check_batch_and_threads(lcm_dir);
     expect_usage_error(lcm_dir, "--width 100 --height 64", "width not a multiple of 8");
     expect_usage_error(lcm_dir, "--steps 0", "zero steps");
+    expect_usage_error(lcm_dir, "--precision fp16", "unknown precision");
     expect_usage_error(lcm_dir, "--steps 51", "more steps than original_inference_steps");
     expect_usage_error(lcm_dir, "--width 65536", "size too large");
     expect_usage_error("/nonexistent/model", "", "missing model folder");

@@ -54,14 +54,20 @@ static double *new_doubles(int64_t n) {
 
 // Compares an op's output with a double reference of the expected shape; prints the max diff. The
 // absolute part of the tolerance is REL_TOL * `scale`, or * max |reference| when scale is 0.
-static void compare_scaled(const char *what, const tensor *got, int ndim, const int64_t *shape,
-                           const double *want, double scale) {
-    CHECK(got != NULL, "%s: op returned NULL: %s", what, lcm_last_error());
-    if (!got) return;
+static void compare_scaled(const char *what, const tensor *got_any, int ndim,
+                           const int64_t *shape, const double *want, double scale) {
+    CHECK(got_any != NULL, "%s: op returned NULL: %s", what, lcm_last_error());
+    if (!got_any) return;
+    tensor *plain = tensor_to_nchw(got_any); // ops may return channels-last tensors
+    if (!plain) exit(2);
+    const tensor *got = plain;
     bool same_shape = got->ndim == ndim;
     for (int i = 0; same_shape && i < ndim; i++) same_shape = got->shape[i] == shape[i];
     CHECK(same_shape, "%s: wrong output shape", what);
-    if (!same_shape) return;
+    if (!same_shape) {
+        tensor_free(plain);
+        return;
+    }
     int64_t n = tensor_numel(got);
     float *want_f = malloc(sizeof(float) * (size_t)(n ? n : 1));
     double max_diff = 0;
@@ -76,6 +82,7 @@ static void compare_scaled(const char *what, const tensor *got, int ndim, const 
             (long long)n);
     test_close(what, got->data, want_f, (size_t)n, REL_TOL * scale, REL_TOL);
     free(want_f);
+    tensor_free(plain);
 }
 
 static void compare(const char *what, const tensor *got, int ndim, const int64_t *shape,
@@ -84,6 +91,7 @@ static void compare(const char *what, const tensor *got, int ndim, const int64_t
 }
 
 // Exact comparison for ops that only move values.
+// (in plain NCHW order: ops may return channels-last tensors)
 static void compare_exact(const char *what, const tensor *got, int ndim, const int64_t *shape,
                           const float *want) {
     CHECK(got != NULL, "%s: op returned NULL: %s", what, lcm_last_error());
@@ -91,9 +99,11 @@ static void compare_exact(const char *what, const tensor *got, int ndim, const i
     bool same_shape = got->ndim == ndim;
     for (int i = 0; same_shape && i < ndim; i++) same_shape = got->shape[i] == shape[i];
     CHECK(same_shape, "%s: wrong output shape", what);
-    if (same_shape)
-        CHECK(!memcmp(got->data, want, sizeof(float) * (size_t)tensor_numel(got)),
+    tensor *plain = tensor_to_nchw(got);
+    if (same_shape && plain)
+        CHECK(!memcmp(plain->data, want, sizeof(float) * (size_t)tensor_numel(got)),
               "%s: values differ", what);
+    tensor_free(plain);
 }
 
 // ---- convolution --------------------------------------------------------------------------------

@@ -5,6 +5,12 @@
 // steps and guidance from the golden file's info) must give exactly `lcm generate`'s pixels; the
 // OpenAI endpoint; bad JSON, wrong types and bad values answered 400 naming the field; optional
 // features answered as /api/capabilities says.
+// Server C (--controlnet, --lora, --control-weights: the reference ControlNet workflow): the
+// capabilities say so; a photo sent with the sd-webui-controlnet unit (module normal_bae or canny)
+// through /sdapi/v1/txt2img and through the page's /api/generate gives exactly the pixels of
+// `lcm generate --control-preprocess ...` and returns the control map (= --control-output's);
+// requests without a control image or with an unknown module are 400s naming the field, and a
+// server without a ControlNet answers a ControlNet unit with 501.
 // Server B (--queue 1 --step-delay-ms, --max-body 4096, --api-key): 401 without the key, 413 for an
 // oversized body, 429 with Retry-After when the queue is full, a client that disconnects cancels
 // its job, /sdapi/v1/interrupt stops the running job. Both servers must exit 0 on SIGTERM.
@@ -20,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control_fixtures.h"
 #include "golden.h"
 #include "serve_process.h"
 #include "io/image.h"
@@ -638,6 +645,170 @@ static void check_command_line(const char *model) {
     }
 }
 
+// ---- server C: ControlNet ---------------------------------------------------------------------------
+
+static char *file_base64(const char *path) {
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL, "cannot open %s", path);
+    if (!f) return NULL;
+    static uint8_t data[1 << 22];
+    size_t n = fread(data, 1, sizeof data, f);
+    fclose(f);
+    return serve_base64_encode(data, n);
+}
+
+// A txt2img body with one ControlNet unit; `unit_extra` is spliced into the unit ("" for none).
+static char *control_body(const char *photo_b64, const char *module, double weight, const char *unit_extra) {
+    size_t cap = strlen(photo_b64) + 1024;
+    char *body = malloc(cap);
+    snprintf(body, cap,
+             "{\"prompt\":\"a house in the woods\",\"seed\":3,\"steps\":2,\"cfg_scale\":1,\"width\":128,"
+             "\"height\":64,\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"enabled\":true,"
+             "\"image\":\"%s\",\"module\":\"%s\",\"model\":\"whatever\",\"weight\":%g%s}]}}}",
+             photo_b64, module, weight, unit_extra);
+    return body;
+}
+
+// The decoded pixels of a base64 PNG equal those of the PNG file `path`.
+static void check_same_as_file(const char *b64, const char *path, const char *what) {
+    int w = 0, h = 0, fw = 0, fh = 0;
+    uint8_t *got = b64 ? decode_image(b64, &w, &h, NULL) : NULL, *want = NULL;
+    CHECK(got != NULL, "%s: no image", what);
+    CHECK_OK(image_read_png(path, &want, &fw, &fh));
+    if (got && want) {
+        size_t differ = 0;
+        if (w == fw && h == fh)
+            for (size_t i = 0; i < (size_t)w * h * 3; i++) differ += got[i] != want[i];
+        fprintf(stderr, "%s: %dx%d vs %dx%d, %zu values differ\n", what, w, h, fw, fh, differ);
+        CHECK(w == fw && h == fh && differ == 0, "%s: the server's image differs from %s", what, path);
+    }
+    free(got);
+    free(want);
+}
+
+// `lcm generate` with the server's model and the request's parameters; the control map goes to
+// map_out.
+static void cli_control(const control_fixtures *fx, const char *preprocess_args, double weight, const char *out,
+                        const char *map_out) {
+    char cmd[8192];
+    test_path(cmd, sizeof cmd,
+              "'%s' generate --quiet --model '%s' --controlnet '%s' %s%s%s --control-image '%s' %s "
+              "--control-scale %g --control-output '%s' --seed 3 --steps 2 --guidance 1 --width 128 --height 64 "
+              "--output '%s' --prompt 'a house in the woods'",
+              test_lcm_bin(), fx->model, fx->controlnet, fx->lora[0] ? "--lora '" : "", fx->lora,
+              fx->lora[0] ? "'" : "", fx->photo, preprocess_args, weight, map_out, out);
+    int rc = test_run(cmd, NULL, 0);
+    CHECK(rc == 0, "%s: exit %d", cmd, rc);
+}
+
+// The `data:` JSON of the page stream's result event (parsed), or NULL.
+static cJSON *result_event(const char *stream) {
+    const char *marker = "event: result\ndata: ";
+    const char *at = stream ? strstr(stream, marker) : NULL;
+    if (!at) return NULL;
+    at += strlen(marker);
+    const char *end = strchr(at, '\n');
+    return cJSON_ParseWithLength(at, end ? (size_t)(end - at) : strlen(at));
+}
+
+static void check_controlnet_server(const server_process *sp, const control_fixtures *fx) {
+    reply r = http(sp, "/api/capabilities", NULL);
+    cJSON *caps = reply_json(&r, "capabilities");
+    const cJSON *features = cJSON_GetObjectItem(caps, "features");
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(features, "controlnet")) && cJSON_IsTrue(cJSON_GetObjectItem(features, "normalbae")) &&
+              cJSON_IsTrue(cJSON_GetObjectItem(features, "lora")) == (fx->lora[0] != 0),
+          "capabilities should report controlnet, normalbae and lora: %.400s", r.body);
+    const char *caps_text = or_empty(r.body);
+    CHECK(strstr(caps_text, "\"normal_bae\"") && strstr(caps_text, "\"canny\""),
+          "capabilities should list the control modules: %.400s", caps_text);
+    CHECK(!strstr(caps_text, "/"), "capabilities must not show server paths: %.400s", caps_text);
+    cJSON_Delete(caps);
+    free(r.body);
+
+    char *photo = file_base64(fx->photo);
+    if (!photo) return;
+    char cli_out[1200], cli_map[1200];
+    test_path(cli_out, sizeof cli_out, "%s/cn_cli.png", tmpdir);
+    test_path(cli_map, sizeof cli_map, "%s/cn_cli_map.png", tmpdir);
+
+    // normal_bae at processor_res 64, through the A1111 API and through the page.
+    char preprocess[1400];
+    test_path(preprocess, sizeof preprocess,
+              "--control-preprocess normalbae --control-weights '%s' --detect-resolution 64 --image-resolution 64",
+              fx->weights[0]);
+    cli_control(fx, preprocess, 0.8, cli_out, cli_map);
+    char *body = control_body(photo, "normal_bae", 0.8, ",\"processor_res\":64");
+    r = http(sp, "/sdapi/v1/txt2img", body);
+    CHECK(r.status == 200, "ControlNet txt2img: %ld %.300s", r.status, r.body);
+    cJSON *json = reply_json(&r, "ControlNet txt2img");
+    const cJSON *images = cJSON_GetObjectItem(json, "images");
+    CHECK(cJSON_GetArraySize(images) == 2, "A1111 reply: the image and the detected map expected, got %d",
+          cJSON_GetArraySize(images));
+    check_same_as_file(cJSON_GetStringValue(cJSON_GetArrayItem(images, 0)), cli_out, "A1111 normal_bae image vs CLI");
+    check_same_as_file(cJSON_GetStringValue(cJSON_GetArrayItem(images, 1)), cli_map, "A1111 normal_bae map vs CLI");
+    const cJSON *params = cJSON_GetObjectItem(json, "parameters");
+    CHECK(cJSON_GetObjectItem(params, "alwayson_scripts") != NULL, "parameters should echo the ControlNet unit");
+    cJSON_Delete(json);
+    free(r.body);
+
+    r = http(sp, "/api/generate", body);
+    CHECK(r.status == 200, "ControlNet /api/generate: %ld", r.status);
+    cJSON *result = result_event(r.body);
+    CHECK(result != NULL, "/api/generate: no result event: %.300s", r.body);
+    check_same_as_file(cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(result, "images"), 0)), cli_out,
+                       "page normal_bae image vs CLI");
+    check_same_as_file(cJSON_GetStringValue(cJSON_GetObjectItem(result, "control_image")), cli_map,
+                       "page normal_bae control map vs CLI");
+    CHECK(!strcmp(or_empty(cJSON_GetStringValue(cJSON_GetObjectItem(result, "control_module"))), "normal_bae"),
+          "result event should name the module");
+    cJSON_Delete(result);
+    free(r.body);
+    free(body);
+
+    // canny with the extension's threshold_a / threshold_b, old-style "input_image".
+    cli_control(fx, "--control-preprocess canny --canny-low 40 --canny-high 90", 1.0, cli_out, cli_map);
+    size_t cap = strlen(photo) + 512;
+    body = malloc(cap);
+    snprintf(body, cap,
+             "{\"prompt\":\"a house in the woods\",\"seed\":3,\"steps\":2,\"cfg_scale\":1,\"width\":128,\"height\":64,"
+             "\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"input_image\":\"data:image/png;base64,%s\","
+             "\"module\":\"canny\",\"threshold_a\":40,\"threshold_b\":90}]}}}",
+             photo);
+    r = http(sp, "/sdapi/v1/txt2img", body);
+    CHECK(r.status == 200, "canny txt2img: %ld %.300s", r.status, r.body);
+    json = reply_json(&r, "canny txt2img");
+    images = cJSON_GetObjectItem(json, "images");
+    check_same_as_file(cJSON_GetStringValue(cJSON_GetArrayItem(images, 0)), cli_out, "A1111 canny image vs CLI");
+    check_same_as_file(cJSON_GetStringValue(cJSON_GetArrayItem(images, 1)), cli_map, "A1111 canny map vs CLI");
+    cJSON_Delete(json);
+    free(r.body);
+    free(body);
+
+    // Errors name the field.
+    expect_error(sp, "/sdapi/v1/txt2img", "{\"prompt\":\"a\",\"steps\":1}", 400,
+                 "alwayson_scripts.controlnet.args[0].image");
+    body = control_body(photo, "depth_midas", 1, "");
+    expect_error(sp, "/sdapi/v1/txt2img", body, 400, "alwayson_scripts.controlnet.args[0].module");
+    free(body);
+    body = control_body(photo, "canny", 1, ",\"threshold_a\":\"high\"");
+    expect_error(sp, "/sdapi/v1/txt2img", body, 400, "alwayson_scripts.controlnet.args[0].threshold_a");
+    free(body);
+    expect_error(sp, "/sdapi/v1/txt2img",
+                 "{\"prompt\":\"a\",\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"image\":\"bm90IGEgcG5n\"}]}}}", 400,
+                 "alwayson_scripts.controlnet.args[0].image");
+    free(photo);
+}
+
+// A server without a ControlNet refuses a ControlNet unit (501, naming it) instead of ignoring it.
+static void check_controlnet_absent(const server_process *sp, const control_fixtures *fx) {
+    char *photo = file_base64(fx->photo);
+    if (!photo) return;
+    char *body = control_body(photo, "none", 1, "");
+    expect_error(sp, "/sdapi/v1/txt2img", body, 501, "alwayson_scripts.controlnet.args[0].image");
+    free(body);
+    free(photo);
+}
+
 int main(void) {
     const char *root = test_fixtures();
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
@@ -647,6 +818,8 @@ int main(void) {
     char model[1024];
     test_path(model, sizeof model, "%s/tiny-lcm", root);
     check_command_line(model);
+    static control_fixtures fx;
+    bool have_control = control_fixtures_find(root, &fx);
     server_process a;
     if (server_start(&a, model, "--threads 2")) {
         check_endpoints(&a);
@@ -655,6 +828,7 @@ int main(void) {
         check_bad_requests(&a);
         check_optional_features(&a);
         check_event_stream(&a);
+        if (have_control) check_controlnet_absent(&a, &fx);
         server_stop(&a);
     }
     cJSON_Delete(capabilities);
@@ -671,6 +845,23 @@ int main(void) {
         check_disconnect_cancels(&b, step_delay_ms);
         check_interrupt(&b);
         server_stop(&b);
+    }
+    if (have_control) {
+        char control_extra[4096], missing[1200];
+        test_path(control_extra, sizeof control_extra, "--threads 2 --controlnet '%s' %s%s%s --control-weights '%s'",
+                  fx.controlnet, fx.lora[0] ? "--lora '" : "", fx.lora, fx.lora[0] ? "'" : "", fx.weights[0]);
+        server_process c;
+        if (server_start(&c, fx.model, control_extra)) {
+            check_controlnet_server(&c, &fx);
+            server_stop(&c);
+        }
+        // Bad NormalBae weights stop the server before it listens, naming the file.
+        test_path(missing, sizeof missing, "%s/no-such-scannet.pt", tmpdir);
+        char cmd[8192], out[4096];
+        test_path(cmd, sizeof cmd, "'%s' serve --model '%s' --port 0 --controlnet '%s' --control-weights '%s' 2>&1",
+                  test_lcm_bin(), fx.model, fx.controlnet, missing);
+        int rc = test_run(cmd, out, sizeof out);
+        CHECK(rc == 2 && strstr(out, missing), "serve with missing NormalBae weights: exit %d: %s", rc, out);
     }
     curl_global_cleanup();
     char cmd[1200];

@@ -1,6 +1,9 @@
 // The `lcm serve` page in headless Chromium (tests/browser/serve_page.mjs, playwright-core): type a
 // prompt, press Enter, see the progress and the image, cancel a second run, phone-sized layout.
 // Screenshots go to build/artifacts/serve.png and serve-phone.png.
+// Then the ControlNet controls (tests/browser/serve_control.mjs) against a server with --controlnet,
+// --lora and --control-weights: upload a photo, generate, the image and its normal map appear side
+// by side (build/artifacts/serve-controlnet.png).
 //
 // Needs node, Debian's chromium and `npm ci` in tests/browser (.ci/run installs all three). When
 // one is missing locally the test says which and is skipped (exit 77), never passed silently.
@@ -9,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "control_fixtures.h"
 #include "serve_process.h"
 #include "testutil.h"
 
@@ -44,6 +48,21 @@ int main(void) {
         test_path(shot, sizeof shot, "%s/serve.png", artifacts);
         CHECK(access(shot, R_OK) == 0, "no screenshot at %s", shot);
         server_stop(&server);
+    }
+
+    static control_fixtures fx;
+    if (control_fixtures_find(root, &fx)) {
+        char extra[4096];
+        test_path(extra, sizeof extra, "--threads 2 --controlnet '%s' %s%s%s --control-weights '%s'", fx.controlnet,
+                  fx.lora[0] ? "--lora '" : "", fx.lora, fx.lora[0] ? "'" : "", fx.weights[0]);
+        if (server_start(&server, fx.model, extra)) {
+            snprintf(cmd, sizeof cmd, "cd '%s/tests/browser' && CHROMIUM='%s' node serve_control.mjs '%s/' '%s' '%s' 2>&1",
+                     test_source_dir(), chromium, server.base, artifacts, fx.photo);
+            int rc = test_run(cmd, output, sizeof output);
+            fputs(output, stderr);
+            CHECK(rc == 0, "%s exited %d", cmd, rc);
+            server_stop(&server);
+        }
     }
     return test_finish();
 }

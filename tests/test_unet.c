@@ -53,7 +53,20 @@ static tensor *golden(const st_file *file, const char *name) {
 }
 
 // Compares within abs_tol = rel_to_max * max|want|, printing the max abs diff either way.
+static bool compare_plain(const char *what, const tensor *got, const tensor *want,
+                          double rel_to_max);
+
+// Both sides in plain NCHW order first: the fast kernels may return channels-last.
 static bool compare(const char *what, const tensor *got, const tensor *want, double rel_to_max) {
+    tensor *got_plain = tensor_to_nchw(got), *want_plain = tensor_to_nchw(want);
+    bool ok = compare_plain(what, got_plain, want_plain, rel_to_max);
+    tensor_free(got_plain);
+    tensor_free(want_plain);
+    return ok;
+}
+
+static bool compare_plain(const char *what, const tensor *got, const tensor *want,
+                          double rel_to_max) {
     CHECK(got && want, "%s: missing tensor", what);
     if (!got || !want) return false;
     bool same_shape = got->ndim == want->ndim;
@@ -329,6 +342,7 @@ static void check_shapes_and_batches(const char *folder_path) {
         tensor *cond = cond_dim ? random_tensor(2, (int64_t[]){2, cond_dim}, 9) : NULL;
         tensor *out = NULL;
         CHECK_OK(unet_forward(unet, sample, 321.0f, context, cond, NULL, &out));
+        tensor_replace(&out, tensor_to_nchw(out));
         bool shape_ok = out && out->shape[0] == 2 && out->shape[1] == cfg->out_channels &&
                         out->shape[2] == h && out->shape[3] == w;
         CHECK(shape_ok, "%s: %lldx%lld latents keep their size", folder_path, (long long)h,

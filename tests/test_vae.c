@@ -47,8 +47,19 @@ static bool same_shape(const tensor *a, const st_tensor *b) {
 
 // Compares got with the golden `name`: |diff| <= rel_to_max * max|ref| (+ abs_tol); prints the max
 // difference reached.
+static void compare_plain(const char *label, const tensor *got, const st_file *g,
+                          const char *name, double rel_to_max, double abs_tol);
+
+// In plain NCHW order first: the fast kernels may return channels-last.
 static void compare(const char *label, const tensor *got, const st_file *g, const char *name,
                     double rel_to_max, double abs_tol) {
+    tensor *plain = tensor_to_nchw(got);
+    compare_plain(label, plain, g, name, rel_to_max, abs_tol);
+    tensor_free(plain);
+}
+
+static void compare_plain(const char *label, const tensor *got, const st_file *g,
+                          const char *name, double rel_to_max, double abs_tol) {
     tensor *want = golden_tensor(g, name);
     if (!got || !want) {
         CHECK(got != NULL, "%s %s: nothing computed", label, name);

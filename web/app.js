@@ -8,11 +8,18 @@ const form = $("form"), go = $("go"), statusLine = $("status"), bar = $("progres
 let running = null; // the AbortController of the request in flight
 
 // Ranges show their value next to their label.
-for (const id of ["width", "height", "steps", "guidance", "strength"]) {
+for (const id of ["width", "height", "steps", "guidance", "strength", "control_scale"]) {
   const input = $(id), out = $(id + "_out");
   input.addEventListener("input", () => { out.textContent = input.value; });
 }
 $("randomize").addEventListener("change", (e) => { $("seed").disabled = e.target.checked; });
+// The canny thresholds only matter for canny.
+// The canny thresholds and the preprocessor resolution only matter for their module.
+function showModuleOptions() {
+  $("canny_thresholds").hidden = $("control_module").value !== "canny";
+  $("processor_res_field").hidden = $("control_module").value !== "normal_bae";
+}
+$("control_module").addEventListener("change", showModuleOptions);
 
 // Enter submits from the prompt boxes; Shift+Enter keeps its usual meaning.
 for (const id of ["prompt", "negative_prompt"]) {
@@ -42,6 +49,12 @@ async function loadCapabilities() {
     $("key_field").hidden = !caps.api_key_required;
     for (const el of document.querySelectorAll("[data-feature]"))
       el.hidden = !caps.features[el.dataset.feature];
+    if (caps.controlnet) $("controlnet_name").textContent = caps.controlnet;
+    if (caps.loras && caps.loras.length) $("loras").textContent = "LoRA: " + caps.loras.join(", ");
+    // The reference workflow: a photo turned into a normal map, when the server can.
+    if (caps.features.normalbae) $("control_module").value = "normal_bae";
+    if (caps.default_processor_res) $("processor_res").value = caps.default_processor_res;
+    showModuleOptions();
   } catch (err) {
     showError("Could not read the server's capabilities: " + err.message);
   }
@@ -61,6 +74,35 @@ function fileAsBase64(file) {
   });
 }
 
+// The server takes PNG: other formats are redrawn through a canvas (same pixels, no alpha).
+async function fileAsPng(file) {
+  if (file.type === "image/png") return fileAsBase64(file);
+  const bitmap = await createImageBitmap(file);
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  return canvas.toDataURL("image/png");
+}
+
+// The ControlNet unit in the sd-webui-controlnet extension's format.
+async function controlUnit() {
+  const file = $("control_image").files[0];
+  if (!file) throw new Error("choose a control image (or a photo to preprocess) first");
+  const unit = {
+    enabled: true,
+    image: await fileAsPng(file),
+    module: $("control_module").value,
+    weight: Number($("control_scale").value),
+  };
+  if (unit.module === "canny") {
+    unit.threshold_a = Number($("canny_low").value);
+    unit.threshold_b = Number($("canny_high").value);
+  }
+  if (unit.module === "normal_bae") unit.processor_res = Number($("processor_res").value);
+  return unit;
+}
+
 async function buildRequest() {
   const body = {
     prompt: $("prompt").value,
@@ -78,6 +120,8 @@ async function buildRequest() {
     body.init_images = [await fileAsBase64(init.files[0])];
     body.denoising_strength = Number($("strength").value);
   }
+  if (!$("control_image").closest("[data-feature]").hidden)
+    body.alwayson_scripts = { controlnet: { args: [await controlUnit()] } };
   return body;
 }
 
@@ -121,8 +165,25 @@ function figure(item) {
   return fig;
 }
 
+// The control map the ControlNet saw, beside the result (as the reference demo shows its normal map).
+function controlFigure(item) {
+  const fig = document.createElement("figure");
+  fig.className = "control";
+  const img = document.createElement("img");
+  img.src = item.src;
+  img.alt = `control map (${item.module})`;
+  img.onload = () => { img.style.width = Math.max(img.naturalWidth, 256) + "px"; };
+  const caption = document.createElement("figcaption");
+  caption.textContent = item.module === "none" ? "Control image" : `Control map (${item.module})`;
+  fig.append(img, caption);
+  return fig;
+}
+
 function show(items) {
-  $("images").replaceChildren(...items.map(figure));
+  const figures = items.map(figure);
+  const control = items.find((i) => i.controlMap)?.controlMap;
+  if (control) figures.push(controlFigure(control));
+  $("images").replaceChildren(...figures);
   $("parameters").hidden = false;
   $("parameters").textContent = items.map((i) => i.parameters).join("\n\n");
   for (const b of $("history").children) b.setAttribute("aria-current", String(items.includes(b.item)));
@@ -151,6 +212,8 @@ function showResult(r) {
     parameters: r.info.infotexts[i],
     seed: r.info.all_seeds[i],
     prompt: r.info.prompt,
+    controlMap: r.control_image
+      ? { control: true, src: "data:image/png;base64," + r.control_image, module: r.control_module } : null,
   }));
   addToHistory(items);
   show(items);

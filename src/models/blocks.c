@@ -61,10 +61,10 @@ void resnet_block_free(resnet_block *b) {
 }
 
 tensor *resnet_block_forward(const resnet_block *b, const tensor *x, const tensor *temb) {
-    if (!x || (b->time_emb_proj.weight && !temb)) return NULL;
+    if (!x || (linear_present(&b->time_emb_proj) && !temb)) return NULL;
     tensor *h = group_norm_silu(&b->norm1, x);
     tensor_replace(&h, conv2d_forward(&b->conv1, h));
-    if (b->time_emb_proj.weight) {
+    if (linear_present(&b->time_emb_proj)) {
         // [N, temb] -> [N, out], added to every pixel of its channel
         tensor *t = tensor_copy(temb);
         silu_inplace(t);
@@ -74,7 +74,7 @@ tensor *resnet_block_forward(const resnet_block *b, const tensor *x, const tenso
     }
     tensor_replace(&h, group_norm_silu(&b->norm2, h));
     tensor_replace(&h, conv2d_forward(&b->conv2, h));
-    tensor *shortcut = b->conv_shortcut.weight ? conv2d_forward(&b->conv_shortcut, x) : tensor_copy(x);
+    tensor *shortcut = conv2d_present(&b->conv_shortcut) ? conv2d_forward(&b->conv_shortcut, x) : tensor_copy(x);
     h = add_consume(h, shortcut);
     // diffusers divides; 1.0 (every unet/vae resnet but a scaled mid block) is skipped as exact.
     if (b->config.output_scale_factor != 1.0f) scale_inplace(h, 1.0f / b->config.output_scale_factor);

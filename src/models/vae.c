@@ -394,7 +394,7 @@ static int64_t norm_params(const norm *n) { return n->weight ? 2 * (int64_t)n->c
 
 static int64_t resnet_params(const resnet_block *r) {
     return norm_params(&r->norm1) + norm_params(&r->norm2) + conv2d_params(&r->conv1) +
-           conv2d_params(&r->conv2) + (r->conv_shortcut.weight ? conv2d_params(&r->conv_shortcut) : 0);
+           conv2d_params(&r->conv2) + (conv2d_present(&r->conv_shortcut) ? conv2d_params(&r->conv_shortcut) : 0);
 }
 
 static int64_t mid_block_params(const mid_block *m) {
@@ -575,6 +575,12 @@ static tensor *channel_slice(const tensor *x, int first, int count) {
     int64_t n = x->shape[0], c = x->shape[1], hw = x->shape[2] * x->shape[3];
     tensor *y = tensor_new4(n, count, x->shape[2], x->shape[3]);
     if (!y) return NULL;
+    if (x->layout == TENSOR_NHWC) {
+        y->layout = TENSOR_NHWC;
+        for (int64_t p = 0; p < n * hw; p++)
+            memcpy(y->data + p * count, x->data + p * c + first, sizeof(float) * (size_t)count);
+        return y;
+    }
     for (int64_t b = 0; b < n; b++)
         memcpy(y->data + b * count * hw, x->data + (b * c + first) * hw,
                sizeof(float) * (size_t)(count * hw));
@@ -626,6 +632,10 @@ static inline float denormalize(float x) {
 
 void vae_image_to_float_nhwc(const tensor *image, float *out_nhwc) {
     int64_t n = image->shape[0], c = image->shape[1], h = image->shape[2], w = image->shape[3];
+    if (image->layout == TENSOR_NHWC) {
+        for (int64_t i = 0; i < n * h * w * c; i++) out_nhwc[i] = denormalize(image->data[i]);
+        return;
+    }
     for (int64_t b = 0; b < n; b++)
         for (int64_t ch = 0; ch < c; ch++)
             for (int64_t i = 0; i < h * w; i++)
@@ -639,10 +649,13 @@ lcm_status vae_image_to_rgb8(const tensor *image, int index, uint8_t *rgb) {
                         "vae_image_to_rgb8: expected a [N, 3, H, W] image and 0 <= index < N");
     int64_t hw = image->shape[2] * image->shape[3];
     const float *planes = image->data + (int64_t)index * 3 * hw;
+    // where channel ch of pixel i is: planes (NCHW) or interleaved (NHWC)
+    int64_t channel_step = image->layout == TENSOR_NHWC ? 1 : hw;
+    int64_t pixel_step = image->layout == TENSOR_NHWC ? 3 : 1;
     for (int64_t i = 0; i < hw; i++)
         for (int ch = 0; ch < 3; ch++) {
             // numpy: (x * 255).round() in float32; rintf rounds half to even like np.round.
-            float v = rintf(denormalize(planes[ch * hw + i]) * 255.0f);
+            float v = rintf(denormalize(planes[ch * channel_step + i * pixel_step]) * 255.0f);
             rgb[i * 3 + ch] = v >= 0.0f && v <= 255.0f ? (uint8_t)v : 0; // NaN -> 0, never UB
         }
     return LCM_OK;

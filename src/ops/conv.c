@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/dnnl_layer.h"
 #include "ops/gemm.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
@@ -39,6 +40,105 @@ static void im2col_band(const conv2d *c, const float *x, int64_t h, int64_t w, i
     }
 }
 
+// The oneDNN primitive over NHWC: input converted once if it comes NCHW (the first layer only).
+static tensor *conv2d_fast(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
+    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
+    if (x->layout != TENSOR_NHWC && !converted) return NULL;
+    const tensor *input = converted ? converted : x;
+    tensor *y = tensor_new4(n, c->out, oh, ow);
+    if (y) {
+        y->layout = TENSOR_NHWC;
+        if (dnnl_layer_conv_run(c->fast, input->data, n, h, w, c->bias, y->data) != LCM_OK)
+            tensor_replace(&y, NULL);
+    }
+    tensor_free(converted);
+    return y;
+}
+
+// Output pixels per task of the NHWC im2col + sgemm kernel. Fixed, so that the arithmetic (and
+// so the result) does not depend on the number of threads.
+#define CONV_PIXEL_CHUNK 128
+
+// Unfolds the NHWC input under output pixels [p0, p0 + count) into col[pixel, (ky, kx, ic)]: each
+// tap is one contiguous run of `in` values.
+static void im2col_nhwc_chunk(const conv2d *c, const float *x, int64_t h, int64_t w, int64_t ow,
+                              int64_t p0, int64_t count, float *col) {
+    int k = c->kernel, s = c->stride, p = c->padding;
+    int64_t in = c->in;
+    float *dst = col;
+    for (int64_t px = p0; px < p0 + count; px++) {
+        int64_t oy = px / ow, ox = px % ow;
+        for (int ky = 0; ky < k; ky++) {
+            int64_t iy = oy * s - p + ky;
+            for (int kx = 0; kx < k; kx++, dst += in) {
+                int64_t ix = ox * s - p + kx;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                    memset(dst, 0, sizeof(float) * (size_t)in);
+                else
+                    memcpy(dst, x + (iy * w + ix) * in, sizeof(float) * (size_t)in);
+            }
+        }
+    }
+}
+
+// NHWC convolution as im2col + sgemm, the fast path where oneDNN has no fast direct kernel:
+// out[pixels, out] = col[pixels, k*k*in] W_ohwi^T, one chunk of output pixels per task, each
+// thread with its own small column buffer (oneDNN's sgemm runs single-threaded inside our
+// parallel loop).
+static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
+    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
+    if (x->layout != TENSOR_NHWC && !converted) return NULL;
+    const float *input = converted ? converted->data : x->data;
+    tensor *y = tensor_new4(n, c->out, oh, ow);
+    if (!y) {
+        tensor_free(converted);
+        return NULL;
+    }
+    y->layout = TENSOR_NHWC;
+    int64_t patch = (int64_t)c->in * c->kernel * c->kernel;
+    bool pointwise = c->kernel == 1 && c->stride == 1 && c->padding == 0;
+    int64_t chunks_per_image = (oh * ow + CONV_PIXEL_CHUNK - 1) / CONV_PIXEL_CHUNK;
+    int failed = 0;
+    #pragma omp parallel
+    {
+        float *col = pointwise ? NULL : malloc(sizeof(float) * (size_t)(CONV_PIXEL_CHUNK * patch));
+        if (!pointwise && !col) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int64_t task = 0; task < n * chunks_per_image; task++) {
+            if (!pointwise && !col) continue;
+            int64_t b = task / chunks_per_image, p0 = task % chunks_per_image * CONV_PIXEL_CHUNK;
+            int64_t count = oh * ow - p0 < CONV_PIXEL_CHUNK ? oh * ow - p0 : CONV_PIXEL_CHUNK;
+            const float *xb = input + b * h * w * c->in;
+            float *out = y->data + (b * oh * ow + p0) * c->out;
+            if (c->bias)
+                for (int64_t px = 0; px < count; px++)
+                    memcpy(out + px * c->out, c->bias, sizeof(float) * (size_t)c->out);
+            const float *cols = xb + p0 * c->in;
+            if (!pointwise) {
+                im2col_nhwc_chunk(c, xb, h, w, ow, p0, count, col);
+                cols = col;
+            }
+            gemm_f32(false, true, count, c->out, patch, 1.0f, cols, patch, c->weight_ohwi, patch,
+                     c->bias ? 1.0f : 0.0f, out, c->out);
+        }
+        free(col);
+    }
+    tensor_free(converted);
+    if (failed) {
+        tensor_free(y);
+        lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv2d: out of memory for the column buffer");
+        return NULL;
+    }
+    return y;
+}
+
+static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow);
+
 static tensor *conv2d_compute(const conv2d *c, const tensor *x);
 
 // The layer's input as it computes on it (8-bit quantized where the model says so), then the convolution.
@@ -56,9 +156,21 @@ static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
                  (long long)(x->ndim == 4 ? x->shape[1] : -1), c->in);
         return NULL;
     }
-    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    int64_t h = x->shape[2], w = x->shape[3];
     int64_t oh = (h + 2 * c->padding - c->kernel) / c->stride + 1;
     int64_t ow = (w + 2 * c->padding - c->kernel) / c->stride + 1;
+    if (c->fast) return conv2d_fast(c, x, oh, ow);
+    if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow);
+    if (x->layout == TENSOR_NCHW) return conv2d_reference(c, x, oh, ow);
+    tensor *plain = tensor_to_nchw(x);
+    tensor *y = plain ? conv2d_reference(c, plain, oh, ow) : NULL;
+    tensor_free(plain);
+    return y;
+}
+
+// im2col + sgemm over NCHW.
+static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
+    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
     tensor *y = tensor_new4(n, c->out, oh, ow);
     if (!y) return NULL;
     int64_t patch = (int64_t)c->in * c->kernel * c->kernel;
@@ -104,6 +216,16 @@ tensor *pad2d(const tensor *x, int top, int bottom, int left, int right) {
     int64_t ph = h + top + bottom, pw = w + left + right;
     tensor *y = tensor_zeros(4, (int64_t[]){n, ch, ph, pw});
     if (!y) return NULL;
+    y->layout = x->layout;
+    if (x->layout == TENSOR_NHWC) {
+        // each input row of pixels is one contiguous run of w * ch values
+        #pragma omp parallel for collapse(2)
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t iy = 0; iy < h; iy++)
+                memcpy(y->data + ((b * ph + iy + top) * pw + left) * ch,
+                       x->data + (b * h + iy) * w * ch, sizeof(float) * (size_t)(w * ch));
+        return y;
+    }
     #pragma omp parallel for
     for (int64_t plane = 0; plane < n * ch; plane++)
         for (int64_t iy = 0; iy < h; iy++)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/dnnl_layer.h"
 
 static tensor *linear_compute(const linear *l, const tensor *x);
 
@@ -30,12 +31,39 @@ static tensor *linear_compute(const linear *l, const tensor *x) {
     tensor *y = tensor_new(x->ndim, shape);
     if (!y) return NULL;
     int64_t rows = tensor_numel(x) / in;
+    if (rows == 0) return y;
+    // One matrix product per batch item (per row for a small 2-D input), so that an image's
+    // result does not depend on what else is in the batch: a product's rounding can depend on
+    // its number of rows.
+    int64_t items = x->ndim >= 3 ? x->shape[0] : rows <= 16 ? rows : 1;
+    int64_t rows_per_item = rows / items;
+    const tensor *plain = x;
+    tensor *converted = NULL;
+    if (x->ndim == 4 && x->layout != TENSOR_NCHW) {
+        plain = converted = tensor_to_nchw(x);
+        if (!converted) {
+            tensor_free(y);
+            return NULL;
+        }
+    }
+    if (l->fast) {
+        lcm_status st = LCM_OK;
+        for (int64_t i = 0; i < items && st == LCM_OK; i++)
+            st = dnnl_layer_linear_run(l->fast, plain->data + i * rows_per_item * in, rows_per_item,
+                                       l->bias, y->data + i * rows_per_item * l->out);
+        tensor_free(converted);
+        if (st != LCM_OK) tensor_replace(&y, NULL);
+        return y;
+    }
     // y = bias (broadcast over rows), then y += x W^T.
     if (l->bias) {
         #pragma omp parallel for
         for (int64_t r = 0; r < rows; r++) memcpy(y->data + r * l->out, l->bias, sizeof(float) * l->out);
     }
-    gemm_f32(false, true, rows, l->out, in, 1.0f, x->data, in, l->weight, in, l->bias ? 1.0f : 0.0f,
-             y->data, l->out);
+    for (int64_t i = 0; i < items; i++)
+        gemm_f32(false, true, rows_per_item, l->out, in, 1.0f, plain->data + i * rows_per_item * in,
+                 in, l->weight, in, l->bias ? 1.0f : 0.0f, y->data + i * rows_per_item * l->out,
+                 l->out);
+    tensor_free(converted);
     return y;
 }

@@ -2,9 +2,15 @@
 // so the result is as close to exact as float32 output allows, whatever the reduction order of the
 // reference library.
 #include <math.h>
+#include <stdlib.h>
 
 #include "core/error.h"
+#include "ops/elementwise_simd.h"
 #include "ops/ops.h"
+
+// Pixels per partial sum of the NHWC GroupNorm. The partials are added in a fixed order, so the
+// result does not depend on the number of threads.
+#define GROUP_NORM_PIXEL_BLOCK 64
 
 // Normalises `count` values at x with their own mean/variance into y, then applies the per-channel
 // affine: values [i*per_channel, (i+1)*per_channel) belong to channel first_channel + i.
@@ -27,6 +33,88 @@ static void normalize_span(const float *x, float *y, int64_t count, int64_t per_
     }
 }
 
+// Per-channel sums over blocks of pixels of one image x [hw, c]: partial[block * c + ch] is the sum
+// over the block's pixels of (x - center[ch]) (squared when `square`), in double.
+static void channel_partial_sums(const float *x, int64_t hw, int64_t c, const double *center,
+                                 bool square, double *partial) {
+    int64_t blocks = (hw + GROUP_NORM_PIXEL_BLOCK - 1) / GROUP_NORM_PIXEL_BLOCK;
+    #pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        double *acc = partial + blk * c;
+        for (int64_t ch = 0; ch < c; ch++) acc[ch] = 0;
+        int64_t end = (blk + 1) * GROUP_NORM_PIXEL_BLOCK < hw ? (blk + 1) * GROUP_NORM_PIXEL_BLOCK : hw;
+        for (int64_t p = blk * GROUP_NORM_PIXEL_BLOCK; p < end; p++) {
+            const float *pixel = x + p * c;
+            if (square)
+                for (int64_t ch = 0; ch < c; ch++) {
+                    double d = (double)pixel[ch] - center[ch];
+                    acc[ch] += d * d;
+                }
+            else
+                for (int64_t ch = 0; ch < c; ch++) acc[ch] += pixel[ch];
+        }
+    }
+}
+
+// Reduces the partials of each group to one value per group (in block, then channel order).
+static void group_totals(const double *partial, int64_t blocks, int64_t c, int groups,
+                         double *total) {
+    int64_t per_group = c / groups;
+    for (int g = 0; g < groups; g++) total[g] = 0;
+    for (int64_t blk = 0; blk < blocks; blk++)
+        for (int64_t ch = 0; ch < c; ch++) total[ch / per_group] += partial[blk * c + ch];
+}
+
+// GroupNorm over channels-last data: two passes for the statistics (mean, then the squared
+// deviations from it, like the NCHW path), one to normalise.
+static tensor *group_norm_nhwc(const norm *n, const tensor *x, bool then_silu) {
+    int64_t batch = x->shape[0], c = x->shape[1], hw = x->shape[2] * x->shape[3];
+    int groups = n->groups;
+    int64_t per_group = c / groups;
+    int64_t blocks = (hw + GROUP_NORM_PIXEL_BLOCK - 1) / GROUP_NORM_PIXEL_BLOCK;
+    tensor *y = tensor_new(4, x->shape);
+    double *partial = malloc(sizeof(double) * (size_t)(blocks * c));
+    double *center = malloc(sizeof(double) * (size_t)c);
+    double *total = malloc(sizeof(double) * (size_t)groups);
+    float *mean = malloc(sizeof(float) * (size_t)c), *rstd = malloc(sizeof(float) * (size_t)c);
+    if (!y || !partial || !center || !total || !mean || !rstd) {
+        tensor_replace(&y, NULL);
+        lcm_fail(LCM_ERR_OUT_OF_MEMORY, "group_norm: out of memory");
+        goto done;
+    }
+    y->layout = TENSOR_NHWC;
+    for (int64_t b = 0; b < batch; b++) {
+        const float *xb = x->data + b * hw * c;
+        float *yb = y->data + b * hw * c;
+        double count = (double)(per_group * hw);
+        for (int64_t ch = 0; ch < c; ch++) center[ch] = 0;
+        channel_partial_sums(xb, hw, c, center, false, partial);
+        group_totals(partial, blocks, c, groups, total);
+        for (int64_t ch = 0; ch < c; ch++) center[ch] = total[ch / per_group] / count;
+        channel_partial_sums(xb, hw, c, center, true, partial);
+        group_totals(partial, blocks, c, groups, total);
+        for (int64_t ch = 0; ch < c; ch++) {
+            mean[ch] = (float)center[ch];
+            rstd[ch] = (float)(1.0 / sqrt(total[ch / per_group] / count + n->eps));
+        }
+        #pragma omp parallel for schedule(static)
+        for (int64_t p = 0; p < hw; p++) {
+            const float *pixel = xb + p * c;
+            float *out = yb + p * c;
+            for (int64_t ch = 0; ch < c; ch++)
+                out[ch] = (pixel[ch] - mean[ch]) * rstd[ch] * n->weight[ch] + n->bias[ch];
+            if (then_silu) silu_span(out, c);
+        }
+    }
+done:
+    free(partial);
+    free(center);
+    free(total);
+    free(mean);
+    free(rstd);
+    return y;
+}
+
 static tensor *group_norm_impl(const norm *n, const tensor *x, bool then_silu) {
     if (!x) return NULL;
     if (x->ndim != 4 || x->shape[1] != n->channels) {
@@ -34,6 +122,7 @@ static tensor *group_norm_impl(const norm *n, const tensor *x, bool then_silu) {
                  (long long)(x->ndim == 4 ? x->shape[1] : -1), n->channels);
         return NULL;
     }
+    if (x->layout == TENSOR_NHWC) return group_norm_nhwc(n, x, then_silu);
     tensor *y = tensor_new(x->ndim, x->shape);
     if (!y) return NULL;
     int64_t batch = x->shape[0], hw = x->shape[2] * x->shape[3];
@@ -58,6 +147,13 @@ tensor *layer_norm(const norm *n, const tensor *x) {
         lcm_fail(LCM_ERR_INTERNAL, "layer_norm: input has %lld features, layer expects %d",
                  (long long)d, n->channels);
         return NULL;
+    }
+    if (x->ndim == 4 && x->layout == TENSOR_NHWC) {
+        // over W of the logical [N, C, H, W]: only meaningful in plain order
+        tensor *plain = tensor_to_nchw(x);
+        tensor *y = plain ? layer_norm(n, plain) : NULL;
+        tensor_free(plain);
+        return y;
     }
     tensor *y = tensor_new(x->ndim, x->shape);
     if (!y) return NULL;

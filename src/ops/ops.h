@@ -1,12 +1,22 @@
 // Neural-network operations on float32 tensors (src/core/tensor.h), NCHW like the reference library.
 //
-// This is the reference path: straightforward loops parallelised with OpenMP, with the matrix
-// products done by oneDNN's sgemm. Every op takes NULL inputs (an earlier failure) and then returns
-// NULL without work, so models can write a forward pass as a straight line. Ops never modify their
-// inputs unless the name ends in _inplace.
+// Two kernel sets share these entry points. The fast path (the default) runs convolutions and
+// linear layers as oneDNN primitives on weights packed once at load (ops/dnnl_layer.h), keeps 4-D
+// activations channels-last (tensor.layout == TENSOR_NHWC) and runs the norms and elementwise ops
+// over that layout with AVX-512 where the CPU has it. The reference path is straightforward loops
+// over NCHW with the matrix products done by oneDNN's sgemm; it runs for a layer loaded while
+// reference kernels are selected (ops_set_reference_kernels, or LCM_REFERENCE_KERNELS=1 in the
+// environment) and serves as the check on the fast one. Every op accepts both layouts (and mixed
+// inputs where it takes two); shape and layout of the result are documented logically ([N,C,H,W]).
 //
-// Weights are plain structs of malloc'd float arrays owned by the model that loaded them; the
-// *_load functions read `PREFIX.weight` / `PREFIX.bias` from a weight set and check their shapes.
+// Every op takes NULL inputs (an earlier failure) and then returns NULL without work, so models can
+// write a forward pass as a straight line. Ops never modify their inputs unless the name ends in
+// _inplace.
+//
+// Weights are plain structs owned by the model that loaded them; the *_load functions read
+// `PREFIX.weight` / `PREFIX.bias` from a weight set and check their shapes. With the fast path the
+// plain `weight` array is packed and freed at load (weight == NULL, fast != NULL): test whether an
+// optional layer is present with linear_present / conv2d_present, not with `weight`.
 #ifndef LCM_OPS_OPS_H
 #define LCM_OPS_OPS_H
 
@@ -17,17 +27,24 @@
 
 // ---- weights -------------------------------------------------------------------------------
 
+struct dnnl_layer;
+
 typedef struct linear {
     int in, out;
-    float *weight; // [out, in]
-    float *bias;   // [out] or NULL
+    float *weight;           // [out, in]; NULL once packed
+    float *bias;             // [out] or NULL
+    struct dnnl_layer *fast; // packed weights + cached primitives, or NULL (reference kernel)
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } linear;
 
 typedef struct conv2d {
     int in, out, kernel, stride, padding;
-    float *weight; // [out, in, kernel, kernel]
-    float *bias;   // [out] or NULL
+    float *weight;           // [out, in, kernel, kernel]; NULL once packed
+    float *bias;             // [out] or NULL
+    struct dnnl_layer *fast; // packed weights + cached primitives, or NULL
+    // Fast path on CPUs without AVX-512, where oneDNN's direct NHWC convolutions are slower than
+    // a matrix product: the weight as [out, kernel, kernel, in] for NHWC im2col + sgemm.
+    float *weight_ohwi;
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } conv2d;
 
@@ -47,6 +64,29 @@ lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int 
                        int kernel, int stride, int padding, bool has_bias);
 lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int channels, int groups,
                      float eps);
+// Kernel choice and weight precision for the layers the calling thread loads from now on.
+// Reference kernels keep fp32 weights whatever the precision. Defaults: fast kernels (unless
+// LCM_REFERENCE_KERNELS=1 is set), LCM_PRECISION_FP32.
+void ops_set_reference_kernels(bool reference);
+bool ops_reference_kernels(void);
+void ops_set_weight_precision(lcm_precision precision);
+lcm_precision ops_weight_precision(void);
+
+// Packs a layer built with plain weights for the fast kernels in `precision` and frees `weight`
+// (what *_load does on the fast path; tests use it to compare both paths on the same weights).
+// oneDNN's fast kernels need AVX-512 (bf16: AVX512-BF16 or its emulation on AVX-512): without it a
+// conv is packed for the NHWC im2col + sgemm kernel and a linear layer keeps its plain weight
+// (sgemm), both in fp32 whatever the precision asked for. `force_primitive` (tests) packs for
+// oneDNN primitives on any CPU.
+lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive);
+lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive);
+lcm_status linear_pack(linear *l, lcm_precision precision);
+lcm_status conv2d_pack(conv2d *c, lcm_precision precision);
+
+// Whether an optional layer was loaded (either path).
+bool linear_present(const linear *l);
+bool conv2d_present(const conv2d *c);
+
 void linear_free(linear *l);
 void conv2d_free(conv2d *c);
 void norm_free(norm *n);
@@ -60,7 +100,7 @@ int64_t conv2d_params(const conv2d *c);
 // x [..., in] -> [..., out]
 tensor *linear_forward(const linear *l, const tensor *x);
 
-// x [N, in, H, W] -> [N, out, H', W'] with H' = (H + 2p - k)/s + 1.
+// x [N, in, H, W] -> [N, out, H', W'] with H' = (H + 2p - k)/s + 1. Fast path: NHWC output.
 tensor *conv2d_forward(const conv2d *c, const tensor *x);
 
 // Zero padding of the spatial axes: [N,C,H,W] -> [N,C,top+H+bottom,left+W+right].

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 
@@ -30,6 +31,20 @@ tensor *upsample_nearest(const tensor *x, int64_t out_h, int64_t out_w) {
         return NULL;
     }
     for (int64_t ox = 0; ox < out_w; ox++) source_x[ox] = nearest_source_index(ox, w, out_w);
+    if (x->layout == TENSOR_NHWC) {
+        int64_t n = x->shape[0], c = x->shape[1];
+        y->layout = TENSOR_NHWC;
+        #pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t oy = 0; oy < out_h; oy++) {
+                const float *src = x->data + (b * h + nearest_source_index(oy, h, out_h)) * w * c;
+                float *dst = y->data + (b * out_h + oy) * out_w * c;
+                for (int64_t ox = 0; ox < out_w; ox++)
+                    memcpy(dst + ox * c, src + source_x[ox] * c, sizeof(float) * (size_t)c);
+            }
+        free(source_x);
+        return y;
+    }
     #pragma omp parallel for
     for (int64_t p = 0; p < planes; p++)
         for (int64_t oy = 0; oy < out_h; oy++) {

@@ -4,7 +4,70 @@
 
 #include "core/error.h"
 #include "ops/layer_quant.h"
+#include "ops/cpu.h"
+#include "ops/dnnl_layer.h"
 #include "ops/ops.h"
+
+// ---- kernel selection ------------------------------------------------------------------------
+
+// -1: not chosen yet by this thread (then the environment decides).
+static _Thread_local int reference_kernels = -1;
+static _Thread_local lcm_precision weight_precision = LCM_PRECISION_FP32;
+
+void ops_set_reference_kernels(bool reference) { reference_kernels = reference; }
+
+bool ops_reference_kernels(void) {
+    if (reference_kernels < 0) {
+        const char *v = getenv("LCM_REFERENCE_KERNELS");
+        return v && *v && *v != '0';
+    }
+    return reference_kernels;
+}
+
+void ops_set_weight_precision(lcm_precision precision) { weight_precision = precision; }
+lcm_precision ops_weight_precision(void) { return weight_precision; }
+
+lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
+    if (l->fast || !l->weight) return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
+    if (!force_primitive && !cpu_has_avx512()) return LCM_OK; // sgemm on the plain weight
+    LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
+    free(l->weight);
+    l->weight = NULL;
+    return LCM_OK;
+}
+
+lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
+    if (c->fast || !c->weight) return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
+    if (force_primitive || cpu_has_avx512()) {
+        LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel,
+                                    c->stride, c->padding, precision, &c->fast));
+    } else {
+        // [out, in, k, k] -> [out, k, k, in]
+        int64_t taps = (int64_t)c->kernel * c->kernel;
+        c->weight_ohwi = malloc(sizeof(float) * (size_t)(c->out * c->in * taps));
+        if (!c->weight_ohwi) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+        for (int64_t o = 0; o < c->out; o++)
+            for (int64_t i = 0; i < c->in; i++)
+                for (int64_t t = 0; t < taps; t++)
+                    c->weight_ohwi[(o * taps + t) * c->in + i] = c->weight[(o * c->in + i) * taps + t];
+    }
+    free(c->weight);
+    c->weight = NULL;
+    return LCM_OK;
+}
+
+lcm_status linear_pack(linear *l, lcm_precision precision) {
+    return linear_pack_with(l, precision, false);
+}
+
+lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
+    return conv2d_pack_with(c, precision, false);
+}
+
+bool linear_present(const linear *l) { return l->weight || l->fast; }
+bool conv2d_present(const conv2d *c) { return c->weight || c->fast || c->weight_ohwi; }
+
+// ---- loading ---------------------------------------------------------------------------------
 
 static lcm_status load_tensor(const weight_set *ws, const char *prefix, const char *suffix,
                               int ndim, const int64_t *shape, float **out) {
@@ -20,6 +83,7 @@ lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int 
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+    if (!ops_reference_kernels()) LCM_TRY(linear_pack(l, weight_precision));
     return LCM_OK;
 }
 
@@ -29,6 +93,7 @@ lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char 
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+    if (!ops_reference_kernels()) LCM_TRY(linear_pack(l, weight_precision));
     return LCM_OK;
 }
 
@@ -38,6 +103,7 @@ lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int 
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, kernel, kernel}, &c->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
+    if (!ops_reference_kernels()) LCM_TRY(conv2d_pack(c, weight_precision));
     return LCM_OK;
 }
 
@@ -55,16 +121,21 @@ lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int chan
 void linear_free(linear *l) {
     free(l->weight);
     free(l->bias);
-    layer_quant_free(l->quant);
+    dnnl_layer_free(l->fast);
     l->weight = l->bias = NULL;
+    l->fast = NULL;
+    layer_quant_free(l->quant);
     l->quant = NULL;
 }
 
 void conv2d_free(conv2d *c) {
     free(c->weight);
     free(c->bias);
+    free(c->weight_ohwi);
+    dnnl_layer_free(c->fast);
+    c->weight = c->bias = c->weight_ohwi = NULL;
+    c->fast = NULL;
     layer_quant_free(c->quant);
-    c->weight = c->bias = NULL;
     c->quant = NULL;
 }
 

@@ -9,6 +9,8 @@
 #include "core/error.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/tokenizer_source.h"
+#include "ops/cpu.h"
+#include "ops/ops.h"
 
 void lcm_pipeline_options_init(lcm_pipeline_options *options) {
     memset(options, 0, sizeof *options);
@@ -113,8 +115,8 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->threads < 0)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "threads = %d, expected 0 (auto) or more",
                         options->threads);
-    if (options->precision != LCM_PRECISION_FP32)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "precision %d: only fp32 is supported yet",
+    if (options->precision != LCM_PRECISION_FP32 && options->precision != LCM_PRECISION_BF16)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "precision %d: expected fp32 (0) or bf16 (1)",
                         (int)options->precision);
     if (options->vae_tiling != LCM_VAE_TILING_AUTO && options->vae_tiling != LCM_VAE_TILING_OFF &&
         options->vae_tiling != LCM_VAE_TILING_ON)
@@ -122,10 +124,17 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
                         (int)options->vae_tiling);
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
-    p->threads = options->threads;
+    // Before loading: oneDNN fixes a primitive's thread count when it is created. Auto is one
+    // thread per physical core, unless OMP_NUM_THREADS says otherwise.
+    p->threads = options->threads > 0          ? options->threads
+                 : getenv("OMP_NUM_THREADS") ? omp_get_max_threads()
+                                             : cpu_physical_cores();
+    omp_set_num_threads(p->threads);
     p->vae_tiling = options->vae_tiling;
     p->memory_budget = options->memory_budget;
-    if (p->threads > 0) omp_set_num_threads(p->threads);
+    // The layers loaded now keep their weights in this precision (ops/ops.h).
+    lcm_precision previous = ops_weight_precision();
+    ops_set_weight_precision(options->precision);
     // Adapter files are checked before the (slow) model load.
     lcm_status st = LCM_OK;
     if (options->lora_count)
@@ -147,6 +156,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
+    ops_set_weight_precision(previous);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;

@@ -20,6 +20,7 @@
 //
 // The random draws happen in exactly diffusers' order, so the seed alone reproduces its images.
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,6 +469,11 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     // The image comes from the last denoised latents (equal to `latents` after the last step).
     st = pipeline_decode(p, denoised, &image);
     if (st != LCM_OK) goto done;
+    tensor_replace(&image, tensor_to_nchw(image)); // callers index the image as NCHW
+    if (!image) {
+        st = LCM_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
     trace(trace_fn, trace_user, "image_decoded", image);
     *images = image;
     image = NULL;
@@ -500,6 +506,9 @@ void lcm_result_free(lcm_result *result) {
 lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     *out = NULL;
     if (!p || !request) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_generate: NULL argument");
+    // The thread count is per calling thread in OpenMP: a pipeline opened on one thread and used on
+    // another (a server's worker) must still run with the count its primitives were made for.
+    omp_set_num_threads(p->threads);
     tensor *images = NULL;
     LCM_TRY(txt2img_run(p, request, NULL, NULL, &images));
     int batch = (int)images->shape[0], height = (int)images->shape[2], width = (int)images->shape[3];

@@ -1,0 +1,326 @@
+// oneDNN convolution and matmul primitives with prepacked weights; see dnnl_layer.h.
+#include "ops/dnnl_layer.h"
+
+#include <dnnl.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "ops/bf16.h"
+
+// The shape a layer is packed for at load. The blocked weight layout oneDNN picks depends on the
+// channels and kernel, not on the image size, so one representative shape fixes it for all.
+#define PACK_IMAGE_SIZE 64
+#define PACK_ROWS 256
+
+typedef struct cached_primitive {
+    int64_t key[3]; // conv: n, h, w; linear: rows, 0, 0
+    int threads;    // oneDNN fixes the thread count when the primitive is created
+    dnnl_primitive_t primitive;
+    dnnl_memory_desc_t src_md, bias_md, dst_md;
+    struct cached_primitive *next;
+} cached_primitive;
+
+struct dnnl_layer {
+    bool is_conv, has_bias;
+    int in, out, kernel, stride, padding;
+    lcm_precision precision;
+    dnnl_memory_desc_t weights_md; // the packed layout
+    void *weights;                 // packed weights, owned
+    pthread_mutex_t lock;          // guards cache and impl
+    cached_primitive *cache;
+    char impl[64];
+};
+
+// ---- engine ----------------------------------------------------------------------------------
+
+static dnnl_engine_t engine;
+static dnnl_status_t engine_status;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+
+// One CPU engine for the process: it holds no per-call state and lives until exit.
+static void engine_create(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+
+static lcm_status check(dnnl_status_t status, const char *what) {
+    if (status == dnnl_success) return LCM_OK;
+    if (status == dnnl_out_of_memory)
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "oneDNN %s: out of memory", what);
+    return lcm_fail(LCM_ERR_INTERNAL, "oneDNN %s failed with status %d", what, (int)status);
+}
+
+static lcm_status get_engine(void) {
+    pthread_once(&engine_once, engine_create);
+    return check(engine_status, "engine creation");
+}
+
+static dnnl_data_type_t compute_type(const dnnl_layer *l) {
+    return l->precision == LCM_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+}
+
+// ---- primitive descriptors -------------------------------------------------------------------
+
+static int64_t conv_out_size(const dnnl_layer *l, int64_t size) {
+    return (size + 2 * l->padding - l->kernel) / l->stride + 1;
+}
+
+// `weights_md` NULL lets oneDNN choose the weight layout (format_tag_any).
+static dnnl_status_t conv_desc(const dnnl_layer *l, const int64_t key[3],
+                               const dnnl_memory_desc_t *weights_md, dnnl_primitive_desc_t *pd) {
+    int64_t n = key[0], h = key[1], w = key[2];
+    dnnl_memory_desc_t src, weights, bias, dst;
+    dnnl_status_t st;
+    st = dnnl_memory_desc_init_by_tag(&src, 4, (dnnl_dims_t){n, l->in, h, w}, compute_type(l),
+                                      dnnl_acdb);
+    if (st != dnnl_success) return st;
+    if (weights_md) weights = *weights_md;
+    else {
+        st = dnnl_memory_desc_init_by_tag(&weights, 4,
+                                          (dnnl_dims_t){l->out, l->in, l->kernel, l->kernel},
+                                          compute_type(l), dnnl_format_tag_any);
+        if (st != dnnl_success) return st;
+    }
+    st = dnnl_memory_desc_init_by_tag(&bias, 1, (dnnl_dims_t){l->out}, dnnl_f32, dnnl_a);
+    if (st != dnnl_success) return st;
+    st = dnnl_memory_desc_init_by_tag(
+        &dst, 4, (dnnl_dims_t){n, l->out, conv_out_size(l, h), conv_out_size(l, w)}, dnnl_f32,
+        dnnl_acdb);
+    if (st != dnnl_success) return st;
+    dnnl_convolution_desc_t desc;
+    st = dnnl_convolution_forward_desc_init(
+        &desc, dnnl_forward_inference, dnnl_convolution_direct, &src, &weights,
+        l->has_bias ? &bias : NULL, &dst, (dnnl_dims_t){l->stride, l->stride},
+        (dnnl_dims_t){l->padding, l->padding}, (dnnl_dims_t){l->padding, l->padding});
+    if (st != dnnl_success) return st;
+    return dnnl_primitive_desc_create(pd, &desc, NULL, engine, NULL);
+}
+
+static dnnl_status_t matmul_desc(const dnnl_layer *l, const int64_t key[3],
+                                 const dnnl_memory_desc_t *weights_md, dnnl_primitive_desc_t *pd) {
+    int64_t rows = key[0];
+    dnnl_memory_desc_t src, weights, bias, dst;
+    dnnl_status_t st;
+    st = dnnl_memory_desc_init_by_tag(&src, 2, (dnnl_dims_t){rows, l->in}, compute_type(l), dnnl_ab);
+    if (st != dnnl_success) return st;
+    if (weights_md) weights = *weights_md;
+    else {
+        st = dnnl_memory_desc_init_by_tag(&weights, 2, (dnnl_dims_t){l->in, l->out},
+                                          compute_type(l), dnnl_format_tag_any);
+        if (st != dnnl_success) return st;
+    }
+    st = dnnl_memory_desc_init_by_tag(&bias, 2, (dnnl_dims_t){1, l->out}, dnnl_f32, dnnl_ab);
+    if (st != dnnl_success) return st;
+    st = dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){rows, l->out}, dnnl_f32, dnnl_ab);
+    if (st != dnnl_success) return st;
+    dnnl_matmul_desc_t desc;
+    st = dnnl_matmul_desc_init(&desc, &src, &weights, l->has_bias ? &bias : NULL, &dst);
+    if (st != dnnl_success) return st;
+    return dnnl_primitive_desc_create(pd, &desc, NULL, engine, NULL);
+}
+
+static dnnl_status_t layer_desc(const dnnl_layer *l, const int64_t key[3],
+                                const dnnl_memory_desc_t *weights_md, dnnl_primitive_desc_t *pd) {
+    return l->is_conv ? conv_desc(l, key, weights_md, pd) : matmul_desc(l, key, weights_md, pd);
+}
+
+// ---- packing ---------------------------------------------------------------------------------
+
+// Runs one reorder from `from` (memory at src) into `to` (memory at dst).
+static lcm_status reorder(const dnnl_memory_desc_t *from, void *src, const dnnl_memory_desc_t *to,
+                          void *dst) {
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t primitive = NULL;
+    dnnl_memory_t src_mem = NULL, dst_mem = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, NULL);
+    if (st == dnnl_success) st = dnnl_primitive_create(&primitive, pd);
+    if (st == dnnl_success) st = dnnl_memory_create(&src_mem, from, engine, src);
+    if (st == dnnl_success) st = dnnl_memory_create(&dst_mem, to, engine, dst);
+    if (st == dnnl_success) st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src_mem}, {DNNL_ARG_TO, dst_mem}};
+        st = dnnl_primitive_execute(primitive, stream, 2, args);
+    }
+    if (stream) dnnl_stream_destroy(stream);
+    if (src_mem) dnnl_memory_destroy(src_mem);
+    if (dst_mem) dnnl_memory_destroy(dst_mem);
+    if (primitive) dnnl_primitive_destroy(primitive);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return check(st, "weight reorder");
+}
+
+static lcm_status layer_new(dnnl_layer *l, const float *weight, dnnl_layer **out_layer) {
+    *out_layer = NULL;
+    LCM_TRY(get_engine());
+    int64_t key[3] = {PACK_ROWS, 0, 0};
+    if (l->is_conv) {
+        int64_t size = PACK_IMAGE_SIZE > l->kernel ? PACK_IMAGE_SIZE : l->kernel;
+        key[0] = 1;
+        key[1] = key[2] = size;
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t desc_status = layer_desc(l, key, NULL, &pd);
+    if (desc_status == dnnl_unimplemented && l->precision == LCM_PRECISION_BF16) {
+        // No bf16 kernel for this shape (a few input or output channels: the first and last
+        // layers): such a layer is tiny, so it stays in fp32.
+        l->precision = LCM_PRECISION_FP32;
+        desc_status = layer_desc(l, key, NULL, &pd);
+    }
+    lcm_status status = check(desc_status, "primitive descriptor");
+    if (status != LCM_OK) return status;
+    l->weights_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+
+    dnnl_memory_desc_t plain;
+    dnnl_status_t st =
+        l->is_conv ? dnnl_memory_desc_init_by_tag(
+                         &plain, 4, (dnnl_dims_t){l->out, l->in, l->kernel, l->kernel}, dnnl_f32,
+                         dnnl_abcd)
+                   // [out, in] row-major is the [in, out] matrix oneDNN wants, stored transposed
+                   : dnnl_memory_desc_init_by_tag(&plain, 2, (dnnl_dims_t){l->in, l->out},
+                                                  dnnl_f32, dnnl_ba);
+    LCM_TRY(check(st, "weight descriptor"));
+    size_t bytes = (dnnl_memory_desc_get_size(&l->weights_md) + 63) / 64 * 64;
+    l->weights = aligned_alloc(64, bytes ? bytes : 64);
+    if (!l->weights) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+    status = reorder(&plain, (void *)weight, &l->weights_md, l->weights);
+    if (status != LCM_OK) {
+        free(l->weights);
+        return status;
+    }
+    dnnl_layer *copy = malloc(sizeof *copy);
+    if (!copy) {
+        free(l->weights);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+    }
+    *copy = *l;
+    pthread_mutex_init(&copy->lock, NULL);
+    *out_layer = copy;
+    return LCM_OK;
+}
+
+lcm_status dnnl_layer_conv_new(const float *weight, bool has_bias, int in, int out, int kernel,
+                               int stride, int padding, lcm_precision precision,
+                               dnnl_layer **out_layer) {
+    dnnl_layer l = {.is_conv = true, .has_bias = has_bias, .in = in, .out = out,
+                    .kernel = kernel, .stride = stride, .padding = padding,
+                    .precision = precision};
+    return layer_new(&l, weight, out_layer);
+}
+
+lcm_status dnnl_layer_linear_new(const float *weight, bool has_bias, int in, int out,
+                                 lcm_precision precision, dnnl_layer **out_layer) {
+    dnnl_layer l = {.is_conv = false, .has_bias = has_bias, .in = in, .out = out,
+                    .precision = precision};
+    return layer_new(&l, weight, out_layer);
+}
+
+void dnnl_layer_free(dnnl_layer *layer) {
+    if (!layer) return;
+    for (cached_primitive *c = layer->cache, *next; c; c = next) {
+        next = c->next;
+        dnnl_primitive_destroy(c->primitive);
+        free(c);
+    }
+    pthread_mutex_destroy(&layer->lock);
+    free(layer->weights);
+    free(layer);
+}
+
+const char *dnnl_layer_impl(const dnnl_layer *layer) { return layer->impl; }
+lcm_precision dnnl_layer_precision(const dnnl_layer *layer) { return layer->precision; }
+
+int dnnl_layer_primitive_count(dnnl_layer *layer) {
+    int count = 0;
+    pthread_mutex_lock(&layer->lock);
+    for (const cached_primitive *c = layer->cache; c; c = c->next) count++;
+    pthread_mutex_unlock(&layer->lock);
+    return count;
+}
+
+// ---- running ---------------------------------------------------------------------------------
+
+// The cached primitive for this shape and thread count, created on first use.
+static lcm_status find_primitive(dnnl_layer *l, const int64_t key[3], cached_primitive **out) {
+    int threads = omp_get_max_threads();
+    pthread_mutex_lock(&l->lock);
+    for (cached_primitive *c = l->cache; c; c = c->next)
+        if (c->threads == threads && !memcmp(c->key, key, sizeof c->key)) {
+            *out = c;
+            pthread_mutex_unlock(&l->lock);
+            return LCM_OK;
+        }
+    dnnl_primitive_desc_t pd = NULL;
+    cached_primitive *c = calloc(1, sizeof *c);
+    lcm_status status = c ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (status == LCM_OK)
+        status = check(layer_desc(l, key, &l->weights_md, &pd), "primitive descriptor");
+    if (status == LCM_OK) status = check(dnnl_primitive_create(&c->primitive, pd), "primitive");
+    if (status == LCM_OK) {
+        memcpy(c->key, key, sizeof c->key);
+        c->threads = threads;
+        c->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+        c->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+        if (l->has_bias) c->bias_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        snprintf(l->impl, sizeof l->impl, "%s", impl ? impl : "?");
+        c->next = l->cache;
+        l->cache = c;
+        *out = c;
+    } else {
+        free(c);
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    pthread_mutex_unlock(&l->lock);
+    return status;
+}
+
+static lcm_status execute(dnnl_layer *l, const int64_t key[3], const float *x, int64_t x_count,
+                          const float *bias, float *y) {
+    cached_primitive *c;
+    LCM_TRY(find_primitive(l, key, &c));
+    // bf16 primitives read bf16 activations; the values between layers stay float32.
+    uint16_t *x16 = NULL;
+    if (l->precision == LCM_PRECISION_BF16) {
+        x16 = malloc(sizeof(uint16_t) * (size_t)(x_count ? x_count : 1));
+        if (!x16) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory converting to bf16");
+        bf16_from_f32(x, x16, x_count);
+    }
+    dnnl_memory_t src = NULL, weights = NULL, bias_mem = NULL, dst = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_status_t st = dnnl_memory_create(&src, &c->src_md, engine, x16 ? (void *)x16 : (void *)x);
+    if (st == dnnl_success) st = dnnl_memory_create(&weights, &l->weights_md, engine, l->weights);
+    if (st == dnnl_success && l->has_bias)
+        st = dnnl_memory_create(&bias_mem, &c->bias_md, engine, (void *)bias);
+    if (st == dnnl_success) st = dnnl_memory_create(&dst, &c->dst_md, engine, y);
+    if (st == dnnl_success) st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src},
+                                  {DNNL_ARG_WEIGHTS, weights},
+                                  {DNNL_ARG_DST, dst},
+                                  {DNNL_ARG_BIAS, bias_mem}};
+        st = dnnl_primitive_execute(c->primitive, stream, l->has_bias ? 4 : 3, args);
+    }
+    if (stream) dnnl_stream_destroy(stream);
+    if (src) dnnl_memory_destroy(src);
+    if (weights) dnnl_memory_destroy(weights);
+    if (bias_mem) dnnl_memory_destroy(bias_mem);
+    if (dst) dnnl_memory_destroy(dst);
+    free(x16);
+    return check(st, l->is_conv ? "convolution" : "matmul");
+}
+
+lcm_status dnnl_layer_conv_run(dnnl_layer *layer, const float *x, int64_t n, int64_t h, int64_t w,
+                               const float *bias, float *y) {
+    int64_t key[3] = {n, h, w};
+    return execute(layer, key, x, n * layer->in * h * w, bias, y);
+}
+
+lcm_status dnnl_layer_linear_run(dnnl_layer *layer, const float *x, int64_t rows,
+                                 const float *bias, float *y) {
+    int64_t key[3] = {rows, 0, 0};
+    return execute(layer, key, x, rows * layer->in, bias, y);
+}

@@ -1,0 +1,348 @@
+// The fast kernels (oneDNN primitives on packed weights, channels-last activations, AVX-512 norms
+// and activations) against the reference kernels on the same weights and inputs.
+//
+// fp32: within 1e-5 of the largest reference value (different summation order only). bf16 weights
+// and activations (8-bit mantissa, fp32 accumulation): within 2% of the largest reference value,
+// which a wrong index or a missing term exceeds by far. Every op also takes mixed layouts.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "ops/dnnl_layer.h"
+#include "ops/ops.h"
+#include "ops/resample.h"
+#include "testutil.h"
+
+#define FP32_TOL 1e-5
+#define BF16_TOL 2e-2
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static float uniform(float lo, float hi) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * (float)((z >> 40) * 0x1p-24);
+}
+
+static float *random_floats(int64_t n, float lo, float hi) {
+    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!v) exit(2);
+    for (int64_t i = 0; i < n; i++) v[i] = uniform(lo, hi);
+    return v;
+}
+
+static tensor *random_tensor(int ndim, const int64_t *shape, float lo, float hi) {
+    tensor *t = tensor_new(ndim, shape);
+    if (!t) exit(2);
+    for (int64_t i = 0; i < tensor_numel(t); i++) t->data[i] = uniform(lo, hi);
+    return t;
+}
+
+static float *copy_floats(const float *v, int64_t n) {
+    float *c = random_floats(n, 0, 1);
+    memcpy(c, v, sizeof(float) * (size_t)n);
+    return c;
+}
+
+// got vs want (either layout) within rel * max|want|; prints the max diff. Consumes neither.
+static void compare(const char *what, const tensor *got, const tensor *want, double rel) {
+    CHECK(got && want, "%s: op returned NULL: %s", what, lcm_last_error());
+    if (!got || !want) return;
+    tensor *g = tensor_to_nchw(got), *w = tensor_to_nchw(want);
+    size_t n = (size_t)tensor_numel(w);
+    bool same = g->ndim == w->ndim && (size_t)tensor_numel(g) == n;
+    for (int i = 0; same && i < g->ndim; i++) same = g->shape[i] == w->shape[i];
+    CHECK(same, "%s: shape differs", what);
+    if (same) {
+        double scale = test_max_abs(w->data, n), max_diff = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)g->data[i] - w->data[i]);
+            if (d > max_diff || isnan(d)) max_diff = d;
+        }
+        fprintf(stderr, "%-52s max|diff| %.3g (%.3g of max|ref| %.3g)\n", what, max_diff,
+                scale > 0 ? max_diff / scale : 0.0, scale);
+        test_close(what, g->data, w->data, n, rel * (scale > 0 ? scale : 1), 0);
+    }
+    tensor_free(g);
+    tensor_free(w);
+}
+
+// ---- conv and linear ------------------------------------------------------------------------------
+
+static void check_conv_with(lcm_precision precision, bool force_primitive, int64_t n, int in,
+                            int out, int64_t h, int64_t w, int kernel, int stride, int padding,
+                            bool bias) {
+    conv2d ref = {.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
+    float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
+    ref.weight = random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
+    ref.bias = bias ? random_floats(out, -1, 1) : NULL;
+    conv2d fast = ref;
+    fast.weight = copy_floats(ref.weight, (int64_t)out * in * kernel * kernel);
+    fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
+    CHECK_OK(conv2d_pack_with(&fast, precision, force_primitive));
+    CHECK((fast.fast || fast.weight_ohwi) && !fast.weight && conv2d_present(&fast),
+          "conv2d_pack frees the plain weight");
+    if (!fast.fast && !fast.weight_ohwi) exit(1);
+
+    tensor *x = random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
+    tensor *x_nhwc = tensor_to_nhwc(x);
+    tensor *want = conv2d_forward(&ref, x);
+    tensor *from_nchw = conv2d_forward(&fast, x);
+    tensor *from_nhwc = conv2d_forward(&fast, x_nhwc);
+    tensor *ref_from_nhwc = conv2d_forward(&ref, x_nhwc);
+    char what[160];
+    double tol = precision == LCM_PRECISION_BF16 ? BF16_TOL : FP32_TOL;
+    snprintf(what, sizeof what, "conv %s %s %dx%d s%d p%d %d->%d %lldx%lld%s",
+             precision == LCM_PRECISION_BF16 ? "bf16" : "fp32",
+             fast.fast ? "oneDNN" : "im2col", kernel, kernel, stride, padding,
+             in, out, (long long)h, (long long)w, bias ? "" : " no bias");
+    compare(what, from_nchw, want, tol);
+    CHECK(from_nchw && from_nchw->layout == TENSOR_NHWC, "%s: fast output is NHWC", what);
+    compare("  same from an NHWC input", from_nhwc, want, tol);
+    compare("  reference from an NHWC input", ref_from_nhwc, want, 0);
+    if (fast.fast) {
+        fprintf(stderr, "  implementation: %s (%s)\n", dnnl_layer_impl(fast.fast),
+                dnnl_layer_precision(fast.fast) == LCM_PRECISION_BF16 ? "bf16" : "fp32");
+        // The primitive is created once per shape, then reused.
+        tensor *again = conv2d_forward(&fast, x_nhwc);
+        compare("  second call", again, from_nhwc, 0);
+        CHECK(dnnl_layer_primitive_count(fast.fast) == 1, "%s: one primitive for one shape (%d)",
+              what, dnnl_layer_primitive_count(fast.fast));
+        tensor_free(again);
+    }
+    tensor_free(x);
+    tensor_free(x_nhwc);
+    tensor_free(want);
+    tensor_free(from_nchw);
+    tensor_free(from_nhwc);
+    tensor_free(ref_from_nhwc);
+    conv2d_free(&ref);
+    conv2d_free(&fast);
+}
+
+static void check_conv(lcm_precision precision, int64_t n, int in, int out, int64_t h, int64_t w,
+                       int kernel, int stride, int padding, bool bias) {
+    check_conv_with(precision, true, n, in, out, h, w, kernel, stride, padding, bias);
+    check_conv_with(precision, false, n, in, out, h, w, kernel, stride, padding, bias);
+}
+
+static void check_linear(lcm_precision precision, int64_t batch, int64_t rows, int in, int out,
+                         bool bias) {
+    linear ref = {.in = in, .out = out};
+    float bound = 1.0f / sqrtf((float)in);
+    ref.weight = random_floats((int64_t)out * in, -bound, bound);
+    ref.bias = bias ? random_floats(out, -1, 1) : NULL;
+    linear fast = ref;
+    fast.weight = copy_floats(ref.weight, (int64_t)out * in);
+    fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
+    CHECK_OK(linear_pack_with(&fast, precision, true));
+    if (!fast.fast) exit(1);
+    tensor *x = random_tensor(3, (int64_t[]){batch, rows, in}, -1, 1);
+    tensor *want = linear_forward(&ref, x);
+    tensor *got = linear_forward(&fast, x);
+    char what[160];
+    snprintf(what, sizeof what, "linear %s [%lld,%lld,%d] -> %d%s",
+             precision == LCM_PRECISION_BF16 ? "bf16" : "fp32", (long long)batch, (long long)rows,
+             in, out, bias ? "" : " no bias");
+    compare(what, got, want, precision == LCM_PRECISION_BF16 ? BF16_TOL : FP32_TOL);
+    fprintf(stderr, "  implementation: %s\n", dnnl_layer_impl(fast.fast));
+    tensor_free(x);
+    tensor_free(want);
+    tensor_free(got);
+    linear_free(&ref);
+    linear_free(&fast);
+}
+
+static void test_conv_linear(void) {
+    lcm_precision precisions[] = {LCM_PRECISION_FP32, LCM_PRECISION_BF16};
+    for (int p = 0; p < 2; p++) {
+        lcm_precision pr = precisions[p];
+        check_conv(pr, 2, 8, 16, 9, 7, 3, 1, 1, true);   // ResNet conv
+        check_conv(pr, 1, 32, 32, 16, 16, 3, 1, 1, true);
+        check_conv(pr, 1, 16, 8, 8, 8, 1, 1, 0, true);   // shortcut
+        check_conv(pr, 1, 16, 16, 9, 9, 3, 2, 1, true);  // UNet downsample
+        check_conv(pr, 1, 16, 16, 10, 10, 3, 2, 0, true); // VAE downsample (after pad2d)
+        check_conv(pr, 1, 4, 3, 5, 6, 3, 1, 1, false);     // too few channels for bf16 kernels
+        check_conv(pr, 1, 64, 64, 12, 12, 3, 1, 1, true);  // brgconv-sized
+        check_linear(pr, 2, 37, 24, 40, true);
+        check_linear(pr, 1, 1, 64, 96, true); // time embedding: one row
+        check_linear(pr, 1, 77, 32, 16, false);
+        check_linear(pr, 1, 300, 320, 640, true);
+    }
+}
+
+// Loading through a weight set packs the weights unless reference kernels are selected.
+static void test_load_modes(void) {
+    CHECK(!ops_reference_kernels() || getenv("LCM_REFERENCE_KERNELS"),
+          "fast kernels are the default");
+    ops_set_reference_kernels(true);
+    CHECK(ops_reference_kernels(), "ops_set_reference_kernels(true)");
+    ops_set_reference_kernels(false);
+    CHECK(!ops_reference_kernels(), "ops_set_reference_kernels(false)");
+    ops_set_weight_precision(LCM_PRECISION_BF16);
+    CHECK(ops_weight_precision() == LCM_PRECISION_BF16, "weight precision set");
+    ops_set_weight_precision(LCM_PRECISION_FP32);
+}
+
+// ---- norms and elementwise over NHWC ---------------------------------------------------------
+
+static norm random_norm(int channels, int groups) {
+    norm n = {.channels = channels, .groups = groups, .eps = 1e-5f};
+    n.weight = random_floats(channels, 0.5f, 1.5f);
+    n.bias = random_floats(channels, -0.5f, 0.5f);
+    return n;
+}
+
+static void test_norms(void) {
+    int64_t shapes[][4] = {{2, 32, 9, 7}, {1, 64, 16, 16}, {1, 12, 70, 3}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        norm n = random_norm((int)shapes[s][1], (int)shapes[s][1] / 4);
+        tensor *x = random_tensor(4, shapes[s], -2, 3);
+        tensor *x_nhwc = tensor_to_nhwc(x);
+        char what[128];
+        snprintf(what, sizeof what, "group_norm NHWC [%lld,%lld,%lld,%lld]", (long long)shapes[s][0],
+                 (long long)shapes[s][1], (long long)shapes[s][2], (long long)shapes[s][3]);
+        tensor *want = group_norm(&n, x), *got = group_norm(&n, x_nhwc);
+        compare(what, got, want, FP32_TOL);
+        CHECK(got && got->layout == TENSOR_NHWC, "group_norm keeps NHWC");
+        tensor_free(want);
+        tensor_free(got);
+        want = group_norm_silu(&n, x);
+        got = group_norm_silu(&n, x_nhwc);
+        compare("  group_norm_silu", got, want, FP32_TOL);
+        tensor_free(want);
+        tensor_free(got);
+        tensor_free(x);
+        tensor_free(x_nhwc);
+        norm_free(&n);
+    }
+}
+
+// Runs op on a copy of x with reference kernels and with fast ones.
+static void compare_modes(const char *what, tensor *(*op)(const tensor *), const tensor *x) {
+    ops_set_reference_kernels(true);
+    tensor *want = op(x);
+    ops_set_reference_kernels(false);
+    tensor *got = op(x);
+    compare(what, got, want, FP32_TOL);
+    tensor_free(want);
+    tensor_free(got);
+}
+
+static tensor *silu_copy(const tensor *x) {
+    tensor *y = tensor_copy(x);
+    silu_inplace(y);
+    return y;
+}
+
+static void test_elementwise(void) {
+    tensor *x = random_tensor(3, (int64_t[]){2, 3, 4133}, -12, 12);
+    x->data[0] = -100.0f;
+    x->data[1] = 100.0f;
+    x->data[2] = 0.0f;
+    compare_modes("silu_inplace fast vs reference", silu_copy, x);
+    compare_modes("geglu fast vs reference", geglu, x);
+    tensor_free(x);
+    x = random_tensor(3, (int64_t[]){1, 5, 38}, -5, 5);
+    compare_modes("geglu (odd width) fast vs reference", geglu, x);
+    tensor_free(x);
+}
+
+// Shape ops and two-input ops on every mix of layouts give the NCHW result.
+static void test_layouts(void) {
+    tensor *a = random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
+    tensor *b = random_tensor(4, (int64_t[]){2, 6, 5, 4}, -1, 1);
+    tensor *a2 = random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
+    tensor *an = tensor_to_nhwc(a), *bn = tensor_to_nhwc(b), *a2n = tensor_to_nhwc(a2);
+
+    tensor *want = concat_channels(a, b);
+    const tensor *lefts[] = {a, an}, *rights[] = {b, bn};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            tensor *got = concat_channels(lefts[i], rights[j]);
+            char what[64];
+            snprintf(what, sizeof what, "concat_channels %s + %s", i ? "NHWC" : "NCHW",
+                     j ? "NHWC" : "NCHW");
+            compare(what, got, want, 0);
+            tensor_free(got);
+        }
+    tensor_free(want);
+
+    want = tensor_copy(a);
+    add_inplace(want, a2);
+    const tensor *seconds[] = {a2, a2n};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            tensor *got = tensor_copy(i ? an : a);
+            add_inplace(got, seconds[j]);
+            compare(i ? (j ? "add NHWC + NHWC" : "add NHWC + NCHW") : (j ? "add NCHW + NHWC" : "add"),
+                    got, want, 0);
+            tensor_free(got);
+        }
+    tensor_free(want);
+
+    tensor *bias = random_tensor(2, (int64_t[]){2, 3}, -1, 1);
+    want = add_channel_bias_inplace(tensor_copy(a), bias);
+    tensor *got = add_channel_bias_inplace(tensor_copy(an), bias);
+    compare("add_channel_bias NHWC", got, want, 0);
+    tensor_free(want);
+    tensor_free(got);
+    tensor_free(bias);
+
+    want = upsample_nearest2x(a);
+    got = upsample_nearest2x(an);
+    compare("upsample_nearest2x NHWC", got, want, 0);
+    CHECK(got && got->layout == TENSOR_NHWC, "upsample keeps NHWC");
+    tensor_free(want);
+    tensor_free(got);
+    want = upsample_nearest(a, 7, 9);
+    got = upsample_nearest(an, 7, 9);
+    compare("upsample_nearest 7x9 NHWC", got, want, 0);
+    tensor_free(want);
+    tensor_free(got);
+
+    want = pad2d(a, 0, 1, 0, 1);
+    got = pad2d(an, 0, 1, 0, 1);
+    compare("pad2d NHWC", got, want, 0);
+    tensor_free(want);
+    tensor_free(got);
+
+    want = nchw_to_tokens(a);
+    got = nchw_to_tokens(an);
+    compare("nchw_to_tokens from NHWC", got, want, 0);
+    tensor *back = tokens_to_nchw(got, 5, 4);
+    compare("tokens_to_nchw", back, a, 0);
+    tensor_free(back);
+    tensor_free(want);
+    tensor_free(got);
+
+    tensor *t3 = random_tensor(3, (int64_t[]){2, 7, 4}, -1, 1);
+    norm ln = random_norm(4, 1);
+    want = layer_norm(&ln, a);
+    got = layer_norm(&ln, an);
+    compare("layer_norm of a 4-D NHWC tensor (over W)", got, want, FP32_TOL);
+    tensor_free(want);
+    tensor_free(got);
+    norm_free(&ln);
+    tensor_free(t3);
+
+    tensor_free(a);
+    tensor_free(b);
+    tensor_free(a2);
+    tensor_free(an);
+    tensor_free(bn);
+    tensor_free(a2n);
+}
+
+int main(void) {
+    test_load_modes();
+    test_conv_linear();
+    test_norms();
+    test_elementwise();
+    test_layouts();
+    return test_finish();
+}
