@@ -13,7 +13,9 @@
 #include "core/error.h"
 #include "io/safetensors_write.h"
 #include "io/weights.h"
+#include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
+#include "ops/ops.h"
 
 const char *const quantize_default_keep_fp32[] = {
     "conv_in", "conv_out", NULL};
@@ -23,7 +25,8 @@ void quantize_model_options_init(quantize_model_options *o) {
 }
 
 const char *quantize_model_int8_kernel(void) {
-    return "reference kernels: dequantized weights, fake-quantized inputs";
+    if (!ops_reference_kernels() && int8_kernels_enabled()) return "oneDNN int8 kernels";
+    return "reference kernels: dequantized weights, fake-quantized inputs (no AVX512-VNNI)";
 }
 
 bool quantize_model_is_int8(const char *model_dir) {

@@ -47,8 +47,9 @@ lcm_status quantize_model(const quantize_model_options *options);
 // True when `model_dir`/unet holds a quantization.json (a model written by quantize_model).
 bool quantize_model_is_int8(const char *model_dir);
 
-// Which int8 execution runs on this build and CPU, for messages: the reference path (float32
-// kernels on dequantized weights and fake-quantized inputs) until an int8 kernel is wired in.
+// Which int8 execution runs for models loaded from now on, for messages: oneDNN's int8 kernels
+// (ops/int8_layer.h), or the reference path (float32 kernels on dequantized weights and
+// fake-quantized inputs).
 const char *quantize_model_int8_kernel(void);
 
 #endif

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "ops/dnnl_layer.h"
 #include "ops/gemm.h"
+#include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
 
@@ -143,6 +144,7 @@ static tensor *conv2d_compute(const conv2d *c, const tensor *x);
 
 // The layer's input as it computes on it (8-bit quantized where the model says so), then the convolution.
 tensor *conv2d_forward(const conv2d *c, const tensor *x) {
+    if (c->quant && c->quant->int8) return int8_layer_forward(c->quant->int8, x, c->bias);
     tensor *quantized;
     tensor *y = conv2d_compute(c, layer_quant_input(c->quant, x, &quantized));
     tensor_free(quantized);

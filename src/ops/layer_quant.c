@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/int8_layer.h"
+#include "ops/ops.h"
 
 static ops_input_observer_fn observer;
 static void *observer_user;
@@ -59,8 +61,20 @@ lcm_status layer_quant_load(const weight_set *ws, const char *prefix, layer_quan
 
 void layer_quant_free(layer_quant *q) {
     if (!q) return;
+    int8_layer_free(q->int8);
     free(q->name);
     free(q);
+}
+
+lcm_status layer_quant_pack(layer_quant *q, float **weight, int in, int out, int kernel, int stride,
+                            int padding) {
+    if (!q || !q->quantize_input || ops_reference_kernels() || !int8_kernels_enabled() || !*weight)
+        return LCM_OK;
+    LCM_TRY(int8_layer_new(*weight, in, out, kernel, stride, padding, q->input_scale,
+                           q->input_zero_point, &q->int8));
+    free(*weight);
+    *weight = NULL;
+    return LCM_OK;
 }
 
 void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point) {

@@ -24,6 +24,9 @@ typedef struct layer_quant {
     bool quantize_input; // the model stores u8 parameters for this layer's input
     float input_scale;
     int32_t input_zero_point;
+    // The int8 fast path (ops/int8_layer.h), made at load when fast kernels are selected; the
+    // layer's float weight is then dropped. NULL: the reference path (fake quantization).
+    struct int8_layer *int8;
 } layer_quant;
 
 // Reads the layer's name and (when present) its input parameters. *out is owned by the caller
@@ -31,6 +34,13 @@ typedef struct layer_quant {
 // outside [0, 255]).
 lcm_status layer_quant_load(const weight_set *ws, const char *prefix, layer_quant **out);
 void layer_quant_free(layer_quant *q);
+
+// Moves a quantized layer onto the int8 kernels: packs *weight (float32, [out, in(, k, k)]; kernel
+// 0 for linear) into q->int8 and frees it (*weight = NULL). Does nothing for a layer without input
+// parameters, while reference kernels are selected (ops_reference_kernels), or where the int8
+// kernels are not enabled (int8_kernels_enabled).
+lcm_status layer_quant_pack(layer_quant *q, float **weight, int in, int out, int kernel, int stride,
+                            int padding);
 
 // The tensor the layer computes on: x itself, or (quantize_input) a fake-quantized copy that the
 // caller frees through *owned. Calls the observer first. NULL (error set) when x is NULL or on
