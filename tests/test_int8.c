@@ -19,7 +19,9 @@
 #include "io/safetensors_write.h"
 #include "io/weights.h"
 #include "lcm.h"
+#include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
+#include "ops/ops.h"
 #include "testutil.h"
 
 // Thresholds from what was measured on tiny-lcm (BENCHMARKS.md, "int8"), with margin: the
@@ -86,6 +88,82 @@ static void test_i8_weights_read_back(void) {
     }
     free(got);
     weight_set_close(ws);
+}
+
+// The int8 kernels against the reference int8 numerics (fake-quantized input, dequantized weights,
+// float32 kernels) on one conv and one linear layer, on any CPU (the kernels are built directly).
+// With VNNI both see the same integers and differ by float rounding only; without it oneDNN halves
+// the weights when packing (see ops/int8_layer.h), so the tolerance is that of 7-bit weights.
+static void fill_random(float *x, int64_t n, unsigned seed, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = lo + (hi - lo) * (float)(seed >> 8) / 16777216.0f;
+    }
+}
+
+static void check_layer(const char *what, int8_layer *fast, const tensor *x, tensor *(*reference)(const void *, const tensor *),
+                        const void *layer, const float *bias, float input_scale, int32_t zero_point) {
+    tensor *faked = tensor_copy(x);
+    fake_quantize_u8(faked->data, tensor_numel(faked), input_scale, zero_point);
+    tensor *want = reference(layer, faked), *got = int8_layer_forward(fast, x, bias);
+    CHECK(want && got, "%s: %s", what, lcm_last_error());
+    if (want && got) {
+        tensor *want_plain = tensor_to_nchw(want), *got_plain = tensor_to_nchw(got);
+        size_t n = (size_t)tensor_numel(want_plain);
+        double scale = test_max_abs(want_plain->data, n);
+        bool vnni = cpu_has_vnni();
+        double tol = (vnni ? 1e-4 : 2e-2) * scale;
+        double diff = 0;
+        for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)got_plain->data[i] - want_plain->data[i]));
+        fprintf(stderr, "int8 %s: kernel %s (%s): max |diff| vs reference %.3g (max |y| %.3g, tolerance %.3g)\n",
+                what, int8_layer_impl(fast), vnni ? "VNNI" : "no VNNI, 7-bit weights", diff, scale, tol);
+        CHECK(test_close(what, got_plain->data, want_plain->data, n, tol, 0), "%s: int8 kernel vs reference", what);
+        tensor_free(want_plain);
+        tensor_free(got_plain);
+    }
+    tensor_free(faked);
+    tensor_free(want);
+    tensor_free(got);
+}
+
+static tensor *conv_reference(const void *layer, const tensor *x) { return conv2d_forward(layer, x); }
+static tensor *linear_reference(const void *layer, const tensor *x) { return linear_forward(layer, x); }
+
+static void test_int8_kernels(void) {
+    enum { IN = 24, OUT = 40, K = 3, H = 9, W = 7, ROWS = 13 };
+    float input_scale, *w = malloc(sizeof(float) * OUT * IN * K * K), *bias = malloc(sizeof(float) * OUT);
+    float *w_ref = malloc(sizeof(float) * OUT * IN * K * K), *scales = malloc(sizeof(float) * OUT);
+    int8_t *q = malloc(OUT * IN * K * K);
+    int32_t zero_point;
+    activation_quant_params_u8(-1.5f, 2.5f, &input_scale, &zero_point);
+    fill_random(w, OUT * IN * K * K, 3, -0.2f, 0.2f);
+    fill_random(bias, OUT, 4, -1, 1);
+    for (int pass = 0; pass < 2; pass++) { // conv 3x3 stride 2, then linear
+        int64_t per_channel = pass == 0 ? IN * K * K : IN;
+        quantize_weights_s8(w, OUT, per_channel, q, scales);
+        dequantize_weights_s8(q, scales, OUT, per_channel, w_ref);
+        int8_layer *fast = NULL;
+        CHECK_OK(int8_layer_new(w_ref, IN, OUT, pass == 0 ? K : 0, 2, 1, input_scale, zero_point, &fast));
+        tensor *x = pass == 0 ? tensor_new4(2, IN, H, W) : tensor_new3(1, ROWS, IN);
+        fill_random(x->data, tensor_numel(x), 5, -2.0f, 3.0f); // some values clip
+        if (pass == 0) {
+            conv2d c = {.in = IN, .out = OUT, .kernel = K, .stride = 2, .padding = 1, .weight = w_ref, .bias = bias};
+            if (fast) check_layer("conv 3x3/2", fast, x, conv_reference, &c, bias, input_scale, zero_point);
+            tensor *nhwc = tensor_to_nhwc(x); // the same from a channels-last input
+            if (fast) check_layer("conv 3x3/2 NHWC in", fast, nhwc, conv_reference, &c, bias, input_scale, zero_point);
+            tensor_free(nhwc);
+        } else {
+            linear l = {.in = IN, .out = OUT, .weight = w_ref, .bias = bias};
+            if (fast) check_layer("linear", fast, x, linear_reference, &l, bias, input_scale, zero_point);
+        }
+        tensor_free(x);
+        int8_layer_free(fast);
+    }
+    free(w);
+    free(w_ref);
+    free(bias);
+    free(scales);
+    free(q);
 }
 
 static bool is_lcm_pipeline(const char *dir) {
@@ -158,8 +236,8 @@ static void generate_cases(const char *qdir, const char *golden_dir, char **name
         if (result && want.rgb) {
             double psnr, ssim;
             CHECK_OK(lcm_image_compare(&result->images[0], &want, &psnr, &ssim));
-            fprintf(stderr, "int8 %s %s: PSNR %.2f dB, SSIM %.4f vs the float32 golden image\n", label,
-                    names[i], psnr, ssim);
+            fprintf(stderr, "int8 %s (%s) %s: PSNR %.2f dB, SSIM %.4f vs the float32 golden image\n", label,
+                    quantize_model_int8_kernel(), names[i], psnr, ssim);
             if (psnr < *worst_psnr) *worst_psnr = psnr;
             if (ssim < *worst_ssim) *worst_ssim = ssim;
         }
@@ -219,8 +297,12 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
             CHECK(text_ratio > 0 && text_ratio < 0.4 && vae_ratio > 0 && vae_ratio < 0.4,
                   "compressed text encoder %.3f / VAE %.3f of float32", text_ratio, vae_ratio);
         }
+        // minmax through the reference int8 path, percentile through oneDNN's int8 kernels
+        // (7-bit weights where the CPU lacks VNNI), so both run on every CPU
+        setenv("LCM_INT8_KERNELS", m == 0 ? "0" : "1", 1);
         double psnr, ssim;
         generate_cases(qdir, golden_dir, names, n, methods[m], &psnr, &ssim);
+        unsetenv("LCM_INT8_KERNELS");
         CHECK(psnr < MAX_PSNR, "int8 %s: PSNR %.2f dB: the images did not change at all", methods[m], psnr);
         CHECK(psnr >= MIN_PSNR && ssim >= MIN_SSIM, "int8 %s: worst PSNR %.2f dB (min %.1f), SSIM %.4f (min %.2f)",
               methods[m], psnr, MIN_PSNR, ssim, MIN_SSIM);
@@ -271,6 +353,9 @@ int main(void) {
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
     test_fake_quantize();
     test_i8_weights_read_back();
+    ops_set_reference_kernels(true); // the plain float32 layers built by hand in test_int8_kernels
+    test_int8_kernels();
+    ops_set_reference_kernels(false);
 
     char calibration[512];
     test_path(calibration, sizeof calibration, "%s/prompts.txt", tmpdir);

@@ -30,6 +30,11 @@ static dnnl_stream_t stream;
 static dnnl_status_t engine_status;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 
+bool cpu_has_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni");
+}
+
 static void engine_create(void) {
     engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
     if (engine_status == dnnl_success) engine_status = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
@@ -61,6 +66,12 @@ lcm_status int8_layer_new(const float *weight, int in, int out, int kernel, int 
                       .input_scale = input_scale, .zero_point = input_zero_point, .weight = l->weight,
                       .output_scales = scales, .impl = ""};
     quantize_weights_s8(weight, out, per_channel, l->weight, scales);
+    if (!cpu_has_vnni()) {
+        // Without VNNI the u8 x s8 products are summed pairwise in saturating 16-bit arithmetic
+        // (255 * 127 * 2 > 32767): halve the weights to 7 bits (|q| <= 64) so nothing saturates.
+        for (int64_t i = 0; i < out * per_channel; i++) l->weight[i] = (int8_t)nearbyintf(l->weight[i] * 0.5f);
+        for (int o = 0; o < out; o++) scales[o] *= 2.0f;
+    }
     for (int o = 0; o < out; o++) scales[o] *= input_scale;
     *out_layer = l;
     return LCM_OK;
@@ -84,8 +95,7 @@ void int8_layer_free(int8_layer *l) {
 bool int8_kernels_enabled(void) {
     const char *v = getenv("LCM_INT8_KERNELS");
     if (v && *v) return *v != '0';
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni");
+    return cpu_has_vnni();
 }
 
 const char *int8_layer_impl(const int8_layer *l) { return l->impl; }

@@ -4,10 +4,10 @@
 // The input is quantized exactly as the reference path's fake quantization does, so both paths see
 // the same integers and differ only by float rounding. oneDNN 2.6 implements these primitives on
 // AVX2 too (matmul "gemm:jit", NHWC convolution "jit_uni_int8:avx2"), but without VNNI its u8 x s8
-// products go through 16-bit sums that could saturate, so it halves the weights when packing them
-// (7 effective bits): measured on the tiny LCM, PSNR against float32 fell from 45 to 35 dB. So the
-// int8 kernels run by default only where the CPU has AVX512-VNNI; elsewhere the quantized layers
-// take the reference path (same int8 numerics, float32 kernels, no speed-up).
+// products are summed pairwise in saturating 16-bit arithmetic, so the weights must be 7-bit there
+// (this file halves them then): less accurate than the stored 8 bits. So the int8 kernels run by
+// default only where the CPU has AVX512-VNNI; elsewhere the quantized layers take the reference
+// path (the stored int8 numerics on float32 kernels, no speed-up).
 #ifndef LCM_OPS_INT8_LAYER_H
 #define LCM_OPS_INT8_LAYER_H
 
@@ -22,6 +22,7 @@ typedef struct int8_layer int8_layer;
 // Whether quantized layers loaded from now on use these kernels: LCM_INT8_KERNELS=1 / 0 in the
 // environment forces it, else AVX512-VNNI decides.
 bool int8_kernels_enabled(void);
+bool cpu_has_vnni(void); // AVX512-VNNI
 
 // From float32 weights ([out, in] for linear, kernel = 0; [out, in, k, k] for conv) that were
 // stored as s8 per output channel (re-quantizing them recovers the stored integers), and the
