@@ -25,8 +25,9 @@ void quantize_model_options_init(quantize_model_options *o) {
 }
 
 const char *quantize_model_int8_kernel(void) {
-    if (!ops_reference_kernels() && int8_kernels_enabled()) return "oneDNN int8 kernels";
-    return "reference kernels: dequantized weights, fake-quantized inputs (no AVX512-VNNI)";
+    if (!ops_reference_kernels() && int8_kernels_enabled())
+        return cpu_has_vnni() ? "oneDNN int8 kernels, VNNI" : "oneDNN int8 kernels, 7-bit weights without VNNI";
+    return "reference kernels: dequantized weights, fake-quantized inputs";
 }
 
 bool quantize_model_is_int8(const char *model_dir) {

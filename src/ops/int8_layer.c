@@ -94,8 +94,7 @@ void int8_layer_free(int8_layer *l) {
 
 bool int8_kernels_enabled(void) {
     const char *v = getenv("LCM_INT8_KERNELS");
-    if (v && *v) return *v != '0';
-    return cpu_has_vnni();
+    return !(v && *v == '0');
 }
 
 const char *int8_layer_impl(const int8_layer *l) { return l->impl; }

@@ -4,10 +4,10 @@
 // The input is quantized exactly as the reference path's fake quantization does, so both paths see
 // the same integers and differ only by float rounding. oneDNN 2.6 implements these primitives on
 // AVX2 too (matmul "gemm:jit", NHWC convolution "jit_uni_int8:avx2"), but without VNNI its u8 x s8
-// products are summed pairwise in saturating 16-bit arithmetic, so the weights must be 7-bit there
-// (this file halves them then): less accurate than the stored 8 bits. So the int8 kernels run by
-// default only where the CPU has AVX512-VNNI; elsewhere the quantized layers take the reference
-// path (the stored int8 numerics on float32 kernels, no speed-up).
+// products are summed pairwise in saturating 16-bit arithmetic (255 * 127 * 2 > 32767), so there
+// the weights are halved to 7 bits at packing. Measured on Zen 3 (AVX2, 2 threads): 3x3 convs
+// 320/640/1280 channels 1.7-2.3x faster than the float32 fast path; tiny-LCM images with 7-bit
+// weights as close to float32 (PSNR 44.8-46 dB) as the reference int8 path (45.6-46.3 dB).
 #ifndef LCM_OPS_INT8_LAYER_H
 #define LCM_OPS_INT8_LAYER_H
 
@@ -19,8 +19,8 @@
 
 typedef struct int8_layer int8_layer;
 
-// Whether quantized layers loaded from now on use these kernels: LCM_INT8_KERNELS=1 / 0 in the
-// environment forces it, else AVX512-VNNI decides.
+// Whether quantized layers loaded from now on use these kernels (with fast kernels selected):
+// yes unless LCM_INT8_KERNELS=0 is set in the environment (then the reference int8 path runs).
 bool int8_kernels_enabled(void);
 bool cpu_has_vnni(void); // AVX512-VNNI
 
