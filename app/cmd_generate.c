@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "adapt/quantize_model.h"
 #include "app/args.h"
 #include "app/commands.h"
 #include "app/download_progress.h"
@@ -307,6 +308,7 @@ int cmd_generate(int argc, char **argv) {
         loras[i].path = lora_paths[i];
     }
     lcm_pipeline *pipeline = NULL;
+    bool int8_model = false;
     if (st == LCM_OK) {
         lcm_pipeline_options options;
         lcm_pipeline_options_init(&options);
@@ -330,6 +332,7 @@ int cmd_generate(int argc, char **argv) {
         char *model_path = NULL;
         st = lcm_model_resolve(model, &hub, &model_path);
         if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
+        int8_model = st == LCM_OK && quantize_model_is_int8(model_path);
         free(model_path);
     }
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
@@ -341,6 +344,8 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!quiet && *lcm_pipeline_lora_report(pipeline))
         fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
+    if (!quiet && int8_model)
+        fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
 
     lcm_request request;
     lcm_request_init(&request);

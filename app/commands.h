@@ -13,5 +13,6 @@ int cmd_convert(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

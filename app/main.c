@@ -20,6 +20,7 @@ static const command commands[] = {
     {"preprocess", cmd_preprocess, "make a ControlNet control image from a photo (normal: NormalBae)"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
     {"compare", cmd_compare, "run two models (or precisions) on the same prompts and seeds: speed, size, image agreement"},
+    {"quantize", cmd_quantize, "8-bit post-training quantization of a model (calibrated on prompts) into a new model folder"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
 

@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <immintrin.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +82,9 @@ lcm_status st_write_metadata(const char *path, const st_write_entry *entries, si
                              st_fill_fn fill, void *user_data, const char *const *meta_keys,
                              const char *const *meta_values, size_t meta_count) {
     for (size_t i = 0; i < count; i++)
-        if (entries[i].dtype != ST_F32 && entries[i].dtype != ST_F16 && entries[i].dtype != ST_BF16)
-            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: tensor '%s': can only write F32/F16/BF16",
+        if (entries[i].dtype != ST_F32 && entries[i].dtype != ST_F16 && entries[i].dtype != ST_BF16 &&
+            entries[i].dtype != ST_I8)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: tensor '%s': can only write F32/F16/BF16/I8",
                             path, entries[i].name);
     uint64_t header_len;
     char *header = build_header(entries, count, meta_keys, meta_values, meta_count, &header_len);
@@ -120,7 +122,16 @@ lcm_status st_write_metadata(const char *path, const st_write_entry *entries, si
         if ((st = fill(user_data, i, values, n)) != LCM_OK) break;
         const void *data = values;
         size_t bytes = (size_t)n * 4;
-        if (entries[i].dtype != ST_F32) {
+        if (entries[i].dtype == ST_I8) {
+            // the callback produced integers; anything outside [-128, 127] is a caller bug
+            int8_t *q = converted;
+            for (int64_t k = 0; k < n; k++) {
+                float v = nearbyintf(values[k]);
+                q[k] = (int8_t)(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v);
+            }
+            data = converted;
+            bytes = (size_t)n;
+        } else if (entries[i].dtype != ST_F32) {
             uint16_t *half = converted;
             for (int64_t k = 0; k < n; k++)
                 half[k] = entries[i].dtype == ST_F16 ? f32_to_f16(values[k]) : f32_to_bf16(values[k]);

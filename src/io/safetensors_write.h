@@ -7,7 +7,8 @@
 
 typedef struct st_write_entry {
     const char *name;
-    st_dtype dtype; // F32, F16 or BF16 (converted from the float32 the callback produces)
+    st_dtype dtype; // F32, F16, BF16 or I8 (converted from the float32 the callback produces;
+                    // for I8 the values are integers, rounded and clamped to [-128, 127])
     int ndim;
     int64_t shape[ST_MAX_DIMS];
 } st_write_entry;

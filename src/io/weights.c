@@ -247,6 +247,48 @@ static lcm_status load_renamed(const weight_set *ws, const char *name, int ndim,
     return LCM_OK;
 }
 
+// An 8-bit weight (lcm quantize): I8 values with an F32 `NAME_scale` [shape[0]] beside them, one
+// scale per output channel: w = q * scale[o]. Dequantized here so every loader reads it as float32.
+static lcm_status load_i8_dequantized(const weight_set *ws, const st_file *file, const st_tensor *t,
+                                      int ndim, const int64_t *shape, float **out) {
+    *out = NULL;
+    if (ndim >= 0) {
+        bool same = t->ndim == ndim;
+        for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+        if (!same)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' has %d dims [%lld, ...], expected %d [%lld, ...]",
+                            ws->source, t->name, t->ndim, (long long)(t->ndim ? t->shape[0] : 0), ndim,
+                            (long long)(ndim ? shape[0] : 0));
+    }
+    char scale_name[512];
+    if (snprintf(scale_name, sizeof scale_name, "%s_scale", t->name) >= (int)sizeof scale_name)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: tensor name too long: %s", ws->source, t->name);
+    const st_tensor *s = st_find(file, scale_name);
+    int64_t channels = t->ndim ? t->shape[0] : 1;
+    if (!s || s->dtype != ST_F32 || s->numel != channels || channels < 1)
+        return lcm_fail(LCM_ERR_FORMAT,
+                        "%s: tensor '%s' is I8 but '%s' (F32, %lld per-output-channel scales) is %s",
+                        ws->source, t->name, scale_name, (long long)channels,
+                        s ? "of the wrong type or size" : "missing");
+    float *w = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    float *scales = malloc(sizeof(float) * (size_t)channels);
+    if (!w || !scales) {
+        free(w);
+        free(scales);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory for '%s'", ws->source, t->name);
+    }
+    memcpy(scales, s->data, sizeof(float) * (size_t)channels);
+    int64_t per_channel = t->numel / channels;
+    const int8_t *q = t->data;
+    for (int64_t o = 0; o < channels; o++)
+        for (int64_t k = 0; k < per_channel; k++)
+            w[o * per_channel + k] = (float)q[o * per_channel + k] * scales[o];
+    free(scales);
+    st_release_pages(file, t);
+    *out = w;
+    return LCM_OK;
+}
+
 static lcm_status load_f32_raw(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out) {
     if (ws->recorder) return synthesize(ws, name, ndim, shape, out);
@@ -256,8 +298,10 @@ static lcm_status load_f32_raw(const weight_set *ws, const char *name, int ndim,
         *out = NULL;
         return lcm_fail(LCM_ERR_FORMAT, "%s: tensor '%s' is missing", ws->source, name);
     }
+    const st_tensor *t = st_find(file, name);
+    if (t->dtype == ST_I8) return load_i8_dequantized(ws, file, t, ndim, shape, out);
     LCM_TRY(st_load_f32(file, name, ndim, shape, out));
-    st_release_pages(file, st_find(file, name));
+    st_release_pages(file, t);
     return LCM_OK;
 }
 

@@ -6,6 +6,8 @@
 #include "core/error.h"
 #include "ops/dnnl_layer.h"
 #include "ops/gemm.h"
+#include "ops/int8_layer.h"
+#include "ops/layer_quant.h"
 #include "ops/ops.h"
 
 // About 32 MiB of columns per band.
@@ -138,7 +140,18 @@ static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, in
 
 static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow);
 
+static tensor *conv2d_compute(const conv2d *c, const tensor *x);
+
+// The layer's input as it computes on it (8-bit quantized where the model says so), then the convolution.
 tensor *conv2d_forward(const conv2d *c, const tensor *x) {
+    if (c->quant && c->quant->int8) return int8_layer_forward(c->quant->int8, x, c->bias);
+    tensor *quantized;
+    tensor *y = conv2d_compute(c, layer_quant_input(c->quant, x, &quantized));
+    tensor_free(quantized);
+    return y;
+}
+
+static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
     if (!x) return NULL;
     if (x->ndim != 4 || x->shape[1] != c->in) {
         lcm_fail(LCM_ERR_INTERNAL, "conv2d: input has %lld channels, layer expects %d",

@@ -1,4 +1,6 @@
 #include "ops/gemm.h"
+#include "ops/int8_layer.h"
+#include "ops/layer_quant.h"
 #include "ops/ops.h"
 
 #include <string.h>
@@ -6,7 +8,18 @@
 #include "core/error.h"
 #include "ops/dnnl_layer.h"
 
+static tensor *linear_compute(const linear *l, const tensor *x);
+
+// The layer's input as it computes on it (8-bit quantized where the model says so), then the product.
 tensor *linear_forward(const linear *l, const tensor *x) {
+    if (l->quant && l->quant->int8) return int8_layer_forward(l->quant->int8, x, l->bias);
+    tensor *quantized;
+    tensor *y = linear_compute(l, layer_quant_input(l->quant, x, &quantized));
+    tensor_free(quantized);
+    return y;
+}
+
+static tensor *linear_compute(const linear *l, const tensor *x) {
     if (!x) return NULL;
     int64_t in = x->shape[x->ndim - 1];
     if (in != l->in) {

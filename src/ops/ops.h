@@ -34,6 +34,7 @@ typedef struct linear {
     float *weight;           // [out, in]; NULL once packed
     float *bias;             // [out] or NULL
     struct dnnl_layer *fast; // packed weights + cached primitives, or NULL (reference kernel)
+    struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } linear;
 
 typedef struct conv2d {
@@ -44,6 +45,7 @@ typedef struct conv2d {
     // Fast path on CPUs without AVX-512, where oneDNN's direct NHWC convolutions are slower than
     // a matrix product: the weight as [out, kernel, kernel, in] for NHWC im2col + sgemm.
     float *weight_ohwi;
+    struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } conv2d;
 
 typedef struct norm {

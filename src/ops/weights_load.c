@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "ops/layer_quant.h"
 #include "ops/cpu.h"
 #include "ops/dnnl_layer.h"
 #include "ops/ops.h"
@@ -63,8 +64,10 @@ lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
     return conv2d_pack_with(c, precision, false);
 }
 
-bool linear_present(const linear *l) { return l->weight || l->fast; }
-bool conv2d_present(const conv2d *c) { return c->weight || c->fast || c->weight_ohwi; }
+bool linear_present(const linear *l) { return l->weight || l->fast || (l->quant && l->quant->int8); }
+bool conv2d_present(const conv2d *c) {
+    return c->weight || c->fast || c->weight_ohwi || (c->quant && c->quant->int8);
+}
 
 // ---- loading ---------------------------------------------------------------------------------
 
@@ -80,8 +83,10 @@ lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int 
                        bool has_bias) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
+    LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-    if (!ops_reference_kernels()) LCM_TRY(linear_pack(l, weight_precision));
+    LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
+    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
     return LCM_OK;
 }
 
@@ -89,8 +94,10 @@ lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char 
                                     int out) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
+    LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-    if (!ops_reference_kernels()) LCM_TRY(linear_pack(l, weight_precision));
+    LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
+    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
     return LCM_OK;
 }
 
@@ -98,8 +105,10 @@ lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int 
                        int kernel, int stride, int padding, bool has_bias) {
     *c = (conv2d){.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, kernel, kernel}, &c->weight));
+    LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
-    if (!ops_reference_kernels()) LCM_TRY(conv2d_pack(c, weight_precision));
+    LCM_TRY(layer_quant_pack(c->quant, &c->weight, in, out, kernel, stride, padding));
+    if (!ops_reference_kernels() && c->weight) LCM_TRY(conv2d_pack(c, weight_precision));
     return LCM_OK;
 }
 
@@ -120,6 +129,8 @@ void linear_free(linear *l) {
     dnnl_layer_free(l->fast);
     l->weight = l->bias = NULL;
     l->fast = NULL;
+    layer_quant_free(l->quant);
+    l->quant = NULL;
 }
 
 void conv2d_free(conv2d *c) {
@@ -129,6 +140,8 @@ void conv2d_free(conv2d *c) {
     dnnl_layer_free(c->fast);
     c->weight = c->bias = c->weight_ohwi = NULL;
     c->fast = NULL;
+    layer_quant_free(c->quant);
+    c->quant = NULL;
 }
 
 void norm_free(norm *n) {

@@ -1,0 +1,526 @@
+#include "adapt/quantize_model.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "io/safetensors_write.h"
+#include "io/weights.h"
+#include "ops/int8_layer.h"
+#include "ops/layer_quant.h"
+#include "ops/ops.h"
+
+const char *const quantize_default_keep_fp32[] = {
+    "conv_in", "conv_out", NULL};
+
+void quantize_model_options_init(quantize_model_options *o) {
+    *o = (quantize_model_options){.steps = 4, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
+}
+
+const char *quantize_model_int8_kernel(void) {
+    if (!ops_reference_kernels() && int8_kernels_enabled())
+        return cpu_has_vnni() ? "oneDNN int8 kernels, VNNI" : "oneDNN int8 kernels, 7-bit weights without VNNI";
+    return "reference kernels: dequantized weights, fake-quantized inputs";
+}
+
+bool quantize_model_is_int8(const char *model_dir) {
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/unet/quantization.json", model_dir);
+    return stat(path, &sb) == 0;
+}
+
+// ---- calibration prompts ----------------------------------------------------------------------
+
+typedef struct prompt_list {
+    char **items;
+    int count;
+} prompt_list;
+
+static void prompt_list_free(prompt_list *p) {
+    for (int i = 0; i < p->count; i++) free(p->items[i]);
+    free(p->items);
+    *p = (prompt_list){0};
+}
+
+static lcm_status read_prompts(const char *path, prompt_list *out) {
+    *out = (prompt_list){0};
+    FILE *fp = fopen(path, "r");
+    if (!fp) return lcm_fail(LCM_ERR_IO, "%s: cannot read the calibration prompts: %s", path, strerror(errno));
+    char line[4096];
+    lcm_status st = LCM_OK;
+    while (st == LCM_OK && fgets(line, sizeof line, fp)) {
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = 0;
+        char *start = line;
+        while (*start == ' ' || *start == '\t') start++;
+        if (!*start) continue;
+        char **grown = realloc(out->items, sizeof *grown * (size_t)(out->count + 1));
+        char *copy = strdup(start);
+        if (!grown || !copy) {
+            free(copy);
+            if (grown) out->items = grown;
+            st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            break;
+        }
+        out->items = grown;
+        out->items[out->count++] = copy;
+    }
+    if (st == LCM_OK && ferror(fp)) st = lcm_fail(LCM_ERR_IO, "%s: read error", path);
+    fclose(fp);
+    if (st == LCM_OK && out->count == 0)
+        st = lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no calibration prompts (the file is empty)", path);
+    if (st != LCM_OK) prompt_list_free(out);
+    return st;
+}
+
+// ---- activation statistics per layer ------------------------------------------------------------
+
+typedef struct layer_stats {
+    char *name;
+    activation_stats stats;
+} layer_stats;
+
+typedef struct calibration {
+    layer_stats *layers;
+    size_t count, capacity;
+    size_t last; // the previous hit: consecutive calls often repeat a layer (batch items)
+    bool failed;
+} calibration;
+
+static layer_stats *calibration_find(const calibration *c, const char *name) {
+    if (c->last < c->count && !strcmp(c->layers[c->last].name, name)) return &c->layers[c->last];
+    for (size_t i = 0; i < c->count; i++)
+        if (!strcmp(c->layers[i].name, name)) return &c->layers[i];
+    return NULL;
+}
+
+static void observe(void *user, const char *name, const tensor *input) {
+    calibration *c = user;
+    layer_stats *l = calibration_find(c, name);
+    if (!l) {
+        if (c->count == c->capacity) {
+            size_t capacity = c->capacity ? 2 * c->capacity : 256;
+            layer_stats *grown = realloc(c->layers, sizeof *grown * capacity);
+            if (!grown) {
+                c->failed = true;
+                return;
+            }
+            c->layers = grown;
+            c->capacity = capacity;
+        }
+        l = &c->layers[c->count];
+        if (!(l->name = strdup(name))) {
+            c->failed = true;
+            return;
+        }
+        activation_stats_init(&l->stats);
+        c->count++;
+    }
+    c->last = (size_t)(l - c->layers);
+    activation_stats_add(&l->stats, input->data, tensor_numel(input));
+}
+
+static void calibration_free(calibration *c) {
+    for (size_t i = 0; i < c->count; i++) free(c->layers[i].name);
+    free(c->layers);
+    *c = (calibration){0};
+}
+
+typedef struct progress_state {
+    int sample, samples;
+    time_t start;
+    bool quiet;
+} progress_state;
+
+static int show_progress(void *user, int steps_done, int total_steps, double elapsed) {
+    (void)elapsed;
+    progress_state *p = user;
+    if (p->quiet) return 0;
+    double done = (p->sample + (double)steps_done / total_steps) / p->samples;
+    int width = 30, filled = (int)(done * width + 0.5);
+    fprintf(stderr, "\rcalibrating [");
+    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : '.', stderr);
+    fprintf(stderr, "] %3d%%  sample %d/%d  %lds", (int)(done * 100 + 0.5), p->sample + 1, p->samples,
+            (long)(time(NULL) - p->start));
+    fflush(stderr);
+    return 0;
+}
+
+static lcm_status calibrate(const quantize_model_options *o, const prompt_list *prompts,
+                            calibration *c) {
+    lcm_pipeline_options popts;
+    lcm_pipeline_options_init(&popts);
+    lcm_pipeline *pipeline = NULL;
+    LCM_TRY(lcm_pipeline_open(o->model_dir, &popts, &pipeline));
+    int samples = o->samples ? o->samples : prompts->count;
+    progress_state progress = {.samples = samples, .start = time(NULL), .quiet = o->quiet};
+    lcm_status st = LCM_OK;
+    ops_set_input_observer(observe, c);
+    for (int i = 0; i < samples && st == LCM_OK; i++) {
+        lcm_request r;
+        lcm_request_init(&r);
+        r.prompt = prompts->items[i % prompts->count];
+        r.seed = o->seed + (uint64_t)i;
+        r.steps = o->steps;
+        r.progress = show_progress;
+        r.progress_user_data = &progress;
+        progress.sample = i;
+        lcm_result *result = NULL;
+        st = lcm_generate(pipeline, &r, &result);
+        lcm_result_free(result);
+        if (st == LCM_OK && c->failed)
+            st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for the activation statistics");
+    }
+    ops_set_input_observer(NULL, NULL);
+    if (!o->quiet) fprintf(stderr, "\n");
+    lcm_pipeline_close(pipeline);
+    if (st != LCM_OK) lcm_fail_context(st, "calibration: ");
+    return st;
+}
+
+// ---- writing the quantized weights --------------------------------------------------------------
+
+typedef enum entry_kind {
+    ENTRY_FLOAT,        // the stored tensor as float
+    ENTRY_WEIGHT_I8,    // q of the tensor
+    ENTRY_WEIGHT_SCALE, // per-output-channel scales of the tensor
+    ENTRY_INPUT_SCALE,
+    ENTRY_INPUT_ZERO_POINT,
+} entry_kind;
+
+typedef struct entry_source {
+    const char *tensor; // the source tensor (borrowed from the weight set)
+    entry_kind kind;
+    float value;        // for the input parameters
+} entry_source;
+
+typedef struct writer {
+    const weight_set *ws;
+    entry_source *sources;
+    // The last tensor quantized: its I8 values and its scales are written as two entries.
+    const char *cached_name;
+    int8_t *cached_q;
+    float *cached_scales;
+    int64_t cached_channels;
+} writer;
+
+static lcm_status quantize_cached(writer *w, const char *name, int64_t numel) {
+    if (w->cached_name == name) return LCM_OK;
+    const st_tensor *t = weight_set_find(w->ws, name, NULL);
+    float *values = NULL;
+    LCM_TRY(weight_set_load_f32(w->ws, name, -1, NULL, &values));
+    free(w->cached_q);
+    free(w->cached_scales);
+    w->cached_name = NULL;
+    w->cached_channels = t->shape[0];
+    w->cached_q = malloc((size_t)(numel ? numel : 1));
+    w->cached_scales = malloc(sizeof(float) * (size_t)w->cached_channels);
+    if (!w->cached_q || !w->cached_scales) {
+        free(values);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory quantizing '%s'", name);
+    }
+    quantize_weights_s8(values, w->cached_channels, t->numel / w->cached_channels, w->cached_q,
+                        w->cached_scales);
+    free(values);
+    w->cached_name = name;
+    return LCM_OK;
+}
+
+static lcm_status fill_entry(void *user, size_t index, float *out, int64_t numel) {
+    writer *w = user;
+    const entry_source *s = &w->sources[index];
+    switch (s->kind) {
+    case ENTRY_FLOAT: {
+        float *values = NULL;
+        LCM_TRY(weight_set_load_f32(w->ws, s->tensor, -1, NULL, &values));
+        memcpy(out, values, sizeof(float) * (size_t)numel);
+        free(values);
+        return LCM_OK;
+    }
+    case ENTRY_WEIGHT_I8:
+        LCM_TRY(quantize_cached(w, s->tensor, numel));
+        for (int64_t i = 0; i < numel; i++) out[i] = w->cached_q[i];
+        return LCM_OK;
+    case ENTRY_WEIGHT_SCALE: {
+        const st_tensor *t = weight_set_find(w->ws, s->tensor, NULL);
+        LCM_TRY(quantize_cached(w, s->tensor, t->numel));
+        memcpy(out, w->cached_scales, sizeof(float) * (size_t)numel);
+        return LCM_OK;
+    }
+    case ENTRY_INPUT_SCALE:
+    case ENTRY_INPUT_ZERO_POINT: out[0] = s->value; return LCM_OK;
+    }
+    return lcm_fail(LCM_ERR_INTERNAL, "bad entry kind");
+}
+
+static bool name_in(const char *name, const char *const *list) {
+    for (; list && *list; list++)
+        if (!strcmp(name, *list)) return true;
+    return false;
+}
+
+// "NAME.weight" of a conv/linear (2 or 4 dims) -> "NAME" in prefix; false otherwise.
+static bool layer_weight_prefix(const st_tensor *t, char *prefix, size_t size) {
+    size_t n = strlen(t->name);
+    if ((t->ndim != 2 && t->ndim != 4) || n < 8 || strcmp(t->name + n - 7, ".weight") || n - 7 >= size)
+        return false;
+    memcpy(prefix, t->name, n - 7);
+    prefix[n - 7] = 0;
+    return true;
+}
+
+typedef struct write_plan {
+    st_write_entry *entries;
+    entry_source *sources;
+    char **names; // owned entry names
+    size_t count;
+} write_plan;
+
+static void plan_free(write_plan *p) {
+    for (size_t i = 0; i < p->count; i++) free(p->names[i]);
+    free(p->entries);
+    free(p->sources);
+    free(p->names);
+    *p = (write_plan){0};
+}
+
+static lcm_status plan_add(write_plan *p, const char *name, const char *suffix, st_dtype dtype,
+                           int ndim, const int64_t *shape, const char *tensor, entry_kind kind,
+                           float value) {
+    size_t n = p->count + 1;
+    st_write_entry *e = realloc(p->entries, sizeof *e * n);
+    if (e) p->entries = e;
+    entry_source *s = realloc(p->sources, sizeof *s * n);
+    if (s) p->sources = s;
+    char **names = realloc(p->names, sizeof *names * n);
+    if (names) p->names = names;
+    char *full = malloc(strlen(name) + strlen(suffix) + 1);
+    if (!e || !s || !names || !full) {
+        free(full);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    strcpy(full, name);
+    strcat(full, suffix);
+    p->names[p->count] = full;
+    p->entries[p->count] = (st_write_entry){.name = full, .dtype = dtype, .ndim = ndim};
+    memcpy(p->entries[p->count].shape, shape, sizeof(int64_t) * (size_t)ndim);
+    p->sources[p->count] = (entry_source){.tensor = tensor, .kind = kind, .value = value};
+    p->count++;
+    return LCM_OK;
+}
+
+typedef struct component_report {
+    int quantized, kept;
+} component_report;
+
+// Writes `out_path` from the weights in `dir` (basename): the UNet with activations (calibration
+// non-NULL), or weight-only compression (calibration NULL).
+static lcm_status write_component(const char *dir, const char *basename, const char *out_path,
+                                  const calibration *c, const quantize_model_options *o,
+                                  component_report *report) {
+    weight_set *ws = NULL;
+    LCM_TRY(weight_set_open(dir, basename, NULL, &ws));
+    write_plan plan = {0};
+    lcm_status st = LCM_OK;
+    const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32;
+    for (size_t i = 0; st == LCM_OK && i < weight_set_count(ws); i++) {
+        const st_tensor *t = weight_set_at(ws, i);
+        char prefix[512];
+        const layer_stats *l = NULL;
+        bool quantize = layer_weight_prefix(t, prefix, sizeof prefix) && t->shape[0] > 0;
+        if (quantize && c) {
+            l = calibration_find(c, prefix);
+            quantize = l && l->stats.count > 0 && !name_in(prefix, keep);
+            if (l && name_in(prefix, keep)) report->kept++;
+        }
+        if (!quantize) {
+            st = plan_add(&plan, t->name, "", ST_F32, t->ndim, t->shape, t->name, ENTRY_FLOAT, 0);
+            continue;
+        }
+        report->quantized++;
+        st = plan_add(&plan, t->name, "", ST_I8, t->ndim, t->shape, t->name, ENTRY_WEIGHT_I8, 0);
+        if (st == LCM_OK)
+            st = plan_add(&plan, t->name, "_scale", ST_F32, 1, t->shape, t->name, ENTRY_WEIGHT_SCALE, 0);
+        if (st == LCM_OK && l) {
+            float lo, hi, scale;
+            int32_t zero_point;
+            activation_stats_range(&l->stats, o->method, o->percentile, &lo, &hi);
+            activation_quant_params_u8(lo, hi, &scale, &zero_point);
+            st = plan_add(&plan, prefix, ".input_scale", ST_F32, 1, (int64_t[]){1}, NULL,
+                          ENTRY_INPUT_SCALE, scale);
+            if (st == LCM_OK)
+                st = plan_add(&plan, prefix, ".input_zero_point", ST_F32, 1, (int64_t[]){1}, NULL,
+                              ENTRY_INPUT_ZERO_POINT, (float)zero_point);
+        }
+    }
+    writer w = {.ws = ws, .sources = plan.sources};
+    if (st == LCM_OK) st = st_write(out_path, plan.entries, plan.count, fill_entry, &w, "pt");
+    free(w.cached_q);
+    free(w.cached_scales);
+    plan_free(&plan);
+    weight_set_close(ws);
+    return st;
+}
+
+// ---- the output folder --------------------------------------------------------------------------
+
+static lcm_status copy_file(const char *from, const char *to) {
+    if (link(from, to) == 0) return LCM_OK;
+    FILE *in = fopen(from, "rb");
+    if (!in) return lcm_fail(LCM_ERR_IO, "%s: cannot read: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    if (!out) {
+        fclose(in);
+        return lcm_fail(LCM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t n;
+    lcm_status st = LCM_OK;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) {
+            st = lcm_fail(LCM_ERR_IO, "%s: write failed: %s", to, strerror(errno));
+            break;
+        }
+    if (st == LCM_OK && ferror(in)) st = lcm_fail(LCM_ERR_IO, "%s: read error", from);
+    fclose(in);
+    if (fclose(out) != 0 && st == LCM_OK) st = lcm_fail(LCM_ERR_IO, "%s: write failed", to);
+    return st;
+}
+
+static bool is_weight_file(const char *name) {
+    size_t n = strlen(name);
+    return (n > 12 && !strcmp(name + n - 12, ".safetensors")) || (n > 4 && !strcmp(name + n - 4, ".bin")) ||
+           strstr(name, ".safetensors.index.json") || strstr(name, ".bin.index.json");
+}
+
+// Copies (hard-links where possible) `from` into `to`, one level of sub-folders deep, leaving out
+// the weight files of the components that are rewritten.
+static lcm_status copy_folder(const char *from, const char *to, const char *const *rewritten, int depth) {
+    if (mkdir(to, 0777) != 0 && errno != EEXIST)
+        return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", to, strerror(errno));
+    DIR *d = opendir(from);
+    if (!d) return lcm_fail(LCM_ERR_IO, "%s: cannot list: %s", from, strerror(errno));
+    lcm_status st = LCM_OK;
+    const char *component = strrchr(from, '/') ? strrchr(from, '/') + 1 : from;
+    struct dirent *e;
+    while (st == LCM_OK && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
+        snprintf(dst, sizeof dst, "%s/%s", to, e->d_name);
+        struct stat sb;
+        if (stat(src, &sb) != 0) continue;
+        if (S_ISDIR(sb.st_mode)) {
+            if (depth == 0) st = copy_folder(src, dst, rewritten, 1);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (depth == 1 && name_in(component, rewritten) && is_weight_file(e->d_name)) continue;
+            st = copy_file(src, dst);
+        }
+    }
+    closedir(d);
+    return st;
+}
+
+static lcm_status write_scheme(const char *path, const quantize_model_options *o, int samples,
+                               int prompt_count, const calibration *c) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(root, "format", "lcm.c int8");
+    cJSON *weights = cJSON_AddObjectToObject(root, "weights");
+    cJSON_AddStringToObject(weights, "dtype", "s8");
+    cJSON_AddStringToObject(weights, "granularity", "per_output_channel");
+    cJSON_AddStringToObject(weights, "scheme", "symmetric");
+    cJSON_AddStringToObject(weights, "scale_tensor", "NAME.weight_scale");
+    cJSON *acts = cJSON_AddObjectToObject(root, "activations");
+    cJSON_AddStringToObject(acts, "dtype", "u8");
+    cJSON_AddStringToObject(acts, "granularity", "per_tensor");
+    cJSON_AddStringToObject(acts, "scheme", "asymmetric");
+    cJSON_AddStringToObject(acts, "scale_tensor", "NAME.input_scale");
+    cJSON_AddStringToObject(acts, "zero_point_tensor", "NAME.input_zero_point");
+    cJSON_AddStringToObject(acts, "method", o->method == ACTIVATION_RANGE_MINMAX ? "minmax" : "percentile");
+    if (o->method == ACTIVATION_RANGE_PERCENTILE) cJSON_AddNumberToObject(acts, "percentile", o->percentile);
+    cJSON *cal = cJSON_AddObjectToObject(root, "calibration");
+    cJSON_AddNumberToObject(cal, "prompts", prompt_count);
+    cJSON_AddNumberToObject(cal, "samples", samples);
+    cJSON_AddNumberToObject(cal, "steps", o->steps);
+    cJSON_AddNumberToObject(cal, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(cal, "layers_observed", (double)c->count);
+    cJSON *keep = cJSON_AddArrayToObject(root, "fp32_layers");
+    for (const char *const *k = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32; *k; k++)
+        cJSON_AddItemToArray(keep, cJSON_CreateString(*k));
+    cJSON_AddBoolToObject(root, "compressed_weights", o->compress_weights);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    FILE *fp = fopen(path, "w");
+    lcm_status st = LCM_OK;
+    if (!fp || fputs(text, fp) < 0 || fputc('\n', fp) == EOF)
+        st = lcm_fail(LCM_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    if (fp && fclose(fp) != 0 && st == LCM_OK) st = lcm_fail(LCM_ERR_IO, "%s: write failed", path);
+    free(text);
+    return st;
+}
+
+lcm_status quantize_model(const quantize_model_options *o) {
+    if (!o->model_dir || !o->calibration_path || !o->output_dir)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize: model, calibration file and output are required");
+    if (o->samples < 0)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--samples %d: expected at least 1", o->samples);
+    if (o->steps < 1)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--steps %d: expected at least 1", o->steps);
+    if (o->method == ACTIVATION_RANGE_PERCENTILE && !(o->percentile > 50 && o->percentile <= 100))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--percentile %g: expected a value in (50, 100]", o->percentile);
+    char unet_dir[4096];
+    struct stat sb;
+    snprintf(unet_dir, sizeof unet_dir, "%s/unet", o->model_dir);
+    if (stat(unet_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no unet/ folder: not a diffusers pipeline folder", o->model_dir);
+    if (quantize_model_is_int8(o->model_dir))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s/unet/quantization.json: the model is already quantized",
+                        o->model_dir);
+    if (stat(o->output_dir, &sb) == 0)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: the output folder already exists", o->output_dir);
+    prompt_list prompts;
+    LCM_TRY(read_prompts(o->calibration_path, &prompts));
+
+    calibration c = {0};
+    lcm_status st = calibrate(o, &prompts, &c);
+    const char *rewritten[] = {"unet", o->compress_weights ? "text_encoder" : NULL,
+                               o->compress_weights ? "vae" : NULL, NULL};
+    if (st == LCM_OK) st = copy_folder(o->model_dir, o->output_dir, rewritten, 0);
+    component_report unet = {0}, text = {0}, vae = {0};
+    char dir[4096], out[4096];
+    if (st == LCM_OK) {
+        snprintf(out, sizeof out, "%s/unet/diffusion_pytorch_model.safetensors", o->output_dir);
+        st = write_component(unet_dir, "diffusion_pytorch_model", out, &c, o, &unet);
+    }
+    if (st == LCM_OK && o->compress_weights) {
+        snprintf(dir, sizeof dir, "%s/text_encoder", o->model_dir);
+        snprintf(out, sizeof out, "%s/text_encoder/model.safetensors", o->output_dir);
+        st = write_component(dir, "model", out, NULL, o, &text);
+        snprintf(dir, sizeof dir, "%s/vae", o->model_dir);
+        snprintf(out, sizeof out, "%s/vae/diffusion_pytorch_model.safetensors", o->output_dir);
+        if (st == LCM_OK) st = write_component(dir, "diffusion_pytorch_model", out, NULL, o, &vae);
+    }
+    if (st == LCM_OK) {
+        snprintf(out, sizeof out, "%s/unet/quantization.json", o->output_dir);
+        st = write_scheme(out, o, o->samples ? o->samples : prompts.count, prompts.count, &c);
+    }
+    if (st == LCM_OK && !o->quiet) {
+        fprintf(stderr, "quantized %d UNet layers to int8 (%d kept in float32)", unet.quantized, unet.kept);
+        if (o->compress_weights)
+            fprintf(stderr, "; 8-bit weights: %d text encoder, %d VAE tensors", text.quantized, vae.quantized);
+        fprintf(stderr, "\n");
+    }
+    calibration_free(&c);
+    prompt_list_free(&prompts);
+    return st;
+}

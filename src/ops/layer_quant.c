@@ -1,0 +1,101 @@
+#include "ops/layer_quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "ops/int8_layer.h"
+#include "ops/ops.h"
+
+static ops_input_observer_fn observer;
+static void *observer_user;
+
+void ops_set_input_observer(ops_input_observer_fn fn, void *user) {
+    observer = fn;
+    observer_user = user;
+}
+
+static lcm_status load_scalar(const weight_set *ws, const char *prefix, const char *suffix,
+                              float *value) {
+    char name[512];
+    if (snprintf(name, sizeof name, "%s.%s", prefix, suffix) >= (int)sizeof name)
+        return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
+    float *v = NULL;
+    LCM_TRY(weight_set_load_f32(ws, name, 1, (int64_t[]){1}, &v));
+    *value = v[0];
+    free(v);
+    return LCM_OK;
+}
+
+lcm_status layer_quant_load(const weight_set *ws, const char *prefix, layer_quant **out) {
+    *out = NULL;
+    layer_quant *q = calloc(1, sizeof *q);
+    if (!q || !(q->name = strdup(prefix))) {
+        free(q);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", prefix);
+    }
+    char name[512];
+    snprintf(name, sizeof name, "%s.input_scale", prefix);
+    if (weight_set_find(ws, name, NULL)) {
+        float zero_point = 0;
+        lcm_status st = load_scalar(ws, prefix, "input_scale", &q->input_scale);
+        if (st == LCM_OK) st = load_scalar(ws, prefix, "input_zero_point", &zero_point);
+        if (st == LCM_OK && (!(q->input_scale > 0) || !isfinite(q->input_scale) ||
+                             !(zero_point >= 0 && zero_point <= 255) || zero_point != floorf(zero_point)))
+            st = lcm_fail(LCM_ERR_FORMAT,
+                          "%s: '%s.input_scale' = %g / '%s.input_zero_point' = %g: expected a positive "
+                          "scale and an integer zero point in [0, 255]",
+                          weight_set_source(ws), prefix, q->input_scale, prefix, zero_point);
+        if (st != LCM_OK) {
+            layer_quant_free(q);
+            return st;
+        }
+        q->quantize_input = true;
+        q->input_zero_point = (int32_t)zero_point;
+    }
+    *out = q;
+    return LCM_OK;
+}
+
+void layer_quant_free(layer_quant *q) {
+    if (!q) return;
+    int8_layer_free(q->int8);
+    free(q->name);
+    free(q);
+}
+
+lcm_status layer_quant_pack(layer_quant *q, float **weight, int in, int out, int kernel, int stride,
+                            int padding) {
+    if (!q || !q->quantize_input || ops_reference_kernels() || !int8_kernels_enabled() || !*weight)
+        return LCM_OK;
+    LCM_TRY(int8_layer_new(*weight, in, out, kernel, stride, padding, q->input_scale,
+                           q->input_zero_point, &q->int8));
+    free(*weight);
+    *weight = NULL;
+    return LCM_OK;
+}
+
+void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point) {
+    float inverse = 1.0f / scale, zp = (float)zero_point;
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        // round half to even, as oneDNN's conversion to u8 does
+        float v = nearbyintf(x[i] * inverse) + zp;
+        v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+        x[i] = (v - zp) * scale;
+    }
+}
+
+const tensor *layer_quant_input(const layer_quant *q, const tensor *x, tensor **owned) {
+    *owned = NULL;
+    if (!x) return NULL;
+    if (observer && q) observer(observer_user, q->name, x);
+    if (!q || !q->quantize_input) return x;
+    tensor *copy = tensor_copy(x);
+    if (!copy) return NULL;
+    fake_quantize_u8(copy->data, tensor_numel(copy), q->input_scale, q->input_zero_point);
+    *owned = copy;
+    return copy;
+}

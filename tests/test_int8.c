@@ -1,0 +1,393 @@
+// 8-bit post-training quantization end to end (lcm quantize, src/adapt/quantize_model.h): the
+// fake-quantization arithmetic, I8 weights read back through the weight reader, a tiny LCM
+// quantized with a few calibration prompts, its images against the float32 golden images
+// (PSNR/SSIM, printed), the file sizes, quantization.json, and the CLI's errors on bad input.
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "adapt/quantize_model.h"
+#include "golden.h"
+#include "io/image.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
+#include "io/safetensors_write.h"
+#include "io/weights.h"
+#include "lcm.h"
+#include "ops/int8_layer.h"
+#include "ops/layer_quant.h"
+#include "ops/ops.h"
+#include "testutil.h"
+
+// Thresholds from what was measured on tiny-lcm (BENCHMARKS.md, "int8"), with margin: the
+// quantized images must stay recognisably the same pictures.
+// Measured on tiny-lcm: PSNR 44.9-45.9 dB, SSIM 0.9988-0.9992 (minmax and percentile).
+#define MIN_PSNR 38.0
+#define MIN_SSIM 0.99
+// Above this the images are the float32 ones: the quantization would not have run at all.
+#define MAX_PSNR 80.0
+
+static char tmpdir[] = "/tmp/lcm-int8-XXXXXX";
+
+static void test_fake_quantize(void) {
+    // scale 0.1, zero point 10: representable values are 0.1 * (q - 10), q in [0, 255].
+    float x[] = {0.0f, 0.1f, 0.14f, 0.16f, -1.0f, -1.5f, 24.5f, 30.0f, 0.05f, 0.15f};
+    float want[] = {0.0f, 0.1f, 0.1f, 0.2f, -1.0f, -1.0f, 24.5f, 24.5f, 0.0f, 0.2f};
+    fake_quantize_u8(x, 10, 0.1f, 10);
+    // 0.05 / 0.1 = 0.5 rounds to even (0); 0.15 / 0.1 = 1.4999999 in float, so 1 -> 0.1 or 2 -> 0.2
+    // depending on float rounding of the division: accept either for that one.
+    for (int i = 0; i < 9; i++)
+        CHECK(fabsf(x[i] - want[i]) < 1e-5f, "fake_quantize_u8[%d] = %g, expected %g", i, x[i], want[i]);
+    CHECK(fabsf(x[9] - 0.1f) < 1e-5f || fabsf(x[9] - 0.2f) < 1e-5f, "fake_quantize_u8(0.15) = %g", x[9]);
+}
+
+// Writes an I8 weight with scales through the quantizer's format and reads it back as float32.
+static lcm_status fill_q(void *user, size_t index, float *out, int64_t numel) {
+    const float *const *values = user;
+    memcpy(out, values[index], sizeof(float) * (size_t)numel);
+    return LCM_OK;
+}
+
+static void test_i8_weights_read_back(void) {
+    float w[6] = {0.5f, -1.0f, 0.25f, 2.0f, 0.0f, -0.1f}, scales[2], q_float[6], dequantized[6];
+    int8_t q[6];
+    quantize_weights_s8(w, 2, 3, q, scales);
+    dequantize_weights_s8(q, scales, 2, 3, dequantized);
+    for (int i = 0; i < 6; i++) q_float[i] = q[i];
+    const float *values[] = {q_float, scales};
+    st_write_entry entries[] = {{"layer.weight", ST_I8, 2, {2, 3}}, {"layer.weight_scale", ST_F32, 1, {2}}};
+    char path[256];
+    test_path(path, sizeof path, "%s/i8.safetensors", tmpdir);
+    CHECK_OK(st_write(path, entries, 2, fill_q, (void *)values, "pt"));
+    weight_set *ws = NULL;
+    CHECK_OK(weight_set_open_file(path, &ws));
+    float *got = NULL;
+    if (ws) CHECK_OK(weight_set_load_f32(ws, "layer.weight", 2, (int64_t[]){2, 3}, &got));
+    if (got) {
+        CHECK(test_close("I8 weight read back", got, dequantized, 6, 0, 0), "I8 weight read back");
+        CHECK(test_close("I8 weight vs float", got, w, 6, 2.0 / 127, 0), "I8 weight close to float");
+    }
+    free(got);
+    weight_set_close(ws);
+
+    // A weight without its scales is a format error naming the tensor.
+    st_write_entry lonely[] = {{"layer.weight", ST_I8, 2, {2, 3}}};
+    CHECK_OK(st_write(path, lonely, 1, fill_q, (void *)values, "pt"));
+    ws = NULL;
+    got = NULL;
+    CHECK_OK(weight_set_open_file(path, &ws));
+    if (ws) {
+        lcm_status st = weight_set_load_f32(ws, "layer.weight", 2, (int64_t[]){2, 3}, &got);
+        CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), "layer.weight_scale"),
+              "I8 without scales: %s", lcm_last_error());
+    }
+    free(got);
+    weight_set_close(ws);
+}
+
+// The int8 kernels against the reference int8 numerics (fake-quantized input, dequantized weights,
+// float32 kernels) on one conv and one linear layer, on any CPU (the kernels are built directly).
+// With VNNI both see the same integers and differ by float rounding only; without it oneDNN halves
+// the weights when packing (see ops/int8_layer.h), so the tolerance is that of 7-bit weights.
+static void fill_random(float *x, int64_t n, unsigned seed, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = lo + (hi - lo) * (float)(seed >> 8) / 16777216.0f;
+    }
+}
+
+static void check_layer(const char *what, int8_layer *fast, const tensor *x, tensor *(*reference)(const void *, const tensor *),
+                        const void *layer, const float *bias, float input_scale, int32_t zero_point) {
+    tensor *faked = tensor_copy(x);
+    fake_quantize_u8(faked->data, tensor_numel(faked), input_scale, zero_point);
+    tensor *want = reference(layer, faked), *got = int8_layer_forward(fast, x, bias);
+    CHECK(want && got, "%s: %s", what, lcm_last_error());
+    if (want && got) {
+        tensor *want_plain = tensor_to_nchw(want), *got_plain = tensor_to_nchw(got);
+        size_t n = (size_t)tensor_numel(want_plain);
+        double scale = test_max_abs(want_plain->data, n);
+        bool vnni = cpu_has_vnni();
+        double tol = (vnni ? 1e-4 : 2e-2) * scale;
+        double diff = 0;
+        for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)got_plain->data[i] - want_plain->data[i]));
+        fprintf(stderr, "int8 %s: kernel %s (%s): max |diff| vs reference %.3g (max |y| %.3g, tolerance %.3g)\n",
+                what, int8_layer_impl(fast), vnni ? "VNNI" : "no VNNI, 7-bit weights", diff, scale, tol);
+        CHECK(test_close(what, got_plain->data, want_plain->data, n, tol, 0), "%s: int8 kernel vs reference", what);
+        tensor_free(want_plain);
+        tensor_free(got_plain);
+    }
+    tensor_free(faked);
+    tensor_free(want);
+    tensor_free(got);
+}
+
+static tensor *conv_reference(const void *layer, const tensor *x) { return conv2d_forward(layer, x); }
+static tensor *linear_reference(const void *layer, const tensor *x) { return linear_forward(layer, x); }
+
+static void test_int8_kernels(void) {
+    enum { IN = 24, OUT = 40, K = 3, H = 9, W = 7, ROWS = 13 };
+    float input_scale, *w = malloc(sizeof(float) * OUT * IN * K * K), *bias = malloc(sizeof(float) * OUT);
+    float *w_ref = malloc(sizeof(float) * OUT * IN * K * K), *scales = malloc(sizeof(float) * OUT);
+    int8_t *q = malloc(OUT * IN * K * K);
+    int32_t zero_point;
+    activation_quant_params_u8(-1.5f, 2.5f, &input_scale, &zero_point);
+    fill_random(w, OUT * IN * K * K, 3, -0.2f, 0.2f);
+    fill_random(bias, OUT, 4, -1, 1);
+    for (int pass = 0; pass < 2; pass++) { // conv 3x3 stride 2, then linear
+        int64_t per_channel = pass == 0 ? IN * K * K : IN;
+        quantize_weights_s8(w, OUT, per_channel, q, scales);
+        dequantize_weights_s8(q, scales, OUT, per_channel, w_ref);
+        int8_layer *fast = NULL;
+        CHECK_OK(int8_layer_new(w_ref, IN, OUT, pass == 0 ? K : 0, 2, 1, input_scale, zero_point, &fast));
+        tensor *x = pass == 0 ? tensor_new4(2, IN, H, W) : tensor_new3(1, ROWS, IN);
+        fill_random(x->data, tensor_numel(x), 5, -2.0f, 3.0f); // some values clip
+        if (pass == 0) {
+            conv2d c = {.in = IN, .out = OUT, .kernel = K, .stride = 2, .padding = 1, .weight = w_ref, .bias = bias};
+            if (fast) check_layer("conv 3x3/2", fast, x, conv_reference, &c, bias, input_scale, zero_point);
+            tensor *nhwc = tensor_to_nhwc(x); // the same from a channels-last input
+            if (fast) check_layer("conv 3x3/2 NHWC in", fast, nhwc, conv_reference, &c, bias, input_scale, zero_point);
+            tensor_free(nhwc);
+        } else {
+            linear l = {.in = IN, .out = OUT, .weight = w_ref, .bias = bias};
+            if (fast) check_layer("linear", fast, x, linear_reference, &l, bias, input_scale, zero_point);
+        }
+        tensor_free(x);
+        int8_layer_free(fast);
+    }
+    free(w);
+    free(w_ref);
+    free(bias);
+    free(scales);
+    free(q);
+}
+
+static bool is_lcm_pipeline(const char *dir) {
+    model_folder folder;
+    if (model_folder_open(dir, NULL, &folder) != LCM_OK) return false;
+    const char *cls = model_folder_pipeline_class(&folder);
+    bool yes = cls && !strcmp(cls, "LatentConsistencyModelPipeline");
+    model_folder_close(&folder);
+    return yes;
+}
+
+static long long file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+static void check_scheme(const char *dir, const char *method) {
+    char path[1200];
+    test_path(path, sizeof path, "%s/unet/quantization.json", dir);
+    FILE *fp = fopen(path, "r");
+    CHECK(fp != NULL, "%s missing", path);
+    if (!fp) return;
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, fp);
+    fclose(fp);
+    text[n] = 0;
+    cJSON *root = cJSON_Parse(text);
+    CHECK(root != NULL, "%s does not parse", path);
+    const cJSON *w = cJSON_GetObjectItem(root, "weights"), *a = cJSON_GetObjectItem(root, "activations");
+    CHECK(cJSON_IsNumber(cJSON_GetObjectItem(root, "version")), "%s: version", path);
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(w, "dtype")) &&
+              !strcmp(cJSON_GetObjectItem(w, "dtype")->valuestring, "s8"), "%s: weights.dtype", path);
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(a, "dtype")) &&
+              !strcmp(cJSON_GetObjectItem(a, "dtype")->valuestring, "u8"), "%s: activations.dtype", path);
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(a, "method")) &&
+              !strcmp(cJSON_GetObjectItem(a, "method")->valuestring, method), "%s: method", path);
+    CHECK(cJSON_IsArray(cJSON_GetObjectItem(root, "fp32_layers")), "%s: fp32_layers", path);
+    cJSON_Delete(root);
+}
+
+// Generates every golden pipeline case with the quantized model; returns the worst PSNR/SSIM.
+static void generate_cases(const char *qdir, const char *golden_dir, char **names, int n,
+                           const char *label, double *worst_psnr, double *worst_ssim) {
+    *worst_psnr = INFINITY;
+    *worst_ssim = 1;
+    lcm_pipeline_options options;
+    lcm_pipeline_options_init(&options);
+    lcm_pipeline *p = NULL;
+    CHECK_OK(lcm_pipeline_open(qdir, &options, &p));
+    for (int i = 0; p && i < n; i++) {
+        char path[1400], png[1400];
+        test_path(path, sizeof path, "%s/%s", golden_dir, names[i]);
+        st_file *golden = NULL;
+        CHECK_OK(st_open(path, &golden));
+        if (!golden) continue;
+        cJSON *info = golden_info(golden);
+        lcm_request r;
+        lcm_request_init(&r);
+        r.prompt = golden_string(info, "prompt");
+        r.seed = (uint64_t)golden_number(info, "seed");
+        r.steps = (int)golden_number(info, "steps");
+        r.guidance_scale = (float)golden_number(info, "guidance");
+        r.width = (int)golden_number(info, "w");
+        r.height = (int)golden_number(info, "h");
+        lcm_result *result = NULL;
+        CHECK_OK(lcm_generate(p, &r, &result));
+        test_path(png, sizeof png, "%.*s.png", (int)(strlen(path) - strlen(".safetensors")), path);
+        lcm_image want = {0};
+        CHECK_OK(lcm_image_read(png, &want));
+        if (result && want.rgb) {
+            double psnr, ssim;
+            CHECK_OK(lcm_image_compare(&result->images[0], &want, &psnr, &ssim));
+            fprintf(stderr, "int8 %s (%s) %s: PSNR %.2f dB, SSIM %.4f vs the float32 golden image\n", label,
+                    quantize_model_int8_kernel(), names[i], psnr, ssim);
+            if (psnr < *worst_psnr) *worst_psnr = psnr;
+            if (ssim < *worst_ssim) *worst_ssim = ssim;
+        }
+        lcm_image_release(&want);
+        lcm_result_free(result);
+        cJSON_Delete(info);
+        st_close(golden);
+    }
+    lcm_pipeline_close(p);
+}
+
+static const char *prompts_text =
+    "a red bicycle leaning against a brick wall\n"
+    "\n"
+    "a bowl of oranges on a wooden table, soft morning light\n"
+    "a lighthouse on a rocky coast at dusk\n"
+    "portrait of an old fisherman, detailed, film photo\n";
+
+static void quantize_case(const char *model, const char *golden_dir, char **names, int n,
+                          const char *calibration) {
+    const char *methods[] = {"minmax", "percentile"};
+    for (int m = 0; m < 2; m++) {
+        char qdir[512];
+        test_path(qdir, sizeof qdir, "%s/q-%s", tmpdir, methods[m]);
+        quantize_model_options o;
+        quantize_model_options_init(&o);
+        o.model_dir = model;
+        o.calibration_path = calibration;
+        o.output_dir = qdir;
+        o.samples = 4;
+        o.steps = 2;
+        o.method = m == 0 ? ACTIVATION_RANGE_MINMAX : ACTIVATION_RANGE_PERCENTILE;
+        o.compress_weights = m == 1; // also exercise the 8-bit text encoder and VAE
+        o.quiet = true;
+        lcm_status st = quantize_model(&o);
+        CHECK(st == LCM_OK, "quantize %s (%s): %s", model, methods[m], lcm_last_error());
+        if (st != LCM_OK) continue;
+        CHECK(quantize_model_is_int8(qdir), "%s: not recognised as int8", qdir);
+        check_scheme(qdir, methods[m]);
+
+        char a[1200], b[1200];
+        test_path(a, sizeof a, "%s/unet/diffusion_pytorch_model.safetensors", model);
+        test_path(b, sizeof b, "%s/unet/diffusion_pytorch_model.safetensors", qdir);
+        double ratio = (double)file_size(b) / (double)file_size(a);
+        fprintf(stderr, "int8 %s: UNet file %lld -> %lld bytes (%.3f of float32)\n", methods[m],
+                file_size(a), file_size(b), ratio);
+        CHECK(ratio > 0 && ratio < 0.35, "UNet file is %.3f of float32, expected about a quarter", ratio);
+        if (o.compress_weights) {
+            test_path(a, sizeof a, "%s/text_encoder/model.safetensors", model);
+            test_path(b, sizeof b, "%s/text_encoder/model.safetensors", qdir);
+            double text_ratio = (double)file_size(b) / (double)file_size(a);
+            fprintf(stderr, "int8 --compress-weights: text encoder %.3f, ", text_ratio);
+            test_path(a, sizeof a, "%s/vae/diffusion_pytorch_model.safetensors", model);
+            test_path(b, sizeof b, "%s/vae/diffusion_pytorch_model.safetensors", qdir);
+            double vae_ratio = (double)file_size(b) / (double)file_size(a);
+            fprintf(stderr, "VAE %.3f of float32\n", vae_ratio);
+            CHECK(text_ratio > 0 && text_ratio < 0.4 && vae_ratio > 0 && vae_ratio < 0.4,
+                  "compressed text encoder %.3f / VAE %.3f of float32", text_ratio, vae_ratio);
+        }
+        // minmax through the reference int8 path, percentile through oneDNN's int8 kernels
+        // (7-bit weights where the CPU lacks VNNI), so both run on every CPU
+        setenv("LCM_INT8_KERNELS", m == 0 ? "0" : "1", 1);
+        double psnr, ssim;
+        generate_cases(qdir, golden_dir, names, n, methods[m], &psnr, &ssim);
+        unsetenv("LCM_INT8_KERNELS");
+        CHECK(psnr < MAX_PSNR, "int8 %s: PSNR %.2f dB: the images did not change at all", methods[m], psnr);
+        CHECK(psnr >= MIN_PSNR && ssim >= MIN_SSIM, "int8 %s: worst PSNR %.2f dB (min %.1f), SSIM %.4f (min %.2f)",
+              methods[m], psnr, MIN_PSNR, ssim, MIN_SSIM);
+    }
+}
+
+// The CLI refuses bad input with exit status 2 and a message naming what is wrong.
+static void test_cli_errors(const char *model, const char *calibration) {
+    char cmd[4096], out[4096], empty[512], qdir[512];
+    test_path(empty, sizeof empty, "%s/empty.txt", tmpdir);
+    FILE *fp = fopen(empty, "w");
+    if (fp) fclose(fp);
+    test_path(qdir, sizeof qdir, "%s/q-minmax", tmpdir);
+    struct {
+        const char *args, *expect;
+    } cases[] = {
+        {"--calibration /nonexistent/prompts.txt", "/nonexistent/prompts.txt"},
+        {"--calibration EMPTY", "empty"},
+        {"--calibration CAL --samples 0", "--samples 0"},
+        {"--calibration CAL --method median", "median"},
+        {"--calibration CAL --model QDIR", "already quantized"},
+        {"--calibration CAL --model TMP", "no unet/"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[2048] = "";
+        const char *s = cases[i].args;
+        // expand the placeholders
+        while (*s) {
+            if (!strncmp(s, "EMPTY", 5)) strcat(args, empty), s += 5;
+            else if (!strncmp(s, "CAL", 3)) strcat(args, calibration), s += 3;
+            else if (!strncmp(s, "QDIR", 4)) strcat(args, qdir), s += 4;
+            else if (!strncmp(s, "TMP", 3)) strcat(args, tmpdir), s += 3;
+            else strncat(args, s++, 1);
+        }
+        bool has_model = strstr(cases[i].args, "--model") != NULL;
+        test_path(cmd, sizeof cmd, "'%s' quantize %s%s %s --output '%s/never' --quiet 2>&1", test_lcm_bin(),
+                  has_model ? "" : "--model ", has_model ? "" : model, args, tmpdir);
+        int rc = test_run(cmd, out, sizeof out);
+        fprintf(stderr, "lcm quantize %s -> %d: %s", cases[i].args, rc, out);
+        CHECK(rc == 2 && strstr(out, cases[i].expect), "lcm quantize %s: status %d, output '%s' (expected '%s')",
+              cases[i].args, rc, out, cases[i].expect);
+    }
+    test_path(cmd, sizeof cmd, "%s/never", tmpdir);
+    CHECK(access(cmd, F_OK) != 0, "a failed quantize left %s behind", cmd);
+}
+
+int main(void) {
+    CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
+    test_fake_quantize();
+    test_i8_weights_read_back();
+    ops_set_reference_kernels(true); // the plain float32 layers built by hand in test_int8_kernels
+    test_int8_kernels();
+    ops_set_reference_kernels(false);
+
+    char calibration[512];
+    test_path(calibration, sizeof calibration, "%s/prompts.txt", tmpdir);
+    FILE *fp = fopen(calibration, "w");
+    CHECK(fp && fputs(prompts_text, fp) >= 0, "write %s", calibration);
+    if (fp) fclose(fp);
+
+    const char *root = test_fixtures();
+    DIR *d = opendir(root);
+    CHECK(d != NULL, "cannot list %s", root);
+    struct dirent *e;
+    int models = 0;
+    while (d && (e = readdir(d)) && models == 0) {
+        if (e->d_name[0] == '.') continue;
+        char dir[1024], golden_dir[1100];
+        test_path(dir, sizeof dir, "%s/%s", root, e->d_name);
+        if (!is_lcm_pipeline(dir)) continue;
+        test_path(golden_dir, sizeof golden_dir, "%s/golden", dir);
+        char **names;
+        int n = test_list_files(golden_dir, "pipeline_", ".safetensors", &names);
+        if (n > 0) {
+            quantize_case(dir, golden_dir, names, n, calibration);
+            test_cli_errors(dir, calibration);
+            models++;
+        }
+        test_free_list(names, n);
+    }
+    if (d) closedir(d);
+    CHECK(models > 0, "no LCM pipeline with golden cases under %s", root);
+
+    char cmd[600];
+    test_path(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    return test_finish();
+}
