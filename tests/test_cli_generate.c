@@ -17,22 +17,6 @@
 
 static char tmpdir[] = "/tmp/lcm-cli-generate-XXXXXX";
 
-// Appends `text` to `cmd` as one single-quoted shell word.
-static void append_quoted(char *cmd, size_t size, const char *text) {
-    size_t len = strlen(cmd);
-    if (len + 1 < size) cmd[len++] = '\'';
-    for (const char *c = text; *c && len + 5 < size; c++) {
-        if (*c == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *c;
-        }
-    }
-    if (len + 1 < size) cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
 // The A1111 `parameters` tEXt chunk of a PNG, or "" (static buffer).
 static const char *png_parameters(const char *path) {
     static char text[4096];
@@ -87,14 +71,14 @@ static void run_golden_case(const char *model_dir, const char *golden_path, cons
     test_path(out, sizeof out, "%s/out.png", tmpdir);
     unlink(out);
     snprintf(cmd, sizeof cmd, "%s generate --quiet --model ", test_lcm_bin());
-    append_quoted(cmd, sizeof cmd, model_dir);
+    test_append_quoted(cmd, sizeof cmd, model_dir);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof cmd - len, " --seed %.0f --steps %.0f --guidance %.9g --width %.0f --height %.0f --output ",
              golden_number(info, "seed"), golden_number(info, "steps"), golden_number(info, "guidance"),
              golden_number(info, "w"), golden_number(info, "h"));
-    append_quoted(cmd, sizeof cmd, out);
+    test_append_quoted(cmd, sizeof cmd, out);
     strncat(cmd, " -- ", sizeof cmd - strlen(cmd) - 1);
-    append_quoted(cmd, sizeof cmd, golden_string(info, "prompt"));
+    test_append_quoted(cmd, sizeof cmd, golden_string(info, "prompt"));
     int rc = test_run(cmd, NULL, 0);
     CHECK(rc == 0, "%s exited %d", cmd, rc);
     if (rc == 0) {
@@ -118,7 +102,7 @@ static void expect_usage_error(const char *model_dir, const char *extra, const c
     test_path(errfile, sizeof errfile, "%s/stderr.txt", tmpdir);
     unlink(out);
     snprintf(cmd, sizeof cmd, "%s generate --quiet --model ", test_lcm_bin());
-    append_quoted(cmd, sizeof cmd, model_dir);
+    test_append_quoted(cmd, sizeof cmd, model_dir);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof cmd - len, " --prompt 'a cat' --output '%s' %s 2>'%s'", out, extra, errfile);
     int rc = test_run(cmd, NULL, 0);

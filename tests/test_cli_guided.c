@@ -31,17 +31,8 @@ static char tmpdir[] = "/tmp/lcm-cli-guided-XXXXXX";
 // Appends `text` to `cmd` as one single-quoted shell word, after a space.
 static void add_word(char *cmd, size_t size, const char *text) {
     size_t len = strlen(cmd);
-    if (len + 2 < size) cmd[len++] = ' ', cmd[len++] = '\'';
-    for (const char *c = text; *c && len + 5 < size; c++) {
-        if (*c == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *c;
-        }
-    }
-    if (len + 1 < size) cmd[len++] = '\'';
-    cmd[len] = '\0';
+    if (len + 1 < size) cmd[len++] = ' ', cmd[len] = '\0';
+    test_append_quoted(cmd, size, text);
 }
 
 static void add_option(char *cmd, size_t size, const char *name, const char *value) {

@@ -791,21 +791,6 @@ static void check_spec_parsing(void) {
     check_spec("", LCM_ERR_INVALID_ARGUMENT, 0, 0);
 }
 
-static void append_quoted(char *cmd, size_t size, const char *text) {
-    size_t len = strlen(cmd);
-    if (len + 1 < size) cmd[len++] = '\'';
-    for (const char *c = text; *c && len + 5 < size; c++) {
-        if (*c == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *c;
-        }
-    }
-    if (len + 1 < size) cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
 // Runs `lcm generate` on `folder` (64x64, 1 step) with extra options; returns the exit status and
 // the combined stdout+stderr in out.
 static int run_generate(const char *folder, const char *const *lora_args, const char *extra, char *out,
@@ -813,13 +798,13 @@ static int run_generate(const char *folder, const char *const *lora_args, const 
     char cmd[4 * PATH_SIZE], png[PATH_SIZE];
     test_path(png, sizeof png, "%s/out.png", tmpdir);
     snprintf(cmd, sizeof cmd, "%s generate --model ", test_lcm_bin());
-    append_quoted(cmd, sizeof cmd, folder);
+    test_append_quoted(cmd, sizeof cmd, folder);
     strncat(cmd, " --prompt 'a cat' --steps 1 --guidance 1 --width 64 --height 64 --seed 1 --output ",
             sizeof cmd - strlen(cmd) - 1);
-    append_quoted(cmd, sizeof cmd, png);
+    test_append_quoted(cmd, sizeof cmd, png);
     for (int i = 0; lora_args[i]; i++) {
         strncat(cmd, " --lora ", sizeof cmd - strlen(cmd) - 1);
-        append_quoted(cmd, sizeof cmd, lora_args[i]);
+        test_append_quoted(cmd, sizeof cmd, lora_args[i]);
     }
     strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
     strncat(cmd, extra, sizeof cmd - strlen(cmd) - 1);
@@ -834,9 +819,9 @@ static void check_cli(const char *folder, const char *adapter) {
     test_path(colon_path, sizeof colon_path, "%s/lora:2.safetensors", colon_dir);
     CHECK(mkdir(colon_dir, 0700) == 0, "mkdir %s", colon_dir);
     snprintf(cmd, sizeof cmd, "cp ");
-    append_quoted(cmd, sizeof cmd, adapter);
+    test_append_quoted(cmd, sizeof cmd, adapter);
     strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
-    append_quoted(cmd, sizeof cmd, colon_path);
+    test_append_quoted(cmd, sizeof cmd, colon_path);
     CHECK(test_run(cmd, NULL, 0) == 0, "%s", cmd);
 
     char with_scale[PATH_SIZE + 16];
@@ -871,7 +856,7 @@ static void check_cli(const char *folder, const char *adapter) {
           "--lora NOMATCH --lora-lenient: rc %d, output:\n%s", rc, out);
 
     snprintf(cmd, sizeof cmd, "rm -rf ");
-    append_quoted(cmd, sizeof cmd, colon_dir);
+    test_append_quoted(cmd, sizeof cmd, colon_dir);
     test_run(cmd, NULL, 0);
 }
 
@@ -881,9 +866,9 @@ static void check_checkpoint(const char *folder, const char *adapter) {
     char checkpoint[PATH_SIZE], cmd[3 * PATH_SIZE];
     test_path(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", tmpdir);
     snprintf(cmd, sizeof cmd, "%s convert --model ", test_lcm_bin());
-    append_quoted(cmd, sizeof cmd, folder);
+    test_append_quoted(cmd, sizeof cmd, folder);
     strncat(cmd, " --output ", sizeof cmd - strlen(cmd) - 1);
-    append_quoted(cmd, sizeof cmd, checkpoint);
+    test_append_quoted(cmd, sizeof cmd, checkpoint);
     strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
     char out[4096];
     int rc = test_run(cmd, out, sizeof out);

@@ -163,21 +163,6 @@ static uint8_t *decode_image(const char *b64, int *w, int *h, const char **param
     return rgb;
 }
 
-static void append_quoted(char *cmd, size_t size, const char *text) {
-    size_t len = strlen(cmd);
-    if (len + 1 < size) cmd[len++] = '\'';
-    for (const char *c = text; *c && len + 5 < size; c++) {
-        if (*c == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *c;
-        }
-    }
-    if (len + 1 < size) cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
 // One golden case: the server's txt2img image must equal `lcm generate`'s bit for bit, and be
 // within the CLI test's tolerance of the reference PNG.
 static void check_golden_case(const server_process *sp, const char *model, const char *golden_path,
@@ -230,7 +215,7 @@ static void check_golden_case(const server_process *sp, const char *model, const
     test_path(out, sizeof out, "%s/cli.png", tmpdir);
     snprintf(cmd, sizeof cmd, "'%s' generate --quiet --model '%s' --seed %.0f --steps %.0f --guidance %.9g --width %.0f --height %.0f --output '%s' -- ",
              test_lcm_bin(), model, seed, steps, guidance, w, h, out);
-    append_quoted(cmd, sizeof cmd, prompt);
+    test_append_quoted(cmd, sizeof cmd, prompt);
     CHECK(test_run(cmd, NULL, 0) == 0, "%s failed", cmd);
     uint8_t *cli = NULL, *want = NULL;
     int cw = 0, ch = 0, ww = 0, wh = 0;

@@ -147,3 +147,23 @@ int test_run(const char *cmd, char *out, size_t cap) {
     if (status == -1 || !WIFEXITED(status)) return -1;
     return WEXITSTATUS(status);
 }
+
+void test_append_quoted(char *cmd, size_t size, const char *text) {
+    size_t len = strlen(cmd), need = 2;
+    for (const char *c = text; *c; c++) need += *c == '\'' ? 4 : 1;
+    if (len + need + 1 > size) {
+        fprintf(stderr, "FATAL: test command longer than %zu bytes\n", size);
+        exit(2);
+    }
+    cmd[len++] = '\'';
+    for (const char *c = text; *c; c++) {
+        if (*c == '\'') {
+            memcpy(cmd + len, "'\\''", 4); // close, escaped quote, reopen
+            len += 4;
+        } else {
+            cmd[len++] = *c;
+        }
+    }
+    cmd[len++] = '\'';
+    cmd[len] = '\0';
+}

@@ -48,6 +48,11 @@ bool test_close(const char *what, const float *got, const float *want, size_t n,
 // Max |want| (the scale for "1e-4 * max(abs(ref))" tolerances).
 double test_max_abs(const float *want, size_t n);
 
+// Appends `text` to the shell command `cmd` (a buffer of `size` bytes) as one single-quoted word,
+// so paths and prompts with spaces or quotes pass through test_run unchanged. Exits loudly when
+// the command would not fit (a cut command could run something else).
+void test_append_quoted(char *cmd, size_t size, const char *text);
+
 // Path of the built `lcm` binary (from $LCM_BIN, set by ctest).
 const char *test_lcm_bin(void);
 
