@@ -11,16 +11,16 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"convert", cmd_convert, "write a model folder as one .safetensors checkpoint (original SD layout)"},
-    {"bench", cmd_bench, "time each stage of a generation against the machine's measured peak"},
     {"generate", cmd_generate, "make an image from a prompt (text to image with an LCM model)"},
-    {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
-    {"pull", cmd_pull, "download a model from the Hugging Face hub into the shared cache"},
     {"serve", cmd_serve, "serve a web page and the A1111/OpenAI image APIs for one model (HTTP)"},
+    {"pull", cmd_pull, "download a model from the Hugging Face hub into the shared cache"},
+    {"convert", cmd_convert, "write a model folder as one .safetensors checkpoint (original SD layout)"},
+    {"info", cmd_info, "describe a model folder: components, architecture, dtypes, parameters"},
     {"preprocess", cmd_preprocess, "make a ControlNet control image from a photo (normal: NormalBae)"},
-    {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
-    {"compare", cmd_compare, "run two models (or precisions) on the same prompts and seeds: speed, size, image agreement"},
     {"quantize", cmd_quantize, "8-bit post-training quantization of a model (calibrated on prompts) into a new model folder"},
+    {"compare", cmd_compare, "run two models (or precisions) on the same prompts and seeds: speed, size, image agreement"},
+    {"bench", cmd_bench, "time each stage of a generation against the machine's measured peak"},
+    {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
 
