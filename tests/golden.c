@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "testutil.h"
 
@@ -69,4 +70,36 @@ bool golden_compare(const st_file *file, const char *name, const tensor *got, do
     }
     free(want);
     return ok;
+}
+
+void golden_request(const cJSON *info, lcm_request *r) {
+    lcm_request_init(r);
+    r->prompt = golden_string(info, "prompt");
+    r->seed = (uint64_t)golden_number(info, "seed");
+    r->steps = (int)golden_number(info, "steps");
+    r->guidance_scale = (float)golden_number(info, "guidance");
+    r->width = (int)golden_number(info, "w");
+    r->height = (int)golden_number(info, "h");
+}
+
+void golden_taps_record(void *user, const char *name, const tensor *value) {
+    golden_taps *t = user;
+    if (t->count == GOLDEN_MAX_TAPS) return;
+    t->names[t->count] = strdup(name);
+    t->values[t->count] = tensor_copy(value);
+    t->count++;
+}
+
+const tensor *golden_taps_find(const golden_taps *t, const char *name) {
+    for (int i = 0; i < t->count; i++)
+        if (strcmp(t->names[i], name) == 0) return t->values[i];
+    return NULL;
+}
+
+void golden_taps_free(golden_taps *t) {
+    for (int i = 0; i < t->count; i++) {
+        free(t->names[i]);
+        tensor_free(t->values[i]);
+    }
+    t->count = 0;
 }

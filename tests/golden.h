@@ -7,6 +7,7 @@
 
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "lcm.h"
 
 typedef struct cJSON cJSON;
 
@@ -18,6 +19,10 @@ cJSON *golden_info(const st_file *file);
 double golden_number(const cJSON *info, const char *field);
 const char *golden_string(const cJSON *info, const char *field);
 
+// A request with the pipeline parameters of a golden case: prompt, seed, steps, guidance, w, h
+// (the other fields keep lcm_request_init's defaults). `r->prompt` points into `info`.
+void golden_request(const cJSON *info, lcm_request *r);
+
 // Loads a stored tensor as float32 (malloc'd; caller frees); NULL if absent.
 float *golden_f32(const st_file *file, const char *name, int64_t *numel);
 
@@ -26,5 +31,20 @@ float *golden_f32(const st_file *file, const char *name, int64_t *numel);
 // or when the tensor is absent and `required`.
 bool golden_compare(const st_file *file, const char *name, const tensor *got, double abs_tol,
                     double rel_to_max, bool required);
+
+// Intermediate tensors a *_tapped forward pass reports, copied by name, for comparison with the
+// debug.* tensors of a golden file.
+#define GOLDEN_MAX_TAPS 64
+typedef struct golden_taps {
+    int count;
+    char *names[GOLDEN_MAX_TAPS];
+    tensor *values[GOLDEN_MAX_TAPS];
+} golden_taps;
+
+// A tap callback (user = golden_taps *); taps beyond GOLDEN_MAX_TAPS are dropped.
+void golden_taps_record(void *user, const char *name, const tensor *value);
+// The tap named `name`, or NULL.
+const tensor *golden_taps_find(const golden_taps *t, const char *name);
+void golden_taps_free(golden_taps *t);
 
 #endif

@@ -152,13 +152,7 @@ static void run_taesd_case(lcm_pipeline *p, const char *path) {
     fprintf(stderr, "%s\n", path);
     cJSON *info = golden_info(golden);
     lcm_request r;
-    lcm_request_init(&r);
-    r.prompt = golden_string(info, "prompt");
-    r.seed = (uint64_t)golden_number(info, "seed");
-    r.steps = (int)golden_number(info, "steps");
-    r.guidance_scale = (float)golden_number(info, "guidance");
-    r.width = (int)golden_number(info, "w");
-    r.height = (int)golden_number(info, "h");
+    golden_request(info, &r);
     previews pv = {.width = r.width, .height = r.height, .sizes_ok = true, .order_ok = true};
     r.preview = on_preview;
     r.preview_user_data = &pv;

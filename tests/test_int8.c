@@ -221,13 +221,7 @@ static void generate_cases(const char *qdir, const char *golden_dir, char **name
         if (!golden) continue;
         cJSON *info = golden_info(golden);
         lcm_request r;
-        lcm_request_init(&r);
-        r.prompt = golden_string(info, "prompt");
-        r.seed = (uint64_t)golden_number(info, "seed");
-        r.steps = (int)golden_number(info, "steps");
-        r.guidance_scale = (float)golden_number(info, "guidance");
-        r.width = (int)golden_number(info, "w");
-        r.height = (int)golden_number(info, "h");
+        golden_request(info, &r);
         lcm_result *result = NULL;
         CHECK_OK(lcm_generate(p, &r, &result));
         test_path(png, sizeof png, "%.*s.png", (int)(strlen(path) - strlen(".safetensors")), path);

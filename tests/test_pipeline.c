@@ -79,13 +79,7 @@ static void run_case(lcm_pipeline *p, const char *path) {
     if (!golden) return;
     cJSON *info = golden_info(golden);
     lcm_request r;
-    lcm_request_init(&r);
-    r.prompt = golden_string(info, "prompt");
-    r.seed = (uint64_t)golden_number(info, "seed");
-    r.steps = (int)golden_number(info, "steps");
-    r.guidance_scale = (float)golden_number(info, "guidance");
-    r.width = (int)golden_number(info, "w");
-    r.height = (int)golden_number(info, "h");
+    golden_request(info, &r);
     trace_state state = {.golden = golden};
     tensor *image = NULL;
     CHECK_OK(txt2img_run(p, &r, on_trace, &state, &image));

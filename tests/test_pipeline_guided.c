@@ -139,13 +139,7 @@ static void run_case(lcm_pipeline *p, const char *path, const char *golden_dir) 
     fprintf(stderr, "%s\n", path);
     cJSON *info = golden_info(golden);
     lcm_request r;
-    lcm_request_init(&r);
-    r.prompt = golden_string(info, "prompt");
-    r.seed = (uint64_t)golden_number(info, "seed");
-    r.steps = (int)golden_number(info, "steps");
-    r.guidance_scale = (float)golden_number(info, "guidance");
-    r.width = (int)golden_number(info, "w");
-    r.height = (int)golden_number(info, "h");
+    golden_request(info, &r);
     const cJSON *negative = cJSON_GetObjectItemCaseSensitive(info, "negative");
     if (cJSON_IsString(negative)) r.negative_prompt = negative->valuestring;
     lcm_image init = {0}, control = {0};

@@ -60,40 +60,14 @@ static void compare(const char *label, const tensor *got, const st_file *g, cons
 
 // ---- taps ------------------------------------------------------------------------------------
 
-#define MAX_TAPS 64
-
-typedef struct taps {
-    int count;
-    char *names[MAX_TAPS];
-    tensor *values[MAX_TAPS];
-} taps;
-
-static void record_tap(void *user, const char *name, const tensor *value) {
-    taps *t = user;
-    if (t->count == MAX_TAPS) return;
-    t->names[t->count] = strdup(name);
-    t->values[t->count] = tensor_copy(value);
-    t->count++;
-}
-
-static void free_taps(taps *t) {
-    for (int i = 0; i < t->count; i++) {
-        free(t->names[i]);
-        tensor_free(t->values[i]);
-    }
-    t->count = 0;
-}
-
 // Every golden tensor PREFIX.NAME must have been produced as tap NAME, and match.
-static int compare_taps(const char *label, const taps *t, const st_file *g, const char *prefix) {
+static int compare_taps(const char *label, const golden_taps *t, const st_file *g, const char *prefix) {
     int compared = 0;
     size_t plen = strlen(prefix);
     for (size_t i = 0; i < st_count(g); i++) {
         const char *name = st_at(g, i)->name;
         if (strncmp(name, prefix, plen) != 0) continue;
-        const tensor *got = NULL;
-        for (int k = 0; k < t->count; k++)
-            if (!strcmp(t->names[k], name + plen)) got = t->values[k];
+        const tensor *got = golden_taps_find(t, name + plen);
         CHECK(got != NULL, "%s: no intermediate '%s' for golden '%s'", label, name + plen, name);
         if (got) compare(label, got, g, name);
         compared++;
@@ -119,8 +93,8 @@ static int test_stage_golden(const taesd_model *m, const char *path, const char 
         snprintf(label, sizeof label, "decode case %d", k);
         snprintf(prefix, sizeof prefix, "debug.dec%d.", k);
         tensor *latents = golden_tensor(g, latents_name), *image = NULL;
-        taps t = {0};
-        CHECK_OK(taesd_decode_tapped(m, latents, record_tap, &t, &image));
+        golden_taps t = {0};
+        CHECK_OK(taesd_decode_tapped(m, latents, golden_taps_record, &t, &image));
         compare(label, image, g, image_name);
         int taps_compared = compare_taps(label, &t, g, prefix);
         fprintf(stderr, "  %s: %d intermediates compared\n", label, taps_compared);
@@ -131,7 +105,7 @@ static int test_stage_golden(const taesd_model *m, const char *path, const char 
                                         sizeof(float) * (size_t)tensor_numel(image)),
               "%s: decode with and without taps differ", label);
         tensor_free(again);
-        free_taps(&t);
+        golden_taps_free(&t);
         tensor_free(image);
         tensor_free(latents);
         cases++;
@@ -153,12 +127,12 @@ static int test_stage_golden(const taesd_model *m, const char *path, const char 
               "%s: preprocessing %s differs from enc.image_preprocessed", path, png);
         free(rgb);
         tensor_free(from_png);
-        taps t = {0};
-        CHECK_OK(taesd_encode_tapped(m, pixels, record_tap, &t, &latents));
+        golden_taps t = {0};
+        CHECK_OK(taesd_encode_tapped(m, pixels, golden_taps_record, &t, &latents));
         compare("encode", latents, g, "enc.latents");
         int taps_compared = compare_taps("encode", &t, g, "debug.enc.");
         fprintf(stderr, "  encode: %d intermediates compared\n", taps_compared);
-        free_taps(&t);
+        golden_taps_free(&t);
         tensor_free(latents);
         tensor_free(pixels);
         cases++;

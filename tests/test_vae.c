@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "golden.h"
 #include "io/json_config.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
@@ -190,43 +191,13 @@ static void check_preprocess(const char *label, const st_file *g, const char *ui
 
 // ---- intermediate activations ------------------------------------------------------------------
 
-#define MAX_TAPS 64
-
-typedef struct taps {
-    int count;
-    char *names[MAX_TAPS];
-    tensor *values[MAX_TAPS];
-} taps;
-
-static void record_tap(void *user, const char *name, const tensor *value) {
-    taps *t = user;
-    if (t->count == MAX_TAPS) return;
-    t->names[t->count] = strdup(name);
-    t->values[t->count] = tensor_copy(value);
-    t->count++;
-}
-
-static const tensor *find_tap(const taps *t, const char *name) {
-    for (int i = 0; i < t->count; i++)
-        if (strcmp(t->names[i], name) == 0) return t->values[i];
-    return NULL;
-}
-
-static void free_taps(taps *t) {
-    for (int i = 0; i < t->count; i++) {
-        free(t->names[i]);
-        tensor_free(t->values[i]);
-    }
-    t->count = 0;
-}
-
 // Every golden `prefix`NAME tensor must have been produced as tap NAME, and match.
-static void compare_taps(const char *label, const taps *t, const st_file *g, const char *prefix) {
+static void compare_taps(const char *label, const golden_taps *t, const st_file *g, const char *prefix) {
     int compared = 0;
     for (size_t i = 0; i < st_count(g); i++) {
         const char *name = st_at(g, i)->name;
         if (strncmp(name, prefix, strlen(prefix)) != 0) continue;
-        const tensor *got = find_tap(t, name + strlen(prefix));
+        const tensor *got = golden_taps_find(t, name + strlen(prefix));
         CHECK(got != NULL, "%s: no intermediate '%s' was produced for golden '%s'", label,
               name + strlen(prefix), name);
         if (got) compare(label, got, g, name, 1e-4, 0.0);
@@ -245,15 +216,15 @@ static void test_vae_golden(const vae_model *vae, const char *path) {
 
     // decode
     tensor *latents = golden_tensor(g, "latents_scaled");
-    taps t = {0};
+    golden_taps t = {0};
     tensor *image = NULL;
-    CHECK_OK(vae_decode_tapped(vae, latents, record_tap, &t, &image));
+    CHECK_OK(vae_decode_tapped(vae, latents, golden_taps_record, &t, &image));
     compare("decode", image, g, "image", 1e-4, 0.0);
     compare_taps("decode", &t, g, "debug.dec.");
     check_postprocess("decode", image, g, "image_postprocessed", "image_uint8", 1e-4);
     check_postprocess_exact("postprocess(reference image)", g, "image", "image_postprocessed",
                             "image_uint8");
-    free_taps(&t);
+    golden_taps_free(&t);
 
     // A batch of two decodes each item as on its own (GroupNorm and attention stay per image).
     if (latents && image) {
@@ -292,14 +263,14 @@ static void test_vae_golden(const vae_model *vae, const char *path) {
     check_preprocess("preprocess", g, "enc.image_uint8", "enc.image_preprocessed");
     tensor *pixels = golden_tensor(g, "enc.image_preprocessed");
     tensor *mean = NULL, *logvar = NULL;
-    CHECK_OK(vae_encode_tapped(vae, pixels, record_tap, &t, &mean, &logvar));
+    CHECK_OK(vae_encode_tapped(vae, pixels, golden_taps_record, &t, &mean, &logvar));
     compare("encode", mean, g, "enc.mean", 1e-4, 0.0);
     compare("encode", logvar, g, "enc.logvar", 1e-4, 0.0);
     tensor *std = vae_logvar_to_std(logvar);
     compare("encode", std, g, "enc.std", 1e-4, 0.0);
-    compare("encode", find_tap(&t, "quant_conv"), g, "enc.parameters", 1e-4, 0.0);
+    compare("encode", golden_taps_find(&t, "quant_conv"), g, "enc.parameters", 1e-4, 0.0);
     compare_taps("encode", &t, g, "debug.enc.");
-    free_taps(&t);
+    golden_taps_free(&t);
     tensor_free(std);
     tensor_free(mean);
     tensor_free(logvar);
