@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "ops/dnnl_layer.h"
 #include "ops/ops.h"
+#include "ops/pointwise.h"
 #include "ops/resample.h"
 #include "testutil.h"
 
@@ -338,11 +339,102 @@ static void test_layouts(void) {
     tensor_free(a2n);
 }
 
+// ---- fused convolutions -----------------------------------------------------------------------
+
+// conv2d_forward_fused against the separate ops it replaces: the same values bit for bit on every
+// kernel path (the sgemm path fuses, the others run the steps one after another).
+static void check_conv_fusion(bool force_primitive, bool pack, int in, int out,
+                              int kernel, int padding, int64_t h, int64_t w) {
+    conv2d c = {.in = in, .out = out, .kernel = kernel, .stride = 1, .padding = padding};
+    float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
+    c.weight = random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
+    c.bias = random_floats(out, -1, 1);
+    if (pack) CHECK_OK(conv2d_pack_with(&c, LCM_PRECISION_FP32, force_primitive));
+    const char *path = c.fast ? "oneDNN" : c.weight_ohwi ? "sgemm" : "reference";
+    tensor *x = random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
+    tensor *x_nhwc = tensor_to_nhwc(x);
+    int64_t oh = 2 * h + 2 * padding - kernel + 1, ow = 2 * w + 2 * padding - kernel + 1;
+    tensor *residual = random_tensor(4, (int64_t[]){2, out, oh, ow}, -1, 1);
+    tensor *residual_nhwc = tensor_to_nhwc(residual);
+    for (int variant = 0; variant < 4; variant++) {
+        const tensor *input = variant % 2 ? x_nhwc : x;
+        const tensor *r = variant < 2 ? residual : residual_nhwc;
+        // the separate steps
+        tensor *want = upsample_nearest2x(input);
+        tensor_replace(&want, conv2d_forward(&c, want));
+        add_inplace(want, r);
+        relu_inplace(want);
+        tensor *got = conv2d_forward_fused(
+            &c, input,
+            &(conv2d_fusion){.upsample_input = true, .residual = r, .activation = CONV_ACTIVATION_RELU});
+        char what[160];
+        snprintf(what, sizeof what, "fused conv %s %dx%d %d->%d %lldx%lld up+res+relu (%s in, %s res)",
+                 path, kernel, kernel, in, out, (long long)h, (long long)w,
+                 variant % 2 ? "NHWC" : "NCHW", variant < 2 ? "NCHW" : "NHWC");
+        compare(what, got, want, 0);
+        tensor_free(want);
+        tensor_free(got);
+    }
+    // no upsampling, ReLU only: the same as conv then relu
+    tensor *want = conv2d_forward(&c, x_nhwc);
+    relu_inplace(want);
+    tensor *got = conv2d_forward_fused(&c, x_nhwc, &(conv2d_fusion){.activation = CONV_ACTIVATION_RELU});
+    compare("  ReLU only", got, want, 0);
+    tensor_free(got);
+    // a residual of the wrong shape is refused
+    got = conv2d_forward_fused(&c, x_nhwc, &(conv2d_fusion){.residual = x});
+    CHECK(!got || in == out, "fused conv: a residual of another shape is refused");
+    tensor_free(got);
+    tensor_free(want);
+    tensor_free(x);
+    tensor_free(x_nhwc);
+    tensor_free(residual);
+    tensor_free(residual_nhwc);
+    conv2d_free(&c);
+}
+
+static void test_conv_fusion(void) {
+    // 13x11 doubled is 572 pixels per image: the last pixel chunk is partial.
+    static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *s = shapes[i];
+        check_conv_fusion(false, true, s[0], s[1], s[2], s[3], 13, 11);
+        check_conv_fusion(true, true, s[0], s[1], s[2], s[3], 13, 11);
+        check_conv_fusion(false, false, s[0], s[1], s[2], s[3], 13, 11);
+    }
+}
+
+// Freed large buffers go to the next tensor of their size; any other large size releases them.
+static void test_buffer_reuse(void) {
+    tensor_release_cached();
+    int64_t big = (1 << 20) / 4 + 100; // just over the 1 MiB reuse threshold
+    tensor *a = tensor_new(1, &big);
+    float *first = a->data;
+    tensor_free(a);
+    tensor *b = tensor_new(1, &big);
+    CHECK(b->data == first, "a freed large buffer is reused for the same size");
+    for (int64_t i = 0; i < big; i++) b->data[i] = (float)i;
+    tensor *c = tensor_new(1, &big);
+    CHECK(c->data != b->data, "a live buffer is never handed out twice");
+    tensor_free(c);
+    int64_t other = 2 * big;
+    tensor *d = tensor_new(1, &other); // a miss: releases c's kept buffer
+    tensor *e = tensor_new(1, &big);
+    CHECK(e->data != b->data && e->data != d->data, "distinct live buffers");
+    CHECK(b->data[big - 1] == (float)(big - 1), "live values untouched");
+    tensor_free(b);
+    tensor_free(d);
+    tensor_free(e);
+    tensor_release_cached();
+}
+
 int main(void) {
     test_load_modes();
     test_conv_linear();
     test_norms();
     test_elementwise();
     test_layouts();
+    test_conv_fusion();
+    test_buffer_reuse();
     return test_finish();
 }

@@ -1,9 +1,64 @@
 #include "core/tensor.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+
+// ---- buffer reuse (see tensor.h) -------------------------------------------------------------
+
+#define REUSE_MIN_BYTES ((size_t)1 << 20)
+#define REUSE_SLOTS 16
+
+static pthread_mutex_t reuse_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kept_buffer {
+    void *data;
+    size_t bytes;
+} kept[REUSE_SLOTS];
+static int kept_count;
+
+// A kept buffer of exactly `bytes`, else NULL after releasing all kept buffers (the rule that keeps
+// the peak where it was).
+static void *reuse_take(size_t bytes) {
+    if (bytes < REUSE_MIN_BYTES) return NULL;
+    void *found = NULL;
+    pthread_mutex_lock(&reuse_lock);
+    for (int i = kept_count - 1; i >= 0; i--) {
+        if (kept[i].bytes != bytes) continue;
+        found = kept[i].data;
+        kept[i] = kept[--kept_count];
+        break;
+    }
+    if (!found) {
+        for (int i = 0; i < kept_count; i++) free(kept[i].data);
+        kept_count = 0;
+    }
+    pthread_mutex_unlock(&reuse_lock);
+    return found;
+}
+
+// Keeps `data` for reuse when it is large and a slot is free; frees it otherwise.
+static void reuse_give(void *data, size_t bytes) {
+    if (bytes >= REUSE_MIN_BYTES) {
+        pthread_mutex_lock(&reuse_lock);
+        bool stored = kept_count < REUSE_SLOTS;
+        if (stored) kept[kept_count++] = (struct kept_buffer){data, bytes};
+        pthread_mutex_unlock(&reuse_lock);
+        if (stored) return;
+    }
+    free(data);
+}
+
+void tensor_release_cached(void) {
+    pthread_mutex_lock(&reuse_lock);
+    for (int i = 0; i < kept_count; i++) free(kept[i].data);
+    kept_count = 0;
+    pthread_mutex_unlock(&reuse_lock);
+}
+
+// ---- tensors -------------------------------------------------------------------------------
 
 int64_t tensor_numel(const tensor *t) {
     int64_t n = 1;
@@ -31,7 +86,10 @@ tensor *tensor_new(int ndim, const int64_t *shape) {
     }
     // Rounded up to the alignment as aligned_alloc requires; at least one cache line.
     size_t bytes = ((size_t)numel * sizeof(float) + 63) / 64 * 64;
-    t->data = aligned_alloc(64, bytes ? bytes : 64);
+    if (!bytes) bytes = 64;
+    t->capacity = bytes;
+    t->data = reuse_take(bytes);
+    if (!t->data) t->data = aligned_alloc(64, bytes);
     if (!t->data) {
         free(t);
         goto oom;
@@ -97,7 +155,7 @@ tensor *tensor_to_nhwc(const tensor *t) { return tensor_relayout(t, TENSOR_NHWC)
 
 void tensor_free(tensor *t) {
     if (!t) return;
-    free(t->data);
+    reuse_give(t->data, t->capacity);
     free(t);
 }
 

@@ -27,6 +27,7 @@ typedef struct tensor {
     tensor_layout layout;
     int64_t shape[TENSOR_MAX_DIMS];
     float *data; // owned by the tensor, 64-byte aligned
+    size_t capacity; // bytes behind `data` (tensor_new's allocation; set only by tensor.c)
 } tensor;
 
 // Uninitialised tensor of the given shape; NULL (with the error set) when out of memory.
@@ -47,6 +48,16 @@ tensor *tensor_to_nchw(const tensor *t);
 tensor *tensor_to_nhwc(const tensor *t);
 
 int64_t tensor_numel(const tensor *t);
+
+// Large tensor buffers (>= 1 MiB) freed by tensor_free are kept for the next tensor_new of the
+// same size, so that a forward pass that frees and allocates the same activation sizes layer after
+// layer does not pay for returning pages to the kernel and faulting fresh zeroed ones back in. An
+// allocation that finds no kept buffer of its size releases all kept ones first, so kept + live
+// bytes never exceed the live bytes of the process at its last such allocation: the peak resident
+// memory is not raised. Thread-safe.
+//
+// Returns every kept buffer to the system allocator (end of a generation, an idle server).
+void tensor_release_cached(void);
 
 // Frees *t and replaces it with `next`: `tensor_replace(&h, conv2d_forward(&w->conv, h));` reads
 // as "h becomes conv(h)" without a leak.

@@ -73,9 +73,14 @@ tensor *resnet_block_forward(const resnet_block *b, const tensor *x, const tenso
         tensor_free(t);
     }
     tensor_replace(&h, group_norm_silu(&b->norm2, h));
-    tensor_replace(&h, conv2d_forward(&b->conv2, h));
-    tensor *shortcut = conv2d_present(&b->conv_shortcut) ? conv2d_forward(&b->conv_shortcut, x) : tensor_copy(x);
-    h = add_consume(h, shortcut);
+    if (conv2d_present(&b->conv_shortcut)) {
+        // The shortcut is made after conv2 so that it is not alive during it (peak memory).
+        tensor_replace(&h, conv2d_forward(&b->conv2, h));
+        h = add_consume(h, conv2d_forward(&b->conv_shortcut, x));
+    } else if (h) {
+        // conv2(h) + x, the skip added inside the convolution
+        tensor_replace(&h, conv2d_forward_fused(&b->conv2, h, &(conv2d_fusion){.residual = x}));
+    }
     // diffusers divides; 1.0 (every unet/vae resnet but a scaled mid block) is skipped as exact.
     if (b->config.output_scale_factor != 1.0f) scale_inplace(h, 1.0f / b->config.output_scale_factor);
     return h;
@@ -266,6 +271,8 @@ lcm_status upsample_load(upsample *u, const weight_set *ws, const char *prefix, 
 void upsample_free(upsample *u) { conv2d_free(&u->conv); }
 
 tensor *upsample_forward(const upsample *u, const tensor *x, int64_t out_h, int64_t out_w) {
+    if (x && out_h == 2 * x->shape[2] && out_w == 2 * x->shape[3])
+        return conv2d_forward_fused(&u->conv, x, &(conv2d_fusion){.upsample_input = true});
     tensor *h = upsample_nearest(x, out_h, out_w);
     tensor_replace(&h, conv2d_forward(&u->conv, h));
     return h;

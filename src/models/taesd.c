@@ -285,29 +285,48 @@ int64_t taesd_param_count(const taesd_model *m) {
 
 // ---- forward pass ----------------------------------------------------------------------------
 
-// [N, C, H, W] -> [N, C, H, W]: ReLU(conv(ReLU(conv(ReLU(conv(x))))) + x)
+// [N, C, H, W] -> [N, C, H, W]: ReLU(conv(ReLU(conv(ReLU(conv(x))))) + x), each ReLU and the
+// skip add done inside its convolution.
 static tensor *block_forward(const layer *l, const tensor *x) {
-    tensor *h = conv2d_forward(&l->conv[0], x);
-    relu_inplace(h);
-    tensor_replace(&h, conv2d_forward(&l->conv[1], h));
-    relu_inplace(h);
-    tensor_replace(&h, conv2d_forward(&l->conv[2], h));
-    if (h && !add_inplace(h, x)) tensor_replace(&h, NULL);
-    relu_inplace(h);
+    const conv2d_fusion relu = {.activation = CONV_ACTIVATION_RELU};
+    tensor *h = conv2d_forward_fused(&l->conv[0], x, &relu);
+    tensor_replace(&h, conv2d_forward_fused(&l->conv[1], h, &relu));
+    const conv2d_fusion skip_relu = {.residual = x, .activation = CONV_ACTIVATION_RELU};
+    if (h) tensor_replace(&h, conv2d_forward_fused(&l->conv[2], h, &skip_relu));
     return h;
 }
 
-// Runs the layers in order; consumes x. `half` names the taps ("decoder" / "encoder").
+// Runs the layers in order; consumes x. `half` names the taps ("decoder" / "encoder"). Without a
+// tap, an upsample is read by the convolution after it and a ReLU runs inside the convolution
+// before it; with one, every layer runs on its own so that each output can be seen.
 static tensor *stack_forward(const layer_stack *s, const char *half, tensor *x, taesd_tap_fn tap,
                              void *user) {
     tensor *h = x;
+    bool upsample_pending = false;
     for (int i = 0; i < s->count && h; i++) {
         const layer *l = &s->layers[i];
+        bool next_is_conv = i + 1 < s->count && s->layers[i + 1].kind == LAYER_CONV;
+        bool next_is_relu = i + 1 < s->count && s->layers[i + 1].kind == LAYER_RELU;
         switch (l->kind) {
-        case LAYER_CONV: tensor_replace(&h, conv2d_forward(&l->conv[0], h)); break;
+        case LAYER_CONV: {
+            conv2d_fusion fusion = {.upsample_input = upsample_pending};
+            upsample_pending = false;
+            if (!tap && next_is_relu) {
+                fusion.activation = CONV_ACTIVATION_RELU;
+                i++;
+            }
+            tensor_replace(&h, conv2d_forward_fused(&l->conv[0], h, &fusion));
+            break;
+        }
         case LAYER_RELU: relu_inplace(h); continue; // diffusers' shared ReLU module is not hooked
         case LAYER_BLOCK: tensor_replace(&h, block_forward(l, h)); break;
-        case LAYER_UPSAMPLE: tensor_replace(&h, upsample_nearest2x(h)); break; // [N,C,2H,2W]
+        case LAYER_UPSAMPLE:
+            if (!tap && next_is_conv) {
+                upsample_pending = true;
+                continue;
+            }
+            tensor_replace(&h, upsample_nearest2x(h)); // [N,C,2H,2W]
+            break;
         }
         if (tap && h) {
             char name[NAME_SIZE];

@@ -486,8 +486,8 @@ static tensor *up_block_forward(const sampling_block *b, const tensor *x) {
     tensor *h = resnet_block_forward(&b->resnets[0], x, NULL);
     for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, NULL));
     if (b->has_resample) {
-        tensor_replace(&h, upsample_nearest2x(h));
-        tensor_replace(&h, conv2d_forward(&b->resample_conv, h));
+        // [N,C,H,W] -> [N,C,2H,2W], the doubled image read inside the convolution
+        if (h) tensor_replace(&h, conv2d_forward_fused(&b->resample_conv, h, &(conv2d_fusion){.upsample_input = true}));
     }
     return h;
 }

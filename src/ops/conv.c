@@ -9,6 +9,7 @@
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
+#include "ops/pointwise.h"
 
 // About 32 MiB of columns per band.
 #define CONV_COLUMN_BUDGET (8u * 1024u * 1024u)
@@ -62,11 +63,12 @@ static tensor *conv2d_fast(const conv2d *c, const tensor *x, int64_t oh, int64_t
 #define CONV_PIXEL_CHUNK 128
 
 // Unfolds the NHWC input under output pixels [p0, p0 + count) into col[pixel, (ky, kx, ic)]: each
-// tap is one contiguous run of `in` values.
-static void im2col_nhwc_chunk(const conv2d *c, const float *x, int64_t h, int64_t w, int64_t ow,
-                              int64_t p0, int64_t count, float *col) {
+// tap is one contiguous run of `in` values. With `up` = 1 the convolution sees the input
+// nearest-upsampled 2x (an h x w input read as 2h x 2w), without that image being written out.
+static void im2col_nhwc_chunk(const conv2d *c, const float *x, int64_t h, int64_t w, int up,
+                              int64_t ow, int64_t p0, int64_t count, float *col) {
     int k = c->kernel, s = c->stride, p = c->padding;
-    int64_t in = c->in;
+    int64_t in = c->in, seen_h = h << up, seen_w = w << up;
     float *dst = col;
     for (int64_t px = p0; px < p0 + count; px++) {
         int64_t oy = px / ow, ox = px % ow;
@@ -74,32 +76,58 @@ static void im2col_nhwc_chunk(const conv2d *c, const float *x, int64_t h, int64_
             int64_t iy = oy * s - p + ky;
             for (int kx = 0; kx < k; kx++, dst += in) {
                 int64_t ix = ox * s - p + kx;
-                if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                if (iy < 0 || iy >= seen_h || ix < 0 || ix >= seen_w)
                     memset(dst, 0, sizeof(float) * (size_t)in);
                 else
-                    memcpy(dst, x + (iy * w + ix) * in, sizeof(float) * (size_t)in);
+                    memcpy(dst, x + ((iy >> up) * w + (ix >> up)) * in, sizeof(float) * (size_t)in);
             }
         }
+    }
+}
+
+// The residual add and activation of `fusion` on `count` finished values, as add_inplace and
+// relu_inplace compute them.
+static void apply_epilogue(const conv2d_fusion *fusion, const float *restrict residual,
+                           float *restrict out, int64_t count) {
+    if (residual) {
+        #pragma omp simd
+        for (int64_t i = 0; i < count; i++) out[i] += residual[i];
+    }
+    if (fusion->activation == CONV_ACTIVATION_RELU) {
+        #pragma omp simd
+        for (int64_t i = 0; i < count; i++) out[i] = out[i] < 0.0f ? 0.0f : out[i];
     }
 }
 
 // NHWC convolution as im2col + sgemm, the fast path where oneDNN has no fast direct kernel:
 // out[pixels, out] = col[pixels, k*k*in] W_ohwi^T, one chunk of output pixels per task, each
 // thread with its own small column buffer (oneDNN's sgemm runs single-threaded inside our
-// parallel loop).
-static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
+// parallel loop). `fusion`'s epilogue runs on each chunk right after its product.
+static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, int64_t ow,
+                                const conv2d_fusion *fusion) {
     int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
+    int up = fusion->upsample_input ? 1 : 0;
     tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
     if (x->layout != TENSOR_NHWC && !converted) return NULL;
     const float *input = converted ? converted->data : x->data;
+    const tensor *residual = fusion->residual;
+    tensor *residual_converted = NULL;
+    if (residual && residual->layout != TENSOR_NHWC) {
+        residual = residual_converted = tensor_to_nhwc(residual);
+        if (!residual) {
+            tensor_free(converted);
+            return NULL;
+        }
+    }
     tensor *y = tensor_new4(n, c->out, oh, ow);
     if (!y) {
         tensor_free(converted);
+        tensor_free(residual_converted);
         return NULL;
     }
     y->layout = TENSOR_NHWC;
     int64_t patch = (int64_t)c->in * c->kernel * c->kernel;
-    bool pointwise = c->kernel == 1 && c->stride == 1 && c->padding == 0;
+    bool pointwise = c->kernel == 1 && c->stride == 1 && c->padding == 0 && !up;
     int64_t chunks_per_image = (oh * ow + CONV_PIXEL_CHUNK - 1) / CONV_PIXEL_CHUNK;
     int failed = 0;
     #pragma omp parallel
@@ -115,21 +143,24 @@ static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, in
             int64_t b = task / chunks_per_image, p0 = task % chunks_per_image * CONV_PIXEL_CHUNK;
             int64_t count = oh * ow - p0 < CONV_PIXEL_CHUNK ? oh * ow - p0 : CONV_PIXEL_CHUNK;
             const float *xb = input + b * h * w * c->in;
-            float *out = y->data + (b * oh * ow + p0) * c->out;
+            int64_t first = (b * oh * ow + p0) * c->out;
+            float *out = y->data + first;
             if (c->bias)
                 for (int64_t px = 0; px < count; px++)
                     memcpy(out + px * c->out, c->bias, sizeof(float) * (size_t)c->out);
             const float *cols = xb + p0 * c->in;
             if (!pointwise) {
-                im2col_nhwc_chunk(c, xb, h, w, ow, p0, count, col);
+                im2col_nhwc_chunk(c, xb, h, w, up, ow, p0, count, col);
                 cols = col;
             }
             gemm_f32(false, true, count, c->out, patch, 1.0f, cols, patch, c->weight_ohwi, patch,
                      c->bias ? 1.0f : 0.0f, out, c->out);
+            apply_epilogue(fusion, residual ? residual->data + first : NULL, out, count * c->out);
         }
         free(col);
     }
     tensor_free(converted);
+    tensor_free(residual_converted);
     if (failed) {
         tensor_free(y);
         lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv2d: out of memory for the column buffer");
@@ -151,18 +182,50 @@ tensor *conv2d_forward(const conv2d *c, const tensor *x) {
     return y;
 }
 
-static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
+static int64_t conv_output_size(const conv2d *c, int64_t size) {
+    return (size + 2 * c->padding - c->kernel) / c->stride + 1;
+}
+
+static bool check_conv_input(const conv2d *c, const tensor *x) {
+    if (x->ndim == 4 && x->shape[1] == c->in) return true;
+    lcm_fail(LCM_ERR_INTERNAL, "conv2d: input has %lld channels, layer expects %d",
+             (long long)(x->ndim == 4 ? x->shape[1] : -1), c->in);
+    return false;
+}
+
+tensor *conv2d_forward_fused(const conv2d *c, const tensor *x, const conv2d_fusion *fusion) {
+    static const conv2d_fusion none = {0};
+    if (!fusion) fusion = &none;
     if (!x) return NULL;
-    if (x->ndim != 4 || x->shape[1] != c->in) {
-        lcm_fail(LCM_ERR_INTERNAL, "conv2d: input has %lld channels, layer expects %d",
-                 (long long)(x->ndim == 4 ? x->shape[1] : -1), c->in);
+    if (!check_conv_input(c, x)) return NULL;
+    int64_t h = x->shape[2] << (fusion->upsample_input ? 1 : 0);
+    int64_t w = x->shape[3] << (fusion->upsample_input ? 1 : 0);
+    int64_t oh = conv_output_size(c, h), ow = conv_output_size(c, w);
+    const tensor *r = fusion->residual;
+    if (r && (r->ndim != 4 || r->shape[0] != x->shape[0] || r->shape[1] != c->out ||
+              r->shape[2] != oh || r->shape[3] != ow)) {
+        lcm_fail(LCM_ERR_INTERNAL, "conv2d: residual does not have the output's shape");
         return NULL;
     }
+    // The sgemm path fuses; observers and fake quantization see the layer's real input, and the
+    // other kernels take the steps one at a time.
+    if (c->weight_ohwi && !c->fast && layer_quant_input_is_plain(c->quant)) return conv2d_nhwc_gemm(c, x, oh, ow, fusion);
+    tensor *upsampled = fusion->upsample_input ? upsample_nearest2x(x) : NULL;
+    if (fusion->upsample_input && !upsampled) return NULL;
+    tensor *y = conv2d_forward(c, upsampled ? upsampled : x);
+    tensor_free(upsampled);
+    if (y && r && !add_inplace(y, r)) tensor_replace(&y, NULL);
+    if (y && fusion->activation == CONV_ACTIVATION_RELU) relu_inplace(y);
+    return y;
+}
+
+static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
+    if (!x) return NULL;
+    if (!check_conv_input(c, x)) return NULL;
     int64_t h = x->shape[2], w = x->shape[3];
-    int64_t oh = (h + 2 * c->padding - c->kernel) / c->stride + 1;
-    int64_t ow = (w + 2 * c->padding - c->kernel) / c->stride + 1;
+    int64_t oh = conv_output_size(c, h), ow = conv_output_size(c, w);
     if (c->fast) return conv2d_fast(c, x, oh, ow);
-    if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow);
+    if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow, &(conv2d_fusion){0});
     if (x->layout == TENSOR_NCHW) return conv2d_reference(c, x, oh, ow);
     tensor *plain = tensor_to_nchw(x);
     tensor *y = plain ? conv2d_reference(c, plain, oh, ow) : NULL;

@@ -88,6 +88,10 @@ void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point) {
     }
 }
 
+bool layer_quant_input_is_plain(const layer_quant *q) {
+    return !observer && (!q || (!q->quantize_input && !q->int8));
+}
+
 const tensor *layer_quant_input(const layer_quant *q, const tensor *x, tensor **owned) {
     *owned = NULL;
     if (!x) return NULL;

@@ -47,6 +47,10 @@ lcm_status layer_quant_pack(layer_quant *q, float **weight, int in, int out, int
 // out of memory. q may be NULL.
 const tensor *layer_quant_input(const layer_quant *q, const tensor *x, tensor **owned);
 
+// Whether the layer computes on its input exactly as given: no int8 kernel, no fake quantization
+// and no observer to call. Kernels may then fuse work into the layer (q may be NULL).
+bool layer_quant_input_is_plain(const layer_quant *q);
+
 // Values quantized and dequantized in place with the given u8 parameters.
 void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point);
 

@@ -103,6 +103,24 @@ tensor *linear_forward(const linear *l, const tensor *x);
 // x [N, in, H, W] -> [N, out, H', W'] with H' = (H + 2p - k)/s + 1. Fast path: NHWC output.
 tensor *conv2d_forward(const conv2d *c, const tensor *x);
 
+// Work done inside a convolution on values still in cache, instead of separate passes over the
+// whole activation: y = activation(conv(upsample?(x)) + bias + residual). The result equals the
+// separate ops (upsample_nearest2x, conv2d_forward, add_inplace, relu_inplace) bit for bit.
+typedef enum conv_activation {
+    CONV_ACTIVATION_NONE,
+    CONV_ACTIVATION_RELU,
+} conv_activation;
+
+typedef struct conv2d_fusion {
+    bool upsample_input;        // x is nearest-upsampled 2x first: [N,in,H,W] -> [N,in,2H,2W]
+    const tensor *residual;     // or NULL: added after the bias; the output's shape, any layout
+    conv_activation activation; // applied last
+} conv2d_fusion;
+
+// conv2d_forward with `fusion` (NULL: none). Only the NHWC sgemm path fuses; the other paths run
+// the same steps one after another.
+tensor *conv2d_forward_fused(const conv2d *c, const tensor *x, const conv2d_fusion *fusion);
+
 // Zero padding of the spatial axes: [N,C,H,W] -> [N,C,top+H+bottom,left+W+right].
 tensor *pad2d(const tensor *x, int top, int bottom, int left, int right);
 

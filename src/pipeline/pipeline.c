@@ -28,6 +28,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     model_folder_close(&p->folder);
     lora_set_free(p->loras);
     free(p);
+    tensor_release_cached();
 }
 
 // The components this pipeline needs, with the classes we can run.

@@ -503,9 +503,18 @@ void lcm_result_free(lcm_result *result) {
     free(result);
 }
 
+static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out);
+
 lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     *out = NULL;
     if (!p || !request) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_generate: NULL argument");
+    lcm_status st = generate(p, request, out);
+    // Activation buffers kept for reuse between layers are not held by an idle pipeline.
+    tensor_release_cached();
+    return st;
+}
+
+static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     // The thread count is per calling thread in OpenMP: a pipeline opened on one thread and used on
     // another (a server's worker) must still run with the count its primitives were made for.
     omp_set_num_threads(p->threads);
