@@ -2,6 +2,7 @@
 // machine slows them alike, and prints the medians.
 //
 //   decode_bench [--taesd-only] [--skip-tiled] --model PIPELINE_DIR --taesd TAESD_DIR [--size 512] [--repeat 3]
+//                [--conv-kernel auto|direct|sgemm|onednn]
 //
 // Only the pipeline's VAE is loaded. The tiled decode uses diffusers' enable_tiling() tiles when
 // they split this size, else the largest halving of them that does (as --vae-tiling auto would).
@@ -17,10 +18,19 @@
 #include "models/taesd.h"
 #include "models/vae.h"
 #include "models/vae_tiled.h"
+#include "ops/ops.h"
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// CPU seconds of the process: with one thread (OMP_NUM_THREADS=1) the compute time even while
+// other processes take turns on the core, so A/B comparisons hold on a busy machine.
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -56,6 +66,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--taesd")) taesd_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--conv-kernel")) {
+            const char *k = argv[i + 1];
+            conv_kernel kernel = !strcmp(k, "direct")   ? CONV_KERNEL_DIRECT
+                                 : !strcmp(k, "sgemm")  ? CONV_KERNEL_SGEMM
+                                 : !strcmp(k, "onednn") ? CONV_KERNEL_ONEDNN
+                                                        : CONV_KERNEL_AUTO;
+            ops_set_conv_kernel(kernel);
+        }
     }
     if (!model || !taesd_dir || size < 64 || size % 8 || repeat < 1 || repeat > MAX_REPEAT) {
         fprintf(stderr, "usage: decode_bench --model PIPELINE_DIR --taesd TAESD_DIR [--size N] "
@@ -92,16 +110,20 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < tensor_numel(latents); i++) latents->data[i] *= 0.8f / cfg->scaling_factor;
 
     double t_vae[MAX_REPEAT], t_tiled[MAX_REPEAT], t_taesd[MAX_REPEAT];
+    double cpu_vae[MAX_REPEAT], cpu_taesd[MAX_REPEAT];
     for (int r = 0; r < repeat; r++) {
         tensor *image = NULL;
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         if (!taesd_only && vae_decode(vae, latents, &image) != LCM_OK) return fail("VAE decode");
         t_vae[r] = now() - t0;
+        cpu_vae[r] = cpu_now() - c0;
         tensor_free(image);
         image = NULL;
         t0 = now();
+        c0 = cpu_now();
         if (taesd_decode(taesd, latents, &image) != LCM_OK) return fail("TAESD decode");
         t_taesd[r] = now() - t0;
+        cpu_taesd[r] = cpu_now() - c0;
         tensor_free(image);
         image = NULL;
         t0 = now();
@@ -109,14 +131,17 @@ int main(int argc, char **argv) {
             return fail("tiled VAE decode");
         t_tiled[r] = now() - t0;
         tensor_free(image);
-        printf("run %d: VAE %.3f s, tiled VAE %.3f s, TAESD %.3f s\n", r + 1, t_vae[r], t_tiled[r],
-               t_taesd[r]);
+        printf("run %d: VAE %.3f s, tiled VAE %.3f s, TAESD %.3f s (CPU time: VAE %.3f s, TAESD %.3f s)\n",
+               r + 1, t_vae[r], t_tiled[r], t_taesd[r], cpu_vae[r], cpu_taesd[r]);
         fflush(stdout);
     }
     double vae_s = median(t_vae, repeat), tiled_s = median(t_tiled, repeat);
     double taesd_s = median(t_taesd, repeat);
     printf("median of %d: VAE %.3f s, tiled VAE %.3f s, TAESD %.3f s; TAESD is %.1fx faster than "
            "the VAE\n", repeat, vae_s, tiled_s, taesd_s, vae_s / taesd_s);
+    double vae_cpu = median(cpu_vae, repeat), taesd_cpu = median(cpu_taesd, repeat);
+    printf("median CPU time: VAE %.3f s, TAESD %.3f s: %.1fx\n", vae_cpu, taesd_cpu,
+           vae_cpu / taesd_cpu);
     tensor_free(latents);
     taesd_free(taesd);
     vae_free(vae);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/conv_direct.h"
 #include "ops/dnnl_layer.h"
 #include "ops/ops.h"
 #include "ops/pointwise.h"
@@ -74,7 +75,7 @@ static void compare(const char *what, const tensor *got, const tensor *want, dou
 
 // ---- conv and linear ------------------------------------------------------------------------------
 
-static void check_conv_with(lcm_precision precision, bool force_primitive, int64_t n, int in,
+static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, int64_t n, int in,
                             int out, int64_t h, int64_t w, int kernel, int stride, int padding,
                             bool bias) {
     conv2d ref = {.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
@@ -84,10 +85,10 @@ static void check_conv_with(lcm_precision precision, bool force_primitive, int64
     conv2d fast = ref;
     fast.weight = copy_floats(ref.weight, (int64_t)out * in * kernel * kernel);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
-    CHECK_OK(conv2d_pack_with(&fast, precision, force_primitive));
-    CHECK((fast.fast || fast.weight_ohwi) && !fast.weight && conv2d_present(&fast),
+    CHECK_OK(conv2d_pack_kernel(&fast, precision, kernel_choice));
+    CHECK((fast.fast || fast.direct || fast.weight_ohwi) && !fast.weight && conv2d_present(&fast),
           "conv2d_pack frees the plain weight");
-    if (!fast.fast && !fast.weight_ohwi) exit(1);
+    if (!fast.fast && !fast.direct && !fast.weight_ohwi) exit(1);
 
     tensor *x = random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
@@ -99,7 +100,7 @@ static void check_conv_with(lcm_precision precision, bool force_primitive, int64
     double tol = precision == LCM_PRECISION_BF16 ? BF16_TOL : FP32_TOL;
     snprintf(what, sizeof what, "conv %s %s %dx%d s%d p%d %d->%d %lldx%lld%s",
              precision == LCM_PRECISION_BF16 ? "bf16" : "fp32",
-             fast.fast ? "oneDNN" : "im2col", kernel, kernel, stride, padding,
+             fast.fast ? "oneDNN" : fast.direct ? "direct" : "im2col", kernel, kernel, stride, padding,
              in, out, (long long)h, (long long)w, bias ? "" : " no bias");
     compare(what, from_nchw, want, tol);
     CHECK(from_nchw && from_nchw->layout == TENSOR_NHWC, "%s: fast output is NHWC", what);
@@ -127,8 +128,10 @@ static void check_conv_with(lcm_precision precision, bool force_primitive, int64
 
 static void check_conv(lcm_precision precision, int64_t n, int in, int out, int64_t h, int64_t w,
                        int kernel, int stride, int padding, bool bias) {
-    check_conv_with(precision, true, n, in, out, h, w, kernel, stride, padding, bias);
-    check_conv_with(precision, false, n, in, out, h, w, kernel, stride, padding, bias);
+    check_conv_with(precision, CONV_KERNEL_ONEDNN, n, in, out, h, w, kernel, stride, padding, bias);
+    check_conv_with(precision, CONV_KERNEL_SGEMM, n, in, out, h, w, kernel, stride, padding, bias);
+    if (conv_direct_available())
+        check_conv_with(precision, CONV_KERNEL_DIRECT, n, in, out, h, w, kernel, stride, padding, bias);
 }
 
 static void check_linear(lcm_precision precision, int64_t batch, int64_t rows, int in, int out,
@@ -343,14 +346,14 @@ static void test_layouts(void) {
 
 // conv2d_forward_fused against the separate ops it replaces: the same values bit for bit on every
 // kernel path (the sgemm path fuses, the others run the steps one after another).
-static void check_conv_fusion(bool force_primitive, bool pack, int in, int out,
+static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int out,
                               int kernel, int padding, int64_t h, int64_t w) {
     conv2d c = {.in = in, .out = out, .kernel = kernel, .stride = 1, .padding = padding};
     float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
     c.weight = random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
     c.bias = random_floats(out, -1, 1);
-    if (pack) CHECK_OK(conv2d_pack_with(&c, LCM_PRECISION_FP32, force_primitive));
-    const char *path = c.fast ? "oneDNN" : c.weight_ohwi ? "sgemm" : "reference";
+    if (pack) CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, kernel_choice));
+    const char *path = c.fast ? "oneDNN" : c.direct ? "direct" : c.weight_ohwi ? "sgemm" : "reference";
     tensor *x = random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
     int64_t oh = 2 * h + 2 * padding - kernel + 1, ow = 2 * w + 2 * padding - kernel + 1;
@@ -398,9 +401,11 @@ static void test_conv_fusion(void) {
     static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *s = shapes[i];
-        check_conv_fusion(false, true, s[0], s[1], s[2], s[3], 13, 11);
-        check_conv_fusion(true, true, s[0], s[1], s[2], s[3], 13, 11);
-        check_conv_fusion(false, false, s[0], s[1], s[2], s[3], 13, 11);
+        check_conv_fusion(CONV_KERNEL_SGEMM, true, s[0], s[1], s[2], s[3], 13, 11);
+        check_conv_fusion(CONV_KERNEL_ONEDNN, true, s[0], s[1], s[2], s[3], 13, 11);
+        check_conv_fusion(CONV_KERNEL_AUTO, false, s[0], s[1], s[2], s[3], 13, 11);
+        if (conv_direct_available())
+            check_conv_fusion(CONV_KERNEL_DIRECT, true, s[0], s[1], s[2], s[3], 13, 11);
     }
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/conv_direct.h"
 #include "ops/dnnl_layer.h"
 #include "ops/gemm.h"
 #include "ops/int8_layer.h"
@@ -169,6 +170,31 @@ static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, in
     return y;
 }
 
+// The direct AVX2 kernel (ops/conv_direct.h) with `fusion` done inside it.
+static tensor *conv2d_direct(const conv2d *c, const tensor *x, int64_t oh, int64_t ow,
+                             const conv2d_fusion *fusion) {
+    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
+    if (x->layout != TENSOR_NHWC && !converted) return NULL;
+    const tensor *residual = fusion->residual;
+    tensor *residual_converted = NULL;
+    if (residual && residual->layout != TENSOR_NHWC) residual = residual_converted = tensor_to_nhwc(residual);
+    tensor *y = fusion->residual && !residual ? NULL : tensor_new4(x->shape[0], c->out, oh, ow);
+    if (y) {
+        y->layout = TENSOR_NHWC;
+        const conv_direct_epilogue epilogue = {
+            .residual = residual ? residual->data : NULL,
+            .relu = fusion->activation == CONV_ACTIVATION_RELU,
+        };
+        if (conv_direct_run(c->direct, converted ? converted->data : x->data, x->shape[0],
+                            x->shape[2], x->shape[3], fusion->upsample_input, &epilogue,
+                            y->data) != LCM_OK)
+            tensor_replace(&y, NULL);
+    }
+    tensor_free(converted);
+    tensor_free(residual_converted);
+    return y;
+}
+
 static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow);
 
 static tensor *conv2d_compute(const conv2d *c, const tensor *x);
@@ -207,9 +233,12 @@ tensor *conv2d_forward_fused(const conv2d *c, const tensor *x, const conv2d_fusi
         lcm_fail(LCM_ERR_INTERNAL, "conv2d: residual does not have the output's shape");
         return NULL;
     }
-    // The sgemm path fuses; observers and fake quantization see the layer's real input, and the
-    // other kernels take the steps one at a time.
-    if (c->weight_ohwi && !c->fast && layer_quant_input_is_plain(c->quant)) return conv2d_nhwc_gemm(c, x, oh, ow, fusion);
+    // The direct and sgemm kernels fuse; observers and fake quantization see the layer's real
+    // input, and the other kernels take the steps one at a time.
+    if (layer_quant_input_is_plain(c->quant)) {
+        if (c->direct) return conv2d_direct(c, x, oh, ow, fusion);
+        if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow, fusion);
+    }
     tensor *upsampled = fusion->upsample_input ? upsample_nearest2x(x) : NULL;
     if (fusion->upsample_input && !upsampled) return NULL;
     tensor *y = conv2d_forward(c, upsampled ? upsampled : x);
@@ -225,6 +254,7 @@ static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
     int64_t h = x->shape[2], w = x->shape[3];
     int64_t oh = conv_output_size(c, h), ow = conv_output_size(c, w);
     if (c->fast) return conv2d_fast(c, x, oh, ow);
+    if (c->direct) return conv2d_direct(c, x, oh, ow, &(conv2d_fusion){0});
     if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow, &(conv2d_fusion){0});
     if (x->layout == TENSOR_NCHW) return conv2d_reference(c, x, oh, ow);
     tensor *plain = tensor_to_nchw(x);

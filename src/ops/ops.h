@@ -45,6 +45,9 @@ typedef struct conv2d {
     // Fast path on CPUs without AVX-512, where oneDNN's direct NHWC convolutions are slower than
     // a matrix product: the weight as [out, kernel, kernel, in] for NHWC im2col + sgemm.
     float *weight_ohwi;
+    // Fast path on CPUs with AVX2 + FMA and without AVX-512: prepacked weights for the direct
+    // NHWC kernel (ops/conv_direct.h), measured faster than im2col + sgemm.
+    struct conv_direct *direct;
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
 } conv2d;
 
@@ -83,6 +86,19 @@ lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primi
 lcm_status linear_pack(linear *l, lcm_precision precision);
 lcm_status conv2d_pack(conv2d *c, lcm_precision precision);
 
+// The convolution kernels, for tests and benchmarks that compare them on one machine. AUTO is what
+// conv2d_pack picks: oneDNN with AVX-512, else the direct kernel with AVX2 + FMA, else sgemm.
+typedef enum conv_kernel {
+    CONV_KERNEL_AUTO,
+    CONV_KERNEL_ONEDNN, // oneDNN primitive (any CPU oneDNN supports)
+    CONV_KERNEL_DIRECT, // ops/conv_direct.h (fails without AVX2 + FMA)
+    CONV_KERNEL_SGEMM,  // NHWC im2col + sgemm
+} conv_kernel;
+lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel);
+// The kernel conv2d_pack (and so every model load) uses from now on; AUTO by default. For
+// benchmarks that load one model twice to compare kernels; not thread-safe.
+void ops_set_conv_kernel(conv_kernel kernel);
+
 // Whether an optional layer was loaded (either path).
 bool linear_present(const linear *l);
 bool conv2d_present(const conv2d *c);
@@ -117,8 +133,8 @@ typedef struct conv2d_fusion {
     conv_activation activation; // applied last
 } conv2d_fusion;
 
-// conv2d_forward with `fusion` (NULL: none). Only the NHWC sgemm path fuses; the other paths run
-// the same steps one after another.
+// conv2d_forward with `fusion` (NULL: none). The direct and sgemm kernels fuse; the other paths
+// (oneDNN, reference, int8, calibration) run the same steps one after another.
 tensor *conv2d_forward_fused(const conv2d *c, const tensor *x, const conv2d_fusion *fusion);
 
 // Zero padding of the spatial axes: [N,C,H,W] -> [N,C,top+H+bottom,left+W+right].

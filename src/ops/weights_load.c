@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "ops/conv_direct.h"
 #include "ops/layer_quant.h"
 #include "ops/cpu.h"
 #include "ops/dnnl_layer.h"
@@ -36,11 +37,21 @@ lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primi
     return LCM_OK;
 }
 
-lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
-    if (c->fast || !c->weight) return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
-    if (force_primitive || cpu_has_avx512()) {
+lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel) {
+    if (c->fast || c->direct || c->weight_ohwi || !c->weight)
+        return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
+    if (kernel == CONV_KERNEL_AUTO)
+        kernel = cpu_has_avx512()          ? CONV_KERNEL_ONEDNN
+                 : conv_direct_available() ? CONV_KERNEL_DIRECT
+                                           : CONV_KERNEL_SGEMM;
+    if (kernel == CONV_KERNEL_ONEDNN) {
         LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel,
                                     c->stride, c->padding, precision, &c->fast));
+    } else if (kernel == CONV_KERNEL_DIRECT) {
+        if (!conv_direct_available())
+            return lcm_fail(LCM_ERR_UNSUPPORTED, "conv2d_pack: the direct kernel needs AVX2 and FMA");
+        LCM_TRY(conv_direct_new(c->weight, c->bias, c->in, c->out, c->kernel, c->stride,
+                                c->padding, &c->direct));
     } else {
         // [out, in, k, k] -> [out, k, k, in]
         int64_t taps = (int64_t)c->kernel * c->kernel;
@@ -56,6 +67,14 @@ lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primi
     return LCM_OK;
 }
 
+static conv_kernel default_conv_kernel = CONV_KERNEL_AUTO;
+
+void ops_set_conv_kernel(conv_kernel kernel) { default_conv_kernel = kernel; }
+
+lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
+    return conv2d_pack_kernel(c, precision, force_primitive ? CONV_KERNEL_ONEDNN : default_conv_kernel);
+}
+
 lcm_status linear_pack(linear *l, lcm_precision precision) {
     return linear_pack_with(l, precision, false);
 }
@@ -66,7 +85,7 @@ lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
 
 bool linear_present(const linear *l) { return l->weight || l->fast || (l->quant && l->quant->int8); }
 bool conv2d_present(const conv2d *c) {
-    return c->weight || c->fast || c->weight_ohwi || (c->quant && c->quant->int8);
+    return c->weight || c->fast || c->direct || c->weight_ohwi || (c->quant && c->quant->int8);
 }
 
 // ---- loading ---------------------------------------------------------------------------------
@@ -138,8 +157,10 @@ void conv2d_free(conv2d *c) {
     free(c->bias);
     free(c->weight_ohwi);
     dnnl_layer_free(c->fast);
+    conv_direct_free(c->direct);
     c->weight = c->bias = c->weight_ohwi = NULL;
     c->fast = NULL;
+    c->direct = NULL;
     layer_quant_free(c->quant);
     c->quant = NULL;
 }

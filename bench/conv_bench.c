@@ -1,0 +1,139 @@
+// conv_bench: the convolution kernels side by side on the layer shapes of the UNet, the VAE
+// decoder and TAESD at 512x512, interleaved so that a noisy machine slows them alike.
+//
+//   conv_bench [--repeat 5] [--only NAME]
+//
+// For each shape and kernel (direct AVX2, im2col + sgemm, oneDNN), the median time of one layer
+// forward on random weights and inputs and its GFLOP/s. Kernels this CPU cannot run are skipped.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "ops/conv_direct.h"
+#include "ops/ops.h"
+
+typedef struct shape {
+    const char *name;
+    int in, out, kernel, stride, padding;
+    int64_t size; // input height = width
+} shape;
+
+static const shape shapes[] = {
+    {"taesd 64->64 @512", 64, 64, 3, 1, 1, 512},
+    {"taesd 64->64 @128", 64, 64, 3, 1, 1, 128},
+    {"vae 128->128 @512", 128, 128, 3, 1, 1, 512},
+    {"vae 256->256 @256", 256, 256, 3, 1, 1, 256},
+    {"vae 512->512 @128", 512, 512, 3, 1, 1, 128},
+    {"vae 512->512 @64", 512, 512, 3, 1, 1, 64},
+    {"unet 320->320 @64", 320, 320, 3, 1, 1, 64},
+    {"unet 640->640 @32", 640, 640, 3, 1, 1, 32},
+    {"unet 1280->1280 @16", 1280, 1280, 3, 1, 1, 16},
+    {"unet 1280->1280 @8", 1280, 1280, 3, 1, 1, 8},
+    {"unet 640->320 1x1 @64", 640, 320, 1, 1, 0, 64},
+    {"unet 320->320 s2 @64", 320, 320, 3, 2, 1, 64},
+};
+
+static const struct {
+    const char *name;
+    conv_kernel kernel;
+} kernels[] = {{"direct", CONV_KERNEL_DIRECT}, {"sgemm", CONV_KERNEL_SGEMM}, {"oneDNN", CONV_KERNEL_ONEDNN}};
+#define KERNELS (sizeof kernels / sizeof kernels[0])
+#define MAX_REPEAT 32
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static float *random_floats(int64_t n, float bound, unsigned *state) {
+    float *v = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; v && i < n; i++) {
+        *state = *state * 1664525u + 1013904223u;
+        v[i] = bound * ((float)(*state >> 8) / 8388608.0f - 1.0f);
+    }
+    return v;
+}
+
+int main(int argc, char **argv) {
+    int repeat = 5;
+    const char *only = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
+    }
+    if (repeat < 1 || repeat > MAX_REPEAT) {
+        fprintf(stderr, "usage: conv_bench [--repeat 1..%d] [--only NAME]\n", MAX_REPEAT);
+        return 2;
+    }
+    unsigned state = 12345;
+    printf("%-24s %12s %12s %12s   (median of %d; ms and GFLOP/s)\n", "layer", "direct", "sgemm",
+           "oneDNN", repeat);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const shape *sh = &shapes[s];
+        if (only && !strstr(sh->name, only)) continue;
+        int64_t weights = (int64_t)sh->out * sh->in * sh->kernel * sh->kernel;
+        float bound = 1.0f / sqrtf((float)(sh->in * sh->kernel * sh->kernel));
+        float *weight = random_floats(weights, bound, &state);
+        float *bias = random_floats(sh->out, 1.0f, &state);
+        conv2d layers[KERNELS];
+        bool ok[KERNELS];
+        for (size_t k = 0; k < KERNELS; k++) {
+            layers[k] = (conv2d){.in = sh->in, .out = sh->out, .kernel = sh->kernel,
+                                 .stride = sh->stride, .padding = sh->padding};
+            layers[k].weight = malloc(sizeof(float) * (size_t)weights);
+            layers[k].bias = malloc(sizeof(float) * (size_t)sh->out);
+            memcpy(layers[k].weight, weight, sizeof(float) * (size_t)weights);
+            memcpy(layers[k].bias, bias, sizeof(float) * (size_t)sh->out);
+            ok[k] = conv2d_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
+        }
+        tensor *x = tensor_new4(1, sh->in, sh->size, sh->size);
+        float *values = random_floats(tensor_numel(x), 1.0f, &state);
+        memcpy(x->data, values, sizeof(float) * (size_t)tensor_numel(x));
+        free(values);
+        x->layout = TENSOR_NHWC;
+        int64_t out_size = (sh->size + 2 * sh->padding - sh->kernel) / sh->stride + 1;
+        double gflop = 2.0 * (double)weights * (double)(out_size * out_size) * 1e-9;
+        double times[KERNELS][MAX_REPEAT];
+        for (size_t k = 0; k < KERNELS; k++) // warm-up (oneDNN creates its primitive here)
+            if (ok[k]) tensor_free(conv2d_forward(&layers[k], x));
+        for (int r = 0; r < repeat; r++)
+            for (size_t k = 0; k < KERNELS; k++) {
+                if (!ok[k]) continue;
+                double t0 = now();
+                tensor *y = conv2d_forward(&layers[k], x);
+                times[k][r] = now() - t0;
+                if (!y) {
+                    fprintf(stderr, "conv_bench: %s: %s\n", kernels[k].name, lcm_last_error());
+                    return 1;
+                }
+                tensor_free(y);
+            }
+        printf("%-24s", sh->name);
+        for (size_t k = 0; k < KERNELS; k++) {
+            if (!ok[k]) {
+                printf(" %12s", "-");
+                continue;
+            }
+            qsort(times[k], (size_t)repeat, sizeof(double), compare_double);
+            double median = times[k][repeat / 2];
+            printf(" %6.1f %5.0f", median * 1e3, gflop / median);
+        }
+        printf("\n");
+        fflush(stdout);
+        for (size_t k = 0; k < KERNELS; k++) conv2d_free(&layers[k]);
+        tensor_free(x);
+        free(weight);
+        free(bias);
+    }
+    tensor_release_cached();
+    return 0;
+}

@@ -1,0 +1,44 @@
+// Direct NHWC convolution for CPUs with AVX2 + FMA and without AVX-512 (where oneDNN's own
+// convolutions are slower than a matrix product, KERNELS.md / BENCHMARKS.md).
+//
+// im2col + sgemm copies every input value k*k times into a column buffer, and the sgemm then packs
+// that buffer and the weights again on every call: for 64-channel layers (TAESD) the copies cost
+// about as much as the arithmetic. Here the weights are packed once at load into blocks of 16
+// output channels, and a 6-pixel x 16-channel register tile reads the input pixels in place
+// through a table of pointers (one per pixel and tap; padding points at zeros, a 2x nearest
+// upsample of the input is a different pointer), so nothing is copied.
+//
+// Each output value is summed by one thread in a fixed order (bias, then taps, then input
+// channels), so results do not depend on the number of threads.
+#ifndef LCM_OPS_CONV_DIRECT_H
+#define LCM_OPS_CONV_DIRECT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+typedef struct conv_direct conv_direct;
+
+// Whether this CPU runs the kernel (AVX2 and FMA).
+bool conv_direct_available(void);
+
+// Packs `weight` [out, in, kernel, kernel] and `bias` [out] (NULL: none); both are copied, the
+// caller keeps its arrays. *result is owned by the caller (conv_direct_free).
+lcm_status conv_direct_new(const float *weight, const float *bias, int in, int out, int kernel,
+                           int stride, int padding, conv_direct **result);
+void conv_direct_free(conv_direct *d);
+
+// What conv_direct_run does with each finished value: + residual, then ReLU.
+typedef struct conv_direct_epilogue {
+    const float *residual; // NHWC [n, oh, ow, out], or NULL
+    bool relu;
+} conv_direct_epilogue;
+
+// y [n, oh, ow, out] = conv(x) for x NHWC [n, h, w, in]; with `upsample_input` the convolution
+// sees x nearest-upsampled to [2h, 2w]. oh and ow follow from the layer and the seen size.
+// Returns LCM_ERR_OUT_OF_MEMORY when its small per-thread tables cannot be allocated.
+lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t w,
+                           bool upsample_input, const conv_direct_epilogue *epilogue, float *y);
+
+#endif
