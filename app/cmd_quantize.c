@@ -13,7 +13,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *keep = NULL, *controlnet = NULL;
     args_list control_images = {0}, lora_specs = {0};
     long samples = -1, steps = 4, seed = 0;
-    double percentile = 99.99;
+    double percentile = 99.99, guidance = -1;
     bool compress = false, quiet = false, weights_only = false;
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "the diffusers model folder to quantize (with --controlnet: the base model it runs with)", false},
@@ -25,10 +25,11 @@ int cmd_quantize(int argc, char **argv) {
         {"output", ARG_STRING, &output, "folder to write the quantized model to (must not exist)", false},
         {"samples", ARG_INT, &samples, "calibration generations (default: one per prompt)", false},
         {"steps", ARG_INT, &steps, "denoising steps per generation (default 4)", false},
+        {"guidance", ARG_FLOAT, &guidance, "guidance scale of the calibration generations (default 8.5, as lcm generate)", false},
         {"seed", ARG_INT, &seed, "seed of the first generation; sample i uses seed + i (default 0)", false},
         {"method", ARG_STRING, &method, "activation range: percentile (default; measured better) or minmax", false},
         {"percentile", ARG_FLOAT, &percentile, "for --method percentile (default 99.99)", false},
-        {"keep-fp32", ARG_STRING, &keep, "comma-separated layers kept in float32; a name covers the layers below it (default UNet: conv_in,conv_out; ControlNet: see docs; 'none' quantizes all)", false},
+        {"keep-fp32", ARG_STRING, &keep, "comma-separated layers kept in float32; a name covers the layers below it (default UNet: conv_in,conv_out; ControlNet: conv_in,controlnet_cond_embedding.conv_in,controlnet_down_blocks,controlnet_mid_block; 'none' quantizes all)", false},
         {"compress-weights", ARG_FLAG, &compress, "also store the text encoder's and VAE's weights in 8 bits", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -74,6 +75,7 @@ int cmd_quantize(int argc, char **argv) {
     o.steps = (int)steps;
     o.seed = (uint64_t)seed;
     o.percentile = percentile;
+    if (guidance != -1) o.guidance = (float)guidance;
     o.compress_weights = compress;
     o.quiet = quiet;
     o.controlnet_dir = controlnet;
@@ -84,6 +86,10 @@ int cmd_quantize(int argc, char **argv) {
     else if (!strcmp(method, "percentile")) o.method = ACTIVATION_RANGE_PERCENTILE;
     else {
         fprintf(stderr, "lcm quantize: --method '%s': expected minmax or percentile\n", method);
+        return 2;
+    }
+    if (guidance != -1 && !(guidance >= 0 && guidance <= 100)) {
+        fprintf(stderr, "lcm quantize: --guidance %g: expected a value in [0, 100]\n", guidance);
         return 2;
     }
     if (samples > 100000 || steps < 1 || steps > 1000 || seed < 0) {

@@ -461,6 +461,8 @@ static void test_errors(const cn_fixtures *f, const char *calibration) {
         {"--controlnet CN --weights-only --output EXISTS", "already exists"},
         {"--controlnet CN --model TMP --control-image CONTROL --calibration CAL --output NEVER", "no unet/"},
         {"--controlnet CN --model MODEL --calibration CAL --output NEVER", "--control-image"},
+        {"--controlnet CN --model MODEL --control-image CONTROL --calibration CAL --guidance -3 --output NEVER",
+         "--guidance"},
         {"--controlnet CN --weights-only --model MODEL --output NEVER", "--weights-only"},
         {"--model MODEL --calibration CAL --control-image CONTROL --output NEVER", "--controlnet"},
         {"--model MODEL --calibration CAL --weights-only --output NEVER", "--controlnet"},

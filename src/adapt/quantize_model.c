@@ -22,7 +22,7 @@ const char *const quantize_default_keep_fp32[] = {
     "conv_in", "conv_out", NULL};
 
 void quantize_model_options_init(quantize_model_options *o) {
-    *o = (quantize_model_options){.steps = 4, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
+    *o = (quantize_model_options){.steps = 4, .guidance = -1, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
 }
 
 const char *quantize_model_int8_kernel(void) {
@@ -212,6 +212,7 @@ static lcm_status calibrate(const quantize_model_options *o, const prompt_list *
         r.prompt = prompts->items[i % prompts->count];
         r.seed = o->seed + (uint64_t)i;
         r.steps = o->steps;
+        if (o->guidance >= 0) r.guidance_scale = o->guidance;
         // the size follows the control image, as in lcm generate without --width/--height
         if (controls) r.control_image = &controls->items[i % controls->count];
         r.progress = show_progress;
@@ -514,6 +515,7 @@ static lcm_status write_scheme(const char *path, const quantize_model_options *o
         cJSON_AddNumberToObject(cal, "samples", f->samples);
         cJSON_AddNumberToObject(cal, "steps", o->steps);
         cJSON_AddNumberToObject(cal, "seed", (double)o->seed);
+        if (o->guidance >= 0) cJSON_AddNumberToObject(cal, "guidance", o->guidance);
         cJSON_AddNumberToObject(cal, "layers_observed", (double)f->c->count);
         if (f->control_image_count) cJSON_AddNumberToObject(cal, "control_images", f->control_image_count);
         if (o->lora_count) cJSON_AddNumberToObject(cal, "loras", o->lora_count);

@@ -34,6 +34,7 @@ typedef struct quantize_model_options {
     int samples;                  // calibration generations (prompts reused cyclically); 0 = one per prompt
     int steps;                    // per generation
     uint64_t seed;                // sample i uses seed + i
+    float guidance;               // guidance scale of the generations; negative = lcm_request_init's
     activation_range_method method;
     double percentile;            // for ACTIVATION_RANGE_PERCENTILE
     bool compress_weights;        // also text encoder + VAE weights to 8 bits
