@@ -648,6 +648,9 @@ static lcm_status quantize_controlnet(const quantize_model_options *o) {
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "quantize --controlnet: the base model (--model) and calibration prompts "
                         "(--calibration) are required, unless --weights-only");
+    if (o->compress_weights)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize --controlnet: compress_weights is for a model's text "
+                        "encoder and VAE; a ControlNet's weight-only mode is weights_only");
     LCM_TRY(check_controlnet_folder(o->controlnet_dir));
     LCM_TRY(check_common_options(o));
     prompt_list prompts = {0};
