@@ -346,7 +346,7 @@ static void test_int8(const cn_fixtures *f, const char *calibration) {
     // the reference int8 path, then oneDNN's int8 kernels (7-bit weights where the CPU lacks VNNI)
     for (int kernels = 0; kernels < 2; kernels++) {
         setenv("LCM_INT8_KERNELS", kernels ? "1" : "0", 1);
-        char label[64];
+        char label[160];
         snprintf(label, sizeof label, "int8 (%s)", quantize_model_int8_kernel());
         generate_cases(f, qdir, label, &psnr, &ssim);
         unsetenv("LCM_INT8_KERNELS");
