@@ -346,6 +346,11 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
     if (!quiet && int8_model)
         fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
+    quantized_kind controlnet_kind = controlnet ? quantize_controlnet_kind(controlnet) : QUANTIZED_NONE;
+    if (!quiet && controlnet_kind == QUANTIZED_INT8)
+        fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
+    else if (!quiet && controlnet_kind == QUANTIZED_WEIGHTS_ONLY)
+        fprintf(stderr, "lcm: ControlNet with 8-bit weights (float32 compute)\n");
 
     lcm_request request;
     lcm_request_init(&request);

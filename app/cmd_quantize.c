@@ -1,4 +1,5 @@
-// `lcm quantize`: 8-bit post-training quantization of a model folder (src/adapt/quantize_model.h).
+// `lcm quantize`: 8-bit post-training quantization of a model folder's UNet, or of a ControlNet
+// folder (src/adapt/quantize_model.h).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,20 +10,26 @@
 
 int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *calibration = NULL, *output = NULL, *method = "percentile";
-    const char *keep = NULL;
+    const char *keep = NULL, *controlnet = NULL;
+    args_list control_images = {0}, lora_specs = {0};
     long samples = -1, steps = 4, seed = 0;
-    double percentile = 99.99;
-    bool compress = false, quiet = false;
+    double percentile = 99.99, guidance = -1;
+    bool compress = false, quiet = false, weights_only = false;
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &model, "the diffusers model folder to quantize", false},
+        {"model", ARG_STRING, &model, "the diffusers model folder to quantize (with --controlnet: the base model it runs with)", false},
+        {"controlnet", ARG_STRING, &controlnet, "quantize this ControlNet folder instead of the model's UNet; --output is then a ControlNet folder", false},
+        {"control-image", ARG_STRING, &control_images, "with --controlnet: a control image for calibration (PNG/JPEG, already preprocessed as for lcm generate --control-image; repeatable, cycled over the samples; at least one; the generation size follows it)", true},
+        {"lora", ARG_STRING, &lora_specs, "with --controlnet: FILE[:SCALE] fused into the base model for calibration, as lcm generate --lora (repeatable)", true},
+        {"weights-only", ARG_FLAG, &weights_only, "with --controlnet: 8-bit weights only, no calibration (float32 compute; --model/--calibration not needed)", false},
         {"calibration", ARG_STRING, &calibration, "calibration prompts, one per line (e.g. data/calibration-prompts.txt)", false},
         {"output", ARG_STRING, &output, "folder to write the quantized model to (must not exist)", false},
         {"samples", ARG_INT, &samples, "calibration generations (default: one per prompt)", false},
         {"steps", ARG_INT, &steps, "denoising steps per generation (default 4)", false},
+        {"guidance", ARG_FLOAT, &guidance, "guidance scale of the calibration generations (default 8.5, as lcm generate)", false},
         {"seed", ARG_INT, &seed, "seed of the first generation; sample i uses seed + i (default 0)", false},
         {"method", ARG_STRING, &method, "activation range: percentile (default; measured better) or minmax", false},
         {"percentile", ARG_FLOAT, &percentile, "for --method percentile (default 99.99)", false},
-        {"keep-fp32", ARG_STRING, &keep, "comma-separated UNet layers kept in float32 (default conv_in,conv_out; 'none' quantizes all)", false},
+        {"keep-fp32", ARG_STRING, &keep, "comma-separated layers kept in float32; a name covers the layers below it (default UNet: conv_in,conv_out; ControlNet: conv_in,controlnet_cond_embedding.conv_in,controlnet_down_blocks,controlnet_mid_block; 'none' quantizes all)", false},
         {"compress-weights", ARG_FLAG, &compress, "also store the text encoder's and VAE's weights in 8 bits", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
@@ -31,10 +38,27 @@ int cmd_quantize(int argc, char **argv) {
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm quantize --model DIR --calibration PROMPTS.txt --output DIR8 [--samples N] "
                         "[--steps 4] [--seed S] [--method percentile|minmax] [--percentile 99.99] "
-                        "[--compress-weights]");
+                        "[--keep-fp32 A,B] [--compress-weights]\n"
+                        "   or: lcm quantize --controlnet CN_DIR --model BASE_DIR --calibration PROMPTS.txt "
+                        "--control-image IMG [--control-image IMG2 ...] [--lora FILE[:SCALE]] --output CN_DIR8 "
+                        "[same options]\n"
+                        "   or: lcm quantize --controlnet CN_DIR --weights-only --output CN_DIR8");
     if (rc) return rc == 1 ? 0 : 2;
-    if (!model || !calibration || !output) {
-        fprintf(stderr, "lcm quantize: --model, --calibration and --output are required\n");
+    const char *misuse = NULL;
+    if (!controlnet && (control_images.count || lora_specs.count || weights_only))
+        misuse = "--control-image, --lora and --weights-only need --controlnet";
+    else if (controlnet && compress)
+        misuse = "--compress-weights is for a model's text encoder and VAE, not a ControlNet (see --weights-only)";
+    else if (controlnet && weights_only && (model || calibration || control_images.count || lora_specs.count))
+        misuse = "--weights-only runs no calibration: drop --model, --calibration, --control-image and --lora";
+    else if (controlnet && !weights_only && !control_images.count)
+        misuse = "--controlnet needs at least one --control-image for calibration (an edge map, normal "
+                 "map... like those the ControlNet will be used with)";
+    else if (!output || (!weights_only && (!model || !calibration)))
+        misuse = controlnet ? "--controlnet needs --model, --calibration and --output (or --weights-only and --output)"
+                            : "--model, --calibration and --output are required";
+    if (misuse) {
+        fprintf(stderr, "lcm quantize: %s\n", misuse);
         return 2;
     }
     if (samples == 0) {
@@ -51,12 +75,21 @@ int cmd_quantize(int argc, char **argv) {
     o.steps = (int)steps;
     o.seed = (uint64_t)seed;
     o.percentile = percentile;
+    if (guidance != -1) o.guidance = (float)guidance;
     o.compress_weights = compress;
     o.quiet = quiet;
+    o.controlnet_dir = controlnet;
+    o.control_images = control_images.items;
+    o.control_image_count = control_images.count;
+    o.weights_only = weights_only;
     if (!strcmp(method, "minmax")) o.method = ACTIVATION_RANGE_MINMAX;
     else if (!strcmp(method, "percentile")) o.method = ACTIVATION_RANGE_PERCENTILE;
     else {
         fprintf(stderr, "lcm quantize: --method '%s': expected minmax or percentile\n", method);
+        return 2;
+    }
+    if (guidance != -1 && !(guidance >= 0 && guidance <= 100)) {
+        fprintf(stderr, "lcm quantize: --guidance %g: expected a value in [0, 100]\n", guidance);
         return 2;
     }
     if (samples > 100000 || steps < 1 || steps > 1000 || seed < 0) {
@@ -64,6 +97,21 @@ int cmd_quantize(int argc, char **argv) {
                 steps, seed);
         return 2;
     }
+    // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
+    lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
+    char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
+    for (int i = 0; i < lora_specs.count; i++) {
+        size_t length;
+        if (lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale) != LCM_OK ||
+            !(lora_paths[i] = strndup(lora_specs.items[i], length))) {
+            fprintf(stderr, "lcm quantize: --lora %s: %s\n", lora_specs.items[i], lcm_last_error());
+            for (int j = 0; j < i; j++) free(lora_paths[j]);
+            return 2;
+        }
+        loras[i].path = lora_paths[i];
+    }
+    o.loras = loras;
+    o.lora_count = lora_specs.count;
     // --keep-fp32 a,b,c -> NULL-terminated list (split in a copy)
     char *keep_copy = NULL;
     const char *keep_list[256];
@@ -77,6 +125,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     lcm_status st = quantize_model(&o);
     free(keep_copy);
+    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm quantize: %s\n", lcm_last_error());
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;

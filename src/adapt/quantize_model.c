@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/json_config.h"
 #include "io/safetensors_write.h"
 #include "io/weights.h"
 #include "ops/int8_layer.h"
@@ -21,7 +22,7 @@ const char *const quantize_default_keep_fp32[] = {
     "conv_in", "conv_out", NULL};
 
 void quantize_model_options_init(quantize_model_options *o) {
-    *o = (quantize_model_options){.steps = 4, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
+    *o = (quantize_model_options){.steps = 4, .guidance = -1, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
 }
 
 const char *quantize_model_int8_kernel(void) {
@@ -73,7 +74,8 @@ static lcm_status read_prompts(const char *path, prompt_list *out) {
         out->items = grown;
         out->items[out->count++] = copy;
     }
-    if (st == LCM_OK && ferror(fp)) st = lcm_fail(LCM_ERR_IO, "%s: read error", path);
+    if (st == LCM_OK && ferror(fp))
+        st = lcm_fail(LCM_ERR_IO, "%s: cannot read the calibration prompts: %s", path, strerror(errno));
     fclose(fp);
     if (st == LCM_OK && out->count == 0)
         st = lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no calibration prompts (the file is empty)", path);
@@ -89,6 +91,7 @@ typedef struct layer_stats {
 } layer_stats;
 
 typedef struct calibration {
+    const char *scope; // the observer scope whose layers are recorded (NULL: the pipeline's own)
     layer_stats *layers;
     size_t count, capacity;
     size_t last; // the previous hit: consecutive calls often repeat a layer (batch items)
@@ -102,8 +105,11 @@ static layer_stats *calibration_find(const calibration *c, const char *name) {
     return NULL;
 }
 
+static bool same_scope(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
 static void observe(void *user, const char *name, const tensor *input) {
     calibration *c = user;
+    if (!same_scope(ops_observer_scope(), c->scope)) return;
     layer_stats *l = calibration_find(c, name);
     if (!l) {
         if (c->count == c->capacity) {
@@ -154,10 +160,46 @@ static int show_progress(void *user, int steps_done, int total_steps, double ela
     return 0;
 }
 
+// The control images of a ControlNet calibration, read before the (slow) model load.
+typedef struct control_images {
+    lcm_image *items;
+    int count;
+} control_images;
+
+static void control_images_free(control_images *c) {
+    for (int i = 0; i < c->count; i++) lcm_image_release(&c->items[i]);
+    free(c->items);
+    *c = (control_images){0};
+}
+
+static lcm_status read_control_images(const quantize_model_options *o, control_images *out) {
+    *out = (control_images){0};
+    if (o->control_image_count < 1)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "%s: calibrating a ControlNet needs at least one control image (--control-image "
+                        "FILE: an edge map, normal map... like those it will be used with)",
+                        o->controlnet_dir);
+    out->items = calloc((size_t)o->control_image_count, sizeof *out->items);
+    if (!out->items) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; i < o->control_image_count; i++) {
+        lcm_status st = lcm_image_read(o->control_images[i], &out->items[out->count]);
+        if (st != LCM_OK) {
+            control_images_free(out);
+            return lcm_fail_context(st, "control image: ");
+        }
+        out->count++;
+    }
+    return LCM_OK;
+}
+
+// Runs the generations of the calibration with the observer on. `controls` is NULL for the UNet.
 static lcm_status calibrate(const quantize_model_options *o, const prompt_list *prompts,
-                            calibration *c) {
+                            const control_images *controls, calibration *c) {
     lcm_pipeline_options popts;
     lcm_pipeline_options_init(&popts);
+    popts.controlnet = o->controlnet_dir;
+    popts.loras = o->loras;
+    popts.lora_count = o->lora_count;
     lcm_pipeline *pipeline = NULL;
     LCM_TRY(lcm_pipeline_open(o->model_dir, &popts, &pipeline));
     int samples = o->samples ? o->samples : prompts->count;
@@ -170,6 +212,9 @@ static lcm_status calibrate(const quantize_model_options *o, const prompt_list *
         r.prompt = prompts->items[i % prompts->count];
         r.seed = o->seed + (uint64_t)i;
         r.steps = o->steps;
+        if (o->guidance >= 0) r.guidance_scale = o->guidance;
+        // the size follows the control image, as in lcm generate without --width/--height
+        if (controls) r.control_image = &controls->items[i % controls->count];
         r.progress = show_progress;
         r.progress_user_data = &progress;
         progress.sample = i;
@@ -267,6 +312,16 @@ static bool name_in(const char *name, const char *const *list) {
     return false;
 }
 
+// Whether a layer is kept in float32: named in the list, or below a name in it
+// ("controlnet_down_blocks" keeps "controlnet_down_blocks.3").
+static bool layer_kept(const char *layer, const char *const *keep) {
+    for (; keep && *keep; keep++) {
+        size_t n = strlen(*keep);
+        if (!strncmp(layer, *keep, n) && (layer[n] == 0 || layer[n] == '.')) return true;
+    }
+    return false;
+}
+
 // "NAME.weight" of a conv/linear (2 or 4 dims) -> "NAME" in prefix; false otherwise.
 static bool layer_weight_prefix(const st_tensor *t, char *prefix, size_t size) {
     size_t n = strlen(t->name);
@@ -325,12 +380,11 @@ typedef struct component_report {
 // non-NULL), or weight-only compression (calibration NULL).
 static lcm_status write_component(const char *dir, const char *basename, const char *out_path,
                                   const calibration *c, const quantize_model_options *o,
-                                  component_report *report) {
+                                  const char *const *keep, component_report *report) {
     weight_set *ws = NULL;
     LCM_TRY(weight_set_open(dir, basename, NULL, &ws));
     write_plan plan = {0};
     lcm_status st = LCM_OK;
-    const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32;
     for (size_t i = 0; st == LCM_OK && i < weight_set_count(ws); i++) {
         const st_tensor *t = weight_set_at(ws, i);
         char prefix[512];
@@ -338,8 +392,8 @@ static lcm_status write_component(const char *dir, const char *basename, const c
         bool quantize = layer_weight_prefix(t, prefix, sizeof prefix) && t->shape[0] > 0;
         if (quantize && c) {
             l = calibration_find(c, prefix);
-            quantize = l && l->stats.count > 0 && !name_in(prefix, keep);
-            if (l && name_in(prefix, keep)) report->kept++;
+            quantize = l && l->stats.count > 0 && !layer_kept(prefix, keep);
+            if (l && layer_kept(prefix, keep)) report->kept++;
         }
         if (!quantize) {
             st = plan_add(&plan, t->name, "", ST_F32, t->ndim, t->shape, t->name, ENTRY_FLOAT, 0);
@@ -429,33 +483,46 @@ static lcm_status copy_folder(const char *from, const char *to, const char *cons
     return st;
 }
 
-static lcm_status write_scheme(const char *path, const quantize_model_options *o, int samples,
-                               int prompt_count, const calibration *c) {
+// What quantization.json says about a quantization run. `c` is NULL for weight-only compression.
+typedef struct scheme_facts {
+    const char *model;        // the class quantized
+    const char *const *keep;  // layers kept in float32
+    const calibration *c;
+    int samples, prompt_count, control_image_count;
+} scheme_facts;
+
+static lcm_status write_scheme(const char *path, const quantize_model_options *o, const scheme_facts *f) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddNumberToObject(root, "version", 1);
     cJSON_AddStringToObject(root, "format", "lcm.c int8");
+    cJSON_AddStringToObject(root, "model", f->model);
     cJSON *weights = cJSON_AddObjectToObject(root, "weights");
     cJSON_AddStringToObject(weights, "dtype", "s8");
     cJSON_AddStringToObject(weights, "granularity", "per_output_channel");
     cJSON_AddStringToObject(weights, "scheme", "symmetric");
     cJSON_AddStringToObject(weights, "scale_tensor", "NAME.weight_scale");
-    cJSON *acts = cJSON_AddObjectToObject(root, "activations");
-    cJSON_AddStringToObject(acts, "dtype", "u8");
-    cJSON_AddStringToObject(acts, "granularity", "per_tensor");
-    cJSON_AddStringToObject(acts, "scheme", "asymmetric");
-    cJSON_AddStringToObject(acts, "scale_tensor", "NAME.input_scale");
-    cJSON_AddStringToObject(acts, "zero_point_tensor", "NAME.input_zero_point");
-    cJSON_AddStringToObject(acts, "method", o->method == ACTIVATION_RANGE_MINMAX ? "minmax" : "percentile");
-    if (o->method == ACTIVATION_RANGE_PERCENTILE) cJSON_AddNumberToObject(acts, "percentile", o->percentile);
-    cJSON *cal = cJSON_AddObjectToObject(root, "calibration");
-    cJSON_AddNumberToObject(cal, "prompts", prompt_count);
-    cJSON_AddNumberToObject(cal, "samples", samples);
-    cJSON_AddNumberToObject(cal, "steps", o->steps);
-    cJSON_AddNumberToObject(cal, "seed", (double)o->seed);
-    cJSON_AddNumberToObject(cal, "layers_observed", (double)c->count);
-    cJSON *keep = cJSON_AddArrayToObject(root, "fp32_layers");
-    for (const char *const *k = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32; *k; k++)
-        cJSON_AddItemToArray(keep, cJSON_CreateString(*k));
+    if (f->c) {
+        cJSON *acts = cJSON_AddObjectToObject(root, "activations");
+        cJSON_AddStringToObject(acts, "dtype", "u8");
+        cJSON_AddStringToObject(acts, "granularity", "per_tensor");
+        cJSON_AddStringToObject(acts, "scheme", "asymmetric");
+        cJSON_AddStringToObject(acts, "scale_tensor", "NAME.input_scale");
+        cJSON_AddStringToObject(acts, "zero_point_tensor", "NAME.input_zero_point");
+        cJSON_AddStringToObject(acts, "method", o->method == ACTIVATION_RANGE_MINMAX ? "minmax" : "percentile");
+        if (o->method == ACTIVATION_RANGE_PERCENTILE) cJSON_AddNumberToObject(acts, "percentile", o->percentile);
+        cJSON *cal = cJSON_AddObjectToObject(root, "calibration");
+        cJSON_AddNumberToObject(cal, "prompts", f->prompt_count);
+        cJSON_AddNumberToObject(cal, "samples", f->samples);
+        cJSON_AddNumberToObject(cal, "steps", o->steps);
+        cJSON_AddNumberToObject(cal, "seed", (double)o->seed);
+        if (o->guidance >= 0) cJSON_AddNumberToObject(cal, "guidance", o->guidance);
+        cJSON_AddNumberToObject(cal, "layers_observed", (double)f->c->count);
+        if (f->control_image_count) cJSON_AddNumberToObject(cal, "control_images", f->control_image_count);
+        if (o->lora_count) cJSON_AddNumberToObject(cal, "loras", o->lora_count);
+        cJSON *keep = cJSON_AddArrayToObject(root, "fp32_layers");
+        for (const char *const *k = f->keep; *k; k++) cJSON_AddItemToArray(keep, cJSON_CreateString(*k));
+    }
+    cJSON_AddBoolToObject(root, "weights_only", f->c == NULL);
     cJSON_AddBoolToObject(root, "compressed_weights", o->compress_weights);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
@@ -469,50 +536,209 @@ static lcm_status write_scheme(const char *path, const quantize_model_options *o
     return st;
 }
 
-lcm_status quantize_model(const quantize_model_options *o) {
-    if (!o->model_dir || !o->calibration_path || !o->output_dir)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize: model, calibration file and output are required");
+// The checks both modes share, before anything slow runs.
+static lcm_status check_common_options(const quantize_model_options *o) {
     if (o->samples < 0)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--samples %d: expected at least 1", o->samples);
     if (o->steps < 1)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--steps %d: expected at least 1", o->steps);
     if (o->method == ACTIVATION_RANGE_PERCENTILE && !(o->percentile > 50 && o->percentile <= 100))
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--percentile %g: expected a value in (50, 100]", o->percentile);
+    struct stat sb;
+    if (stat(o->output_dir, &sb) == 0)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: the output folder already exists", o->output_dir);
+    return LCM_OK;
+}
+
+static lcm_status check_unet_folder(const char *model_dir) {
     char unet_dir[4096];
     struct stat sb;
-    snprintf(unet_dir, sizeof unet_dir, "%s/unet", o->model_dir);
+    snprintf(unet_dir, sizeof unet_dir, "%s/unet", model_dir);
     if (stat(unet_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no unet/ folder: not a diffusers pipeline folder", o->model_dir);
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no unet/ folder: not a diffusers pipeline folder", model_dir);
+    return LCM_OK;
+}
+
+// ---- ControlNet mode ----------------------------------------------------------------------------
+
+// The ControlNet layers kept in float32 by default. Measured on tiny-controlnet with tiny-sd15 +
+// LCM-LoRA (percentile 99.99, 3 calibration samples, the two golden cases; worst PSNR of the
+// reference and oneDNN int8 paths vs the float32 golden images; BENCHMARKS.md "int8 ControlNet"):
+//   everything quantized                                          47.6 dB
+//   only one group quantized: conv_in 49.1, controlnet_down_blocks 51.5, down_blocks 55.3,
+//     controlnet_mid_block 71.9, mid_block 69.6, controlnet_cond_embedding 70.1,
+//     time_embedding 77.3 dB
+//   kept: conv_in                                                  50.5 dB
+//   kept: conv_in, controlnet_down_blocks, controlnet_mid_block    55.1 dB
+//   kept: the default below                                        55.0 dB (54.9-57.5)
+// So conv_in (the raw latent, as in the UNet) and the zero convs (controlnet_down_blocks: their
+// outputs go straight into the UNet's skip connections, nothing after them absorbs the error) are
+// the costly ones; controlnet_mid_block plays the zero convs' role for the mid block and is kept
+// with them (cheap here, one 1x1 conv). controlnet_cond_embedding.conv_in was neutral but is kept
+// for safety: its input is the control image itself, and a percentile range over a sparse edge map
+// (few white pixels) could clip the edges away. All of them are a small share of the work (1x1
+// convs, or 3/4 input channels).
+const char *const quantize_controlnet_default_keep_fp32[] = {
+    "conv_in", "controlnet_cond_embedding.conv_in", "controlnet_down_blocks", "controlnet_mid_block", NULL};
+
+quantized_kind quantize_controlnet_kind(const char *controlnet_dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/quantization.json", controlnet_dir);
+    json_config c;
+    if (json_config_load(path, NULL, &c) != LCM_OK) {
+        lcm_clear_error();
+        return QUANTIZED_NONE;
+    }
+    bool weights_only = false;
+    if (json_config_bool_or(&c, "weights_only", false, &weights_only) != LCM_OK) lcm_clear_error();
+    json_config_free(&c);
+    return weights_only ? QUANTIZED_WEIGHTS_ONLY : QUANTIZED_INT8;
+}
+
+// A ControlNetModel folder (config.json with that _class_name) not quantized yet.
+static lcm_status check_controlnet_folder(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no config.json: not a ControlNet folder", dir);
+    json_config c;
+    lcm_status st = json_config_load(path, NULL, &c);
+    if (st != LCM_OK) return lcm_fail_context(st, "not a ControlNet folder: ");
+    const char *cls = NULL;
+    st = json_config_string(&c, "_class_name", &cls);
+    if (st == LCM_OK && strcmp(cls, "ControlNetModel"))
+        st = lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: _class_name is \"%s\": not a ControlNet folder (expected "
+                      "ControlNetModel)", path, cls);
+    else if (st != LCM_OK)
+        st = lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: no _class_name: not a ControlNet folder", path);
+    json_config_free(&c);
+    LCM_TRY(st);
+    snprintf(path, sizeof path, "%s/quantization.json", dir);
+    if (stat(path, &sb) == 0)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: the ControlNet is already quantized", path);
+    return LCM_OK;
+}
+
+// Copies (hard-links where possible) the files at the top of a component folder except its weights.
+static lcm_status copy_component_files(const char *from, const char *to) {
+    if (mkdir(to, 0777) != 0)
+        return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", to, strerror(errno));
+    DIR *d = opendir(from);
+    if (!d) return lcm_fail(LCM_ERR_IO, "%s: cannot list: %s", from, strerror(errno));
+    lcm_status st = LCM_OK;
+    struct dirent *e;
+    while (st == LCM_OK && (e = readdir(d))) {
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
+        snprintf(dst, sizeof dst, "%s/%s", to, e->d_name);
+        struct stat sb;
+        if (e->d_name[0] == '.' || is_weight_file(e->d_name) || stat(src, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        st = copy_file(src, dst);
+    }
+    closedir(d);
+    return st;
+}
+
+static lcm_status quantize_controlnet(const quantize_model_options *o) {
+    if (!o->controlnet_dir || !o->output_dir)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize: the ControlNet folder and the output are required");
+    if (!o->weights_only && (!o->model_dir || !o->calibration_path))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "quantize --controlnet: the base model (--model) and calibration prompts "
+                        "(--calibration) are required, unless --weights-only");
+    if (o->compress_weights)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize --controlnet: compress_weights is for a model's text "
+                        "encoder and VAE; a ControlNet's weight-only mode is weights_only");
+    LCM_TRY(check_controlnet_folder(o->controlnet_dir));
+    LCM_TRY(check_common_options(o));
+    prompt_list prompts = {0};
+    control_images controls = {0};
+    calibration c = {.scope = "controlnet"};
+    lcm_status st = LCM_OK;
+    if (!o->weights_only) {
+        st = check_unet_folder(o->model_dir);
+        if (st == LCM_OK) st = read_prompts(o->calibration_path, &prompts);
+        if (st == LCM_OK) st = read_control_images(o, &controls);
+        if (st == LCM_OK) st = calibrate(o, &prompts, &controls, &c);
+        if (st == LCM_OK && c.count == 0)
+            st = lcm_fail(LCM_ERR_INTERNAL, "calibration: no ControlNet layer ran");
+    }
+    const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_controlnet_default_keep_fp32;
+    component_report report = {0};
+    char out[4096];
+    if (st == LCM_OK) st = copy_component_files(o->controlnet_dir, o->output_dir);
+    if (st == LCM_OK) {
+        snprintf(out, sizeof out, "%s/diffusion_pytorch_model.safetensors", o->output_dir);
+        st = write_component(o->controlnet_dir, "diffusion_pytorch_model", out, o->weights_only ? NULL : &c, o,
+                             keep, &report);
+    }
+    if (st == LCM_OK) {
+        snprintf(out, sizeof out, "%s/quantization.json", o->output_dir);
+        scheme_facts facts = {.model = "ControlNetModel", .keep = keep, .c = o->weights_only ? NULL : &c,
+                              .samples = o->samples ? o->samples : prompts.count,
+                              .prompt_count = prompts.count, .control_image_count = controls.count};
+        st = write_scheme(out, o, &facts);
+    }
+    if (st == LCM_OK && !o->quiet) {
+        if (o->weights_only)
+            fprintf(stderr, "stored %d ControlNet weights in 8 bits (float32 compute)\n", report.quantized);
+        else
+            fprintf(stderr, "quantized %d ControlNet layers to int8 (%d kept in float32)\n", report.quantized,
+                    report.kept);
+    }
+    control_images_free(&controls);
+    calibration_free(&c);
+    prompt_list_free(&prompts);
+    return st;
+}
+
+// ---- UNet mode ----------------------------------------------------------------------------------
+
+lcm_status quantize_model(const quantize_model_options *o) {
+    if (o->controlnet_dir) return quantize_controlnet(o);
+    if (o->weights_only)
+        return lcm_fail(LCM_ERR_UNSUPPORTED, "quantize: weight-only mode is for a ControlNet (--controlnet); "
+                        "a model's UNet is quantized with activations (--compress-weights adds the text "
+                        "encoder and VAE in 8-bit weights)");
+    if (!o->model_dir || !o->calibration_path || !o->output_dir)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize: model, calibration file and output are required");
+    LCM_TRY(check_unet_folder(o->model_dir));
     if (quantize_model_is_int8(o->model_dir))
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s/unet/quantization.json: the model is already quantized",
                         o->model_dir);
-    if (stat(o->output_dir, &sb) == 0)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: the output folder already exists", o->output_dir);
+    LCM_TRY(check_common_options(o));
+    char unet_dir[4096];
+    snprintf(unet_dir, sizeof unet_dir, "%s/unet", o->model_dir);
     prompt_list prompts;
     LCM_TRY(read_prompts(o->calibration_path, &prompts));
 
     calibration c = {0};
-    lcm_status st = calibrate(o, &prompts, &c);
+    lcm_status st = calibrate(o, &prompts, NULL, &c);
     const char *rewritten[] = {"unet", o->compress_weights ? "text_encoder" : NULL,
                                o->compress_weights ? "vae" : NULL, NULL};
     if (st == LCM_OK) st = copy_folder(o->model_dir, o->output_dir, rewritten, 0);
     component_report unet = {0}, text = {0}, vae = {0};
+    const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32;
     char dir[4096], out[4096];
     if (st == LCM_OK) {
         snprintf(out, sizeof out, "%s/unet/diffusion_pytorch_model.safetensors", o->output_dir);
-        st = write_component(unet_dir, "diffusion_pytorch_model", out, &c, o, &unet);
+        st = write_component(unet_dir, "diffusion_pytorch_model", out, &c, o, keep, &unet);
     }
     if (st == LCM_OK && o->compress_weights) {
         snprintf(dir, sizeof dir, "%s/text_encoder", o->model_dir);
         snprintf(out, sizeof out, "%s/text_encoder/model.safetensors", o->output_dir);
-        st = write_component(dir, "model", out, NULL, o, &text);
+        st = write_component(dir, "model", out, NULL, o, keep, &text);
         snprintf(dir, sizeof dir, "%s/vae", o->model_dir);
         snprintf(out, sizeof out, "%s/vae/diffusion_pytorch_model.safetensors", o->output_dir);
-        if (st == LCM_OK) st = write_component(dir, "diffusion_pytorch_model", out, NULL, o, &vae);
+        if (st == LCM_OK) st = write_component(dir, "diffusion_pytorch_model", out, NULL, o, keep, &vae);
     }
     if (st == LCM_OK) {
         snprintf(out, sizeof out, "%s/unet/quantization.json", o->output_dir);
-        st = write_scheme(out, o, o->samples ? o->samples : prompts.count, prompts.count, &c);
+        scheme_facts facts = {.model = "UNet2DConditionModel", .keep = keep, .c = &c,
+                              .samples = o->samples ? o->samples : prompts.count, .prompt_count = prompts.count};
+        st = write_scheme(out, o, &facts);
     }
     if (st == LCM_OK && !o->quiet) {
         fprintf(stderr, "quantized %d UNet layers to int8 (%d kept in float32)", unet.quantized, unet.kept);

@@ -1,4 +1,4 @@
-// `lcm quantize`: 8-bit post-training quantization of a model folder.
+// `lcm quantize`: 8-bit post-training quantization of a model folder, or of a ControlNet folder.
 //
 // Calibration runs the pipeline over prompts while an ops input observer (ops/layer_quant.h)
 // gathers activation_stats for the input of every conv/linear. The output folder is a copy of the
@@ -10,6 +10,15 @@
 // (the other tensors as float32) and unet/quantization.json describing the scheme. With
 // compress_weights the text encoder's and VAE's weight matrices are stored the same way (I8 +
 // NAME.weight_scale, weight-only: they are dequantized to float32 at load).
+//
+// ControlNet mode (controlnet_dir set): the pipeline runs the base model with the ControlNet (and
+// the LoRAs given, as `lcm generate --controlnet` does) on the calibration prompts and control
+// images; only the ControlNet's layers are observed (the observer scope "controlnet": its layer
+// names repeat the UNet's) and rewritten. The output is a ControlNet folder: config.json,
+// diffusion_pytorch_model.safetensors in the format above and quantization.json at its root. It
+// loads wherever a ControlNet folder does. With weights_only no calibration runs: every conv/linear
+// weight is stored as I8 + NAME.weight_scale and dequantized to float32 at load (a quarter of the
+// file size, float32 compute).
 #ifndef LCM_ADAPT_QUANTIZE_MODEL_H
 #define LCM_ADAPT_QUANTIZE_MODEL_H
 
@@ -25,12 +34,20 @@ typedef struct quantize_model_options {
     int samples;                  // calibration generations (prompts reused cyclically); 0 = one per prompt
     int steps;                    // per generation
     uint64_t seed;                // sample i uses seed + i
+    float guidance;               // guidance scale of the generations; negative = lcm_request_init's
     activation_range_method method;
     double percentile;            // for ACTIVATION_RANGE_PERCENTILE
     bool compress_weights;        // also text encoder + VAE weights to 8 bits
     // Layer names kept in float32 (NULL-terminated list; NULL = quantize_default_keep_fp32).
     const char *const *keep_fp32;
     bool quiet;                   // no progress bar
+    // ControlNet mode (see the top of this file). model_dir is then the base model it runs with.
+    const char *controlnet_dir;
+    const char *const *control_images; // image files (PNG/JPEG), cycled over the samples; at least one
+    int control_image_count;
+    const lcm_lora *loras; // adapters fused into the base model for calibration (lcm generate --lora)
+    int lora_count;
+    bool weights_only;     // ControlNet mode: 8-bit weights only, no calibration (model_dir unused)
 } quantize_model_options;
 
 void quantize_model_options_init(quantize_model_options *options);
@@ -42,7 +59,22 @@ void quantize_model_options_init(quantize_model_options *options);
 // are quantized.
 extern const char *const quantize_default_keep_fp32[];
 
+// The layers of a ControlNet kept in float32 by default (a name also covers the layers below it:
+// "controlnet_cond_embedding" is every conv of the conditioning embedding). Measured on
+// tiny-controlnet with tiny-sd15 + LCM-LoRA: see quantize_model.c.
+extern const char *const quantize_controlnet_default_keep_fp32[];
+
+// Quantizes options->model_dir's UNet, or (controlnet_dir set) the ControlNet.
 lcm_status quantize_model(const quantize_model_options *options);
+
+typedef enum quantized_kind {
+    QUANTIZED_NONE = 0,     // no quantization.json
+    QUANTIZED_INT8,         // 8-bit weights and activations
+    QUANTIZED_WEIGHTS_ONLY, // 8-bit weights, float32 compute
+} quantized_kind;
+
+// What a ControlNet folder written by quantize_model holds (its quantization.json).
+quantized_kind quantize_controlnet_kind(const char *controlnet_dir);
 
 // True when `model_dir`/unet holds a quantization.json (a model written by quantize_model).
 bool quantize_model_is_int8(const char *model_dir);

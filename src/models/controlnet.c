@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/model_folder.h"
+#include "ops/layer_quant.h"
 #include "ops/ops.h"
 
 struct controlnet_model {
@@ -201,19 +202,12 @@ static tensor *flip_channels(const tensor *x) {
     return out;
 }
 
-lcm_status controlnet_forward(const controlnet_model *m, const tensor *sample, float timestep,
-                              const tensor *encoder_hidden_states, const tensor *cond, float scale,
-                              tensor **down, tensor **mid) {
+// controlnet_forward's work once its arguments are checked.
+static lcm_status controlnet_compute(const controlnet_model *m, const tensor *sample, float timestep,
+                                     const tensor *encoder_hidden_states, const tensor *cond,
+                                     float scale, tensor **down, tensor **mid) {
     const controlnet_config *cfg = &m->config;
     int count = cfg->unet.skip_count;
-    for (int i = 0; i < count; i++) down[i] = NULL;
-    *mid = NULL;
-    if (!sample || sample->ndim != 4 || !cond || cond->ndim != 4 ||
-        cond->shape[0] != sample->shape[0] || cond->shape[1] != cfg->conditioning_channels)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
-                        "ControlNet %s: the conditioning image must be [N, %d, H, W] with the "
-                        "sample's batch N", m->label, cfg->conditioning_channels);
-
     tensor *flipped = cfg->bgr ? flip_channels(cond) : NULL;
     tensor *embedding = conditioning_embedding(m, flipped ? flipped : cond); // [N, C0, H/8, W/8]
     tensor_free(flipped);
@@ -243,4 +237,24 @@ lcm_status controlnet_forward(const controlnet_model *m, const tensor *sample, f
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "ControlNet %s: out of memory", m->label);
     }
     return LCM_OK;
+}
+
+lcm_status controlnet_forward(const controlnet_model *m, const tensor *sample, float timestep,
+                              const tensor *encoder_hidden_states, const tensor *cond, float scale,
+                              tensor **down, tensor **mid) {
+    const controlnet_config *cfg = &m->config;
+    int count = cfg->unet.skip_count;
+    for (int i = 0; i < count; i++) down[i] = NULL;
+    *mid = NULL;
+    if (!sample || sample->ndim != 4 || !cond || cond->ndim != 4 ||
+        cond->shape[0] != sample->shape[0] || cond->shape[1] != cfg->conditioning_channels)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
+                        "ControlNet %s: the conditioning image must be [N, %d, H, W] with the "
+                        "sample's batch N", m->label, cfg->conditioning_channels);
+
+    // Calibration (adapt/quantize_model.h) tells these layers from the UNet's of the same names.
+    const char *outer_scope = ops_set_observer_scope("controlnet");
+    lcm_status st = controlnet_compute(m, sample, timestep, encoder_hidden_states, cond, scale, down, mid);
+    ops_set_observer_scope(outer_scope);
+    return st;
 }

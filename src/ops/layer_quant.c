@@ -11,11 +11,20 @@
 
 static ops_input_observer_fn observer;
 static void *observer_user;
+static const char *observer_scope;
 
 void ops_set_input_observer(ops_input_observer_fn fn, void *user) {
     observer = fn;
     observer_user = user;
 }
+
+const char *ops_set_observer_scope(const char *scope) {
+    const char *previous = observer_scope;
+    observer_scope = scope;
+    return previous;
+}
+
+const char *ops_observer_scope(void) { return observer_scope; }
 
 static lcm_status load_scalar(const weight_set *ws, const char *prefix, const char *suffix,
                               float *value) {

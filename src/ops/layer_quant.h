@@ -59,4 +59,11 @@ void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point);
 typedef void (*ops_input_observer_fn)(void *user, const char *layer_name, const tensor *input);
 void ops_set_input_observer(ops_input_observer_fn fn, void *user);
 
+// Which model the layers running now belong to, for observers: NULL for the pipeline's own models,
+// "controlnet" while a ControlNet computes (its layer names repeat the UNet's encoder half, so the
+// name alone cannot tell them apart). Set by the model around its forward pass; same threading
+// rule as the observer. Returns the previous scope so that calls nest.
+const char *ops_set_observer_scope(const char *scope);
+const char *ops_observer_scope(void);
+
 #endif
