@@ -5,7 +5,8 @@
 //     bf16: a matmul primitive on bf16 inputs), best of a few, right before the stages — the
 //     machine may be shared, so ratios to a peak read in the same run hold better than seconds;
 //   - after one warm-up of each stage, --runs repetitions of: text encoding, one UNet step, VAE
-//     decode, and a whole lcm_generate (end to end), reporting median, min and max seconds;
+//     decode, and a whole lcm_generate (end to end), reporting median, min and max seconds; with
+//     --taesd also the tiled VAE decode and the TAESD decode of the same latents, side by side;
 //   - each stage's FLOPs counted from the model configs at the requested size (src/models/flops.h),
 //     hence its GFLOP/s and ratio to the peak; and the process's peak RSS.
 // `lcm bench --attention` instead times the attention kernels (src/ops/attention.h) on the
@@ -24,6 +25,8 @@
 #include "core/error.h"
 #include "models/flops.h"
 #include "models/guidance_embedding.h"
+#include "models/taesd.h"
+#include "models/vae_tiled.h"
 #include "ops/attention.h"
 #include "ops/cpu.h"
 #include "pipeline/pipeline.h"
@@ -168,13 +171,17 @@ static void measure_peak(lcm_precision precision, double *gflops, char *method, 
 
 // ---- stages --------------------------------------------------------------------------------------
 
-enum { STAGE_TEXT, STAGE_UNET, STAGE_VAE, STAGE_END_TO_END, STAGE_COUNT };
-static const char *const stage_names[STAGE_COUNT] = {"text_encoding", "unet_step", "vae_decode", "end_to_end"};
+enum { STAGE_TEXT, STAGE_UNET, STAGE_VAE, STAGE_VAE_TILED, STAGE_TAESD, STAGE_END_TO_END, STAGE_COUNT };
+static const char *const stage_names[STAGE_COUNT] = {"text_encoding", "unet_step", "vae_decode",
+                                                     "vae_decode_tiled", "taesd_decode", "end_to_end"};
 
 typedef struct bench_setup {
     lcm_pipeline *pipeline;
     const char *prompt;
     int width, height, steps;
+    // --taesd: the decoders side by side. The end-to-end run keeps the pipeline's VAE.
+    taesd_model *taesd;
+    vae_tiling tiling;
 } bench_setup;
 
 // The inputs the stage timings share, made once: prompt embeddings, latents, guidance condition.
@@ -199,6 +206,10 @@ static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int wh
         st = unet_forward(b->pipeline->unet, in->latents, 999.0f, in->embeds, in->cond, NULL, &out);
     } else if (which == STAGE_VAE) {
         st = vae_decode(b->pipeline->vae, in->latents, &out);
+    } else if (which == STAGE_VAE_TILED) {
+        st = vae_decode_tiled(b->pipeline->vae, in->latents, &b->tiling, NULL, NULL, &out);
+    } else if (which == STAGE_TAESD) {
+        st = taesd_decode(b->taesd, in->latents, &out);
     } else {
         lcm_request request;
         lcm_request_init(&request);
@@ -243,6 +254,8 @@ typedef struct report {
     int width, height, steps, runs, threads;
     double peak_gflops;
     char peak_method[160];
+    bool timed[STAGE_COUNT]; // the decoder comparison rows only with --taesd
+    char tiles[64];          // the tiled decode's tiles, in words
     double flops[STAGE_COUNT];
     flop_count parts[STAGE_COUNT];
     spread times[STAGE_COUNT];
@@ -254,19 +267,25 @@ static void print_text(const report *r) {
            "warm-up\n",
            r->model, r->width, r->height, r->steps, r->precision, r->threads, r->attention_kernel, r->runs);
     printf("peak %s: %.1f GFLOP/s (%s)\n", r->precision, r->peak_gflops, r->peak_method);
-    printf("%-14s %10s %10s %10s %10s %10s %8s\n", "stage", "GFLOP", "median s", "min s", "max s",
+    printf("%-16s %10s %10s %10s %10s %10s %8s\n", "stage", "GFLOP", "median s", "min s", "max s",
            "GFLOP/s", "of peak");
     for (int i = 0; i < STAGE_COUNT; i++) {
+        if (!r->timed[i]) continue;
         double rate = r->flops[i] / r->times[i].median * 1e-9;
-        printf("%-14s %10.3f %10.3f %10.3f %10.3f %10.1f", stage_names[i], r->flops[i] * 1e-9,
+        printf("%-16s %10.3f %10.3f %10.3f %10.3f %10.1f", stage_names[i], r->flops[i] * 1e-9,
                r->times[i].median, r->times[i].min, r->times[i].max, rate);
         if (r->peak_gflops > 0) printf(" %7.1f%%\n", 100.0 * rate / r->peak_gflops);
         else printf(" %8s\n", "n/a");
     }
+    if (r->timed[STAGE_TAESD])
+        printf("decoders: TAESD %.1fx faster than the VAE, tiled VAE (%s) %.2fx its time\n",
+               r->times[STAGE_VAE].median / r->times[STAGE_TAESD].median, r->tiles,
+               r->times[STAGE_VAE_TILED].median / r->times[STAGE_VAE].median);
     printf("peak RSS: %.2f GB\n", r->peak_rss_bytes * 1e-9);
     printf("GFLOP by kind (conv 3x3 / conv 1x1 / linear / attention):\n");
     for (int i = 0; i < STAGE_COUNT; i++)
-        printf("  %-14s %.1f / %.1f / %.1f / %.1f\n", stage_names[i], r->parts[i].conv3x3 * 1e-9,
+        if (r->timed[i])
+        printf("  %-16s %.1f / %.1f / %.1f / %.1f\n", stage_names[i], r->parts[i].conv3x3 * 1e-9,
                r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9);
 }
 
@@ -291,7 +310,11 @@ static void print_json(const report *r) {
            r->peak_gflops);
     print_json_string(r->peak_method);
     printf(",\n \"stages\": {\n");
+    int last = 0;
+    for (int i = 0; i < STAGE_COUNT; i++)
+        if (r->timed[i]) last = i;
     for (int i = 0; i < STAGE_COUNT; i++) {
+        if (!r->timed[i]) continue;
         double rate = r->flops[i] / r->times[i].median * 1e-9;
         printf("  \"%s\": {\"gflop\": %.9g, \"median_s\": %.9g, \"min_s\": %.9g, \"max_s\": %.9g, "
                "\"gflops\": %.9g, \"ratio_to_peak\": %.9g,\n    \"gflop_conv3x3\": %.9g, "
@@ -299,7 +322,7 @@ static void print_json(const report *r) {
                stage_names[i], r->flops[i] * 1e-9, r->times[i].median, r->times[i].min, r->times[i].max,
                rate, r->peak_gflops > 0 ? rate / r->peak_gflops : 0.0, r->parts[i].conv3x3 * 1e-9,
                r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9,
-               i + 1 < STAGE_COUNT ? "," : "");
+               i < last ? "," : "");
     }
     printf(" },\n \"peak_rss_bytes\": %.0f}\n", r->peak_rss_bytes);
 }
@@ -433,10 +456,45 @@ static int parse_size(const char *text, int *width, int *height) {
     return 1;
 }
 
+// --taesd: loads TAESD and fixes the tiling of the tiled VAE row: diffusers' enable_tiling() tiles
+// where they split this size, else the largest halving of them that does (what --vae-tiling auto
+// would reach for a tight budget), so that the row always measures a tiled decode.
+static lcm_status add_decoders(bench_setup *b, report *r, const char *taesd_dir, int lh, int lw) {
+    LCM_TRY(taesd_load_dir(taesd_dir, &b->taesd));
+    const vae_config *vc = vae_get_config(b->pipeline->vae);
+    LCM_TRY(vae_tiling_defaults(vc, &b->tiling));
+    while (!vae_tiling_applies(&b->tiling, lh, lw) && b->tiling.tile_latent_min_size >= 8)
+        LCM_TRY(vae_tiling_init(&b->tiling, b->tiling.tile_sample_min_size / 2,
+                                b->tiling.tile_latent_min_size / 2, b->tiling.tile_overlap_factor));
+    if (!vae_tiling_applies(&b->tiling, lh, lw))
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "--taesd: %dx%d latents are too small to tile", lw, lh);
+    // The tiled decode's work: every tile decoded whole, overlaps included.
+    flop_count tiled = {0};
+    int rows = vae_tiling_tile_count(&b->tiling, lh), cols = vae_tiling_tile_count(&b->tiling, lw);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            int64_t y = (int64_t)i * b->tiling.stride_latent, x = (int64_t)j * b->tiling.stride_latent;
+            int th = (int)(lh - y < b->tiling.tile_latent_min_size ? lh - y : b->tiling.tile_latent_min_size);
+            int tw = (int)(lw - x < b->tiling.tile_latent_min_size ? lw - x : b->tiling.tile_latent_min_size);
+            flop_count t = vae_decode_flops(vc, 1, th, tw);
+            tiled.conv3x3 += t.conv3x3;
+            tiled.conv1x1 += t.conv1x1;
+            tiled.linear += t.linear;
+            tiled.attention += t.attention;
+        }
+    snprintf(r->tiles, sizeof r->tiles, "%dx%d tiles of %d px", rows, cols, b->tiling.tile_sample_min_size);
+    r->parts[STAGE_VAE_TILED] = tiled;
+    r->parts[STAGE_TAESD] = taesd_decode_flops(taesd_get_config(b->taesd), 1, lh, lw);
+    r->flops[STAGE_VAE_TILED] = flop_total(&tiled);
+    r->flops[STAGE_TAESD] = flop_total(&r->parts[STAGE_TAESD]);
+    r->timed[STAGE_VAE_TILED] = r->timed[STAGE_TAESD] = true;
+    return LCM_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *size = "512x512", *precision_name = "fp32";
     const char *prompt = "a photograph of an astronaut riding a horse";
-    const char *kernel_name = "auto";
+    const char *kernel_name = "auto", *taesd_dir = NULL;
     long steps = 4, runs = 3, threads = 0, peak = 2048;
     bool json = false, attention_only = false;
     const arg_spec specs[] = {
@@ -447,6 +505,7 @@ int cmd_bench(int argc, char **argv) {
         {"runs", ARG_INT, &runs, "timed repetitions of each stage after the warm-up (default 3)", false},
         {"threads", ARG_INT, &threads, "worker threads (default: one per physical core)", false},
         {"prompt", ARG_STRING, &prompt, "prompt of the text-encoding and end-to-end runs", false},
+        {"taesd", ARG_STRING, &taesd_dir, "also time this TAESD folder's decode and the tiled VAE decode beside the VAE's", false},
         {"attention-kernel", ARG_STRING, &kernel_name, "auto (default), flash or gemm: the attention kernel the stages use", false},
         {"peak-size", ARG_INT, &peak, "side of the square matmul measuring the peak (default 2048)", false},
         {"json", ARG_FLAG, &json, "print machine-readable JSON instead of a table", false},
@@ -456,7 +515,7 @@ int cmd_bench(int argc, char **argv) {
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm bench --model DIR [--size 512x512] [--steps 4] [--precision fp32|bf16] "
-                        "[--runs N] [--threads N] [--json]\n       lcm bench --attention [--runs N] "
+                        "[--runs N] [--threads N] [--taesd DIR] [--json]\n       lcm bench --attention [--runs N] "
                         "[--threads N] [--json]");
     if (rc) return rc == 1 ? 0 : 2;
     if (runs < 1 || runs > MAX_RUNS) {
@@ -507,7 +566,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
-    bench_setup setup = {pipeline, prompt, r.width, r.height, (int)steps};
+    bench_setup setup = {.pipeline = pipeline, .prompt = prompt, .width = r.width, .height = r.height, .steps = (int)steps};
     // The request checks (sizes, steps) before any timing, so a bad one fails fast and clearly.
     lcm_request request;
     lcm_request_init(&request);
@@ -544,6 +603,15 @@ int cmd_bench(int argc, char **argv) {
     r.flops[STAGE_UNET] = flop_total(&unet);
     r.flops[STAGE_VAE] = flop_total(&vae);
     r.flops[STAGE_END_TO_END] = flop_total(&r.parts[STAGE_END_TO_END]);
+    r.timed[STAGE_TEXT] = r.timed[STAGE_UNET] = r.timed[STAGE_VAE] = r.timed[STAGE_END_TO_END] = true;
+    if (taesd_dir) {
+        st = add_decoders(&setup, &r, taesd_dir, lh, lw);
+        if (st != LCM_OK) {
+            fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
+            lcm_pipeline_close(pipeline);
+            return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
+        }
+    }
 
     stage_inputs inputs = {0};
     double times[STAGE_COUNT][MAX_RUNS];
@@ -551,21 +619,26 @@ int cmd_bench(int argc, char **argv) {
     // Warm-up: every stage but the end-to-end run, which consists of them.
     for (int s = 0; s < STAGE_END_TO_END && st == LCM_OK; s++) {
         double ignored;
-        st = run_stage(&setup, &inputs, s, &ignored);
+        if (r.timed[s]) st = run_stage(&setup, &inputs, s, &ignored);
     }
     for (int run = 0; run < r.runs && st == LCM_OK; run++) {
-        for (int s = 0; s < STAGE_COUNT && st == LCM_OK; s++) st = run_stage(&setup, &inputs, s, &times[s][run]);
-        if (!json && st == LCM_OK)
-            fprintf(stderr, "run %d/%d: text %.3f s, unet step %.3f s, vae %.3f s, end to end %.3f s\n",
-                    run + 1, r.runs, times[0][run], times[1][run], times[2][run], times[3][run]);
+        for (int s = 0; s < STAGE_COUNT && st == LCM_OK; s++)
+            if (r.timed[s]) st = run_stage(&setup, &inputs, s, &times[s][run]);
+        if (json || st != LCM_OK) continue;
+        fprintf(stderr, "run %d/%d:", run + 1, r.runs);
+        for (int s = 0; s < STAGE_COUNT; s++)
+            if (r.timed[s]) fprintf(stderr, " %s %.3f s", stage_names[s], times[s][run]);
+        fprintf(stderr, "\n");
     }
     free_inputs(&inputs);
+    taesd_free(setup.taesd);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error()[0] ? lcm_last_error() : lcm_status_name(st));
         lcm_pipeline_close(pipeline);
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
-    for (int s = 0; s < STAGE_COUNT; s++) r.times[s] = spread_of(times[s], r.runs);
+    for (int s = 0; s < STAGE_COUNT; s++)
+        if (r.timed[s]) r.times[s] = spread_of(times[s], r.runs);
     r.peak_rss_bytes = peak_rss_bytes();
     // The peak again after the stages: a probe disturbed right after loading (the kernel flushing
     // or reclaiming gigabytes of pages) once read 60% of the quiet figure.

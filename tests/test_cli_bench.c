@@ -81,6 +81,31 @@ int main(void) {
         CHECK(rc == 2 && strstr(output, "precision"), "bf16 refused with exit 2 naming precision: %s", output);
     }
 
+    // --taesd: the three decoders side by side, each with its own FLOPs.
+    char taesd[4096];
+    test_path(taesd, sizeof taesd, "%s/tiny-taesd", test_fixtures());
+    char extra[4200];
+    test_path(extra, sizeof extra, "--json --taesd '%s'", taesd);
+    CHECK(bench(model, extra, false) == 0, "lcm bench --taesd exits 0");
+    check_json_report("fp32 with --taesd");
+    cJSON *root = cJSON_Parse(output);
+    const cJSON *list = root ? cJSON_GetObjectItem(root, "stages") : NULL;
+    const cJSON *vae = cJSON_GetObjectItem(list, "vae_decode");
+    const cJSON *tiled = cJSON_GetObjectItem(list, "vae_decode_tiled");
+    const cJSON *tiny = cJSON_GetObjectItem(list, "taesd_decode");
+    CHECK(tiled && tiny, "--taesd adds vae_decode_tiled and taesd_decode: %.300s", output);
+    if (vae && tiled && tiny) {
+        fprintf(stderr, "decoders: VAE %.4f GFLOP %.4f s, tiled %.4f GFLOP %.4f s, TAESD %.4f GFLOP %.4f s\n",
+                number(vae, "gflop"), number(vae, "median_s"), number(tiled, "gflop"),
+                number(tiled, "median_s"), number(tiny, "gflop"), number(tiny, "median_s"));
+        // overlapping tiles decode more pixels than the image has
+        CHECK(number(tiled, "gflop") > number(vae, "gflop"), "tiled decode counts its overlaps");
+        CHECK(number(tiny, "gflop") > 0 && number(tiny, "median_s") > 0, "TAESD row measured");
+    }
+    cJSON_Delete(root);
+    CHECK(bench(model, "--taesd /nonexistent-taesd", true) == 2 && strstr(output, "/nonexistent-taesd"),
+          "missing TAESD folder named: %s", output);
+
     CHECK(bench(model, "--precision fp8", true) == 2 && strstr(output, "fp8"), "--precision fp8: %s", output);
     CHECK(bench(model, "--size 64", true) == 2 && strstr(output, "--size"), "--size 64: %s", output);
     CHECK(bench(model, "--runs 0", true) == 2 && strstr(output, "--runs"), "--runs 0: %s", output);

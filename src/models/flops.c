@@ -131,6 +131,24 @@ flop_count vae_decode_flops(const vae_config *cfg, int batch, int latent_h, int 
     return f;
 }
 
+// DecoderTiny (models/taesd.c): conv(L->C), then per stage its blocks of three C->C convs and,
+// but for the last stage, a 2x upsample and a C->C conv; a C->out conv at the end.
+flop_count taesd_decode_flops(const taesd_config *cfg, int batch, int latent_h, int latent_w) {
+    flop_count f = {0};
+    int c = cfg->channels, h = latent_h, w = latent_w;
+    conv(&f, batch, cfg->latent_channels, c, 3, h, w);
+    for (int i = 0; i < cfg->stage_count; i++) {
+        for (int b = 0; b < cfg->decoder_blocks[i]; b++)
+            for (int k = 0; k < 3; k++) conv(&f, batch, c, c, 3, h, w);
+        if (i == cfg->stage_count - 1) break;
+        h *= 2;
+        w *= 2;
+        conv(&f, batch, c, c, 3, h, w);
+    }
+    conv(&f, batch, c, cfg->out_channels, 3, h, w);
+    return f;
+}
+
 flop_count clip_text_flops(const clip_text_config *cfg, int batch, int tokens) {
     flop_count f = {0};
     double rows = (double)batch * tokens;

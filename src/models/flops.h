@@ -10,6 +10,7 @@
 #ifndef LCM_MODELS_FLOPS_H
 #define LCM_MODELS_FLOPS_H
 
+#include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "text/clip_text.h"
@@ -30,6 +31,9 @@ flop_count unet_flops(const unet_config *cfg, int batch, int latent_h, int laten
 
 // One VAE decode of `batch` latents of latent_h x latent_w (image latent_h*f x latent_w*f).
 flop_count vae_decode_flops(const vae_config *cfg, int batch, int latent_h, int latent_w);
+
+// One TAESD (AutoencoderTiny) decode of `batch` latents of latent_h x latent_w.
+flop_count taesd_decode_flops(const taesd_config *cfg, int batch, int latent_h, int latent_w);
 
 // One CLIP text-encoder pass of `batch` sequences of `tokens` tokens.
 flop_count clip_text_flops(const clip_text_config *cfg, int batch, int tokens);
