@@ -1,7 +1,7 @@
 // conv_bench: the convolution kernels side by side on the layer shapes of the UNet, the VAE
 // decoder and TAESD at 512x512, interleaved so that a noisy machine slows them alike.
 //
-//   conv_bench [--repeat 5] [--only NAME]
+//   conv_bench [--cpu-time] [--repeat 5] [--only NAME]
 //
 // For each shape and kernel (direct AVX2, im2col + sgemm, oneDNN), the median time of one layer
 // forward on random weights and inputs and its GFLOP/s. Kernels this CPU cannot run are skipped.
@@ -43,9 +43,13 @@ static const struct {
 #define KERNELS (sizeof kernels / sizeof kernels[0])
 #define MAX_REPEAT 32
 
+// CPU seconds of the process (--cpu-time): with OMP_NUM_THREADS=1, the compute time even while
+// other processes share the core; else wall-clock seconds.
+static bool use_cpu_time;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -66,17 +70,23 @@ static float *random_floats(int64_t n, float bound, unsigned *state) {
 int main(int argc, char **argv) {
     int repeat = 5;
     const char *only = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    int first = 1;
+    if (argc > 1 && !strcmp(argv[1], "--cpu-time")) {
+        use_cpu_time = true;
+        first = 2;
+    }
+    for (int i = first; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
     }
     if (repeat < 1 || repeat > MAX_REPEAT) {
-        fprintf(stderr, "usage: conv_bench [--repeat 1..%d] [--only NAME]\n", MAX_REPEAT);
+        fprintf(stderr, "usage: conv_bench [--cpu-time] [--repeat 1..%d] [--only NAME]\n", MAX_REPEAT);
         return 2;
     }
     unsigned state = 12345;
     printf("%-24s %12s %12s %12s   (median of %d; ms and GFLOP/s)\n", "layer", "direct", "sgemm",
            "oneDNN", repeat);
+    if (use_cpu_time) printf("(CPU time)\n");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const shape *sh = &shapes[s];
         if (only && !strstr(sh->name, only)) continue;

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/error.h"
 
@@ -51,6 +52,19 @@ static void reuse_give(void *data, size_t bytes) {
     free(data);
 }
 
+// Large buffers on 2 MiB boundaries with transparent huge pages asked for (where the kernel is set
+// to `madvise`): a 64 MiB activation then takes 32 TLB entries instead of 16384, and the kernels
+// that walk it row by row stop missing the TLB.
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+static void *buffer_alloc(size_t bytes) {
+    if (bytes < 2 * HUGE_PAGE_BYTES) return aligned_alloc(64, bytes);
+    size_t rounded = (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+    void *p = aligned_alloc(HUGE_PAGE_BYTES, rounded);
+    if (p) madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
+    return p;
+}
+
 void tensor_release_cached(void) {
     pthread_mutex_lock(&reuse_lock);
     for (int i = 0; i < kept_count; i++) free(kept[i].data);
@@ -89,7 +103,7 @@ tensor *tensor_new(int ndim, const int64_t *shape) {
     if (!bytes) bytes = 64;
     t->capacity = bytes;
     t->data = reuse_take(bytes);
-    if (!t->data) t->data = aligned_alloc(64, bytes);
+    if (!t->data) t->data = buffer_alloc(bytes);
     if (!t->data) {
         free(t);
         goto oom;

@@ -109,7 +109,10 @@ static tensor *attention_gemm_tiles(const tensor *q, const tensor *k, const tens
 // ---- flash kernel --------------------------------------------------------------------------------
 
 #define TILE 64 // query rows per task and keys per tile
-#define ROWS 4  // query rows per register block
+// Query rows per register block: set per instruction set below. A task's rows are padded up to a
+// multiple of it, so the per-thread tiles hold TILE + ROWS_MAX rows.
+#define ROWS_MAX 8
+#define ROW_CAPACITY (TILE + ROWS_MAX)
 
 // The shapes of one attention call and of its packed buffers.
 typedef struct flash_plan {
@@ -193,6 +196,7 @@ static inline __m512 exp2_avx512(__m512 x) {
     return _mm512_maskz_scalef_ps(normal, p, n);
 }
 
+#define ROWS 4
 #define FLASH_NAME(x) x##_avx512
 #define FLASH_BF16 1
 #define VEC 16
@@ -269,6 +273,10 @@ static inline float reduce_add_avx2(__m256 x) {
     return _mm_cvtss_f32(s);
 }
 
+// 6 rows x 2 vectors: 12 accumulators keep both FMA pipes busy through their 4-cycle latency
+// (4 rows gave 8, measured ~15% slower on Zen 3).
+#undef ROWS
+#define ROWS 6
 #define FLASH_NAME(x) x##_avx2
 #define FLASH_BF16 0
 #define VEC 8
@@ -301,13 +309,13 @@ static void scratch_free(flash_scratch *w) {
 
 static bool scratch_alloc(const flash_plan *pl, flash_scratch *w) {
     // 64-byte multiples for aligned_alloc; the Q buffer fits either precision.
-    size_t q_bytes = sizeof(float) * (size_t)(TILE * (pl->d + 1)), s_bytes = sizeof(float) * TILE * TILE;
+    size_t q_bytes = sizeof(float) * (size_t)(ROW_CAPACITY * (pl->d + 1));
     w->q = aligned_alloc(64, (q_bytes + 63) / 64 * 64);
-    w->s = aligned_alloc(64, s_bytes);
-    w->p = aligned_alloc(64, sizeof(uint16_t) * TILE * TILE);
-    w->o = aligned_alloc(64, sizeof(float) * (size_t)(TILE * pl->dpad));
-    w->m = aligned_alloc(64, sizeof(float) * TILE);
-    w->l = aligned_alloc(64, sizeof(float) * TILE);
+    w->s = aligned_alloc(64, sizeof(float) * ROW_CAPACITY * TILE);
+    w->p = aligned_alloc(64, sizeof(uint16_t) * ROW_CAPACITY * TILE);
+    w->o = aligned_alloc(64, sizeof(float) * (size_t)(ROW_CAPACITY * pl->dpad));
+    w->m = aligned_alloc(64, sizeof(float) * ROW_CAPACITY);
+    w->l = aligned_alloc(64, sizeof(float) * ROW_CAPACITY);
     return w->q && w->s && w->p && w->o && w->m && w->l;
 }
 
