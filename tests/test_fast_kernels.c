@@ -396,6 +396,38 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
     conv2d_free(&c);
 }
 
+// The direct kernel's upsampling weights (conv2d_prepare_upsampled): the same convolution of the
+// doubled image up to float rounding, from 2 x 2 input pixels per output pixel.
+static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
+    conv2d c = {.in = in, .out = out, .kernel = 3, .stride = 1, .padding = 1};
+    c.weight = random_floats((int64_t)out * in * 9, -1.0f / sqrtf(9.0f * in), 1.0f / sqrtf(9.0f * in));
+    c.bias = random_floats(out, -1, 1);
+    CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, CONV_KERNEL_DIRECT));
+    tensor *x = random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
+    tensor *nine_taps = conv2d_forward_fused(&c, x, &(conv2d_fusion){.upsample_input = true});
+    CHECK_OK(conv2d_prepare_upsampled(&c));
+    tensor *residual = random_tensor(4, (int64_t[]){2, out, 2 * h, 2 * w}, -1, 1);
+    tensor *want = upsample_nearest2x(x);
+    tensor_replace(&want, conv2d_forward(&c, want));
+    add_inplace(want, residual);
+    relu_inplace(want);
+    tensor *got = conv2d_forward_fused(
+        &c, x, &(conv2d_fusion){.upsample_input = true, .residual = residual, .activation = CONV_ACTIVATION_RELU});
+    tensor *phases = conv2d_forward_fused(&c, x, &(conv2d_fusion){.upsample_input = true});
+    char what[128];
+    snprintf(what, sizeof what, "upsampling phases 3x3 %d->%d %lldx%lld +res+relu", in, out,
+             (long long)h, (long long)w);
+    compare(what, got, want, FP32_TOL);
+    compare("  phases vs 9 taps, no epilogue", phases, nine_taps, FP32_TOL);
+    tensor_free(nine_taps);
+    tensor_free(phases);
+    tensor_free(want);
+    tensor_free(got);
+    tensor_free(residual);
+    tensor_free(x);
+    conv2d_free(&c);
+}
+
 static void test_conv_fusion(void) {
     // 13x11 doubled is 572 pixels per image: the last pixel chunk is partial.
     static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}};
@@ -406,6 +438,11 @@ static void test_conv_fusion(void) {
         check_conv_fusion(CONV_KERNEL_AUTO, false, s[0], s[1], s[2], s[3], 13, 11);
         if (conv_direct_available())
             check_conv_fusion(CONV_KERNEL_DIRECT, true, s[0], s[1], s[2], s[3], 13, 11);
+    }
+    if (conv_direct_available()) {
+        check_upsampled_phases(5, 7, 13, 11);
+        check_upsampled_phases(16, 20, 4, 9);
+        check_upsampled_phases(3, 16, 1, 1);
     }
 }
 

@@ -189,6 +189,8 @@ static lcm_status load_decoder(layer_stack *s, const weight_set *ws, const taesd
         LCM_TRY(push_blocks(s, ws, "decoder", cfg->decoder_blocks[i], C));
         if (!last) push(s, LAYER_UPSAMPLE);
         LCM_TRY(push_conv(s, ws, "decoder", C, last ? cfg->out_channels : C, 1, last));
+        // Without a tap the upsample is read by this conv (stack_forward)
+        if (!last) LCM_TRY(conv2d_prepare_upsampled(&s->layers[s->count - 1].conv[0]));
     }
     return LCM_OK;
 }
@@ -296,9 +298,19 @@ static tensor *block_forward(const layer *l, const tensor *x) {
     return h;
 }
 
-// Runs the layers in order; consumes x. `half` names the taps ("decoder" / "encoder"). Without a
-// tap, an upsample is read by the convolution after it and a ReLU runs inside the convolution
-// before it; with one, every layer runs on its own so that each output can be seen.
+// Reports layer i's output to the tap as "<half>.layers.<i>" (NCHW, as diffusers' hooks see it).
+static void tap_layer(taesd_tap_fn tap, void *user, const char *half, int i, const tensor *value) {
+    if (!value) return;
+    char name[NAME_SIZE];
+    snprintf(name, sizeof name, "%s.layers.%d", half, i);
+    tensor *plain = tensor_to_nchw(value);
+    if (plain) tap(user, name, plain);
+    tensor_free(plain);
+}
+
+// Runs the layers in order; consumes x. `half` names the taps ("decoder" / "encoder"). An upsample
+// is read by the convolution after it (conv2d_prepare_upsampled: 4/9 of the work); without a tap a
+// ReLU runs inside the convolution before it (the same values either way).
 static tensor *stack_forward(const layer_stack *s, const char *half, tensor *x, taesd_tap_fn tap,
                              void *user) {
     tensor *h = x;
@@ -321,20 +333,21 @@ static tensor *stack_forward(const layer_stack *s, const char *half, tensor *x, 
         case LAYER_RELU: relu_inplace(h); continue; // diffusers' shared ReLU module is not hooked
         case LAYER_BLOCK: tensor_replace(&h, block_forward(l, h)); break;
         case LAYER_UPSAMPLE:
-            if (!tap && next_is_conv) {
+            if (next_is_conv) {
+                // The conv reads the doubled image; a tap sees it made for its own sake, so that
+                // the result does not depend on whether anyone is looking.
                 upsample_pending = true;
+                if (tap) {
+                    tensor *doubled = upsample_nearest2x(h); // [N,C,2H,2W]
+                    tap_layer(tap, user, half, i, doubled);
+                    tensor_free(doubled);
+                }
                 continue;
             }
             tensor_replace(&h, upsample_nearest2x(h)); // [N,C,2H,2W]
             break;
         }
-        if (tap && h) {
-            char name[NAME_SIZE];
-            snprintf(name, sizeof name, "%s.layers.%d", half, i);
-            tensor *plain = tensor_to_nchw(h);
-            if (plain) tap(user, name, plain);
-            tensor_free(plain);
-        }
+        if (tap) tap_layer(tap, user, half, i, h);
     }
     return h;
 }

@@ -321,9 +321,10 @@ static lcm_status load_decoder(vae_decoder *d, const weight_set *ws, const vae_c
         int in = ch[i == 0 ? last : last - i + 1], out = ch[last - i];
         LCM_TRY(load_sampling_resnets(b, ws, prefix, cfg->layers_per_block + 1, in, out, groups));
         b->has_resample = i != last;
-        if (b->has_resample)
-            LCM_TRY(
-                load_conv(&b->resample_conv, ws, prefix, "upsamplers.0.conv", out, out, 3, 1, 1));
+        if (b->has_resample) {
+            LCM_TRY(load_conv(&b->resample_conv, ws, prefix, "upsamplers.0.conv", out, out, 3, 1, 1));
+            LCM_TRY(conv2d_prepare_upsampled(&b->resample_conv)); // only ever run after a 2x upsample
+        }
     }
     LCM_TRY(load_norm(&d->norm_out, ws, "decoder", "conv_norm_out", ch[0], groups));
     LCM_TRY(load_conv(&d->conv_out, ws, "decoder", "conv_out", ch[0], cfg->out_channels, 3, 1, 1));

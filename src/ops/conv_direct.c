@@ -22,6 +22,8 @@ struct conv_direct {
     int blocks;    // output channel blocks of TILE_CHANNELS
     float *weight; // [blocks][kernel * kernel][in][TILE_CHANNELS], zero past `out`
     float *bias;   // [blocks * TILE_CHANNELS], zero past `out` (and all zero without a bias)
+    // conv_direct_prepare_upsampled: [4 phases][blocks][2 x 2 taps][in][TILE_CHANNELS], or NULL.
+    float *phase_weight;
 };
 
 bool conv_direct_available(void) {
@@ -58,9 +60,41 @@ lcm_status conv_direct_new(const float *weight, const float *bias, int in, int o
 
 void conv_direct_free(conv_direct *d) {
     if (!d) return;
+    free(d->phase_weight);
     free(d->weight);
     free(d->bias);
     free(d);
+}
+
+// A 3x3 convolution (stride 1, padding 1) of a nearest-upsampled image reads, for the output
+// pixel (2a + py, 2b + px), only the 2 x 2 input pixels (a + py - 1 + r, b + px - 1 + c): along
+// each axis the 3 taps fall on 2 input pixels, so the taps that share one are added beforehand.
+// Row (or column) tap r of phase py gathers the kernel taps k with (py + k - 1) >> 1 == py - 1 + r.
+static bool tap_in_phase(int phase, int r, int k) { return ((phase + k + 1) >> 1) - 1 == phase - 1 + r; }
+
+lcm_status conv_direct_prepare_upsampled(conv_direct *d) {
+    if (d->phase_weight || d->kernel != 3 || d->stride != 1 || d->padding != 1) return LCM_OK;
+    int64_t per_tap = (int64_t)d->in * TILE_CHANNELS, per_block = 4 * per_tap;
+    size_t bytes = sizeof(float) * (size_t)(4 * d->blocks * per_block);
+    float *pw = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!pw) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing upsampling weights");
+    for (int phase = 0; phase < 4; phase++) {
+        int py = phase >> 1, px = phase & 1;
+        for (int64_t block = 0; block < d->blocks; block++)
+            for (int r = 0; r < 2; r++)
+                for (int c = 0; c < 2; c++) {
+                    float *dst = pw + (phase * d->blocks + block) * per_block + (r * 2 + c) * per_tap;
+                    memset(dst, 0, sizeof(float) * (size_t)per_tap);
+                    for (int ky = 0; ky < 3; ky++)
+                        for (int kx = 0; kx < 3; kx++) {
+                            if (!tap_in_phase(py, r, ky) || !tap_in_phase(px, c, kx)) continue;
+                            const float *src = d->weight + (block * 9 + ky * 3 + kx) * per_tap;
+                            for (int64_t i = 0; i < per_tap; i++) dst[i] += src[i];
+                        }
+                }
+    }
+    d->phase_weight = pw;
+    return LCM_OK;
 }
 
 // tile[p][0..15] += sum over the flattened (tap, input channel) indices k in [k0, k1) of
@@ -123,42 +157,65 @@ typedef struct run_shape {
     int up;                 // 1 when upsampling: seen coordinate >> up = stored coordinate
     int64_t oh, ow;
     const float *zeros; // `in` zeros, where a tap falls into the padding
+    // Upsampling with phase weights: 4 passes, one per output pixel parity (py, px), each over h x w
+    // pixels with 2 x 2 taps. Otherwise 1 pass over oh x ow pixels with kernel x kernel taps.
+    bool phases;
+    int passes, taps;
+    int64_t pass_pixels;
 } run_shape;
 
-// rows[p * taps + t] = where pixel `first + p` of image `x` finds its input vector for tap t.
-// Pixels past `count` read zeros (their results are discarded).
-static void fill_rows(const conv_direct *d, const run_shape *s, const float *x, int64_t first,
-                      int count, const float **rows) {
-    int taps = d->kernel * d->kernel;
+// For pixel q of pass `pass`: rows[t] = where it finds its input vector for tap t, and the index
+// of the output pixel it is (within its image).
+static int64_t locate(const conv_direct *d, const run_shape *s, int pass, int64_t q, const float *x,
+                      const float **rows) {
+    if (s->phases) {
+        int py = pass >> 1, px = pass & 1;
+        int64_t a = q / s->w, b = q % s->w;
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < 2; c++) {
+                int64_t sy = a + py - 1 + r, sx = b + px - 1 + c;
+                bool inside = sy >= 0 && sy < s->h && sx >= 0 && sx < s->w;
+                rows[r * 2 + c] = inside ? x + (sy * s->w + sx) * d->in : s->zeros;
+            }
+        return (2 * a + py) * s->ow + 2 * b + px;
+    }
+    int64_t oy = q / s->ow, ox = q % s->ow;
+    for (int ky = 0; ky < d->kernel; ky++) {
+        int64_t iy = oy * d->stride - d->padding + ky;
+        for (int kx = 0; kx < d->kernel; kx++) {
+            int64_t ix = ox * d->stride - d->padding + kx;
+            bool inside = iy >= 0 && iy < s->seen_h && ix >= 0 && ix < s->seen_w;
+            rows[ky * d->kernel + kx] = inside ? x + ((iy >> s->up) * s->w + (ix >> s->up)) * d->in : s->zeros;
+        }
+    }
+    return q;
+}
+
+// The pointer table of one tile (pixels first .. first + count - 1 of the pass) and the output
+// pixel of each; pixels past `count` read zeros (their results are discarded).
+static void fill_tile(const conv_direct *d, const run_shape *s, int pass, const float *x,
+                      int64_t first, int count, const float **rows, int64_t *out_pixels) {
     for (int p = 0; p < TILE_PIXELS; p++) {
-        const float **r = rows + p * taps;
-        if (p >= count) {
-            for (int t = 0; t < taps; t++) r[t] = s->zeros;
+        const float **r = rows + p * s->taps;
+        if (p < count) {
+            out_pixels[p] = locate(d, s, pass, first + p, x, r);
             continue;
         }
-        int64_t oy = (first + p) / s->ow, ox = (first + p) % s->ow;
-        for (int ky = 0; ky < d->kernel; ky++) {
-            int64_t iy = oy * d->stride - d->padding + ky;
-            for (int kx = 0; kx < d->kernel; kx++) {
-                int64_t ix = ox * d->stride - d->padding + kx;
-                bool inside = iy >= 0 && iy < s->seen_h && ix >= 0 && ix < s->seen_w;
-                r[ky * d->kernel + kx] =
-                    inside ? x + ((iy >> s->up) * s->w + (ix >> s->up)) * d->in : s->zeros;
-            }
-        }
+        for (int t = 0; t < s->taps; t++) r[t] = s->zeros;
     }
 }
 
-// The task's sums into y with the epilogue: `count` pixels, channels from `channel0`. ReLU as
+// The task's sums into y with the epilogue: `count` pixels (at out_pixels[p] of the image that
+// starts at pixel `image_offset`), channels from `channel0`. ReLU as
 // max(0, v), which like `v < 0 ? 0 : v` keeps NaN and -0.
 __attribute__((target("avx2,fma"))) static void
 store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0,
-            const conv_direct_epilogue *e, int64_t offset, float *y) {
+            const conv_direct_epilogue *e, const int64_t *out_pixels, int64_t image_offset, float *y) {
     int channels = d->out - channel0 < TILE_CHANNELS ? (int)(d->out - channel0) : TILE_CHANNELS;
     const __m256 zero = _mm256_setzero_ps();
     for (int p = 0; p < count; p++) {
         const float *src = sums + p * TILE_CHANNELS;
-        int64_t at = offset + (int64_t)p * d->out + channel0;
+        int64_t at = (image_offset + out_pixels[p]) * d->out + channel0;
         float *dst = y + at;
         const float *residual = e->residual ? e->residual + at : NULL;
         if (channels == TILE_CHANNELS) {
@@ -196,36 +253,44 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
     float *zeros = calloc((size_t)d->in, sizeof(float));
     if (!zeros) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory");
     s.zeros = zeros;
-    int taps = d->kernel * d->kernel;
+    s.phases = upsample_input && d->phase_weight;
+    s.passes = s.phases ? 4 : 1;
+    s.taps = s.phases ? 4 : d->kernel * d->kernel;
+    s.pass_pixels = s.phases ? h * w : s.oh * s.ow;
+    int taps = s.taps;
     int64_t depth = (int64_t)taps * d->in; // the sum's length
-    int64_t pixels = s.oh * s.ow;
-    int64_t chunks = (pixels + TASK_PIXELS - 1) / TASK_PIXELS;
-    // Tasks in (image, pixel chunk, channel block) order: a thread's consecutive tasks share their
-    // input pixels; small images with many channels still split over the channel blocks.
-    int64_t tasks = n * chunks * d->blocks;
+    int64_t chunks = (s.pass_pixels + TASK_PIXELS - 1) / TASK_PIXELS;
+    // Tasks in (image, pass, pixel chunk, channel block) order: a thread's consecutive tasks share
+    // their input pixels; small images with many channels still split over the channel blocks.
+    int64_t tasks = n * s.passes * chunks * d->blocks;
     int failed = 0;
     #pragma omp parallel
     {
-        // The pointer tables of a task's tiles, and its tiles' running sums.
+        // The pointer tables of a task's tiles, its output pixels and its tiles' running sums.
         const float **rows = malloc(sizeof *rows * (size_t)(TASK_PIXELS * taps));
+        int64_t *out_pixels = malloc(sizeof *out_pixels * TASK_PIXELS);
         float *sums = aligned_alloc(32, sizeof(float) * TASK_PIXELS * TILE_CHANNELS);
-        if (!rows || !sums) {
+        bool ready = rows && out_pixels && sums;
+        if (!ready) {
             #pragma omp atomic write
             failed = 1;
         }
         #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; task++) {
-            if (!rows || !sums) continue;
+            if (!ready) continue;
             int64_t block = task % d->blocks, chunk = task / d->blocks % chunks;
-            int64_t b = task / d->blocks / chunks;
+            int pass = (int)(task / d->blocks / chunks % s.passes);
+            int64_t b = task / d->blocks / chunks / s.passes;
             const float *xb = x + b * h * w * d->in;
             int64_t first = chunk * TASK_PIXELS;
-            int count = pixels - first < TASK_PIXELS ? (int)(pixels - first) : TASK_PIXELS;
+            int count = s.pass_pixels - first < TASK_PIXELS ? (int)(s.pass_pixels - first) : TASK_PIXELS;
             int tiles = (count + TILE_PIXELS - 1) / TILE_PIXELS;
-            const float *weight = d->weight + block * depth * TILE_CHANNELS;
+            const float *weight = s.phases ? d->phase_weight + (pass * d->blocks + block) * depth * TILE_CHANNELS
+                                           : d->weight + block * depth * TILE_CHANNELS;
             for (int t = 0; t < tiles; t++) {
                 int tile_count = count - t * TILE_PIXELS < TILE_PIXELS ? count - t * TILE_PIXELS : TILE_PIXELS;
-                fill_rows(d, &s, xb, first + t * TILE_PIXELS, tile_count, rows + t * TILE_PIXELS * taps);
+                fill_tile(d, &s, pass, xb, first + t * TILE_PIXELS, tile_count,
+                          rows + t * TILE_PIXELS * taps, out_pixels + t * TILE_PIXELS);
                 for (int p = 0; p < TILE_PIXELS; p++)
                     memcpy(sums + (t * TILE_PIXELS + p) * TILE_CHANNELS,
                            d->bias + block * TILE_CHANNELS, sizeof(float) * TILE_CHANNELS);
@@ -238,10 +303,11 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
                     tile_6x16(rows + t * TILE_PIXELS * taps, taps, d->in, k0, k1, weight,
                               sums + t * TILE_PIXELS * TILE_CHANNELS);
             }
-            store_tiles(d, sums, count, block * TILE_CHANNELS, epilogue,
-                        (b * pixels + first) * d->out, y);
+            store_tiles(d, sums, count, block * TILE_CHANNELS, epilogue, out_pixels,
+                        b * s.oh * s.ow, y);
         }
         free(rows);
+        free(out_pixels);
         free(sums);
     }
     free(zeros);

@@ -29,6 +29,13 @@ lcm_status conv_direct_new(const float *weight, const float *bias, int in, int o
                            int stride, int padding, conv_direct **result);
 void conv_direct_free(conv_direct *d);
 
+// For a layer that always runs on a 2x nearest-upsampled input (Upsample2D's conv): packs a second
+// set of weights with which conv_direct_run(upsample_input = true) computes each output pixel from
+// the 2 x 2 input pixels it depends on instead of 3 x 3 upsampled ones: 4/9 of the arithmetic, the
+// same values up to float rounding (taps landing on one pixel are summed first). Needs a 3x3 kernel
+// with stride 1 and padding 1 (does nothing otherwise); costs 16/9 of the layer's weight memory.
+lcm_status conv_direct_prepare_upsampled(conv_direct *d);
+
 // What conv_direct_run does with each finished value: + residual, then ReLU.
 typedef struct conv_direct_epilogue {
     const float *residual; // NHWC [n, oh, ow, out], or NULL

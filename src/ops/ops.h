@@ -99,6 +99,11 @@ lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel ke
 // benchmarks that load one model twice to compare kernels; not thread-safe.
 void ops_set_conv_kernel(conv_kernel kernel);
 
+// For a convolution that always runs on a 2x nearest-upsampled input (conv2d_fusion.upsample_input):
+// on the direct kernel, also packs weights that skip the repeated pixels (4/9 of the arithmetic,
+// 16/9 of the weight memory; see conv_direct_prepare_upsampled). Does nothing on other kernels.
+lcm_status conv2d_prepare_upsampled(conv2d *c);
+
 // Whether an optional layer was loaded (either path).
 bool linear_present(const linear *l);
 bool conv2d_present(const conv2d *c);

@@ -67,6 +67,10 @@ lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel ke
     return LCM_OK;
 }
 
+lcm_status conv2d_prepare_upsampled(conv2d *c) {
+    return c->direct ? conv_direct_prepare_upsampled(c->direct) : LCM_OK;
+}
+
 static conv_kernel default_conv_kernel = CONV_KERNEL_AUTO;
 
 void ops_set_conv_kernel(conv_kernel kernel) { default_conv_kernel = kernel; }
