@@ -446,7 +446,8 @@ static void test_conv_fusion(void) {
     }
 }
 
-// Freed large buffers go to the next tensor of their size; any other large size releases them.
+// Freed large buffers go to the next tensor of their size, live ones are never handed out twice,
+// and kept + live bytes never exceed the most that were alive at once.
 static void test_buffer_reuse(void) {
     tensor_release_cached();
     int64_t big = (1 << 20) / 4 + 100; // just over the 1 MiB reuse threshold
@@ -460,14 +461,38 @@ static void test_buffer_reuse(void) {
     CHECK(c->data != b->data, "a live buffer is never handed out twice");
     tensor_free(c);
     int64_t other = 2 * big;
-    tensor *d = tensor_new(1, &other); // a miss: releases c's kept buffer
+    tensor *d = tensor_new(1, &other);
     tensor *e = tensor_new(1, &big);
     CHECK(e->data != b->data && e->data != d->data, "distinct live buffers");
     CHECK(b->data[big - 1] == (float)(big - 1), "live values untouched");
     tensor_free(b);
     tensor_free(d);
     tensor_free(e);
+    // A random walk of allocations and frees of a few sizes: the rule holds at every step.
+    tensor *alive[12] = {0};
+    uint64_t state = 99;
+    bool rule_held = true;
+    for (int step = 0; step < 400; step++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        int slot = (int)(state >> 33) % 12;
+        if (alive[slot]) {
+            tensor_free(alive[slot]);
+            alive[slot] = NULL;
+        } else {
+            int64_t n = big * (int64_t)(1 + (state >> 40) % 4);
+            alive[slot] = tensor_new(1, &n);
+            alive[slot]->data[n - 1] = (float)slot; // touch it
+        }
+        size_t kept, live, most;
+        tensor_cache_stats(&kept, &live, &most);
+        if (kept + live > most) rule_held = false;
+    }
+    CHECK(rule_held, "kept + live bytes never exceed the most ever alive");
+    for (int i = 0; i < 12; i++) tensor_free(alive[i]);
     tensor_release_cached();
+    size_t kept, live, most;
+    tensor_cache_stats(&kept, &live, &most);
+    CHECK(kept == 0 && live == 0, "all released: kept %zu, live %zu", kept, live);
 }
 
 int main(void) {

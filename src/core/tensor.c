@@ -13,43 +13,67 @@
 #define REUSE_MIN_BYTES ((size_t)1 << 20)
 #define REUSE_SLOTS 16
 
+// Kept buffers, oldest first, and the bytes of large buffers in use now and at most so far. The
+// rule: live + kept never exceeds the most that was ever live, which a process without the cache
+// would have had resident too, so the peak is not raised.
 static pthread_mutex_t reuse_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kept_buffer {
     void *data;
     size_t bytes;
 } kept[REUSE_SLOTS];
 static int kept_count;
+static size_t kept_bytes, live_bytes, most_live_bytes;
 
-// A kept buffer of exactly `bytes`, else NULL after releasing all kept buffers (the rule that keeps
-// the peak where it was).
+// Frees kept buffer i (the lock held).
+static void drop_kept(int i) {
+    free(kept[i].data);
+    kept_bytes -= kept[i].bytes;
+    memmove(kept + i, kept + i + 1, sizeof *kept * (size_t)(kept_count - i - 1));
+    kept_count--;
+}
+
+// A kept buffer of exactly `bytes`, else NULL after releasing the oldest kept buffers until a new
+// one of `bytes` fits under the rule. Counts the buffer as live either way (the caller allocates
+// on NULL and calls reuse_cancel if that fails).
 static void *reuse_take(size_t bytes) {
     if (bytes < REUSE_MIN_BYTES) return NULL;
     void *found = NULL;
     pthread_mutex_lock(&reuse_lock);
-    for (int i = kept_count - 1; i >= 0; i--) {
+    for (int i = kept_count - 1; i >= 0 && !found; i--) {
         if (kept[i].bytes != bytes) continue;
         found = kept[i].data;
-        kept[i] = kept[--kept_count];
-        break;
+        kept[i].data = NULL; // handed out, not freed
+        kept_bytes -= bytes;
+        memmove(kept + i, kept + i + 1, sizeof *kept * (size_t)(kept_count - i - 1));
+        kept_count--;
     }
-    if (!found) {
-        for (int i = 0; i < kept_count; i++) free(kept[i].data);
-        kept_count = 0;
-    }
+    live_bytes += bytes;
+    if (live_bytes > most_live_bytes) most_live_bytes = live_bytes;
+    while (!found && kept_count > 0 && live_bytes + kept_bytes > most_live_bytes) drop_kept(0);
     pthread_mutex_unlock(&reuse_lock);
     return found;
 }
 
-// Keeps `data` for reuse when it is large and a slot is free; frees it otherwise.
+static void reuse_cancel(size_t bytes) {
+    if (bytes < REUSE_MIN_BYTES) return;
+    pthread_mutex_lock(&reuse_lock);
+    live_bytes -= bytes;
+    pthread_mutex_unlock(&reuse_lock);
+}
+
+// Keeps `data` for reuse when it is large (the oldest kept buffer makes room when all slots are
+// taken); frees it otherwise.
 static void reuse_give(void *data, size_t bytes) {
-    if (bytes >= REUSE_MIN_BYTES) {
-        pthread_mutex_lock(&reuse_lock);
-        bool stored = kept_count < REUSE_SLOTS;
-        if (stored) kept[kept_count++] = (struct kept_buffer){data, bytes};
-        pthread_mutex_unlock(&reuse_lock);
-        if (stored) return;
+    if (bytes < REUSE_MIN_BYTES) {
+        free(data);
+        return;
     }
-    free(data);
+    pthread_mutex_lock(&reuse_lock);
+    live_bytes -= bytes;
+    if (kept_count == REUSE_SLOTS) drop_kept(0);
+    kept[kept_count++] = (struct kept_buffer){data, bytes};
+    kept_bytes += bytes;
+    pthread_mutex_unlock(&reuse_lock);
 }
 
 // Large buffers on 2 MiB boundaries with transparent huge pages asked for (where the kernel is set
@@ -65,10 +89,17 @@ static void *buffer_alloc(size_t bytes) {
     return p;
 }
 
+void tensor_cache_stats(size_t *kept_out, size_t *live, size_t *most_live) {
+    pthread_mutex_lock(&reuse_lock);
+    *kept_out = kept_bytes;
+    *live = live_bytes;
+    *most_live = most_live_bytes;
+    pthread_mutex_unlock(&reuse_lock);
+}
+
 void tensor_release_cached(void) {
     pthread_mutex_lock(&reuse_lock);
-    for (int i = 0; i < kept_count; i++) free(kept[i].data);
-    kept_count = 0;
+    while (kept_count > 0) drop_kept(0);
     pthread_mutex_unlock(&reuse_lock);
 }
 
@@ -105,6 +136,7 @@ tensor *tensor_new(int ndim, const int64_t *shape) {
     t->data = reuse_take(bytes);
     if (!t->data) t->data = buffer_alloc(bytes);
     if (!t->data) {
+        reuse_cancel(bytes);
         free(t);
         goto oom;
     }

@@ -51,13 +51,16 @@ int64_t tensor_numel(const tensor *t);
 
 // Large tensor buffers (>= 1 MiB) freed by tensor_free are kept for the next tensor_new of the
 // same size, so that a forward pass that frees and allocates the same activation sizes layer after
-// layer does not pay for returning pages to the kernel and faulting fresh zeroed ones back in. An
-// allocation that finds no kept buffer of its size releases all kept ones first, so kept + live
-// bytes never exceed the live bytes of the process at its last such allocation: the peak resident
-// memory is not raised. Thread-safe.
+// layer does not pay for returning pages to the kernel and faulting fresh zeroed ones back in. The
+// bytes kept plus the bytes of large tensors alive never exceed the most that were ever alive at
+// once (older kept buffers are released to make room), so the peak resident memory is not raised.
+// Thread-safe.
 //
 // Returns every kept buffer to the system allocator (end of a generation, an idle server).
 void tensor_release_cached(void);
+
+// The bookkeeping of that rule, for tests: bytes kept, bytes of large tensors alive, most alive.
+void tensor_cache_stats(size_t *kept, size_t *live, size_t *most_live);
 
 // Frees *t and replaces it with `next`: `tensor_replace(&h, conv2d_forward(&w->conv, h));` reads
 // as "h becomes conv(h)" without a leak.
