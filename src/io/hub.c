@@ -1,4 +1,5 @@
-// Downloading a diffusers pipeline from the Hugging Face hub into the huggingface_hub cache.
+// Downloading from the Hugging Face hub into the huggingface_hub cache: a diffusers pipeline, a CLIP
+// tokenizer, or one model at a repository's root (a TAESD, a ControlNet).
 //
 // The protocol, as huggingface_hub (v0.20) speaks it:
 //   GET  {endpoint}/api/models/{id}/revision/{rev}   JSON: "sha" (commit), "siblings"[].rfilename
