@@ -187,7 +187,8 @@ int cmd_generate(int argc, char **argv) {
          "what to steer away from (UNets without LCM guidance embedding, guidance > 1)", false},
         {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG (its size is the output size)", false},
         {"strength", ARG_FLOAT, &strength, "img2img: how much to change the init image, 0 < s <= 1 (default 0.8)", false},
-        {"controlnet", ARG_STRING, &controlnet, "ControlNetModel folder steering the UNet", false},
+        {"controlnet", ARG_STRING, &controlnet,
+         "ControlNetModel steering the UNet: folder or hub id ORG/NAME[@REVISION]", false},
         {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG)", false},
         {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
         {"control-preprocess", ARG_STRING, &control_preprocess,
@@ -207,7 +208,10 @@ int cmd_generate(int argc, char **argv) {
          "CLIP tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint that has none "
          "(default: $LCM_TOKENIZER, else the Hugging Face cache of openai/clip-vit-large-patch14)",
          false},
-        {"taesd", ARG_STRING, &taesd, "decode with this TAESD folder (AutoencoderTiny) instead of the VAE", false},
+        {"taesd", ARG_STRING, &taesd,
+         "decode with this TAESD (AutoencoderTiny) instead of the VAE: folder or hub id "
+         "ORG/NAME[@REVISION], e.g. madebyollin/taesd",
+         false},
         {"vae-tiling", ARG_STRING, &vae_tiling, "on, off or auto (default: tile only when the decode would not fit the memory budget)", false},
         {"memory-budget", ARG_STRING, &memory_budget, "memory for the whole process, e.g. 6G or 512M (default: 3/4 of RAM)", false},
         {"preview-dir", ARG_STRING, &preview_dir, "write a preview of each step there as step-K.png", false},
@@ -309,6 +313,7 @@ int cmd_generate(int argc, char **argv) {
     }
     lcm_pipeline *pipeline = NULL;
     bool int8_model = false;
+    quantized_kind controlnet_kind = QUANTIZED_NONE;
     if (st == LCM_OK) {
         lcm_pipeline_options options;
         lcm_pipeline_options_init(&options);
@@ -318,22 +323,29 @@ int cmd_generate(int argc, char **argv) {
         options.loras = loras;
         options.lora_count = lora_specs.count;
         options.lora_lenient = lora_lenient;
-        options.controlnet = controlnet;
         options.tokenizer = tokenizer;
-        options.taesd = taesd;
         options.vae_tiling = tiling_mode;
         options.memory_budget = budget;
-        // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first time).
+        // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first
+        // time); --controlnet and --taesd ids are repositories of one model at their root.
         lcm_hub_options hub;
         lcm_hub_options_init(&hub);
         hub.variant = variant;
         download_progress download;
         download_progress_attach(&download, quiet, &hub);
-        char *model_path = NULL;
+        char *model_path = NULL, *controlnet_path = NULL, *taesd_path = NULL;
         st = lcm_model_resolve(model, &hub, &model_path);
+        if (st == LCM_OK && controlnet) st = lcm_single_model_resolve(controlnet, &hub, &controlnet_path);
+        hub.variant = NULL; // the TAESD loads only its plain weights
+        if (st == LCM_OK && taesd) st = lcm_single_model_resolve(taesd, &hub, &taesd_path);
+        options.controlnet = controlnet_path;
+        options.taesd = taesd_path;
         if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
         int8_model = st == LCM_OK && quantize_model_is_int8(model_path);
+        if (st == LCM_OK && controlnet) controlnet_kind = quantize_controlnet_kind(controlnet_path);
         free(model_path);
+        free(controlnet_path);
+        free(taesd_path);
     }
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
@@ -346,7 +358,6 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
     if (!quiet && int8_model)
         fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
-    quantized_kind controlnet_kind = controlnet ? quantize_controlnet_kind(controlnet) : QUANTIZED_NONE;
     if (!quiet && controlnet_kind == QUANTIZED_INT8)
         fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
     else if (!quiet && controlnet_kind == QUANTIZED_WEIGHTS_ONLY)

@@ -5,6 +5,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
+#include "app/download_progress.h"
 #include "app/server.h"
 #include "lcm.h"
 
@@ -86,10 +87,13 @@ int cmd_serve(int argc, char **argv) {
     long port = 7860, queue = 16, max_size = 768, max_steps = 8, max_batch = 4, max_body = 16 << 20;
     long threads = 0, step_delay_ms = 0;
     bool insecure = false, lora_lenient = false;
-    const char *controlnet = NULL, *control_weights = NULL;
+    const char *controlnet = NULL, *control_weights = NULL, *taesd = NULL;
     args_list lora_specs = {0};
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline)", false},
+        {"model", ARG_STRING, &model,
+         "diffusers model folder (LatentConsistencyModelPipeline), single .safetensors checkpoint, "
+         "or hub id ORG/NAME[@REVISION] (downloaded on first use)",
+         false},
         {"host", ARG_STRING, &host, "address to listen on (default 127.0.0.1: this machine only)", false},
         {"port", ARG_INT, &port, "TCP port (default 7860; 0 = any free port, printed)", false},
         {"queue", ARG_INT, &queue, "requests that may wait for the generator; more get 429 (default 16)", false},
@@ -100,7 +104,13 @@ int cmd_serve(int argc, char **argv) {
         {"max-batch", ARG_INT, &max_batch, "most images per request (default 4)", false},
         {"max-body", ARG_INT, &max_body, "largest request body in bytes (default 16 MiB)", false},
         {"controlnet", ARG_STRING, &controlnet,
-         "ControlNetModel folder: the page and the APIs then take a control image", false},
+         "ControlNetModel, folder or hub id ORG/NAME[@REVISION]: the page and the APIs then take a "
+         "control image",
+         false},
+        {"taesd", ARG_STRING, &taesd,
+         "decode (and preview) with this TAESD (AutoencoderTiny) instead of the VAE: folder or hub "
+         "id ORG/NAME[@REVISION], e.g. madebyollin/taesd",
+         false},
         {"lora", ARG_STRING, &lora_specs, "LoRA adapter FILE[:SCALE] fused at load (repeatable)", true},
         {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
         {"control-weights", ARG_STRING, &control_weights,
@@ -111,7 +121,8 @@ int cmd_serve(int argc, char **argv) {
     };
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], NULL, 0, &npositional,
-                        "lcm serve --model DIR [--host 127.0.0.1] [--port 7860] [--queue 16] [--controlnet DIR] [options]");
+                        "lcm serve --model DIR|ID [--host 127.0.0.1] [--port 7860] [--queue 16] [--controlnet DIR|ID] "
+                        "[--taesd DIR|ID] [options]");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model) {
         fprintf(stderr, "lcm serve: --model is required (see --help)\n");
@@ -166,9 +177,24 @@ int cmd_serve(int argc, char **argv) {
     options.loras = loras;
     options.lora_count = lora_specs.count;
     options.lora_lenient = lora_lenient;
-    options.controlnet = controlnet;
+    // Hub ids become snapshot folders in the Hugging Face cache (downloaded the first time).
+    lcm_hub_options hub;
+    lcm_hub_options_init(&hub);
+    hub.variant = variant;
+    download_progress download;
+    download_progress_attach(&download, false, &hub);
+    char *model_path = NULL, *controlnet_path = NULL, *taesd_path = NULL;
+    if (st == LCM_OK) st = lcm_model_resolve(model, &hub, &model_path);
+    if (st == LCM_OK && controlnet) st = lcm_single_model_resolve(controlnet, &hub, &controlnet_path);
+    hub.variant = NULL; // the TAESD loads only its plain weights
+    if (st == LCM_OK && taesd) st = lcm_single_model_resolve(taesd, &hub, &taesd_path);
+    options.controlnet = controlnet_path;
+    options.taesd = taesd_path;
     lcm_pipeline *pipeline = NULL;
-    if (st == LCM_OK) st = lcm_pipeline_open(model, &options, &pipeline);
+    if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
+    free(model_path);
+    free(controlnet_path);
+    free(taesd_path);
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm serve: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());

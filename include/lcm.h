@@ -315,6 +315,15 @@ lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **s
 // pulled (lcm_hub_pull). *path is malloc'd; the caller frees it with free().
 lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path);
 
+// lcm_model_resolve for a repository that holds ONE diffusers model at its root (config.json +
+// diffusion_pytorch_model[.VARIANT].safetensors or its .index.json shards): a TAESD such as
+// madebyollin/taesd, or a ControlNet such as lllyasviel/control_v11p_sd15_normalbae (for
+// lcm_pipeline_options.taesd / .controlnet). An existing path is returned as is; a hub id
+// "ORG/NAME[@REVISION]" gets just those files into the cache (options->variant with the fallback to
+// the plain file; never .bin/.ckpt/ONNX/Flax files) and its snapshot folder is returned. Offline,
+// the cache alone answers. *path is malloc'd; the caller frees it with free().
+lcm_status lcm_single_model_resolve(const char *model, const lcm_hub_options *options, char **path);
+
 // Writes the diffusers pipeline folder `model_dir` as one .safetensors checkpoint at `path` in the
 // original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
 // cond_stage_model.transformer.*), dtypes kept, with the folder's configs stored in __metadata__ so

@@ -9,6 +9,10 @@
 // messages, offline mode, no network, cancelling, and `lcm generate --model ID` = from the folder.
 // The server also plays openai/clip-vit-large-patch14 (the fixture's tokenizer files at the root,
 // next to weights that must not be fetched): a single file without a tokenizer gets just those.
+// And repositories of one model at their root (lcm_single_model_resolve, `--taesd ID`,
+// `--controlnet ID`): the fixtures' AutoencoderTiny and ControlNetModel folders, the ControlNet
+// with an fp16 variant too, the TAESD once more as one shard behind an index, and a repo with only
+// pickled weights.
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +28,8 @@
 #include "core/sha256.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
+#include "io/json_config.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 #define REPO_ID "test-org/tiny-lcm"
@@ -31,6 +37,7 @@
 #define COMMIT "4c8d1e0f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
 #define MAX_FILES 64
 #define CLIP_ID "openai/clip-vit-large-patch14"
+#define SINGLE_MAX_FILES 6
 
 typedef struct served_file {
     char path[512];
@@ -40,11 +47,23 @@ typedef struct served_file {
     bool lfs;
 } served_file;
 
+// A repository holding one model at its root. `extra` files are listed by the API but never
+// served: fetching one is a 404, which fails the pull.
+typedef struct single_repo {
+    char id[128];
+    served_file files[SINGLE_MAX_FILES];
+    int count;
+    const char *extra[4];
+} single_repo;
+
+enum { SINGLE_TAESD, SINGLE_CONTROLNET, SINGLE_SHARDED, SINGLE_PICKLE, SINGLE_COUNT };
+
 typedef struct server {
     struct MHD_Daemon *daemon;
     int port;
     served_file files[MAX_FILES];
     int count;
+    single_repo singles[SINGLE_COUNT];
     pthread_mutex_t lock;
     // behaviour switches, set by the test between pulls
     char cut_next[512];      // cut the body of the next /lfs GET of this file halfway
@@ -61,6 +80,7 @@ typedef struct server {
 static server srv;
 static char tmpdir[] = "/tmp/lcm-hub-XXXXXX";
 static char model_dir[PATH_MAX];
+static char taesd_dir[PATH_MAX], controlnet_dir[PATH_MAX]; // found among the fixtures by class
 
 static unsigned char *read_file(const char *path, size_t *size) {
     FILE *fp = fopen(path, "rb");
@@ -83,6 +103,17 @@ static void hash_hex(const void *data, size_t size, char hex[65]) {
     sha256_hex(digest, hex);
 }
 
+// Takes ownership of `data`; *.safetensors are LFS files (ETag = sha256).
+static void serve_bytes(served_file *f, const char *path, unsigned char *data, size_t size) {
+    snprintf(f->path, sizeof f->path, "%s", path);
+    f->data = data;
+    f->size = size;
+    size_t len = strlen(path);
+    f->lfs = len > 12 && !strcmp(path + len - 12, ".safetensors");
+    hash_hex(f->data, f->size, f->etag);
+    if (!f->lfs) f->etag[40] = '\0';
+}
+
 // Every file of the fixture model folder (golden data excluded), as the repository's content.
 static void add_files(const char *root, const char *rel) {
     char dir[PATH_MAX];
@@ -100,13 +131,9 @@ static void add_files(const char *root, const char *rel) {
         if (S_ISDIR(sb.st_mode)) {
             add_files(root, child);
         } else if (srv.count < MAX_FILES) {
-            served_file *f = &srv.files[srv.count++];
-            snprintf(f->path, sizeof f->path, "%s", child);
-            f->data = read_file(full, &f->size);
-            size_t len = strlen(child);
-            f->lfs = len > 12 && !strcmp(child + len - 12, ".safetensors");
-            hash_hex(f->data, f->size, f->etag);
-            if (!f->lfs) f->etag[40] = '\0';
+            size_t size = 0;
+            unsigned char *data = read_file(full, &size);
+            serve_bytes(&srv.files[srv.count++], child, data, size);
         }
     }
     closedir(d);
@@ -126,6 +153,15 @@ static served_file *find_file(const char *path) {
 static served_file *find_blob(const char *etag) {
     for (int i = 0; i < srv.count; i++)
         if (!strcmp(srv.files[i].etag, etag)) return &srv.files[i];
+    for (int r = 0; r < SINGLE_COUNT; r++)
+        for (int i = 0; i < srv.singles[r].count; i++)
+            if (!strcmp(srv.singles[r].files[i].etag, etag)) return &srv.singles[r].files[i];
+    return NULL;
+}
+
+static served_file *find_single_file(single_repo *r, const char *path) {
+    for (int i = 0; i < r->count; i++)
+        if (!strcmp(r->files[i].path, path)) return &r->files[i];
     return NULL;
 }
 
@@ -231,6 +267,87 @@ static enum MHD_Result answer_revision(struct MHD_Connection *c, const char *id,
     return ok;
 }
 
+// HEAD/GET of /ID/resolve/REV/PATH: LFS files redirect to /lfs/SHA256, others come as they are.
+static enum MHD_Result answer_file(struct MHD_Connection *c, const served_file *f) {
+    struct MHD_Response *r;
+    unsigned status;
+    char etag[80];
+    if (f->lfs) {
+        char location[128];
+        snprintf(location, sizeof location, "/lfs/%s", f->etag);
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(r, "Location", location);
+        snprintf(etag, sizeof etag, "\"%s\"", f->etag);
+        MHD_add_response_header(r, "X-Linked-Etag", etag);
+        char size[32];
+        snprintf(size, sizeof size, "%zu", f->size);
+        MHD_add_response_header(r, "X-Linked-Size", size);
+        snprintf(etag, sizeof etag, "\"lfs-pointer-%.20s\"", f->etag);
+        status = 302;
+    } else {
+        // For HEAD, MHD sends the headers (Content-Length included) and no body.
+        r = MHD_create_response_from_buffer(f->size, f->data, MHD_RESPMEM_PERSISTENT);
+        snprintf(etag, sizeof etag, "W/\"%s\"", f->etag);
+        status = 200;
+    }
+    MHD_add_response_header(r, "ETag", etag);
+    MHD_add_response_header(r, "X-Repo-Commit", COMMIT);
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+// The API answer for a one-model repository: its files and its extras.
+static enum MHD_Result answer_single_revision(struct MHD_Connection *c, const single_repo *repo) {
+    pthread_mutex_lock(&srv.lock);
+    srv.api_requests++;
+    pthread_mutex_unlock(&srv.lock);
+    cJSON *root = cJSON_CreateObject(), *siblings = cJSON_AddArrayToObject(root, "siblings");
+    cJSON_AddStringToObject(root, "id", repo->id);
+    cJSON_AddStringToObject(root, "sha", COMMIT);
+    for (int i = 0; i < repo->count + 4; i++) {
+        const char *path = i < repo->count ? repo->files[i].path : repo->extra[i - repo->count];
+        if (!path) continue;
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "rfilename", path);
+        cJSON_AddItemToArray(siblings, s);
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+// /api/models/ID/revision/REV and /ID/resolve/REV/PATH of the one-model repositories; *handled
+// is false when the URL is not theirs.
+static enum MHD_Result answer_single(struct MHD_Connection *c, const char *url, bool head, bool *handled) {
+    *handled = true;
+    for (int i = 0; i < SINGLE_COUNT; i++) {
+        single_repo *repo = &srv.singles[i];
+        if (!repo->id[0]) continue;
+        char api[256], resolve[256];
+        snprintf(api, sizeof api, "/api/models/%s/revision/", repo->id);
+        snprintf(resolve, sizeof resolve, "/%s/resolve/", repo->id);
+        if (!strncmp(url, api, strlen(api))) return answer_single_revision(c, repo);
+        if (strncmp(url, resolve, strlen(resolve))) continue;
+        const char *slash = strchr(url + strlen(resolve), '/');
+        served_file *f = slash ? find_single_file(repo, slash + 1) : NULL;
+        pthread_mutex_lock(&srv.lock);
+        if (head) srv.head_requests++;
+        if (!head && f && !f->lfs) {
+            srv.get_requests++;
+            note_fetched(f->path);
+        }
+        pthread_mutex_unlock(&srv.lock);
+        if (!f) return reply(c, 404, "Entry not found");
+        return answer_file(c, f);
+    }
+    *handled = false;
+    return MHD_NO;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_size, void **state) {
@@ -261,6 +378,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return ok;
         }
     }
+    bool handled;
+    enum MHD_Result single = answer_single(c, url, head, &handled);
+    if (handled) return single;
     const char *api_prefix = "/api/models/" REPO_ID "/revision/";
     const char *resolve_prefix = "/" REPO_ID "/resolve/";
     const char *clip_api_prefix = "/api/models/" CLIP_ID "/revision/";
@@ -293,40 +413,125 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         }
         pthread_mutex_unlock(&srv.lock);
         if (!f || missing) return reply(c, 404, "Entry not found");
-        struct MHD_Response *r;
-        unsigned status;
-        char etag[80];
-        if (f->lfs) {
-            char location[128];
-            snprintf(location, sizeof location, "/lfs/%s", f->etag);
-            r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-            MHD_add_response_header(r, "Location", location);
-            snprintf(etag, sizeof etag, "\"%s\"", f->etag);
-            MHD_add_response_header(r, "X-Linked-Etag", etag);
-            char size[32];
-            snprintf(size, sizeof size, "%zu", f->size);
-            MHD_add_response_header(r, "X-Linked-Size", size);
-            snprintf(etag, sizeof etag, "\"lfs-pointer-%.20s\"", f->etag);
-            status = 302;
-        } else {
-            // For HEAD, MHD sends the headers (Content-Length included) and no body.
-            r = MHD_create_response_from_buffer(f->size, f->data, MHD_RESPMEM_PERSISTENT);
-            snprintf(etag, sizeof etag, "W/\"%s\"", f->etag);
-            status = 200;
-        }
-        MHD_add_response_header(r, "ETag", etag);
-        MHD_add_response_header(r, "X-Repo-Commit", COMMIT);
-        enum MHD_Result ok = MHD_queue_response(c, status, r);
-        MHD_destroy_response(r);
-        return ok;
+        return answer_file(c, f);
     }
     return reply(c, 404, "Repository not found");
+}
+
+// The "_class_name" of DIR/FILE, "" when there is none.
+static void folder_class(const char *dir, const char *file, char *buf, size_t size) {
+    char path[PATH_MAX];
+    const char *name;
+    json_config c;
+    buf[0] = '\0';
+    test_path(path, sizeof path, "%s/%s", dir, file);
+    if (access(path, F_OK) != 0 || json_config_load(path, NULL, &c) != LCM_OK) {
+        lcm_clear_error();
+        return;
+    }
+    if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
+    json_config_free(&c);
+    lcm_clear_error();
+}
+
+// The first fixture folder holding one model of class `cls` (config.json at its root).
+static void find_single_model(const char *cls, char *out, size_t size) {
+    DIR *d = opendir(test_fixtures());
+    struct dirent *e;
+    out[0] = '\0';
+    while (d && (e = readdir(d)) && !out[0]) {
+        char dir[PATH_MAX], found[128];
+        if (e->d_name[0] == '.') continue;
+        test_path(dir, sizeof dir, "%s/%s", test_fixtures(), e->d_name);
+        folder_class(dir, "config.json", found, sizeof found);
+        if (!strcmp(found, cls)) snprintf(out, size, "%s", dir);
+    }
+    if (d) closedir(d);
+    CHECK(out[0], "no %s folder among the fixtures in %s", cls, test_fixtures());
+}
+
+static void single_add(single_repo *r, const char *path, unsigned char *data, size_t size) {
+    CHECK(data && r->count < SINGLE_MAX_FILES, "%s: cannot serve %s", r->id, path);
+    if (data && r->count < SINGLE_MAX_FILES) serve_bytes(&r->files[r->count++], path, data, size);
+}
+
+static unsigned char *copy_bytes(const served_file *f) {
+    unsigned char *copy = malloc(f->size ? f->size : 1);
+    if (copy) memcpy(copy, f->data, f->size);
+    return copy;
+}
+
+// A one-model repository with DIR's config.json and diffusion_pytorch_model.safetensors.
+static single_repo *single_from_folder(int which, const char *id, const char *dir) {
+    single_repo *r = &srv.singles[which];
+    snprintf(r->id, sizeof r->id, "%s", id);
+    const char *names[] = {"config.json", "diffusion_pytorch_model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char path[PATH_MAX];
+        size_t size = 0;
+        test_path(path, sizeof path, "%s/%s", dir, names[i]);
+        unsigned char *data = read_file(path, &size);
+        single_add(r, names[i], data, size);
+    }
+    return r;
+}
+
+// The index of a sharded model whose single shard holds every tensor of `weights`.
+static char *index_for_one_shard(const served_file *weights, const char *shard) {
+    st_file *f = NULL;
+    CHECK_OK(st_open_memory(weights->data, weights->size, weights->path, &f));
+    if (!f) return NULL;
+    cJSON *root = cJSON_CreateObject(), *metadata = cJSON_AddObjectToObject(root, "metadata");
+    cJSON_AddNumberToObject(metadata, "total_size", (double)weights->size);
+    cJSON *map = cJSON_AddObjectToObject(root, "weight_map");
+    for (size_t i = 0; i < st_count(f); i++) cJSON_AddStringToObject(map, st_at(f, i)->name, shard);
+    st_close(f);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+// The one-model repositories: the fixtures' TAESD and ControlNet (with an fp16 variant: the same
+// file with its last byte changed, so that the two blobs differ), the TAESD as one shard behind an
+// index, and a repository with only pickled weights.
+static void singles_start(void) {
+    find_single_model("AutoencoderTiny", taesd_dir, sizeof taesd_dir);
+    find_single_model("ControlNetModel", controlnet_dir, sizeof controlnet_dir);
+    if (!taesd_dir[0] || !controlnet_dir[0]) return;
+    single_repo *taesd = single_from_folder(SINGLE_TAESD, "test-org/tiny-taesd", taesd_dir);
+    taesd->extra[0] = "diffusion_pytorch_model.bin";
+    taesd->extra[1] = "diffusion_flax_model.msgpack";
+    taesd->extra[2] = "README.md";
+
+    single_repo *cn = single_from_folder(SINGLE_CONTROLNET, "test-org/tiny-controlnet", controlnet_dir);
+    const served_file *plain = &cn->files[1];
+    unsigned char *fp16 = copy_bytes(plain);
+    if (fp16 && plain->size) fp16[plain->size - 1] ^= 0x01;
+    single_add(cn, "diffusion_pytorch_model.fp16.safetensors", fp16, plain->size);
+    cn->extra[0] = "diffusion_pytorch_model.bin";
+    cn->extra[1] = "diffusion_pytorch_model.fp16.bin";
+
+    single_repo *sharded = &srv.singles[SINGLE_SHARDED];
+    snprintf(sharded->id, sizeof sharded->id, "test-org/sharded-taesd");
+    const char *shard = "diffusion_pytorch_model-00001-of-00001.safetensors";
+    char *index = index_for_one_shard(&taesd->files[1], shard);
+    single_add(sharded, "config.json", copy_bytes(&taesd->files[0]), taesd->files[0].size);
+    single_add(sharded, "diffusion_pytorch_model.safetensors.index.json", (unsigned char *)index,
+               index ? strlen(index) : 0);
+    single_add(sharded, shard, copy_bytes(&taesd->files[1]), taesd->files[1].size);
+
+    single_repo *pickle = &srv.singles[SINGLE_PICKLE];
+    snprintf(pickle->id, sizeof pickle->id, "test-org/pickle-only");
+    single_add(pickle, "config.json", copy_bytes(&taesd->files[0]), taesd->files[0].size);
+    pickle->extra[0] = "diffusion_pytorch_model.bin";
+    pickle->extra[1] = "diffusion_pytorch_model.fp16.bin";
 }
 
 static void server_start(void) {
     pthread_mutex_init(&srv.lock, NULL);
     add_files(model_dir, "");
     CHECK(srv.count >= 8, "%s: only %d files to serve", model_dir, srv.count);
+    singles_start();
     srv.daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                                   handle, NULL, MHD_OPTION_SOCK_ADDR, NULL, MHD_OPTION_END);
     if (!srv.daemon) {
@@ -341,6 +546,8 @@ static void server_start(void) {
 static void server_stop(void) {
     MHD_stop_daemon(srv.daemon);
     for (int i = 0; i < srv.count; i++) free(srv.files[i].data);
+    for (int r = 0; r < SINGLE_COUNT; r++)
+        for (int i = 0; i < srv.singles[r].count; i++) free(srv.singles[r].files[i].data);
     pthread_mutex_destroy(&srv.lock);
 }
 
@@ -796,6 +1003,311 @@ static void test_tokenizer_only(void) {
     CHECK(rc == 0, "offline from the cached tokenizer: exit %d: %s", rc, out);
 }
 
+// ---- repositories of one model: lcm_single_model_resolve, --taesd ID, --controlnet ID --------
+
+static lcm_status resolve_single(const char *cache, const char *id, const char *variant, callbacks *cb,
+                                 char **path) {
+    lcm_hub_options o;
+    lcm_hub_options_init(&o);
+    o.endpoint = endpoint;
+    o.cache_dir = cache;
+    o.variant = variant;
+    o.start = on_start;
+    o.progress = on_progress;
+    o.user_data = cb;
+    return lcm_single_model_resolve(id, &o, path);
+}
+
+// What a pull of a one-model repository fetches: the .json files, and the weights the variant
+// rule picks (NAME.VARIANT.safetensors when the repository has it, else the plain files).
+static bool single_needed(single_repo *r, const char *path, const char *variant) {
+    size_t len = strlen(path);
+    if (len > 5 && !strcmp(path + len - 5, ".json")) return true;
+    const char *dot = strchr(path, '.');
+    bool variant_file = dot && strchr(dot + 1, '.') != NULL;
+    char variant_name[300];
+    snprintf(variant_name, sizeof variant_name, "diffusion_pytorch_model.%s.safetensors", variant ? variant : "");
+    if (variant && find_single_file(r, variant_name)) return !strcmp(path, variant_name);
+    return !variant_file;
+}
+
+// CACHE/models--ORG--NAME for `id`.
+static void cache_repo_dir(char *buf, size_t size, const char *cache, const char *id) {
+    char name[256];
+    size_t n = 0;
+    for (const char *c = id; *c && n + 3 < sizeof name; c++) {
+        if (*c == '/') {
+            memcpy(name + n, "--", 2);
+            n += 2;
+        } else {
+            name[n++] = *c;
+        }
+    }
+    name[n] = '\0';
+    test_path(buf, size, "%s/models--%s", cache, name);
+}
+
+// The cache layout of check_layout for a one-model repository: the needed files are relative
+// links to their blobs with the served content; the others (and the extras) are not there, and
+// neither are their blobs.
+static void check_single_layout(const char *cache, const char *snapshot, single_repo *r, const char *variant) {
+    char repo[PATH_MAX], want[PATH_MAX], path[PATH_MAX];
+    cache_repo_dir(repo, sizeof repo, cache, r->id);
+    test_path(want, sizeof want, "%s/snapshots/%s", repo, COMMIT);
+    CHECK(snapshot && !strcmp(snapshot, want), "%s: snapshot %s, want %s", r->id, snapshot ? snapshot : "(null)",
+          want);
+    for (int i = 0; i < r->count; i++) {
+        const served_file *f = &r->files[i];
+        char target[PATH_MAX] = {0}, expected[PATH_MAX];
+        test_path(path, sizeof path, "%s/%s", want, f->path);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (!single_needed(r, f->path, variant)) {
+            CHECK(n < 0, "%s: %s was downloaded (variant %s)", r->id, f->path, variant ? variant : "none");
+            test_path(path, sizeof path, "%s/blobs/%s", repo, f->etag);
+            CHECK(access(path, F_OK) != 0, "%s: the blob of %s was downloaded", r->id, f->path);
+            continue;
+        }
+        test_path(expected, sizeof expected, "../../blobs/%s", f->etag);
+        CHECK(n > 0 && !strcmp(target, expected), "%s: %s -> '%s', want '%s'", r->id, f->path, target, expected);
+        test_path(path, sizeof path, "%s/%s", want, f->path);
+        CHECK(files_equal(path, f), "%s: %s differs from the served file", r->id, f->path);
+    }
+    for (int i = 0; i < 4 && r->extra[i]; i++) {
+        test_path(path, sizeof path, "%s/%s", want, r->extra[i]);
+        CHECK(access(path, F_OK) != 0, "%s: %s was downloaded", r->id, r->extra[i]);
+    }
+}
+
+static uint64_t single_bytes(single_repo *r, const char *variant) {
+    uint64_t total = 0;
+    for (int i = 0; i < r->count; i++)
+        if (single_needed(r, r->files[i].path, variant)) total += r->files[i].size;
+    return total;
+}
+
+static void test_single_pull(void) {
+    single_repo *taesd = &srv.singles[SINGLE_TAESD];
+    char cache[PATH_MAX], empty[PATH_MAX], missing[PATH_MAX];
+    cache_path(cache, sizeof cache, "single");
+    cache_path(empty, sizeof empty, "single-empty");
+    callbacks cb = {0};
+    char *path = NULL;
+    reset_counters();
+    CHECK_OK(resolve_single(cache, taesd->id, NULL, &cb, &path));
+    check_single_layout(cache, path, taesd, NULL);
+    CHECK(cb.starts == 1 && cb.bytes == single_bytes(taesd, NULL), "start callback: %d calls, %llu bytes, want %llu",
+          cb.starts, (unsigned long long)cb.bytes, (unsigned long long)single_bytes(taesd, NULL));
+    free(path);
+
+    // The second time the API is asked for the commit and no file is requested.
+    reset_counters();
+    cb = (callbacks){0};
+    CHECK_OK(resolve_single(cache, taesd->id, NULL, &cb, &path));
+    CHECK(srv.api_requests == 1 && srv.head_requests == 0 && srv.get_requests == 0 && cb.starts == 0,
+          "second single-model pull: %d api, %d HEAD, %d GET requests, %d starts", srv.api_requests,
+          srv.head_requests, srv.get_requests, cb.starts);
+    free(path);
+
+    // A folder is returned as it is; a missing path that is no id says so.
+    reset_counters();
+    CHECK_OK(lcm_single_model_resolve(taesd_dir, NULL, &path));
+    CHECK(path && !strcmp(path, taesd_dir), "folder resolved to %s", path ? path : "(null)");
+    free(path);
+    test_path(missing, sizeof missing, "%s/no/such-taesd", tmpdir);
+    lcm_status st = lcm_single_model_resolve(missing, NULL, &path);
+    CHECK(st == LCM_ERR_IO && !path && strstr(lcm_last_error(), missing) && strstr(lcm_last_error(), "no such"),
+          "missing folder: %s %s", lcm_status_name(st), lcm_last_error());
+    CHECK(srv.api_requests + srv.head_requests + srv.get_requests == 0, "a folder made requests");
+
+    // Offline: the cache answers without a request; an empty cache is a clear error.
+    setenv("HF_HUB_OFFLINE", "1", 1);
+    CHECK_OK(resolve_single(cache, taesd->id, NULL, &cb, &path));
+    CHECK(srv.api_requests + srv.head_requests + srv.get_requests == 0, "offline single-model pull made requests");
+    check_single_layout(cache, path, taesd, NULL);
+    free(path);
+    st = resolve_single(empty, taesd->id, NULL, &cb, &path);
+    CHECK(st == LCM_ERR_IO && !path && strstr(lcm_last_error(), taesd->id) &&
+              strstr(lcm_last_error(), "not in the cache") && strstr(lcm_last_error(), "HF_HUB_OFFLINE") &&
+              !strstr(lcm_last_error(), "lcm pull"),
+          "offline single model, empty cache: %s", lcm_last_error());
+    fprintf(stderr, "offline single-model message: %s\n", lcm_last_error());
+    unsetenv("HF_HUB_OFFLINE");
+
+    // No network: the cached model still works; without it, the no-network message.
+    char saved[64];
+    snprintf(saved, sizeof saved, "%s", endpoint);
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:1");
+    CHECK_OK(resolve_single(cache, taesd->id, NULL, &cb, &path));
+    check_single_layout(cache, path, taesd, NULL);
+    free(path);
+    st = resolve_single(empty, taesd->id, NULL, &cb, &path);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "no network"), "no network, single model: %s",
+          lcm_last_error());
+    snprintf(endpoint, sizeof endpoint, "%s", saved);
+}
+
+// --variant fp16: the ControlNet's fp16 file alone; without a variant its plain file alone; the
+// TAESD, which has no fp16 file, falls back to the plain one.
+static void test_single_variant(void) {
+    single_repo *cn = &srv.singles[SINGLE_CONTROLNET], *taesd = &srv.singles[SINGLE_TAESD];
+    char cache[PATH_MAX];
+    callbacks cb = {0};
+    char *path = NULL;
+    cache_path(cache, sizeof cache, "single-fp16");
+    CHECK_OK(resolve_single(cache, cn->id, "fp16", &cb, &path));
+    check_single_layout(cache, path, cn, "fp16");
+    free(path);
+    cache_path(cache, sizeof cache, "single-plain");
+    CHECK_OK(resolve_single(cache, cn->id, NULL, &cb, &path));
+    check_single_layout(cache, path, cn, NULL);
+    free(path);
+    cache_path(cache, sizeof cache, "single-fallback");
+    CHECK_OK(resolve_single(cache, taesd->id, "fp16", &cb, &path));
+    check_single_layout(cache, path, taesd, "fp16");
+    free(path);
+    // Sharded weights at the root: the index, then the shard it names.
+    single_repo *sharded = &srv.singles[SINGLE_SHARDED];
+    cache_path(cache, sizeof cache, "single-sharded");
+    CHECK_OK(resolve_single(cache, sharded->id, NULL, &cb, &path));
+    check_single_layout(cache, path, sharded, NULL);
+    free(path);
+}
+
+static void test_single_errors(void) {
+    char cache[PATH_MAX];
+    cache_path(cache, sizeof cache, "single-errors");
+    callbacks cb = {0};
+    char *path = NULL;
+    // A pipeline repository has no config.json at its root.
+    reset_counters();
+    lcm_status st = resolve_single(cache, REPO_ID, NULL, &cb, &path);
+    CHECK(st == LCM_ERR_UNSUPPORTED && !path && strstr(lcm_last_error(), REPO_ID) &&
+              strstr(lcm_last_error(), "no config.json"),
+          "pipeline repo as a single model: %s %s", lcm_status_name(st), lcm_last_error());
+    CHECK(srv.head_requests + srv.get_requests == 0, "a repo without config.json still fetched files");
+    fprintf(stderr, "no-config message: %s\n", lcm_last_error());
+    // Pickled weights only.
+    single_repo *pickle = &srv.singles[SINGLE_PICKLE];
+    st = resolve_single(cache, pickle->id, "fp16", &cb, &path);
+    CHECK(st == LCM_ERR_UNSUPPORTED && !path && strstr(lcm_last_error(), pickle->id) &&
+              strstr(lcm_last_error(), "diffusion_pytorch_model[.fp16].safetensors") &&
+              strstr(lcm_last_error(), ".bin"),
+          "pickle-only repo: %s %s", lcm_status_name(st), lcm_last_error());
+    CHECK(srv.head_requests + srv.get_requests == 0, "a repo without safetensors still fetched files");
+    fprintf(stderr, "no-safetensors message: %s\n", lcm_last_error());
+    st = resolve_single(cache, "test-org/no-such-taesd", NULL, &cb, &path);
+    CHECK(st == LCM_ERR_IO && strstr(lcm_last_error(), "404") && strstr(lcm_last_error(), "test-org/no-such-taesd"),
+          "404 single model: %s", lcm_last_error());
+}
+
+static bool same_pixels(const char *a_path, const char *b_path) {
+    uint8_t *a = NULL, *b = NULL;
+    int aw = 0, ah = 0, bw = 0, bh = 0;
+    CHECK_OK(image_read_png(a_path, &a, &aw, &ah));
+    CHECK_OK(image_read_png(b_path, &b, &bw, &bh));
+    int max_diff = a && b && aw == bw && ah == bh ? 0 : 256;
+    for (size_t i = 0; max_diff < 256 && i < (size_t)aw * ah * 3; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        if (d > max_diff) max_diff = d;
+    }
+    fprintf(stderr, "%s vs %s: max abs diff %d\n", a_path, b_path, max_diff);
+    free(a);
+    free(b);
+    return max_diff == 0;
+}
+
+// A pipeline folder among the fixtures that `controlnet` fits ("" if none).
+static void find_controlnet_model(char *out, size_t size) {
+    DIR *d = opendir(test_fixtures());
+    struct dirent *e;
+    out[0] = '\0';
+    while (d && (e = readdir(d)) && !out[0]) {
+        char dir[PATH_MAX], cls[128];
+        if (e->d_name[0] == '.') continue;
+        test_path(dir, sizeof dir, "%s/%s", test_fixtures(), e->d_name);
+        folder_class(dir, "model_index.json", cls, sizeof cls);
+        if (!cls[0]) continue;
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        options.threads = 1;
+        options.controlnet = controlnet_dir;
+        lcm_pipeline *pipeline = NULL;
+        if (lcm_pipeline_open(dir, &options, &pipeline) == LCM_OK) snprintf(out, size, "%s", dir);
+        lcm_pipeline_close(pipeline);
+        lcm_clear_error();
+    }
+    if (d) closedir(d);
+    CHECK(out[0], "no pipeline among the fixtures fits the ControlNet %s", controlnet_dir);
+}
+
+// `lcm generate --taesd ID` / `--controlnet ID` give the pixels of the same flags with the folders.
+static void test_generate_single(void) {
+    char cache[PATH_MAX], empty[PATH_MAX], cmd[8192], out[4096], env[1024];
+    char by_folder[PATH_MAX], by_id[PATH_MAX], by_shards[PATH_MAX], offline[PATH_MAX], vae[PATH_MAX];
+    cache_path(cache, sizeof cache, "generate-single");
+    cache_path(empty, sizeof empty, "generate-single-empty");
+    test_path(env, sizeof env, "HF_ENDPOINT=%s HF_HUB_CACHE=%s", endpoint, cache);
+    const char *args = "--prompt 'a red cube' --seed 7 --steps 1 --width 64 --height 64 --threads 1 --quiet";
+    struct {
+        const char *environment, *taesd;
+        char *png;
+    } runs[] = {
+        {"", taesd_dir, by_folder},
+        {env, srv.singles[SINGLE_TAESD].id, by_id},
+        {env, srv.singles[SINGLE_SHARDED].id, by_shards},
+        {"HF_HUB_OFFLINE=1", srv.singles[SINGLE_TAESD].id, offline},
+        {"", NULL, vae},
+    };
+    char offline_env[PATH_MAX + 64];
+    test_path(offline_env, sizeof offline_env, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=%s", cache);
+    runs[3].environment = offline_env;
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        test_path(runs[i].png, PATH_MAX, "%s/taesd-%zu.png", tmpdir, i);
+        test_path(cmd, sizeof cmd, "%s %s generate --model %s %s%s %s --output %s 2>&1", runs[i].environment,
+                  test_lcm_bin(), model_dir, runs[i].taesd ? "--taesd " : "", runs[i].taesd ? runs[i].taesd : "",
+                  args, runs[i].png);
+        int rc = test_run(cmd, out, sizeof out);
+        CHECK(rc == 0, "%s: exit %d: %s", cmd, rc, out);
+    }
+    CHECK(same_pixels(by_folder, by_id), "--taesd ID differs from --taesd FOLDER");
+    CHECK(same_pixels(by_folder, by_shards), "--taesd ID (sharded) differs from --taesd FOLDER");
+    CHECK(same_pixels(by_folder, offline), "--taesd ID offline differs from --taesd FOLDER");
+    CHECK(!same_pixels(by_folder, vae), "--taesd made no difference to the image");
+    // Offline without the TAESD in the cache: exit 2 with the message.
+    test_path(cmd, sizeof cmd, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=%s %s generate --model %s --taesd %s %s --output %s/x.png 2>&1",
+              empty, test_lcm_bin(), model_dir, srv.singles[SINGLE_TAESD].id, args, tmpdir);
+    int rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "not in the cache") && strstr(out, srv.singles[SINGLE_TAESD].id),
+          "offline --taesd without cache: exit %d: %s", rc, out);
+
+    // --controlnet ID, on a pipeline it fits, with a gradient as the control image.
+    char cn_model[PATH_MAX], control[PATH_MAX], cn_folder[PATH_MAX], cn_id[PATH_MAX];
+    find_controlnet_model(cn_model, sizeof cn_model);
+    if (!cn_model[0]) return;
+    uint8_t rgb[64 * 64 * 3];
+    for (int i = 0; i < 64 * 64 * 3; i++) rgb[i] = (uint8_t)(i % 3 == 0 ? (i / 3) % 64 * 4 : (i / 192) * 4);
+    test_path(control, sizeof control, "%s/control.png", tmpdir);
+    CHECK_OK(image_write_png(control, rgb, 64, 64, NULL, NULL, 0));
+    test_path(cn_folder, sizeof cn_folder, "%s/cn-folder.png", tmpdir);
+    test_path(cn_id, sizeof cn_id, "%s/cn-id.png", tmpdir);
+    const char *controlnets[2] = {controlnet_dir, srv.singles[SINGLE_CONTROLNET].id};
+    const char *pngs[2] = {cn_folder, cn_id};
+    for (int i = 0; i < 2; i++) {
+        test_path(cmd, sizeof cmd, "%s %s generate --model %s --controlnet %s --control-image %s %s --output %s 2>&1",
+                  i ? env : "", test_lcm_bin(), cn_model, controlnets[i], control, args, pngs[i]);
+        rc = test_run(cmd, out, sizeof out);
+        CHECK(rc == 0, "%s: exit %d: %s", cmd, rc, out);
+    }
+    CHECK(same_pixels(cn_folder, cn_id), "--controlnet ID differs from --controlnet FOLDER");
+
+    // lcm serve resolves its ids before loading anything: a missing one stops it with the 404.
+    test_path(cmd, sizeof cmd, "%s %s serve --model %s --taesd test-org/no-such-taesd --port 0 2>&1", env,
+              test_lcm_bin(), model_dir);
+    rc = test_run(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "404") && strstr(out, "test-org/no-such-taesd"), "serve --taesd 404: exit %d: %s",
+          rc, out);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -819,6 +1331,10 @@ int main(void) {
     test_foreign_cache();
     test_generate_by_id();
     test_tokenizer_only();
+    test_single_pull();
+    test_single_variant();
+    test_single_errors();
+    test_generate_single();
     server_stop();
     char cmd[PATH_MAX + 16];
     test_path(cmd, sizeof cmd, "rm -rf %s", tmpdir);

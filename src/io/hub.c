@@ -1,4 +1,5 @@
-// Downloading a diffusers pipeline from the Hugging Face hub into the huggingface_hub cache.
+// Downloading from the Hugging Face hub into the huggingface_hub cache: a diffusers pipeline, a CLIP
+// tokenizer, or one model at a repository's root (a TAESD, a ControlNet).
 //
 // The protocol, as huggingface_hub (v0.20) speaks it:
 //   GET  {endpoint}/api/models/{id}/revision/{rev}   JSON: "sha" (commit), "siblings"[].rfilename
@@ -275,6 +276,25 @@ static bool listed(const cJSON *siblings, const char *path) {
     return false;
 }
 
+// One model's weights, NAME = "unet/diffusion_pytorch_model" say, with the variant rule of
+// io/weights.c: NAME.VARIANT.safetensors, its .index.json, NAME.safetensors, its .index.json.
+static lcm_status plan_weights(const char *label, const cJSON *siblings, const char *variant,
+                               const char *name, hub_plan *plan) {
+    for (int with_variant = variant && *variant ? 1 : 0; with_variant >= 0; with_variant--) {
+        char single[600], index[620];
+        snprintf(single, sizeof single, "%s%s%s.safetensors", name, with_variant ? "." : "",
+                 with_variant ? variant : "");
+        snprintf(index, sizeof index, "%s.index.json", single);
+        if (listed(siblings, single)) return plan_add(plan, single);
+        if (listed(siblings, index)) return plan_add(plan, index);
+    }
+    return lcm_fail(LCM_ERR_UNSUPPORTED,
+                    "%s has no %s%s%s%s.safetensors weights (lcm.c loads only .safetensors, not "
+                    ".bin/.ckpt pickles)",
+                    label, name, variant && *variant ? "[." : "", variant && *variant ? variant : "",
+                    variant && *variant ? "]" : "");
+}
+
 // The configs and tokenizer files of the pipeline, and each component's weights with the variant
 // rule of io/weights.c (variant single file, variant index, plain single file, plain index). Safety
 // checker, feature extractor, .bin/.ckpt pickles, ONNX and Flax files are never fetched.
@@ -297,28 +317,10 @@ static lcm_status plan_files(const char *label, const cJSON *siblings, const cha
     }
     for (size_t i = 0; i < sizeof optional / sizeof *optional; i++)
         if (listed(siblings, optional[i])) LCM_TRY(plan_add(plan, optional[i]));
-    static const struct { const char *component, *basename; } weights[] = {
-        {"text_encoder", "model"}, {"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"}};
-    for (size_t i = 0; i < sizeof weights / sizeof *weights; i++) {
-        bool found = false;
-        for (int with_variant = variant && *variant ? 1 : 0; with_variant >= 0 && !found; with_variant--) {
-            char single[600], index[620];
-            snprintf(single, sizeof single, "%s/%s%s%s.safetensors", weights[i].component,
-                     weights[i].basename, with_variant ? "." : "", with_variant ? variant : "");
-            snprintf(index, sizeof index, "%s.index.json", single);
-            const char *pick = listed(siblings, single) ? single : listed(siblings, index) ? index : NULL;
-            if (pick) {
-                LCM_TRY(plan_add(plan, pick));
-                found = true;
-            }
-        }
-        if (!found)
-            return lcm_fail(LCM_ERR_UNSUPPORTED,
-                            "%s has no %s/%s%s%s.safetensors weights (lcm.c loads only .safetensors, "
-                            "not .bin/.ckpt pickles)",
-                            label, weights[i].component, weights[i].basename,
-                            variant && *variant ? "[." : "", variant && *variant ? variant : "");
-    }
+    static const char *const components[] = {"text_encoder/model", "unet/diffusion_pytorch_model",
+                                             "vae/diffusion_pytorch_model"};
+    for (size_t i = 0; i < sizeof components / sizeof *components; i++)
+        LCM_TRY(plan_weights(label, siblings, variant, components[i], plan));
     return LCM_OK;
 }
 
@@ -336,6 +338,19 @@ static lcm_status plan_tokenizer_files(const char *label, const cJSON *siblings,
     for (size_t i = 0; i < sizeof optional / sizeof *optional; i++)
         if (listed(siblings, optional[i])) LCM_TRY(plan_add(plan, optional[i]));
     return LCM_OK;
+}
+
+// A repository holding one diffusers model at its root (madebyollin/taesd, a ControlNet such as
+// lllyasviel/control_v11p_sd15_normalbae): config.json and the weights, variant rule as above.
+static lcm_status plan_single_model_files(const char *label, const cJSON *siblings, const char *variant,
+                                          hub_plan *plan) {
+    if (!listed(siblings, "config.json"))
+        return lcm_fail(LCM_ERR_UNSUPPORTED,
+                        "%s has no config.json at its root: not a single diffusers model (expected "
+                        "config.json + diffusion_pytorch_model.safetensors, like madebyollin/taesd)",
+                        label);
+    LCM_TRY(plan_add(plan, "config.json"));
+    return plan_weights(label, siblings, variant, "diffusion_pytorch_model", plan);
 }
 
 // After an index file is in the snapshot, the shards it names join the plan.
@@ -359,9 +374,9 @@ static lcm_status plan_shards(const char *snapshot_file, const char *path, hub_p
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     lcm_status st = cJSON_IsObject(map) ? LCM_OK
                                         : lcm_fail(LCM_ERR_FORMAT, "%s: no object 'weight_map'", path);
-    char dir[520];
-    snprintf(dir, sizeof dir, "%s", path);
-    *strrchr(dir, '/') = '\0';
+    // The shards sit next to the index: in its folder, or at the root (single-model repos).
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path + 1) : 0;
     const cJSON *entry;
     if (st == LCM_OK) cJSON_ArrayForEach(entry, map) {
         char shard[1100];
@@ -369,7 +384,7 @@ static lcm_status plan_shards(const char *snapshot_file, const char *path, hub_p
             st = lcm_fail(LCM_ERR_FORMAT, "%s: bad shard name for '%s'", path, entry->string);
             break;
         }
-        snprintf(shard, sizeof shard, "%s/%s", dir, entry->valuestring);
+        snprintf(shard, sizeof shard, "%.*s%s", dir_len, path, entry->valuestring);
         if ((st = plan_add(plan, shard)) != LCM_OK) break;
     }
     cJSON_Delete(root);
@@ -569,10 +584,13 @@ static bool env_offline(const lcm_hub_options *o) {
 }
 
 // The snapshot the cache has for the repo's revision, when it holds the selection's key files
-// (model_index.json; vocab.json and merges.txt).
+// (model_index.json; vocab.json and merges.txt; config.json).
 static bool cached_snapshot(const hub_repo *repo, hub_selection selection, char *dir, size_t size) {
-    static const char *const pipeline[] = {"model_index.json", NULL}, *const tokenizer[] = {"vocab.json", "merges.txt"};
-    const char *const *files = selection == HUB_SELECT_TOKENIZER ? tokenizer : pipeline;
+    static const char *const pipeline[] = {"model_index.json", NULL}, *const tokenizer[] = {"vocab.json", "merges.txt"},
+                             *const single_model[] = {"config.json", NULL};
+    const char *const *files = selection == HUB_SELECT_TOKENIZER       ? tokenizer
+                               : selection == HUB_SELECT_SINGLE_MODEL ? single_model
+                                                                      : pipeline;
     char commit[64], file[PATH_MAX];
     if (!hub_cached_commit(repo, commit)) return false;
     for (int i = 0; i < 2 && files[i]; i++)
@@ -699,8 +717,9 @@ static lcm_status pull_online(hub_session *s, const hub_repo *repo, hub_selectio
     char label[600];
     snprintf(label, sizeof label, "%s@%s", repo->id, repo->revision);
     const cJSON *siblings = cJSON_GetObjectItemCaseSensitive(root, "siblings");
-    lcm_status st = selection == HUB_SELECT_TOKENIZER ? plan_tokenizer_files(label, siblings, plan)
-                                                      : plan_files(label, siblings, variant, plan);
+    lcm_status st = selection == HUB_SELECT_TOKENIZER       ? plan_tokenizer_files(label, siblings, plan)
+                    : selection == HUB_SELECT_SINGLE_MODEL ? plan_single_model_files(label, siblings, variant, plan)
+                                                           : plan_files(label, siblings, variant, plan);
     // Rounds: configs and weights first, then the shards named by any index file just fetched.
     for (int from = 0; st == LCM_OK && from < plan->count;) {
         int to_fetch = 0, end;
@@ -761,6 +780,12 @@ lcm_status hub_pull_selection(const char *id, const lcm_hub_options *options, hu
                             "%s@%s's tokenizer files are not in the cache (%s) and this run may not use "
                             "the network (HF_HUB_OFFLINE=1)",
                             repo.id, repo.revision, repo.dir);
+        if (selection == HUB_SELECT_SINGLE_MODEL) // `lcm pull` fetches pipelines only
+            return lcm_fail(LCM_ERR_IO,
+                            "%s@%s is not in the cache (%s) and this run may not use the network "
+                            "(HF_HUB_OFFLINE=1, or a command that never downloads): run the same "
+                            "command once with network access to download it",
+                            repo.id, repo.revision, repo.dir);
         return lcm_fail(LCM_ERR_IO,
                         "%s@%s is not in the cache (%s) and this run may not use the network "
                         "(HF_HUB_OFFLINE=1, or a command that never downloads): run `lcm pull %s` "
@@ -783,12 +808,21 @@ lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **s
     return hub_pull_selection(id, options, HUB_SELECT_PIPELINE, snapshot_dir);
 }
 
-lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path) {
+static lcm_status resolve(const char *model, const lcm_hub_options *options, hub_selection selection,
+                          char **path) {
     *path = NULL;
     if (!model || !*model) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "no model given");
     if (access(model, F_OK) == 0) return return_path(model, path);
     if (!lcm_is_hub_id(model))
         return lcm_fail(LCM_ERR_IO,
                         "%s: no such file or folder (and not a hub id ORG/NAME[@REVISION])", model);
-    return lcm_hub_pull(model, options, path);
+    return hub_pull_selection(model, options, selection, path);
+}
+
+lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path) {
+    return resolve(model, options, HUB_SELECT_PIPELINE, path);
+}
+
+lcm_status lcm_single_model_resolve(const char *model, const lcm_hub_options *options, char **path) {
+    return resolve(model, options, HUB_SELECT_SINGLE_MODEL, path);
 }

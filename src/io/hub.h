@@ -10,6 +10,7 @@
 typedef enum hub_selection {
     HUB_SELECT_PIPELINE,  // what lcm_hub_pull fetches: configs, tokenizer, weights of a pipeline
     HUB_SELECT_TOKENIZER, // vocab.json, merges.txt (+ special_tokens_map.json, tokenizer_config.json)
+    HUB_SELECT_SINGLE_MODEL, // one diffusers model at the root: config.json + its .safetensors weights
 } hub_selection;
 
 // lcm_hub_pull for the chosen files: the cache answers when it has them (always, offline),
