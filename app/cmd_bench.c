@@ -459,8 +459,13 @@ static int parse_size(const char *text, int *width, int *height) {
 // --taesd: loads TAESD and fixes the tiling of the tiled VAE row: diffusers' enable_tiling() tiles
 // where they split this size, else the largest halving of them that does (what --vae-tiling auto
 // would reach for a tight budget), so that the row always measures a tiled decode.
-static lcm_status add_decoders(bench_setup *b, report *r, const char *taesd_dir, int lh, int lw) {
-    LCM_TRY(taesd_load_dir(taesd_dir, &b->taesd));
+static lcm_status add_decoders(bench_setup *b, report *r, const char *taesd, int lh, int lw) {
+    // A hub id (madebyollin/taesd) becomes its snapshot folder, downloaded the first time.
+    char *taesd_dir = NULL;
+    LCM_TRY(lcm_single_model_resolve(taesd, NULL, &taesd_dir));
+    lcm_status st = taesd_load_dir(taesd_dir, &b->taesd);
+    free(taesd_dir);
+    LCM_TRY(st);
     const vae_config *vc = vae_get_config(b->pipeline->vae);
     LCM_TRY(vae_tiling_defaults(vc, &b->tiling));
     while (!vae_tiling_applies(&b->tiling, lh, lw) && b->tiling.tile_latent_min_size >= 8)
@@ -498,14 +503,14 @@ int cmd_bench(int argc, char **argv) {
     long steps = 4, runs = 3, threads = 0, peak = 2048;
     bool json = false, attention_only = false;
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline)", false},
+        {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline) or hub id ORG/NAME[@REVISION]", false},
         {"size", ARG_STRING, &size, "image WIDTHxHEIGHT (default 512x512)", false},
         {"steps", ARG_INT, &steps, "denoising steps of the end-to-end run (default 4)", false},
         {"precision", ARG_STRING, &precision_name, "fp32 (default) or bf16", false},
         {"runs", ARG_INT, &runs, "timed repetitions of each stage after the warm-up (default 3)", false},
         {"threads", ARG_INT, &threads, "worker threads (default: one per physical core)", false},
         {"prompt", ARG_STRING, &prompt, "prompt of the text-encoding and end-to-end runs", false},
-        {"taesd", ARG_STRING, &taesd_dir, "also time this TAESD folder's decode and the tiled VAE decode beside the VAE's", false},
+        {"taesd", ARG_STRING, &taesd_dir, "TAESD folder or hub id: also time its decode and the tiled VAE decode beside the VAE's", false},
         {"attention-kernel", ARG_STRING, &kernel_name, "auto (default), flash or gemm: the attention kernel the stages use", false},
         {"peak-size", ARG_INT, &peak, "side of the square matmul measuring the peak (default 2048)", false},
         {"json", ARG_FLAG, &json, "print machine-readable JSON instead of a table", false},
@@ -515,7 +520,7 @@ int cmd_bench(int argc, char **argv) {
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm bench --model DIR [--size 512x512] [--steps 4] [--precision fp32|bf16] "
-                        "[--runs N] [--threads N] [--taesd DIR] [--json]\n       lcm bench --attention [--runs N] "
+                        "[--runs N] [--threads N] [--taesd DIR|ID] [--json]\n       lcm bench --attention [--runs N] "
                         "[--threads N] [--json]");
     if (rc) return rc == 1 ? 0 : 2;
     if (runs < 1 || runs > MAX_RUNS) {
@@ -561,7 +566,11 @@ int cmd_bench(int argc, char **argv) {
     }
 
     lcm_pipeline *pipeline = NULL;
-    lcm_status st = lcm_pipeline_open(model, &options, &pipeline);
+    // A hub id becomes its snapshot folder in the Hugging Face cache (downloaded the first time).
+    char *model_path = NULL;
+    lcm_status st = lcm_model_resolve(model, NULL, &model_path);
+    if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
+    free(model_path);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
