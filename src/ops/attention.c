@@ -109,10 +109,10 @@ static tensor *attention_gemm_tiles(const tensor *q, const tensor *k, const tens
 // ---- flash kernel --------------------------------------------------------------------------------
 
 #define TILE 64 // query rows per task and keys per tile
-// Query rows per register block: set per instruction set below. A task's rows are padded up to a
-// multiple of it, so the per-thread tiles hold TILE + ROWS_MAX rows.
-#define ROWS_MAX 8
-#define ROW_CAPACITY (TILE + ROWS_MAX)
+// Query rows per register block: set per instruction set below (at most 16). A task's rows are
+// padded up to a multiple of it, so the per-thread tiles hold TILE + 16 rows (which also keeps
+// every buffer a multiple of 64 bytes, as aligned_alloc requires).
+#define ROW_CAPACITY (TILE + 16)
 
 // The shapes of one attention call and of its packed buffers.
 typedef struct flash_plan {
