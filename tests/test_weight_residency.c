@@ -1,11 +1,14 @@
-// Weights used in place in their file's mapping instead of a loaded copy (weight_set_map_f32,
-// linear_load_mapped, the text encoder and its clip_text_release_pages): they must give exactly the
-// numbers of a copy, also after their pages were dropped from memory and read back from the file,
-// and a pipeline that drops its text encoder after each prompt must make the same image twice.
+// What keeps weights out of memory while they are not needed must not change a single number:
+//  - weights used in place in their file's mapping instead of a loaded copy (weight_set_map_f32,
+//    linear_load_mapped, the text encoder and its clip_text_release_pages) give exactly the numbers
+//    of a copy, also after their pages were dropped and read back from the file;
+//  - a VAE whose encoder is read back on first use (vae_load_encoder_on_demand) encodes exactly as
+//    one loaded whole;
+//  - a pipeline (which does both) makes the same image twice.
 //
 // Runs on every model folder under $LCM_FIXTURES with a text encoder golden
-// (golden/text_encoder.safetensors) and on every LatentConsistencyModelPipeline folder with a
-// golden/pipeline_*.safetensors case (the first case of each).
+// (golden/text_encoder.safetensors), every folder with a vae/ component, and every
+// LatentConsistencyModelPipeline folder with a golden/pipeline_*.safetensors case (the first one).
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,7 @@
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
+#include "models/vae.h"
 #include "ops/ops.h"
 #include "pipeline/pipeline.h"
 #include "testutil.h"
@@ -206,6 +210,52 @@ static void test_text_encoder(const char *model_dir, const char *golden_path) {
     model_folder_close(&folder);
 }
 
+// vae_load_encoder_on_demand: the same parameter count and, twice, the same encoding as vae_load.
+static void test_vae_encoder_on_demand(const char *model_dir) {
+    model_folder folder;
+    CHECK_OK(model_folder_open(model_dir, NULL, &folder));
+    vae_model *whole = NULL, *on_demand = NULL;
+    CHECK_OK(vae_load(&folder, "vae", &whole));
+    CHECK_OK(vae_load_encoder_on_demand(&folder, "vae", &on_demand));
+    if (whole && on_demand) {
+        CHECK(vae_param_count(whole) == vae_param_count(on_demand), "parameter counts %lld and %lld",
+              (long long)vae_param_count(whole), (long long)vae_param_count(on_demand));
+        const vae_config *cfg = vae_get_config(whole);
+        int side = 2 * cfg->downscale_factor;
+        tensor *image = tensor_new4(1, cfg->in_channels, side, side);
+        for (int64_t i = 0; image && i < tensor_numel(image); i++)
+            image->data[i] = (float)((i * 53) % 97) / 48.0f - 1.0f;
+        tensor *want_mean = NULL, *want_logvar = NULL;
+        CHECK_OK(vae_encode(whole, image, &want_mean, &want_logvar));
+        for (int round = 0; want_mean && round < 2; round++) {
+            tensor *mean = NULL, *logvar = NULL;
+            CHECK_OK(vae_encode(on_demand, image, &mean, &logvar));
+            if (mean && logvar) {
+                tensor *a = tensor_to_nchw(mean), *b = tensor_to_nchw(want_mean);
+                tensor *c = tensor_to_nchw(logvar), *d = tensor_to_nchw(want_logvar);
+                CHECK(same_bits(round ? "VAE mean, encoder on demand (second encode)"
+                                      : "VAE mean, encoder on demand (first encode)",
+                                a->data, b->data, (size_t)tensor_numel(b)) &&
+                          same_bits("VAE logvar, encoder on demand", c->data, d->data,
+                                    (size_t)tensor_numel(d)),
+                      "%s: the on-demand encoder differs from the whole VAE", model_dir);
+                tensor_free(a);
+                tensor_free(b);
+                tensor_free(c);
+                tensor_free(d);
+            }
+            tensor_free(mean);
+            tensor_free(logvar);
+        }
+        tensor_free(want_mean);
+        tensor_free(want_logvar);
+        tensor_free(image);
+    }
+    vae_free(whole);
+    vae_free(on_demand);
+    model_folder_close(&folder);
+}
+
 // One pipeline, the same request twice: the text encoder's pages are dropped after the first
 // prompt and read back for the second; the images must be identical.
 static int test_two_generations(const char *model_dir) {
@@ -258,7 +308,7 @@ int main(void) {
     const char *root = test_fixtures();
     char **names;
     int count = test_list_files(root, "", "", &names);
-    int encoder_cases = 0, pipeline_cases = 0;
+    int encoder_cases = 0, vae_cases = 0, pipeline_cases = 0;
     for (int i = 0; i < count; i++) {
         if (names[i][0] == '.') continue;
         char model_dir[4096], golden[4200], index[4200];
@@ -271,6 +321,12 @@ int main(void) {
             test_text_encoder(model_dir, golden);
             encoder_cases++;
         }
+        test_path(golden, sizeof golden, "%s/vae/config.json", model_dir);
+        if (file_exists(golden)) {
+            fprintf(stderr, "%s/vae\n", model_dir);
+            test_vae_encoder_on_demand(model_dir);
+            vae_cases++;
+        }
         test_path(index, sizeof index, "%s/model_index.json", model_dir);
         if (!file_exists(index)) continue;
         model_folder folder;
@@ -282,6 +338,7 @@ int main(void) {
     }
     test_free_list(names, count);
     CHECK(encoder_cases > 0, "no model folder under %s has golden/text_encoder.safetensors", root);
+    CHECK(vae_cases > 0, "no model folder under %s has a vae/ component", root);
     CHECK(pipeline_cases > 0, "no LatentConsistencyModelPipeline folder under %s has a pipeline golden",
           root);
     return test_finish();
