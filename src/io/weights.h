@@ -44,7 +44,8 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
 // tensor is missing or has another shape): the caller then loads a copy, which reports any error.
 // The values are read-only and borrowed: valid until weight_set_close. Unlike a copy, they need
 // not stay in memory: weight_set_release_pages drops them, and they are read again from the file
-// (usually from the page cache) when next touched.
+// (usually from the page cache) when next touched. As with any mapping, the file must not be
+// rewritten in place while the set is open (replacing it by a rename, as downloads do, is fine).
 const float *weight_set_map_f32(const weight_set *ws, const char *name, int ndim,
                                 const int64_t *shape);
 
