@@ -419,12 +419,13 @@ lcm_status vae_load_encoder_on_demand(const model_folder *folder, const char *co
 static lcm_status ensure_encoder(const vae_model *m) {
     if (m->encoder->loaded) return LCM_OK;
     if (!m->weights) return lcm_fail(LCM_ERR_INTERNAL, "VAE encode: the encoder is not loaded");
-    bool reference = ops_reference_kernels();
+    // The kernel choice and precision are per thread (ops/ops.h); this one may not be the opener.
+    bool reference = ops_reference_kernels(), switch_kernels = reference != m->reference_kernels;
     lcm_precision precision = ops_weight_precision();
-    ops_set_reference_kernels(m->reference_kernels);
+    if (switch_kernels) ops_set_reference_kernels(m->reference_kernels);
     ops_set_weight_precision(m->precision);
     lcm_status st = load_encoder(m->encoder, m->weights, &m->config);
-    ops_set_reference_kernels(reference);
+    if (switch_kernels) ops_set_reference_kernels(reference);
     ops_set_weight_precision(precision);
     if (st != LCM_OK) {
         free_encoder(m->encoder);
