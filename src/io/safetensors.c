@@ -505,6 +505,13 @@ void st_release_pages(const st_file *file, const st_tensor *t) {
     if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
+bool st_mapped(const st_file *file) { return file->mapping != NULL; }
+
+void st_release_mapping(const st_file *file) {
+    if (file->mapping && file->mapping_size)
+        madvise(file->mapping, file->mapping_size, MADV_DONTNEED);
+}
+
 lcm_status st_open_table(const char *label, st_tensor *tensors, size_t count, void *mapping,
                          size_t mapping_size, void **buffers, size_t n_buffers, st_file **out) {
     *out = NULL;

@@ -11,6 +11,7 @@
 #ifndef LCM_IO_SAFETENSORS_H
 #define LCM_IO_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -100,6 +101,14 @@ lcm_status st_load_f32(const st_file *file, const char *name, int ndim, const in
 // again). Loaders call this after converting a tensor into their own copy, so a multi-GB model is
 // never resident twice. A no-op for in-memory files.
 void st_release_pages(const st_file *file, const st_tensor *t);
+
+// Whether the tensors' data lies in a file mapping (st_open, or a table over a mapped file), so
+// that st_release_mapping can drop it from memory and a reader re-reads it from the file.
+bool st_mapped(const st_file *file);
+
+// As st_release_pages, for every page of the file's mapping: pages lent out in place (see
+// weight_set_map_f32) stay valid and come back from the file when next touched.
+void st_release_mapping(const st_file *file);
 
 // Formats a shape as "[1, 4, 8, 8]" into buf; returns buf.
 char *st_format_shape(char *buf, size_t size, int ndim, const int64_t *shape);

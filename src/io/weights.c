@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,6 +340,23 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
         }
     }
     return LCM_OK;
+}
+
+const float *weight_set_map_f32(const weight_set *ws, const char *name, int ndim,
+                                const int64_t *shape) {
+    if (ws->recorder || ws->patch_count > 0 || ndim < 0) return NULL;
+    const st_file *file;
+    const st_tensor *t = weight_set_find(ws, name, &file);
+    if (!t || t->dtype != ST_F32 || !st_mapped(file) || t->ndim != ndim ||
+        (uintptr_t)t->data % _Alignof(float))
+        return NULL;
+    for (int d = 0; d < ndim; d++)
+        if (t->shape[d] != shape[d]) return NULL;
+    return t->data;
+}
+
+void weight_set_release_pages(const weight_set *ws) {
+    for (size_t i = 0; i < ws->shard_count; i++) st_release_mapping(ws->shards[i]);
 }
 
 size_t weight_set_count(const weight_set *ws) {

@@ -38,6 +38,21 @@ const st_tensor *weight_set_find(const weight_set *ws, const char *name, const s
 lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
                                const int64_t *shape, float **out);
 
+// The float32 values of `name` in place, inside the file's mapping, when they are exactly what
+// weight_set_load_f32 would return: an F32 tensor of the given shape (ndim >= 0), aligned for
+// float, in a mapped file, with no patches attached to the set. NULL otherwise (also when the
+// tensor is missing or has another shape): the caller then loads a copy, which reports any error.
+// The values are read-only and borrowed: valid until weight_set_close. Unlike a copy, they need
+// not stay in memory: weight_set_release_pages drops them, and they are read again from the file
+// (usually from the page cache) when next touched. As with any mapping, the file must not be
+// rewritten in place while the set is open (replacing it by a rename, as downloads do, is fine).
+const float *weight_set_map_f32(const weight_set *ws, const char *name, int ndim,
+                                const int64_t *shape);
+
+// Drops every page of the set's file mappings from the process's memory (st_release_mapping), so
+// that weights used in place stop counting towards it until they are next read.
+void weight_set_release_pages(const weight_set *ws);
+
 // A patch on the values of every weight the set loads (LoRA fusion): weight_set_load_f32 calls it
 // with the tensor's name, its shape and the freshly converted float32 values, which it may change
 // in place. Every model loader reads through weight_set_load_f32, so whatever packs, reorders or

@@ -59,6 +59,7 @@ typedef struct sampling_block {
 } sampling_block;
 
 typedef struct vae_encoder {
+    bool loaded; // false while dropped by vae_load_encoder_on_demand
     conv2d conv_in;
     sampling_block down[VAE_MAX_BLOCKS];
     mid_block mid;
@@ -76,7 +77,14 @@ typedef struct vae_decoder {
 
 struct vae_model {
     vae_config config;
-    vae_encoder encoder;
+    // Owned; a pointer so that the first vae_encode can load it into a model it only reads
+    // (vae_load_encoder_on_demand).
+    vae_encoder *encoder;
+    int64_t encoder_params;
+    // vae_load_encoder_on_demand: the open weights and the kernel choice to load the encoder with.
+    weight_set *weights;
+    lcm_precision precision;
+    bool reference_kernels;
     conv2d quant_conv; // 1x1, 2L -> 2L
     vae_decoder decoder;
     conv2d post_quant_conv; // 1x1, L -> L
@@ -296,6 +304,7 @@ static lcm_status load_encoder(vae_encoder *e, const weight_set *ws, const vae_c
     LCM_TRY(load_norm(&e->norm_out, ws, "encoder", "conv_norm_out", ch[last], groups));
     LCM_TRY(load_conv(&e->conv_out, ws, "encoder", "conv_out", ch[last], 2 * cfg->latent_channels,
                       3, 1, 1));
+    e->loaded = true;
     return LCM_OK;
 }
 
@@ -305,7 +314,10 @@ static void free_encoder(vae_encoder *e) {
     free_mid_block(&e->mid);
     norm_free(&e->norm_out);
     conv2d_free(&e->conv_out);
+    e->loaded = false;
 }
+
+static int64_t encoder_param_count(const vae_encoder *e, const vae_config *cfg);
 
 static lcm_status load_decoder(vae_decoder *d, const weight_set *ws, const vae_config *cfg) {
     const int *ch = cfg->block_out_channels, last = cfg->block_count - 1;
@@ -339,10 +351,13 @@ static void free_decoder(vae_decoder *d) {
     conv2d_free(&d->conv_out);
 }
 
-static lcm_status load_weights(vae_model *m, const weight_set *ws) {
+static lcm_status load_weights(vae_model *m, const weight_set *ws, bool encoder_on_demand) {
     const vae_config *cfg = &m->config;
     int latent2 = 2 * cfg->latent_channels;
-    LCM_TRY(load_encoder(&m->encoder, ws, cfg));
+    // Read and checked now in any case, so that a broken file fails here and not in a request.
+    LCM_TRY(load_encoder(m->encoder, ws, cfg));
+    m->encoder_params = encoder_param_count(m->encoder, cfg);
+    if (encoder_on_demand) free_encoder(m->encoder); // before the decoder, which can reuse the memory
     if (cfg->use_quant_conv)
         LCM_TRY(conv2d_load(&m->quant_conv, ws, "quant_conv", latent2, latent2, 1, 1, 0, true));
     if (cfg->use_post_quant_conv)
@@ -352,12 +367,17 @@ static lcm_status load_weights(vae_model *m, const weight_set *ws) {
     return LCM_OK;
 }
 
-lcm_status vae_load(const model_folder *folder, const char *component, vae_model **out) {
+static lcm_status load_vae(const model_folder *folder, const char *component,
+                           bool encoder_on_demand, vae_model **out) {
     *out = NULL;
     if (!component || !*component) component = ".";
     json_config config;
     LCM_TRY(model_folder_load_config(folder, component, "config.json", &config));
     vae_model *m = calloc(1, sizeof *m);
+    if (m && !(m->encoder = calloc(1, sizeof *m->encoder))) {
+        free(m);
+        m = NULL;
+    }
     if (!m) {
         json_config_free(&config);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading the VAE");
@@ -370,7 +390,13 @@ lcm_status vae_load(const model_folder *folder, const char *component, vae_model
     }
     weight_set *ws = NULL;
     st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
-    if (st == LCM_OK) st = load_weights(m, ws);
+    if (st == LCM_OK) st = load_weights(m, ws, encoder_on_demand);
+    if (st == LCM_OK && encoder_on_demand) {
+        m->weights = ws; // its mapping holds nothing resident (loads drop the pages they read)
+        ws = NULL;
+        m->precision = ops_weight_precision();
+        m->reference_kernels = ops_reference_kernels();
+    }
     weight_set_close(ws);
     if (st != LCM_OK) {
         vae_free(m);
@@ -380,12 +406,43 @@ lcm_status vae_load(const model_folder *folder, const char *component, vae_model
     return LCM_OK;
 }
 
+lcm_status vae_load(const model_folder *folder, const char *component, vae_model **out) {
+    return load_vae(folder, component, false, out);
+}
+
+lcm_status vae_load_encoder_on_demand(const model_folder *folder, const char *component,
+                                      vae_model **out) {
+    return load_vae(folder, component, true, out);
+}
+
+// The encoder of a model from vae_load_encoder_on_demand, read again from its weights on first use,
+// with the kernels and precision the rest of the model was loaded with.
+static lcm_status ensure_encoder(const vae_model *m) {
+    if (m->encoder->loaded) return LCM_OK;
+    if (!m->weights) return lcm_fail(LCM_ERR_INTERNAL, "VAE encode: the encoder is not loaded");
+    // The kernel choice and precision are per thread (ops/ops.h); this one may not be the opener.
+    bool reference = ops_reference_kernels(), switch_kernels = reference != m->reference_kernels;
+    lcm_precision precision = ops_weight_precision();
+    if (switch_kernels) ops_set_reference_kernels(m->reference_kernels);
+    ops_set_weight_precision(m->precision);
+    lcm_status st = load_encoder(m->encoder, m->weights, &m->config);
+    if (switch_kernels) ops_set_reference_kernels(reference);
+    ops_set_weight_precision(precision);
+    if (st != LCM_OK) {
+        free_encoder(m->encoder);
+        return lcm_fail_context(st, "loading the VAE encoder (%s): ", weight_set_source(m->weights));
+    }
+    return LCM_OK;
+}
+
 void vae_free(vae_model *m) {
     if (!m) return;
-    free_encoder(&m->encoder);
+    if (m->encoder) free_encoder(m->encoder);
+    free(m->encoder);
     conv2d_free(&m->quant_conv);
     free_decoder(&m->decoder);
     conv2d_free(&m->post_quant_conv);
+    weight_set_close(m->weights);
     free(m);
 }
 
@@ -413,14 +470,18 @@ static int64_t sampling_block_params(const sampling_block *b) {
     return n;
 }
 
-int64_t vae_param_count(const vae_model *m) {
-    const vae_encoder *e = &m->encoder;
-    const vae_decoder *d = &m->decoder;
+static int64_t encoder_param_count(const vae_encoder *e, const vae_config *cfg) {
     int64_t n = conv2d_params(&e->conv_in) + mid_block_params(&e->mid) + norm_params(&e->norm_out) +
-                conv2d_params(&e->conv_out) + conv2d_params(&d->conv_in) +
-                mid_block_params(&d->mid) + norm_params(&d->norm_out) + conv2d_params(&d->conv_out);
-    for (int i = 0; i < m->config.block_count; i++)
-        n += sampling_block_params(&e->down[i]) + sampling_block_params(&d->up[i]);
+                conv2d_params(&e->conv_out);
+    for (int i = 0; i < cfg->block_count; i++) n += sampling_block_params(&e->down[i]);
+    return n;
+}
+
+int64_t vae_param_count(const vae_model *m) {
+    const vae_decoder *d = &m->decoder;
+    int64_t n = m->encoder_params + conv2d_params(&d->conv_in) + mid_block_params(&d->mid) +
+                norm_params(&d->norm_out) + conv2d_params(&d->conv_out);
+    for (int i = 0; i < m->config.block_count; i++) n += sampling_block_params(&d->up[i]);
     if (m->config.use_quant_conv) n += conv2d_params(&m->quant_conv);
     if (m->config.use_post_quant_conv) n += conv2d_params(&m->post_quant_conv);
     return n;
@@ -496,7 +557,7 @@ static tensor *up_block_forward(const sampling_block *b, const tensor *x) {
 // [N, in_channels, H, W] -> [N, 2L, H/f, W/f]
 static tensor *encoder_forward(const vae_model *m, const tensor *image, vae_tap_fn tap,
                                void *user) {
-    const vae_encoder *e = &m->encoder;
+    const vae_encoder *e = m->encoder;
     tensor *h = conv2d_forward(&e->conv_in, image);
     tap_value(tap, user, "encoder.conv_in", h);
     for (int i = 0; i < m->config.block_count; i++) {
@@ -592,6 +653,7 @@ lcm_status vae_encode_tapped(const vae_model *m, const tensor *image, vae_tap_fn
                              tensor **mean, tensor **logvar) {
     *mean = *logvar = NULL;
     LCM_TRY(check_input("encode", image, m->config.in_channels, m->config.downscale_factor));
+    LCM_TRY(ensure_encoder(m));
     tensor *moments = encoder_forward(m, image, tap, user); // [N, 2L, H/f, W/f]
     if (m->config.use_quant_conv) tensor_replace(&moments, conv2d_forward(&m->quant_conv, moments));
     tap_value(tap, user, "quant_conv", moments);

@@ -42,6 +42,13 @@ typedef struct vae_model vae_model;
 // (query/key/value/proj_attn, as linears or 1x1 convs) are accepted. On success *out is owned by
 // the caller (vae_free).
 lcm_status vae_load(const model_folder *folder, const char *component, vae_model **out);
+// As vae_load (every weight is read and checked now), but the encoder, which only vae_encode
+// (img2img) needs, is then dropped again and only read back from the weight file, kept open, at
+// the first vae_encode: text-to-image never holds it in memory. That first vae_encode can then
+// fail like a load. The model is then not safe for concurrent vae_encode calls (neither is a
+// pipeline for concurrent generations).
+lcm_status vae_load_encoder_on_demand(const model_folder *folder, const char *component,
+                                      vae_model **out);
 void vae_free(vae_model *m);
 
 // The validated config. Borrowed from m.

@@ -35,6 +35,7 @@ typedef struct linear {
     float *bias;             // [out] or NULL
     struct dnnl_layer *fast; // packed weights + cached primitives, or NULL (reference kernel)
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
+    bool weight_mapped; // `weight` is borrowed from a weight set's mapping (linear_load_mapped)
 } linear;
 
 typedef struct conv2d {
@@ -59,6 +60,13 @@ typedef struct norm {
 
 lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
                        bool has_bias);
+// As linear_load, but where the layer computes on the plain weight (no AVX-512, or reference
+// kernels) and the file stores exactly it (weight_set_map_f32), the layer uses it in place in the
+// file's mapping instead of a copy: `ws` must then stay open while the layer is used, and
+// weight_set_release_pages(ws) can drop the weight from memory between uses. Otherwise the same
+// as linear_load.
+lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                              bool has_bias);
 // A 1x1 conv's weight [out, in, 1, 1] loaded as a linear layer (diffusers' proj_in/proj_out when
 // use_linear_projection is false).
 lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,

@@ -32,8 +32,9 @@ lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primi
     if (l->fast || !l->weight) return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
     if (!force_primitive && !cpu_has_avx512()) return LCM_OK; // sgemm on the plain weight
     LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
-    free(l->weight);
+    if (!l->weight_mapped) free(l->weight);
     l->weight = NULL;
+    l->weight_mapped = false;
     return LCM_OK;
 }
 
@@ -113,6 +114,27 @@ lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int 
     return LCM_OK;
 }
 
+lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                              bool has_bias) {
+    // The same choice as linear_pack: with AVX-512 the weight is repacked for oneDNN, a copy anyway.
+    bool plain_weight = ops_reference_kernels() || !cpu_has_avx512();
+    char name[512];
+    if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
+        return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
+    const float *mapped = plain_weight ? weight_set_map_f32(ws, name, 2, (int64_t[]){out, in}) : NULL;
+    if (!mapped) return linear_load(l, ws, prefix, in, out, has_bias);
+    *l = (linear){.in = in, .out = out};
+    LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
+    if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
+        linear_free(l);
+        return linear_load(l, ws, prefix, in, out, has_bias);
+    }
+    l->weight = (float *)mapped; // never written: the layer only reads its weight
+    l->weight_mapped = true;
+    if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+    return LCM_OK;
+}
+
 lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
                                     int out) {
     *l = (linear){.in = in, .out = out};
@@ -147,7 +169,8 @@ lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int chan
 }
 
 void linear_free(linear *l) {
-    free(l->weight);
+    if (!l->weight_mapped) free(l->weight);
+    l->weight_mapped = false;
     free(l->bias);
     dnnl_layer_free(l->fast);
     l->weight = l->bias = NULL;

@@ -58,7 +58,7 @@ static lcm_status load_components(lcm_pipeline *p, const lcm_pipeline_options *o
     LCM_TRY(pipeline_open_tokenizer(f, options->tokenizer, &p->tokenizer));
     LCM_TRY(clip_text_load(f, "text_encoder", &p->text_encoder));
     LCM_TRY(unet_load(f, "unet", &p->unet));
-    LCM_TRY(vae_load(f, "vae", &p->vae));
+    LCM_TRY(vae_load_encoder_on_demand(f, "vae", &p->vae)); // img2img reads the encoder back
 
     // Whatever scheduler the folder ships, LCM runs it: LCMScheduler.from_config(its config).
     json_config scheduler;

@@ -365,6 +365,9 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     if (st == LCM_OK) st = lcm_scheduler_set_timesteps(scheduler, r.steps, strength, NULL, 0);
     if (st == LCM_OK) st = encode_prompt(p, r.prompt, r.batch, &embeds);
     if (st == LCM_OK && cfg) st = encode_prompt(p, r.negative_prompt ? r.negative_prompt : "", r.batch, &negative);
+    // The text encoder's weights are not needed again until the next request: out of memory while
+    // the UNet and VAE run (re-read from the page cache next time, in a few tens of ms).
+    clip_text_release_pages(p->text_encoder);
     if (st == LCM_OK) st = guidance_condition(p, r.guidance_scale, r.batch, &cond);
     if (st != LCM_OK) goto done;
     trace(trace_fn, trace_user, "prompt_embeds", embeds);

@@ -17,9 +17,15 @@ typedef struct clip_encoder_layer {
     linear fc1, fc2;
 } clip_encoder_layer;
 
+// The projections and the token embedding (together nearly all of the model's weights) are used in
+// place in the weight file's mapping where the file stores them as the kernels use them (float32,
+// no LoRA patch; linear_load_mapped), so clip_text_release_pages can drop them from memory between
+// prompts: a pipeline does not keep them resident while the UNet and VAE run.
 struct clip_text_model {
     clip_text_config config;
-    float *token_embedding;     // [vocab_size, hidden_size]
+    weight_set *weights;        // kept open: the weights used in place live in its mapping
+    const float *token_embedding_mapped; // token_embedding's values in the mapping, or NULL
+    float *token_embedding;     // [vocab_size, hidden_size] (owned copy, or the mapped values)
     float *position_embedding;  // [max_position_embeddings, hidden_size]
     clip_encoder_layer *layers; // [num_hidden_layers]
     norm final_layer_norm;
@@ -103,28 +109,31 @@ static lcm_status encoder_layer_load(clip_encoder_layer *l, const weight_set *ws
     float eps = c->layer_norm_eps;
     LCM_TRY(norm_load(&l->layer_norm1, ws, layer_weight(n, sizeof n, index, "layer_norm1"), hidden,
                       1, eps));
-    LCM_TRY(linear_load(&l->q_proj, ws, layer_weight(n, sizeof n, index, "self_attn.q_proj"),
-                        hidden, hidden, true));
-    LCM_TRY(linear_load(&l->k_proj, ws, layer_weight(n, sizeof n, index, "self_attn.k_proj"),
-                        hidden, hidden, true));
-    LCM_TRY(linear_load(&l->v_proj, ws, layer_weight(n, sizeof n, index, "self_attn.v_proj"),
-                        hidden, hidden, true));
-    LCM_TRY(linear_load(&l->out_proj, ws, layer_weight(n, sizeof n, index, "self_attn.out_proj"),
-                        hidden, hidden, true));
+    LCM_TRY(linear_load_mapped(&l->q_proj, ws, layer_weight(n, sizeof n, index, "self_attn.q_proj"),
+                               hidden, hidden, true));
+    LCM_TRY(linear_load_mapped(&l->k_proj, ws, layer_weight(n, sizeof n, index, "self_attn.k_proj"),
+                               hidden, hidden, true));
+    LCM_TRY(linear_load_mapped(&l->v_proj, ws, layer_weight(n, sizeof n, index, "self_attn.v_proj"),
+                               hidden, hidden, true));
+    LCM_TRY(linear_load_mapped(&l->out_proj, ws, layer_weight(n, sizeof n, index, "self_attn.out_proj"),
+                               hidden, hidden, true));
     LCM_TRY(norm_load(&l->layer_norm2, ws, layer_weight(n, sizeof n, index, "layer_norm2"), hidden,
                       1, eps));
-    LCM_TRY(
-        linear_load(&l->fc1, ws, layer_weight(n, sizeof n, index, "mlp.fc1"), hidden, inner, true));
-    LCM_TRY(
-        linear_load(&l->fc2, ws, layer_weight(n, sizeof n, index, "mlp.fc2"), inner, hidden, true));
+    LCM_TRY(linear_load_mapped(&l->fc1, ws, layer_weight(n, sizeof n, index, "mlp.fc1"), hidden,
+                               inner, true));
+    LCM_TRY(linear_load_mapped(&l->fc2, ws, layer_weight(n, sizeof n, index, "mlp.fc2"), inner,
+                               hidden, true));
     return LCM_OK;
 }
 
 static lcm_status load_weights(clip_text_model *m, const weight_set *ws) {
     const clip_text_config *c = &m->config;
     int64_t hidden = c->hidden_size;
-    LCM_TRY(weight_set_load_f32(ws, "text_model.embeddings.token_embedding.weight", 2,
-                                (int64_t[]){c->vocab_size, hidden}, &m->token_embedding));
+    const char *token_name = "text_model.embeddings.token_embedding.weight";
+    int64_t token_shape[2] = {c->vocab_size, hidden};
+    m->token_embedding_mapped = weight_set_map_f32(ws, token_name, 2, token_shape);
+    if (m->token_embedding_mapped) m->token_embedding = (float *)m->token_embedding_mapped; // read only
+    else LCM_TRY(weight_set_load_f32(ws, token_name, 2, token_shape, &m->token_embedding));
     LCM_TRY(weight_set_load_f32(ws, "text_model.embeddings.position_embedding.weight", 2,
                                 (int64_t[]){c->max_position_embeddings, hidden},
                                 &m->position_embedding));
@@ -141,12 +150,13 @@ static lcm_status load_weights(clip_text_model *m, const weight_set *ws) {
 
 void clip_text_free(clip_text_model *m) {
     if (!m) return;
-    free(m->token_embedding);
+    if (!m->token_embedding_mapped) free(m->token_embedding);
     free(m->position_embedding);
     if (m->layers)
         for (int i = 0; i < m->config.num_hidden_layers; i++) encoder_layer_free(&m->layers[i]);
     free(m->layers);
     norm_free(&m->final_layer_norm);
+    weight_set_close(m->weights); // after the layers that borrow from it
     free(m);
 }
 
@@ -171,10 +181,10 @@ lcm_status clip_text_load(const model_folder *folder, const char *component,
         clip_text_free(m);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", component);
     }
-    weight_set *ws = NULL;
-    st = model_folder_open_weights(folder, component, "model", &ws);
-    if (st == LCM_OK) st = load_weights(m, ws);
-    weight_set_close(ws); // every tensor was copied to float32; the mapping is no longer needed
+    st = model_folder_open_weights(folder, component, "model", &m->weights);
+    if (st == LCM_OK) st = load_weights(m, m->weights);
+    // Nothing of the file needs to stay resident until the first prompt.
+    if (st == LCM_OK) weight_set_release_pages(m->weights);
     if (st != LCM_OK) {
         clip_text_free(m);
         return lcm_fail_context(st, "loading %s: ", component);
@@ -182,6 +192,8 @@ lcm_status clip_text_load(const model_folder *folder, const char *component,
     *out = m;
     return LCM_OK;
 }
+
+void clip_text_release_pages(const clip_text_model *m) { weight_set_release_pages(m->weights); }
 
 const clip_text_config *clip_text_get_config(const clip_text_model *m) { return &m->config; }
 int clip_text_hidden_size(const clip_text_model *m) { return m->config.hidden_size; }

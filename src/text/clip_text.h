@@ -47,6 +47,13 @@ lcm_status clip_text_config_read(const json_config *config, clip_text_config *ou
 lcm_status clip_text_load(const model_folder *folder, const char *component, clip_text_model **out);
 void clip_text_free(clip_text_model *m);
 
+// Drops the weights the model uses in place in its weight file (most of them when the file stores
+// float32; see clip_text.c) from the process's memory until the next forward pass reads them again
+// from the file, usually from the page cache: a pipeline calls it after encoding its prompts so
+// that the text encoder is not resident while the UNet and VAE run. Results do not change. Safe
+// while another thread runs a forward pass (it just reads the pages back).
+void clip_text_release_pages(const clip_text_model *m);
+
 const clip_text_config *clip_text_get_config(const clip_text_model *m);
 int clip_text_hidden_size(const clip_text_model *m);
 // Number of weights held (every loaded tensor's element count).
