@@ -1,7 +1,7 @@
 // Row-major single-precision matrix product, the one place the reference path calls into a BLAS:
 // C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, op = transpose when trans_* is true.
-// oneDNN's sgemm threads itself with OpenMP; inside an enclosing parallel region it runs on the
-// calling thread only.
+// Called outside a parallel region it splits C into a fixed grid of blocks over the OpenMP threads
+// (the result does not depend on their number); inside one it runs on the calling thread only.
 #ifndef LCM_OPS_GEMM_H
 #define LCM_OPS_GEMM_H
 

@@ -1,6 +1,7 @@
 // Loading and releasing the weights of the basic layers, with shape checks against the config.
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "ops/conv_direct.h"
@@ -76,8 +77,19 @@ static conv_kernel default_conv_kernel = CONV_KERNEL_AUTO;
 
 void ops_set_conv_kernel(conv_kernel kernel) { default_conv_kernel = kernel; }
 
+// LCM_CONV_KERNEL=direct|sgemm|onednn overrides AUTO (to compare kernels on one machine).
+static conv_kernel auto_conv_kernel(void) {
+    if (default_conv_kernel != CONV_KERNEL_AUTO) return default_conv_kernel;
+    const char *v = getenv("LCM_CONV_KERNEL");
+    if (!v) return CONV_KERNEL_AUTO;
+    if (!strcmp(v, "direct")) return CONV_KERNEL_DIRECT;
+    if (!strcmp(v, "sgemm")) return CONV_KERNEL_SGEMM;
+    if (!strcmp(v, "onednn")) return CONV_KERNEL_ONEDNN;
+    return CONV_KERNEL_AUTO;
+}
+
 lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
-    return conv2d_pack_kernel(c, precision, force_primitive ? CONV_KERNEL_ONEDNN : default_conv_kernel);
+    return conv2d_pack_kernel(c, precision, force_primitive ? CONV_KERNEL_ONEDNN : auto_conv_kernel());
 }
 
 lcm_status linear_pack(linear *l, lcm_precision precision) {
