@@ -1,4 +1,5 @@
 // The `lcm` command: dispatches to one file per subcommand (app/cmd_*.c).
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +33,12 @@ static void usage(FILE *to) {
 }
 
 int main(int argc, char **argv) {
+    // glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), so
+    // the multi-megabyte packing buffers of the matrix products and the activations of a UNet step
+    // come to live in the heap, where freed gaps are not returned: +450 MB resident after four
+    // steps at 512x512, measured. A fixed 4 MiB threshold hands every larger block back on free
+    // (peak RSS of one generation 4.72 -> 4.28 GB, no measurable cost in time).
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -35,8 +35,15 @@ static void drop_kept(int i) {
 // A kept buffer of exactly `bytes`, else NULL after releasing the oldest kept buffers until a new
 // one of `bytes` fits under the rule. Counts the buffer as live either way (the caller allocates
 // on NULL and calls reuse_cancel if that fails).
+// LCM_TENSOR_CACHE=0 turns the reuse off (to measure it).
+static bool reuse_enabled(void) {
+    static int enabled = -1;
+    if (enabled < 0) enabled = !getenv("LCM_TENSOR_CACHE") || strcmp(getenv("LCM_TENSOR_CACHE"), "0");
+    return enabled;
+}
+
 static void *reuse_take(size_t bytes) {
-    if (bytes < REUSE_MIN_BYTES) return NULL;
+    if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) return NULL;
     void *found = NULL;
     pthread_mutex_lock(&reuse_lock);
     for (int i = kept_count - 1; i >= 0 && !found; i--) {
@@ -55,7 +62,7 @@ static void *reuse_take(size_t bytes) {
 }
 
 static void reuse_cancel(size_t bytes) {
-    if (bytes < REUSE_MIN_BYTES) return;
+    if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) return;
     pthread_mutex_lock(&reuse_lock);
     live_bytes -= bytes;
     pthread_mutex_unlock(&reuse_lock);
@@ -64,7 +71,7 @@ static void reuse_cancel(size_t bytes) {
 // Keeps `data` for reuse when it is large (the oldest kept buffer makes room when all slots are
 // taken); frees it otherwise.
 static void reuse_give(void *data, size_t bytes) {
-    if (bytes < REUSE_MIN_BYTES) {
+    if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) {
         free(data);
         return;
     }
@@ -85,7 +92,9 @@ static void *buffer_alloc(size_t bytes) {
     if (bytes < 2 * HUGE_PAGE_BYTES) return aligned_alloc(64, bytes);
     size_t rounded = (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
     void *p = aligned_alloc(HUGE_PAGE_BYTES, rounded);
-    if (p) madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
+    static int enabled = -1; // LCM_HUGE_PAGES=0 turns the advice off (to measure it)
+    if (enabled < 0) enabled = !getenv("LCM_HUGE_PAGES") || strcmp(getenv("LCM_HUGE_PAGES"), "0");
+    if (p && enabled) madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
     return p;
 }
 

@@ -363,6 +363,9 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     double strength = r.init_image ? strength_as_double(r.strength) : 1.0;
     lcm_status st = lcm_scheduler_new(&p->scheduler_config, &scheduler);
     if (st == LCM_OK) st = lcm_scheduler_set_timesteps(scheduler, r.steps, strength, NULL, 0);
+    // The text encoder's pages come back while it runs: activation buffers kept from an earlier
+    // decode must not sit beside them (tensor.h's rule counts tensors, not mapped weights).
+    tensor_release_cached();
     if (st == LCM_OK) st = encode_prompt(p, r.prompt, r.batch, &embeds);
     if (st == LCM_OK && cfg) st = encode_prompt(p, r.negative_prompt ? r.negative_prompt : "", r.batch, &negative);
     // The text encoder's weights are not needed again until the next request: out of memory while
