@@ -118,7 +118,7 @@ static tensor *attention_gemm_tiles(const tensor *q, const tensor *k, const tens
 typedef struct flash_plan {
     int64_t batch, nq, nk, c, d, heads;
     bool causal, bf16;
-    int64_t dpad;        // d rounded up to 16 (V and O rows)
+    int64_t dpad;        // d rounded up to the vector width: 16 (AVX-512), 8 (AVX2); V and O rows
     int64_t dpairs;      // ceil(d / 2) (bf16 Q/K pairs)
     int64_t key_tiles;   // ceil(nk / 64)
     int64_t kt_head;     // elements of packed Kᵀ per head (floats or bf16 values)
@@ -324,7 +324,9 @@ static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v
     flash_plan pl = {.batch = q->shape[0], .nq = q->shape[1], .nk = k->shape[1], .c = q->shape[2],
                      .heads = heads, .causal = causal, .bf16 = bf16};
     pl.d = pl.c / heads;
-    pl.dpad = (pl.d + 15) / 16 * 16;
+    bool wide = bf16 || cpu_has_avx512();
+    // 8-lane rows on AVX2: d = 40 (the UNet's 64x64 attention) is then not padded to 48.
+    pl.dpad = wide ? (pl.d + 15) / 16 * 16 : (pl.d + 7) / 8 * 8;
     pl.dpairs = (pl.d + 1) / 2;
     pl.key_tiles = (pl.nk + TILE - 1) / TILE;
     pl.kt_head = pl.key_tiles * TILE * (bf16 ? pl.dpairs * 2 : pl.d);
@@ -350,7 +352,6 @@ static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v
                       job % pl.key_tiles, kt, vp);
 
     int64_t query_blocks = (pl.nq + TILE - 1) / TILE, tasks = head_count * query_blocks;
-    bool wide = bf16 || cpu_has_avx512();
     int failed = 0;
     #pragma omp parallel
     {
