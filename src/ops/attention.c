@@ -236,8 +236,8 @@ static inline __m512 exp2_avx512(__m512 x) {
 #undef PV_VECS
 #pragma GCC pop_options
 
-// AVX2 + FMA: 8 lanes and 16 registers, so smaller register blocks: scores 4 rows x 16 keys, P·V
-// 4 rows x 16 columns.
+// AVX2 + FMA: 8 lanes and 16 registers, so smaller register blocks: scores 6 rows x 16 keys, P·V
+// 6 rows x 16 columns (ROWS below).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
