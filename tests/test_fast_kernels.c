@@ -449,6 +449,11 @@ static void test_conv_fusion(void) {
 // Freed large buffers go to the next tensor of their size, live ones are never handed out twice,
 // and kept + live bytes never exceed the most that were alive at once.
 static void test_buffer_reuse(void) {
+    const char *setting = getenv("LCM_TENSOR_CACHE");
+    if (setting && !strcmp(setting, "0")) {
+        fprintf(stderr, "buffer reuse: skipped, LCM_TENSOR_CACHE=0 turns it off\n");
+        return;
+    }
     tensor_release_cached();
     int64_t big = (1 << 20) / 4 + 100; // just over the 1 MiB reuse threshold
     tensor *a = tensor_new(1, &big);

@@ -32,16 +32,26 @@ static void drop_kept(int i) {
     kept_count--;
 }
 
+// LCM_TENSOR_CACHE=0 turns the reuse off and LCM_HUGE_PAGES=0 the huge-page advice (to measure
+// them); read once.
+static bool reuse_on = true, huge_pages_on = true;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void read_settings(void) {
+    const char *v = getenv("LCM_TENSOR_CACHE");
+    reuse_on = !v || strcmp(v, "0");
+    v = getenv("LCM_HUGE_PAGES");
+    huge_pages_on = !v || strcmp(v, "0");
+}
+
+static bool reuse_enabled(void) {
+    pthread_once(&settings_once, read_settings);
+    return reuse_on;
+}
+
 // A kept buffer of exactly `bytes`, else NULL after releasing the oldest kept buffers until a new
 // one of `bytes` fits under the rule. Counts the buffer as live either way (the caller allocates
 // on NULL and calls reuse_cancel if that fails).
-// LCM_TENSOR_CACHE=0 turns the reuse off (to measure it).
-static bool reuse_enabled(void) {
-    static int enabled = -1;
-    if (enabled < 0) enabled = !getenv("LCM_TENSOR_CACHE") || strcmp(getenv("LCM_TENSOR_CACHE"), "0");
-    return enabled;
-}
-
 static void *reuse_take(size_t bytes) {
     if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) return NULL;
     void *found = NULL;
@@ -92,9 +102,8 @@ static void *buffer_alloc(size_t bytes) {
     if (bytes < 2 * HUGE_PAGE_BYTES) return aligned_alloc(64, bytes);
     size_t rounded = (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
     void *p = aligned_alloc(HUGE_PAGE_BYTES, rounded);
-    static int enabled = -1; // LCM_HUGE_PAGES=0 turns the advice off (to measure it)
-    if (enabled < 0) enabled = !getenv("LCM_HUGE_PAGES") || strcmp(getenv("LCM_HUGE_PAGES"), "0");
-    if (p && enabled) madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
+    pthread_once(&settings_once, read_settings);
+    if (p && huge_pages_on) madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
     return p;
 }
 
