@@ -28,40 +28,6 @@ typedef struct control_fixtures {
     char photo[1200]; // an ordinary RGB photo
 } control_fixtures;
 
-static void control_folder_class(const char *dir, char *buf, size_t size) {
-    char path[1200];
-    buf[0] = '\0';
-    test_path(path, sizeof path, "%s/model_index.json", dir);
-    json_config c;
-    const char *name;
-    if (json_config_load(path, NULL, &c) != LCM_OK) {
-        test_path(path, sizeof path, "%s/config.json", dir);
-        if (json_config_load(path, NULL, &c) != LCM_OK) return;
-    }
-    if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
-    json_config_free(&c);
-}
-
-static bool control_fits(const char *cn_dir, const char *model_dir) {
-    controlnet_model *cn = NULL;
-    if (controlnet_load(cn_dir, NULL, &cn) != LCM_OK) return false;
-    model_folder folder;
-    json_config cfg;
-    unet_config ucfg;
-    bool fits = false;
-    if (model_folder_open(model_dir, NULL, &folder) == LCM_OK) {
-        if (model_folder_load_config(&folder, "unet", "config.json", &cfg) == LCM_OK) {
-            fits = unet_config_parse(&cfg, "UNet2DConditionModel", false, &ucfg) == LCM_OK &&
-                   controlnet_check_fits(cn, &ucfg, model_dir) == LCM_OK;
-            json_config_free(&cfg);
-        }
-        model_folder_close(&folder);
-    }
-    controlnet_free(cn);
-    lcm_clear_error();
-    return fits;
-}
-
 // The LoRA of the model's goldens: "... load_lora_weights(DIR) ... fuse_lora(lora_scale=S)".
 static void control_lora(const char *model_dir, char *spec, size_t size) {
     spec[0] = '\0';
@@ -107,14 +73,14 @@ static bool control_fixtures_find(const char *root, control_fixtures *c) {
         char cls[128];
         char *dir = sd_count < 8 ? sd[sd_count] : cn[cn_count < 8 ? cn_count : 7];
         test_path(dir, 1024, "%s/%s", root, e->d_name);
-        control_folder_class(dir, cls, sizeof cls);
+        golden_folder_class(dir, cls, sizeof cls);
         if (!strcmp(cls, "StableDiffusionPipeline") && sd_count < 8) sd_count++;
         if (!strcmp(cls, "ControlNetModel") && cn_count < 8) test_path(cn[cn_count++], 1024, "%s", dir);
     }
     if (d) closedir(d);
     for (int i = 0; i < cn_count && !c->model[0]; i++)
         for (int j = 0; j < sd_count && !c->model[0]; j++)
-            if (control_fits(cn[i], sd[j])) {
+            if (golden_controlnet_fits(cn[i], sd[j])) {
                 test_path(c->model, sizeof c->model, "%s", sd[j]);
                 test_path(c->controlnet, sizeof c->controlnet, "%s", cn[i]);
                 control_lora(sd[j], c->lora, sizeof c->lora);

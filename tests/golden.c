@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/json_config.h"
+#include "io/model_folder.h"
+#include "models/controlnet.h"
 #include "testutil.h"
 
 cJSON *golden_info(const st_file *file) {
@@ -102,4 +105,42 @@ void golden_taps_free(golden_taps *t) {
         tensor_free(t->values[i]);
     }
     t->count = 0;
+}
+
+void golden_folder_class(const char *dir, char *buf, size_t size) {
+    static const char *const files[] = {"model_index.json", "config.json"};
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && !buf[0]; i++) {
+        char path[1200];
+        json_config c;
+        const char *name;
+        test_path(path, sizeof path, "%s/%s", dir, files[i]);
+        if (json_config_load(path, NULL, &c) != LCM_OK) continue;
+        if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
+        json_config_free(&c);
+    }
+    lcm_clear_error();
+}
+
+bool golden_controlnet_fits(const char *cn_dir, const char *model_dir) {
+    controlnet_model *cn = NULL;
+    if (controlnet_load(cn_dir, NULL, &cn) != LCM_OK) {
+        lcm_clear_error();
+        return false;
+    }
+    model_folder folder;
+    json_config cfg;
+    unet_config ucfg;
+    bool fits = false;
+    if (model_folder_open(model_dir, NULL, &folder) == LCM_OK) {
+        if (model_folder_load_config(&folder, "unet", "config.json", &cfg) == LCM_OK) {
+            fits = unet_config_parse(&cfg, "UNet2DConditionModel", false, &ucfg) == LCM_OK &&
+                   controlnet_check_fits(cn, &ucfg, model_dir) == LCM_OK;
+            json_config_free(&cfg);
+        }
+        model_folder_close(&folder);
+    }
+    controlnet_free(cn);
+    lcm_clear_error();
+    return fits;
 }

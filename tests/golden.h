@@ -47,4 +47,11 @@ void golden_taps_record(void *user, const char *name, const tensor *value);
 const tensor *golden_taps_find(const golden_taps *t, const char *name);
 void golden_taps_free(golden_taps *t);
 
+// Fixture discovery. The `_class_name` of the folder's model_index.json, else of its config.json
+// ("" when neither names one): what a folder under $LCM_FIXTURES holds.
+void golden_folder_class(const char *dir, char *buf, size_t size);
+// Whether the ControlNet folder `cn_dir` fits the UNet of pipeline folder `model_dir` (channels,
+// blocks, cross-attention width). Clears the error message either way.
+bool golden_controlnet_fits(const char *cn_dir, const char *model_dir);
+
 #endif

@@ -258,42 +258,6 @@ static void png_to_jpeg(const char *png, const char *jpeg) {
     free(rgb);
 }
 
-static void folder_class(const char *dir, char *buf, size_t size) {
-    buf[0] = '\0';
-    model_folder folder;
-    if (model_folder_open(dir, NULL, &folder) != LCM_OK) return;
-    const char *cls = model_folder_pipeline_class(&folder);
-    if (cls) snprintf(buf, size, "%s", cls);
-    model_folder_close(&folder);
-    if (cls) return;
-    char path[1200];
-    test_path(path, sizeof path, "%s/config.json", dir);
-    json_config c;
-    const char *name;
-    if (json_config_load(path, NULL, &c) != LCM_OK) return;
-    if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
-    json_config_free(&c);
-}
-
-static bool controlnet_fits(const char *cn_dir, const char *model_dir) {
-    controlnet_model *cn = NULL;
-    if (controlnet_load(cn_dir, NULL, &cn) != LCM_OK) return false;
-    model_folder folder;
-    json_config cfg;
-    unet_config ucfg;
-    bool fits = false;
-    if (model_folder_open(model_dir, NULL, &folder) == LCM_OK) {
-        if (model_folder_load_config(&folder, "unet", "config.json", &cfg) == LCM_OK) {
-            fits = unet_config_parse(&cfg, "UNet2DConditionModel", false, &ucfg) == LCM_OK &&
-                   controlnet_check_fits(cn, &ucfg, model_dir) == LCM_OK;
-            json_config_free(&cfg);
-        }
-        model_folder_close(&folder);
-    }
-    controlnet_free(cn);
-    return fits;
-}
-
 int main(void) {
     const char *root = test_fixtures();
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
@@ -305,7 +269,7 @@ int main(void) {
         if (e->d_name[0] == '.') continue;
         char dir[1024], cls[128];
         test_path(dir, sizeof dir, "%s/%s", root, e->d_name);
-        folder_class(dir, cls, sizeof cls);
+        golden_folder_class(dir, cls, sizeof cls);
         if (!strcmp(cls, "LatentConsistencyModelPipeline") && lcm_count < 8) snprintf(lcm_dirs[lcm_count++], 1024, "%s", dir);
         if (!strcmp(cls, "StableDiffusionPipeline") && sd_count < 8) snprintf(sd_dirs[sd_count++], 1024, "%s", dir);
         if (!strcmp(cls, "ControlNetModel") && cn_count < 8) snprintf(cn_dirs[cn_count++], 1024, "%s", dir);
@@ -326,7 +290,7 @@ int main(void) {
     const char *cn_model = NULL, *cn_dir = NULL;
     for (int c = 0; c < cn_count; c++)
         for (int i = 0; i < sd_count; i++) {
-            if (!controlnet_fits(cn_dirs[c], sd_dirs[i])) continue;
+            if (!golden_controlnet_fits(cn_dirs[c], sd_dirs[i])) continue;
             test_path(golden_dir, sizeof golden_dir, "%s/golden", cn_dirs[c]);
             bool has_lora = folder_lora(sd_dirs[i], lora, sizeof lora);
             cn += run_folder(sd_dirs[i], golden_dir, "pipeline_", has_lora ? lora : NULL, cn_dirs[c]);
@@ -357,7 +321,7 @@ int main(void) {
         expect_error(args, text, "control image that is not an image");
         // A ControlNet on an UNet it does not fit (every LCM folder's, when its widths differ).
         for (int i = 0; i < lcm_count; i++) {
-            if (controlnet_fits(cn_dir, lcm_dirs[i])) continue;
+            if (golden_controlnet_fits(cn_dir, lcm_dirs[i])) continue;
             test_path(args, sizeof args, "--model '%s' --controlnet '%s' --control-image '%s'", lcm_dirs[i], cn_dir,
                      control_png);
             expect_error(args, "does not fit", "ControlNet that does not fit the UNet");

@@ -56,41 +56,6 @@ typedef struct cn_fixtures {
     int control_count;
 } cn_fixtures;
 
-static void folder_class(const char *dir, char *buf, size_t size) {
-    char path[1200];
-    const char *files[2] = {"model_index.json", "config.json"};
-    buf[0] = '\0';
-    for (int i = 0; i < 2 && !buf[0]; i++) {
-        json_config c;
-        const char *name;
-        test_path(path, sizeof path, "%s/%s", dir, files[i]);
-        if (json_config_load(path, NULL, &c) != LCM_OK) continue;
-        if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
-        json_config_free(&c);
-    }
-    lcm_clear_error();
-}
-
-static bool fits(const char *cn_dir, const char *model_dir) {
-    controlnet_model *cn = NULL;
-    if (controlnet_load(cn_dir, NULL, &cn) != LCM_OK) return false;
-    model_folder folder;
-    json_config cfg;
-    unet_config ucfg;
-    bool ok = false;
-    if (model_folder_open(model_dir, NULL, &folder) == LCM_OK) {
-        if (model_folder_load_config(&folder, "unet", "config.json", &cfg) == LCM_OK) {
-            ok = unet_config_parse(&cfg, "UNet2DConditionModel", false, &ucfg) == LCM_OK &&
-                 controlnet_check_fits(cn, &ucfg, model_dir) == LCM_OK;
-            json_config_free(&cfg);
-        }
-        model_folder_close(&folder);
-    }
-    controlnet_free(cn);
-    lcm_clear_error();
-    return ok;
-}
-
 // The LoRA the model's own golden notes name: "load_lora_weights(DIR)", "fuse_lora(lora_scale=S)".
 static void find_lora(cn_fixtures *f) {
     char golden_dir[1100];
@@ -160,7 +125,7 @@ static bool find_fixtures(const char *root, cn_fixtures *f) {
         if (e->d_name[0] == '.') continue;
         char dir[1024], cls[128];
         test_path(dir, sizeof dir, "%s/%s", root, e->d_name);
-        folder_class(dir, cls, sizeof cls);
+        golden_folder_class(dir, cls, sizeof cls);
         if (!strcmp(cls, "StableDiffusionPipeline") && sd_count < 8) test_path(sd[sd_count++], 1024, "%s", dir);
         if (!strcmp(cls, "ControlNetModel") && cn_count < 8) test_path(cn[cn_count++], 1024, "%s", dir);
     }
@@ -169,7 +134,7 @@ static bool find_fixtures(const char *root, cn_fixtures *f) {
         test_path(f->golden_dir, sizeof f->golden_dir, "%s/golden", cn[i]);
         f->count = test_list_files(f->golden_dir, "pipeline_", ".safetensors", &f->names);
         for (int j = 0; j < sd_count && f->count > 0 && !f->model[0]; j++)
-            if (fits(cn[i], sd[j])) {
+            if (golden_controlnet_fits(cn[i], sd[j])) {
                 test_path(f->model, sizeof f->model, "%s", sd[j]);
                 test_path(f->controlnet, sizeof f->controlnet, "%s", cn[i]);
             }
