@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -10,26 +11,23 @@
 
 // ---- buffer reuse (see tensor.h) -------------------------------------------------------------
 
+// Buffers of at least REUSE_MIN_BYTES are kept for reuse. Those of at least MAPPED_MIN_BYTES are
+// anonymous mappings of whole 2 MiB huge pages: a 64 MiB activation then takes 32 TLB entries
+// instead of 16384, and, above all, the pages of kept mappings can be moved (mremap) into a buffer
+// of another size without copying or faulting them again. Fresh pages are dear: the kernel zeroes
+// them, and in a virtual machine that returns freed memory to its host (free page reporting) each
+// one costs a host fault too; 64 MiB measured 70-120 ms to touch there, 7 ms when the guest had
+// just freed those pages.
 #define REUSE_MIN_BYTES ((size_t)1 << 20)
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+#define MAPPED_MIN_BYTES (2 * HUGE_PAGE_BYTES)
 #define REUSE_SLOTS 16
 
-// Kept buffers, oldest first, and the bytes of large buffers in use now and at most so far. The
-// rule: live + kept never exceeds the most that was ever live, which a process without the cache
-// would have had resident too, so the peak is not raised.
-static pthread_mutex_t reuse_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct kept_buffer {
-    void *data;
-    size_t bytes;
-} kept[REUSE_SLOTS];
-static int kept_count;
-static size_t kept_bytes, live_bytes, most_live_bytes;
+static bool is_mapped(size_t bytes) { return bytes >= MAPPED_MIN_BYTES; }
 
-// Frees kept buffer i (the lock held).
-static void drop_kept(int i) {
-    free(kept[i].data);
-    kept_bytes -= kept[i].bytes;
-    memmove(kept + i, kept + i + 1, sizeof *kept * (size_t)(kept_count - i - 1));
-    kept_count--;
+// The bytes a buffer of `bytes` holds: whole huge pages when it is a mapping.
+static size_t held_bytes(size_t bytes) {
+    return is_mapped(bytes) ? (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES : bytes;
 }
 
 // LCM_TENSOR_CACHE=0 turns the reuse off and LCM_HUGE_PAGES=0 the huge-page advice (to measure
@@ -49,24 +47,96 @@ static bool reuse_enabled(void) {
     return reuse_on;
 }
 
-// A kept buffer of exactly `bytes`, else NULL after releasing the oldest kept buffers until a new
-// one of `bytes` fits under the rule. Counts the buffer as live either way (the caller allocates
-// on NULL and calls reuse_cancel if that fails).
+// A fresh mapping of `held` bytes (a multiple of the huge page) on a huge-page boundary, or NULL.
+static void *map_fresh(size_t held) {
+    size_t span = held + HUGE_PAGE_BYTES;
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    char *aligned = (char *)(((uintptr_t)p + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1));
+    if (aligned > p) munmap(p, (size_t)(aligned - p));
+    if (aligned + held < p + span) munmap(aligned + held, (size_t)(p + span - (aligned + held)));
+    pthread_once(&settings_once, read_settings);
+    if (huge_pages_on) madvise(aligned, held, MADV_HUGEPAGE); // advice only: failure changes nothing
+    return aligned;
+}
+
+static void *buffer_alloc(size_t bytes) {
+    return is_mapped(bytes) ? map_fresh(held_bytes(bytes)) : aligned_alloc(64, bytes);
+}
+
+static void buffer_free(void *data, size_t bytes) {
+    if (data && is_mapped(bytes)) munmap(data, held_bytes(bytes));
+    else free(data);
+}
+
+// Kept buffers, oldest first, and the bytes of large buffers in use now and at most so far. The
+// rule: live + kept never exceeds the most that was ever live, which a process without the cache
+// would have had resident too, so the peak is not raised. `fresh` counts mapped bytes that came
+// from the system rather than from kept pages.
+static pthread_mutex_t reuse_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kept_buffer {
+    void *data;
+    size_t held;
+    bool mapped; // pages of a mapping (a part of one may be smaller than MAPPED_MIN_BYTES)
+} kept[REUSE_SLOTS];
+static int kept_count;
+static size_t kept_bytes, live_bytes, most_live_bytes, fresh_bytes;
+
+static void remove_kept(int i) {
+    memmove(kept + i, kept + i + 1, sizeof *kept * (size_t)(kept_count - i - 1));
+    kept_count--;
+}
+
+// Returns kept buffer i to the system (the lock held).
+static void drop_kept(int i) {
+    if (kept[i].mapped) munmap(kept[i].data, kept[i].held);
+    else free(kept[i].data);
+    kept_bytes -= kept[i].held;
+    remove_kept(i);
+}
+
+// A new mapping of `held` bytes made of kept pages where there are any, newest first, moved in
+// whole (mremap moves page table entries: no copy, no fault); the rest is fresh. NULL when no
+// mapping can be made. The lock is held.
+static void *assemble_from_kept(size_t held) {
+    char *region = map_fresh(held);
+    if (!region) return NULL;
+    size_t filled = 0;
+    for (int i = kept_count - 1; i >= 0 && filled < held; i--) {
+        if (!kept[i].mapped) continue;
+        size_t chunk = kept[i].held < held - filled ? kept[i].held : held - filled;
+        char *tail = (char *)kept[i].data + kept[i].held - chunk;
+        // On failure (too many mappings, say) that part simply stays fresh.
+        if (mremap(tail, chunk, chunk, MREMAP_MAYMOVE | MREMAP_FIXED, region + filled) == MAP_FAILED) break;
+        filled += chunk;
+        kept_bytes -= chunk;
+        kept[i].held -= chunk;
+        if (kept[i].held == 0) remove_kept(i);
+    }
+    fresh_bytes += held - filled;
+    return region;
+}
+
+// A buffer for a tensor of `bytes` from the kept ones (the same size, or for mappings, kept pages
+// moved together), else NULL after releasing the oldest kept buffers until a new one fits under
+// the rule. Counts the buffer as live either way (the caller allocates on NULL and calls
+// reuse_cancel if that fails).
 static void *reuse_take(size_t bytes) {
     if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) return NULL;
+    size_t held = held_bytes(bytes);
+    bool mapped = is_mapped(bytes);
     void *found = NULL;
     pthread_mutex_lock(&reuse_lock);
     for (int i = kept_count - 1; i >= 0 && !found; i--) {
-        if (kept[i].bytes != bytes) continue;
+        if (kept[i].held != held || kept[i].mapped != mapped) continue;
         found = kept[i].data;
-        kept[i].data = NULL; // handed out, not freed
-        kept_bytes -= bytes;
-        memmove(kept + i, kept + i + 1, sizeof *kept * (size_t)(kept_count - i - 1));
-        kept_count--;
+        kept_bytes -= held;
+        remove_kept(i);
     }
-    live_bytes += bytes;
+    if (!found && mapped) found = assemble_from_kept(held);
+    live_bytes += held;
     if (live_bytes > most_live_bytes) most_live_bytes = live_bytes;
-    while (!found && kept_count > 0 && live_bytes + kept_bytes > most_live_bytes) drop_kept(0);
+    while (kept_count > 0 && live_bytes + kept_bytes > most_live_bytes) drop_kept(0);
     pthread_mutex_unlock(&reuse_lock);
     return found;
 }
@@ -74,7 +144,7 @@ static void *reuse_take(size_t bytes) {
 static void reuse_cancel(size_t bytes) {
     if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) return;
     pthread_mutex_lock(&reuse_lock);
-    live_bytes -= bytes;
+    live_bytes -= held_bytes(bytes);
     pthread_mutex_unlock(&reuse_lock);
 }
 
@@ -82,37 +152,22 @@ static void reuse_cancel(size_t bytes) {
 // taken); frees it otherwise.
 static void reuse_give(void *data, size_t bytes) {
     if (bytes < REUSE_MIN_BYTES || !reuse_enabled()) {
-        free(data);
+        buffer_free(data, bytes);
         return;
     }
     pthread_mutex_lock(&reuse_lock);
-    live_bytes -= bytes;
+    live_bytes -= held_bytes(bytes);
     if (kept_count == REUSE_SLOTS) drop_kept(0);
-    kept[kept_count++] = (struct kept_buffer){data, bytes};
-    kept_bytes += bytes;
+    kept[kept_count++] = (struct kept_buffer){data, held_bytes(bytes), is_mapped(bytes)};
+    kept_bytes += held_bytes(bytes);
     pthread_mutex_unlock(&reuse_lock);
 }
 
-// Large buffers on 2 MiB boundaries with transparent huge pages asked for (where the kernel is set
-// to `madvise`): a 64 MiB activation then takes 32 TLB entries instead of 16384, and the kernels
-// that walk it row by row stop missing the TLB.
-#define HUGE_PAGE_BYTES ((size_t)2 << 20)
-
-static void *buffer_alloc(size_t bytes) {
-    if (bytes < 2 * HUGE_PAGE_BYTES) return aligned_alloc(64, bytes);
-    size_t rounded = (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
-    void *p = aligned_alloc(HUGE_PAGE_BYTES, rounded);
-    pthread_once(&settings_once, read_settings);
-    if (p && huge_pages_on) madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
-    return p;
-}
-
-void tensor_cache_stats(size_t *kept_out, size_t *live, size_t *most_live) {
+tensor_cache_counts tensor_cache_stats(void) {
     pthread_mutex_lock(&reuse_lock);
-    *kept_out = kept_bytes;
-    *live = live_bytes;
-    *most_live = most_live_bytes;
+    tensor_cache_counts c = {.kept = kept_bytes, .live = live_bytes, .most_live = most_live_bytes, .fresh = fresh_bytes};
     pthread_mutex_unlock(&reuse_lock);
+    return c;
 }
 
 void tensor_release_cached(void) {

@@ -49,18 +49,25 @@ tensor *tensor_to_nhwc(const tensor *t);
 
 int64_t tensor_numel(const tensor *t);
 
-// Large tensor buffers (>= 1 MiB) freed by tensor_free are kept for the next tensor_new of the
-// same size, so that a forward pass that frees and allocates the same activation sizes layer after
-// layer does not pay for returning pages to the kernel and faulting fresh zeroed ones back in. The
-// bytes kept plus the bytes of large tensors alive never exceed the most that were ever alive at
-// once (older kept buffers are released to make room), so the peak resident memory is not raised.
-// Thread-safe.
+// Large tensor buffers (>= 1 MiB) freed by tensor_free are kept for later tensors, so that a
+// forward pass that frees and allocates activations layer after layer does not pay for returning
+// pages to the kernel and faulting fresh zeroed ones back in. A kept buffer serves a tensor of the
+// same size; buffers of 4 MiB and more are mappings of whole huge pages, and a tensor of a new size
+// gets the pages of kept ones moved into it (mremap, no copy), so a decoder that follows another
+// with different sizes (TAESD after the UNet) reuses their pages too. The bytes kept plus the bytes
+// of large tensors alive never exceed the most that were ever alive at once (older kept buffers
+// are released to make room), so the peak resident memory is not raised. Thread-safe. A new
+// tensor's values are unspecified (tensor_zeros for zeros).
 //
-// Returns every kept buffer to the system allocator (end of a generation, an idle server).
+// Returns every kept buffer to the system (end of a generation, an idle server).
 void tensor_release_cached(void);
 
-// The bookkeeping of that rule, for tests: bytes kept, bytes of large tensors alive, most alive.
-void tensor_cache_stats(size_t *kept, size_t *live, size_t *most_live);
+// The bookkeeping of that rule, for tests: bytes kept, bytes of large tensors alive, most alive,
+// and the bytes of mappings that the cache had to take fresh from the system.
+typedef struct tensor_cache_counts {
+    size_t kept, live, most_live, fresh;
+} tensor_cache_counts;
+tensor_cache_counts tensor_cache_stats(void);
 
 // Frees *t and replaces it with `next`: `tensor_replace(&h, conv2d_forward(&w->conv, h));` reads
 // as "h becomes conv(h)" without a leak.
