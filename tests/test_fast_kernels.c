@@ -172,6 +172,9 @@ static void test_conv_linear(void) {
         check_conv(pr, 1, 16, 16, 10, 10, 3, 2, 0, true); // VAE downsample (after pad2d)
         check_conv(pr, 1, 4, 3, 5, 6, 3, 1, 1, false);     // too few channels for bf16 kernels
         check_conv(pr, 1, 64, 64, 12, 12, 3, 1, 1, true);  // brgconv-sized
+        check_conv(pr, 2, 16, 3, 13, 11, 3, 1, 1, true);   // conv_out to RGB (direct: dot products)
+        check_conv(pr, 1, 24, 2, 9, 10, 3, 2, 1, false);   // a few channels, strided
+        check_conv(pr, 1, 8, 1, 5, 7, 1, 1, 0, true);      // one channel, 1x1
         check_linear(pr, 2, 37, 24, 40, true);
         check_linear(pr, 1, 1, 64, 96, true); // time embedding: one row
         check_linear(pr, 1, 77, 32, 16, false);
@@ -430,7 +433,7 @@ static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
 
 static void test_conv_fusion(void) {
     // 13x11 doubled is 572 pixels per image: the last pixel chunk is partial.
-    static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}};
+    static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}, {16, 3, 3, 1}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *s = shapes[i];
         check_conv_fusion(CONV_KERNEL_SGEMM, true, s[0], s[1], s[2], s[3], 13, 11);
@@ -444,6 +447,44 @@ static void test_conv_fusion(void) {
         check_upsampled_phases(16, 20, 4, 9);
         check_upsampled_phases(3, 16, 1, 1);
     }
+}
+
+static tensor *filled_tensor(int64_t mib, float value) {
+    int64_t n = mib * (1 << 20) / 4;
+    tensor *t = tensor_new(1, &n);
+    for (int64_t i = 0; i < n; i++) t->data[i] = value;
+    return t;
+}
+
+static bool holds_only(const tensor *t, float value) {
+    for (int64_t i = 0; i < tensor_numel(t); i++)
+        if (t->data[i] != value) return false;
+    return true;
+}
+
+// Mapped buffers (>= 4 MiB): a tensor of a size never kept is made of the pages of kept buffers,
+// and only the rest comes fresh from the system; live tensors keep their values.
+static void test_page_moves(void) {
+    const size_t mib = 1 << 20;
+    tensor_release_cached();
+    tensor_free(filled_tensor(8, 1.0f));
+    size_t fresh = tensor_cache_stats().fresh;
+    tensor *six = filled_tensor(6, 2.0f); // 6 of the 8 kept MiB
+    CHECK(tensor_cache_stats().fresh == fresh, "6 MiB from 8 kept: %zu fresh bytes", tensor_cache_stats().fresh - fresh);
+    tensor *twelve = filled_tensor(12, 3.0f); // the 2 MiB left, and 10 fresh
+    CHECK(tensor_cache_stats().fresh - fresh == 10 * mib, "12 MiB with 2 kept: %zu fresh bytes, expected 10 MiB",
+          tensor_cache_stats().fresh - fresh);
+    CHECK(holds_only(six, 2.0f) && holds_only(twelve, 3.0f), "live tensors keep their values");
+    tensor_free(six);
+    tensor_free(twelve);
+    fresh = tensor_cache_stats().fresh;
+    tensor *eighteen = filled_tensor(18, 4.0f); // both kept buffers, moved together
+    tensor_cache_counts counts = tensor_cache_stats();
+    CHECK(counts.fresh == fresh && counts.kept == 0, "18 MiB from 6 + 12 kept: %zu fresh, %zu still kept",
+          counts.fresh - fresh, counts.kept);
+    CHECK(holds_only(eighteen, 4.0f), "the moved pages hold what was written");
+    tensor_free(eighteen);
+    tensor_release_cached();
 }
 
 // Freed large buffers go to the next tensor of their size, live ones are never handed out twice,
@@ -488,16 +529,15 @@ static void test_buffer_reuse(void) {
             alive[slot] = tensor_new(1, &n);
             alive[slot]->data[n - 1] = (float)slot; // touch it
         }
-        size_t kept, live, most;
-        tensor_cache_stats(&kept, &live, &most);
-        if (kept + live > most) rule_held = false;
+        tensor_cache_counts counts = tensor_cache_stats();
+        if (counts.kept + counts.live > counts.most_live) rule_held = false;
     }
     CHECK(rule_held, "kept + live bytes never exceed the most ever alive");
     for (int i = 0; i < 12; i++) tensor_free(alive[i]);
     tensor_release_cached();
-    size_t kept, live, most;
-    tensor_cache_stats(&kept, &live, &most);
-    CHECK(kept == 0 && live == 0, "all released: kept %zu, live %zu", kept, live);
+    tensor_cache_counts counts = tensor_cache_stats();
+    CHECK(counts.kept == 0 && counts.live == 0, "all released: kept %zu, live %zu", counts.kept, counts.live);
+    test_page_moves();
 }
 
 int main(void) {

@@ -16,11 +16,19 @@
 // Flattened (tap, input channel) indices per slice of the sum: 256 x 16 weights = 16 KiB, half
 // of the L1 data cache.
 #define DEPTH_SLICE 256
+// Layers with at most DOT_CHANNELS outputs (the decoders' conv_out to RGB) would use 3 of the 16
+// lanes of a channel tile. They sum along the input instead: 3 pixels x 3 channels of vectors
+// running over the (tap, input channel) sum, added across their lanes at the end.
+#define DOT_PIXELS 3
+#define DOT_CHANNELS 3
+_Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the dot path in whole groups");
 
 struct conv_direct {
     int in, out, kernel, stride, padding;
     int blocks;    // output channel blocks of TILE_CHANNELS
-    float *weight; // [blocks][kernel * kernel][in][TILE_CHANNELS], zero past `out`
+    bool dot;      // out <= DOT_CHANNELS and in a multiple of 8: the dot-product path
+    float *weight; // [blocks][kernel * kernel][in][TILE_CHANNELS], zero past `out`;
+                   // with `dot`: [DOT_CHANNELS][kernel * kernel][in], zero past `out`
     float *bias;   // [blocks * TILE_CHANNELS], zero past `out` (and all zero without a bias)
     // conv_direct_prepare_upsampled: [4 phases][blocks][2 x 2 taps][in][TILE_CHANNELS], or NULL.
     float *phase_weight;
@@ -36,9 +44,11 @@ lcm_status conv_direct_new(const float *weight, const float *bias, int in, int o
     conv_direct *d = calloc(1, sizeof *d);
     if (!d) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing convolution weights");
     *d = (conv_direct){.in = in, .out = out, .kernel = kernel, .stride = stride,
-                       .padding = padding, .blocks = (out + TILE_CHANNELS - 1) / TILE_CHANNELS};
+                       .padding = padding, .blocks = (out + TILE_CHANNELS - 1) / TILE_CHANNELS,
+                       .dot = out <= DOT_CHANNELS && in % 8 == 0};
     int64_t taps = (int64_t)kernel * kernel, padded = (int64_t)d->blocks * TILE_CHANNELS;
-    size_t weight_bytes = sizeof(float) * (size_t)(padded * taps * in);
+    int64_t weight_rows = d->dot ? DOT_CHANNELS : padded;
+    size_t weight_bytes = sizeof(float) * (size_t)(weight_rows * taps * in);
     d->weight = aligned_alloc(64, (weight_bytes + 63) / 64 * 64);
     d->bias = calloc((size_t)padded, sizeof(float));
     if (!d->weight || !d->bias) {
@@ -46,7 +56,10 @@ lcm_status conv_direct_new(const float *weight, const float *bias, int in, int o
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing convolution weights");
     }
     float *dst = d->weight;
-    for (int64_t block = 0; block < d->blocks; block++)
+    for (int64_t o = 0; d->dot && o < DOT_CHANNELS; o++)
+        for (int64_t t = 0; t < taps; t++)
+            for (int64_t i = 0; i < in; i++) *dst++ = o < out ? weight[(o * in + i) * taps + t] : 0.0f;
+    for (int64_t block = 0; block < d->blocks && !d->dot; block++)
         for (int64_t t = 0; t < taps; t++)
             for (int64_t i = 0; i < in; i++)
                 for (int64_t j = 0; j < TILE_CHANNELS; j++) {
@@ -73,7 +86,7 @@ void conv_direct_free(conv_direct *d) {
 static bool tap_in_phase(int phase, int r, int k) { return ((phase + k + 1) >> 1) - 1 == phase - 1 + r; }
 
 lcm_status conv_direct_prepare_upsampled(conv_direct *d) {
-    if (d->phase_weight || d->kernel != 3 || d->stride != 1 || d->padding != 1) return LCM_OK;
+    if (d->phase_weight || d->dot || d->kernel != 3 || d->stride != 1 || d->padding != 1) return LCM_OK;
     int64_t per_tap = (int64_t)d->in * TILE_CHANNELS, per_block = 4 * per_tap;
     size_t bytes = sizeof(float) * (size_t)(4 * d->blocks * per_block);
     float *pw = aligned_alloc(64, (bytes + 63) / 64 * 64);
@@ -148,6 +161,48 @@ tile_6x16(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, co
     _mm256_store_ps(tile + 72, c4h);
     _mm256_store_ps(tile + 80, c5l);
     _mm256_store_ps(tile + 88, c5h);
+}
+
+// The dot-product path: sums[p][c] += sum over the `runs` runs t and i < length of
+// rows[p * runs + t][i] * weight[c][t * length + i], for DOT_PIXELS pixels and DOT_CHANNELS
+// channels (`depth` = runs * length weights per channel). `length` is a multiple of 8. Each value
+// is added up lane by lane and then across the lanes, in an order fixed by the layer alone.
+__attribute__((target("avx2,fma"))) static void
+dot_3x3(const float *const *rows, int runs, int64_t length, const float *weight, int64_t depth,
+        float *sums) {
+    __m256 acc[DOT_PIXELS][DOT_CHANNELS];
+    #pragma GCC unroll 3
+    for (int p = 0; p < DOT_PIXELS; p++)
+        #pragma GCC unroll 3
+        for (int c = 0; c < DOT_CHANNELS; c++) acc[p][c] = _mm256_setzero_ps();
+    for (int t = 0; t < runs; t++) {
+        const float *x0 = rows[t], *x1 = rows[runs + t], *x2 = rows[2 * runs + t];
+        const float *w = weight + t * length;
+        for (int64_t i = 0; i < length; i += 8) {
+            __m256 w0 = _mm256_load_ps(w + i), w1 = _mm256_load_ps(w + depth + i);
+            __m256 w2 = _mm256_load_ps(w + 2 * depth + i), x;
+            x = _mm256_loadu_ps(x0 + i);
+            acc[0][0] = _mm256_fmadd_ps(x, w0, acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(x, w1, acc[0][1]);
+            acc[0][2] = _mm256_fmadd_ps(x, w2, acc[0][2]);
+            x = _mm256_loadu_ps(x1 + i);
+            acc[1][0] = _mm256_fmadd_ps(x, w0, acc[1][0]);
+            acc[1][1] = _mm256_fmadd_ps(x, w1, acc[1][1]);
+            acc[1][2] = _mm256_fmadd_ps(x, w2, acc[1][2]);
+            x = _mm256_loadu_ps(x2 + i);
+            acc[2][0] = _mm256_fmadd_ps(x, w0, acc[2][0]);
+            acc[2][1] = _mm256_fmadd_ps(x, w1, acc[2][1]);
+            acc[2][2] = _mm256_fmadd_ps(x, w2, acc[2][2]);
+        }
+    }
+    for (int p = 0; p < DOT_PIXELS; p++)
+        for (int c = 0; c < DOT_CHANNELS; c++) {
+            // lanes (0+4, 1+5, 2+6, 3+7), then (0+2, 1+3), then 0+1
+            __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[p][c]), _mm256_extractf128_ps(acc[p][c], 1));
+            v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+            v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
+            sums[p * TILE_CHANNELS + c] += _mm_cvtss_f32(v);
+        }
 }
 
 // The geometry of one run, shared by its tasks.
@@ -328,9 +383,17 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
                     memcpy(sums + (t * TILE_PIXELS + p) * TILE_CHANNELS,
                            d->bias + block * TILE_CHANNELS, sizeof(float) * TILE_CHANNELS);
             }
+            // A few output channels: whole sums along the input (the weights, 3 x depth, stay in
+            // the L1 cache).
+            for (int t = 0; t < tiles && d->dot; t++)
+                for (int p = 0; p < TILE_PIXELS; p += DOT_PIXELS) {
+                    int runs_of = runs[t] ? d->kernel : taps;
+                    dot_3x3(rows + t * TILE_PIXELS * taps + p * runs_of, runs_of, depth / runs_of, weight, depth,
+                            sums + (t * TILE_PIXELS + p) * TILE_CHANNELS);
+                }
             // The sum in slices whose weights stay in the L1 cache while every tile of the task
             // goes through them; the slices add up in the same order as one pass would.
-            for (int64_t k0 = 0; k0 < depth; k0 += DEPTH_SLICE) {
+            for (int64_t k0 = 0; k0 < depth && !d->dot; k0 += DEPTH_SLICE) {
                 int64_t k1 = k0 + DEPTH_SLICE < depth ? k0 + DEPTH_SLICE : depth;
                 for (int t = 0; t < tiles; t++)
                     tile_6x16(rows + t * TILE_PIXELS * taps, runs[t] ? d->kernel : taps,
