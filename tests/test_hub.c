@@ -30,6 +30,7 @@
 #include "io/image.h"
 #include "io/json_config.h"
 #include "io/safetensors.h"
+#include "golden.h"
 #include "testutil.h"
 
 #define REPO_ID "test-org/tiny-lcm"
@@ -418,22 +419,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, 404, "Repository not found");
 }
 
-// The "_class_name" of DIR/FILE, "" when there is none.
-static void folder_class(const char *dir, const char *file, char *buf, size_t size) {
-    char path[PATH_MAX];
-    const char *name;
-    json_config c;
-    buf[0] = '\0';
-    test_path(path, sizeof path, "%s/%s", dir, file);
-    if (access(path, F_OK) != 0 || json_config_load(path, NULL, &c) != LCM_OK) {
-        lcm_clear_error();
-        return;
-    }
-    if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
-    json_config_free(&c);
-    lcm_clear_error();
-}
-
 // The first fixture folder holding one model of class `cls` (config.json at its root).
 static void find_single_model(const char *cls, char *out, size_t size) {
     DIR *d = opendir(test_fixtures());
@@ -443,7 +428,7 @@ static void find_single_model(const char *cls, char *out, size_t size) {
         char dir[PATH_MAX], found[128];
         if (e->d_name[0] == '.') continue;
         test_path(dir, sizeof dir, "%s/%s", test_fixtures(), e->d_name);
-        folder_class(dir, "config.json", found, sizeof found);
+        golden_folder_class(dir, found, sizeof found);
         if (!strcmp(found, cls)) snprintf(out, size, "%s", dir);
     }
     if (d) closedir(d);
@@ -1225,7 +1210,7 @@ static void find_controlnet_model(char *out, size_t size) {
         char dir[PATH_MAX], cls[128];
         if (e->d_name[0] == '.') continue;
         test_path(dir, sizeof dir, "%s/%s", test_fixtures(), e->d_name);
-        folder_class(dir, "model_index.json", cls, sizeof cls);
+        golden_folder_class(dir, cls, sizeof cls);
         if (!cls[0]) continue;
         lcm_pipeline_options options;
         lcm_pipeline_options_init(&options);

@@ -173,27 +173,6 @@ static void run_case(lcm_pipeline *p, const char *path, const char *golden_dir) 
     st_close(golden);
 }
 
-static const char *folder_class(const char *dir, char *buf, size_t size) {
-    model_folder folder;
-    buf[0] = '\0';
-    if (model_folder_open(dir, NULL, &folder) != LCM_OK) return buf;
-    const char *cls = model_folder_pipeline_class(&folder);
-    if (cls) {
-        snprintf(buf, size, "%s", cls);
-    } else if (!folder.index.root) {
-        json_config c;
-        char path[1200];
-        test_path(path, sizeof path, "%s/config.json", dir);
-        const char *name;
-        if (json_config_load(path, NULL, &c) == LCM_OK) {
-            if (json_config_string(&c, "_class_name", &name) == LCM_OK) snprintf(buf, size, "%s", name);
-            json_config_free(&c);
-        }
-    }
-    model_folder_close(&folder);
-    return buf;
-}
-
 // The LoRA named by the first golden note of a StableDiffusionPipeline folder.
 static bool folder_lora(const char *dir, char *lora, size_t size, float *scale) {
     char golden_dir[1100];
@@ -336,7 +315,7 @@ int main(void) {
         char dir[1024], golden_dir[1100], cls[128];
         test_path(dir, sizeof dir, "%s/%s", root, e->d_name);
         test_path(golden_dir, sizeof golden_dir, "%s/golden", dir);
-        folder_class(dir, cls, sizeof cls);
+        golden_folder_class(dir, cls, sizeof cls);
         if (!strcmp(cls, "LatentConsistencyModelPipeline")) {
             img2img += run_folder_cases(dir, golden_dir, "img2img_", NULL, 1, NULL);
             snprintf(lcm_dir, sizeof lcm_dir, "%s", dir);
