@@ -1,9 +1,10 @@
 // unet_bench: one UNet evaluation of a model folder, timed (wall and CPU seconds), for profiling.
 //
-//   unet_bench --model PIPELINE_DIR [--size 512] [--repeat 3]
+//   unet_bench [--release] --model PIPELINE_DIR [--size 512] [--repeat 3]
 //
 // Random latents and text embeddings; the guidance condition when the UNet takes one. With
 // OMP_NUM_THREADS=1 the CPU time is the compute time even on a busy machine.
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,13 +31,19 @@ static int fail(const char *what) {
 int main(int argc, char **argv) {
     const char *model = NULL;
     int size = 512, repeat = 3;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    bool release = false; // --release: each evaluation starts without kept buffers (fresh pages)
+    int first = 1;
+    if (argc > 1 && !strcmp(argv[1], "--release")) {
+        release = true;
+        first = 2;
+    }
+    for (int i = first; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) model = argv[i + 1];
         else if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
     }
     if (!model || size < 64 || size % 64 || repeat < 1 || repeat > 100) {
-        fprintf(stderr, "usage: unet_bench --model PIPELINE_DIR [--size N (multiple of 64)] [--repeat N]\n");
+        fprintf(stderr, "usage: unet_bench [--release] --model PIPELINE_DIR [--size N (multiple of 64)] [--repeat N]\n");
         return 2;
     }
     model_folder folder;
@@ -60,6 +67,7 @@ int main(int argc, char **argv) {
     double gflop = flop_total(&f) * 1e-9;
     for (int r = 0; r <= repeat; r++) {
         tensor *out = NULL;
+        if (release) tensor_release_cached();
         double w0 = clock_seconds(CLOCK_MONOTONIC), c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
         if (unet_forward(unet, latents, 999.0f, embeds, cond, NULL, &out) != LCM_OK) return fail("forward");
         double wall = clock_seconds(CLOCK_MONOTONIC) - w0, cpu = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
