@@ -148,33 +148,40 @@ static lcm_status load_tensor(const weight_set *ws, const char *prefix, const ch
     return weight_set_load_f32(ws, name, ndim, shape, out);
 }
 
-lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                       bool has_bias) {
+// `pack`: for the fast kernels (unless reference kernels are selected), else the plain weight.
+static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char *prefix, int in,
+                                     int out, bool has_bias, bool pack) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
+    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
     return LCM_OK;
+}
+
+lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                       bool has_bias) {
+    return linear_load_packed(l, ws, prefix, in, out, has_bias, true);
 }
 
 lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
                               bool has_bias) {
-    // With AVX-512 the weight is repacked for oneDNN, a copy anyway. Elsewhere a mapped weight stays
+    // With AVX-512 the weight is repacked for oneDNN, a copy anyway. Elsewhere the weight stays
     // plain for sgemm rather than becoming a packed copy for the direct kernel: the text encoder
-    // (its only user, run once per prompt) keeps its weights in pages the mapping can drop.
+    // (the only user, run once per prompt) keeps its weights in pages the mapping can drop, and
+    // a copied weight (a LoRA patch) computes the same bits as a mapped one.
     bool plain_weight = ops_reference_kernels() || !cpu_has_avx512();
     char name[512];
     if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
         return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
     const float *mapped = plain_weight ? weight_set_map_f32(ws, name, 2, (int64_t[]){out, in}) : NULL;
-    if (!mapped) return linear_load(l, ws, prefix, in, out, has_bias);
+    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight);
     *l = (linear){.in = in, .out = out};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
         linear_free(l);
-        return linear_load(l, ws, prefix, in, out, has_bias);
+        return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight);
     }
     l->weight = (float *)mapped; // never written: the layer only reads its weight
     l->weight_mapped = true;
