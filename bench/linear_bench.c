@@ -6,7 +6,8 @@
 //
 // For each shape and kernel (direct AVX2, gemm_f32 = sgemm on the plain weight, oneDNN matmul on
 // prepacked weights), the median time of one linear_forward on random weights and inputs and its
-// GFLOP/s. Kernels this CPU cannot run are skipped. Use OMP_NUM_THREADS=1 with --cpu-time on a
+// GFLOP/s, then the sum weighted by how often one UNet evaluation runs each shape. Kernels this
+// CPU cannot run are skipped. Use OMP_NUM_THREADS=1 with --cpu-time on a
 // shared machine.
 #include <math.h>
 #include <stdio.h>
@@ -21,25 +22,30 @@ typedef struct shape {
     const char *name;
     int64_t rows;
     int in, out;
+    int per_unet; // how many layers of this shape one UNet evaluation (SD 1.5, 512x512) runs
 } shape;
 
+// Per transformer at N tokens x C channels: proj_in, proj_out, self-attention q/k/v/out and
+// cross-attention q/out are N x C -> C (8), the GEGLU N x C -> 8C, ff out N x 4C -> C, and the
+// cross-attention k/v 77 x 768 -> C (2). 5 transformers at each of 64x64, 32x32 and 16x16, 1 at
+// 8x8. The time embedding (linear_1, linear_2, 22 time_emb_proj) is about 17 one-row 1280 x 1280.
 static const shape shapes[] = {
-    {"4096x320->320", 4096, 320, 320},       // q, k, v, out, proj_in/out at 64x64
-    {"4096x320->2560", 4096, 320, 2560},     // GEGLU
-    {"4096x1280->320", 4096, 1280, 320},     // ff out
-    {"1024x640->640", 1024, 640, 640},
-    {"1024x640->5120", 1024, 640, 5120},
-    {"1024x2560->640", 1024, 2560, 640},
-    {"256x1280->1280", 256, 1280, 1280},
-    {"256x1280->10240", 256, 1280, 10240},
-    {"256x5120->1280", 256, 5120, 1280},
-    {"64x1280->1280", 64, 1280, 1280},
-    {"64x1280->10240", 64, 1280, 10240},
-    {"64x5120->1280", 64, 5120, 1280},
-    {"77x768->320", 77, 768, 320},           // cross-attention K/V
-    {"77x768->640", 77, 768, 640},
-    {"77x768->1280", 77, 768, 1280},
-    {"1x1280->1280", 1, 1280, 1280},         // time embedding
+    {"4096x320->320", 4096, 320, 320, 40},
+    {"4096x320->2560", 4096, 320, 2560, 5},
+    {"4096x1280->320", 4096, 1280, 320, 5},
+    {"1024x640->640", 1024, 640, 640, 40},
+    {"1024x640->5120", 1024, 640, 5120, 5},
+    {"1024x2560->640", 1024, 2560, 640, 5},
+    {"256x1280->1280", 256, 1280, 1280, 40},
+    {"256x1280->10240", 256, 1280, 10240, 5},
+    {"256x5120->1280", 256, 5120, 1280, 5},
+    {"64x1280->1280", 64, 1280, 1280, 8},
+    {"64x1280->10240", 64, 1280, 10240, 1},
+    {"64x5120->1280", 64, 5120, 1280, 1},
+    {"77x768->320", 77, 768, 320, 10},
+    {"77x768->640", 77, 768, 640, 10},
+    {"77x768->1280", 77, 768, 1280, 12},
+    {"1x1280->1280", 1, 1280, 1280, 17},
 };
 
 static const struct {
@@ -90,6 +96,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     unsigned state = 12345;
+    // The median times weighted by per_unet: the linear layers of one UNet evaluation.
+    double unet_seconds[KERNELS] = {0}, unet_gflop = 0;
+    bool unet_complete = !only;
     printf("%-18s %12s %12s %12s   (median of %d; ms and GFLOP/s)\n", "layer", "direct", "sgemm",
            "oneDNN", repeat);
     if (use_cpu_time) printf("(CPU time)\n");
@@ -142,13 +151,22 @@ int main(int argc, char **argv) {
             qsort(times[k], (size_t)repeat, sizeof(double), compare_double);
             double median = times[k][repeat / 2];
             printf(" %6.2f %5.0f", median * 1e3, gflop / median);
+            unet_seconds[k] += sh->per_unet * median;
         }
+        unet_gflop += sh->per_unet * gflop;
         printf("\n");
         fflush(stdout);
         for (size_t k = 0; k < KERNELS; k++) linear_free(&layers[k]);
         tensor_free(x);
         free(weight);
         free(bias);
+    }
+    if (unet_complete) {
+        printf("%-18s", "UNet evaluation");
+        for (size_t k = 0; k < KERNELS; k++)
+            if (unet_seconds[k] > 0) printf(" %6.0f %5.0f", unet_seconds[k] * 1e3, unet_gflop / unet_seconds[k]);
+            else printf(" %12s", "-");
+        printf("   (%.0f GFLOP of linear layers)\n", unet_gflop);
     }
     tensor_release_cached();
     return 0;
