@@ -12,15 +12,19 @@
 #define TILE_ROWS 6
 #define TILE_COLUMNS 16
 // Inputs per slice of the sum: a tile's 6 input rows (6 x 512 floats = 12 KiB) stay in the L1
-// cache while the tile goes through the column blocks of its task, whose weights (4 x 32 KiB per
-// slice) stream from the L2 cache. Fewer, longer slices also reload the tile's sums less often.
+// cache while the tile goes through a group of column blocks, whose weights (4 x 32 KiB per slice)
+// stream from the L2 cache. Fewer, longer slices also reload the tile's sums less often.
 #define DEPTH_SLICE 512
-// A task: TASK_ROWS rows x TASK_BLOCKS column blocks. Its input rows (96 x 512 floats = 192 KiB
-// per slice) and weights stay in the L2 cache; 4096 rows x 320 columns still make hundreds of
-// tasks for 2 threads. Neither decides the order of any sum. (Measured with linear_bench against
-// 256-input slices, 8-block tasks and blocks outside tiles: 1-5% better on most UNet shapes.)
+#define GROUP_BLOCKS 4 // row_1x64 covers one group
+// A task: TASK_ROWS rows x up to MAX_TASK_BLOCKS column blocks, slice by slice, group by group.
+// Its input rows (96 x 512 floats = 192 KiB per slice) stay in the L2 cache while the groups go
+// through them, so wide layers read their input once per task. Tasks are made narrower (down to
+// one group) until there are at least MIN_TASKS, for 2 threads to share evenly. None of this
+// decides the order of any sum. (Measured with linear_bench and A/B builds: against 256-input
+// slices, 8-block tasks and blocks outside tiles, 1-5% better on most UNet shapes.)
 #define TASK_ROWS (16 * TILE_ROWS)
-#define TASK_BLOCKS 4 // row_1x64 covers one task's columns
+#define MAX_TASK_BLOCKS 32
+#define MIN_TASKS 16
 
 struct linear_direct {
     int in, out;
@@ -155,7 +159,7 @@ static void tile_slice(const linear_direct *d, const float *x, int64_t first, in
         memcpy(c + r * d->out, scratch + r * TILE_COLUMNS, sizeof(float) * (size_t)columns);
 }
 
-// The same sums for one row and TASK_BLOCKS = 4 column blocks (64 columns, all inside the layer)
+// The same sums for one row and GROUP_BLOCKS = 4 column blocks (64 columns, all inside the layer)
 // at once: a 6-row tile holding 1 or 2 rows (the time embedding, a batch of 2 one-row inputs)
 // would waste most of its multiply-adds, and one block alone has too few independent sums to hide
 // the latency of each. The same terms in the same order, so the same bits as the 6-row tile.
@@ -184,29 +188,35 @@ row_1x64(const linear_direct *d, const float *x_row, int64_t block, int64_t k0, 
 void linear_direct_run(const linear_direct *d, const float *x, int64_t rows, float *y) {
     if (rows <= 0 || d->out <= 0) return;
     int64_t chunks = (rows + TASK_ROWS - 1) / TASK_ROWS;
-    int64_t groups = (d->blocks + TASK_BLOCKS - 1) / TASK_BLOCKS;
-    int64_t tasks = chunks * groups;
-    // Tasks in (row chunk, column group) order: a thread's consecutive tasks share their rows.
+    int64_t task_blocks = d->blocks * chunks / MIN_TASKS / GROUP_BLOCKS * GROUP_BLOCKS;
+    if (task_blocks < GROUP_BLOCKS) task_blocks = GROUP_BLOCKS;
+    if (task_blocks > MAX_TASK_BLOCKS) task_blocks = MAX_TASK_BLOCKS;
+    int64_t column_tasks = (d->blocks + task_blocks - 1) / task_blocks;
+    int64_t tasks = chunks * column_tasks;
+    // Tasks in (row chunk, columns) order: a thread's consecutive tasks share their rows.
     #pragma omp parallel for schedule(static) if (!omp_in_parallel() && tasks > 1)
     for (int64_t task = 0; task < tasks; task++) {
-        int64_t chunk = task / groups, group = task % groups;
+        int64_t chunk = task / column_tasks, columns = task % column_tasks;
         int64_t first = chunk * TASK_ROWS;
         int64_t count = rows - first < TASK_ROWS ? rows - first : TASK_ROWS;
-        int64_t block0 = group * TASK_BLOCKS;
-        int64_t block1 = block0 + TASK_BLOCKS < d->blocks ? block0 + TASK_BLOCKS : d->blocks;
+        int64_t task_block0 = columns * task_blocks;
+        int64_t task_block1 = task_block0 + task_blocks < d->blocks ? task_block0 + task_blocks : d->blocks;
         // At least one slice, so that a layer with no inputs still writes its bias.
         for (int64_t k0 = 0; k0 == 0 || k0 < d->in; k0 += DEPTH_SLICE) {
             int64_t k1 = k0 + DEPTH_SLICE < d->in ? k0 + DEPTH_SLICE : d->in;
-            bool whole_group = block1 - block0 == TASK_BLOCKS && block1 * TILE_COLUMNS <= d->out;
-            for (int64_t t = 0; t < count; t += TILE_ROWS) {
-                int tile_rows = count - t < TILE_ROWS ? (int)(count - t) : TILE_ROWS;
-                if (tile_rows <= 2 && whole_group) {
-                    for (int64_t r = first + t; r < first + t + tile_rows; r++)
-                        row_1x64(d, x + r * d->in, block0, k0, k1, y + r * d->out);
-                    continue;
+            for (int64_t block0 = task_block0; block0 < task_block1; block0 += GROUP_BLOCKS) {
+                int64_t block1 = block0 + GROUP_BLOCKS < task_block1 ? block0 + GROUP_BLOCKS : task_block1;
+                bool whole_group = block1 - block0 == GROUP_BLOCKS && block1 * TILE_COLUMNS <= d->out;
+                for (int64_t t = 0; t < count; t += TILE_ROWS) {
+                    int tile_rows = count - t < TILE_ROWS ? (int)(count - t) : TILE_ROWS;
+                    if (tile_rows <= 2 && whole_group) {
+                        for (int64_t r = first + t; r < first + t + tile_rows; r++)
+                            row_1x64(d, x + r * d->in, block0, k0, k1, y + r * d->out);
+                        continue;
+                    }
+                    for (int64_t block = block0; block < block1; block++)
+                        tile_slice(d, x, first + t, tile_rows, block, k0, k1, y);
                 }
-                for (int64_t block = block0; block < block1; block++)
-                    tile_slice(d, x, first + t, tile_rows, block, k0, k1, y);
             }
         }
     }
