@@ -20,8 +20,9 @@
 // Its input rows (96 x 512 floats = 192 KiB per slice) stay in the L2 cache while the groups go
 // through them, so wide layers read their input once per task. Tasks are made narrower (down to
 // one group) until there are at least MIN_TASKS, for 2 threads to share evenly. None of this
-// decides the order of any sum. (Measured with linear_bench and A/B builds: against 256-input
-// slices, 8-block tasks and blocks outside tiles, 1-5% better on most UNet shapes.)
+// decides the order of any sum. (A/B builds on the UNet shapes, one thread: tiles going through
+// blocks beat blocks going through tiles by 1-5%; 256/384-input slices, 192-row tasks, input rows
+// packed into panels and software prefetch of the next group's weights made no clear difference.)
 #define TASK_ROWS (16 * TILE_ROWS)
 #define MAX_TASK_BLOCKS 32
 #define MIN_TASKS 16
