@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "ops/dnnl_layer.h"
+#include "ops/linear_direct.h"
 
 static tensor *linear_compute(const linear *l, const tensor *x);
 
@@ -55,6 +56,11 @@ static tensor *linear_compute(const linear *l, const tensor *x) {
                                        l->bias, y->data + i * rows_per_item * l->out);
         tensor_free(converted);
         if (st != LCM_OK) tensor_replace(&y, NULL);
+        return y;
+    }
+    if (l->direct) { // each value's sum is the same whatever the other rows: all rows at once
+        linear_direct_run(l->direct, plain->data, rows, y->data);
+        tensor_free(converted);
         return y;
     }
     // y = bias (broadcast over rows), then y += x W^T.

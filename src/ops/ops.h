@@ -34,6 +34,7 @@ typedef struct linear {
     float *weight;           // [out, in]; NULL once packed
     float *bias;             // [out] or NULL
     struct dnnl_layer *fast; // packed weights + cached primitives, or NULL (reference kernel)
+    struct linear_direct *direct; // weights packed for ops/linear_direct.h (AVX2), or NULL
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
     bool weight_mapped; // `weight` is borrowed from a weight set's mapping (linear_load_mapped)
 } linear;
@@ -85,9 +86,10 @@ lcm_precision ops_weight_precision(void);
 
 // Packs a layer built with plain weights for the fast kernels in `precision` and frees `weight`
 // (what *_load does on the fast path; tests use it to compare both paths on the same weights).
-// oneDNN's fast kernels need AVX-512 (bf16: AVX512-BF16 or its emulation on AVX-512): without it a
-// conv is packed for the NHWC im2col + sgemm kernel and a linear layer keeps its plain weight
-// (sgemm), both in fp32 whatever the precision asked for. `force_primitive` (tests) packs for
+// oneDNN's fast kernels need AVX-512 (bf16: AVX512-BF16 or its emulation on AVX-512): without it
+// conv and linear layers are packed for their direct AVX2 kernels (with AVX2 + FMA; else a conv
+// for the NHWC im2col + sgemm kernel, a linear layer keeps its plain weight for sgemm), in fp32
+// whatever the precision asked for. `force_primitive` (tests) packs for
 // oneDNN primitives on any CPU.
 lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive);
 lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive);
@@ -106,6 +108,17 @@ lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel ke
 // The kernel conv2d_pack (and so every model load) uses from now on; AUTO by default. For
 // benchmarks that load one model twice to compare kernels; not thread-safe.
 void ops_set_conv_kernel(conv_kernel kernel);
+
+// The same choice for linear layers: AUTO is oneDNN with AVX-512, else the direct kernel with
+// AVX2 + FMA, else sgemm on the plain weight. LCM_LINEAR_KERNEL=direct|sgemm|onednn overrides AUTO.
+typedef enum linear_kernel {
+    LINEAR_KERNEL_AUTO,
+    LINEAR_KERNEL_ONEDNN, // oneDNN matmul primitive on prepacked weights
+    LINEAR_KERNEL_DIRECT, // ops/linear_direct.h (fails without AVX2 + FMA)
+    LINEAR_KERNEL_SGEMM,  // gemm_f32 on the plain weight (nothing packed)
+} linear_kernel;
+lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel kernel);
+void ops_set_linear_kernel(linear_kernel kernel);
 
 // For a convolution that always runs on a 2x nearest-upsampled input (conv2d_fusion.upsample_input):
 // on the direct kernel, also packs weights that skip the repeated pixels (4/9 of the arithmetic,

@@ -8,6 +8,7 @@
 #include "ops/layer_quant.h"
 #include "ops/cpu.h"
 #include "ops/dnnl_layer.h"
+#include "ops/linear_direct.h"
 #include "ops/ops.h"
 
 // ---- kernel selection ------------------------------------------------------------------------
@@ -29,14 +30,44 @@ bool ops_reference_kernels(void) {
 void ops_set_weight_precision(lcm_precision precision) { weight_precision = precision; }
 lcm_precision ops_weight_precision(void) { return weight_precision; }
 
-lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
-    if (l->fast || !l->weight) return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
-    if (!force_primitive && !cpu_has_avx512()) return LCM_OK; // sgemm on the plain weight
-    LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
+lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel kernel) {
+    if (l->fast || l->direct || !l->weight)
+        return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
+    if (kernel == LINEAR_KERNEL_AUTO)
+        kernel = cpu_has_avx512()            ? LINEAR_KERNEL_ONEDNN
+                 : linear_direct_available() ? LINEAR_KERNEL_DIRECT
+                                             : LINEAR_KERNEL_SGEMM;
+    if (kernel == LINEAR_KERNEL_SGEMM) return LCM_OK; // sgemm on the plain weight
+    if (kernel == LINEAR_KERNEL_ONEDNN) {
+        LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
+    } else {
+        if (!linear_direct_available())
+            return lcm_fail(LCM_ERR_UNSUPPORTED, "linear_pack: the direct kernel needs AVX2 and FMA");
+        LCM_TRY(linear_direct_new(l->weight, l->bias, l->in, l->out, &l->direct));
+    }
     if (!l->weight_mapped) free(l->weight);
     l->weight = NULL;
     l->weight_mapped = false;
     return LCM_OK;
+}
+
+static linear_kernel default_linear_kernel = LINEAR_KERNEL_AUTO;
+
+void ops_set_linear_kernel(linear_kernel kernel) { default_linear_kernel = kernel; }
+
+// LCM_LINEAR_KERNEL=direct|sgemm|onednn overrides AUTO (to compare kernels on one machine).
+static linear_kernel auto_linear_kernel(void) {
+    if (default_linear_kernel != LINEAR_KERNEL_AUTO) return default_linear_kernel;
+    const char *v = getenv("LCM_LINEAR_KERNEL");
+    if (!v) return LINEAR_KERNEL_AUTO;
+    if (!strcmp(v, "direct")) return LINEAR_KERNEL_DIRECT;
+    if (!strcmp(v, "sgemm")) return LINEAR_KERNEL_SGEMM;
+    if (!strcmp(v, "onednn")) return LINEAR_KERNEL_ONEDNN;
+    return LINEAR_KERNEL_AUTO;
+}
+
+lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
+    return linear_pack_kernel(l, precision, force_primitive ? LINEAR_KERNEL_ONEDNN : auto_linear_kernel());
 }
 
 lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel) {
@@ -100,7 +131,9 @@ lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
     return conv2d_pack_with(c, precision, false);
 }
 
-bool linear_present(const linear *l) { return l->weight || l->fast || (l->quant && l->quant->int8); }
+bool linear_present(const linear *l) {
+    return l->weight || l->fast || l->direct || (l->quant && l->quant->int8);
+}
 bool conv2d_present(const conv2d *c) {
     return c->weight || c->fast || c->direct || c->weight_ohwi || (c->quant && c->quant->int8);
 }
@@ -115,31 +148,40 @@ static lcm_status load_tensor(const weight_set *ws, const char *prefix, const ch
     return weight_set_load_f32(ws, name, ndim, shape, out);
 }
 
-lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                       bool has_bias) {
+// `pack`: for the fast kernels (unless reference kernels are selected), else the plain weight.
+static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char *prefix, int in,
+                                     int out, bool has_bias, bool pack) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
+    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
     return LCM_OK;
+}
+
+lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                       bool has_bias) {
+    return linear_load_packed(l, ws, prefix, in, out, has_bias, true);
 }
 
 lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
                               bool has_bias) {
-    // The same choice as linear_pack: with AVX-512 the weight is repacked for oneDNN, a copy anyway.
+    // With AVX-512 the weight is repacked for oneDNN, a copy anyway. Elsewhere the weight stays
+    // plain for sgemm rather than becoming a packed copy for the direct kernel: the text encoder
+    // (the only user, run once per prompt) keeps its weights in pages the mapping can drop, and
+    // a copied weight (a LoRA patch) computes the same bits as a mapped one.
     bool plain_weight = ops_reference_kernels() || !cpu_has_avx512();
     char name[512];
     if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
         return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
     const float *mapped = plain_weight ? weight_set_map_f32(ws, name, 2, (int64_t[]){out, in}) : NULL;
-    if (!mapped) return linear_load(l, ws, prefix, in, out, has_bias);
+    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight);
     *l = (linear){.in = in, .out = out};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
         linear_free(l);
-        return linear_load(l, ws, prefix, in, out, has_bias);
+        return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight);
     }
     l->weight = (float *)mapped; // never written: the layer only reads its weight
     l->weight_mapped = true;
@@ -185,8 +227,10 @@ void linear_free(linear *l) {
     l->weight_mapped = false;
     free(l->bias);
     dnnl_layer_free(l->fast);
+    linear_direct_free(l->direct);
     l->weight = l->bias = NULL;
     l->fast = NULL;
+    l->direct = NULL;
     layer_quant_free(l->quant);
     l->quant = NULL;
 }

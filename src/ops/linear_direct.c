@@ -1,0 +1,224 @@
+// Linear layers with a 6-row x 16-column AVX2 register tile on weights packed at load; see
+// linear_direct.h.
+#include "ops/linear_direct.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Rows and columns of one register tile: 6 x 2 accumulators of 8 floats, 2 weight vectors and 1
+// broadcast input value fill 15 of the 16 ymm registers.
+#define TILE_ROWS 6
+#define TILE_COLUMNS 16
+// Inputs per slice of the sum: a tile's 6 input rows (6 x 512 floats = 12 KiB) stay in the L1
+// cache while the tile goes through a group of column blocks, whose weights (4 x 32 KiB per slice)
+// stream from the L2 cache. Fewer, longer slices also reload the tile's sums less often.
+#define DEPTH_SLICE 512
+#define GROUP_BLOCKS 4 // row_1x64 covers one group
+// A task: TASK_ROWS rows x up to MAX_TASK_BLOCKS column blocks, slice by slice, group by group.
+// Its input rows (96 x 512 floats = 192 KiB per slice) stay in the L2 cache while the groups go
+// through them, so wide layers read their input once per task. Tasks are made narrower (down to
+// one group) until there are at least MIN_TASKS, for 2 threads to share evenly. None of this
+// decides the order of any sum. (A/B builds on the UNet shapes, one thread: tiles going through
+// blocks beat blocks going through tiles by 1-5%; 256/384-input slices, 192-row tasks, input rows
+// packed into panels and software prefetch of the next group's weights made no clear difference.)
+#define TASK_ROWS (16 * TILE_ROWS)
+#define MAX_TASK_BLOCKS 32
+#define MIN_TASKS 16
+
+struct linear_direct {
+    int in, out;
+    int blocks;    // output column blocks of TILE_COLUMNS
+    float *weight; // [blocks][in][TILE_COLUMNS], zero past `out`
+    float *bias;   // [blocks * TILE_COLUMNS], zero past `out` (and all zero without a bias)
+};
+
+bool linear_direct_available(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+lcm_status linear_direct_new(const float *weight, const float *bias, int in, int out,
+                             linear_direct **result) {
+    *result = NULL;
+    linear_direct *d = calloc(1, sizeof *d);
+    if (!d) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing linear weights");
+    *d = (linear_direct){.in = in, .out = out, .blocks = (out + TILE_COLUMNS - 1) / TILE_COLUMNS};
+    int64_t padded = (int64_t)d->blocks * TILE_COLUMNS;
+    size_t weight_bytes = sizeof(float) * (size_t)(padded * in);
+    d->weight = aligned_alloc(64, weight_bytes ? (weight_bytes + 63) / 64 * 64 : 64);
+    d->bias = aligned_alloc(64, (sizeof(float) * (size_t)padded + 63) / 64 * 64);
+    if (!d->weight || !d->bias) {
+        linear_direct_free(d);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing linear weights");
+    }
+    float *dst = d->weight;
+    for (int64_t block = 0; block < d->blocks; block++)
+        for (int64_t i = 0; i < in; i++)
+            for (int64_t j = 0; j < TILE_COLUMNS; j++) {
+                int64_t o = block * TILE_COLUMNS + j;
+                *dst++ = o < out ? weight[o * in + i] : 0.0f;
+            }
+    for (int64_t o = 0; o < padded; o++) d->bias[o] = bias && o < out ? bias[o] : 0.0f;
+    *result = d;
+    return LCM_OK;
+}
+
+void linear_direct_free(linear_direct *d) {
+    if (!d) return;
+    free(d->weight);
+    free(d->bias);
+    free(d);
+}
+
+// c[r][0..15] = start[r][0..15] + sum over i in [k0, k1) of rows[r][i] * weight[i][0..15], the
+// terms added one by one in order of i, for the 6 rows r of the tile. `start` rows are
+// start_stride apart (0: one row for all, the bias), `c` rows ldc apart; start may be c.
+__attribute__((target("avx2,fma"))) static void
+tile_6x16(const float *const *rows, int64_t k0, int64_t k1, const float *weight,
+          const float *start, int64_t start_stride, float *c, int64_t ldc) {
+    __m256 c0l = _mm256_loadu_ps(start), c0h = _mm256_loadu_ps(start + 8);
+    start += start_stride;
+    __m256 c1l = _mm256_loadu_ps(start), c1h = _mm256_loadu_ps(start + 8);
+    start += start_stride;
+    __m256 c2l = _mm256_loadu_ps(start), c2h = _mm256_loadu_ps(start + 8);
+    start += start_stride;
+    __m256 c3l = _mm256_loadu_ps(start), c3h = _mm256_loadu_ps(start + 8);
+    start += start_stride;
+    __m256 c4l = _mm256_loadu_ps(start), c4h = _mm256_loadu_ps(start + 8);
+    start += start_stride;
+    __m256 c5l = _mm256_loadu_ps(start), c5h = _mm256_loadu_ps(start + 8);
+    const float *a0 = rows[0], *a1 = rows[1], *a2 = rows[2];
+    const float *a3 = rows[3], *a4 = rows[4], *a5 = rows[5];
+    const float *w = weight + k0 * TILE_COLUMNS;
+    #pragma GCC unroll 4
+    for (int64_t i = k0; i < k1; i++, w += TILE_COLUMNS) {
+        __m256 w_lo = _mm256_load_ps(w), w_hi = _mm256_load_ps(w + 8), x;
+        x = _mm256_broadcast_ss(a0 + i);
+        c0l = _mm256_fmadd_ps(x, w_lo, c0l);
+        c0h = _mm256_fmadd_ps(x, w_hi, c0h);
+        x = _mm256_broadcast_ss(a1 + i);
+        c1l = _mm256_fmadd_ps(x, w_lo, c1l);
+        c1h = _mm256_fmadd_ps(x, w_hi, c1h);
+        x = _mm256_broadcast_ss(a2 + i);
+        c2l = _mm256_fmadd_ps(x, w_lo, c2l);
+        c2h = _mm256_fmadd_ps(x, w_hi, c2h);
+        x = _mm256_broadcast_ss(a3 + i);
+        c3l = _mm256_fmadd_ps(x, w_lo, c3l);
+        c3h = _mm256_fmadd_ps(x, w_hi, c3h);
+        x = _mm256_broadcast_ss(a4 + i);
+        c4l = _mm256_fmadd_ps(x, w_lo, c4l);
+        c4h = _mm256_fmadd_ps(x, w_hi, c4h);
+        x = _mm256_broadcast_ss(a5 + i);
+        c5l = _mm256_fmadd_ps(x, w_lo, c5l);
+        c5h = _mm256_fmadd_ps(x, w_hi, c5h);
+    }
+    _mm256_storeu_ps(c, c0l);
+    _mm256_storeu_ps(c + 8, c0h);
+    c += ldc;
+    _mm256_storeu_ps(c, c1l);
+    _mm256_storeu_ps(c + 8, c1h);
+    c += ldc;
+    _mm256_storeu_ps(c, c2l);
+    _mm256_storeu_ps(c + 8, c2h);
+    c += ldc;
+    _mm256_storeu_ps(c, c3l);
+    _mm256_storeu_ps(c + 8, c3h);
+    c += ldc;
+    _mm256_storeu_ps(c, c4l);
+    _mm256_storeu_ps(c + 8, c4h);
+    c += ldc;
+    _mm256_storeu_ps(c, c5l);
+    _mm256_storeu_ps(c + 8, c5h);
+}
+
+// One slice [k0, k1) of the sums of a tile: rows first .. first + count - 1 of x, column block
+// `block`. The first slice starts from the bias, later ones from what y holds. A tile that is cut
+// by the last row or the last column goes through a 6 x 16 scratch copy; its missing rows repeat
+// row `first` and their results are dropped.
+static void tile_slice(const linear_direct *d, const float *x, int64_t first, int count,
+                       int64_t block, int64_t k0, int64_t k1, float *y) {
+    const float *rows[TILE_ROWS];
+    for (int r = 0; r < TILE_ROWS; r++) rows[r] = x + (first + (r < count ? r : 0)) * d->in;
+    const float *weight = d->weight + block * d->in * TILE_COLUMNS;
+    int64_t column0 = block * TILE_COLUMNS;
+    int columns = d->out - column0 < TILE_COLUMNS ? (int)(d->out - column0) : TILE_COLUMNS;
+    float *c = y + first * d->out + column0;
+    const float *bias = d->bias + column0;
+    if (count == TILE_ROWS && columns == TILE_COLUMNS) {
+        if (k0 == 0) tile_6x16(rows, k0, k1, weight, bias, 0, c, d->out);
+        else tile_6x16(rows, k0, k1, weight, c, d->out, c, d->out);
+        return;
+    }
+    float scratch[TILE_ROWS * TILE_COLUMNS];
+    for (int r = 0; r < TILE_ROWS; r++)
+        for (int j = 0; j < TILE_COLUMNS; j++)
+            scratch[r * TILE_COLUMNS + j] =
+                k0 > 0 && r < count && j < columns ? c[r * d->out + j] : bias[j];
+    tile_6x16(rows, k0, k1, weight, scratch, TILE_COLUMNS, scratch, TILE_COLUMNS);
+    for (int r = 0; r < count; r++)
+        memcpy(c + r * d->out, scratch + r * TILE_COLUMNS, sizeof(float) * (size_t)columns);
+}
+
+// The same sums for one row and GROUP_BLOCKS = 4 column blocks (64 columns, all inside the layer)
+// at once: a 6-row tile holding 1 or 2 rows (the time embedding, a batch of 2 one-row inputs)
+// would waste most of its multiply-adds, and one block alone has too few independent sums to hide
+// the latency of each. The same terms in the same order, so the same bits as the 6-row tile.
+__attribute__((target("avx2,fma"))) static void
+row_1x64(const linear_direct *d, const float *x_row, int64_t block, int64_t k0, int64_t k1,
+         float *y_row) {
+    int64_t column0 = block * TILE_COLUMNS, block_size = (int64_t)d->in * TILE_COLUMNS;
+    const float *start = k0 == 0 ? d->bias + column0 : y_row + column0;
+    __m256 s[8];
+    for (int j = 0; j < 8; j++) s[j] = _mm256_loadu_ps(start + 8 * j);
+    const float *w = d->weight + block * block_size + k0 * TILE_COLUMNS;
+    for (int64_t i = k0; i < k1; i++, w += TILE_COLUMNS) {
+        __m256 x = _mm256_broadcast_ss(x_row + i);
+        s[0] = _mm256_fmadd_ps(x, _mm256_load_ps(w), s[0]);
+        s[1] = _mm256_fmadd_ps(x, _mm256_load_ps(w + 8), s[1]);
+        s[2] = _mm256_fmadd_ps(x, _mm256_load_ps(w + block_size), s[2]);
+        s[3] = _mm256_fmadd_ps(x, _mm256_load_ps(w + block_size + 8), s[3]);
+        s[4] = _mm256_fmadd_ps(x, _mm256_load_ps(w + 2 * block_size), s[4]);
+        s[5] = _mm256_fmadd_ps(x, _mm256_load_ps(w + 2 * block_size + 8), s[5]);
+        s[6] = _mm256_fmadd_ps(x, _mm256_load_ps(w + 3 * block_size), s[6]);
+        s[7] = _mm256_fmadd_ps(x, _mm256_load_ps(w + 3 * block_size + 8), s[7]);
+    }
+    for (int j = 0; j < 8; j++) _mm256_storeu_ps(y_row + column0 + 8 * j, s[j]);
+}
+
+void linear_direct_run(const linear_direct *d, const float *x, int64_t rows, float *y) {
+    if (rows <= 0 || d->out <= 0) return;
+    int64_t chunks = (rows + TASK_ROWS - 1) / TASK_ROWS;
+    int64_t task_blocks = d->blocks * chunks / MIN_TASKS / GROUP_BLOCKS * GROUP_BLOCKS;
+    if (task_blocks < GROUP_BLOCKS) task_blocks = GROUP_BLOCKS;
+    if (task_blocks > MAX_TASK_BLOCKS) task_blocks = MAX_TASK_BLOCKS;
+    int64_t column_tasks = (d->blocks + task_blocks - 1) / task_blocks;
+    int64_t tasks = chunks * column_tasks;
+    // Tasks in (row chunk, columns) order: a thread's consecutive tasks share their rows.
+    #pragma omp parallel for schedule(static) if (!omp_in_parallel() && tasks > 1)
+    for (int64_t task = 0; task < tasks; task++) {
+        int64_t chunk = task / column_tasks, columns = task % column_tasks;
+        int64_t first = chunk * TASK_ROWS;
+        int64_t count = rows - first < TASK_ROWS ? rows - first : TASK_ROWS;
+        int64_t task_block0 = columns * task_blocks;
+        int64_t task_block1 = task_block0 + task_blocks < d->blocks ? task_block0 + task_blocks : d->blocks;
+        // At least one slice, so that a layer with no inputs still writes its bias.
+        for (int64_t k0 = 0; k0 == 0 || k0 < d->in; k0 += DEPTH_SLICE) {
+            int64_t k1 = k0 + DEPTH_SLICE < d->in ? k0 + DEPTH_SLICE : d->in;
+            for (int64_t block0 = task_block0; block0 < task_block1; block0 += GROUP_BLOCKS) {
+                int64_t block1 = block0 + GROUP_BLOCKS < task_block1 ? block0 + GROUP_BLOCKS : task_block1;
+                bool whole_group = block1 - block0 == GROUP_BLOCKS && block1 * TILE_COLUMNS <= d->out;
+                for (int64_t t = 0; t < count; t += TILE_ROWS) {
+                    int tile_rows = count - t < TILE_ROWS ? (int)(count - t) : TILE_ROWS;
+                    if (tile_rows <= 2 && whole_group) {
+                        for (int64_t r = first + t; r < first + t + tile_rows; r++)
+                            row_1x64(d, x + r * d->in, block0, k0, k1, y + r * d->out);
+                        continue;
+                    }
+                    for (int64_t block = block0; block < block1; block++)
+                        tile_slice(d, x, first + t, tile_rows, block, k0, k1, y);
+                }
+            }
+        }
+    }
+}
