@@ -3,7 +3,7 @@
 //
 //   conv_bench [--cpu-time] [--repeat 5] [--only NAME]
 //
-// For each shape and kernel (direct AVX2, im2col + sgemm, oneDNN), the median time of one layer
+// For each shape and kernel (direct AVX2 with and without Winograd, im2col + sgemm, oneDNN), the median time of one layer
 // forward on random weights and inputs and its GFLOP/s. Kernels this CPU cannot run are skipped.
 #include <math.h>
 #include <stdio.h>
@@ -38,10 +38,16 @@ static const shape shapes[] = {
     {"unet 320->320 s2 @64", 320, 320, 3, 2, 1, 64},
 };
 
+// "winograd" is the direct kernel with its Winograd F(2x2, 3x3) path where the layer qualifies
+// (the default); "direct" the same kernel without it.
 static const struct {
     const char *name;
     conv_kernel kernel;
-} kernels[] = {{"direct", CONV_KERNEL_DIRECT}, {"sgemm", CONV_KERNEL_SGEMM}, {"oneDNN", CONV_KERNEL_ONEDNN}};
+    bool winograd;
+} kernels[] = {{"winograd", CONV_KERNEL_DIRECT, true},
+               {"direct", CONV_KERNEL_DIRECT, false},
+               {"sgemm", CONV_KERNEL_SGEMM, false},
+               {"oneDNN", CONV_KERNEL_ONEDNN, false}};
 #define KERNELS (sizeof kernels / sizeof kernels[0])
 #define MAX_REPEAT 32
 
@@ -105,6 +111,7 @@ int main(int argc, char **argv) {
             layers[k].bias = malloc(sizeof(float) * (size_t)sh->out);
             memcpy(layers[k].weight, weight, sizeof(float) * (size_t)weights);
             memcpy(layers[k].bias, bias, sizeof(float) * (size_t)sh->out);
+            conv_direct_set_winograd(kernels[k].winograd);
             ok[k] = conv2d_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
         }
         tensor *x = tensor_new4(1, sh->in, sh->size, sh->size);

@@ -173,6 +173,8 @@ static void test_conv_linear(void) {
         check_conv(pr, 1, 4, 3, 5, 6, 3, 1, 1, false);     // too few channels for bf16 kernels
         check_conv(pr, 1, 64, 64, 12, 12, 3, 1, 1, true);  // brgconv-sized
         check_conv(pr, 2, 16, 3, 13, 11, 3, 1, 1, true);   // conv_out to RGB (direct: dot products)
+        check_conv(pr, 2, 16, 32, 13, 11, 3, 1, 1, true);  // Winograd, odd sizes: partial 2x2 tiles
+        check_conv(pr, 1, 8, 16, 1, 3, 3, 1, 1, false);   // Winograd, one row
         check_conv(pr, 1, 24, 2, 9, 10, 3, 2, 1, false);   // a few channels, strided
         check_conv(pr, 1, 8, 1, 5, 7, 1, 1, 0, true);      // one channel, 1x1
         check_linear(pr, 2, 37, 24, 40, true);
@@ -405,13 +407,17 @@ static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
     conv2d c = {.in = in, .out = out, .kernel = 3, .stride = 1, .padding = 1};
     c.weight = random_floats((int64_t)out * in * 9, -1.0f / sqrtf(9.0f * in), 1.0f / sqrtf(9.0f * in));
     c.bias = random_floats(out, -1, 1);
+    conv2d reference = c; // im2col + sgemm on the same weights
+    reference.weight = copy_floats(c.weight, (int64_t)out * in * 9);
+    reference.bias = copy_floats(c.bias, out);
+    CHECK_OK(conv2d_pack_kernel(&reference, LCM_PRECISION_FP32, CONV_KERNEL_SGEMM));
     CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, CONV_KERNEL_DIRECT));
     tensor *x = random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *nine_taps = conv2d_forward_fused(&c, x, &(conv2d_fusion){.upsample_input = true});
     CHECK_OK(conv2d_prepare_upsampled(&c));
     tensor *residual = random_tensor(4, (int64_t[]){2, out, 2 * h, 2 * w}, -1, 1);
     tensor *want = upsample_nearest2x(x);
-    tensor_replace(&want, conv2d_forward(&c, want));
+    tensor_replace(&want, conv2d_forward(&reference, want));
     add_inplace(want, residual);
     relu_inplace(want);
     tensor *got = conv2d_forward_fused(
@@ -429,11 +435,12 @@ static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
     tensor_free(residual);
     tensor_free(x);
     conv2d_free(&c);
+    conv2d_free(&reference);
 }
 
 static void test_conv_fusion(void) {
     // 13x11 doubled is 572 pixels per image: the last pixel chunk is partial.
-    static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}, {16, 3, 3, 1}};
+    static const int shapes[][4] = {{5, 7, 3, 1}, {4, 6, 1, 0}, {16, 8, 3, 1}, {16, 3, 3, 1}, {16, 16, 3, 1}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *s = shapes[i];
         check_conv_fusion(CONV_KERNEL_SGEMM, true, s[0], s[1], s[2], s[3], 13, 11);
@@ -446,6 +453,7 @@ static void test_conv_fusion(void) {
         check_upsampled_phases(5, 7, 13, 11);
         check_upsampled_phases(16, 20, 4, 9);
         check_upsampled_phases(3, 16, 1, 1);
+        check_upsampled_phases(16, 32, 5, 7); // Winograd on the doubled image
     }
 }
 

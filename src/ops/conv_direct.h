@@ -36,6 +36,13 @@ void conv_direct_free(conv_direct *d);
 // with stride 1 and padding 1 (does nothing otherwise); costs 16/9 of the layer's weight memory.
 lcm_status conv_direct_prepare_upsampled(conv_direct *d);
 
+// Layers of 3x3, stride 1, padding 1, at most 512 input and output channels, a multiple of 8
+// inputs and of 16 outputs are packed for Winograd F(2x2, 3x3) instead (16/9 of the layer's weight
+// memory): 16 instead of 36 products per 2x2 outputs, upsampling or not (prepare_upsampled then
+// does nothing). conv_direct_set_winograd(false), or LCM_WINOGRAD=0 in the environment, keeps
+// layers packed afterwards on the direct kernel, to compare the two. Not thread-safe.
+void conv_direct_set_winograd(bool on);
+
 // What conv_direct_run does with each finished value: + residual, then ReLU.
 typedef struct conv_direct_epilogue {
     const float *residual; // NHWC [n, oh, ow, out], or NULL
