@@ -92,8 +92,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     unsigned state = 12345;
-    printf("%-24s %12s %12s %12s   (median of %d; ms and GFLOP/s)\n", "layer", "direct", "sgemm",
-           "oneDNN", repeat);
+    printf("%-24s", "layer");
+    for (size_t k = 0; k < KERNELS; k++) printf(" %12s", kernels[k].name);
+    printf("   (median of %d; ms and GFLOP/s of the nominal 3x3 arithmetic)\n", repeat);
     if (use_cpu_time) printf("(CPU time)\n");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const shape *sh = &shapes[s];

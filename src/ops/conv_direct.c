@@ -138,13 +138,18 @@ lcm_status conv_direct_prepare_upsampled(conv_direct *d) {
 // rows[p * taps + k / in][k % in] * weight[k][0..15], for the 6 pixels p of the tile.
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile_6x16(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight,
-          float *tile) {
-    __m256 c0l = _mm256_load_ps(tile + 0), c0h = _mm256_load_ps(tile + 8);
-    __m256 c1l = _mm256_load_ps(tile + 16), c1h = _mm256_load_ps(tile + 24);
-    __m256 c2l = _mm256_load_ps(tile + 32), c2h = _mm256_load_ps(tile + 40);
-    __m256 c3l = _mm256_load_ps(tile + 48), c3h = _mm256_load_ps(tile + 56);
-    __m256 c4l = _mm256_load_ps(tile + 64), c4h = _mm256_load_ps(tile + 72);
-    __m256 c5l = _mm256_load_ps(tile + 80), c5h = _mm256_load_ps(tile + 88);
+          float *tile, int64_t row_stride, bool from_zero) {
+    __m256 c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h, c4l, c4h, c5l, c5h;
+    if (from_zero) { // the sums start at 0 instead of at what `tile` holds
+        c0l = c0h = c1l = c1h = c2l = c2h = c3l = c3h = c4l = c4h = c5l = c5h = _mm256_setzero_ps();
+    } else {
+        c0l = _mm256_load_ps(tile + 0 * row_stride), c0h = _mm256_load_ps(tile + 0 * row_stride + 8);
+        c1l = _mm256_load_ps(tile + 1 * row_stride), c1h = _mm256_load_ps(tile + 1 * row_stride + 8);
+        c2l = _mm256_load_ps(tile + 2 * row_stride), c2h = _mm256_load_ps(tile + 2 * row_stride + 8);
+        c3l = _mm256_load_ps(tile + 3 * row_stride), c3h = _mm256_load_ps(tile + 3 * row_stride + 8);
+        c4l = _mm256_load_ps(tile + 4 * row_stride), c4h = _mm256_load_ps(tile + 4 * row_stride + 8);
+        c5l = _mm256_load_ps(tile + 5 * row_stride), c5h = _mm256_load_ps(tile + 5 * row_stride + 8);
+    }
     for (int64_t t = k0 / in; t * in < k1; t++) {
         int64_t first = k0 > t * in ? k0 - t * in : 0, end = k1 - t * in < in ? k1 - t * in : in;
         const float *a0 = rows[t], *a1 = rows[taps + t], *a2 = rows[2 * taps + t];
@@ -173,18 +178,18 @@ tile_6x16(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, co
             c5h = _mm256_fmadd_ps(x, w_hi, c5h);
         }
     }
-    _mm256_store_ps(tile + 0, c0l);
-    _mm256_store_ps(tile + 8, c0h);
-    _mm256_store_ps(tile + 16, c1l);
-    _mm256_store_ps(tile + 24, c1h);
-    _mm256_store_ps(tile + 32, c2l);
-    _mm256_store_ps(tile + 40, c2h);
-    _mm256_store_ps(tile + 48, c3l);
-    _mm256_store_ps(tile + 56, c3h);
-    _mm256_store_ps(tile + 64, c4l);
-    _mm256_store_ps(tile + 72, c4h);
-    _mm256_store_ps(tile + 80, c5l);
-    _mm256_store_ps(tile + 88, c5h);
+    _mm256_store_ps(tile + 0 * row_stride, c0l);
+    _mm256_store_ps(tile + 0 * row_stride + 8, c0h);
+    _mm256_store_ps(tile + 1 * row_stride, c1l);
+    _mm256_store_ps(tile + 1 * row_stride + 8, c1h);
+    _mm256_store_ps(tile + 2 * row_stride, c2l);
+    _mm256_store_ps(tile + 2 * row_stride + 8, c2h);
+    _mm256_store_ps(tile + 3 * row_stride, c3l);
+    _mm256_store_ps(tile + 3 * row_stride + 8, c3h);
+    _mm256_store_ps(tile + 4 * row_stride, c4l);
+    _mm256_store_ps(tile + 4 * row_stride + 8, c4h);
+    _mm256_store_ps(tile + 5 * row_stride, c5l);
+    _mm256_store_ps(tile + 5 * row_stride + 8, c5h);
 }
 
 // The dot-product path: sums[p][c] += sum over the `runs` runs t and i < length of
@@ -419,7 +424,7 @@ static lcm_status prepare_winograd(conv_direct *d) {
 // The input is x [h, w] seen nearest-upsampled by 2^up.
 __attribute__((target("avx2,fma"))) static void
 winograd_input(const conv_direct *d, const float *x, int64_t h, int64_t w, int up, int64_t tiles_w,
-               int64_t first_tile, int count, float *v) {
+               int64_t first_tile, int count, const float *zeros, float *v) {
     const int64_t in = d->in, stride = (int64_t)WINOGRAD_TASK_TILES * in;
     for (int t = 0; t < WINOGRAD_TASK_TILES; t++) {
         if (t >= count) {
@@ -428,20 +433,20 @@ winograd_input(const conv_direct *d, const float *x, int64_t h, int64_t w, int u
             continue;
         }
         int64_t ty = (first_tile + t) / tiles_w, tx = (first_tile + t) % tiles_w;
-        const float *at[4][4]; // input pixel (2ty - 1 + r, 2tx - 1 + c), NULL in the padding
+        const float *at[4][4]; // input pixel (2ty - 1 + r, 2tx - 1 + c), `zeros` in the padding
         for (int r = 0; r < 4; r++)
             for (int c = 0; c < 4; c++) {
                 int64_t iy = 2 * ty - 1 + r, ix = 2 * tx - 1 + c;
                 bool inside = iy >= 0 && iy < h << up && ix >= 0 && ix < w << up;
-                at[r][c] = inside ? x + ((iy >> up) * w + (ix >> up)) * in : NULL;
+                at[r][c] = inside ? x + ((iy >> up) * w + (ix >> up)) * in : zeros;
             }
         for (int64_t ch = 0; ch < in; ch += 8) {
             __m256 b[4][4];
             for (int c = 0; c < 4; c++) { // B^T d, column by column
-                __m256 d0 = at[0][c] ? _mm256_loadu_ps(at[0][c] + ch) : _mm256_setzero_ps();
-                __m256 d1 = at[1][c] ? _mm256_loadu_ps(at[1][c] + ch) : _mm256_setzero_ps();
-                __m256 d2 = at[2][c] ? _mm256_loadu_ps(at[2][c] + ch) : _mm256_setzero_ps();
-                __m256 d3 = at[3][c] ? _mm256_loadu_ps(at[3][c] + ch) : _mm256_setzero_ps();
+                __m256 d0 = _mm256_loadu_ps(at[0][c] + ch);
+                __m256 d1 = _mm256_loadu_ps(at[1][c] + ch);
+                __m256 d2 = _mm256_loadu_ps(at[2][c] + ch);
+                __m256 d3 = _mm256_loadu_ps(at[3][c] + ch);
                 b[0][c] = _mm256_sub_ps(d0, d2);
                 b[1][c] = _mm256_add_ps(d1, d2);
                 b[2][c] = _mm256_sub_ps(d2, d1);
@@ -487,10 +492,12 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
     #pragma omp parallel
     {
         // One task's transformed inputs [16][tt][in] and a group of channel blocks' products
-        // [WINOGRAD_GROUP_BLOCKS][16][tt][16].
+        // [WINOGRAD_GROUP_BLOCKS][tt][16][16] (a tile's 16 positions side by side for the output
+        // transform).
         float *v = aligned_alloc(64, sizeof(float) * (size_t)(16 * tt * in));
         float *m = aligned_alloc(64, sizeof(float) * (size_t)(WINOGRAD_GROUP_BLOCKS * group_stride));
-        bool ready = v && m;
+        float *zeros = calloc((size_t)in, sizeof(float)); // the padding's input vector
+        bool ready = v && m && zeros;
         if (!ready) {
             #pragma omp atomic write
             failed = 1;
@@ -500,10 +507,9 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
             if (!ready) continue;
             int64_t b = task / chunks, first = task % chunks * tt;
             int count = tiles - first < tt ? (int)(tiles - first) : (int)tt;
-            winograd_input(d, x + b * h * w * in, h, w, up, tiles_w, first, count, v);
+            winograd_input(d, x + b * h * w * in, h, w, up, tiles_w, first, count, zeros, v);
             for (int64_t group = 0; group < d->blocks; group += WINOGRAD_GROUP_BLOCKS) {
                 int blocks = d->blocks - group < WINOGRAD_GROUP_BLOCKS ? (int)(d->blocks - group) : WINOGRAD_GROUP_BLOCKS;
-                memset(m, 0, sizeof(float) * (size_t)(blocks * group_stride));
                 // A register tile's 6 input rows serve the group's blocks while they are in L1.
                 for (int position = 0; position < 16; position++)
                     for (int t0 = 0; t0 < count; t0 += TILE_PIXELS) {
@@ -512,7 +518,8 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
                         for (int k = 0; k < blocks; k++) {
                             const float *weight = d->winograd_weight + ((group + k) * 16 + position) * in * TILE_CHANNELS;
                             tile_6x16(rows, 1, (int)in, 0, in, weight,
-                                      m + k * group_stride + (position * tt + t0) * TILE_CHANNELS);
+                                      m + k * group_stride + (t0 * 16 + position) * TILE_CHANNELS,
+                                      16 * TILE_CHANNELS, true);
                         }
                     }
                 for (int k = 0; k < blocks; k++)
@@ -521,7 +528,7 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
                         for (int half = 0; half < TILE_CHANNELS; half += 8) {
                             int64_t channel = (group + k) * TILE_CHANNELS + half;
                             __m256 o[4];
-                            winograd_output(m + k * group_stride + t * TILE_CHANNELS + half, tt * TILE_CHANNELS,
+                            winograd_output(m + k * group_stride + t * 16 * TILE_CHANNELS + half, TILE_CHANNELS,
                                             _mm256_loadu_ps(d->bias + channel), o);
                             for (int q = 0; q < 4; q++) {
                                 int64_t oy = 2 * ty + q / 2, ox = 2 * tx + q % 2;
@@ -538,6 +545,7 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
         }
         free(v);
         free(m);
+        free(zeros);
     }
     if (failed) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory for its Winograd buffers");
     return LCM_OK;
@@ -619,7 +627,7 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
                 for (int t = 0; t < tiles; t++)
                     tile_6x16(rows + t * TILE_PIXELS * taps, runs[t] ? d->kernel : taps,
                               runs[t] ? d->kernel * d->in : d->in, k0, k1, weight,
-                              sums + t * TILE_PIXELS * TILE_CHANNELS);
+                              sums + t * TILE_PIXELS * TILE_CHANNELS, TILE_CHANNELS, false);
             }
             store_tiles(d, sums, count, block * TILE_CHANNELS, epilogue, out_pixels,
                         b * s.oh * s.ow, y);
