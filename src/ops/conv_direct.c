@@ -23,13 +23,13 @@
 #define DOT_CHANNELS 3
 _Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the dot path in whole groups");
 
-// Winograd F(2x2, 3x3) for 3x3 stride-1 padding-1 layers of at most WINOGRAD_MAX_CHANNELS input
-// and output channels: a 2x2 block of outputs from a 4x4 block of inputs in 16 products per
-// channel pair instead of 36, measured 1.3-2x faster per layer. Its weights take 16/9 of the
-// layer's, so it stops at 512 channels: every layer of the VAE and TAESD and the UNet's
-// 320-channel ones, but not the UNet's 640 and 1280 (+1.3 GB there, over the fp32 memory target).
+// Winograd for 3x3 stride-1 padding-1 layers of at most WINOGRAD_MAX_CHANNELS input and output
+// channels (see the Winograd section below): measured 1.5-2.5x faster per layer. Its weights take
+// 16/9 of the layer's (4x for the small layers on F(4x4, 3x3)), so it stops at 512 channels: every
+// layer of the VAE and TAESD and the UNet's 320-channel ones, but not the UNet's 640 and 1280
+// (+1.3 GB there, over the fp32 memory target).
 #define WINOGRAD_MAX_CHANNELS 512
-// 2x2 output tiles per task: a multiple of the register tile's 6 rows.
+// F(2x2, 3x3) tiles per task: a multiple of the register tile's 6 rows (F(4x4, 3x3) takes 12).
 #define WINOGRAD_TASK_TILES 48
 // Output channel blocks computed together, so that the input rows of a register tile are read from
 // L1 once for all of them.
@@ -44,10 +44,11 @@ struct conv_direct {
     float *bias;   // [blocks * TILE_CHANNELS], zero past `out` (and all zero without a bias)
     // conv_direct_prepare_upsampled: [4 phases][blocks][2 x 2 taps][in][TILE_CHANNELS], or NULL.
     float *phase_weight;
-    // Winograd weights G g G^T: [blocks][16 positions][in][TILE_CHANNELS], or NULL. A layer with
+    // Winograd weights G g G^T: [blocks][positions][in][TILE_CHANNELS], or NULL. A layer with
     // them has no `weight`: they serve every call, upsampling ones too (where they do the same 16
     // products per 2x2 outputs as phase weights would).
     float *winograd_weight;
+    int winograd_tile; // 2 or 4 outputs per side of a Winograd tile
 };
 
 static lcm_status prepare_winograd(conv_direct *d);
@@ -352,15 +353,22 @@ store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0
     }
 }
 
-// ---- Winograd F(2x2, 3x3) ---------------------------------------------------------------------
+// ---- Winograd F(2x2, 3x3) and F(4x4, 3x3) -------------------------------------------------------
 //
-// Per input/output channel pair, with d a 4x4 input block and g the 3x3 kernel, the 2x2 outputs
-// are A^T [(G g G^T) . (B^T d B)] A (Lavin and Gray, 2015), the 16 element-wise products summed
-// over the input channels first: 16 matrix products [tiles x in] x [in x out], one per position.
-//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
-//   A^T = [1 1 1 0; 0 1 -1 -1].
-// The factors are exact in binary; the sums are reordered, so values differ from the direct path
-// by float rounding only (test_fast_kernels compares them).
+// Per input/output channel pair, with d an a x a input block (a = m + 2) and g the 3x3 kernel, the
+// m x m outputs are A^T [(G g G^T) . (B^T d B)] A (Lavin and Gray, 2015), the a^2 element-wise
+// products summed over the input channels first: a^2 matrix products [tiles x in] x [in x out].
+//   F(2x2, 3x3): 16 products per 4 outputs (36 directly); G g G^T takes 16/9 of the weight memory.
+//     B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//     A^T = [1 1 1 0; 0 1 -1 -1]. Exact factors: values differ from the direct path by rounding.
+//   F(4x4, 3x3): 36 products per 16 outputs (144 directly), 4x the weight memory, so only for
+//     layers of at most WINOGRAD4_MAX_CHANNELS (TAESD's, the VAE's full-resolution ones); its
+//     factors (up to 8 and 1/24) cost about one more decimal digit of rounding (test_fast_kernels).
+//     B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//            0 4 0 -5 0 1],
+//     G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
+//     A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+#define WINOGRAD4_MAX_CHANNELS 128
 
 // LCM_WINOGRAD=0 (read once) or conv_direct_set_winograd(false) keep layers packed afterwards on
 // the direct kernel, to compare the two.
@@ -376,21 +384,22 @@ static bool winograd_wanted(void) {
     return winograd_setting;
 }
 
-// G g G^T of one 3x3 kernel, in double and then rounded.
-static void winograd_kernel(const double g[3][3], float u[16]) {
-    double t[4][3]; // G g
-    for (int j = 0; j < 3; j++) {
-        t[0][j] = g[0][j];
-        t[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);
-        t[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);
-        t[3][j] = g[2][j];
-    }
-    for (int i = 0; i < 4; i++) { // (G g) G^T
-        u[i * 4 + 0] = (float)t[i][0];
-        u[i * 4 + 1] = (float)(0.5 * (t[i][0] + t[i][1] + t[i][2]));
-        u[i * 4 + 2] = (float)(0.5 * (t[i][0] - t[i][1] + t[i][2]));
-        u[i * 4 + 3] = (float)t[i][2];
-    }
+static const double winograd_g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double winograd_g4[6][3] = {{1.0 / 4, 0, 0},
+                                         {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                         {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                         {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                         {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                         {0, 0, 1}};
+
+// u [a][a] = G g G^T of one 3x3 kernel (G: a x 3), in double and then rounded.
+static void winograd_kernel(const double *G, int a, const double g[3][3], float *u) {
+    double t[6][3]; // G g
+    for (int i = 0; i < a; i++)
+        for (int j = 0; j < 3; j++) t[i][j] = G[i * 3] * g[0][j] + G[i * 3 + 1] * g[1][j] + G[i * 3 + 2] * g[2][j];
+    for (int i = 0; i < a; i++)
+        for (int j = 0; j < a; j++)
+            u[i * a + j] = (float)(t[i][0] * G[j * 3] + t[i][1] * G[j * 3 + 1] + t[i][2] * G[j * 3 + 2]);
 }
 
 static lcm_status prepare_winograd(conv_direct *d) {
@@ -398,8 +407,11 @@ static lcm_status prepare_winograd(conv_direct *d) {
         d->in > WINOGRAD_MAX_CHANNELS || d->out > WINOGRAD_MAX_CHANNELS || d->out % TILE_CHANNELS ||
         !winograd_wanted())
         return LCM_OK;
+    int tile = d->in <= WINOGRAD4_MAX_CHANNELS && d->out <= WINOGRAD4_MAX_CHANNELS ? 4 : 2;
+    int a = tile + 2, positions = a * a;
+    const double *G = tile == 4 ? &winograd_g4[0][0] : &winograd_g2[0][0];
     int64_t per_position = (int64_t)d->in * TILE_CHANNELS;
-    size_t bytes = sizeof(float) * (size_t)(d->blocks * 16 * per_position);
+    size_t bytes = sizeof(float) * (size_t)(d->blocks * positions * per_position);
     float *u = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!u) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing Winograd weights");
     for (int64_t block = 0; block < d->blocks; block++)
@@ -408,75 +420,118 @@ static lcm_status prepare_winograd(conv_direct *d) {
                 double g[3][3];
                 for (int tap = 0; tap < 9; tap++)
                     g[tap / 3][tap % 3] = d->weight[((block * 9 + tap) * d->in + i) * TILE_CHANNELS + j];
-                float transformed[16];
-                winograd_kernel(g, transformed);
-                for (int position = 0; position < 16; position++)
-                    u[((block * 16 + position) * d->in + i) * TILE_CHANNELS + j] = transformed[position];
+                float transformed[36];
+                winograd_kernel(G, a, g, transformed);
+                for (int position = 0; position < positions; position++)
+                    u[((block * positions + position) * d->in + i) * TILE_CHANNELS + j] = transformed[position];
             }
     d->winograd_weight = u;
+    d->winograd_tile = tile;
     free(d->weight);
     d->weight = NULL;
     return LCM_OK;
 }
 
-// B^T d B of the 4x4 input blocks of `count` tiles (2x2 output tiles first_tile.. in row-major
-// order over tiles_w columns), into v [16 positions][WINOGRAD_TASK_TILES][in]; missing tiles are 0.
-// The input is x [h, w] seen nearest-upsampled by 2^up.
+// B^T d (one axis of the input transform) on 8 channels.
+__attribute__((target("avx2,fma"), always_inline)) static inline void input_axis2(const __m256 d[4], __m256 r[4]) {
+    r[0] = _mm256_sub_ps(d[0], d[2]);
+    r[1] = _mm256_add_ps(d[1], d[2]);
+    r[2] = _mm256_sub_ps(d[2], d[1]);
+    r[3] = _mm256_sub_ps(d[1], d[3]);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void input_axis4(const __m256 d[6], __m256 r[6]) {
+    const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
+    __m256 d12 = _mm256_add_ps(d[1], d[2]), d34 = _mm256_add_ps(d[3], d[4]);
+    __m256 d1m2 = _mm256_sub_ps(d[1], d[2]), d4m3 = _mm256_sub_ps(d[4], d[3]);
+    __m256 d4m2 = _mm256_sub_ps(d[4], d[2]), d3m1 = _mm256_sub_ps(d[3], d[1]);
+    r[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
+    r[1] = _mm256_fnmadd_ps(four, d12, d34);
+    r[2] = _mm256_fmadd_ps(four, d1m2, d4m3);
+    r[3] = _mm256_fmadd_ps(two, d3m1, d4m2);
+    r[4] = _mm256_fnmadd_ps(two, d3m1, d4m2);
+    r[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
+}
+
+// A^T m (one axis of the output transform) on 8 channels.
+__attribute__((target("avx2,fma"), always_inline)) static inline void output_axis2(const __m256 m[4], __m256 y[2]) {
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], m[1]), m[2]);
+    y[1] = _mm256_sub_ps(_mm256_sub_ps(m[1], m[2]), m[3]);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void output_axis4(const __m256 m[6], __m256 y[4]) {
+    const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), eight = _mm256_set1_ps(8.0f);
+    __m256 m12 = _mm256_add_ps(m[1], m[2]), m1m2 = _mm256_sub_ps(m[1], m[2]);
+    __m256 m34 = _mm256_add_ps(m[3], m[4]), m3m4 = _mm256_sub_ps(m[3], m[4]);
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], m12), m34);
+    y[1] = _mm256_fmadd_ps(two, m3m4, m1m2);
+    y[2] = _mm256_fmadd_ps(four, m34, m12);
+    y[3] = _mm256_add_ps(_mm256_fmadd_ps(eight, m3m4, m1m2), m[5]);
+}
+
+// The shape of one Winograd run.
+typedef struct winograd_shape {
+    int tile, a, positions; // m x m outputs from a x a inputs (a = m + 2), a^2 products
+    int64_t h, w, oh, ow;   // stored input size, output size (doubled when upsampling)
+    int up;                 // 1 when upsampling: seen coordinate >> up = stored coordinate
+    int64_t tiles_w, tiles, task_tiles;
+} winograd_shape;
+
+// B^T d B of the a x a input blocks of `count` tiles (tiles first_tile.. in row-major order), into
+// v [positions][task_tiles][in]; missing tiles are 0.
 __attribute__((target("avx2,fma"))) static void
-winograd_input(const conv_direct *d, const float *x, int64_t h, int64_t w, int up, int64_t tiles_w,
-               int64_t first_tile, int count, const float *zeros, float *v) {
-    const int64_t in = d->in, stride = (int64_t)WINOGRAD_TASK_TILES * in;
-    for (int t = 0; t < WINOGRAD_TASK_TILES; t++) {
+winograd_input(const conv_direct *d, const winograd_shape *ws, const float *x, int64_t first_tile,
+               int count, const float *zeros, float *v) {
+    const int a = ws->a, m = ws->tile;
+    const int64_t in = d->in, stride = ws->task_tiles * in;
+    for (int t = 0; t < ws->task_tiles; t++) {
         if (t >= count) {
-            for (int position = 0; position < 16; position++)
+            for (int position = 0; position < ws->positions; position++)
                 memset(v + position * stride + t * in, 0, sizeof(float) * (size_t)in);
             continue;
         }
-        int64_t ty = (first_tile + t) / tiles_w, tx = (first_tile + t) % tiles_w;
-        const float *at[4][4]; // input pixel (2ty - 1 + r, 2tx - 1 + c), `zeros` in the padding
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) {
-                int64_t iy = 2 * ty - 1 + r, ix = 2 * tx - 1 + c;
-                bool inside = iy >= 0 && iy < h << up && ix >= 0 && ix < w << up;
-                at[r][c] = inside ? x + ((iy >> up) * w + (ix >> up)) * in : zeros;
+        int64_t ty = (first_tile + t) / ws->tiles_w, tx = (first_tile + t) % ws->tiles_w;
+        const float *at[6][6]; // input pixel (m ty - 1 + r, m tx - 1 + c), `zeros` in the padding
+        for (int r = 0; r < a; r++)
+            for (int c = 0; c < a; c++) {
+                int64_t iy = m * ty - 1 + r, ix = m * tx - 1 + c;
+                bool inside = iy >= 0 && iy < ws->oh && ix >= 0 && ix < ws->ow;
+                at[r][c] = inside ? x + ((iy >> ws->up) * ws->w + (ix >> ws->up)) * in : zeros;
             }
         for (int64_t ch = 0; ch < in; ch += 8) {
-            __m256 b[4][4];
-            for (int c = 0; c < 4; c++) { // B^T d, column by column
-                __m256 d0 = _mm256_loadu_ps(at[0][c] + ch);
-                __m256 d1 = _mm256_loadu_ps(at[1][c] + ch);
-                __m256 d2 = _mm256_loadu_ps(at[2][c] + ch);
-                __m256 d3 = _mm256_loadu_ps(at[3][c] + ch);
-                b[0][c] = _mm256_sub_ps(d0, d2);
-                b[1][c] = _mm256_add_ps(d1, d2);
-                b[2][c] = _mm256_sub_ps(d2, d1);
-                b[3][c] = _mm256_sub_ps(d1, d3);
+            __m256 b[6][6], column[6], transformed[6];
+            for (int c = 0; c < a; c++) { // B^T d, column by column
+                for (int r = 0; r < a; r++) column[r] = _mm256_loadu_ps(at[r][c] + ch);
+                if (m == 4) input_axis4(column, transformed);
+                else input_axis2(column, transformed);
+                for (int r = 0; r < a; r++) b[r][c] = transformed[r];
             }
-            for (int r = 0; r < 4; r++) { // (B^T d) B, row by row
-                float *out = v + (r * 4) * stride + t * in + ch;
-                _mm256_storeu_ps(out, _mm256_sub_ps(b[r][0], b[r][2]));
-                _mm256_storeu_ps(out + stride, _mm256_add_ps(b[r][1], b[r][2]));
-                _mm256_storeu_ps(out + 2 * stride, _mm256_sub_ps(b[r][2], b[r][1]));
-                _mm256_storeu_ps(out + 3 * stride, _mm256_sub_ps(b[r][1], b[r][3]));
+            for (int r = 0; r < a; r++) { // (B^T d) B, row by row
+                if (m == 4) input_axis4(b[r], transformed);
+                else input_axis2(b[r], transformed);
+                float *out = v + (r * a) * stride + t * in + ch;
+                for (int c = 0; c < a; c++) _mm256_storeu_ps(out + c * stride, transformed[c]);
             }
         }
     }
 }
 
-// A^T m A of one tile's 16 products for 8 channels (m[position] at m + position * step), plus the
-// bias: the 2x2 outputs o[dy * 2 + dx].
-__attribute__((target("avx2,fma"))) static void winograd_output(const float *m, int64_t step,
-                                                                 __m256 bias, __m256 o[4]) {
-    __m256 s[2][4];
-    for (int c = 0; c < 4; c++) { // A^T m, column by column
-        __m256 m0 = _mm256_load_ps(m + (0 + c) * step), m1 = _mm256_load_ps(m + (4 + c) * step);
-        __m256 m2 = _mm256_load_ps(m + (8 + c) * step), m3 = _mm256_load_ps(m + (12 + c) * step);
-        s[0][c] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-        s[1][c] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+// A^T p A of one tile's products for 8 channels (position k at p + k * TILE_CHANNELS), plus the
+// bias: the m x m outputs o[dy * m + dx].
+__attribute__((target("avx2,fma"))) static void winograd_output(const winograd_shape *ws, const float *p,
+                                                                 __m256 bias, __m256 o[16]) {
+    const int a = ws->a, m = ws->tile;
+    __m256 s[4][6], column[6], transformed[4];
+    for (int c = 0; c < a; c++) { // A^T p, column by column
+        for (int r = 0; r < a; r++) column[r] = _mm256_load_ps(p + (r * a + c) * TILE_CHANNELS);
+        if (m == 4) output_axis4(column, transformed);
+        else output_axis2(column, transformed);
+        for (int r = 0; r < m; r++) s[r][c] = transformed[r];
     }
-    for (int r = 0; r < 2; r++) { // (A^T m) A
-        o[r * 2 + 0] = _mm256_add_ps(bias, _mm256_add_ps(_mm256_add_ps(s[r][0], s[r][1]), s[r][2]));
-        o[r * 2 + 1] = _mm256_add_ps(bias, _mm256_sub_ps(_mm256_sub_ps(s[r][1], s[r][2]), s[r][3]));
+    for (int r = 0; r < m; r++) { // (A^T p) A
+        if (m == 4) output_axis4(s[r], transformed);
+        else output_axis2(s[r], transformed);
+        for (int c = 0; c < m; c++) o[r * m + c] = _mm256_add_ps(bias, transformed[c]);
     }
 }
 
@@ -484,20 +539,26 @@ __attribute__((target("avx2,fma"))) static void winograd_output(const float *m, 
 __attribute__((target("avx2,fma"))) static lcm_status
 winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t w, int up,
              const conv_direct_epilogue *e, float *y) {
-    const int64_t oh = h << up, ow = w << up, tiles_h = (oh + 1) / 2, tiles_w = (ow + 1) / 2;
-    const int64_t tiles = tiles_h * tiles_w, in = d->in, out = d->out, tt = WINOGRAD_TASK_TILES;
-    const int64_t chunks = (tiles + tt - 1) / tt, tasks = n * chunks;
-    const int64_t group_stride = 16 * tt * TILE_CHANNELS; // one block's products
+    winograd_shape ws = {.tile = d->winograd_tile, .h = h, .w = w, .up = up, .oh = h << up, .ow = w << up};
+    ws.a = ws.tile + 2;
+    ws.positions = ws.a * ws.a;
+    ws.tiles_w = (ws.ow + ws.tile - 1) / ws.tile;
+    ws.tiles = (ws.oh + ws.tile - 1) / ws.tile * ws.tiles_w;
+    // About 200 output pixels per task (a multiple of the register tile's 6 rows in tiles).
+    ws.task_tiles = ws.tile == 4 ? 12 : WINOGRAD_TASK_TILES;
+    const int64_t in = d->in, out = d->out, tt = ws.task_tiles, positions = ws.positions;
+    const int64_t chunks = (ws.tiles + tt - 1) / tt, tasks = n * chunks;
+    const int64_t group_stride = tt * positions * TILE_CHANNELS; // one block's products
     int failed = 0;
     #pragma omp parallel
     {
-        // One task's transformed inputs [16][tt][in] and a group of channel blocks' products
-        // [WINOGRAD_GROUP_BLOCKS][tt][16][16] (a tile's 16 positions side by side for the output
-        // transform).
-        float *v = aligned_alloc(64, sizeof(float) * (size_t)(16 * tt * in));
-        float *m = aligned_alloc(64, sizeof(float) * (size_t)(WINOGRAD_GROUP_BLOCKS * group_stride));
+        // One task's transformed inputs [positions][tt][in] and a group of channel blocks'
+        // products [WINOGRAD_GROUP_BLOCKS][tt][positions][16] (a tile's products side by side for
+        // the output transform).
+        float *v = aligned_alloc(64, sizeof(float) * (size_t)(positions * tt * in));
+        float *p = aligned_alloc(64, sizeof(float) * (size_t)(WINOGRAD_GROUP_BLOCKS * group_stride));
         float *zeros = calloc((size_t)in, sizeof(float)); // the padding's input vector
-        bool ready = v && m && zeros;
+        bool ready = v && p && zeros;
         if (!ready) {
             #pragma omp atomic write
             failed = 1;
@@ -506,34 +567,35 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
         for (int64_t task = 0; task < tasks; task++) {
             if (!ready) continue;
             int64_t b = task / chunks, first = task % chunks * tt;
-            int count = tiles - first < tt ? (int)(tiles - first) : (int)tt;
-            winograd_input(d, x + b * h * w * in, h, w, up, tiles_w, first, count, zeros, v);
+            int count = ws.tiles - first < tt ? (int)(ws.tiles - first) : (int)tt;
+            winograd_input(d, &ws, x + b * h * w * in, first, count, zeros, v);
             for (int64_t group = 0; group < d->blocks; group += WINOGRAD_GROUP_BLOCKS) {
                 int blocks = d->blocks - group < WINOGRAD_GROUP_BLOCKS ? (int)(d->blocks - group) : WINOGRAD_GROUP_BLOCKS;
                 // A register tile's 6 input rows serve the group's blocks while they are in L1.
-                for (int position = 0; position < 16; position++)
+                for (int position = 0; position < positions; position++)
                     for (int t0 = 0; t0 < count; t0 += TILE_PIXELS) {
                         const float *rows[TILE_PIXELS];
-                        for (int p = 0; p < TILE_PIXELS; p++) rows[p] = v + (position * tt + t0 + p) * in;
+                        for (int r = 0; r < TILE_PIXELS; r++) rows[r] = v + (position * tt + t0 + r) * in;
                         for (int k = 0; k < blocks; k++) {
-                            const float *weight = d->winograd_weight + ((group + k) * 16 + position) * in * TILE_CHANNELS;
+                            const float *weight =
+                                d->winograd_weight + ((group + k) * positions + position) * in * TILE_CHANNELS;
                             tile_6x16(rows, 1, (int)in, 0, in, weight,
-                                      m + k * group_stride + (t0 * 16 + position) * TILE_CHANNELS,
-                                      16 * TILE_CHANNELS, true);
+                                      p + k * group_stride + (t0 * positions + position) * TILE_CHANNELS,
+                                      positions * TILE_CHANNELS, true);
                         }
                     }
                 for (int k = 0; k < blocks; k++)
                     for (int t = 0; t < count; t++) {
-                        int64_t ty = (first + t) / tiles_w, tx = (first + t) % tiles_w;
+                        int64_t ty = (first + t) / ws.tiles_w, tx = (first + t) % ws.tiles_w;
                         for (int half = 0; half < TILE_CHANNELS; half += 8) {
                             int64_t channel = (group + k) * TILE_CHANNELS + half;
-                            __m256 o[4];
-                            winograd_output(m + k * group_stride + t * 16 * TILE_CHANNELS + half, TILE_CHANNELS,
+                            __m256 o[16];
+                            winograd_output(&ws, p + k * group_stride + t * positions * TILE_CHANNELS + half,
                                             _mm256_loadu_ps(d->bias + channel), o);
-                            for (int q = 0; q < 4; q++) {
-                                int64_t oy = 2 * ty + q / 2, ox = 2 * tx + q % 2;
-                                if (oy >= oh || ox >= ow) continue;
-                                int64_t at = ((b * oh + oy) * ow + ox) * out + channel;
+                            for (int q = 0; q < ws.tile * ws.tile; q++) {
+                                int64_t oy = ws.tile * ty + q / ws.tile, ox = ws.tile * tx + q % ws.tile;
+                                if (oy >= ws.oh || ox >= ws.ow) continue;
+                                int64_t at = ((b * ws.oh + oy) * ws.ow + ox) * out + channel;
                                 __m256 value = o[q];
                                 if (e->residual) value = _mm256_add_ps(value, _mm256_loadu_ps(e->residual + at));
                                 if (e->relu) value = _mm256_max_ps(_mm256_setzero_ps(), value);
@@ -544,7 +606,7 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
             }
         }
         free(v);
-        free(m);
+        free(p);
         free(zeros);
     }
     if (failed) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory for its Winograd buffers");
