@@ -11,8 +11,10 @@
 //           vp[tile][32][dpad][2]    (pairs along the keys)
 //   task (b, h, query block q0..q0+63):
 //     q  <- rows of Q times scale*log2(e) (so the softmax can use exp2)
-//     for each key tile: s = q ktᵀ  [64 x 64]; per row: m' = max(m, max s), p = exp2(s - m'),
-//                        l = l 2^(m-m') + sum p, o = o 2^(m-m') + p vp
+//     for each key tile: s = q ktᵀ  [64 x 64] (with each row's maximum on the side);
+//                        then per block of ROWS rows: m' = max(m, max s), p = exp2(s - m'),
+//                        l = l 2^(m-m') + sum p, o = o 2^(m-m') + p vp (the rescale of o as
+//                        P·V loads its accumulators)
 //     out = o / l
 // Rows and keys past the ends are zero padding whose scores are masked to -inf; with `causal`, key
 // tiles past the block's last query are skipped and the rest masked per row.
@@ -246,28 +248,29 @@ static inline __m512 exp2_avx512(__m512 x) {
 #pragma GCC pop_options
 
 // AVX2 + FMA: 8 lanes and 16 registers, so smaller register blocks: scores 6 rows x 16 keys, P·V
-// 6 rows x 16 columns (ROWS below).
+// 2 rows x 40 columns (ROWS, PV_ROWS, PV_VECS below).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
 // 2^x for -126 <= x <= 0, cheaper than the AVX-512 one (the softmax's exponentials are ~15% of
 // the kernel's time at d = 40): n = round(x) by the 1.5 * 2^23 addition trick, which also leaves
 // n in the low bits of t; 2^f for |f| <= 1/2 by a degree-5 minimax polynomial (relative error
-// 9e-8, at most 1.7e-7 evaluated in fp32 with the FMAs below, about as good as the degree-6
-// Taylor polynomial above), in Estrin's order: the Horner chain's latency, not its arithmetic,
-// limited the softmax; 2^n added to the exponent bits. x is clamped at -126 first (where
-// n = -126 comes with f >= 0, so the exponent sum stays in the normal range): inputs below
-// -126, the -inf of masked keys included, give 2^-126 — see exp2_avx2 for exact zeros.
+// 9e-8, at most 1.7e-7 evaluated in fp32, as good as the degree-6 Taylor polynomial above; its
+// Horner chain measured no slower than Estrin's order, which costs two more multiplications);
+// 2^n added to the exponent bits. x is clamped at -126 first (where n = -126 comes with f >= 0,
+// so the exponent sum stays in the normal range): inputs below -126, the -inf of masked keys
+// included, give 2^-126; exp2_avx2 gives exact zeros.
 static inline __m256 exp2_clamped_avx2(__m256 x) {
     const __m256 shifter = _mm256_set1_ps(12582912.0f); // 1.5 * 2^23
     x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
     __m256 t = _mm256_add_ps(x, shifter);
     __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, shifter));
-    __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
-    __m256 p45 = _mm256_fmadd_ps(_mm256_set1_ps(1.3264723890822423e-3f), f, _mm256_set1_ps(9.6715128694187840e-3f));
-    __m256 p23 = _mm256_fmadd_ps(_mm256_set1_ps(5.5507337542503190e-2f), f, _mm256_set1_ps(2.4022242080365913e-1f));
-    __m256 p01 = _mm256_fmadd_ps(_mm256_set1_ps(6.9314697759149710e-1f), f, _mm256_set1_ps(1.0f));
-    __m256 p = _mm256_fmadd_ps(p45, f4, _mm256_fmadd_ps(p23, f2, p01));
+    __m256 p = _mm256_set1_ps(1.3264723890822423e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6715128694187840e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5507337542503190e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022242080365913e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314697759149710e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     // t's bits are 0x4b400000 + n: shifted left by 23 only n << 23 is left.
     __m256i scaled = _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_castps_si256(t), 23));
     return _mm256_castsi256_ps(scaled);
@@ -293,8 +296,10 @@ static inline float reduce_add_avx2(__m256 x) {
     return _mm_cvtss_f32(s);
 }
 
-// 6 rows x 2 vectors: 12 accumulators keep both FMA pipes busy through their 4-cycle latency
-// (4 rows gave 8, measured ~15% slower on Zen 3).
+// Scores 6 rows x 2 vectors: 12 accumulators keep both FMA pipes busy through their 4-cycle
+// latency (4 rows gave 8, measured ~15% slower on Zen 3; 3 rows x 4 vectors needs 17 registers).
+// P·V 2 rows x 5 vectors: d = 40 in one block, 80 in two, 10 accumulators, 7 loads per 10 FMAs
+// (6 rows x 2 vectors left d = 40 a latency-bound 1-vector chunk).
 #undef ROWS
 #define ROWS 6
 #define FLASH_NAME(x) x##_avx2
