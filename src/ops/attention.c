@@ -252,7 +252,7 @@ static inline __m512 exp2_avx512(__m512 x) {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
-// 2^x for -126 <= x <= 0, cheaper than the AVX-512 one (the softmax's exponentials are ~15% of
+// 2^x for -126 <= x <= 0, cheaper than the AVX-512 one (the softmax's exponentials are ~12% of
 // the kernel's time at d = 40): n = round(x) by the 1.5 * 2^23 addition trick, which also leaves
 // n in the low bits of t; 2^f for |f| <= 1/2 by a degree-5 minimax polynomial (relative error
 // 9e-8, at most 1.7e-7 evaluated in fp32, as good as the degree-6 Taylor polynomial above; its
