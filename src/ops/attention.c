@@ -5,13 +5,16 @@
 // Flash kernel data flow for one head (d = head size, TILE = 64):
 //   before the task loop, K and V of every head are packed once into tile-major copies:
 //     fp32: kt[tile][d][64]          (keys of a tile side by side: a Q·Kᵀ row is 64/lanes vectors)
-//           vp[tile*64 + j][dpad]    (dpad = d rounded up to 16, zero filled)
+//           vp[tile*64 + j][dpad]    (dpad = d rounded up to the vector width, zero filled); not
+//                                    packed when d is a multiple of it: P·V then reads V in place
 //     bf16: kt[tile][d/2][64][2]     (pairs along d, the layout vdpbf16ps multiplies)
 //           vp[tile][32][dpad][2]    (pairs along the keys)
 //   task (b, h, query block q0..q0+63):
 //     q  <- rows of Q times scale*log2(e) (so the softmax can use exp2)
-//     for each key tile: s = q ktᵀ  [64 x 64]; per row: m' = max(m, max s), p = exp2(s - m'),
-//                        l = l 2^(m-m') + sum p, o = o 2^(m-m') + p vp
+//     for each key tile: s = q ktᵀ  [64 x 64] (with each row's maximum on the side);
+//                        then per block of ROWS rows: m' = max(m, max s), p = exp2(s - m'),
+//                        l = l 2^(m-m') + sum p, o = o 2^(m-m') + p vp (the rescale of o as
+//                        P·V loads its accumulators)
 //     out = o / l
 // Rows and keys past the ends are zero padding whose scores are masked to -inf; with `causal`, key
 // tiles past the block's last query are skipped and the rest masked per row.
@@ -123,6 +126,8 @@ typedef struct flash_plan {
     int64_t key_tiles;   // ceil(nk / 64)
     int64_t kt_head;     // elements of packed Kᵀ per head (floats or bf16 values)
     int64_t vp_head;     // elements of packed V per head
+    bool v_in_place;     // fp32 with d == dpad: P·V reads V's rows where they are, unpacked
+    int64_t v_stride;    // floats from one key's V row to the next: c in place, else dpad
     float q_scale;       // 1/sqrt(d) * log2(e)
 } flash_plan;
 
@@ -151,14 +156,14 @@ static void pack_key_tile(const flash_plan *pl, const tensor *k, const tensor *v
     const float *vh = v->data + (b * pl->nk + j0) * pl->c + h * d;
     if (!pl->bf16) {
         float *kt = (float *)kt_all + head * pl->kt_head + tile * d * TILE;
-        float *vp = (float *)vp_all + head * pl->vp_head + tile * TILE * dpad;
         memset(kt, 0, sizeof(float) * (size_t)(d * TILE));
+        for (int64_t j = 0; j < keys; j++)
+            for (int64_t e = 0; e < d; e++) kt[e * TILE + j] = kh[j * pl->c + e];
+        if (pl->v_in_place) return;
+        float *vp = (float *)vp_all + head * pl->vp_head + tile * TILE * dpad;
         memset(vp, 0, sizeof(float) * (size_t)(TILE * dpad));
         for (int64_t j = 0; j < keys; j++)
-            for (int64_t e = 0; e < d; e++) {
-                kt[e * TILE + j] = kh[j * pl->c + e];
-                vp[j * dpad + e] = vh[j * pl->c + e];
-            }
+            for (int64_t e = 0; e < d; e++) vp[j * dpad + e] = vh[j * pl->c + e];
     } else {
         uint16_t *kt = (uint16_t *)kt_all + head * pl->kt_head + tile * pl->dpairs * TILE * 2;
         uint16_t *vp = (uint16_t *)vp_all + head * pl->vp_head + tile * TILE * dpad;
@@ -213,7 +218,10 @@ static inline __m512 exp2_avx512(__m512 x) {
 #define VREDUCE_MAX _mm512_reduce_max_ps
 #define VREDUCE_ADD _mm512_reduce_add_ps
 #define VEXP2 exp2_avx512
+#define VEXP2_CLAMPED exp2_avx512
+#define VKEEP(v) __asm__("" : "+v"(v))
 #define SCORE_VECS 4
+#define PV_ROWS 4
 #define PV_VECS 4
 #include "ops/attention_flash.inc"
 #undef FLASH_NAME
@@ -232,31 +240,46 @@ static inline __m512 exp2_avx512(__m512 x) {
 #undef VREDUCE_MAX
 #undef VREDUCE_ADD
 #undef VEXP2
+#undef VEXP2_CLAMPED
+#undef VKEEP
 #undef SCORE_VECS
+#undef PV_ROWS
 #undef PV_VECS
 #pragma GCC pop_options
 
 // AVX2 + FMA: 8 lanes and 16 registers, so smaller register blocks: scores 6 rows x 16 keys, P·V
-// 6 rows x 16 columns (ROWS below).
+// 2 rows x 40 columns (ROWS, PV_ROWS, PV_VECS below).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
-// 2^x for x <= 0 as above, with 2^n built in the exponent bits; below -126 (and for -inf, the
-// mask) the result is 0.
+// 2^x for -126 <= x <= 0, cheaper than the AVX-512 one (the softmax's exponentials are ~12% of
+// the kernel's time at d = 40): n = round(x) by the 1.5 * 2^23 addition trick, which also leaves
+// n in the low bits of t; 2^f for |f| <= 1/2 by a degree-5 minimax polynomial (relative error
+// 9e-8, at most 1.7e-7 evaluated in fp32, as good as the degree-6 Taylor polynomial above; its
+// Horner chain measured no slower than Estrin's order, which costs two more multiplications);
+// 2^n added to the exponent bits. x is clamped at -126 first (where n = -126 comes with f >= 0,
+// so the exponent sum stays in the normal range): inputs below -126, the -inf of masked keys
+// included, give 2^-126; exp2_avx2 gives exact zeros.
+static inline __m256 exp2_clamped_avx2(__m256 x) {
+    const __m256 shifter = _mm256_set1_ps(12582912.0f); // 1.5 * 2^23
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    __m256 t = _mm256_add_ps(x, shifter);
+    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, shifter));
+    __m256 p = _mm256_set1_ps(1.3264723890822423e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6715128694187840e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5507337542503190e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022242080365913e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314697759149710e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    // t's bits are 0x4b400000 + n: shifted left by 23 only n << 23 is left.
+    __m256i scaled = _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_castps_si256(t), 23));
+    return _mm256_castsi256_ps(scaled);
+}
+
+// 2^x for x <= 0, 0 below -126 and for -inf.
 static inline __m256 exp2_avx2(__m256 x) {
     __m256 normal = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
-    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.5403530393381606e-4f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(normal, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    return _mm256_and_ps(normal, exp2_clamped_avx2(x));
 }
 
 static inline float reduce_max_avx2(__m256 x) {
@@ -273,8 +296,10 @@ static inline float reduce_add_avx2(__m256 x) {
     return _mm_cvtss_f32(s);
 }
 
-// 6 rows x 2 vectors: 12 accumulators keep both FMA pipes busy through their 4-cycle latency
-// (4 rows gave 8, measured ~15% slower on Zen 3).
+// Scores 6 rows x 2 vectors: 12 accumulators keep both FMA pipes busy through their 4-cycle
+// latency (4 rows gave 8, measured ~15% slower on Zen 3; 3 rows x 4 vectors needs 17 registers).
+// P·V 2 rows x 5 vectors: d = 40 in one block, 80 in two, 10 accumulators, 7 loads per 10 FMAs
+// (6 rows x 2 vectors left d = 40 a latency-bound 1-vector chunk).
 #undef ROWS
 #define ROWS 6
 #define FLASH_NAME(x) x##_avx2
@@ -293,8 +318,11 @@ static inline float reduce_add_avx2(__m256 x) {
 #define VREDUCE_MAX reduce_max_avx2
 #define VREDUCE_ADD reduce_add_avx2
 #define VEXP2 exp2_avx2
+#define VEXP2_CLAMPED exp2_clamped_avx2
+#define VKEEP(v) __asm__("" : "+x"(v))
 #define SCORE_VECS 2
-#define PV_VECS 2
+#define PV_ROWS 2
+#define PV_VECS 5
 #include "ops/attention_flash.inc"
 #pragma GCC pop_options
 
@@ -330,21 +358,25 @@ static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v
     pl.dpairs = (pl.d + 1) / 2;
     pl.key_tiles = (pl.nk + TILE - 1) / TILE;
     pl.kt_head = pl.key_tiles * TILE * (bf16 ? pl.dpairs * 2 : pl.d);
-    pl.vp_head = pl.key_tiles * TILE * pl.dpad;
+    pl.v_in_place = !bf16 && pl.d == pl.dpad;
+    pl.vp_head = pl.v_in_place ? 0 : pl.key_tiles * TILE * pl.dpad;
+    pl.v_stride = pl.v_in_place ? pl.c : pl.dpad;
     pl.q_scale = (float)(1.0 / sqrt((double)pl.d) * 1.4426950408889634);
 
-    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
-    int64_t head_count = pl.batch * heads;
-    void *kt = malloc(elem * (size_t)(head_count * pl.kt_head + 1));
-    void *vp = malloc(elem * (size_t)(head_count * pl.vp_head + 1));
-    if (!kt || !vp) {
-        free(kt);
-        free(vp);
+    // Packed K and V in tensors, whose large buffers are reused from call to call (tensor.h)
+    // instead of being faulted in afresh each time; bf16 values two to a float.
+    int64_t per_float = bf16 ? 2 : 1, head_count = pl.batch * heads;
+    tensor *kt_buffer = tensor_new2(1, (head_count * pl.kt_head + per_float) / per_float);
+    tensor *vp_buffer = pl.v_in_place ? NULL : tensor_new2(1, (head_count * pl.vp_head + per_float) / per_float);
+    if (!kt_buffer || (!pl.v_in_place && !vp_buffer)) {
+        tensor_free(kt_buffer);
+        tensor_free(vp_buffer);
         tensor_free(out);
         lcm_fail(LCM_ERR_OUT_OF_MEMORY, "attention: out of memory packing K and V (%d heads, %lld keys)",
                  heads, (long long)pl.nk);
         return NULL;
     }
+    void *kt = kt_buffer->data, *vp = pl.v_in_place ? v->data : vp_buffer->data;
     int64_t pack_jobs = head_count * pl.key_tiles;
     #pragma omp parallel for schedule(static)
     for (int64_t job = 0; job < pack_jobs; job++)
@@ -374,8 +406,8 @@ static tensor *attention_flash(const tensor *q, const tensor *k, const tensor *v
         }
         scratch_free(&w);
     }
-    free(kt);
-    free(vp);
+    tensor_free(kt_buffer);
+    tensor_free(vp_buffer);
     if (failed) {
         tensor_free(out);
         lcm_fail(LCM_ERR_OUT_OF_MEMORY, "attention: out of memory for the per-thread tiles");
