@@ -37,7 +37,7 @@ void conv_direct_free(conv_direct *d);
 lcm_status conv_direct_prepare_upsampled(conv_direct *d);
 
 // Layers of 3x3, stride 1, padding 1, at most 512 input and output channels, a multiple of 8
-// inputs and of 16 outputs are packed for Winograd instead: F(4x4, 3x3) up to 128 channels (36
+// inputs and of 16 outputs are packed for Winograd instead: F(4x4, 3x3) up to 256 channels (36
 // instead of 144 products per 4x4 outputs, 4x the layer's weight memory), F(2x2, 3x3) above (16
 // instead of 36 per 2x2, 16/9 of the memory); upsampling or not (prepare_upsampled then does
 // nothing). conv_direct_set_winograd(false), or LCM_WINOGRAD=0 in the environment, keeps layers
