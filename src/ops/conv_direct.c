@@ -363,8 +363,8 @@ store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0
 //     A^T = [1 1 1 0; 0 1 -1 -1]. Exact factors: values differ from the direct path by rounding.
 //   F(4x4, 3x3): 36 products per 16 outputs (144 directly), 4x the weight memory, so only for
 //     layers of at most WINOGRAD4_MAX_CHANNELS (TAESD's, the VAE's at 256 and 512 pixels: +60 MB);
-//     its
-//     factors (up to 8 and 1/24) cost about one more decimal digit of rounding (test_fast_kernels).
+//     its factors (up to 8 and 1/24) cost about one more decimal digit of rounding
+//     (test_fast_kernels, the golden tests).
 //     B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
 //            0 4 0 -5 0 1],
 //     G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
