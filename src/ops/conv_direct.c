@@ -353,6 +353,13 @@ store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0
     }
 }
 
+// tile_6x16 for conv_direct_run, which is compiled for any x86-64 CPU and so cannot have the
+// AVX2 code inlined into it: rows of 16 sums, added to.
+__attribute__((target("avx2,fma"), noinline)) static void
+tile_6x16_add(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight, float *tile) {
+    tile_6x16(rows, taps, in, k0, k1, weight, tile, TILE_CHANNELS, false);
+}
+
 // ---- Winograd F(2x2, 3x3) and F(4x4, 3x3) -------------------------------------------------------
 //
 // Per input/output channel pair, with d an a x a input block (a = m + 2) and g the 3x3 kernel, the
@@ -688,9 +695,9 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
             for (int64_t k0 = 0; k0 < depth && !d->dot; k0 += DEPTH_SLICE) {
                 int64_t k1 = k0 + DEPTH_SLICE < depth ? k0 + DEPTH_SLICE : depth;
                 for (int t = 0; t < tiles; t++)
-                    tile_6x16(rows + t * TILE_PIXELS * taps, runs[t] ? d->kernel : taps,
-                              runs[t] ? d->kernel * d->in : d->in, k0, k1, weight,
-                              sums + t * TILE_PIXELS * TILE_CHANNELS, TILE_CHANNELS, false);
+                    tile_6x16_add(rows + t * TILE_PIXELS * taps, runs[t] ? d->kernel : taps,
+                                  runs[t] ? d->kernel * d->in : d->in, k0, k1, weight,
+                                  sums + t * TILE_PIXELS * TILE_CHANNELS);
             }
             store_tiles(d, sums, count, block * TILE_CHANNELS, epilogue, out_pixels,
                         b * s.oh * s.ow, y);
