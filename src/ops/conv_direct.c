@@ -1,5 +1,6 @@
 // Direct NHWC convolution with a 6-pixel x 16-channel AVX2 register tile; see conv_direct.h.
 #include "ops/conv_direct.h"
+#include "ops/fma_tile.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -136,61 +137,21 @@ lcm_status conv_direct_prepare_upsampled(conv_direct *d) {
 }
 
 // tile[p][0..15] += sum over the flattened (tap, input channel) indices k in [k0, k1) of
-// rows[p * taps + k / in][k % in] * weight[k][0..15], for the 6 pixels p of the tile.
+// rows[p * taps + k / in][k % in] * weight[k][0..15], for the 6 pixels p of the tile (rows of the
+// tile `row_stride` floats apart; with `from_zero` the sums start at 0 instead of at `tile`).
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile_6x16(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight,
           float *tile, int64_t row_stride, bool from_zero) {
-    __m256 c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h, c4l, c4h, c5l, c5h;
-    if (from_zero) { // the sums start at 0 instead of at what `tile` holds
-        c0l = c0h = c1l = c1h = c2l = c2h = c3l = c3h = c4l = c4h = c5l = c5h = _mm256_setzero_ps();
-    } else {
-        c0l = _mm256_load_ps(tile + 0 * row_stride), c0h = _mm256_load_ps(tile + 0 * row_stride + 8);
-        c1l = _mm256_load_ps(tile + 1 * row_stride), c1h = _mm256_load_ps(tile + 1 * row_stride + 8);
-        c2l = _mm256_load_ps(tile + 2 * row_stride), c2h = _mm256_load_ps(tile + 2 * row_stride + 8);
-        c3l = _mm256_load_ps(tile + 3 * row_stride), c3h = _mm256_load_ps(tile + 3 * row_stride + 8);
-        c4l = _mm256_load_ps(tile + 4 * row_stride), c4h = _mm256_load_ps(tile + 4 * row_stride + 8);
-        c5l = _mm256_load_ps(tile + 5 * row_stride), c5h = _mm256_load_ps(tile + 5 * row_stride + 8);
-    }
+    fma_tile sums;
+    if (from_zero) fma_tile_zero(&sums);
+    else fma_tile_load(&sums, tile, row_stride);
     for (int64_t t = k0 / in; t * in < k1; t++) {
         int64_t first = k0 > t * in ? k0 - t * in : 0, end = k1 - t * in < in ? k1 - t * in : in;
-        const float *a0 = rows[t], *a1 = rows[taps + t], *a2 = rows[2 * taps + t];
-        const float *a3 = rows[3 * taps + t], *a4 = rows[4 * taps + t], *a5 = rows[5 * taps + t];
-        const float *w = weight + (t * in + first) * TILE_CHANNELS;
-        #pragma GCC unroll 4
-        for (int64_t i = first; i < end; i++, w += TILE_CHANNELS) {
-            __m256 w_lo = _mm256_load_ps(w), w_hi = _mm256_load_ps(w + 8), x;
-            x = _mm256_broadcast_ss(a0 + i);
-            c0l = _mm256_fmadd_ps(x, w_lo, c0l);
-            c0h = _mm256_fmadd_ps(x, w_hi, c0h);
-            x = _mm256_broadcast_ss(a1 + i);
-            c1l = _mm256_fmadd_ps(x, w_lo, c1l);
-            c1h = _mm256_fmadd_ps(x, w_hi, c1h);
-            x = _mm256_broadcast_ss(a2 + i);
-            c2l = _mm256_fmadd_ps(x, w_lo, c2l);
-            c2h = _mm256_fmadd_ps(x, w_hi, c2h);
-            x = _mm256_broadcast_ss(a3 + i);
-            c3l = _mm256_fmadd_ps(x, w_lo, c3l);
-            c3h = _mm256_fmadd_ps(x, w_hi, c3h);
-            x = _mm256_broadcast_ss(a4 + i);
-            c4l = _mm256_fmadd_ps(x, w_lo, c4l);
-            c4h = _mm256_fmadd_ps(x, w_hi, c4h);
-            x = _mm256_broadcast_ss(a5 + i);
-            c5l = _mm256_fmadd_ps(x, w_lo, c5l);
-            c5h = _mm256_fmadd_ps(x, w_hi, c5h);
-        }
+        const float *a[FMA_TILE_ROWS];
+        for (int p = 0; p < FMA_TILE_ROWS; p++) a[p] = rows[p * taps + t] + first;
+        fma_tile_add(&sums, a, weight + (t * in + first) * TILE_CHANNELS, end - first);
     }
-    _mm256_store_ps(tile + 0 * row_stride, c0l);
-    _mm256_store_ps(tile + 0 * row_stride + 8, c0h);
-    _mm256_store_ps(tile + 1 * row_stride, c1l);
-    _mm256_store_ps(tile + 1 * row_stride + 8, c1h);
-    _mm256_store_ps(tile + 2 * row_stride, c2l);
-    _mm256_store_ps(tile + 2 * row_stride + 8, c2h);
-    _mm256_store_ps(tile + 3 * row_stride, c3l);
-    _mm256_store_ps(tile + 3 * row_stride + 8, c3h);
-    _mm256_store_ps(tile + 4 * row_stride, c4l);
-    _mm256_store_ps(tile + 4 * row_stride + 8, c4h);
-    _mm256_store_ps(tile + 5 * row_stride, c5l);
-    _mm256_store_ps(tile + 5 * row_stride + 8, c5h);
+    fma_tile_store(&sums, tile, row_stride);
 }
 
 // The dot-product path: sums[p][c] += sum over the `runs` runs t and i < length of

@@ -1,6 +1,7 @@
 // Linear layers with a 6-row x 16-column AVX2 register tile on weights packed at load; see
 // linear_direct.h.
 #include "ops/linear_direct.h"
+#include "ops/fma_tile.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -77,59 +78,12 @@ void linear_direct_free(linear_direct *d) {
 __attribute__((target("avx2,fma"))) static void
 tile_6x16(const float *const *rows, int64_t k0, int64_t k1, const float *weight,
           const float *start, int64_t start_stride, float *c, int64_t ldc) {
-    __m256 c0l = _mm256_loadu_ps(start), c0h = _mm256_loadu_ps(start + 8);
-    start += start_stride;
-    __m256 c1l = _mm256_loadu_ps(start), c1h = _mm256_loadu_ps(start + 8);
-    start += start_stride;
-    __m256 c2l = _mm256_loadu_ps(start), c2h = _mm256_loadu_ps(start + 8);
-    start += start_stride;
-    __m256 c3l = _mm256_loadu_ps(start), c3h = _mm256_loadu_ps(start + 8);
-    start += start_stride;
-    __m256 c4l = _mm256_loadu_ps(start), c4h = _mm256_loadu_ps(start + 8);
-    start += start_stride;
-    __m256 c5l = _mm256_loadu_ps(start), c5h = _mm256_loadu_ps(start + 8);
-    const float *a0 = rows[0], *a1 = rows[1], *a2 = rows[2];
-    const float *a3 = rows[3], *a4 = rows[4], *a5 = rows[5];
-    const float *w = weight + k0 * TILE_COLUMNS;
-    #pragma GCC unroll 4
-    for (int64_t i = k0; i < k1; i++, w += TILE_COLUMNS) {
-        __m256 w_lo = _mm256_load_ps(w), w_hi = _mm256_load_ps(w + 8), x;
-        x = _mm256_broadcast_ss(a0 + i);
-        c0l = _mm256_fmadd_ps(x, w_lo, c0l);
-        c0h = _mm256_fmadd_ps(x, w_hi, c0h);
-        x = _mm256_broadcast_ss(a1 + i);
-        c1l = _mm256_fmadd_ps(x, w_lo, c1l);
-        c1h = _mm256_fmadd_ps(x, w_hi, c1h);
-        x = _mm256_broadcast_ss(a2 + i);
-        c2l = _mm256_fmadd_ps(x, w_lo, c2l);
-        c2h = _mm256_fmadd_ps(x, w_hi, c2h);
-        x = _mm256_broadcast_ss(a3 + i);
-        c3l = _mm256_fmadd_ps(x, w_lo, c3l);
-        c3h = _mm256_fmadd_ps(x, w_hi, c3h);
-        x = _mm256_broadcast_ss(a4 + i);
-        c4l = _mm256_fmadd_ps(x, w_lo, c4l);
-        c4h = _mm256_fmadd_ps(x, w_hi, c4h);
-        x = _mm256_broadcast_ss(a5 + i);
-        c5l = _mm256_fmadd_ps(x, w_lo, c5l);
-        c5h = _mm256_fmadd_ps(x, w_hi, c5h);
-    }
-    _mm256_storeu_ps(c, c0l);
-    _mm256_storeu_ps(c + 8, c0h);
-    c += ldc;
-    _mm256_storeu_ps(c, c1l);
-    _mm256_storeu_ps(c + 8, c1h);
-    c += ldc;
-    _mm256_storeu_ps(c, c2l);
-    _mm256_storeu_ps(c + 8, c2h);
-    c += ldc;
-    _mm256_storeu_ps(c, c3l);
-    _mm256_storeu_ps(c + 8, c3h);
-    c += ldc;
-    _mm256_storeu_ps(c, c4l);
-    _mm256_storeu_ps(c + 8, c4h);
-    c += ldc;
-    _mm256_storeu_ps(c, c5l);
-    _mm256_storeu_ps(c + 8, c5h);
+    fma_tile sums;
+    fma_tile_load(&sums, start, start_stride);
+    const float *a[FMA_TILE_ROWS];
+    for (int r = 0; r < FMA_TILE_ROWS; r++) a[r] = rows[r] + k0;
+    fma_tile_add(&sums, a, weight + k0 * TILE_COLUMNS, k1 - k0);
+    fma_tile_store(&sums, c, ldc);
 }
 
 // One slice [k0, k1) of the sums of a tile: rows first .. first + count - 1 of x, column block
