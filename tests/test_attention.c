@@ -15,20 +15,10 @@
 #include "ops/ops.h"
 #include "testutil.h"
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static float uniform(float lo, float hi) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return lo + (hi - lo) * (float)((z >> 40) * 0x1p-24);
-}
-
 static tensor *random_tokens(int64_t b, int64_t n, int64_t c, float range) {
     tensor *t = tensor_new3(b, n, c);
     if (!t) exit(2);
-    for (int64_t i = 0; i < b * n * c; i++) t->data[i] = uniform(-range, range);
+    for (int64_t i = 0; i < b * n * c; i++) t->data[i] = test_uniform(-range, range);
     return t;
 }
 

@@ -20,32 +20,8 @@
 #define FP32_TOL 1e-5
 #define BF16_TOL 2e-2
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static float uniform(float lo, float hi) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return lo + (hi - lo) * (float)((z >> 40) * 0x1p-24);
-}
-
-static float *random_floats(int64_t n, float lo, float hi) {
-    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (!v) exit(2);
-    for (int64_t i = 0; i < n; i++) v[i] = uniform(lo, hi);
-    return v;
-}
-
-static tensor *random_tensor(int ndim, const int64_t *shape, float lo, float hi) {
-    tensor *t = tensor_new(ndim, shape);
-    if (!t) exit(2);
-    for (int64_t i = 0; i < tensor_numel(t); i++) t->data[i] = uniform(lo, hi);
-    return t;
-}
-
 static float *copy_floats(const float *v, int64_t n) {
-    float *c = random_floats(n, 0, 1);
+    float *c = test_random_floats(n, 0, 1);
     memcpy(c, v, sizeof(float) * (size_t)n);
     return c;
 }
@@ -80,8 +56,8 @@ static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, 
                             bool bias) {
     conv2d ref = {.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
     float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
-    ref.weight = random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
-    ref.bias = bias ? random_floats(out, -1, 1) : NULL;
+    ref.weight = test_random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
+    ref.bias = bias ? test_random_floats(out, -1, 1) : NULL;
     conv2d fast = ref;
     fast.weight = copy_floats(ref.weight, (int64_t)out * in * kernel * kernel);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
@@ -90,7 +66,7 @@ static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, 
           "conv2d_pack frees the plain weight");
     if (!fast.fast && !fast.direct && !fast.weight_ohwi) exit(1);
 
-    tensor *x = random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
+    tensor *x = test_random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
     tensor *want = conv2d_forward(&ref, x);
     tensor *from_nchw = conv2d_forward(&fast, x);
@@ -138,14 +114,14 @@ static void check_linear(lcm_precision precision, int64_t batch, int64_t rows, i
                          bool bias) {
     linear ref = {.in = in, .out = out};
     float bound = 1.0f / sqrtf((float)in);
-    ref.weight = random_floats((int64_t)out * in, -bound, bound);
-    ref.bias = bias ? random_floats(out, -1, 1) : NULL;
+    ref.weight = test_random_floats((int64_t)out * in, -bound, bound);
+    ref.bias = bias ? test_random_floats(out, -1, 1) : NULL;
     linear fast = ref;
     fast.weight = copy_floats(ref.weight, (int64_t)out * in);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
     CHECK_OK(linear_pack_with(&fast, precision, true));
     if (!fast.fast) exit(1);
-    tensor *x = random_tensor(3, (int64_t[]){batch, rows, in}, -1, 1);
+    tensor *x = test_random_tensor(3, (int64_t[]){batch, rows, in}, -1, 1);
     tensor *want = linear_forward(&ref, x);
     tensor *got = linear_forward(&fast, x);
     char what[160];
@@ -201,8 +177,8 @@ static void test_load_modes(void) {
 
 static norm random_norm(int channels, int groups) {
     norm n = {.channels = channels, .groups = groups, .eps = 1e-5f};
-    n.weight = random_floats(channels, 0.5f, 1.5f);
-    n.bias = random_floats(channels, -0.5f, 0.5f);
+    n.weight = test_random_floats(channels, 0.5f, 1.5f);
+    n.bias = test_random_floats(channels, -0.5f, 0.5f);
     return n;
 }
 
@@ -210,7 +186,7 @@ static void test_norms(void) {
     int64_t shapes[][4] = {{2, 32, 9, 7}, {1, 64, 16, 16}, {1, 12, 70, 3}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         norm n = random_norm((int)shapes[s][1], (int)shapes[s][1] / 4);
-        tensor *x = random_tensor(4, shapes[s], -2, 3);
+        tensor *x = test_random_tensor(4, shapes[s], -2, 3);
         tensor *x_nhwc = tensor_to_nhwc(x);
         char what[128];
         snprintf(what, sizeof what, "group_norm NHWC [%lld,%lld,%lld,%lld]", (long long)shapes[s][0],
@@ -249,23 +225,23 @@ static tensor *silu_copy(const tensor *x) {
 }
 
 static void test_elementwise(void) {
-    tensor *x = random_tensor(3, (int64_t[]){2, 3, 4133}, -12, 12);
+    tensor *x = test_random_tensor(3, (int64_t[]){2, 3, 4133}, -12, 12);
     x->data[0] = -100.0f;
     x->data[1] = 100.0f;
     x->data[2] = 0.0f;
     compare_modes("silu_inplace fast vs reference", silu_copy, x);
     compare_modes("geglu fast vs reference", geglu, x);
     tensor_free(x);
-    x = random_tensor(3, (int64_t[]){1, 5, 38}, -5, 5);
+    x = test_random_tensor(3, (int64_t[]){1, 5, 38}, -5, 5);
     compare_modes("geglu (odd width) fast vs reference", geglu, x);
     tensor_free(x);
 }
 
 // Shape ops and two-input ops on every mix of layouts give the NCHW result.
 static void test_layouts(void) {
-    tensor *a = random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
-    tensor *b = random_tensor(4, (int64_t[]){2, 6, 5, 4}, -1, 1);
-    tensor *a2 = random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
+    tensor *a = test_random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
+    tensor *b = test_random_tensor(4, (int64_t[]){2, 6, 5, 4}, -1, 1);
+    tensor *a2 = test_random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
     tensor *an = tensor_to_nhwc(a), *bn = tensor_to_nhwc(b), *a2n = tensor_to_nhwc(a2);
 
     tensor *want = concat_channels(a, b);
@@ -294,7 +270,7 @@ static void test_layouts(void) {
         }
     tensor_free(want);
 
-    tensor *bias = random_tensor(2, (int64_t[]){2, 3}, -1, 1);
+    tensor *bias = test_random_tensor(2, (int64_t[]){2, 3}, -1, 1);
     want = add_channel_bias_inplace(tensor_copy(a), bias);
     tensor *got = add_channel_bias_inplace(tensor_copy(an), bias);
     compare("add_channel_bias NHWC", got, want, 0);
@@ -329,7 +305,7 @@ static void test_layouts(void) {
     tensor_free(want);
     tensor_free(got);
 
-    tensor *t3 = random_tensor(3, (int64_t[]){2, 7, 4}, -1, 1);
+    tensor *t3 = test_random_tensor(3, (int64_t[]){2, 7, 4}, -1, 1);
     norm ln = random_norm(4, 1);
     want = layer_norm(&ln, a);
     got = layer_norm(&ln, an);
@@ -355,14 +331,14 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
                               int kernel, int padding, int64_t h, int64_t w) {
     conv2d c = {.in = in, .out = out, .kernel = kernel, .stride = 1, .padding = padding};
     float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
-    c.weight = random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
-    c.bias = random_floats(out, -1, 1);
+    c.weight = test_random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
+    c.bias = test_random_floats(out, -1, 1);
     if (pack) CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, kernel_choice));
     const char *path = c.fast ? "oneDNN" : c.direct ? "direct" : c.weight_ohwi ? "sgemm" : "reference";
-    tensor *x = random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
+    tensor *x = test_random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
     int64_t oh = 2 * h + 2 * padding - kernel + 1, ow = 2 * w + 2 * padding - kernel + 1;
-    tensor *residual = random_tensor(4, (int64_t[]){2, out, oh, ow}, -1, 1);
+    tensor *residual = test_random_tensor(4, (int64_t[]){2, out, oh, ow}, -1, 1);
     tensor *residual_nhwc = tensor_to_nhwc(residual);
     for (int variant = 0; variant < 4; variant++) {
         const tensor *input = variant % 2 ? x_nhwc : x;
@@ -405,17 +381,17 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
 // doubled image up to float rounding, from 2 x 2 input pixels per output pixel.
 static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
     conv2d c = {.in = in, .out = out, .kernel = 3, .stride = 1, .padding = 1};
-    c.weight = random_floats((int64_t)out * in * 9, -1.0f / sqrtf(9.0f * in), 1.0f / sqrtf(9.0f * in));
-    c.bias = random_floats(out, -1, 1);
+    c.weight = test_random_floats((int64_t)out * in * 9, -1.0f / sqrtf(9.0f * in), 1.0f / sqrtf(9.0f * in));
+    c.bias = test_random_floats(out, -1, 1);
     conv2d reference = c; // im2col + sgemm on the same weights
     reference.weight = copy_floats(c.weight, (int64_t)out * in * 9);
     reference.bias = copy_floats(c.bias, out);
     CHECK_OK(conv2d_pack_kernel(&reference, LCM_PRECISION_FP32, CONV_KERNEL_SGEMM));
     CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, CONV_KERNEL_DIRECT));
-    tensor *x = random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
+    tensor *x = test_random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *nine_taps = conv2d_forward_fused(&c, x, &(conv2d_fusion){.upsample_input = true});
     CHECK_OK(conv2d_prepare_upsampled(&c));
-    tensor *residual = random_tensor(4, (int64_t[]){2, out, 2 * h, 2 * w}, -1, 1);
+    tensor *residual = test_random_tensor(4, (int64_t[]){2, out, 2 * h, 2 * w}, -1, 1);
     tensor *want = upsample_nearest2x(x);
     tensor_replace(&want, conv2d_forward(&reference, want));
     add_inplace(want, residual);

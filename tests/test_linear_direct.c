@@ -17,23 +17,6 @@
 // Different summation order only: within 1e-5 of the largest reference value.
 #define FP32_TOL 1e-5
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static float uniform(float lo, float hi) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return lo + (hi - lo) * (float)((z >> 40) * 0x1p-24);
-}
-
-static float *random_floats(int64_t n, float lo, float hi) {
-    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (!v) exit(2);
-    for (int64_t i = 0; i < n; i++) v[i] = uniform(lo, hi);
-    return v;
-}
-
 static float *copy_floats(const float *v, int64_t n) {
     float *c = malloc(sizeof(float) * (size_t)(n ? n : 1));
     if (!c) exit(2);
@@ -50,8 +33,8 @@ static bool same_bits(const tensor *a, const tensor *b) {
 static void check_shape(int64_t batch, int64_t rows, int in, int out, bool bias) {
     linear ref = {.in = in, .out = out};
     float bound = 1.0f / sqrtf((float)in);
-    ref.weight = random_floats((int64_t)out * in, -bound, bound);
-    ref.bias = bias ? random_floats(out, -1, 1) : NULL;
+    ref.weight = test_random_floats((int64_t)out * in, -bound, bound);
+    ref.bias = bias ? test_random_floats(out, -1, 1) : NULL;
     linear direct = ref;
     direct.weight = copy_floats(ref.weight, (int64_t)out * in);
     direct.bias = bias ? copy_floats(ref.bias, out) : NULL;
@@ -62,7 +45,7 @@ static void check_shape(int64_t batch, int64_t rows, int in, int out, bool bias)
 
     tensor *x = tensor_new(3, (int64_t[]){batch, rows, in});
     if (!x) exit(2);
-    for (int64_t i = 0; i < tensor_numel(x); i++) x->data[i] = uniform(-1, 1);
+    for (int64_t i = 0; i < tensor_numel(x); i++) x->data[i] = test_uniform(-1, 1);
     char what[128];
     snprintf(what, sizeof what, "linear direct [%lld,%lld,%d] -> %d%s", (long long)batch,
              (long long)rows, in, out, bias ? "" : " no bias");
@@ -110,15 +93,15 @@ static void check_shape(int64_t batch, int64_t rows, int in, int out, bool bias)
 // A channels-last 4-D input is read as its logical NCHW layout, like the reference does.
 static void check_nhwc_input(void) {
     linear ref = {.in = 8, .out = 20};
-    ref.weight = random_floats(20 * 8, -0.5f, 0.5f);
-    ref.bias = random_floats(20, -1, 1);
+    ref.weight = test_random_floats(20 * 8, -0.5f, 0.5f);
+    ref.bias = test_random_floats(20, -1, 1);
     linear direct = ref;
     direct.weight = copy_floats(ref.weight, 20 * 8);
     direct.bias = copy_floats(ref.bias, 20);
     CHECK_OK(linear_pack_kernel(&direct, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT));
     tensor *x = tensor_new(4, (int64_t[]){1, 3, 5, 8});
     if (!x) exit(2);
-    for (int64_t i = 0; i < tensor_numel(x); i++) x->data[i] = uniform(-1, 1);
+    for (int64_t i = 0; i < tensor_numel(x); i++) x->data[i] = test_uniform(-1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
     tensor *want = linear_forward(&ref, x);
     tensor *got = linear_forward(&direct, x_nhwc);
@@ -139,12 +122,12 @@ static void check_nhwc_input(void) {
 // The kernel choice: SGEMM keeps the plain weight, AUTO packs for the direct kernel without AVX-512.
 static void check_kernel_choice(void) {
     linear l = {.in = 4, .out = 4};
-    l.weight = random_floats(16, -1, 1);
+    l.weight = test_random_floats(16, -1, 1);
     CHECK_OK(linear_pack_kernel(&l, LCM_PRECISION_FP32, LINEAR_KERNEL_SGEMM));
     CHECK(l.weight && !l.direct && !l.fast, "SGEMM keeps the plain weight");
     linear_free(&l);
     l = (linear){.in = 4, .out = 4};
-    l.weight = random_floats(16, -1, 1);
+    l.weight = test_random_floats(16, -1, 1);
     CHECK_OK(linear_pack_kernel(&l, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT));
     lcm_status st = linear_pack_kernel(&l, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT);
     CHECK(st == LCM_ERR_INTERNAL && strstr(lcm_last_error(), "linear_pack"),

@@ -17,35 +17,6 @@
 
 // ---- inputs ---------------------------------------------------------------------------------------
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-// splitmix64: a tiny, well-mixed generator; the sequence is fixed so failures reproduce.
-static uint64_t next_u64(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-// Uniform in [lo, hi).
-static float uniform(float lo, float hi) {
-    return lo + (hi - lo) * (float)((next_u64() >> 40) * 0x1p-24);
-}
-
-static float *random_floats(int64_t n, float lo, float hi) {
-    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (!v) exit(2);
-    for (int64_t i = 0; i < n; i++) v[i] = uniform(lo, hi);
-    return v;
-}
-
-static tensor *random_tensor(int ndim, const int64_t *shape, float lo, float hi) {
-    tensor *t = tensor_new(ndim, shape);
-    if (!t) exit(2);
-    for (int64_t i = 0; i < tensor_numel(t); i++) t->data[i] = uniform(lo, hi);
-    return t;
-}
-
 static double *new_doubles(int64_t n) {
     double *v = calloc((size_t)(n ? n : 1), sizeof *v);
     if (!v) exit(2);
@@ -136,9 +107,9 @@ static void check_conv(int64_t n, int in, int out, int64_t h, int64_t w, int ker
     conv2d c = {.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
     // Weights scaled like a trained layer (~1/sqrt(fan in)) keep outputs O(1).
     float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
-    c.weight = random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
-    c.bias = bias ? random_floats(out, -1, 1) : NULL;
-    tensor *x = random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
+    c.weight = test_random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
+    c.bias = bias ? test_random_floats(out, -1, 1) : NULL;
+    tensor *x = test_random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
     int64_t oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1;
     int64_t shape[4] = {n, out, oh, ow};
     double *want = new_doubles(n * out * oh * ow);
@@ -171,8 +142,8 @@ static void test_conv(void) {
     check_conv(1, 256, 2, 160, 160, 3, 2, 1, false);
 
     conv2d c = {.in = 3, .out = 2, .kernel = 1, .stride = 1};
-    c.weight = random_floats(6, -1, 1);
-    tensor *x = random_tensor(4, (int64_t[]){1, 4, 2, 2}, -1, 1);
+    c.weight = test_random_floats(6, -1, 1);
+    tensor *x = test_random_tensor(4, (int64_t[]){1, 4, 2, 2}, -1, 1);
     tensor *y = conv2d_forward(&c, x);
     CHECK(y == NULL && strstr(lcm_last_error(), "channels"), "conv channel mismatch: %s",
           lcm_last_error());
@@ -182,7 +153,7 @@ static void test_conv(void) {
 }
 
 static void test_pad2d(void) {
-    tensor *x = random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
+    tensor *x = test_random_tensor(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
     int top = 1, bottom = 2, left = 0, right = 3;
     int64_t ph = 5 + top + bottom, pw = 4 + left + right;
     float *want = calloc((size_t)(2 * 3 * ph * pw), sizeof *want);
@@ -206,9 +177,9 @@ static void check_linear(int ndim, const int64_t *shape, int out, bool bias) {
     int in = (int)shape[ndim - 1];
     linear l = {.in = in, .out = out};
     float bound = 1.0f / sqrtf((float)in);
-    l.weight = random_floats((int64_t)out * in, -bound, bound);
-    l.bias = bias ? random_floats(out, -1, 1) : NULL;
-    tensor *x = random_tensor(ndim, shape, -2, 2);
+    l.weight = test_random_floats((int64_t)out * in, -bound, bound);
+    l.bias = bias ? test_random_floats(out, -1, 1) : NULL;
+    tensor *x = test_random_tensor(ndim, shape, -2, 2);
     int64_t rows = tensor_numel(x) / in;
     double *want = new_doubles(rows * out);
     for (int64_t r = 0; r < rows; r++)
@@ -238,8 +209,8 @@ static void test_linear(void) {
     }
     check_linear(4, (int64_t[]){2, 2, 3, 5}, 3, true);
     linear l = {.in = 4, .out = 2};
-    l.weight = random_floats(8, -1, 1);
-    tensor *x = random_tensor(2, (int64_t[]){3, 5}, -1, 1);
+    l.weight = test_random_floats(8, -1, 1);
+    tensor *x = test_random_tensor(2, (int64_t[]){3, 5}, -1, 1);
     tensor *y = linear_forward(&l, x);
     CHECK(y == NULL && strstr(lcm_last_error(), "features"), "linear feature mismatch: %s",
           lcm_last_error());
@@ -253,10 +224,10 @@ static double silu_ref(double v) { return v / (1.0 + exp(-v)); }
 
 static void check_group_norm(int64_t n, int channels, int groups, int64_t h, int64_t w, bool silu) {
     norm nm = {.channels = channels, .groups = groups, .eps = 1e-5f};
-    nm.weight = random_floats(channels, 0.5f, 1.5f);
-    nm.bias = random_floats(channels, -0.5f, 0.5f);
+    nm.weight = test_random_floats(channels, 0.5f, 1.5f);
+    nm.bias = test_random_floats(channels, -0.5f, 0.5f);
     // An offset of 3 checks that the variance is not computed as E[x^2] - E[x]^2 in float.
-    tensor *x = random_tensor(4, (int64_t[]){n, channels, h, w}, 2, 4);
+    tensor *x = test_random_tensor(4, (int64_t[]){n, channels, h, w}, 2, 4);
     int64_t hw = h * w, per_group = channels / groups;
     double *want = new_doubles(tensor_numel(x));
     for (int64_t b = 0; b < n; b++)
@@ -288,9 +259,9 @@ static void check_group_norm(int64_t n, int channels, int groups, int64_t h, int
 static void check_layer_norm(int ndim, const int64_t *shape) {
     int d = (int)shape[ndim - 1];
     norm nm = {.channels = d, .groups = 1, .eps = 1e-5f};
-    nm.weight = random_floats(d, 0.5f, 1.5f);
-    nm.bias = random_floats(d, -0.5f, 0.5f);
-    tensor *x = random_tensor(ndim, shape, -3, 5);
+    nm.weight = test_random_floats(d, 0.5f, 1.5f);
+    nm.bias = test_random_floats(d, -0.5f, 0.5f);
+    tensor *x = test_random_tensor(ndim, shape, -3, 5);
     int64_t rows = tensor_numel(x) / d;
     double *want = new_doubles(tensor_numel(x));
     for (int64_t r = 0; r < rows; r++) {
@@ -325,7 +296,7 @@ static void test_norms(void) {
     check_layer_norm(3, (int64_t[]){1, 77, 768});
 
     norm nm = {.channels = 4, .groups = 2, .eps = 1e-5f};
-    tensor *x = random_tensor(4, (int64_t[]){1, 6, 2, 2}, -1, 1);
+    tensor *x = test_random_tensor(4, (int64_t[]){1, 6, 2, 2}, -1, 1);
     CHECK(group_norm(&nm, x) == NULL, "group_norm channel mismatch");
     CHECK(layer_norm(&nm, x) == NULL, "layer_norm feature mismatch");
     tensor_free(x);
@@ -335,9 +306,9 @@ static void test_norms(void) {
 
 static void check_attention(int64_t batch, int64_t nq, int64_t nk, int heads, int64_t d, bool causal) {
     int64_t c = heads * d;
-    tensor *q = random_tensor(3, (int64_t[]){batch, nq, c}, -2, 2);
-    tensor *k = random_tensor(3, (int64_t[]){batch, nk, c}, -2, 2);
-    tensor *v = random_tensor(3, (int64_t[]){batch, nk, c}, -1, 1);
+    tensor *q = test_random_tensor(3, (int64_t[]){batch, nq, c}, -2, 2);
+    tensor *k = test_random_tensor(3, (int64_t[]){batch, nk, c}, -2, 2);
+    tensor *v = test_random_tensor(3, (int64_t[]){batch, nk, c}, -1, 1);
     double *want = new_doubles(batch * nq * c), *p = new_doubles(nk);
     double scale = 1.0 / sqrt((double)d);
     for (int64_t b = 0; b < batch; b++)
@@ -386,9 +357,9 @@ static void test_attention(void) {
     check_attention(1, 520, 520, 2, 8, true);
     check_attention(1, 600, 77, 1, 40, false);
 
-    tensor *q = random_tensor(3, (int64_t[]){1, 4, 6}, -1, 1);
-    tensor *k = random_tensor(3, (int64_t[]){1, 5, 6}, -1, 1);
-    tensor *v = random_tensor(3, (int64_t[]){1, 4, 6}, -1, 1);
+    tensor *q = test_random_tensor(3, (int64_t[]){1, 4, 6}, -1, 1);
+    tensor *k = test_random_tensor(3, (int64_t[]){1, 5, 6}, -1, 1);
+    tensor *v = test_random_tensor(3, (int64_t[]){1, 4, 6}, -1, 1);
     CHECK(attention(q, k, v, 2, false) == NULL, "attention: k and v lengths differ");
     CHECK(attention(q, k, k, 4, false) == NULL, "attention: 6 channels do not split into 4 heads");
     tensor_free(q);
@@ -403,7 +374,7 @@ static double quick_gelu_ref(double v) { return v / (1.0 + exp(-1.702 * v)); }
 
 // Inputs over [-8, 8] plus the extremes where exp() overflows.
 static tensor *activation_input(void) {
-    tensor *x = random_tensor(3, (int64_t[]){2, 3, 50}, -8, 8);
+    tensor *x = test_random_tensor(3, (int64_t[]){2, 3, 50}, -8, 8);
     x->data[0] = -100.0f;
     x->data[1] = 100.0f;
     x->data[2] = 0.0f;
@@ -429,7 +400,7 @@ static void test_elementwise(void) {
     check_activation("quick_gelu_inplace", quick_gelu_inplace, quick_gelu_ref);
 
     // geglu: [..., 2D] -> [..., D], first half * gelu(second half).
-    tensor *x = random_tensor(3, (int64_t[]){2, 3, 10}, -4, 4);
+    tensor *x = test_random_tensor(3, (int64_t[]){2, 3, 10}, -4, 4);
     double *want = new_doubles(2 * 3 * 5);
     for (int64_t r = 0; r < 6; r++)
         for (int64_t i = 0; i < 5; i++)
@@ -440,16 +411,16 @@ static void test_elementwise(void) {
     tensor_free(x);
     free(want);
 
-    x = random_tensor(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
-    tensor *bias = random_tensor(2, (int64_t[]){2, 3}, -1, 1);
+    x = test_random_tensor(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
+    tensor *bias = test_random_tensor(2, (int64_t[]){2, 3}, -1, 1);
     float *expect = malloc(sizeof(float) * 120);
     for (int64_t i = 0; i < 120; i++) expect[i] = x->data[i] + bias->data[i / 20];
     CHECK(add_channel_bias_inplace(x, bias) == x, "add_channel_bias_inplace returns x");
     compare_exact("add_channel_bias_inplace", x, 4, (int64_t[]){2, 3, 4, 5}, expect);
-    tensor *wrong = random_tensor(2, (int64_t[]){1, 3}, -1, 1);
+    tensor *wrong = test_random_tensor(2, (int64_t[]){1, 3}, -1, 1);
     CHECK(add_channel_bias_inplace(x, wrong) == NULL, "add_channel_bias: wrong vector size");
 
-    tensor *other = random_tensor(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
+    tensor *other = test_random_tensor(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
     for (int64_t i = 0; i < 120; i++) expect[i] = (x->data[i] + other->data[i]) * 0.5f;
     CHECK(add_inplace(x, other) == x, "add_inplace returns a");
     scale_inplace(x, 0.5f);
@@ -465,8 +436,8 @@ static void test_elementwise(void) {
 // ---- shape ----------------------------------------------------------------------------------------
 
 static void test_shape_ops(void) {
-    tensor *a = random_tensor(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
-    tensor *b = random_tensor(4, (int64_t[]){2, 2, 4, 5}, -1, 1);
+    tensor *a = test_random_tensor(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
+    tensor *b = test_random_tensor(4, (int64_t[]){2, 2, 4, 5}, -1, 1);
     float *expect = malloc(sizeof(float) * 2 * 5 * 20);
     for (int64_t n = 0; n < 2; n++)
         for (int64_t ch = 0; ch < 5; ch++)
@@ -476,7 +447,7 @@ static void test_shape_ops(void) {
     tensor *y = concat_channels(a, b);
     compare_exact("concat_channels", y, 4, (int64_t[]){2, 5, 4, 5}, expect);
     tensor_free(y);
-    tensor *c = random_tensor(4, (int64_t[]){1, 2, 4, 5}, -1, 1);
+    tensor *c = test_random_tensor(4, (int64_t[]){1, 2, 4, 5}, -1, 1);
     CHECK(concat_channels(a, c) == NULL, "concat_channels: batch mismatch");
     tensor_free(c);
     free(expect);
@@ -515,8 +486,8 @@ static void test_null_inputs(void) {
     linear l = {.in = 2, .out = 2, .weight = w};
     conv2d c = {.in = 1, .out = 1, .kernel = 1, .stride = 1, .weight = w};
     norm nm = {.channels = 2, .groups = 1, .eps = 1e-5f, .weight = w, .bias = w};
-    tensor *t3 = random_tensor(3, (int64_t[]){1, 2, 2}, -1, 1);
-    tensor *t4 = random_tensor(4, (int64_t[]){1, 2, 1, 1}, -1, 1);
+    tensor *t3 = test_random_tensor(3, (int64_t[]){1, 2, 2}, -1, 1);
+    tensor *t4 = test_random_tensor(4, (int64_t[]){1, 2, 1, 1}, -1, 1);
     CHECK(linear_forward(&l, NULL) == NULL, "linear_forward(NULL)");
     CHECK(conv2d_forward(&c, NULL) == NULL, "conv2d_forward(NULL)");
     CHECK(pad2d(NULL, 1, 1, 1, 1) == NULL, "pad2d(NULL)");

@@ -167,3 +167,27 @@ void test_append_quoted(char *cmd, size_t size, const char *text) {
     cmd[len++] = '\'';
     cmd[len] = '\0';
 }
+
+static uint64_t random_state = 0x9e3779b97f4a7c15ull;
+
+float test_uniform(float lo, float hi) {
+    uint64_t z = (random_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * (float)((z >> 40) * 0x1p-24);
+}
+
+float *test_random_floats(int64_t n, float lo, float hi) {
+    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!v) exit(2);
+    for (int64_t i = 0; i < n; i++) v[i] = test_uniform(lo, hi);
+    return v;
+}
+
+tensor *test_random_tensor(int ndim, const int64_t *shape, float lo, float hi) {
+    tensor *t = tensor_new(ndim, shape);
+    if (!t) exit(2);
+    for (int64_t i = 0; i < tensor_numel(t); i++) t->data[i] = test_uniform(lo, hi);
+    return t;
+}

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/tensor.h"
 #include "lcm.h"
 
 extern int test_passed, test_failed;
@@ -63,5 +64,12 @@ const char *test_build_dir(void);
 // Runs a shell command, capturing stdout (up to cap-1 bytes) into out; returns the exit status
 // (-1 if it could not be run or was killed by a signal).
 int test_run(const char *cmd, char *out, size_t cap);
+
+// Fixed-sequence random inputs for kernel tests (splitmix64 from a fixed seed: a failure
+// reproduces). Uniform in [lo, hi); the arrays and tensors are the caller's (free / tensor_free);
+// out of memory ends the test program.
+float test_uniform(float lo, float hi);
+float *test_random_floats(int64_t n, float lo, float hi);
+tensor *test_random_tensor(int ndim, const int64_t *shape, float lo, float hi);
 
 #endif
