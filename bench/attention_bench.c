@@ -11,25 +11,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "core/error.h"
 #include "ops/attention.h"
-
-static double cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void fill_uniform(float *x, int64_t n, uint32_t seed) {
     for (int64_t i = 0; i < n; i++) {
         seed = seed * 1664525u + 1013904223u;
         x[i] = (float)(seed >> 8) * 0x1p-23f - 1.0f;
     }
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {
@@ -62,10 +52,10 @@ int main(int argc, char **argv) {
         fill_uniform(v->data, tensor_numel(v), 13);
         double times[100];
         for (int i = -1; i < repeat; i++) {
-            double t0 = cpu_seconds();
+            double t0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
             tensor *out = attention_with_kernel(q, k, v, shapes[s].heads, false, LCM_PRECISION_FP32,
                                                 ATTENTION_FLASH);
-            double t = cpu_seconds() - t0;
+            double t = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - t0;
             if (!out) {
                 fprintf(stderr, "attention_bench: %s\n", lcm_last_error());
                 return 1;
@@ -73,7 +63,7 @@ int main(int argc, char **argv) {
             tensor_free(out);
             if (i >= 0) times[i] = t;
         }
-        qsort(times, (size_t)repeat, sizeof times[0], compare_doubles);
+        bench_sort(times, repeat);
         double flops = 4.0 * (double)shapes[s].nq * (double)shapes[s].nk * (double)c;
         printf("%-18s %6lld %5lld %4d %10.1f %10.1f %8.1f\n", shapes[s].what, (long long)shapes[s].nq,
                (long long)shapes[s].nk, shapes[s].head_dim, times[0] * 1e3, times[repeat / 2] * 1e3,

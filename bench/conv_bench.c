@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "core/error.h"
 #include "ops/conv_direct.h"
 #include "ops/ops.h"
@@ -55,25 +56,7 @@ static const struct {
 // other processes share the core; else wall-clock seconds.
 static bool use_cpu_time;
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static float *random_floats(int64_t n, float bound, unsigned *state) {
-    float *v = malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; v && i < n; i++) {
-        *state = *state * 1664525u + 1013904223u;
-        v[i] = bound * ((float)(*state >> 8) / 8388608.0f - 1.0f);
-    }
-    return v;
-}
+static double now(void) { return bench_seconds(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC); }
 
 int main(int argc, char **argv) {
     int repeat = 5;
@@ -101,8 +84,8 @@ int main(int argc, char **argv) {
         if (only && !strstr(sh->name, only)) continue;
         int64_t weights = (int64_t)sh->out * sh->in * sh->kernel * sh->kernel;
         float bound = 1.0f / sqrtf((float)(sh->in * sh->kernel * sh->kernel));
-        float *weight = random_floats(weights, bound, &state);
-        float *bias = random_floats(sh->out, 1.0f, &state);
+        float *weight = bench_random_floats(weights, bound, &state);
+        float *bias = bench_random_floats(sh->out, 1.0f, &state);
         conv2d layers[KERNELS];
         bool ok[KERNELS];
         for (size_t k = 0; k < KERNELS; k++) {
@@ -116,7 +99,7 @@ int main(int argc, char **argv) {
             ok[k] = conv2d_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
         }
         tensor *x = tensor_new4(1, sh->in, sh->size, sh->size);
-        float *values = random_floats(tensor_numel(x), 1.0f, &state);
+        float *values = bench_random_floats(tensor_numel(x), 1.0f, &state);
         memcpy(x->data, values, sizeof(float) * (size_t)tensor_numel(x));
         free(values);
         x->layout = TENSOR_NHWC;
@@ -143,7 +126,7 @@ int main(int argc, char **argv) {
                 printf(" %12s", "-");
                 continue;
             }
-            qsort(times[k], (size_t)repeat, sizeof(double), compare_double);
+            bench_sort(times[k], repeat);
             double median = times[k][repeat / 2];
             printf(" %6.1f %5.0f", median * 1e3, gflop / median);
         }

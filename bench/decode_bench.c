@@ -14,6 +14,7 @@
 #include <time.h>
 #include <sys/resource.h>
 
+#include "bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/model_folder.h"
@@ -21,20 +22,6 @@
 #include "models/vae.h"
 #include "models/vae_tiled.h"
 #include "ops/ops.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// CPU seconds of the process: with one thread (OMP_NUM_THREADS=1) the compute time even while
-// other processes take turns on the core, so A/B comparisons hold on a busy machine.
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // Page faults of the process so far: a decoder that starts on pages nobody touched pays for
 // every one of them (see the buffer reuse in core/tensor.h).
@@ -44,13 +31,8 @@ static long page_faults_now(void) {
     return usage.ru_minflt + usage.ru_majflt;
 }
 
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, compare_double);
+    bench_sort(v, n);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -123,24 +105,24 @@ int main(int argc, char **argv) {
     double cpu_vae[MAX_REPEAT], cpu_taesd[MAX_REPEAT];
     for (int r = 0; r < repeat; r++) {
         tensor *image = NULL;
-        double t0 = now(), c0 = cpu_now();
+        double t0 = bench_seconds(CLOCK_MONOTONIC), c0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
         if (!taesd_only && vae_decode(vae, latents, &image) != LCM_OK) return fail("VAE decode");
-        t_vae[r] = now() - t0;
-        cpu_vae[r] = cpu_now() - c0;
+        t_vae[r] = bench_seconds(CLOCK_MONOTONIC) - t0;
+        cpu_vae[r] = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
         tensor_free(image);
         image = NULL;
-        t0 = now();
+        t0 = bench_seconds(CLOCK_MONOTONIC);
         if (!taesd_only && !skip_tiled && vae_decode_tiled(vae, latents, &tiling, NULL, NULL, &image) != LCM_OK)
             return fail("tiled VAE decode");
-        t_tiled[r] = now() - t0;
+        t_tiled[r] = bench_seconds(CLOCK_MONOTONIC) - t0;
         tensor_free(image);
         image = NULL;
-        t0 = now();
-        c0 = cpu_now();
+        t0 = bench_seconds(CLOCK_MONOTONIC);
+        c0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
         long faults = page_faults_now();
         if (taesd_decode(taesd, latents, &image) != LCM_OK) return fail("TAESD decode");
-        t_taesd[r] = now() - t0;
-        cpu_taesd[r] = cpu_now() - c0;
+        t_taesd[r] = bench_seconds(CLOCK_MONOTONIC) - t0;
+        cpu_taesd[r] = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
         faults = page_faults_now() - faults;
         tensor_free(image);
         printf("run %d: VAE %.3f s, tiled VAE %.3f s, TAESD %.3f s (CPU time: VAE %.3f s, TAESD %.3f s; "

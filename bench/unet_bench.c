@@ -10,18 +10,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/model_folder.h"
 #include "models/flops.h"
 #include "models/guidance_embedding.h"
 #include "models/unet.h"
-
-static double clock_seconds(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "unet_bench: %s: %s\n", what, lcm_last_error());
@@ -68,9 +63,9 @@ int main(int argc, char **argv) {
     for (int r = 0; r <= repeat; r++) {
         tensor *out = NULL;
         if (release) tensor_release_cached();
-        double w0 = clock_seconds(CLOCK_MONOTONIC), c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
+        double w0 = bench_seconds(CLOCK_MONOTONIC), c0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
         if (unet_forward(unet, latents, 999.0f, embeds, cond, NULL, &out) != LCM_OK) return fail("forward");
-        double wall = clock_seconds(CLOCK_MONOTONIC) - w0, cpu = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        double wall = bench_seconds(CLOCK_MONOTONIC) - w0, cpu = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
         tensor_free(out);
         printf("%s: %.3f s wall, %.3f s CPU, %.1f GFLOP: %.1f GFLOP/s of CPU time\n",
                r == 0 ? "warm-up" : "step", wall, cpu, gflop, gflop / cpu);
