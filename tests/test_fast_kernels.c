@@ -149,8 +149,9 @@ static void test_conv_linear(void) {
         check_conv(pr, 1, 4, 3, 5, 6, 3, 1, 1, false);     // too few channels for bf16 kernels
         check_conv(pr, 1, 64, 64, 12, 12, 3, 1, 1, true);  // brgconv-sized
         check_conv(pr, 2, 16, 3, 13, 11, 3, 1, 1, true);   // conv_out to RGB (direct: dot products)
-        check_conv(pr, 2, 16, 32, 13, 11, 3, 1, 1, true);  // Winograd, odd sizes: partial 2x2 tiles
+        check_conv(pr, 2, 16, 32, 13, 11, 3, 1, 1, true);  // Winograd F(4x4), odd sizes: partial tiles
         check_conv(pr, 1, 8, 16, 1, 3, 3, 1, 1, false);   // Winograd, one row
+        check_conv(pr, 1, 264, 272, 7, 5, 3, 1, 1, true);  // Winograd F(2x2) (over 256 channels)
         check_conv(pr, 1, 24, 2, 9, 10, 3, 2, 1, false);   // a few channels, strided
         check_conv(pr, 1, 8, 1, 5, 7, 1, 1, 0, true);      // one channel, 1x1
         check_linear(pr, 2, 37, 24, 40, true);
@@ -430,6 +431,14 @@ static void test_conv_fusion(void) {
         check_upsampled_phases(16, 20, 4, 9);
         check_upsampled_phases(3, 16, 1, 1);
         check_upsampled_phases(16, 32, 5, 7); // Winograd on the doubled image
+        // Outputs written with non-temporal stores (only large ones by default), with and
+        // without the epilogue.
+        conv_direct_set_stream_bytes(0);
+        check_conv_with(LCM_PRECISION_FP32, CONV_KERNEL_DIRECT, 2, 16, 32, 13, 11, 3, 1, 1, true);
+        check_conv_with(LCM_PRECISION_FP32, CONV_KERNEL_DIRECT, 1, 264, 272, 7, 5, 3, 1, 1, true);
+        check_conv_fusion(CONV_KERNEL_DIRECT, true, 16, 16, 3, 1, 13, 11);
+        check_upsampled_phases(16, 32, 5, 7);
+        conv_direct_set_stream_bytes(-1);
     }
 }
 

@@ -33,6 +33,9 @@ _Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the do
 #define WINOGRAD_MAX_CHANNELS 512
 // F(2x2, 3x3) tiles per task: a multiple of the register tile's 6 rows (F(4x4, 3x3) takes 12).
 #define WINOGRAD_TASK_TILES 48
+// Outputs of more bytes than this (the L3 cache of one Zen 3/4 chiplet) are written with
+// non-temporal stores. sysconf's figure is no help: in these VMs it reports the host's 256 MiB.
+#define WINOGRAD_STREAM_BYTES ((int64_t)32 << 20)
 // Output channel blocks computed together, so that the input rows of a register tile are read from
 // L1 once for all of them.
 #define WINOGRAD_GROUP_BLOCKS 4
@@ -346,6 +349,10 @@ static int winograd_setting = -1; // -1: not decided yet
 
 void conv_direct_set_winograd(bool on) { winograd_setting = on; }
 
+static int64_t stream_bytes = WINOGRAD_STREAM_BYTES;
+
+void conv_direct_set_stream_bytes(int64_t bytes) { stream_bytes = bytes < 0 ? WINOGRAD_STREAM_BYTES : bytes; }
+
 static bool winograd_wanted(void) {
     if (winograd_setting < 0) {
         const char *v = getenv("LCM_WINOGRAD");
@@ -362,14 +369,19 @@ static const double winograd_g4[6][3] = {{1.0 / 4, 0, 0},
                                          {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                          {0, 0, 1}};
 
-// u [a][a] = G g G^T of one 3x3 kernel (G: a x 3), in double and then rounded.
-static void winograd_kernel(const double *G, int a, const double g[3][3], float *u) {
-    double t[6][3]; // G g
+// u [a][a][16] = G g G^T of the 3x3 kernels g [3][3][16] of 16 output channels (G: a x 3), in
+// double and then rounded. The channels are the innermost loop, so that it runs on vectors.
+static void winograd_kernels(const double *G, int a, const double g[3][3][TILE_CHANNELS],
+                             float u[36][TILE_CHANNELS]) {
+    double t[6][3][TILE_CHANNELS]; // G g
     for (int i = 0; i < a; i++)
-        for (int j = 0; j < 3; j++) t[i][j] = G[i * 3] * g[0][j] + G[i * 3 + 1] * g[1][j] + G[i * 3 + 2] * g[2][j];
+        for (int j = 0; j < 3; j++)
+            for (int c = 0; c < TILE_CHANNELS; c++)
+                t[i][j][c] = G[i * 3] * g[0][j][c] + G[i * 3 + 1] * g[1][j][c] + G[i * 3 + 2] * g[2][j][c];
     for (int i = 0; i < a; i++)
         for (int j = 0; j < a; j++)
-            u[i * a + j] = (float)(t[i][0] * G[j * 3] + t[i][1] * G[j * 3 + 1] + t[i][2] * G[j * 3 + 2]);
+            for (int c = 0; c < TILE_CHANNELS; c++)
+                u[i * a + j][c] = (float)(t[i][0][c] * G[j * 3] + t[i][1][c] * G[j * 3 + 1] + t[i][2][c] * G[j * 3 + 2]);
 }
 
 static lcm_status prepare_winograd(conv_direct *d) {
@@ -384,17 +396,20 @@ static lcm_status prepare_winograd(conv_direct *d) {
     size_t bytes = sizeof(float) * (size_t)(d->blocks * positions * per_position);
     float *u = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!u) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing Winograd weights");
+    // A large layer's kernels take a good part of a second: both threads share them.
+    #pragma omp parallel for schedule(static)
     for (int64_t block = 0; block < d->blocks; block++)
-        for (int64_t i = 0; i < d->in; i++)
-            for (int64_t j = 0; j < TILE_CHANNELS; j++) {
-                double g[3][3];
-                for (int tap = 0; tap < 9; tap++)
-                    g[tap / 3][tap % 3] = d->weight[((block * 9 + tap) * d->in + i) * TILE_CHANNELS + j];
-                float transformed[36];
-                winograd_kernel(G, a, g, transformed);
-                for (int position = 0; position < positions; position++)
-                    u[((block * positions + position) * d->in + i) * TILE_CHANNELS + j] = transformed[position];
-            }
+        for (int64_t i = 0; i < d->in; i++) {
+            double g[3][3][TILE_CHANNELS];
+            for (int tap = 0; tap < 9; tap++)
+                for (int c = 0; c < TILE_CHANNELS; c++)
+                    g[tap / 3][tap % 3][c] = d->weight[((block * 9 + tap) * d->in + i) * TILE_CHANNELS + c];
+            float transformed[36][TILE_CHANNELS];
+            winograd_kernels(G, a, g, transformed);
+            for (int position = 0; position < positions; position++)
+                memcpy(u + ((block * positions + position) * d->in + i) * TILE_CHANNELS, transformed[position],
+                       sizeof transformed[position]);
+        }
     d->winograd_weight = u;
     d->winograd_tile = tile;
     free(d->weight);
@@ -447,16 +462,43 @@ typedef struct winograd_shape {
     int64_t tiles_w, tiles, task_tiles;
 } winograd_shape;
 
+// B^T d B of one tile's a x a input block on 8 channels (pixel (r, c) at at[r][c] + ch), position
+// (r, c) stored at out + (r * a + c) * stride. `m` is a constant where this is inlined, so that
+// the loops unroll and the block stays in registers and a few stack slots.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+input_tile(const int m, const float *const at[6][6], int64_t ch, float *out, int64_t stride) {
+    const int a = m + 2;
+    __m256 b[6][6];
+    #pragma GCC unroll 6
+    for (int c = 0; c < a; c++) { // B^T d, column by column
+        __m256 column[6], transformed[6];
+        #pragma GCC unroll 6
+        for (int r = 0; r < a; r++) column[r] = _mm256_loadu_ps(at[r][c] + ch);
+        if (m == 4) input_axis4(column, transformed);
+        else input_axis2(column, transformed);
+        #pragma GCC unroll 6
+        for (int r = 0; r < a; r++) b[r][c] = transformed[r];
+    }
+    #pragma GCC unroll 6
+    for (int r = 0; r < a; r++) { // (B^T d) B, row by row
+        __m256 transformed[6];
+        if (m == 4) input_axis4(b[r], transformed);
+        else input_axis2(b[r], transformed);
+        #pragma GCC unroll 6
+        for (int c = 0; c < a; c++) _mm256_storeu_ps(out + (r * a + c) * stride, transformed[c]);
+    }
+}
+
 // B^T d B of the a x a input blocks of `count` tiles (tiles first_tile.. in row-major order), into
 // v [positions][task_tiles][in]; missing tiles are 0.
-__attribute__((target("avx2,fma"))) static void
-winograd_input(const conv_direct *d, const winograd_shape *ws, const float *x, int64_t first_tile,
-               int count, const float *zeros, float *v) {
-    const int a = ws->a, m = ws->tile;
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+input_tiles(const int m, const conv_direct *d, const winograd_shape *ws, const float *x,
+            int64_t first_tile, int count, const float *zeros, float *v) {
+    const int a = m + 2;
     const int64_t in = d->in, stride = ws->task_tiles * in;
     for (int t = 0; t < ws->task_tiles; t++) {
         if (t >= count) {
-            for (int position = 0; position < ws->positions; position++)
+            for (int position = 0; position < a * a; position++)
                 memset(v + position * stride + t * in, 0, sizeof(float) * (size_t)in);
             continue;
         }
@@ -468,41 +510,98 @@ winograd_input(const conv_direct *d, const winograd_shape *ws, const float *x, i
                 bool inside = iy >= 0 && iy < ws->oh && ix >= 0 && ix < ws->ow;
                 at[r][c] = inside ? x + ((iy >> ws->up) * ws->w + (ix >> ws->up)) * in : zeros;
             }
-        for (int64_t ch = 0; ch < in; ch += 8) {
-            __m256 b[6][6], column[6], transformed[6];
-            for (int c = 0; c < a; c++) { // B^T d, column by column
-                for (int r = 0; r < a; r++) column[r] = _mm256_loadu_ps(at[r][c] + ch);
-                if (m == 4) input_axis4(column, transformed);
-                else input_axis2(column, transformed);
-                for (int r = 0; r < a; r++) b[r][c] = transformed[r];
-            }
-            for (int r = 0; r < a; r++) { // (B^T d) B, row by row
-                if (m == 4) input_axis4(b[r], transformed);
-                else input_axis2(b[r], transformed);
-                float *out = v + (r * a) * stride + t * in + ch;
-                for (int c = 0; c < a; c++) _mm256_storeu_ps(out + c * stride, transformed[c]);
-            }
-        }
+        for (int64_t ch = 0; ch < in; ch += 8) input_tile(m, at, ch, v + t * in + ch, stride);
     }
 }
 
-// A^T p A of one tile's products for 8 channels (position k at p + k * TILE_CHANNELS), plus the
-// bias: the m x m outputs o[dy * m + dx].
-__attribute__((target("avx2,fma"))) static void winograd_output(const winograd_shape *ws, const float *p,
-                                                                 __m256 bias, __m256 o[16]) {
-    const int a = ws->a, m = ws->tile;
-    __m256 s[4][6], column[6], transformed[4];
+__attribute__((target("avx2,fma"))) static void
+winograd_input(const conv_direct *d, const winograd_shape *ws, const float *x, int64_t first_tile,
+               int count, const float *zeros, float *v) {
+    if (ws->tile == 4) input_tiles(4, d, ws, x, first_tile, count, zeros, v);
+    else input_tiles(2, d, ws, x, first_tile, count, zeros, v);
+}
+
+// A^T p A of one tile's products on 8 channels (position k at p + k * TILE_CHANNELS), plus the
+// bias: the m x m outputs o[dy * m + dx]. `m` is a constant where this is inlined.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+output_tile(const int m, const float *p, __m256 bias, __m256 o[16]) {
+    const int a = m + 2;
+    __m256 s[4][6];
+    #pragma GCC unroll 6
     for (int c = 0; c < a; c++) { // A^T p, column by column
+        __m256 column[6], transformed[4];
+        #pragma GCC unroll 6
         for (int r = 0; r < a; r++) column[r] = _mm256_load_ps(p + (r * a + c) * TILE_CHANNELS);
         if (m == 4) output_axis4(column, transformed);
         else output_axis2(column, transformed);
+        #pragma GCC unroll 4
         for (int r = 0; r < m; r++) s[r][c] = transformed[r];
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < m; r++) { // (A^T p) A
+        __m256 transformed[4];
         if (m == 4) output_axis4(s[r], transformed);
         else output_axis2(s[r], transformed);
+        #pragma GCC unroll 4
         for (int c = 0; c < m; c++) o[r * m + c] = _mm256_add_ps(bias, transformed[c]);
     }
+}
+
+// The outputs of `count` tiles (tiles first_tile..) for `blocks` blocks of 16 channels from
+// channel `channel` on, from their products p [blocks][count][positions][16] (`block_stride`
+// floats from one block to the next), with the epilogue, into image b of y. A tile's blocks are
+// done one after the other and each output pixel's 16 channels (one cache line) are stored
+// together, so that the lines of a pixel are read and written in order.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+output_tiles(const int m, const winograd_shape *ws, const float *p, int64_t block_stride,
+             int blocks, int64_t first_tile, int count, const float *bias,
+             const conv_direct_epilogue *e, int64_t first_channel, int64_t out, int64_t b, float *y,
+             bool stream) {
+    const int a = m + 2;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int t = 0; t < count; t++)
+    for (int k = 0; k < blocks; k++) {
+        int64_t ty = (first_tile + t) / ws->tiles_w, tx = (first_tile + t) % ws->tiles_w;
+        int64_t channel = first_channel + k * TILE_CHANNELS;
+        const __m256 bias_lo = _mm256_loadu_ps(bias + channel), bias_hi = _mm256_loadu_ps(bias + channel + 8);
+        __m256 lo[16], hi[16];
+        output_tile(m, p + k * block_stride + t * a * a * TILE_CHANNELS, bias_lo, lo);
+        output_tile(m, p + k * block_stride + t * a * a * TILE_CHANNELS + 8, bias_hi, hi);
+        #pragma GCC unroll 4
+        for (int dy = 0; dy < m; dy++)
+            #pragma GCC unroll 4
+            for (int dx = 0; dx < m; dx++) {
+                int64_t oy = m * ty + dy, ox = m * tx + dx;
+                if (oy >= ws->oh || ox >= ws->ow) continue;
+                int64_t at = ((b * ws->oh + oy) * ws->ow + ox) * out + channel;
+                __m256 value_lo = lo[dy * m + dx], value_hi = hi[dy * m + dx];
+                if (e->residual) {
+                    value_lo = _mm256_add_ps(value_lo, _mm256_loadu_ps(e->residual + at));
+                    value_hi = _mm256_add_ps(value_hi, _mm256_loadu_ps(e->residual + at + 8));
+                }
+                if (e->relu) {
+                    value_lo = _mm256_max_ps(zero, value_lo);
+                    value_hi = _mm256_max_ps(zero, value_hi);
+                }
+                if (stream) {
+                    _mm256_stream_ps(y + at, value_lo);
+                    _mm256_stream_ps(y + at + 8, value_hi);
+                } else {
+                    _mm256_storeu_ps(y + at, value_lo);
+                    _mm256_storeu_ps(y + at + 8, value_hi);
+                }
+            }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void
+winograd_output(const winograd_shape *ws, const float *p, int64_t block_stride, int blocks,
+                int64_t first_tile, int count, const float *bias, const conv_direct_epilogue *e,
+                int64_t first_channel, int64_t out, int64_t b, float *y, bool stream) {
+    if (ws->tile == 4)
+        output_tiles(4, ws, p, block_stride, blocks, first_tile, count, bias, e, first_channel, out, b, y, stream);
+    else
+        output_tiles(2, ws, p, block_stride, blocks, first_tile, count, bias, e, first_channel, out, b, y, stream);
 }
 
 // The Winograd path of conv_direct_run.
@@ -520,6 +619,10 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
     const int64_t chunks = (ws.tiles + tt - 1) / tt, tasks = n * chunks;
     const int64_t group_stride = tt * positions * TILE_CHANNELS; // one block's products
     int failed = 0;
+    // An output larger than the last-level cache has left it by the time the next layer reads
+    // its first pixels, so it bypasses the caches: no reads for ownership of its lines, and the
+    // caches keep the input and the weights (measured: TAESD -15-20%, 2 threads).
+    bool stream = (uintptr_t)y % 32 == 0 && (int64_t)sizeof(float) * n * ws.oh * ws.ow * out > stream_bytes;
     #pragma omp parallel
     {
         // One task's transformed inputs [positions][tt][in] and a group of channel blocks'
@@ -554,27 +657,11 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
                                       positions * TILE_CHANNELS, true);
                         }
                     }
-                for (int k = 0; k < blocks; k++)
-                    for (int t = 0; t < count; t++) {
-                        int64_t ty = (first + t) / ws.tiles_w, tx = (first + t) % ws.tiles_w;
-                        for (int half = 0; half < TILE_CHANNELS; half += 8) {
-                            int64_t channel = (group + k) * TILE_CHANNELS + half;
-                            __m256 o[16];
-                            winograd_output(&ws, p + k * group_stride + t * positions * TILE_CHANNELS + half,
-                                            _mm256_loadu_ps(d->bias + channel), o);
-                            for (int q = 0; q < ws.tile * ws.tile; q++) {
-                                int64_t oy = ws.tile * ty + q / ws.tile, ox = ws.tile * tx + q % ws.tile;
-                                if (oy >= ws.oh || ox >= ws.ow) continue;
-                                int64_t at = ((b * ws.oh + oy) * ws.ow + ox) * out + channel;
-                                __m256 value = o[q];
-                                if (e->residual) value = _mm256_add_ps(value, _mm256_loadu_ps(e->residual + at));
-                                if (e->relu) value = _mm256_max_ps(_mm256_setzero_ps(), value);
-                                _mm256_storeu_ps(y + at, value);
-                            }
-                        }
-                    }
+                winograd_output(&ws, p, group_stride, blocks, first, count, d->bias, e,
+                                group * TILE_CHANNELS, out, b, y, stream);
             }
         }
+        if (stream) _mm_sfence();
         free(v);
         free(p);
         free(zeros);

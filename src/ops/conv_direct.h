@@ -44,6 +44,12 @@ lcm_status conv_direct_prepare_upsampled(conv_direct *d);
 // packed afterwards on the direct kernel, to compare the two. Not thread-safe.
 void conv_direct_set_winograd(bool on);
 
+// Winograd outputs of more than `bytes` (default, or bytes < 0: 32 MiB, the L3 cache of one Zen
+// chiplet) are written with non-temporal stores: the next layer would not find them in the cache
+// anyway, and the stores then need no reads for ownership. Tests set 0 to cover that path. Not
+// thread-safe.
+void conv_direct_set_stream_bytes(int64_t bytes);
+
 // What conv_direct_run does with each finished value: + residual, then ReLU.
 typedef struct conv_direct_epilogue {
     const float *residual; // NHWC [n, oh, ow, out], or NULL
