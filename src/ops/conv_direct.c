@@ -548,7 +548,7 @@ output_tile(const int m, const float *p, __m256 bias, __m256 o[16]) {
 }
 
 // The outputs of `count` tiles (tiles first_tile..) for `blocks` blocks of 16 channels from
-// channel `channel` on, from their products p [blocks][count][positions][16] (`block_stride`
+// channel `first_channel` on, from their products p [blocks][count][positions][16] (`block_stride`
 // floats from one block to the next), with the epilogue, into image b of y. A tile's blocks are
 // done one after the other and each output pixel's 16 channels (one cache line) are stored
 // together, so that the lines of a pixel are read and written in order.
@@ -559,38 +559,39 @@ output_tiles(const int m, const winograd_shape *ws, const float *p, int64_t bloc
              bool stream) {
     const int a = m + 2;
     const __m256 zero = _mm256_setzero_ps();
-    for (int t = 0; t < count; t++)
-    for (int k = 0; k < blocks; k++) {
+    for (int t = 0; t < count; t++) {
         int64_t ty = (first_tile + t) / ws->tiles_w, tx = (first_tile + t) % ws->tiles_w;
-        int64_t channel = first_channel + k * TILE_CHANNELS;
-        const __m256 bias_lo = _mm256_loadu_ps(bias + channel), bias_hi = _mm256_loadu_ps(bias + channel + 8);
-        __m256 lo[16], hi[16];
-        output_tile(m, p + k * block_stride + t * a * a * TILE_CHANNELS, bias_lo, lo);
-        output_tile(m, p + k * block_stride + t * a * a * TILE_CHANNELS + 8, bias_hi, hi);
-        #pragma GCC unroll 4
-        for (int dy = 0; dy < m; dy++)
+        for (int k = 0; k < blocks; k++) {
+            int64_t channel = first_channel + k * TILE_CHANNELS;
+            const __m256 bias_lo = _mm256_loadu_ps(bias + channel), bias_hi = _mm256_loadu_ps(bias + channel + 8);
+            __m256 lo[16], hi[16];
+            output_tile(m, p + k * block_stride + t * a * a * TILE_CHANNELS, bias_lo, lo);
+            output_tile(m, p + k * block_stride + t * a * a * TILE_CHANNELS + 8, bias_hi, hi);
             #pragma GCC unroll 4
-            for (int dx = 0; dx < m; dx++) {
-                int64_t oy = m * ty + dy, ox = m * tx + dx;
-                if (oy >= ws->oh || ox >= ws->ow) continue;
-                int64_t at = ((b * ws->oh + oy) * ws->ow + ox) * out + channel;
-                __m256 value_lo = lo[dy * m + dx], value_hi = hi[dy * m + dx];
-                if (e->residual) {
-                    value_lo = _mm256_add_ps(value_lo, _mm256_loadu_ps(e->residual + at));
-                    value_hi = _mm256_add_ps(value_hi, _mm256_loadu_ps(e->residual + at + 8));
+            for (int dy = 0; dy < m; dy++)
+                #pragma GCC unroll 4
+                for (int dx = 0; dx < m; dx++) {
+                    int64_t oy = m * ty + dy, ox = m * tx + dx;
+                    if (oy >= ws->oh || ox >= ws->ow) continue;
+                    int64_t at = ((b * ws->oh + oy) * ws->ow + ox) * out + channel;
+                    __m256 value_lo = lo[dy * m + dx], value_hi = hi[dy * m + dx];
+                    if (e->residual) {
+                        value_lo = _mm256_add_ps(value_lo, _mm256_loadu_ps(e->residual + at));
+                        value_hi = _mm256_add_ps(value_hi, _mm256_loadu_ps(e->residual + at + 8));
+                    }
+                    if (e->relu) {
+                        value_lo = _mm256_max_ps(zero, value_lo);
+                        value_hi = _mm256_max_ps(zero, value_hi);
+                    }
+                    if (stream) {
+                        _mm256_stream_ps(y + at, value_lo);
+                        _mm256_stream_ps(y + at + 8, value_hi);
+                    } else {
+                        _mm256_storeu_ps(y + at, value_lo);
+                        _mm256_storeu_ps(y + at + 8, value_hi);
+                    }
                 }
-                if (e->relu) {
-                    value_lo = _mm256_max_ps(zero, value_lo);
-                    value_hi = _mm256_max_ps(zero, value_hi);
-                }
-                if (stream) {
-                    _mm256_stream_ps(y + at, value_lo);
-                    _mm256_stream_ps(y + at + 8, value_hi);
-                } else {
-                    _mm256_storeu_ps(y + at, value_lo);
-                    _mm256_storeu_ps(y + at + 8, value_hi);
-                }
-            }
+        }
     }
 }
 
