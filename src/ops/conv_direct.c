@@ -454,6 +454,17 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void output_axi
     y[3] = _mm256_add_ps(_mm256_fmadd_ps(eight, m3m4, m1m2), m[5]);
 }
 
+// Inside a parallel region: whether this thread's scratch buffers were allocated. If not, the run
+// is marked failed, and the thread still takes part in the work-sharing loop (skipping its tasks)
+// so that every thread reaches the loop's barrier.
+static bool scratch_ready(bool allocated, int *failed) {
+    if (!allocated) {
+        #pragma omp atomic write
+        *failed = 1;
+    }
+    return allocated;
+}
+
 // The shape of one Winograd run.
 typedef struct winograd_shape {
     int tile, a, positions; // m x m outputs from a x a inputs (a = m + 2), a^2 products
@@ -632,11 +643,7 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
         float *v = aligned_alloc(64, sizeof(float) * (size_t)(positions * tt * in));
         float *p = aligned_alloc(64, sizeof(float) * (size_t)(WINOGRAD_GROUP_BLOCKS * group_stride));
         float *zeros = calloc((size_t)in, sizeof(float)); // the padding's input vector
-        bool ready = v && p && zeros;
-        if (!ready) {
-            #pragma omp atomic write
-            failed = 1;
-        }
+        bool ready = scratch_ready(v && p && zeros, &failed);
         #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; task++) {
             if (!ready) continue;
@@ -702,11 +709,7 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
         const float **rows = malloc(sizeof *rows * (size_t)(TASK_PIXELS * taps));
         int64_t *out_pixels = malloc(sizeof *out_pixels * TASK_PIXELS);
         float *sums = aligned_alloc(32, sizeof(float) * TASK_PIXELS * TILE_CHANNELS);
-        bool ready = rows && out_pixels && sums;
-        if (!ready) {
-            #pragma omp atomic write
-            failed = 1;
-        }
+        bool ready = scratch_ready(rows && out_pixels && sums, &failed);
         #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; task++) {
             if (!ready) continue;
