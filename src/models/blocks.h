@@ -46,8 +46,9 @@ typedef struct resnet_block {
 lcm_status resnet_block_load(resnet_block *b, const weight_set *ws, const char *prefix,
                              const resnet_block_config *config);
 void resnet_block_free(resnet_block *b);
-// x [N, in, H, W], temb [N, temb_channels] (NULL when the block has none) -> [N, out, H, W]
-tensor *resnet_block_forward(const resnet_block *b, const tensor *x, const tensor *temb);
+// x [N, in, H, W], temb [N, temb_channels] (NULL when the block has none) -> [N, out, H, W].
+// Consumes x (its memory is reused), also on failure.
+tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *temb);
 
 // ---- Attention (attention_processor.py: to_q/to_k/to_v, softmax(q k^T / sqrt(d)) v, to_out.0) --
 

@@ -547,7 +547,7 @@ static tensor *unet_time_embedding(const unet_model *m, float timestep, int64_t 
 static tensor *unet_down_block(const down_block *b, tensor *h, const tensor *temb,
                                const tensor *context, skip_stack *skips) {
     for (int i = 0; i < b->num_layers; i++) {
-        tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, temb));
+        h = resnet_block_forward(&b->resnets[i], h, temb);
         if (b->has_attention) tensor_replace(&h, transformer_2d_forward(&b->attentions[i], h, context));
         skip_push(skips, h);
     }
@@ -561,9 +561,9 @@ static tensor *unet_down_block(const down_block *b, tensor *h, const tensor *tem
 // [N, C, H, W] -> [N, C, H, W]. Consumes h.
 static tensor *unet_mid_block(const mid_block *b, tensor *h, const tensor *temb,
                               const tensor *context) {
-    tensor_replace(&h, resnet_block_forward(&b->resnets[0], h, temb));
+    h = resnet_block_forward(&b->resnets[0], h, temb);
     tensor_replace(&h, transformer_2d_forward(&b->attention, h, context));
-    tensor_replace(&h, resnet_block_forward(&b->resnets[1], h, temb));
+    h = resnet_block_forward(&b->resnets[1], h, temb);
     return h;
 }
 
@@ -579,7 +579,7 @@ static tensor *unet_up_block(const up_block *b, tensor *h, const tensor *temb,
         tensor_free(h);
         tensor_free(skip);
         h = joined;
-        tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, temb));
+        h = resnet_block_forward(&b->resnets[i], h, temb);
         if (b->has_attention) tensor_replace(&h, transformer_2d_forward(&b->attentions[i], h, context));
     }
     if (b->has_upsample && h) {

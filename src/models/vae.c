@@ -525,17 +525,17 @@ static tensor *attention_block_forward(const attention_block *a, const tensor *x
     return add_residual(y, x);
 }
 
-static tensor *mid_block_forward(const mid_block *m, const tensor *x) {
+// Consumes x, like the other blocks below.
+static tensor *mid_block_forward(const mid_block *m, tensor *x) {
     tensor *h = resnet_block_forward(&m->resnet_in, x, NULL);
     if (m->has_attention) tensor_replace(&h, attention_block_forward(&m->attn, h));
-    tensor_replace(&h, resnet_block_forward(&m->resnet_out, h, NULL));
-    return h;
+    return resnet_block_forward(&m->resnet_out, h, NULL);
 }
 
 // DownEncoderBlock2D: [N, Cin, H, W] -> [N, Cout, H/2, W/2] (no halving in the last block).
-static tensor *down_block_forward(const sampling_block *b, const tensor *x) {
-    tensor *h = resnet_block_forward(&b->resnets[0], x, NULL);
-    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, NULL));
+static tensor *down_block_forward(const sampling_block *b, tensor *x) {
+    tensor *h = x;
+    for (int i = 0; i < b->count; i++) h = resnet_block_forward(&b->resnets[i], h, NULL);
     if (b->has_resample) {
         tensor_replace(&h, pad2d(h, 0, 1, 0, 1));
         tensor_replace(&h, conv2d_forward(&b->resample_conv, h));
@@ -544,9 +544,9 @@ static tensor *down_block_forward(const sampling_block *b, const tensor *x) {
 }
 
 // UpDecoderBlock2D: [N, Cin, H, W] -> [N, Cout, 2H, 2W] (no doubling in the last block).
-static tensor *up_block_forward(const sampling_block *b, const tensor *x) {
-    tensor *h = resnet_block_forward(&b->resnets[0], x, NULL);
-    for (int i = 1; i < b->count; i++) tensor_replace(&h, resnet_block_forward(&b->resnets[i], h, NULL));
+static tensor *up_block_forward(const sampling_block *b, tensor *x) {
+    tensor *h = x;
+    for (int i = 0; i < b->count; i++) h = resnet_block_forward(&b->resnets[i], h, NULL);
     if (b->has_resample) {
         // [N,C,H,W] -> [N,C,2H,2W], the doubled image read inside the convolution
         if (h) tensor_replace(&h, conv2d_forward_fused(&b->resample_conv, h, &(conv2d_fusion){.upsample_input = true}));
@@ -561,12 +561,12 @@ static tensor *encoder_forward(const vae_model *m, const tensor *image, vae_tap_
     tensor *h = conv2d_forward(&e->conv_in, image);
     tap_value(tap, user, "encoder.conv_in", h);
     for (int i = 0; i < m->config.block_count; i++) {
-        tensor_replace(&h, down_block_forward(&e->down[i], h));
+        h = down_block_forward(&e->down[i], h);
         char name[NAME_SIZE];
         format_name(name, "encoder.down_blocks.%d", i);
         tap_value(tap, user, name, h);
     }
-    tensor_replace(&h, mid_block_forward(&e->mid, h));
+    h = mid_block_forward(&e->mid, h);
     tap_value(tap, user, "encoder.mid_block", h);
     tensor_replace(&h, group_norm_silu(&e->norm_out, h));
     tensor_replace(&h, conv2d_forward(&e->conv_out, h));
@@ -579,10 +579,10 @@ static tensor *decoder_forward(const vae_model *m, const tensor *z, vae_tap_fn t
     const vae_decoder *d = &m->decoder;
     tensor *h = conv2d_forward(&d->conv_in, z);
     tap_value(tap, user, "decoder.conv_in", h);
-    tensor_replace(&h, mid_block_forward(&d->mid, h));
+    h = mid_block_forward(&d->mid, h);
     tap_value(tap, user, "decoder.mid_block", h);
     for (int i = 0; i < m->config.block_count; i++) {
-        tensor_replace(&h, up_block_forward(&d->up[i], h));
+        h = up_block_forward(&d->up[i], h);
         char name[NAME_SIZE];
         format_name(name, "decoder.up_blocks.%d", i);
         tap_value(tap, user, name, h);

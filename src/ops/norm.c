@@ -65,24 +65,23 @@ static void group_totals(const double *partial, int64_t blocks, int64_t c, int g
         for (int64_t ch = 0; ch < c; ch++) total[ch / per_group] += partial[blk * c + ch];
 }
 
-// GroupNorm over channels-last data: two passes for the statistics (mean, then the squared
-// deviations from it, like the NCHW path), one to normalise.
-static tensor *group_norm_nhwc(const norm *n, const tensor *x, bool then_silu) {
+// GroupNorm over channels-last data into y (x itself, or a new tensor of its shape): two passes for
+// the statistics (mean, then the squared deviations from it, like the NCHW path), one to normalise.
+// Returns false (y is left unspecified) when out of memory.
+static bool group_norm_nhwc(const norm *n, const tensor *x, tensor *y, bool then_silu) {
     int64_t batch = x->shape[0], c = x->shape[1], hw = x->shape[2] * x->shape[3];
     int groups = n->groups;
     int64_t per_group = c / groups;
     int64_t blocks = (hw + GROUP_NORM_PIXEL_BLOCK - 1) / GROUP_NORM_PIXEL_BLOCK;
-    tensor *y = tensor_new(4, x->shape);
+    bool ok = false;
     double *partial = malloc(sizeof(double) * (size_t)(blocks * c));
     double *center = malloc(sizeof(double) * (size_t)c);
     double *total = malloc(sizeof(double) * (size_t)groups);
     float *mean = malloc(sizeof(float) * (size_t)c), *rstd = malloc(sizeof(float) * (size_t)c);
-    if (!y || !partial || !center || !total || !mean || !rstd) {
-        tensor_replace(&y, NULL);
+    if (!partial || !center || !total || !mean || !rstd) {
         lcm_fail(LCM_ERR_OUT_OF_MEMORY, "group_norm: out of memory");
         goto done;
     }
-    y->layout = TENSOR_NHWC;
     for (int64_t b = 0; b < batch; b++) {
         const float *xb = x->data + b * hw * c;
         float *yb = y->data + b * hw * c;
@@ -106,25 +105,25 @@ static tensor *group_norm_nhwc(const norm *n, const tensor *x, bool then_silu) {
             if (then_silu) silu_span(out, c);
         }
     }
+    ok = true;
 done:
     free(partial);
     free(center);
     free(total);
     free(mean);
     free(rstd);
-    return y;
+    return ok;
 }
 
-static tensor *group_norm_impl(const norm *n, const tensor *x, bool then_silu) {
-    if (!x) return NULL;
+// GroupNorm of x into y: x itself (in place) or a tensor of its shape and layout. Every value is
+// read before its own output is written, so the two may be one.
+static bool group_norm_into(const norm *n, const tensor *x, tensor *y, bool then_silu) {
     if (x->ndim != 4 || x->shape[1] != n->channels) {
         lcm_fail(LCM_ERR_INTERNAL, "group_norm: input has %lld channels, layer expects %d",
                  (long long)(x->ndim == 4 ? x->shape[1] : -1), n->channels);
-        return NULL;
+        return false;
     }
-    if (x->layout == TENSOR_NHWC) return group_norm_nhwc(n, x, then_silu);
-    tensor *y = tensor_new(x->ndim, x->shape);
-    if (!y) return NULL;
+    if (x->layout == TENSOR_NHWC) return group_norm_nhwc(n, x, y, then_silu);
     int64_t batch = x->shape[0], hw = x->shape[2] * x->shape[3];
     int per_group = n->channels / n->groups;
     int64_t span = per_group * hw;
@@ -134,11 +133,25 @@ static tensor *group_norm_impl(const norm *n, const tensor *x, bool then_silu) {
             int64_t offset = (b * n->channels + (int64_t)g * per_group) * hw;
             normalize_span(x->data + offset, y->data + offset, span, hw, n, g * per_group, then_silu);
         }
+    return true;
+}
+
+static tensor *group_norm_impl(const norm *n, const tensor *x, bool then_silu) {
+    if (!x) return NULL;
+    tensor *y = tensor_new(x->ndim, x->shape);
+    if (!y) return NULL;
+    y->layout = x->layout;
+    if (!group_norm_into(n, x, y, then_silu)) tensor_replace(&y, NULL);
     return y;
 }
 
 tensor *group_norm(const norm *n, const tensor *x) { return group_norm_impl(n, x, false); }
 tensor *group_norm_silu(const norm *n, const tensor *x) { return group_norm_impl(n, x, true); }
+
+tensor *group_norm_silu_consume(const norm *n, tensor *x) {
+    if (x && !group_norm_into(n, x, x, true)) tensor_replace(&x, NULL);
+    return x;
+}
 
 tensor *layer_norm(const norm *n, const tensor *x) {
     if (!x) return NULL;

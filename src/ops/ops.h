@@ -170,6 +170,9 @@ tensor *pad2d(const tensor *x, int top, int bottom, int left, int right);
 tensor *group_norm(const norm *n, const tensor *x);
 // GroupNorm followed by SiLU, the pair every ResNet block starts with.
 tensor *group_norm_silu(const norm *n, const tensor *x);
+// group_norm_silu in x's own memory: takes ownership of x and returns it normalised, or NULL (x
+// freed) on failure. Saves a tensor of x's size where the caller no longer needs x.
+tensor *group_norm_silu_consume(const norm *n, tensor *x);
 
 // LayerNorm over the last axis.
 tensor *layer_norm(const norm *n, const tensor *x);

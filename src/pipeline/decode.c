@@ -17,11 +17,12 @@
 
 static double max_d(double a, double b) { return a > b ? a : b; }
 
-// A ResNet block in -> out at `area` output pixels per image pixel, in floats per image pixel:
-// input + GroupNorm output + conv output while the first conv runs, or input + residual branch +
-// shortcut at the end, whichever is more.
+// A ResNet block in -> out at `area` output pixels per image pixel, in floats per image pixel
+// (resnet_block_forward): without a shortcut, input + GroupNorm output + conv output while the
+// first conv runs; with one (in != out), the GroupNorm overwrites the input, so input + shortcut
+// + conv output, or shortcut + residual branch + conv output at the end, whichever is more.
 static double resnet_peak(int in, int out, double area) {
-    return max_d(2.0 * in + out, in + 2.0 * out) * area;
+    return (in == out ? 3.0 * in : max_d(in + 2.0 * out, 3.0 * out)) * area;
 }
 
 double decode_vae_working_bytes(const vae_config *cfg, int batch, int64_t latent_h,
