@@ -152,6 +152,7 @@ static void test_conv_linear(void) {
         check_conv(pr, 2, 16, 32, 13, 11, 3, 1, 1, true);  // Winograd F(4x4), odd sizes: partial tiles
         check_conv(pr, 1, 8, 16, 1, 3, 3, 1, 1, false);   // Winograd, one row
         check_conv(pr, 1, 264, 272, 7, 5, 3, 1, 1, true);  // Winograd F(2x2) (over 256 channels)
+        check_conv(pr, 1, 640, 640, 6, 5, 3, 1, 1, true);  // Winograd F(2x2) at its 640-channel cap
         check_conv(pr, 1, 24, 2, 9, 10, 3, 2, 1, false);   // a few channels, strided
         check_conv(pr, 1, 8, 1, 5, 7, 1, 1, 0, true);      // one channel, 1x1
         check_linear(pr, 2, 37, 24, 40, true);

@@ -26,11 +26,12 @@ _Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the do
 
 // Winograd for 3x3 stride-1 padding-1 layers of at most WINOGRAD_MAX_CHANNELS input and output
 // channels (see the Winograd section below): measured 1.5-2.5x faster per layer. Its weights take
-// 16/9 of the layer's (4x for the small layers on F(4x4, 3x3)), so it stops at 512 channels: every
-// layer of the VAE and TAESD and the UNet's 320-channel ones, but not the UNet's 640 and 1280 (at
-// 640, measured: -5% UNet time but a generation's peak RSS 4.56 -> 4.66 GB, over the 4.6 GB fp32
-// target; with 1280 about +1.3 GB).
-#define WINOGRAD_MAX_CHANNELS 512
+// 16/9 of the layer's (4x for the small layers on F(4x4, 3x3)), so it stops at 640 channels: every
+// layer of the VAE and TAESD and the UNet's 320- and 640-channel ones (+98 MB over direct weights
+// for the 640s, which run at 32x32 and 64x64 latents: measured 6-15% less UNet time), but not the
+// UNet's 1280-channel ones: those would take about +1.3 GB, over the 4.6 GB fp32 target for a
+// generation's peak, for the 8x8 and 16x16 latents where Winograd gains least.
+#define WINOGRAD_MAX_CHANNELS 640
 // F(2x2, 3x3) tiles per task: a multiple of the register tile's 6 rows (F(4x4, 3x3) takes 12).
 #define WINOGRAD_TASK_TILES 48
 // Outputs of more bytes than this (the L3 cache of one Zen 3/4 chiplet) are written with
