@@ -153,6 +153,10 @@ static void test_conv_linear(void) {
         check_conv(pr, 1, 8, 16, 1, 3, 3, 1, 1, false);   // Winograd, one row
         check_conv(pr, 1, 264, 272, 7, 5, 3, 1, 1, true);  // Winograd F(2x2) (over 256 channels)
         check_conv(pr, 1, 640, 640, 6, 5, 3, 1, 1, true);  // Winograd F(2x2) at its 640-channel cap
+        // Over the cap, at >= 256 output pixels: Winograd on weights transformed during the call, in
+        // one chunk of tiles, then in several with partial tiles and two images.
+        check_conv(pr, 1, 648, 656, 17, 16, 3, 1, 1, true);
+        check_conv(pr, 2, 648, 32, 39, 37, 3, 1, 1, false);
         check_conv(pr, 1, 24, 2, 9, 10, 3, 2, 1, false);   // a few channels, strided
         check_conv(pr, 1, 8, 1, 5, 7, 1, 1, 0, true);      // one channel, 1x1
         check_linear(pr, 2, 37, 24, 40, true);
@@ -432,11 +436,13 @@ static void test_conv_fusion(void) {
         check_upsampled_phases(16, 20, 4, 9);
         check_upsampled_phases(3, 16, 1, 1);
         check_upsampled_phases(16, 32, 5, 7); // Winograd on the doubled image
+        check_conv_fusion(CONV_KERNEL_DIRECT, true, 648, 16, 3, 1, 9, 8); // transformed per call
         // Outputs written with non-temporal stores (only large ones by default), with and
         // without the epilogue.
         conv_direct_set_stream_bytes(0);
         check_conv_with(LCM_PRECISION_FP32, CONV_KERNEL_DIRECT, 2, 16, 32, 13, 11, 3, 1, 1, true);
         check_conv_with(LCM_PRECISION_FP32, CONV_KERNEL_DIRECT, 1, 264, 272, 7, 5, 3, 1, 1, true);
+        check_conv_with(LCM_PRECISION_FP32, CONV_KERNEL_DIRECT, 1, 648, 32, 17, 16, 3, 1, 1, true);
         check_conv_fusion(CONV_KERNEL_DIRECT, true, 16, 16, 3, 1, 13, 11);
         check_upsampled_phases(16, 32, 5, 7);
         conv_direct_set_stream_bytes(-1);

@@ -37,6 +37,12 @@ _Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the do
 // Outputs of more bytes than this (the L3 cache of one Zen 3/4 chiplet) are written with
 // non-temporal stores. sysconf's figure is no help: in these VMs it reports the host's 256 MiB.
 #define WINOGRAD_STREAM_BYTES ((int64_t)32 << 20)
+// Layers over WINOGRAD_MAX_CHANNELS run Winograd F(2x2, 3x3) on weights transformed during each
+// call (winograd_transient_run) for outputs of at least this many pixels, and directly below:
+// transforming the weights costs the same at any size, the saving grows with the pixels.
+#define WINOGRAD_TRANSIENT_MIN_PIXELS 256
+// Tiles per chunk of the transient run: 192 tiles' inputs at 2560 channels take 31 MB.
+#define WINOGRAD_CHUNK_TILES 192
 // Output channel blocks computed together, so that the input rows of a register tile are read from
 // L1 once for all of them.
 #define WINOGRAD_GROUP_BLOCKS 4
@@ -55,6 +61,9 @@ struct conv_direct {
     // products per 2x2 outputs as phase weights would).
     float *winograd_weight;
     int winograd_tile; // 2 or 4 outputs per side of a Winograd tile
+    // A Winograd layer over WINOGRAD_MAX_CHANNELS: F(2x2, 3x3) on weights transformed during each
+    // call (winograd_transient_run), on outputs of at least WINOGRAD_TRANSIENT_MIN_PIXELS.
+    bool winograd_transient;
 };
 
 static lcm_status prepare_winograd(conv_direct *d);
@@ -387,9 +396,12 @@ static void winograd_kernels(const double *G, int a, const double g[3][3][TILE_C
 
 static lcm_status prepare_winograd(conv_direct *d) {
     if (d->kernel != 3 || d->stride != 1 || d->padding != 1 || d->dot || d->in % 8 ||
-        d->in > WINOGRAD_MAX_CHANNELS || d->out > WINOGRAD_MAX_CHANNELS || d->out % TILE_CHANNELS ||
-        !winograd_wanted())
+        d->out % TILE_CHANNELS || !winograd_wanted())
         return LCM_OK;
+    if (d->in > WINOGRAD_MAX_CHANNELS || d->out > WINOGRAD_MAX_CHANNELS) {
+        d->winograd_transient = true;
+        return LCM_OK;
+    }
     int tile = d->in <= WINOGRAD4_MAX_CHANNELS && d->out <= WINOGRAD4_MAX_CHANNELS ? 4 : 2;
     int a = tile + 2, positions = a * a;
     const double *G = tile == 4 ? &winograd_g4[0][0] : &winograd_g2[0][0];
@@ -502,13 +514,15 @@ input_tile(const int m, const float *const at[6][6], int64_t ch, float *out, int
 }
 
 // B^T d B of the a x a input blocks of `count` tiles (tiles first_tile.. in row-major order), into
-// v [positions][task_tiles][in]; missing tiles are 0.
+// v [positions][task_tiles][in]; the rows up to the next multiple of TILE_PIXELS (which a register
+// tile reads) are 0, the ones after that are not written.
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 input_tiles(const int m, const conv_direct *d, const winograd_shape *ws, const float *x,
             int64_t first_tile, int count, const float *zeros, float *v) {
     const int a = m + 2;
     const int64_t in = d->in, stride = ws->task_tiles * in;
-    for (int t = 0; t < ws->task_tiles; t++) {
+    const int filled = (count + TILE_PIXELS - 1) / TILE_PIXELS * TILE_PIXELS;
+    for (int t = 0; t < filled; t++) {
         if (t >= count) {
             for (int position = 0; position < a * a; position++)
                 memset(v + position * stride + t * in, 0, sizeof(float) * (size_t)in);
@@ -617,7 +631,27 @@ winograd_output(const winograd_shape *ws, const float *p, int64_t block_stride, 
         output_tiles(2, ws, p, block_stride, blocks, first_tile, count, bias, e, first_channel, out, b, y, stream);
 }
 
-// The Winograd path of conv_direct_run.
+// The products of `count` tiles' transformed inputs v [positions][task_tiles][in] with the
+// transformed weights u [blocks][positions][in][16] of `blocks` output channel blocks, into p
+// [blocks][task_tiles][positions][16]. A register tile's 6 input rows serve all the blocks while
+// they are in L1.
+__attribute__((target("avx2,fma"))) static void
+winograd_products(const winograd_shape *ws, int64_t in, const float *v, int count, const float *u,
+                  int blocks, float *p) {
+    const int64_t tt = ws->task_tiles, positions = ws->positions;
+    const int64_t block_stride = tt * positions * TILE_CHANNELS;
+    for (int position = 0; position < positions; position++)
+        for (int t0 = 0; t0 < count; t0 += TILE_PIXELS) {
+            const float *rows[TILE_PIXELS];
+            for (int r = 0; r < TILE_PIXELS; r++) rows[r] = v + (position * tt + t0 + r) * in;
+            for (int k = 0; k < blocks; k++)
+                tile_6x16(rows, 1, (int)in, 0, in, u + (k * positions + position) * in * TILE_CHANNELS,
+                          p + k * block_stride + (t0 * positions + position) * TILE_CHANNELS,
+                          positions * TILE_CHANNELS, true);
+        }
+}
+
+// The Winograd path of conv_direct_run, on the weights transformed at load.
 __attribute__((target("avx2,fma"))) static lcm_status
 winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t w, int up,
              const conv_direct_epilogue *e, float *y) {
@@ -653,19 +687,8 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
             winograd_input(d, &ws, x + b * h * w * in, first, count, zeros, v);
             for (int64_t group = 0; group < d->blocks; group += WINOGRAD_GROUP_BLOCKS) {
                 int blocks = d->blocks - group < WINOGRAD_GROUP_BLOCKS ? (int)(d->blocks - group) : WINOGRAD_GROUP_BLOCKS;
-                // A register tile's 6 input rows serve the group's blocks while they are in L1.
-                for (int position = 0; position < positions; position++)
-                    for (int t0 = 0; t0 < count; t0 += TILE_PIXELS) {
-                        const float *rows[TILE_PIXELS];
-                        for (int r = 0; r < TILE_PIXELS; r++) rows[r] = v + (position * tt + t0 + r) * in;
-                        for (int k = 0; k < blocks; k++) {
-                            const float *weight =
-                                d->winograd_weight + ((group + k) * positions + position) * in * TILE_CHANNELS;
-                            tile_6x16(rows, 1, (int)in, 0, in, weight,
-                                      p + k * group_stride + (t0 * positions + position) * TILE_CHANNELS,
-                                      positions * TILE_CHANNELS, true);
-                        }
-                    }
+                winograd_products(&ws, in, v, count,
+                                  d->winograd_weight + group * positions * in * TILE_CHANNELS, blocks, p);
                 winograd_output(&ws, p, group_stride, blocks, first, count, d->bias, e,
                                 group * TILE_CHANNELS, out, b, y, stream);
             }
@@ -679,11 +702,100 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
     return LCM_OK;
 }
 
+// G g G^T of F(2x2, 3x3) for the 3x3 kernels of output channel block `block`, from the direct
+// kernel's packed weights, into u [16 positions][in][16]. In float (the weights kept at load are
+// transformed in double): both differ from the exact factors by rounding.
+__attribute__((target("avx2,fma"))) static void winograd_weights_f2(const conv_direct *d, int64_t block, float *u) {
+    const int64_t in = d->in;
+    const __m256 half = _mm256_set1_ps(0.5f);
+    for (int64_t i = 0; i < in; i++)
+        for (int c = 0; c < TILE_CHANNELS; c += 8) {
+            __m256 g[3][3], t[4][3];
+            for (int tap = 0; tap < 9; tap++)
+                g[tap / 3][tap % 3] = _mm256_loadu_ps(d->weight + ((block * 9 + tap) * in + i) * TILE_CHANNELS + c);
+            for (int j = 0; j < 3; j++) { // G g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+                __m256 outer = _mm256_add_ps(g[0][j], g[2][j]);
+                t[0][j] = g[0][j];
+                t[1][j] = _mm256_mul_ps(half, _mm256_add_ps(outer, g[1][j]));
+                t[2][j] = _mm256_mul_ps(half, _mm256_sub_ps(outer, g[1][j]));
+                t[3][j] = g[2][j];
+            }
+            for (int r = 0; r < 4; r++) { // (G g) G^T
+                __m256 outer = _mm256_add_ps(t[r][0], t[r][2]);
+                __m256 row[4] = {t[r][0], _mm256_mul_ps(half, _mm256_add_ps(outer, t[r][1])),
+                                 _mm256_mul_ps(half, _mm256_sub_ps(outer, t[r][1])), t[r][2]};
+                for (int col = 0; col < 4; col++)
+                    _mm256_storeu_ps(u + ((r * 4 + col) * in + i) * TILE_CHANNELS + c, row[col]);
+            }
+        }
+}
+
+// Winograd F(2x2, 3x3) with the weights transformed during the call, for the large layers whose
+// transformed weights are not kept (the UNet's 1280-channel ones: about +1.3 GB). The run is
+// weight-stationary, so that each weight is transformed once per chunk of tiles rather than once
+// per task: the inputs of a chunk of up to WINOGRAD_CHUNK_TILES tiles are transformed into one
+// shared buffer, then each thread takes output channel blocks, transforms a block's weights (1.3
+// MB at 1280 input channels, read back from L2/L3 right away) and computes the products and
+// outputs of the whole chunk for it. (Groups of 4 blocks, as in winograd_run, measured no faster
+// here.) Memory: the chunk's inputs (31 MB at most, at 2560 input channels) and per thread one
+// block's weights and products; nothing is kept.
+__attribute__((target("avx2,fma"))) static lcm_status
+winograd_transient_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t w,
+                       int up, const conv_direct_epilogue *e, float *y) {
+    winograd_shape ws = {.tile = 2, .a = 4, .positions = 16, .h = h, .w = w, .up = up, .oh = h << up, .ow = w << up};
+    ws.tiles_w = (ws.ow + 1) / 2;
+    ws.tiles = (ws.oh + 1) / 2 * ws.tiles_w;
+    // Chunks of equal size (a multiple of the register tile's rows), as few as the cap allows.
+    const int64_t chunks = (ws.tiles + WINOGRAD_CHUNK_TILES - 1) / WINOGRAD_CHUNK_TILES;
+    const int64_t per_chunk = ws.tiles / chunks + (ws.tiles % chunks != 0);
+    ws.task_tiles = (per_chunk + TILE_PIXELS - 1) / TILE_PIXELS * TILE_PIXELS;
+    const int64_t in = d->in, out = d->out, tt = ws.task_tiles, positions = ws.positions;
+    float *v = aligned_alloc(64, sizeof(float) * (size_t)(positions * tt * in));
+    if (!v) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory for its Winograd buffers");
+    int failed = 0;
+    bool stream = (uintptr_t)y % 32 == 0 && (int64_t)sizeof(float) * n * ws.oh * ws.ow * out > stream_bytes;
+    #pragma omp parallel
+    {
+        float *u = aligned_alloc(64, sizeof(float) * (size_t)(positions * in * TILE_CHANNELS));
+        float *p = aligned_alloc(64, sizeof(float) * (size_t)(tt * positions * TILE_CHANNELS));
+        float *zeros = calloc((size_t)in, sizeof(float));
+        bool ready = scratch_ready(u && p && zeros, &failed);
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t first = 0; first < ws.tiles; first += tt) {
+                int count = ws.tiles - first < tt ? (int)(ws.tiles - first) : (int)tt;
+                // The chunk's inputs, in parts of whole register tiles.
+                #pragma omp for schedule(static)
+                for (int64_t part = 0; part < count; part += WINOGRAD_TASK_TILES) {
+                    if (!ready) continue;
+                    int part_count = count - part < WINOGRAD_TASK_TILES ? (int)(count - part) : WINOGRAD_TASK_TILES;
+                    winograd_input(d, &ws, x + b * h * w * in, first + part, part_count, zeros, v + part * in);
+                }
+                #pragma omp for schedule(static)
+                for (int64_t block = 0; block < d->blocks; block++) {
+                    if (!ready) continue;
+                    winograd_weights_f2(d, block, u);
+                    winograd_products(&ws, in, v, count, u, 1, p);
+                    winograd_output(&ws, p, 0, 1, first, count, d->bias, e, block * TILE_CHANNELS, out, b, y, stream);
+                }
+            }
+        if (stream) _mm_sfence();
+        free(u);
+        free(p);
+        free(zeros);
+    }
+    free(v);
+    if (failed) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory for its Winograd buffers");
+    return LCM_OK;
+}
+
 lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t w,
                            bool upsample_input, const conv_direct_epilogue *epilogue, float *y) {
     static const conv_direct_epilogue plain = {0};
     if (!epilogue) epilogue = &plain;
     if (d->winograd_weight) return winograd_run(d, x, n, h, w, upsample_input ? 1 : 0, epilogue, y);
+    if (d->winograd_transient && !(upsample_input && d->phase_weight) &&
+        (h << upsample_input) * (w << upsample_input) >= WINOGRAD_TRANSIENT_MIN_PIXELS)
+        return winograd_transient_run(d, x, n, h, w, upsample_input ? 1 : 0, epilogue, y);
     run_shape s = {.h = h, .w = w, .up = upsample_input ? 1 : 0};
     s.seen_h = h << s.up;
     s.seen_w = w << s.up;
