@@ -126,7 +126,7 @@ void conv_direct_free(conv_direct *d) {
 static bool tap_in_phase(int phase, int r, int k) { return ((phase + k + 1) >> 1) - 1 == phase - 1 + r; }
 
 lcm_status conv_direct_prepare_upsampled(conv_direct *d) {
-    if (d->phase_weight || d->winograd_weight || d->dot || d->kernel != 3 || d->stride != 1 || d->padding != 1) return LCM_OK;
+    if (d->phase_weight || d->winograd_weight || d->winograd_transient || d->dot || d->kernel != 3 || d->stride != 1 || d->padding != 1) return LCM_OK;
     int64_t per_tap = (int64_t)d->in * TILE_CHANNELS, per_block = 4 * per_tap;
     size_t bytes = sizeof(float) * (size_t)(4 * d->blocks * per_block);
     float *pw = aligned_alloc(64, (bytes + 63) / 64 * 64);

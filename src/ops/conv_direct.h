@@ -36,12 +36,14 @@ void conv_direct_free(conv_direct *d);
 // with stride 1 and padding 1 (does nothing otherwise); costs 16/9 of the layer's weight memory.
 lcm_status conv_direct_prepare_upsampled(conv_direct *d);
 
-// Layers of 3x3, stride 1, padding 1, at most 512 input and output channels, a multiple of 8
+// Layers of 3x3, stride 1, padding 1, at most 640 input and output channels, a multiple of 8
 // inputs and of 16 outputs are packed for Winograd instead: F(4x4, 3x3) up to 256 channels (36
 // instead of 144 products per 4x4 outputs, 4x the layer's weight memory), F(2x2, 3x3) above (16
-// instead of 36 per 2x2, 16/9 of the memory); upsampling or not (prepare_upsampled then does
-// nothing). conv_direct_set_winograd(false), or LCM_WINOGRAD=0 in the environment, keeps layers
-// packed afterwards on the direct kernel, to compare the two. Not thread-safe.
+// instead of 36 per 2x2, 16/9 of the memory). Wider such layers keep their direct weights and run
+// F(2x2, 3x3) on weights transformed during each call for outputs of at least 256 pixels. Both
+// upsampling or not (prepare_upsampled then does nothing). conv_direct_set_winograd(false), or
+// LCM_WINOGRAD=0 in the environment, keeps layers packed afterwards on the direct kernel, to
+// compare the two. Not thread-safe.
 void conv_direct_set_winograd(bool on);
 
 // Winograd outputs of more than `bytes` (default, or bytes < 0: 32 MiB, the L3 cache of one Zen
