@@ -205,6 +205,17 @@ static void test_norms(void) {
         want = group_norm_silu(&n, x);
         got = group_norm_silu(&n, x_nhwc);
         compare("  group_norm_silu", got, want, FP32_TOL);
+        // In place, in either layout: the same values in the input's own memory.
+        for (int layout = 0; layout < 2; layout++) {
+            const tensor *plain = layout ? got : want, *source = layout ? x_nhwc : x;
+            tensor *copy = tensor_copy(source);
+            const float *memory = copy ? copy->data : NULL;
+            tensor *normed = group_norm_silu_consume(&n, copy);
+            CHECK(normed && normed->data == memory && normed->layout == source->layout,
+                  "group_norm_silu_consume works in its input's memory");
+            compare(layout ? "  group_norm_silu_consume NHWC" : "  group_norm_silu_consume NCHW", normed, plain, 0);
+            tensor_free(normed);
+        }
         tensor_free(want);
         tensor_free(got);
         tensor_free(x);
