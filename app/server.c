@@ -607,7 +607,9 @@ static char *next_event(event_stream *es) {
         cJSON_AddNumberToObject(d, "position", j->state == JOB_QUEUED ? ahead + (s->current != NULL) : 0);
         return format_event("queued", d);
     }
-    if (j->progress_events != es->progress_sent && j->state != JOB_DONE) {
+    // The latest progress goes out before the result even when the job finished first (a reader
+    // slower than the steps, as under a sanitizer, still sees the last step done).
+    if (j->progress_events != es->progress_sent) {
         es->progress_sent = j->progress_events;
         cJSON *d = cJSON_CreateObject();
         cJSON_AddNumberToObject(d, "step", j->steps_done);
