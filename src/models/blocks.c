@@ -243,7 +243,9 @@ tensor *transformer_2d_forward(const transformer_2d *t, const tensor *x, const t
         tensor_replace(&h, basic_transformer_block_forward(&t->blocks[i], h, context));
     tensor_replace(&h, linear_forward(&t->proj_out, h));  // [N, H*W, C]
     tensor_replace(&h, tokens_to_nchw(h, height, width)); // [N, C, H, W]
-    return add_consume(h, tensor_copy(x));
+    // + x, added where h already is (no copy of x)
+    if (h && !add_inplace(h, x)) tensor_replace(&h, NULL);
+    return h;
 }
 
 // ---- Downsample2D / Upsample2D ---------------------------------------------------------------
