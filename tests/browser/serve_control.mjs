@@ -5,15 +5,44 @@
 //   node serve_control.mjs http://127.0.0.1:PORT/ OUT_DIR PHOTO.png
 //
 // Exits 0 when every check passed; prints what failed otherwise.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const [url, outDir, photo] = process.argv.slice(2);
+// The preprocessor resolution the test asks for (the smallest the server takes, so the run is quick).
+const processorRes = 64;
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let failures = 0;
 function check(ok, what) {
   console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
   if (!ok) failures++;
 }
+
+// The photo's size from its PNG header (the signature, then the IHDR chunk: width, height).
+function pngSize(path) {
+  const b = readFileSync(path);
+  const signature = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  if (b.length < 24 || signature.some((v, i) => b[i] !== v) || b.toString("latin1", 12, 16) !== "IHDR")
+    throw new Error(`${path} is not a PNG`);
+  return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+}
+// np.round: half to even.
+function roundHalfEven(x) {
+  const f = Math.floor(x), d = x - f;
+  return d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+}
+// controlnet_aux's resize_image size (src/preprocess/normal_detector.c, detector_resize_size):
+// k = resolution / min(H, W), each side round(side * k / 64) * 64.
+function resizeImageSize({ width, height }, resolution) {
+  const k = resolution / Math.min(height, width);
+  return { width: roundHalfEven(width * k / 64) * 64, height: roundHalfEven(height * k / 64) * 64 };
+}
+// NormalBaeDetector's map: the photo resized to the detect resolution, then that size resized to the
+// image resolution (the server uses processor_res for both).
+const photoSize = pngSize(photo);
+const mapSize = resizeImageSize(resizeImageSize(photoSize, processorRes), processorRes);
+const sizeText = `${mapSize.width}x${mapSize.height}`;
+console.log(`photo ${photoSize.width}x${photoSize.height}, normal map at resolution ${processorRes}: ${sizeText}`);
 
 const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
 try {
@@ -44,15 +73,20 @@ try {
   await page.selectOption("#control_module", "normal_bae");
 
   await page.setInputFiles("#control_image", photo);
-  await page.fill("#processor_res", "64");
-  await page.evaluate(() => { // 128x64: the normal map's size at resolution 64 for a landscape photo
-    for (const [id, v] of [["width", 128], ["height", 64]]) {
+  await page.fill("#processor_res", String(processorRes));
+  // The image at the normal map's size, so that the map is not stretched.
+  const setSize = await page.evaluate((size) => {
+    for (const [id, v] of [["width", size.width], ["height", size.height]]) {
       const el = document.getElementById(id);
+      el.min = Math.min(Number(el.min), v);
       el.max = Math.max(Number(el.max), v);
       el.value = v;
       el.dispatchEvent(new Event("input"));
     }
-  });
+    return { width: Number(document.getElementById("width").value), height: Number(document.getElementById("height").value) };
+  }, mapSize);
+  check(setSize.width === mapSize.width && setSize.height === mapSize.height,
+    `the page's width and height are the map's ${sizeText}: ${setSize.width}x${setSize.height}`);
   await page.fill("#prompt", "a house in the woods");
   await page.click("#go");
   await page.waitForSelector("#images figure.control img", { timeout: 120000 });
@@ -69,8 +103,8 @@ try {
     "the image and the control map: " + JSON.stringify(figures));
   if (figures.length === 2) {
     check(figures[1].caption === "Control map (normal_bae)", "control map caption: " + figures[1].caption);
-    check(figures[0].width === 128 && figures[0].height === 64 && figures[1].width === 128 && figures[1].height === 64,
-      "sizes: image and map 128x64");
+    const sizes = figures.map((f) => `${f.width}x${f.height}`);
+    check(sizes[0] === sizeText && sizes[1] === sizeText, `sizes: image and map ${sizeText}: ${sizes.join(", ")}`);
     check(Math.abs(figures[0].top - figures[1].top) < 2, "the map is beside the image");
   }
   const done = await page.textContent("#status");
