@@ -21,6 +21,7 @@
 #include "models/taesd.h"
 #include "models/vae.h"
 #include "models/vae_tiled.h"
+#include "ops/backend.h"
 #include "ops/ops.h"
 
 // Page faults of the process so far: a decoder that starts on pages nobody touched pays for
@@ -64,7 +65,7 @@ int main(int argc, char **argv) {
                                  : !strcmp(k, "sgemm")  ? CONV_KERNEL_SGEMM
                                  : !strcmp(k, "onednn") ? CONV_KERNEL_ONEDNN
                                                         : CONV_KERNEL_AUTO;
-            ops_set_conv_kernel(kernel);
+            backend_force_conv_kernel(kernel);
         }
     }
     if (!model || !taesd_dir || size < 64 || size % 8 || repeat < 1 || repeat > MAX_REPEAT) {

@@ -19,6 +19,7 @@
 #include "io/safetensors_write.h"
 #include "io/weights.h"
 #include "lcm.h"
+#include "ops/cpu.h"
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"

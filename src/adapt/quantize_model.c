@@ -14,6 +14,7 @@
 #include "io/json_config.h"
 #include "io/safetensors_write.h"
 #include "io/weights.h"
+#include "ops/cpu.h"
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"

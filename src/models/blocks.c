@@ -38,7 +38,7 @@ lcm_status resnet_block_load(resnet_block *b, const weight_set *ws, const char *
     LCM_TRY(conv2d_load(&b->conv1, ws, name, in, out, 3, 1, 1, true));
     if (config->temb_channels > 0) {
         LCM_TRY(key(name, sizeof name, prefix, "time_emb_proj"));
-        LCM_TRY(linear_load(&b->time_emb_proj, ws, name, config->temb_channels, out, true));
+        LCM_TRY(linear_load_rows(&b->time_emb_proj, ws, name, config->temb_channels, out, true, 1));
     }
     LCM_TRY(key(name, sizeof name, prefix, "norm2"));
     LCM_TRY(norm_load(&b->norm2, ws, name, out, config->groups, config->eps));
@@ -99,16 +99,16 @@ tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *tem
 
 lcm_status attention_layer_load(attention_layer *a, const weight_set *ws, const char *prefix,
                                 int query_dim, int context_dim, int heads, int head_dim,
-                                bool qkv_bias) {
+                                bool qkv_bias, int64_t context_rows) {
     *a = (attention_layer){.heads = heads};
     int inner = heads * head_dim;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "to_q"));
     LCM_TRY(linear_load(&a->to_q, ws, name, query_dim, inner, qkv_bias));
     LCM_TRY(key(name, sizeof name, prefix, "to_k"));
-    LCM_TRY(linear_load(&a->to_k, ws, name, context_dim, inner, qkv_bias));
+    LCM_TRY(linear_load_rows(&a->to_k, ws, name, context_dim, inner, qkv_bias, context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "to_v"));
-    LCM_TRY(linear_load(&a->to_v, ws, name, context_dim, inner, qkv_bias));
+    LCM_TRY(linear_load_rows(&a->to_v, ws, name, context_dim, inner, qkv_bias, context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "to_out.0"));
     LCM_TRY(linear_load(&a->to_out, ws, name, inner, query_dim, true));
     return LCM_OK;
@@ -139,19 +139,20 @@ tensor *attention_layer_forward(const attention_layer *a, const tensor *x, const
 
 lcm_status basic_transformer_block_load(basic_transformer_block *b, const weight_set *ws,
                                         const char *prefix, int dim, int heads, int head_dim,
-                                        int cross_attention_dim, float norm_eps) {
+                                        int cross_attention_dim, float norm_eps,
+                                        int64_t context_rows) {
     *b = (basic_transformer_block){0};
     int ff_inner = 4 * dim;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "norm1"));
     LCM_TRY(norm_load(&b->norm1, ws, name, dim, 1, norm_eps));
     LCM_TRY(key(name, sizeof name, prefix, "attn1"));
-    LCM_TRY(attention_layer_load(&b->attn1, ws, name, dim, dim, heads, head_dim, false));
+    LCM_TRY(attention_layer_load(&b->attn1, ws, name, dim, dim, heads, head_dim, false, 0));
     LCM_TRY(key(name, sizeof name, prefix, "norm2"));
     LCM_TRY(norm_load(&b->norm2, ws, name, dim, 1, norm_eps));
     LCM_TRY(key(name, sizeof name, prefix, "attn2"));
     LCM_TRY(attention_layer_load(&b->attn2, ws, name, dim, cross_attention_dim, heads, head_dim,
-                                 false));
+                                 false, context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "norm3"));
     LCM_TRY(norm_load(&b->norm3, ws, name, dim, 1, norm_eps));
     LCM_TRY(key(name, sizeof name, prefix, "ff.net.0.proj"));
@@ -203,7 +204,7 @@ lcm_status transformer_2d_load(transformer_2d *t, const weight_set *ws, const ch
     LCM_TRY(key(name, sizeof name, prefix, "proj_in"));
     LCM_TRY(config->use_linear_projection
                 ? linear_load(&t->proj_in, ws, name, channels, inner, true)
-                : linear_load_from_conv1x1(&t->proj_in, ws, name, channels, inner));
+                : linear_load_from_conv1x1(&t->proj_in, ws, name, channels, inner, 0));
     t->blocks = calloc((size_t)config->depth, sizeof *t->blocks);
     if (!t->blocks) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", prefix);
     for (int i = 0; i < config->depth; i++) {
@@ -212,12 +213,13 @@ lcm_status transformer_2d_load(transformer_2d *t, const weight_set *ws, const ch
             return lcm_fail(LCM_ERR_INTERNAL, "weight name too long: %s", prefix);
         // LayerNorm eps: diffusers' default 1e-5; the unet blocks never override it.
         LCM_TRY(basic_transformer_block_load(&t->blocks[i], ws, block, inner, config->heads,
-                                             config->head_dim, config->cross_attention_dim, 1e-5f));
+                                             config->head_dim, config->cross_attention_dim, 1e-5f,
+                                             config->context_tokens));
     }
     LCM_TRY(key(name, sizeof name, prefix, "proj_out"));
     LCM_TRY(config->use_linear_projection
                 ? linear_load(&t->proj_out, ws, name, inner, channels, true)
-                : linear_load_from_conv1x1(&t->proj_out, ws, name, inner, channels));
+                : linear_load_from_conv1x1(&t->proj_out, ws, name, inner, channels, 0));
     return LCM_OK;
 }
 
@@ -319,12 +321,12 @@ lcm_status time_embedding_load(time_embedding *e, const weight_set *ws, const ch
     char name[KEY_SIZE];
     if (cond_proj_dim > 0) {
         LCM_TRY(key(name, sizeof name, prefix, "cond_proj"));
-        LCM_TRY(linear_load(&e->cond_proj, ws, name, cond_proj_dim, in_channels, false));
+        LCM_TRY(linear_load_rows(&e->cond_proj, ws, name, cond_proj_dim, in_channels, false, 1));
     }
     LCM_TRY(key(name, sizeof name, prefix, "linear_1"));
-    LCM_TRY(linear_load(&e->linear_1, ws, name, in_channels, time_embed_dim, true));
+    LCM_TRY(linear_load_rows(&e->linear_1, ws, name, in_channels, time_embed_dim, true, 1));
     LCM_TRY(key(name, sizeof name, prefix, "linear_2"));
-    LCM_TRY(linear_load(&e->linear_2, ws, name, time_embed_dim, time_embed_dim, true));
+    LCM_TRY(linear_load_rows(&e->linear_2, ws, name, time_embed_dim, time_embed_dim, true, 1));
     return LCM_OK;
 }
 

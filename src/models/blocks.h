@@ -59,10 +59,11 @@ typedef struct attention_layer {
 
 // query_dim: features of x; context_dim: features of the context (= query_dim for
 // self-attention); inner = heads * head_dim. to_q/k/v have a bias only when qkv_bias; to_out.0
-// always has one.
+// always has one. context_rows: the context's typical length when it is fixed by the
+// architecture (77 text tokens), else 0; it only informs the kernel choice (ops/backend.h).
 lcm_status attention_layer_load(attention_layer *a, const weight_set *ws, const char *prefix,
                                 int query_dim, int context_dim, int heads, int head_dim,
-                                bool qkv_bias);
+                                bool qkv_bias, int64_t context_rows);
 void attention_layer_free(attention_layer *a);
 // x [B, N, query_dim], context [B, M, context_dim] or NULL (self-attention) -> [B, N, query_dim]
 tensor *attention_layer_forward(const attention_layer *a, const tensor *x, const tensor *context);
@@ -80,9 +81,11 @@ typedef struct basic_transformer_block {
     linear ff_out;   // ff.net.2: 4 * dim -> dim
 } basic_transformer_block;
 
+// context_rows: as attention_layer_load's, for the cross-attention.
 lcm_status basic_transformer_block_load(basic_transformer_block *b, const weight_set *ws,
                                         const char *prefix, int dim, int heads, int head_dim,
-                                        int cross_attention_dim, float norm_eps);
+                                        int cross_attention_dim, float norm_eps,
+                                        int64_t context_rows);
 void basic_transformer_block_free(basic_transformer_block *b);
 // x [B, N, dim], context [B, M, cross_attention_dim] -> [B, N, dim]
 tensor *basic_transformer_block_forward(const basic_transformer_block *b, const tensor *x,
@@ -101,6 +104,7 @@ typedef struct transformer_2d_config {
     int groups;              // GroupNorm groups
     int cross_attention_dim;
     bool use_linear_projection; // proj_in/proj_out stored as Linear (true) or 1x1 Conv2d (false)
+    int64_t context_tokens;     // the context's length when the architecture fixes it (77), else 0
 } transformer_2d_config;
 
 typedef struct transformer_2d {

@@ -309,8 +309,12 @@ static lcm_status name_of(char *buf, const char *fmt, ...) {
     return LCM_OK;
 }
 
+// CLIP's 77 tokens: what the UNet's cross-attention keys and values almost always see.
+#define CONTEXT_TOKENS 77
+
 static transformer_2d_config attention_config(const unet_config *cfg, int channels, int block) {
     return (transformer_2d_config){
+        .context_tokens = CONTEXT_TOKENS,
         .channels = channels,
         .heads = cfg->attention_heads[block],
         .head_dim = channels / cfg->attention_heads[block],

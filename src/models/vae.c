@@ -218,7 +218,7 @@ static lcm_status load_projection(linear *l, const weight_set *ws, const char *p
         memcpy(full, old_full, sizeof full);
         t = old;
     }
-    if (t->ndim == 4) return linear_load_from_conv1x1(l, ws, full, channels, channels);
+    if (t->ndim == 4) return linear_load_from_conv1x1(l, ws, full, channels, channels, 0);
     return linear_load(l, ws, full, channels, channels, true);
 }
 

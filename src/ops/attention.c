@@ -28,21 +28,15 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/cpu.h"
 #include "ops/gemm.h"
 #include "ops/ops.h"
 
 // ---- kernel choice -----------------------------------------------------------------------------
 
-static bool cpu_has_avx512(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-}
-
 bool attention_flash_available(lcm_precision precision) {
-    __builtin_cpu_init();
-    if (precision == LCM_PRECISION_BF16) return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
-    return cpu_has_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+    if (precision == LCM_PRECISION_BF16) return cpu_has_avx512_bf16();
+    return cpu_has_avx512() || cpu_has_avx2_fma();
 }
 
 // ---- sgemm tiles (portable) --------------------------------------------------------------------

@@ -1,4 +1,5 @@
 // Direct NHWC convolution with a 6-pixel x 16-channel AVX2 register tile; see conv_direct.h.
+#include "ops/cpu.h"
 #include "ops/conv_direct.h"
 #include "ops/fma_tile.h"
 
@@ -68,9 +69,7 @@ struct conv_direct {
 
 static lcm_status prepare_winograd(conv_direct *d);
 
-bool conv_direct_available(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+bool conv_direct_available(void) { return cpu_has_avx2_fma(); }
 
 lcm_status conv_direct_new(const float *weight, const float *bias, int in, int out, int kernel,
                            int stride, int padding, conv_direct **result) {

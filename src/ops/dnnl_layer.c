@@ -10,17 +10,31 @@
 
 #include "core/error.h"
 #include "ops/bf16.h"
+#include "ops/cpu.h"
 
 // The shape a layer is packed for at load. The blocked weight layout oneDNN picks depends on the
 // channels and kernel, not on the image size, so one representative shape fixes it for all.
 #define PACK_IMAGE_SIZE 64
 #define PACK_ROWS 256
 
+// The layer's weights in one blocked layout. oneDNN's fast kernels want a layout that can depend
+// on the input size (brgconv picks its blocking per shape): weights packed for one size, given to a
+// primitive of another, can leave oneDNN nothing but its reference kernel (`ref:any`, thousands of
+// times slower: measured 636 s for one 256-channel conv at 256x256). So each primitive is created
+// with the layout it prefers, and the weights are reordered into that layout when no copy has it.
+typedef struct packed_weights {
+    dnnl_memory_desc_t md;
+    void *data; // owned, 64-byte aligned
+    int users;  // cached primitives running on this copy
+    struct packed_weights *next;
+} packed_weights;
+
 typedef struct cached_primitive {
     int64_t key[3]; // conv: n, h, w; linear: rows, 0, 0
     int threads;    // oneDNN fixes the thread count when the primitive is created
     dnnl_primitive_t primitive;
     dnnl_memory_desc_t src_md, bias_md, dst_md;
+    packed_weights *weights;
     struct cached_primitive *next;
 } cached_primitive;
 
@@ -28,9 +42,8 @@ struct dnnl_layer {
     bool is_conv, has_bias;
     int in, out, kernel, stride, padding;
     lcm_precision precision;
-    dnnl_memory_desc_t weights_md; // the packed layout
-    void *weights;                 // packed weights, owned
-    pthread_mutex_t lock;          // guards cache and impl
+    pthread_mutex_t lock;  // guards packs, cache and impl
+    packed_weights *packs; // at least one copy; each layout at most once
     cached_primitive *cache;
     char impl[64];
 };
@@ -42,7 +55,10 @@ static dnnl_status_t engine_status;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 
 // One CPU engine for the process: it holds no per-call state and lives until exit.
-static void engine_create(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+static void engine_create(void) {
+    cpu_features_get(); // applies LCM_NO_AVX512 to oneDNN first
+    engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
+}
 
 static lcm_status check(dnnl_status_t status, const char *what) {
     if (status == dnnl_success) return LCM_OK;
@@ -151,6 +167,28 @@ static lcm_status reorder(const dnnl_memory_desc_t *from, void *src, const dnnl_
     return check(st, "weight reorder");
 }
 
+// *out = a new copy of the weights at `from` (layout from_md) in layout `md`.
+static lcm_status pack_new(const dnnl_memory_desc_t *from_md, const void *from,
+                           const dnnl_memory_desc_t *md, packed_weights **out) {
+    *out = NULL;
+    packed_weights *p = calloc(1, sizeof *p);
+    size_t bytes = (dnnl_memory_desc_get_size(md) + 63) / 64 * 64;
+    if (p) p->data = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p || !p->data) {
+        free(p);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+    }
+    p->md = *md;
+    lcm_status status = reorder(from_md, (void *)from, md, p->data);
+    if (status != LCM_OK) {
+        free(p->data);
+        free(p);
+        return status;
+    }
+    *out = p;
+    return LCM_OK;
+}
+
 static lcm_status layer_new(dnnl_layer *l, const float *weight, dnnl_layer **out_layer) {
     *out_layer = NULL;
     LCM_TRY(get_engine());
@@ -168,9 +206,10 @@ static lcm_status layer_new(dnnl_layer *l, const float *weight, dnnl_layer **out
         l->precision = LCM_PRECISION_FP32;
         desc_status = layer_desc(l, key, NULL, &pd);
     }
-    lcm_status status = check(desc_status, "primitive descriptor");
-    if (status != LCM_OK) return status;
-    l->weights_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    LCM_TRY(check(desc_status, "primitive descriptor"));
+    // The layout for a representative size; a primitive for another size that prefers another
+    // layout gets its own copy (find_primitive).
+    dnnl_memory_desc_t packed_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
 
     dnnl_memory_desc_t plain;
@@ -182,17 +221,11 @@ static lcm_status layer_new(dnnl_layer *l, const float *weight, dnnl_layer **out
                    : dnnl_memory_desc_init_by_tag(&plain, 2, (dnnl_dims_t){l->in, l->out},
                                                   dnnl_f32, dnnl_ba);
     LCM_TRY(check(st, "weight descriptor"));
-    size_t bytes = (dnnl_memory_desc_get_size(&l->weights_md) + 63) / 64 * 64;
-    l->weights = aligned_alloc(64, bytes ? bytes : 64);
-    if (!l->weights) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
-    status = reorder(&plain, (void *)weight, &l->weights_md, l->weights);
-    if (status != LCM_OK) {
-        free(l->weights);
-        return status;
-    }
+    LCM_TRY(pack_new(&plain, weight, &packed_md, &l->packs));
     dnnl_layer *copy = malloc(sizeof *copy);
     if (!copy) {
-        free(l->weights);
+        free(l->packs->data);
+        free(l->packs);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
     }
     *copy = *l;
@@ -224,8 +257,12 @@ void dnnl_layer_free(dnnl_layer *layer) {
         dnnl_primitive_destroy(c->primitive);
         free(c);
     }
+    for (packed_weights *p = layer->packs, *next; p; p = next) {
+        next = p->next;
+        free(p->data);
+        free(p);
+    }
     pthread_mutex_destroy(&layer->lock);
-    free(layer->weights);
     free(layer);
 }
 
@@ -240,7 +277,77 @@ int dnnl_layer_primitive_count(dnnl_layer *layer) {
     return count;
 }
 
+int dnnl_layer_weight_copies(dnnl_layer *layer) {
+    int count = 0;
+    pthread_mutex_lock(&layer->lock);
+    for (const packed_weights *p = layer->packs; p; p = p->next) count++;
+    pthread_mutex_unlock(&layer->lock);
+    return count;
+}
+
 // ---- running ---------------------------------------------------------------------------------
+
+bool dnnl_impl_is_reference(const char *impl) {
+    return !impl || !*impl || !strncmp(impl, "ref", 3) || strstr(impl, ":ref") != NULL;
+}
+
+static const char *pd_impl(const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    return impl ? impl : "?";
+}
+
+// The weights copy and primitive descriptor for a new shape (l->lock held): the layout oneDNN
+// prefers for the shape; an existing copy in another layout where oneDNN runs a real kernel on it
+// and the copy is already in use (so a second copy would cost memory); else a new copy, which
+// replaces a copy no primitive uses yet (the one packed at load).
+static lcm_status choose_weights(dnnl_layer *l, const int64_t key[3], dnnl_primitive_desc_t *pd,
+                                 packed_weights **weights) {
+    *pd = NULL;
+    *weights = NULL;
+    LCM_TRY(check(layer_desc(l, key, NULL, pd), "primitive descriptor"));
+    dnnl_memory_desc_t preferred = *dnnl_primitive_desc_query_md(*pd, dnnl_query_weights_md, 0);
+    packed_weights *unused = NULL;
+    for (packed_weights *p = l->packs; p; p = p->next) {
+        if (dnnl_memory_desc_equal(&p->md, &preferred)) {
+            *weights = p;
+            return LCM_OK;
+        }
+        if (!p->users) unused = p;
+    }
+    if (!unused) {
+        for (packed_weights *p = l->packs; p; p = p->next) {
+            dnnl_primitive_desc_t other = NULL;
+            if (layer_desc(l, key, &p->md, &other) != dnnl_success) continue;
+            if (!dnnl_impl_is_reference(pd_impl(other))) {
+                dnnl_primitive_desc_destroy(*pd);
+                *pd = other;
+                *weights = p;
+                return LCM_OK;
+            }
+            dnnl_primitive_desc_destroy(other);
+        }
+    }
+    packed_weights *source = unused ? unused : l->packs, *fresh;
+    lcm_status status = pack_new(&source->md, source->data, &preferred, &fresh);
+    if (status != LCM_OK) {
+        dnnl_primitive_desc_destroy(*pd);
+        *pd = NULL;
+        return status;
+    }
+    if (unused) { // the new layout replaces the unused copy
+        free(unused->data);
+        unused->data = fresh->data;
+        unused->md = fresh->md;
+        free(fresh);
+        *weights = unused;
+    } else {
+        fresh->next = l->packs;
+        l->packs = fresh;
+        *weights = fresh;
+    }
+    return LCM_OK;
+}
 
 // The cached primitive for this shape and thread count, created on first use.
 static lcm_status find_primitive(dnnl_layer *l, const int64_t key[3], cached_primitive **out) {
@@ -253,10 +360,10 @@ static lcm_status find_primitive(dnnl_layer *l, const int64_t key[3], cached_pri
             return LCM_OK;
         }
     dnnl_primitive_desc_t pd = NULL;
+    packed_weights *weights = NULL;
     cached_primitive *c = calloc(1, sizeof *c);
     lcm_status status = c ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
-    if (status == LCM_OK)
-        status = check(layer_desc(l, key, &l->weights_md, &pd), "primitive descriptor");
+    if (status == LCM_OK) status = choose_weights(l, key, &pd, &weights);
     if (status == LCM_OK) status = check(dnnl_primitive_create(&c->primitive, pd), "primitive");
     if (status == LCM_OK) {
         memcpy(c->key, key, sizeof c->key);
@@ -264,9 +371,9 @@ static lcm_status find_primitive(dnnl_layer *l, const int64_t key[3], cached_pri
         c->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
         c->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
         if (l->has_bias) c->bias_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-        const char *impl = NULL;
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-        snprintf(l->impl, sizeof l->impl, "%s", impl ? impl : "?");
+        c->weights = weights;
+        weights->users++;
+        snprintf(l->impl, sizeof l->impl, "%s", pd_impl(pd));
         c->next = l->cache;
         l->cache = c;
         *out = c;
@@ -292,7 +399,7 @@ static lcm_status execute(dnnl_layer *l, const int64_t key[3], const float *x, i
     dnnl_memory_t src = NULL, weights = NULL, bias_mem = NULL, dst = NULL;
     dnnl_stream_t stream = NULL;
     dnnl_status_t st = dnnl_memory_create(&src, &c->src_md, engine, x16 ? (void *)x16 : (void *)x);
-    if (st == dnnl_success) st = dnnl_memory_create(&weights, &l->weights_md, engine, l->weights);
+    if (st == dnnl_success) st = dnnl_memory_create(&weights, &c->weights->md, engine, c->weights->data);
     if (st == dnnl_success && l->has_bias)
         st = dnnl_memory_create(&bias_mem, &c->bias_md, engine, (void *)bias);
     if (st == dnnl_success) st = dnnl_memory_create(&dst, &c->dst_md, engine, y);

@@ -38,5 +38,12 @@ const char *dnnl_layer_impl(const dnnl_layer *layer);
 lcm_precision dnnl_layer_precision(const dnnl_layer *layer);
 // Number of primitives created so far (one per input shape and thread count).
 int dnnl_layer_primitive_count(dnnl_layer *layer);
+// Number of copies of the weights the layer holds: one, unless primitives for different input
+// sizes wanted different layouts that no single copy serves with a real (non-reference) kernel.
+int dnnl_layer_weight_copies(dnnl_layer *layer);
+
+// Whether a oneDNN implementation name is one of its reference kernels ("ref:any", "gemm:ref",
+// "ref_int8:any", ...), which are far too slow to run a model on.
+bool dnnl_impl_is_reference(const char *impl);
 
 #endif

@@ -3,6 +3,8 @@
 #include <dnnl.h>
 #include <omp.h>
 
+#include "ops/cpu.h"
+
 // Blocks of C that one thread computes with a single-threaded sgemm. oneDNN's own threading may
 // split the sum over K between threads for some shapes (64x32 with K = 128 does, measured), so its
 // result would depend on the thread count; a fixed grid of whole-K blocks does not, and the sum
@@ -14,6 +16,7 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc) {
     if (m == 0 || n == 0) return;
+    cpu_features_get(); // applies LCM_NO_AVX512 to oneDNN before its first sgemm
     // Arguments are always valid here (callers size them from tensor shapes), so the status can
     // only report an internal bug; the product is still well defined when k == 0.
     char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';

@@ -1,3 +1,4 @@
+#include "ops/cpu.h"
 #include "ops/int8_layer.h"
 
 #include <dnnl.h>
@@ -30,12 +31,8 @@ static dnnl_stream_t stream;
 static dnnl_status_t engine_status;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 
-bool cpu_has_vnni(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni");
-}
-
 static void engine_create(void) {
+    cpu_features_get(); // applies LCM_NO_AVX512 to oneDNN first
     engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
     if (engine_status == dnnl_success) engine_status = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
 }

@@ -1,5 +1,6 @@
 // Linear layers with a 6-row x 16-column AVX2 register tile on weights packed at load; see
 // linear_direct.h.
+#include "ops/cpu.h"
 #include "ops/linear_direct.h"
 #include "ops/fma_tile.h"
 
@@ -35,9 +36,7 @@ struct linear_direct {
     float *bias;   // [blocks * TILE_COLUMNS], zero past `out` (and all zero without a bias)
 };
 
-bool linear_direct_available(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+bool linear_direct_available(void) { return cpu_has_avx2_fma(); }
 
 lcm_status linear_direct_new(const float *weight, const float *bias, int in, int out,
                              linear_direct **result) {

@@ -61,17 +61,23 @@ typedef struct norm {
 
 lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
                        bool has_bias);
+// As linear_load, for a layer whose row count the architecture fixes (1 for the time embedding,
+// the 77 tokens of a prompt): the backend times the kernels at that size (ops/backend.h). 0 is
+// unknown, what linear_load passes. Never pass a count derived from the image size or a config's
+// sample_size: the kernel, and so the last bits of the result, would then depend on it.
+lcm_status linear_load_rows(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                            bool has_bias, int64_t rows);
 // As linear_load, but where the layer computes on the plain weight (no AVX-512, or reference
 // kernels) and the file stores exactly it (weight_set_map_f32), the layer uses it in place in the
 // file's mapping instead of a copy: `ws` must then stay open while the layer is used, and
 // weight_set_release_pages(ws) can drop the weight from memory between uses. Otherwise the same
 // as linear_load.
 lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                              bool has_bias);
+                              bool has_bias, int64_t rows);
 // A 1x1 conv's weight [out, in, 1, 1] loaded as a linear layer (diffusers' proj_in/proj_out when
 // use_linear_projection is false).
 lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
-                                    int out);
+                                    int out, int64_t rows);
 lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int in, int out,
                        int kernel, int stride, int padding, bool has_bias);
 lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int channels, int groups,
@@ -86,18 +92,16 @@ lcm_precision ops_weight_precision(void);
 
 // Packs a layer built with plain weights for the fast kernels in `precision` and frees `weight`
 // (what *_load does on the fast path; tests use it to compare both paths on the same weights).
-// oneDNN's fast kernels need AVX-512 (bf16: AVX512-BF16 or its emulation on AVX-512): without it
-// conv and linear layers are packed for their direct AVX2 kernels (with AVX2 + FMA; else a conv
-// for the NHWC im2col + sgemm kernel, a linear layer keeps its plain weight for sgemm), in fp32
-// whatever the precision asked for. `force_primitive` (tests) packs for
-// oneDNN primitives on any CPU.
+// The kernel is the backend's choice for the shape (ops/backend.h); the direct and sgemm kernels
+// compute in fp32 whatever the precision asked for. `force_primitive` (tests) packs for oneDNN
+// primitives on any CPU.
 lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive);
 lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive);
 lcm_status linear_pack(linear *l, lcm_precision precision);
 lcm_status conv2d_pack(conv2d *c, lcm_precision precision);
 
-// The convolution kernels, for tests and benchmarks that compare them on one machine. AUTO is what
-// conv2d_pack picks: oneDNN with AVX-512, else the direct kernel with AVX2 + FMA, else sgemm.
+// The convolution kernels, for tests and benchmarks that compare them on one machine. AUTO is the
+// backend's choice (ops/backend.h).
 typedef enum conv_kernel {
     CONV_KERNEL_AUTO,
     CONV_KERNEL_ONEDNN, // oneDNN primitive (any CPU oneDNN supports)
@@ -105,12 +109,11 @@ typedef enum conv_kernel {
     CONV_KERNEL_SGEMM,  // NHWC im2col + sgemm
 } conv_kernel;
 lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel);
-// The kernel conv2d_pack (and so every model load) uses from now on; AUTO by default. For
-// benchmarks that load one model twice to compare kernels; not thread-safe.
-void ops_set_conv_kernel(conv_kernel kernel);
+// As conv2d_pack_kernel, but c->weight stays (still owned by whoever owned it, and not used by
+// the packed form): for trying several kernels on one layer's weights (ops/backend.c).
+lcm_status conv2d_pack_kernel_keep(conv2d *c, lcm_precision precision, conv_kernel kernel);
 
-// The same choice for linear layers: AUTO is oneDNN with AVX-512, else the direct kernel with
-// AVX2 + FMA, else sgemm on the plain weight. LCM_LINEAR_KERNEL=direct|sgemm|onednn overrides AUTO.
+// The same choice for linear layers.
 typedef enum linear_kernel {
     LINEAR_KERNEL_AUTO,
     LINEAR_KERNEL_ONEDNN, // oneDNN matmul primitive on prepacked weights
@@ -118,7 +121,6 @@ typedef enum linear_kernel {
     LINEAR_KERNEL_SGEMM,  // gemm_f32 on the plain weight (nothing packed)
 } linear_kernel;
 lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel kernel);
-void ops_set_linear_kernel(linear_kernel kernel);
 
 // For a convolution that always runs on a 2x nearest-upsampled input (conv2d_fusion.upsample_input):
 // on the direct kernel, also packs weights that skip the repeated pixels (4/9 of the arithmetic,

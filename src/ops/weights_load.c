@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/conv_direct.h"
 #include "ops/layer_quant.h"
 #include "ops/cpu.h"
@@ -33,10 +34,7 @@ lcm_precision ops_weight_precision(void) { return weight_precision; }
 lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel kernel) {
     if (l->fast || l->direct || !l->weight)
         return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
-    if (kernel == LINEAR_KERNEL_AUTO)
-        kernel = cpu_has_avx512()            ? LINEAR_KERNEL_ONEDNN
-                 : linear_direct_available() ? LINEAR_KERNEL_DIRECT
-                                             : LINEAR_KERNEL_SGEMM;
+    if (kernel == LINEAR_KERNEL_AUTO) return backend_pack_linear(l, precision, 0);
     if (kernel == LINEAR_KERNEL_SGEMM) return LCM_OK; // sgemm on the plain weight
     if (kernel == LINEAR_KERNEL_ONEDNN) {
         LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
@@ -51,32 +49,28 @@ lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel 
     return LCM_OK;
 }
 
-static linear_kernel default_linear_kernel = LINEAR_KERNEL_AUTO;
-
-void ops_set_linear_kernel(linear_kernel kernel) { default_linear_kernel = kernel; }
-
-// LCM_LINEAR_KERNEL=direct|sgemm|onednn overrides AUTO (to compare kernels on one machine).
-static linear_kernel auto_linear_kernel(void) {
-    if (default_linear_kernel != LINEAR_KERNEL_AUTO) return default_linear_kernel;
-    const char *v = getenv("LCM_LINEAR_KERNEL");
-    if (!v) return LINEAR_KERNEL_AUTO;
-    if (!strcmp(v, "direct")) return LINEAR_KERNEL_DIRECT;
-    if (!strcmp(v, "sgemm")) return LINEAR_KERNEL_SGEMM;
-    if (!strcmp(v, "onednn")) return LINEAR_KERNEL_ONEDNN;
-    return LINEAR_KERNEL_AUTO;
+lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
+    return linear_pack_kernel(l, precision, force_primitive ? LINEAR_KERNEL_ONEDNN : LINEAR_KERNEL_AUTO);
 }
 
-lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
-    return linear_pack_kernel(l, precision, force_primitive ? LINEAR_KERNEL_ONEDNN : auto_linear_kernel());
+// The backend's kernel for a layer that typically sees `rows` rows (0: unknown).
+static lcm_status linear_pack_rows(linear *l, lcm_precision precision, int64_t rows) {
+    return backend_pack_linear(l, precision, rows);
 }
 
 lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel) {
+    if (kernel == CONV_KERNEL_AUTO) return backend_pack_conv(c, precision);
+    LCM_TRY(conv2d_pack_kernel_keep(c, precision, kernel));
+    free(c->weight);
+    c->weight = NULL;
+    return LCM_OK;
+}
+
+lcm_status conv2d_pack_kernel_keep(conv2d *c, lcm_precision precision, conv_kernel kernel) {
     if (c->fast || c->direct || c->weight_ohwi || !c->weight)
         return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
     if (kernel == CONV_KERNEL_AUTO)
-        kernel = cpu_has_avx512()          ? CONV_KERNEL_ONEDNN
-                 : conv_direct_available() ? CONV_KERNEL_DIRECT
-                                           : CONV_KERNEL_SGEMM;
+        kernel = backend_conv_kernel(precision, c->in, c->out, c->kernel, c->stride, c->padding);
     if (kernel == CONV_KERNEL_ONEDNN) {
         LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel,
                                     c->stride, c->padding, precision, &c->fast));
@@ -95,8 +89,6 @@ lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel ke
                 for (int64_t t = 0; t < taps; t++)
                     c->weight_ohwi[(o * taps + t) * c->in + i] = c->weight[(o * c->in + i) * taps + t];
     }
-    free(c->weight);
-    c->weight = NULL;
     return LCM_OK;
 }
 
@@ -104,24 +96,10 @@ lcm_status conv2d_prepare_upsampled(conv2d *c) {
     return c->direct ? conv_direct_prepare_upsampled(c->direct) : LCM_OK;
 }
 
-static conv_kernel default_conv_kernel = CONV_KERNEL_AUTO;
-
-void ops_set_conv_kernel(conv_kernel kernel) { default_conv_kernel = kernel; }
-
-// LCM_CONV_KERNEL=direct|sgemm|onednn overrides AUTO (to compare kernels on one machine).
-static conv_kernel auto_conv_kernel(void) {
-    if (default_conv_kernel != CONV_KERNEL_AUTO) return default_conv_kernel;
-    const char *v = getenv("LCM_CONV_KERNEL");
-    if (!v) return CONV_KERNEL_AUTO;
-    if (!strcmp(v, "direct")) return CONV_KERNEL_DIRECT;
-    if (!strcmp(v, "sgemm")) return CONV_KERNEL_SGEMM;
-    if (!strcmp(v, "onednn")) return CONV_KERNEL_ONEDNN;
-    return CONV_KERNEL_AUTO;
-}
-
 lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
-    return conv2d_pack_kernel(c, precision, force_primitive ? CONV_KERNEL_ONEDNN : auto_conv_kernel());
+    return conv2d_pack_kernel(c, precision, force_primitive ? CONV_KERNEL_ONEDNN : CONV_KERNEL_AUTO);
 }
+
 
 lcm_status linear_pack(linear *l, lcm_precision precision) {
     return linear_pack_with(l, precision, false);
@@ -150,23 +128,28 @@ static lcm_status load_tensor(const weight_set *ws, const char *prefix, const ch
 
 // `pack`: for the fast kernels (unless reference kernels are selected), else the plain weight.
 static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char *prefix, int in,
-                                     int out, bool has_bias, bool pack) {
+                                     int out, bool has_bias, bool pack, int64_t rows) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
+    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(linear_pack_rows(l, weight_precision, rows));
     return LCM_OK;
 }
 
 lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
                        bool has_bias) {
-    return linear_load_packed(l, ws, prefix, in, out, has_bias, true);
+    return linear_load_packed(l, ws, prefix, in, out, has_bias, true, 0);
+}
+
+lcm_status linear_load_rows(linear *l, const weight_set *ws, const char *prefix, int in, int out,
+                            bool has_bias, int64_t rows) {
+    return linear_load_packed(l, ws, prefix, in, out, has_bias, true, rows);
 }
 
 lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                              bool has_bias) {
+                              bool has_bias, int64_t rows) {
     // With AVX-512 the weight is repacked for oneDNN, a copy anyway. Elsewhere the weight stays
     // plain for sgemm rather than becoming a packed copy for the direct kernel: the text encoder
     // (the only user, run once per prompt) keeps its weights in pages the mapping can drop, and
@@ -176,12 +159,12 @@ lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefi
     if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
         return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
     const float *mapped = plain_weight ? weight_set_map_f32(ws, name, 2, (int64_t[]){out, in}) : NULL;
-    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight);
+    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight, rows);
     *l = (linear){.in = in, .out = out};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
         linear_free(l);
-        return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight);
+        return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight, rows);
     }
     l->weight = (float *)mapped; // never written: the layer only reads its weight
     l->weight_mapped = true;
@@ -190,13 +173,13 @@ lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefi
 }
 
 lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
-                                    int out) {
+                                    int out, int64_t rows) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack(l, weight_precision));
+    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack_rows(l, weight_precision, rows));
     return LCM_OK;
 }
 
@@ -207,7 +190,7 @@ lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int 
     LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
     LCM_TRY(layer_quant_pack(c->quant, &c->weight, in, out, kernel, stride, padding));
-    if (!ops_reference_kernels() && c->weight) LCM_TRY(conv2d_pack(c, weight_precision));
+    if (!ops_reference_kernels() && c->weight) LCM_TRY(backend_pack_conv(c, weight_precision));
     return LCM_OK;
 }
 

@@ -1,0 +1,555 @@
+// The kernel choice of every convolution and linear layer; see backend.h.
+#include "ops/backend.h"
+
+#include <dnnl.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "ops/conv_direct.h"
+#include "ops/cpu.h"
+#include "ops/dnnl_layer.h"
+#include "ops/linear_direct.h"
+
+// Bumped whenever a kernel changes enough that old measurements no longer describe it.
+#define KERNELS_VERSION 1
+// One measurement runs about this much arithmetic (a few milliseconds), on images of at least
+// 16 x 16 (below that Winograd's tiles and oneDNN's blocking say little about real sizes), so that
+// a whole LCM_Dreamshaper_v7 (about 70 distinct shapes) is tuned in a few seconds, once.
+#define MEASURE_FLOP 1.0e9
+#define MIN_MEASURE_SIDE 16
+// A safety net: a process stops measuring after this long (later shapes take the built-in rule
+// and are measured by a later run). Set well above what a whole model takes, because a model
+// whose shapes are only partly measured computes different bits in its first and second runs.
+#define TUNING_BUDGET_SECONDS 30.0
+#define MAX_DECISIONS 1024
+
+typedef enum op_kind { OP_CONV, OP_LINEAR } op_kind;
+
+typedef struct decision {
+    op_kind op;
+    lcm_precision precision; // asked for
+    int in, out, kernel, stride, padding;
+    int64_t size;  // conv: typical input side; linear: typical rows; 0 unknown
+    int chosen;    // conv_kernel or linear_kernel
+    double gflops; // of the chosen kernel as measured (0: built-in rule)
+    int runner_up; // -1: none
+    double runner_gflops;
+    bool used;     // asked for by this process (listed by backend_print_decisions)
+} decision;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static decision decisions[MAX_DECISIONS];
+static int decision_count;
+static bool table_read;
+static double seconds_measured;
+static conv_kernel forced_conv = CONV_KERNEL_AUTO;
+static linear_kernel forced_linear = LINEAR_KERNEL_AUTO;
+static char tuning_file[1024];
+
+const char *conv_kernel_name(conv_kernel kernel) {
+    switch (kernel) {
+    case CONV_KERNEL_DIRECT: return "direct";
+    case CONV_KERNEL_ONEDNN: return "onednn";
+    case CONV_KERNEL_SGEMM: return "sgemm";
+    default: return "auto";
+    }
+}
+
+const char *linear_kernel_name(linear_kernel kernel) {
+    switch (kernel) {
+    case LINEAR_KERNEL_DIRECT: return "direct";
+    case LINEAR_KERNEL_ONEDNN: return "onednn";
+    case LINEAR_KERNEL_SGEMM: return "sgemm";
+    default: return "auto";
+    }
+}
+
+static const char *kernel_name(op_kind op, int kernel) {
+    return op == OP_CONV ? conv_kernel_name(kernel) : linear_kernel_name(kernel);
+}
+
+// -1 when the name is none of the three.
+static int kernel_from_name(op_kind op, const char *name) {
+    for (int k = 1; k <= 3; k++)
+        if (!strcmp(kernel_name(op, k), name)) return k;
+    return -1;
+}
+
+void backend_force_conv_kernel(conv_kernel kernel) { forced_conv = kernel; }
+void backend_force_linear_kernel(linear_kernel kernel) { forced_linear = kernel; }
+
+static int forced_by_environment(op_kind op) {
+    const char *v = getenv(op == OP_CONV ? "LCM_CONV_KERNEL" : "LCM_LINEAR_KERNEL");
+    return v ? kernel_from_name(op, v) : -1;
+}
+
+bool backend_tuning_enabled(void) {
+    const char *v = getenv("LCM_TUNE");
+    return !(v && (!strcmp(v, "off") || !strcmp(v, "0")));
+}
+
+lcm_precision backend_kernel_precision(lcm_precision asked, bool onednn) {
+    return onednn && asked == LCM_PRECISION_BF16 && cpu_has_avx512() ? LCM_PRECISION_BF16
+                                                                     : LCM_PRECISION_FP32;
+}
+
+// ---- built-in rules --------------------------------------------------------------------------
+
+// What measurement found on the machines seen so far (BENCHMARKS.md): without AVX-512 the direct
+// AVX2 kernels beat oneDNN everywhere; with it, oneDNN wins bf16 layers and the wide fp32 ones,
+// while Winograd (direct kernel) wins 3x3 layers of at most 640 channels on large images, and the
+// dot-product kernel the layers to RGB.
+static int builtin_conv(lcm_precision precision, int in, int out, int kernel, int stride,
+                        int64_t size) {
+    if (!cpu_has_avx512()) return cpu_has_avx2_fma() ? CONV_KERNEL_DIRECT : CONV_KERNEL_SGEMM;
+    if (out <= 3 && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
+    if (precision == LCM_PRECISION_BF16 && cpu_has_avx512_bf16()) return CONV_KERNEL_ONEDNN;
+    bool winograd = kernel == 3 && stride == 1 && in <= 640 && out <= 640;
+    if (winograd && (size == 0 || size >= 64) && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
+    return CONV_KERNEL_ONEDNN;
+}
+
+static int builtin_linear(void) {
+    return cpu_has_avx512()     ? LINEAR_KERNEL_ONEDNN
+           : cpu_has_avx2_fma() ? LINEAR_KERNEL_DIRECT
+                                : LINEAR_KERNEL_SGEMM;
+}
+
+// ---- the table file --------------------------------------------------------------------------
+
+// The header says for whom the measurements are; a file with another header is someone else's.
+static void header(char *buf, size_t size) {
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, size, "lcm kernel choices %d | %s | %s | oneDNN %d.%d.%d\n", KERNELS_VERSION,
+             cpu_features_get()->name, cpu_feature_list(), v->major, v->minor, v->patch);
+}
+
+// FNV-1a of the header: the file name, so that machines sharing a home folder keep their own.
+static uint64_t header_hash(const char *text) {
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+static bool cache_folder(char *buf, size_t size) {
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (xdg && *xdg) n = snprintf(buf, size, "%s/lcm", xdg);
+    else if (home && *home) n = snprintf(buf, size, "%s/.cache/lcm", home);
+    else return false;
+    return n > 0 && (size_t)n < size;
+}
+
+const char *backend_tuning_file(void) {
+    pthread_mutex_lock(&lock);
+    if (!tuning_file[0]) {
+        char folder[900], head[512];
+        header(head, sizeof head);
+        if (cache_folder(folder, sizeof folder))
+            snprintf(tuning_file, sizeof tuning_file, "%s/kernels-%016llx.txt", folder,
+                     (unsigned long long)header_hash(head));
+    }
+    pthread_mutex_unlock(&lock);
+    return tuning_file;
+}
+
+static const char *precision_name(lcm_precision p) { return p == LCM_PRECISION_BF16 ? "bf16" : "fp32"; }
+
+// Parses one line into *d; false on anything unexpected.
+static bool parse_line(const char *line, decision *d) {
+    char op[16], precision[8], chosen[16], runner[16];
+    long long size;
+    int consumed = 0;
+    *d = (decision){0};
+    if (sscanf(line, "%15s %7s %d %d %d %d %d %lld %15s %lf %15s %lf%n", op, precision, &d->in,
+               &d->out, &d->kernel, &d->stride, &d->padding, &size, chosen, &d->gflops, runner,
+               &d->runner_gflops, &consumed) != 12)
+        return false;
+    if (line[consumed] != '\n' && line[consumed] != 0) return false;
+    if (!strcmp(op, "conv")) d->op = OP_CONV;
+    else if (!strcmp(op, "linear")) d->op = OP_LINEAR;
+    else return false;
+    if (!strcmp(precision, "fp32")) d->precision = LCM_PRECISION_FP32;
+    else if (!strcmp(precision, "bf16")) d->precision = LCM_PRECISION_BF16;
+    else return false;
+    d->size = size;
+    d->chosen = kernel_from_name(d->op, chosen);
+    d->runner_up = strcmp(runner, "-") ? kernel_from_name(d->op, runner) : -1;
+    bool shape_ok = d->in > 0 && d->out > 0 && d->in <= 1 << 20 && d->out <= 1 << 20 &&
+                    d->kernel >= 0 && d->kernel <= 64 && d->stride >= 0 && d->stride <= 64 &&
+                    d->padding >= 0 && d->padding <= 64 && size >= 0 && size <= 1 << 24;
+    return shape_ok && d->chosen > 0 && (d->runner_up > 0 || !strcmp(runner, "-")) &&
+           isfinite(d->gflops) && d->gflops >= 0 && isfinite(d->runner_gflops) &&
+           d->runner_gflops >= 0;
+}
+
+// Reads the table once (lock held). A file that is not entirely valid is ignored as a whole.
+static void read_table(void) {
+    table_read = true;
+    const char *path = tuning_file;
+    if (!path[0]) return;
+    FILE *f = fopen(path, "r");
+    if (!f) return; // not measured yet on this machine: no notice needed
+    char expected[512], line[512];
+    header(expected, sizeof expected);
+    const char *problem = NULL;
+    int count = 0, line_number = 1;
+    if (!fgets(line, sizeof line, f) || strcmp(line, expected)) problem = "it was written for another CPU or version";
+    while (!problem && fgets(line, sizeof line, f)) {
+        line_number++;
+        if (count == MAX_DECISIONS || !parse_line(line, &decisions[count])) problem = "unreadable";
+        else count++;
+    }
+    fclose(f);
+    if (problem) {
+        fprintf(stderr, "lcm: kernel choices in %s: %s (line %d); measuring again\n", path, problem,
+                line_number);
+        count = 0;
+    }
+    decision_count = count;
+}
+
+// Rewrites the whole table (lock held): a temporary file renamed over the old one, so a reader
+// never sees half a file. Failures only cost a later re-measurement, so they are silent.
+static void write_table(void) {
+    const char *path = tuning_file;
+    if (!path[0]) return;
+    char folder[1024], tmp[1100], head[512];
+    snprintf(folder, sizeof folder, "%s", path);
+    char *slash = strrchr(folder, '/');
+    if (!slash) return;
+    *slash = 0;
+    // mkdir -p of the folder (its parent ~/.cache may not exist either)
+    for (char *p = folder + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(folder, 0755);
+            *p = '/';
+        }
+    if (mkdir(folder, 0755) != 0 && errno != EEXIST) return;
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    header(head, sizeof head);
+    fputs(head, f);
+    for (int i = 0; i < decision_count; i++) {
+        const decision *d = &decisions[i];
+        if (d->gflops <= 0) continue; // a built-in rule, not a measurement
+        fprintf(f, "%s %s %d %d %d %d %d %lld %s %.3f %s %.3f\n", d->op == OP_CONV ? "conv" : "linear",
+                precision_name(d->precision), d->in, d->out, d->kernel, d->stride, d->padding,
+                (long long)d->size, kernel_name(d->op, d->chosen), d->gflops,
+                d->runner_up > 0 ? kernel_name(d->op, d->runner_up) : "-", d->runner_gflops);
+    }
+    bool ok = fflush(f) == 0 && !ferror(f);
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
+// ---- measuring -------------------------------------------------------------------------------
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// Every value the same: a kernel's speed does not depend on the input's values (only denormals
+// or NaN would slow it, and there are none).
+static void fill(float *x, int64_t n, float value) {
+    for (int64_t i = 0; i < n; i++) x[i] = value;
+}
+
+// One timed run of a packed trial layer after a warm-up (which also creates primitives and
+// scratch buffers). Seconds, or a negative value when the kernel fails or oneDNN would use a
+// reference implementation.
+static double time_conv(const conv2d *trial, int64_t side) {
+    tensor *x = tensor_new4(1, trial->in, side, side);
+    double seconds = -1;
+    if (x) {
+        fill(x->data, tensor_numel(x), 0.5f);
+        x->layout = TENSOR_NHWC;
+        tensor *y = conv2d_forward(trial, x);
+        bool usable = y && !(trial->fast && dnnl_impl_is_reference(dnnl_layer_impl(trial->fast)));
+        tensor_free(y);
+        if (usable) {
+            double start = now();
+            y = conv2d_forward(trial, x);
+            seconds = y ? now() - start : -1;
+            tensor_free(y);
+        }
+    }
+    tensor_free(x);
+    return seconds;
+}
+
+static double time_linear(const linear *trial, int64_t rows) {
+    tensor *x = tensor_new2(rows, trial->in);
+    double seconds = -1;
+    if (x) {
+        fill(x->data, tensor_numel(x), 0.5f);
+        tensor *y = linear_forward(trial, x);
+        bool usable = y && !(trial->fast && dnnl_impl_is_reference(dnnl_layer_impl(trial->fast)));
+        tensor_free(y);
+        if (usable) {
+            double start = now();
+            y = linear_forward(trial, x);
+            seconds = y ? now() - start : -1;
+            tensor_free(y);
+        }
+    }
+    tensor_free(x);
+    return seconds;
+}
+
+// The side (conv) or rows (linear) to measure at: the typical size, cut down so that one run is
+// about MEASURE_FLOP, but not below MIN_MEASURE_SIDE (side; 8 for the widest layers, whose 16 x 16
+// runs would cost more than the rest of a model together) or 16 rows, nor above 128 (side) or
+// 4096 rows (the per-pixel costs of the cheapest layers are seen by then).
+static int64_t measure_extent(const decision *d, double flop_per_unit, bool square) {
+    int64_t typical = d->size > 0 ? d->size : square ? 64 : 1024;
+    double units = MEASURE_FLOP / flop_per_unit;
+    int64_t extent = square ? (int64_t)ceil(sqrt(units)) : (int64_t)ceil(units);
+    extent = (extent + 3) / 4 * 4;
+    int64_t least = !square ? 16
+                    : flop_per_unit * MIN_MEASURE_SIDE * MIN_MEASURE_SIDE > 4 * MEASURE_FLOP ? 8
+                                                                                           : MIN_MEASURE_SIDE;
+    int64_t most = square ? 128 : 4096;
+    if (extent < least) extent = least;
+    if (extent > most) extent = most;
+    if (extent > typical) extent = typical;
+    if (square && extent < d->kernel) extent = d->kernel;
+    return extent;
+}
+
+// The kernels a measurement compares, fastest-guess first.
+static int candidates_of(const decision *d, int candidates[3]) {
+    int count = 0;
+    if (cpu_has_avx2_fma()) candidates[count++] = d->op == OP_CONV ? CONV_KERNEL_DIRECT : LINEAR_KERNEL_DIRECT;
+    candidates[count++] = d->op == OP_CONV ? CONV_KERNEL_ONEDNN : LINEAR_KERNEL_ONEDNN;
+    // im2col + sgemm only ever competes on 1x1 convolutions (no column copies), and plain sgemm on
+    // linear layers only without AVX2 (else the direct kernel does that product on packed weights).
+    if ((d->op == OP_CONV && d->kernel == 1) || !cpu_has_avx2_fma())
+        candidates[count++] = d->op == OP_CONV ? CONV_KERNEL_SGEMM : LINEAR_KERNEL_SGEMM;
+    return count;
+}
+
+// Records the outcome of timing `count` candidates (seconds <= 0: could not run) in d; the index of
+// the fastest, or -1.
+static int record(decision *d, const int *candidates, const double *seconds, int count, double flop,
+                  int64_t extent, double started) {
+    int best = -1, second = -1;
+    for (int i = 0; i < count; i++) {
+        if (seconds[i] <= 0) continue;
+        if (best < 0 || seconds[i] < seconds[best]) {
+            second = best;
+            best = i;
+        } else if (second < 0 || seconds[i] < seconds[second]) {
+            second = i;
+        }
+    }
+    lcm_clear_error();
+    double spent = now() - started;
+    seconds_measured += spent;
+    if (getenv("LCM_VERBOSE"))
+        fprintf(stderr, "lcm: %.0f ms measuring %s %d->%d k%d (%.0f ms so far)\n", spent * 1e3,
+                d->op == OP_CONV ? "conv" : "linear", d->in, d->out, d->kernel, seconds_measured * 1e3);
+    if (getenv("LCM_VERBOSE"))
+        for (int i = 0; i < count; i++)
+            fprintf(stderr, "lcm: kernel %s for %s %s %d->%d k%d, timed at %lld: %.3f ms\n",
+                    kernel_name(d->op, candidates[i]), d->op == OP_CONV ? "conv" : "linear",
+                    precision_name(d->precision), d->in, d->out, d->kernel, (long long)extent,
+                    seconds[i] * 1e3);
+    if (best < 0) return -1;
+    d->chosen = candidates[best];
+    d->gflops = flop / seconds[best] * 1e-9;
+    d->runner_up = second >= 0 ? candidates[second] : -1;
+    d->runner_gflops = second >= 0 ? flop / seconds[second] * 1e-9 : 0;
+    return best;
+}
+
+// Packs each candidate from c's own weight (kept until the end), times it, and leaves the fastest
+// packing in c (false: none could run; c untouched, its plain weight still there).
+static bool measure_conv(decision *d, conv2d *c) {
+    double start = now();
+    int candidates[3], count = candidates_of(d, candidates);
+    conv2d trials[3];
+    double seconds[3] = {-1, -1, -1};
+    int64_t extent = measure_extent(d, 2.0 * d->in * d->out * d->kernel * d->kernel / ((double)d->stride * d->stride), true);
+    int64_t o = (extent + 2 * d->padding - d->kernel) / d->stride + 1;
+    double flop = 2.0 * d->in * d->out * d->kernel * d->kernel * (double)(o * o);
+    for (int i = 0; i < count; i++) {
+        trials[i] = (conv2d){.in = c->in, .out = c->out, .kernel = c->kernel, .stride = c->stride,
+                             .padding = c->padding, .weight = c->weight, .bias = c->bias};
+        seconds[i] = conv2d_pack_kernel_keep(&trials[i], d->precision, candidates[i]) == LCM_OK
+                         ? time_conv(&trials[i], extent)
+                         : -1;
+        trials[i].weight = NULL; // c's
+        trials[i].bias = NULL;   // c's
+    }
+    int best = record(d, candidates, seconds, count, flop, extent, start);
+    for (int i = 0; i < count; i++) {
+        if (i == best) continue;
+        conv2d_free(&trials[i]);
+    }
+    if (best < 0) return false;
+    free(c->weight);
+    c->weight = NULL;
+    c->fast = trials[best].fast;
+    c->direct = trials[best].direct;
+    c->weight_ohwi = trials[best].weight_ohwi;
+    return true;
+}
+
+static bool measure_linear(decision *d, linear *l) {
+    double start = now();
+    int candidates[3], count = candidates_of(d, candidates);
+    linear trials[3];
+    double seconds[3] = {-1, -1, -1};
+    int64_t rows = measure_extent(d, 2.0 * d->in * d->out, false);
+    double flop = 2.0 * d->in * d->out * (double)rows;
+    for (int i = 0; i < count; i++) {
+        // weight_mapped: the trial borrows l's weight and never frees it
+        trials[i] = (linear){.in = l->in, .out = l->out, .weight = l->weight, .bias = l->bias,
+                             .weight_mapped = true};
+        seconds[i] = linear_pack_kernel(&trials[i], d->precision, candidates[i]) == LCM_OK
+                         ? time_linear(&trials[i], rows)
+                         : -1;
+        trials[i].weight = NULL;
+        trials[i].bias = NULL;
+        trials[i].weight_mapped = false;
+    }
+    int best = record(d, candidates, seconds, count, flop, rows, start);
+    for (int i = 0; i < count; i++) {
+        if (i == best) continue;
+        linear_free(&trials[i]);
+    }
+    if (best < 0) return false;
+    if (candidates[best] == LINEAR_KERNEL_SGEMM) return true; // computes on l's plain weight
+    if (!l->weight_mapped) free(l->weight);
+    l->weight = NULL;
+    l->weight_mapped = false;
+    l->fast = trials[best].fast;
+    l->direct = trials[best].direct;
+    return true;
+}
+
+// ---- decisions -------------------------------------------------------------------------------
+
+static bool same_shape(const decision *a, const decision *b) {
+    return a->op == b->op && a->precision == b->precision && a->in == b->in && a->out == b->out &&
+           a->kernel == b->kernel && a->stride == b->stride && a->padding == b->padding &&
+           a->size == b->size;
+}
+
+static int builtin(const decision *key) {
+    return key->op == OP_CONV
+               ? builtin_conv(key->precision, key->in, key->out, key->kernel, key->stride, key->size)
+               : builtin_linear();
+}
+
+// The kernel for `key`: forced, from the table, or (when `layer` is given, tuning is on and the
+// shape is new) measured on that layer, which is then left packed (*packed = true).
+static int decide(const decision *key, void *layer, bool *packed) {
+    *packed = false;
+    if (key->op == OP_CONV ? forced_conv != CONV_KERNEL_AUTO : forced_linear != LINEAR_KERNEL_AUTO)
+        return key->op == OP_CONV ? (int)forced_conv : (int)forced_linear;
+    int forced = forced_by_environment(key->op);
+    if (forced > 0) return forced;
+    backend_tuning_file(); // names the file before the lock is taken below
+    pthread_mutex_lock(&lock);
+    bool tune = backend_tuning_enabled();
+    if (tune && !table_read) read_table();
+    decision *d = NULL;
+    for (int i = 0; i < decision_count && !d; i++)
+        if (same_shape(&decisions[i], key)) d = &decisions[i];
+    if (!d && decision_count < MAX_DECISIONS) {
+        d = &decisions[decision_count++];
+        *d = *key;
+        if (tune && layer && seconds_measured < TUNING_BUDGET_SECONDS)
+            *packed = key->op == OP_CONV ? measure_conv(d, layer) : measure_linear(d, layer);
+        if (*packed) {
+            write_table();
+        } else {
+            d->chosen = builtin(key);
+            d->gflops = 0;
+            d->runner_up = -1;
+        }
+    }
+    int chosen = builtin(key); // table full: a model with over a thousand distinct layer shapes
+    if (d) {
+        d->used = true;
+        chosen = d->chosen;
+    }
+    pthread_mutex_unlock(&lock);
+    return chosen;
+}
+
+static decision conv_key(lcm_precision precision, int in, int out, int kernel, int stride,
+                         int padding) {
+    return (decision){.op = OP_CONV, .precision = precision, .in = in, .out = out,
+                      .kernel = kernel, .stride = stride, .padding = padding};
+}
+
+static decision linear_key(lcm_precision precision, int in, int out, int64_t rows) {
+    return (decision){.op = OP_LINEAR, .precision = precision, .in = in, .out = out,
+                      .size = rows > 0 ? rows : 0};
+}
+
+conv_kernel backend_conv_kernel(lcm_precision precision, int in, int out, int kernel, int stride,
+                                int padding) {
+    bool packed;
+    decision key = conv_key(precision, in, out, kernel, stride, padding);
+    return (conv_kernel)decide(&key, NULL, &packed);
+}
+
+linear_kernel backend_linear_kernel(lcm_precision precision, int in, int out, int64_t rows) {
+    bool packed;
+    decision key = linear_key(precision, in, out, rows);
+    return (linear_kernel)decide(&key, NULL, &packed);
+}
+
+lcm_status backend_pack_conv(conv2d *c, lcm_precision precision) {
+    bool packed;
+    decision key = conv_key(precision, c->in, c->out, c->kernel, c->stride, c->padding);
+    int kernel = decide(&key, c, &packed);
+    return packed ? LCM_OK : conv2d_pack_kernel(c, precision, (conv_kernel)kernel);
+}
+
+lcm_status backend_pack_linear(linear *l, lcm_precision precision, int64_t rows) {
+    bool packed;
+    decision key = linear_key(precision, l->in, l->out, rows);
+    int kernel = decide(&key, l, &packed);
+    return packed ? LCM_OK : linear_pack_kernel(l, precision, (linear_kernel)kernel);
+}
+
+void backend_print_decisions(FILE *out) {
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < decision_count; i++) {
+        const decision *d = &decisions[i];
+        if (!d->used) continue;
+        if (d->op == OP_CONV)
+            fprintf(out, "conv   %s %5d->%-5d k%d s%d p%d @%-5lld ", precision_name(d->precision), d->in,
+                    d->out, d->kernel, d->stride, d->padding, (long long)d->size);
+        else
+            fprintf(out, "linear %s %5d->%-5d x%-5lld          ", precision_name(d->precision), d->in,
+                    d->out, (long long)d->size);
+        if (d->gflops > 0) {
+            fprintf(out, "%-7s %8.1f GFLOP/s", kernel_name(d->op, d->chosen), d->gflops);
+            if (d->runner_up > 0)
+                fprintf(out, "   runner-up %-7s %8.1f GFLOP/s", kernel_name(d->op, d->runner_up),
+                        d->runner_gflops);
+            fputc('\n', out);
+        } else {
+            fprintf(out, "%-7s (built-in rule)\n", kernel_name(d->op, d->chosen));
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
