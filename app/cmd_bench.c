@@ -28,6 +28,7 @@
 #include "models/taesd.h"
 #include "models/vae_tiled.h"
 #include "ops/attention.h"
+#include "ops/backend.h"
 #include "ops/cpu.h"
 #include "pipeline/pipeline.h"
 
@@ -501,12 +502,22 @@ static lcm_status add_decoders(bench_setup *b, report *r, const char *taesd, int
     return LCM_OK;
 }
 
+// Why each layer runs where it does (ops/backend.h): the decisions this run used.
+static void print_kernels(void) {
+    const char *file = backend_tuning_file();
+    printf("\nkernels (CPU: %s; %s)\n", cpu_features_get()->name, cpu_feature_list());
+    if (!backend_tuning_enabled()) printf("built-in rules (LCM_TUNE=off)\n");
+    else printf("chosen by measurement on this CPU, kept in %s; GFLOP/s as measured at tuning time\n",
+                file[0] ? file : "(no cache folder)");
+    backend_print_decisions(stdout);
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *size = "512x512", *precision_name = "fp32";
     const char *prompt = "a photograph of an astronaut riding a horse";
     const char *kernel_name = "auto", *taesd_dir = NULL;
     long steps = 4, runs = 3, threads = 0, peak = 2048;
-    bool json = false, attention_only = false;
+    bool json = false, attention_only = false, kernels = false;
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline) or hub id ORG/NAME[@REVISION]", false},
         {"size", ARG_STRING, &size, "image WIDTHxHEIGHT (default 512x512)", false},
@@ -520,12 +531,13 @@ int cmd_bench(int argc, char **argv) {
         {"peak-size", ARG_INT, &peak, "side of the square matmul measuring the peak (default 2048)", false},
         {"json", ARG_FLAG, &json, "print machine-readable JSON instead of a table", false},
         {"attention", ARG_FLAG, &attention_only, "time the attention kernels on SD1.5 shapes instead (no model)", false},
+        {"kernels", ARG_FLAG, &kernels, "also list each layer shape's kernel, its GFLOP/s and the runner-up", false},
     };
     const char *positional[1];
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm bench --model DIR [--size 512x512] [--steps 4] [--precision fp32|bf16] "
-                        "[--runs N] [--threads N] [--taesd DIR|ID] [--json]\n       lcm bench --attention [--runs N] "
+                        "[--runs N] [--threads N] [--taesd DIR|ID] [--kernels] [--json]\n       lcm bench --attention [--runs N] "
                         "[--threads N] [--json]");
     if (rc) return rc == 1 ? 0 : 2;
     if (runs < 1 || runs > MAX_RUNS) {
@@ -666,5 +678,6 @@ int cmd_bench(int argc, char **argv) {
     lcm_pipeline_close(pipeline);
     if (json) print_json(&r);
     else print_text(&r);
+    if (kernels && !json) print_kernels();
     return 0;
 }

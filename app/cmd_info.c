@@ -20,6 +20,8 @@
 #include "app/commands.h"
 #include "core/error.h"
 #include "io/model_folder.h"
+#include "ops/backend.h"
+#include "ops/cpu.h"
 
 #define MAX_BLOCKS 16
 
@@ -380,6 +382,14 @@ static lcm_status describe_folder(const model_folder *folder, cJSON *doc) {
     lcm_status st = components && unused ? LCM_OK : out_of_memory();
     if (st == LCM_OK) st = add_item(doc, "folder", cJSON_CreateString(
                             folder->checkpoint ? checkpoint_path(folder->checkpoint) : folder->root));
+    // What this machine runs the model with (ops/backend.h).
+    if (st == LCM_OK) st = add_item(doc, "cpu", cJSON_CreateString(cpu_features_get()->name));
+    if (st == LCM_OK) st = add_item(doc, "cpu_features", cJSON_CreateString(cpu_feature_list()));
+    if (st == LCM_OK)
+        st = add_item(doc, "kernel_choice",
+                      cJSON_CreateString(backend_tuning_enabled() ? "measured per layer shape"
+                                                                  : "built-in rules (LCM_TUNE=off)"));
+    if (st == LCM_OK) st = add_item(doc, "kernel_cache", cJSON_CreateString(backend_tuning_file()));
     if (st == LCM_OK)
         st = add_item(doc, "variant",
                       folder->variant ? cJSON_CreateString(folder->variant) : cJSON_CreateNull());
@@ -495,6 +505,10 @@ static void print_short_count(double n) {
 static void print_text(const cJSON *doc) {
     const cJSON *pipeline = cJSON_GetObjectItem(doc, "pipeline");
     printf("folder: %s\n", cJSON_GetObjectItem(doc, "folder")->valuestring);
+    printf("cpu: %s (%s)\n", cJSON_GetObjectItem(doc, "cpu")->valuestring,
+           cJSON_GetObjectItem(doc, "cpu_features")->valuestring);
+    printf("kernels: %s, cached in %s\n", cJSON_GetObjectItem(doc, "kernel_choice")->valuestring,
+           cJSON_GetObjectItem(doc, "kernel_cache")->valuestring);
     if (cJSON_IsString(pipeline)) {
         const cJSON *version = cJSON_GetObjectItem(doc, "diffusers_version");
         printf("pipeline: %s", pipeline->valuestring);

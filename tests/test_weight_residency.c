@@ -119,7 +119,7 @@ static void test_linear_mapped(const char *model_dir) {
     int out = (int)t->shape[0], in = (int)t->shape[1];
     ops_set_reference_kernels(true); // the plain weight on every CPU
     linear mapped, copied;
-    CHECK_OK(linear_load_mapped(&mapped, ws, prefix, in, out, true, 77));
+    CHECK_OK(linear_load_mapped(&mapped, ws, prefix, in, out, true));
     CHECK_OK(linear_load(&copied, ws, prefix, in, out, true));
     ops_set_reference_kernels(false);
     CHECK(mapped.weight_mapped && !copied.weight_mapped, "fc1 mapped %d, copy mapped %d",

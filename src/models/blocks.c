@@ -6,6 +6,8 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "ops/attention.h"
+#include "ops/backend.h"
 #include "ops/resample.h"
 
 // "PREFIX.name" into buf, failing (not truncating) when it does not fit.
@@ -101,6 +103,7 @@ lcm_status attention_layer_load(attention_layer *a, const weight_set *ws, const 
                                 int query_dim, int context_dim, int heads, int head_dim,
                                 bool qkv_bias, int64_t context_rows) {
     *a = (attention_layer){.heads = heads};
+    if (!ops_reference_kernels()) a->precision = backend_attention_precision(ops_weight_precision());
     int inner = heads * head_dim;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "to_q"));
@@ -127,7 +130,7 @@ tensor *attention_layer_forward(const attention_layer *a, const tensor *x, const
     tensor *q = linear_forward(&a->to_q, x);       // [B, N, inner]
     tensor *k = linear_forward(&a->to_k, context); // [B, M, inner]
     tensor *v = linear_forward(&a->to_v, context); // [B, M, inner]
-    tensor *o = attention(q, k, v, a->heads, false);
+    tensor *o = attention_ex(q, k, v, a->heads, false, a->precision);
     tensor_free(q);
     tensor_free(k);
     tensor_free(v);

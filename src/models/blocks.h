@@ -54,6 +54,7 @@ tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *tem
 
 typedef struct attention_layer {
     int heads;
+    lcm_precision precision; // of the product of queries and keys and of the weighted sum
     linear to_q, to_k, to_v, to_out;
 } attention_layer;
 

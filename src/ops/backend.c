@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "ops/attention.h"
 #include "ops/conv_direct.h"
 #include "ops/cpu.h"
 #include "ops/dnnl_layer.h"
@@ -530,8 +531,53 @@ lcm_status backend_pack_linear(linear *l, lcm_precision precision, int64_t rows)
     return packed ? LCM_OK : linear_pack_kernel(l, precision, (linear_kernel)kernel);
 }
 
+// ---- attention -------------------------------------------------------------------------------
+
+static int attention_choice; // 0: not measured, 1: fp32, 2: bf16
+static double attention_gflops[2];
+
+static double time_attention(const tensor *q, lcm_precision precision) {
+    tensor *warm = attention_with_kernel(q, q, q, 8, false, precision, ATTENTION_FLASH);
+    if (!warm) return -1;
+    tensor_free(warm);
+    double start = now();
+    tensor *o = attention_with_kernel(q, q, q, 8, false, precision, ATTENTION_FLASH);
+    double seconds = now() - start;
+    tensor_free(o);
+    return o ? seconds : -1;
+}
+
+lcm_precision backend_attention_precision(lcm_precision asked) {
+    if (asked != LCM_PRECISION_BF16 || !attention_flash_available(LCM_PRECISION_BF16))
+        return LCM_PRECISION_FP32;
+    pthread_mutex_lock(&lock);
+    if (!attention_choice) {
+        // The UNet's 32x32 self-attention (1024 tokens, 8 heads of 80): big enough to show each
+        // kernel's rate, small enough to time in milliseconds.
+        tensor *q = tensor_new3(1, 1024, 640);
+        double fp32 = -1, bf16 = -1;
+        if (q) {
+            for (int64_t i = 0; i < tensor_numel(q); i++) q->data[i] = (float)(i % 17) * 0.05f - 0.4f;
+            fp32 = time_attention(q, LCM_PRECISION_FP32);
+            bf16 = time_attention(q, LCM_PRECISION_BF16);
+        }
+        tensor_free(q);
+        lcm_clear_error();
+        double flop = 4.0 * 1024 * 1024 * 640;
+        attention_gflops[0] = fp32 > 0 ? flop / fp32 * 1e-9 : 0;
+        attention_gflops[1] = bf16 > 0 ? flop / bf16 * 1e-9 : 0;
+        attention_choice = bf16 > 0 && (fp32 <= 0 || bf16 < fp32) ? 2 : 1;
+    }
+    lcm_precision chosen = attention_choice == 2 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
+    pthread_mutex_unlock(&lock);
+    return chosen;
+}
+
 void backend_print_decisions(FILE *out) {
     pthread_mutex_lock(&lock);
+    if (attention_choice)
+        fprintf(out, "attention bf16 asked, 1024 tokens x 8 heads: %s   (flash fp32 %.1f GFLOP/s, flash bf16 %.1f GFLOP/s)\n",
+                attention_choice == 2 ? "bf16" : "fp32", attention_gflops[0], attention_gflops[1]);
     for (int i = 0; i < decision_count; i++) {
         const decision *d = &decisions[i];
         if (!d->used) continue;

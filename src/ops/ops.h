@@ -67,13 +67,12 @@ lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int 
 // sample_size: the kernel, and so the last bits of the result, would then depend on it.
 lcm_status linear_load_rows(linear *l, const weight_set *ws, const char *prefix, int in, int out,
                             bool has_bias, int64_t rows);
-// As linear_load, but where the layer computes on the plain weight (no AVX-512, or reference
-// kernels) and the file stores exactly it (weight_set_map_f32), the layer uses it in place in the
-// file's mapping instead of a copy: `ws` must then stay open while the layer is used, and
-// weight_set_release_pages(ws) can drop the weight from memory between uses. Otherwise the same
-// as linear_load.
+// As linear_load, but the layer always computes on its plain weight (sgemm), and where the file
+// stores exactly it (weight_set_map_f32), uses it in place in the file's mapping instead of a
+// copy: `ws` must then stay open while the layer is used, and weight_set_release_pages(ws) can
+// drop the weight from memory between uses.
 lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                              bool has_bias, int64_t rows);
+                              bool has_bias);
 // A 1x1 conv's weight [out, in, 1, 1] loaded as a linear layer (diffusers' proj_in/proj_out when
 // use_linear_projection is false).
 lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,

@@ -149,22 +149,22 @@ lcm_status linear_load_rows(linear *l, const weight_set *ws, const char *prefix,
 }
 
 lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                              bool has_bias, int64_t rows) {
-    // With AVX-512 the weight is repacked for oneDNN, a copy anyway. Elsewhere the weight stays
-    // plain for sgemm rather than becoming a packed copy for the direct kernel: the text encoder
-    // (the only user, run once per prompt) keeps its weights in pages the mapping can drop, and
-    // a copied weight (a LoRA patch) computes the same bits as a mapped one.
-    bool plain_weight = ops_reference_kernels() || !cpu_has_avx512();
+                              bool has_bias) {
+    // The weight stays plain for sgemm rather than becoming a packed copy for a faster kernel, on
+    // every CPU: the text encoder (the only user, run once per prompt, 13 GFLOP: tens of
+    // milliseconds either way) then keeps its weights in pages the mapping can drop while the UNet
+    // and VAE run (about 0.5 GB of a generation's peak), and a copied weight (another dtype, a
+    // LoRA patch) computes the same bits as a mapped one.
     char name[512];
     if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
         return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
-    const float *mapped = plain_weight ? weight_set_map_f32(ws, name, 2, (int64_t[]){out, in}) : NULL;
-    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight, rows);
+    const float *mapped = weight_set_map_f32(ws, name, 2, (int64_t[]){out, in});
+    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, false, 0);
     *l = (linear){.in = in, .out = out};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
         linear_free(l);
-        return linear_load_packed(l, ws, prefix, in, out, has_bias, !plain_weight, rows);
+        return linear_load_packed(l, ws, prefix, in, out, has_bias, false, 0);
     }
     l->weight = (float *)mapped; // never written: the layer only reads its weight
     l->weight_mapped = true;

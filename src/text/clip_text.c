@@ -110,19 +110,19 @@ static lcm_status encoder_layer_load(clip_encoder_layer *l, const weight_set *ws
     LCM_TRY(norm_load(&l->layer_norm1, ws, layer_weight(n, sizeof n, index, "layer_norm1"), hidden,
                       1, eps));
     LCM_TRY(linear_load_mapped(&l->q_proj, ws, layer_weight(n, sizeof n, index, "self_attn.q_proj"),
-                               hidden, hidden, true, c->max_position_embeddings));
+                               hidden, hidden, true));
     LCM_TRY(linear_load_mapped(&l->k_proj, ws, layer_weight(n, sizeof n, index, "self_attn.k_proj"),
-                               hidden, hidden, true, c->max_position_embeddings));
+                               hidden, hidden, true));
     LCM_TRY(linear_load_mapped(&l->v_proj, ws, layer_weight(n, sizeof n, index, "self_attn.v_proj"),
-                               hidden, hidden, true, c->max_position_embeddings));
+                               hidden, hidden, true));
     LCM_TRY(linear_load_mapped(&l->out_proj, ws, layer_weight(n, sizeof n, index, "self_attn.out_proj"),
-                               hidden, hidden, true, c->max_position_embeddings));
+                               hidden, hidden, true));
     LCM_TRY(norm_load(&l->layer_norm2, ws, layer_weight(n, sizeof n, index, "layer_norm2"), hidden,
                       1, eps));
     LCM_TRY(linear_load_mapped(&l->fc1, ws, layer_weight(n, sizeof n, index, "mlp.fc1"), hidden,
-                               inner, true, c->max_position_embeddings));
+                               inner, true));
     LCM_TRY(linear_load_mapped(&l->fc2, ws, layer_weight(n, sizeof n, index, "mlp.fc2"), inner,
-                               hidden, true, c->max_position_embeddings));
+                               hidden, true));
     return LCM_OK;
 }
 
