@@ -355,6 +355,12 @@ const float *weight_set_map_f32(const weight_set *ws, const char *name, int ndim
     return t->data;
 }
 
+void weight_set_release_tensor(const weight_set *ws, const char *name) {
+    const st_file *file;
+    const st_tensor *t = weight_set_find(ws, name, &file);
+    if (t && file && st_mapped(file)) st_release_pages(file, t);
+}
+
 void weight_set_release_pages(const weight_set *ws) {
     for (size_t i = 0; i < ws->shard_count; i++) st_release_mapping(ws->shards[i]);
 }

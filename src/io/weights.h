@@ -49,6 +49,11 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
 const float *weight_set_map_f32(const weight_set *ws, const char *name, int ndim,
                                 const int64_t *shape);
 
+// Drops the pages of one tensor's values from the process's memory (st_release_pages), after a
+// caller that read them in place (weight_set_map_f32) has made what it needs of them. Nothing
+// happens for a tensor that is missing or not mapped.
+void weight_set_release_tensor(const weight_set *ws, const char *name);
+
 // Drops every page of the set's file mappings from the process's memory (st_release_mapping), so
 // that weights used in place stop counting towards it until they are next read.
 void weight_set_release_pages(const weight_set *ws);

@@ -401,8 +401,9 @@ static bool measure_conv(decision *d, conv2d *c) {
         conv2d_free(&trials[i]);
     }
     if (best < 0) return false;
-    free(c->weight);
+    if (!c->weight_mapped) free(c->weight);
     c->weight = NULL;
+    c->weight_mapped = false;
     c->fast = trials[best].fast;
     c->direct = trials[best].direct;
     c->weight_ohwi = trials[best].weight_ohwi;

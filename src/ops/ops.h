@@ -51,6 +51,7 @@ typedef struct conv2d {
     // NHWC kernel (ops/conv_direct.h), measured faster than im2col + sgemm.
     struct conv_direct *direct;
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
+    bool weight_mapped; // `weight` is borrowed from a weight set's mapping while it is packed
 } conv2d;
 
 typedef struct norm {

@@ -61,8 +61,9 @@ static lcm_status linear_pack_rows(linear *l, lcm_precision precision, int64_t r
 lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel) {
     if (kernel == CONV_KERNEL_AUTO) return backend_pack_conv(c, precision);
     LCM_TRY(conv2d_pack_kernel_keep(c, precision, kernel));
-    free(c->weight);
+    if (!c->weight_mapped) free(c->weight);
     c->weight = NULL;
+    c->weight_mapped = false;
     return LCM_OK;
 }
 
@@ -127,11 +128,44 @@ static lcm_status load_tensor(const weight_set *ws, const char *prefix, const ch
 }
 
 // `pack`: for the fast kernels (unless reference kernels are selected), else the plain weight.
+// Where a layer's weight is repacked for a fast kernel anyway, the packing reads it in place from
+// the file's mapping (an F32 tensor without LoRA patches, weight_set_map_f32) instead of from a
+// copy, and its pages are released right after: a model is then copied once at load (into its
+// packed form), not twice. NULL where the weight must be copied first: reference kernels (they
+// compute on the plain weight), 8-bit layers (quantized from the copy), another dtype, a patch.
+static const float *weight_to_pack_in_place(const weight_set *ws, const char *prefix,
+                                            const layer_quant *q, int ndim, const int64_t *shape,
+                                            char *name, size_t size) {
+    if (ops_reference_kernels() || (q && q->quantize_input)) return NULL;
+    if (snprintf(name, size, "%s.weight", prefix) >= (int)size) return NULL;
+    return weight_set_map_f32(ws, name, ndim, shape);
+}
+
 static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char *prefix, int in,
                                      int out, bool has_bias, bool pack, int64_t rows) {
     *l = (linear){.in = in, .out = out};
-    LCM_TRY(load_tensor(ws, prefix, "weight", 2, (int64_t[]){out, in}, &l->weight));
+    char name[512];
+    const int64_t shape[2] = {out, in};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
+    const float *mapped =
+        pack ? weight_to_pack_in_place(ws, prefix, l->quant, 2, shape, name, sizeof name) : NULL;
+    if (mapped) {
+        if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+        l->weight = (float *)mapped;
+        l->weight_mapped = true;
+        lcm_status st = linear_pack_rows(l, weight_precision, rows);
+        if (st == LCM_OK && l->weight) { // sgemm computes on the plain weight: keep a copy
+            size_t bytes = sizeof(float) * (size_t)in * (size_t)out;
+            float *copy = malloc(bytes);
+            if (!copy) st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading %s", name);
+            else memcpy(copy, mapped, bytes);
+            l->weight = copy;
+            l->weight_mapped = false;
+        }
+        weight_set_release_tensor(ws, name);
+        return st;
+    }
+    LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
     if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(linear_pack_rows(l, weight_precision, rows));
@@ -186,8 +220,19 @@ lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char 
 lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int in, int out,
                        int kernel, int stride, int padding, bool has_bias) {
     *c = (conv2d){.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
-    LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, kernel, kernel}, &c->weight));
+    char name[512];
+    const int64_t shape[4] = {out, in, kernel, kernel};
     LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
+    const float *mapped = weight_to_pack_in_place(ws, prefix, c->quant, 4, shape, name, sizeof name);
+    if (mapped) { // every conv kernel packs a copy: the plain weight is never kept
+        if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
+        c->weight = (float *)mapped;
+        c->weight_mapped = true;
+        lcm_status st = backend_pack_conv(c, weight_precision);
+        weight_set_release_tensor(ws, name);
+        return st;
+    }
+    LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &c->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
     LCM_TRY(layer_quant_pack(c->quant, &c->weight, in, out, kernel, stride, padding));
     if (!ops_reference_kernels() && c->weight) LCM_TRY(backend_pack_conv(c, weight_precision));
@@ -219,7 +264,8 @@ void linear_free(linear *l) {
 }
 
 void conv2d_free(conv2d *c) {
-    free(c->weight);
+    if (!c->weight_mapped) free(c->weight);
+    c->weight_mapped = false;
     free(c->bias);
     free(c->weight_ohwi);
     dnnl_layer_free(c->fast);
