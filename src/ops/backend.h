@@ -49,9 +49,6 @@ linear_kernel backend_linear_kernel(lcm_precision precision, int in, int out, in
 // a 1024-token, 8-head layer, about 50 ms; on a Xeon with full-width AVX-512 fp32 won), else fp32.
 lcm_precision backend_attention_precision(lcm_precision asked);
 
-// The precision a layer packed on `kernel` computes in: bf16 only on oneDNN with AVX512-BF16.
-lcm_precision backend_kernel_precision(lcm_precision asked, bool onednn);
-
 // Forces one kernel for every layer packed from now on (AUTO: back to the choice above); for
 // benchmarks that compare kernels in one process. Not thread-safe against concurrent loads.
 void backend_force_conv_kernel(conv_kernel kernel);
