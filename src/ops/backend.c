@@ -270,59 +270,47 @@ static void fill(float *x, int64_t n, float value) {
     for (int64_t i = 0; i < n; i++) x[i] = value;
 }
 
-// A layer's time: the best of at least two runs after a warm-up (which also creates primitives and
-// scratch buffers), more for small layers until MEASURE_SECONDS have been timed (a single run of a
-// few microseconds said 0.8 or 93 GFLOP/s for the same shape). Seconds, or a negative value when
-// the kernel fails or oneDNN would use a reference implementation.
+// A layer's time: the best of the runs after a warm-up (which also creates primitives and scratch
+// buffers), repeated until MEASURE_SECONDS have been timed (a single run of a few microseconds
+// said 0.8 or 93 GFLOP/s for the same shape), so a big layer runs once and a small one up to
+// MAX_MEASURE_RUNS times. Seconds, or a negative value when the kernel fails or oneDNN would use
+// a reference implementation.
 #define MEASURE_SECONDS 0.004
 #define MAX_MEASURE_RUNS 16
-static double time_conv(const conv2d *trial, int64_t side) {
-    tensor *x = tensor_new4(1, trial->in, side, side);
-    double seconds = -1;
-    if (x) {
-        fill(x->data, tensor_numel(x), 0.5f);
-        x->layout = TENSOR_NHWC;
-        tensor *y = conv2d_forward(trial, x);
-        bool usable = y && !(trial->fast && dnnl_impl_is_reference(dnnl_layer_impl(trial->fast)));
+
+typedef tensor *(*forward_fn)(const void *layer, const tensor *x);
+static tensor *conv_forward_of(const void *layer, const tensor *x) { return conv2d_forward(layer, x); }
+static tensor *linear_forward_of(const void *layer, const tensor *x) { return linear_forward(layer, x); }
+
+// `fast`: the layer's oneDNN primitive holder (NULL for our kernels), checked after the warm-up.
+static double best_time(forward_fn forward, const void *layer, struct dnnl_layer *fast, tensor *x) {
+    if (!x) return -1;
+    fill(x->data, tensor_numel(x), 0.5f);
+    tensor *y = forward(layer, x);
+    bool usable = y && !(fast && dnnl_impl_is_reference(dnnl_layer_impl(fast)));
+    tensor_free(y);
+    double seconds = -1, spent = 0;
+    for (int run = 0; usable && (run < 1 || (spent < MEASURE_SECONDS && run < MAX_MEASURE_RUNS)); run++) {
+        double start = now();
+        y = forward(layer, x);
+        double t = now() - start;
+        usable = y != NULL;
         tensor_free(y);
-        double spent = 0;
-        for (int run = 0; usable && (run < 2 || (spent < MEASURE_SECONDS && run < MAX_MEASURE_RUNS)); run++) {
-            double start = now();
-            y = conv2d_forward(trial, x);
-            double t = now() - start;
-            usable = y != NULL;
-            tensor_free(y);
-            spent += t;
-            if (usable && (seconds < 0 || t < seconds)) seconds = t;
-        }
-        if (!usable) seconds = -1;
+        spent += t;
+        if (usable && (seconds < 0 || t < seconds)) seconds = t;
     }
     tensor_free(x);
-    return seconds;
+    return usable ? seconds : -1;
+}
+
+static double time_conv(const conv2d *trial, int64_t side) {
+    tensor *x = tensor_new4(1, trial->in, side, side);
+    if (x) x->layout = TENSOR_NHWC;
+    return best_time(conv_forward_of, trial, trial->fast, x);
 }
 
 static double time_linear(const linear *trial, int64_t rows) {
-    tensor *x = tensor_new2(rows, trial->in);
-    double seconds = -1;
-    if (x) {
-        fill(x->data, tensor_numel(x), 0.5f);
-        tensor *y = linear_forward(trial, x);
-        bool usable = y && !(trial->fast && dnnl_impl_is_reference(dnnl_layer_impl(trial->fast)));
-        tensor_free(y);
-        double spent = 0;
-        for (int run = 0; usable && (run < 2 || (spent < MEASURE_SECONDS && run < MAX_MEASURE_RUNS)); run++) {
-            double start = now();
-            y = linear_forward(trial, x);
-            double t = now() - start;
-            usable = y != NULL;
-            tensor_free(y);
-            spent += t;
-            if (usable && (seconds < 0 || t < seconds)) seconds = t;
-        }
-        if (!usable) seconds = -1;
-    }
-    tensor_free(x);
-    return seconds;
+    return best_time(linear_forward_of, trial, trial->fast, tensor_new2(rows, trial->in));
 }
 
 // The side (conv) or rows (linear) to measure at: the typical size, cut down so that one run is

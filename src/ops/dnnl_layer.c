@@ -12,8 +12,9 @@
 #include "ops/bf16.h"
 #include "ops/cpu.h"
 
-// The shape a layer is packed for at load. The blocked weight layout oneDNN picks depends on the
-// channels and kernel, not on the image size, so one representative shape fixes it for all.
+// The shape a layer is packed for at load. The layout oneDNN prefers can depend on the input size
+// too; a primitive for another size that wants another layout gets the weights reordered for it
+// (find_primitive).
 #define PACK_IMAGE_SIZE 64
 #define PACK_ROWS 256
 
