@@ -38,7 +38,7 @@ typedef struct decision {
     op_kind op;
     lcm_precision precision; // asked for
     int in, out, kernel, stride, padding;
-    int64_t size;  // conv: typical input side; linear: typical rows; 0 unknown
+    int64_t size;  // linear: the rows the architecture fixes (1, 77); 0: unknown, and every conv
     int chosen;    // conv_kernel or linear_kernel
     double gflops; // of the chosen kernel as measured (0: built-in rule)
     int runner_up; // -1: none
@@ -102,15 +102,14 @@ bool backend_tuning_enabled(void) {
 
 // What measurement found on the machines seen so far (BENCHMARKS.md): without AVX-512 the direct
 // AVX2 kernels beat oneDNN everywhere; with it, oneDNN wins bf16 layers and the wide fp32 ones,
-// while Winograd (direct kernel) wins 3x3 layers of at most 640 channels on large images, and the
-// dot-product kernel the layers to RGB.
-static int builtin_conv(lcm_precision precision, int in, int out, int kernel, int stride,
-                        int64_t size) {
+// while Winograd (direct kernel) wins 3x3 layers of at most 640 channels (on large images: the
+// VAE's, TAESD's), and the dot-product kernel the layers to RGB.
+static int builtin_conv(lcm_precision precision, int in, int out, int kernel, int stride) {
     if (!cpu_has_avx512()) return cpu_has_avx2_fma() ? CONV_KERNEL_DIRECT : CONV_KERNEL_SGEMM;
     if (out <= 3 && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
     if (precision == LCM_PRECISION_BF16 && cpu_has_avx512_bf16()) return CONV_KERNEL_ONEDNN;
     bool winograd = kernel == 3 && stride == 1 && in <= 640 && out <= 640;
-    if (winograd && (size == 0 || size >= 64) && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
+    if (winograd && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
     return CONV_KERNEL_ONEDNN;
 }
 
@@ -460,7 +459,7 @@ static bool same_shape(const decision *a, const decision *b) {
 
 static int builtin(const decision *key) {
     return key->op == OP_CONV
-               ? builtin_conv(key->precision, key->in, key->out, key->kernel, key->stride, key->size)
+               ? builtin_conv(key->precision, key->in, key->out, key->kernel, key->stride)
                : builtin_linear();
 }
 
@@ -590,8 +589,8 @@ void backend_print_decisions(FILE *out) {
         const decision *d = &decisions[i];
         if (!d->used) continue;
         if (d->op == OP_CONV)
-            fprintf(out, "conv   %s %5d->%-5d k%d s%d p%d @%-5lld ", precision_name(d->precision), d->in,
-                    d->out, d->kernel, d->stride, d->padding, (long long)d->size);
+            fprintf(out, "conv   %s %5d->%-5d k%d s%d p%d        ", precision_name(d->precision),
+                    d->in, d->out, d->kernel, d->stride, d->padding);
         else
             fprintf(out, "linear %s %5d->%-5d x%-5lld          ", precision_name(d->precision), d->in,
                     d->out, (long long)d->size);
