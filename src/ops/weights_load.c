@@ -7,7 +7,6 @@
 #include "ops/backend.h"
 #include "ops/conv_direct.h"
 #include "ops/layer_quant.h"
-#include "ops/cpu.h"
 #include "ops/dnnl_layer.h"
 #include "ops/linear_direct.h"
 #include "ops/ops.h"
@@ -51,11 +50,6 @@ lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel 
 
 lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
     return linear_pack_kernel(l, precision, force_primitive ? LINEAR_KERNEL_ONEDNN : LINEAR_KERNEL_AUTO);
-}
-
-// The backend's kernel for a layer that typically sees `rows` rows (0: unknown).
-static lcm_status linear_pack_rows(linear *l, lcm_precision precision, int64_t rows) {
-    return backend_pack_linear(l, precision, rows);
 }
 
 lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel) {
@@ -153,7 +147,7 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
         l->weight = (float *)mapped;
         l->weight_mapped = true;
-        lcm_status st = linear_pack_rows(l, weight_precision, rows);
+        lcm_status st = backend_pack_linear(l, weight_precision, rows);
         if (st == LCM_OK && l->weight) { // sgemm computes on the plain weight: keep a copy
             size_t bytes = sizeof(float) * (size_t)in * (size_t)out;
             float *copy = malloc(bytes);
@@ -168,7 +162,7 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(linear_pack_rows(l, weight_precision, rows));
+    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(backend_pack_linear(l, weight_precision, rows));
     return LCM_OK;
 }
 
@@ -213,7 +207,7 @@ lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char 
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (!ops_reference_kernels() && l->weight) LCM_TRY(linear_pack_rows(l, weight_precision, rows));
+    if (!ops_reference_kernels() && l->weight) LCM_TRY(backend_pack_linear(l, weight_precision, rows));
     return LCM_OK;
 }
 
