@@ -482,10 +482,12 @@ static int decide(const decision *key, void *layer, bool *packed) {
     decision *d = NULL;
     for (int i = 0; i < decision_count && !d; i++)
         if (same_shape(&decisions[i], key)) d = &decisions[i];
-    if (!d && decision_count < MAX_DECISIONS) {
+    // A shape asked about without a layer to measure on is answered by the rule but not recorded,
+    // so that the first load of that shape still measures it.
+    if (!d && layer && decision_count < MAX_DECISIONS) {
         d = &decisions[decision_count++];
         *d = *key;
-        if (tune && layer && seconds_measured < TUNING_BUDGET_SECONDS)
+        if (tune && seconds_measured < TUNING_BUDGET_SECONDS)
             *packed = key->op == OP_CONV ? measure_conv(d, layer) : measure_linear(d, layer);
         if (*packed) {
             write_table();
@@ -495,7 +497,7 @@ static int decide(const decision *key, void *layer, bool *packed) {
             d->runner_up = -1;
         }
     }
-    int chosen = builtin(key); // table full: a model with over a thousand distinct layer shapes
+    int chosen = builtin(key); // not recorded (above), or a model of over a thousand layer shapes
     if (d) {
         d->used = true;
         chosen = d->chosen;
@@ -553,9 +555,9 @@ static double time_attention(const tensor *q, lcm_precision precision) {
     tensor_free(warm);
     double start = now();
     tensor *o = attention_with_kernel(q, q, q, 8, false, precision, ATTENTION_FLASH);
-    double seconds = now() - start;
+    double seconds = o ? now() - start : -1;
     tensor_free(o);
-    return o ? seconds : -1;
+    return seconds;
 }
 
 lcm_precision backend_attention_precision(lcm_precision asked) {
