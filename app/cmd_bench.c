@@ -517,7 +517,7 @@ int cmd_bench(int argc, char **argv) {
     const char *prompt = "a photograph of an astronaut riding a horse";
     const char *kernel_name = "auto", *taesd_dir = NULL;
     long steps = 4, runs = 3, threads = 0, peak = 2048;
-    bool json = false, attention_only = false, kernels = false;
+    bool json = false, attention_only = false, kernels = false, no_cache = false;
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline) or hub id ORG/NAME[@REVISION]", false},
         {"size", ARG_STRING, &size, "image WIDTHxHEIGHT (default 512x512)", false},
@@ -532,6 +532,7 @@ int cmd_bench(int argc, char **argv) {
         {"json", ARG_FLAG, &json, "print machine-readable JSON instead of a table", false},
         {"attention", ARG_FLAG, &attention_only, "time the attention kernels on SD1.5 shapes instead (no model)", false},
         {"kernels", ARG_FLAG, &kernels, "also list each layer shape's kernel, its GFLOP/s and the runner-up", false},
+        {"no-cache", ARG_FLAG, &no_cache, "neither read nor write the packed-weight cache (the load then packs every layer)", false},
     };
     const char *positional[1];
     int npositional;
@@ -572,6 +573,7 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     options.threads = (int)threads;
+    options.no_cache = no_cache;
     report r = {.model = model, .precision = precision_name, .attention_kernel = kernel_name, .runs = (int)runs, .steps = (int)steps};
     if (!model) {
         fprintf(stderr, "lcm bench: --model is required (or --attention)\n");

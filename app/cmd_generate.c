@@ -157,7 +157,7 @@ int cmd_generate(int argc, char **argv) {
     const char *precision = "fp32";
     long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
     double guidance = 8.5;
-    bool quiet = false, lora_lenient = false;
+    bool quiet = false, lora_lenient = false, no_cache = false;
     args_list lora_specs = {0};
     const char *negative_prompt = NULL, *init_image = NULL, *controlnet = NULL, *control_image = NULL;
     const char *control_preprocess = NULL, *control_weights = NULL, *control_output = NULL;
@@ -217,6 +217,7 @@ int cmd_generate(int argc, char **argv) {
         {"preview-dir", ARG_STRING, &preview_dir, "write a preview of each step there as step-K.png", false},
         {"output", ARG_STRING, &output, "PNG file to write", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
+        {"no-cache", ARG_FLAG, &no_cache, "neither read nor write the packed-weight cache (see 'lcm cache')", false},
     };
     const char *positional[1];
     int npositional;
@@ -326,6 +327,7 @@ int cmd_generate(int argc, char **argv) {
         options.tokenizer = tokenizer;
         options.vae_tiling = tiling_mode;
         options.memory_budget = budget;
+        options.no_cache = no_cache;
         // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first
         // time); --controlnet and --taesd ids are repositories of one model at their root.
         lcm_hub_options hub;

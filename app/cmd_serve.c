@@ -86,7 +86,7 @@ int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *variant = NULL;
     long port = 7860, queue = 16, max_size = 768, max_steps = 8, max_batch = 4, max_body = 16 << 20;
     long threads = 0, step_delay_ms = 0;
-    bool insecure = false, lora_lenient = false;
+    bool insecure = false, lora_lenient = false, no_cache = false;
     const char *controlnet = NULL, *control_weights = NULL, *taesd = NULL;
     args_list lora_specs = {0};
     const arg_spec specs[] = {
@@ -113,6 +113,7 @@ int cmd_serve(int argc, char **argv) {
          false},
         {"lora", ARG_STRING, &lora_specs, "LoRA adapter FILE[:SCALE] fused at load (repeatable)", true},
         {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
+        {"no-cache", ARG_FLAG, &no_cache, "neither read nor write the packed-weight cache (see 'lcm cache')", false},
         {"control-weights", ARG_STRING, &control_weights,
          "NormalBae weights (scannet.pt or .safetensors): enables the normal_bae preprocessor", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
@@ -177,6 +178,7 @@ int cmd_serve(int argc, char **argv) {
     options.loras = loras;
     options.lora_count = lora_specs.count;
     options.lora_lenient = lora_lenient;
+    options.no_cache = no_cache;
     // Hub ids become snapshot folders in the Hugging Face cache (downloaded the first time).
     lcm_hub_options hub;
     lcm_hub_options_init(&hub);

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"compare", cmd_compare, "run two models (or precisions) on the same prompts and seeds: speed, size, image agreement"},
     {"bench", cmd_bench, "time each stage of a generation against the machine's measured peak"},
     {"synth", cmd_synth, "write a full-size random-weight model folder from config files (benchmarks)"},
+    {"cache", cmd_cache, "list or clear the packed-weight cache (weights packed for this CPU, kept between runs)"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt as a JSON array"},
 };
 

@@ -97,7 +97,23 @@ typedef struct lcm_pipeline_options {
     // Single-file checkpoints from other tools carry none: without this, $LCM_TOKENIZER, then the
     // Hugging Face cache of openai/clip-vit-large-patch14 (downloaded when online) are tried.
     const char *tokenizer;
+    // Non-zero: neither read nor write the packed-weight cache. By default the packed form of the
+    // UNet's, VAE's and ControlNet's layers (for this CPU's kernels) is written to the user's cache
+    // folder ($XDG_CACHE_HOME/lcm/packed, default ~/.cache/lcm/packed; at most LCM_CACHE_LIMIT
+    // bytes, default 20G, least recently used dropped) after the first load and mapped by later
+    // ones, which then skip packing; LCM_CACHE=off in the environment disables it too. Models with
+    // LoRA adapters and 8-bit models are not cached.
+    int no_cache;
 } lcm_pipeline_options;
+
+// The packed-weight cache (see no_cache above). lcm_cache_describe returns a listing of the cache
+// folder, one line per file (size, last use, name) and the total, as a malloc'd string the caller
+// frees (NULL with lcm_last_error set on failure). lcm_cache_clear deletes every cache file and the
+// table of measured kernel choices (measured again by the next load); *freed_bytes (may be NULL)
+// receives the bytes freed. Clearing while another process has a file mapped is safe: the file
+// stays readable by it until it exits.
+char *lcm_cache_describe(void);
+lcm_status lcm_cache_clear(uint64_t *freed_bytes);
 
 // Fills *options with the defaults (no variant, one thread per core, fp32, no adapters).
 void lcm_pipeline_options_init(lcm_pipeline_options *options);

@@ -42,6 +42,7 @@
 #include "ops/dnnl_layer.h"
 #include "ops/ops.h"
 #include "testutil.h"
+#include "generate_cases.h"
 
 static char tmpdir[] = "/tmp/lcm-test-backend-XXXXXX";
 
@@ -53,234 +54,10 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-// The whole file (NUL-terminated, malloc'd; *len without the NUL), or NULL.
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + n, 1, cap - 1 - n, f)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            char *grown = realloc(buf, cap *= 2);
-            if (!grown) free(buf);
-            buf = grown;
-        }
-    }
-    fclose(f);
-    if (!buf) exit(2);
-    buf[n] = '\0';
-    if (len) *len = n;
-    return buf;
-}
-
-static bool write_all(const char *path, const char *text, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return false;
-    bool ok = fwrite(text, 1, len, f) == len;
-    return fclose(f) == 0 && ok;
-}
-
-static bool same_bytes(const char *a, const char *b) {
-    size_t la, lb;
-    char *da = read_all(a, &la), *db = read_all(b, &lb);
-    bool same = da && db && la == lb && la > 0 && memcmp(da, db, la) == 0;
-    free(da);
-    free(db);
-    return same;
-}
-
-static bool exists(const char *path) { return access(path, F_OK) == 0; }
-
 // A fresh folder under tmpdir.
 static void make_folder(char *buf, size_t size, const char *name) {
     test_path(buf, size, "%s/%s", tmpdir, name);
     CHECK(mkdir(buf, 0700) == 0, "mkdir %s: %s", buf, strerror(errno));
-}
-
-// Files in `dir` whose names start with `prefix` and end with `suffix` (0 when it cannot be listed).
-static int count_files(const char *dir, const char *prefix, const char *suffix) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    int count = 0;
-    struct dirent *e;
-    size_t plen = strlen(prefix), slen = strlen(suffix);
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        count += len >= plen + slen && !strncmp(e->d_name, prefix, plen) &&
-                 !strcmp(e->d_name + len - slen, suffix);
-    }
-    closedir(d);
-    return count;
-}
-
-// Lines of `path` containing `needle`.
-static int count_lines_with(const char *path, const char *needle) {
-    char *text = read_all(path, NULL);
-    int count = 0;
-    for (char *line = text; line && *line;) {
-        char *end = strchr(line, '\n');
-        if (end) *end = '\0';
-        count += strstr(line, needle) != NULL;
-        line = end ? end + 1 : line + strlen(line);
-    }
-    free(text);
-    return count;
-}
-
-// ---- the pipeline cases -------------------------------------------------------------------------
-
-typedef struct gen_case {
-    char model[1024];
-    char golden_png[1400];
-    char *prompt;
-    double seed, steps, guidance, w, h;
-} gen_case;
-
-// Every golden pipeline case (with its PNG) of every LatentConsistencyModelPipeline folder.
-static int find_cases(const char *root, gen_case **out) {
-    int count = 0, cap = 8;
-    gen_case *cases = calloc((size_t)cap, sizeof *cases);
-    DIR *d = opendir(root);
-    struct dirent *e;
-    while (cases && d && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char dir[1024], golden_dir[1100], cls[128];
-        test_path(dir, sizeof dir, "%s/%s", root, e->d_name);
-        golden_folder_class(dir, cls, sizeof cls);
-        if (strcmp(cls, "LatentConsistencyModelPipeline")) continue;
-        test_path(golden_dir, sizeof golden_dir, "%s/golden", dir);
-        struct stat st;
-        if (stat(golden_dir, &st) != 0) continue;
-        char **names;
-        int n = test_list_files(golden_dir, "pipeline_", ".safetensors", &names);
-        for (int i = 0; i < n; i++) {
-            char golden[1400], png[1400];
-            test_path(golden, sizeof golden, "%s/%s", golden_dir, names[i]);
-            test_path(png, sizeof png, "%s/%.*s.png", golden_dir, (int)(strlen(names[i]) - 12), names[i]);
-            if (!exists(png)) continue;
-            st_file *file = NULL;
-            CHECK_OK(st_open(golden, &file));
-            if (!file) continue;
-            cJSON *info = golden_info(file);
-            if (count == cap) {
-                gen_case *grown = realloc(cases, sizeof *cases * (size_t)(cap *= 2));
-                if (!grown) exit(2);
-                cases = grown;
-            }
-            gen_case *c = &cases[count++];
-            snprintf(c->model, sizeof c->model, "%s", dir);
-            snprintf(c->golden_png, sizeof c->golden_png, "%s", png);
-            c->prompt = strdup(golden_string(info, "prompt"));
-            c->seed = golden_number(info, "seed");
-            c->steps = golden_number(info, "steps");
-            c->guidance = golden_number(info, "guidance");
-            c->w = golden_number(info, "w");
-            c->h = golden_number(info, "h");
-            cJSON_Delete(info);
-            st_close(file);
-        }
-        test_free_list(names, n);
-    }
-    if (d) closedir(d);
-    if (!cases) exit(2);
-    *out = cases;
-    return count;
-}
-
-// Appends NAME='value' and a space to the environment prefix `env`.
-static void env_add(char *env, size_t size, const char *name, const char *value) {
-    size_t len = strlen(env);
-    if (len + strlen(name) + 2 >= size) exit(2);
-    snprintf(env + len, size - len, "%s=", name);
-    test_append_quoted(env, size, value);
-    len = strlen(env);
-    if (len + 2 >= size) exit(2);
-    strcat(env, " ");
-}
-
-static char last_command[8192];
-
-// `lcm generate` of case g into `out` (removed first), with the environment prefix `env` and
-// `extra` arguments; stderr into `err`. Returns the exit status.
-static int run_generate(const gen_case *g, const char *env, const char *extra, const char *out,
-                        const char *err) {
-    char *cmd = last_command;
-    size_t size = sizeof last_command;
-    unlink(out);
-    snprintf(cmd, size, "%s", env);
-    test_append_quoted(cmd, size, test_lcm_bin());
-    strncat(cmd, " generate --quiet --model ", size - strlen(cmd) - 1);
-    test_append_quoted(cmd, size, g->model);
-    size_t len = strlen(cmd);
-    snprintf(cmd + len, size - len,
-             " --seed %.0f --steps %.0f --guidance %.9g --width %.0f --height %.0f %s --output ",
-             g->seed, g->steps, g->guidance, g->w, g->h, extra ? extra : "");
-    test_append_quoted(cmd, size, out);
-    strncat(cmd, " 2>", size - strlen(cmd) - 1);
-    test_append_quoted(cmd, size, err);
-    strncat(cmd, " -- ", size - strlen(cmd) - 1);
-    test_append_quoted(cmd, size, g->prompt);
-    int rc = test_run(cmd, NULL, 0);
-    if (rc != 0 || getenv("LCM_TEST_VERBOSE")) {
-        char *text = read_all(err, NULL);
-        fprintf(stderr, "%s -> exit %d%s%s", cmd, rc, text && *text ? ", stderr:\n" : "\n",
-                text ? text : "");
-        free(text);
-    }
-    return rc;
-}
-
-// Runs case g with the cache folder `xdg` (and `more_env`, `extra`), expecting success and a PNG.
-static bool generate_ok(const char *what, const gen_case *g, const char *xdg, const char *more_env,
-                        const char *extra, const char *out, const char *err) {
-    char env[4096] = "";
-    env_add(env, sizeof env, "XDG_CACHE_HOME", xdg);
-    if (more_env) strncat(env, more_env, sizeof env - strlen(env) - 1);
-    int rc = run_generate(g, env, extra, out, err);
-    CHECK(rc == 0, "%s: lcm generate exited %d (%s)", what, rc, last_command);
-    CHECK(rc != 0 || exists(out), "%s: no image written", what);
-    return rc == 0 && exists(out);
-}
-
-// Largest |difference| of two PNGs' RGB values (-1: unreadable or different sizes); *differ
-// counts the values that differ at all, *total all values.
-static int png_max_diff(const char *a, const char *b, size_t *differ, size_t *total) {
-    uint8_t *pa = NULL, *pb = NULL;
-    int wa, ha, wb, hb, worst = -1;
-    *differ = *total = 0;
-    if (image_read_png(a, &pa, &wa, &ha) == LCM_OK && image_read_png(b, &pb, &wb, &hb) == LCM_OK &&
-        wa == wb && ha == hb) {
-        worst = 0;
-        *total = (size_t)wa * ha * 3;
-        for (size_t i = 0; i < *total; i++) {
-            int d = abs((int)pa[i] - (int)pb[i]);
-            *differ += d != 0;
-            if (d > worst) worst = d;
-        }
-    }
-    lcm_clear_error();
-    free(pa);
-    free(pb);
-    return worst;
-}
-
-// Within 2 of 255 everywhere: the same image through other kernels (float rounding only).
-static void check_close_png(const char *what, const char *got, const char *want) {
-    size_t differ, total;
-    int worst = png_max_diff(got, want, &differ, &total);
-    if (getenv("LCM_TEST_VERBOSE"))
-        fprintf(stderr, "%s: max |diff| %d, %zu of %zu values differ\n", what, worst, differ, total);
-    CHECK(worst >= 0 && worst <= 2, "%s: max |diff| %d of 255 (%zu of %zu values differ) between %s and %s",
-          what, worst, differ, total, got, want);
-}
-
-// The golden PNG's tolerance (test_cli_generate): every value within 1, at most 0.5% differing.
-static void check_golden_png(const char *what, const char *got, const char *golden) {
-    size_t differ, total;
-    int worst = png_max_diff(got, golden, &differ, &total);
-    CHECK(worst >= 0 && worst <= 1 && differ * 200 <= total,
-          "%s: vs golden %s: max |diff| %d, %zu of %zu values differ", what, golden, worst, differ, total);
 }
 
 // ---- the table file ------------------------------------------------------------------------------
@@ -299,7 +76,7 @@ static int compare_strings(const void *a, const void *b) {
 // Reads a table as the writer's format describes it (a stricter reading than the backend's own).
 static table read_table_file(const char *path) {
     table t = {0};
-    char *text = read_all(path, NULL);
+    char *text = test_read_all(path, NULL);
     if (!text) return t;
     char *nl = strchr(text, '\n');
     t.valid = nl != NULL && !strncmp(text, "lcm kernel choices ", 19);
@@ -378,11 +155,11 @@ static bool test_missing_cache(cache_state *s) {
     test_path(out1, sizeof out1, "%s/first.png", xdg);
     test_path(out2, sizeof out2, "%s/second.png", xdg);
     test_path(err, sizeof err, "%s/stderr.txt", xdg);
-    if (!generate_ok("missing cache", s->g, xdg, NULL, NULL, out1, err)) return false;
-    CHECK(count_lines_with(err, "measuring again") == 0, "missing cache: a notice on the first run");
-    int files = count_files(lcm_dir, "kernels-", ".txt");
+    if (!gen_generate_ok("missing cache", s->g, xdg, NULL, NULL, out1, err)) return false;
+    CHECK(test_count_lines_with(err, "measuring again") == 0, "missing cache: a notice on the first run");
+    int files = test_count_files(lcm_dir, "kernels-", ".txt");
     CHECK(files == 1, "missing cache: %d kernels-*.txt files in %s, expected 1", files, lcm_dir);
-    CHECK(count_files(lcm_dir, "", ".tmp") == 0, "missing cache: temporary files left in %s", lcm_dir);
+    CHECK(test_count_files(lcm_dir, "", ".tmp") == 0, "missing cache: temporary files left in %s", lcm_dir);
     char **names;
     int n = test_list_files(lcm_dir, "kernels-", ".txt", &names);
     bool found = n == 1;
@@ -396,7 +173,7 @@ static bool test_missing_cache(cache_state *s) {
     char path[1600];
     test_path(path, sizeof path, "%s/%s", lcm_dir, s->name);
     s->good = read_table_file(path);
-    s->good_text = read_all(path, &s->good_len);
+    s->good_text = test_read_all(path, &s->good_len);
     CHECK(s->good.valid && s->good.count > 0, "missing cache: the new file %s is not a valid table (%d lines)",
           path, s->good.count);
     CHECK(s->good.header && strstr(s->good.header, cpu_feature_list()) &&
@@ -406,15 +183,15 @@ static bool test_missing_cache(cache_state *s) {
     fprintf(stderr, "cache file %s: %d decisions, header %s", s->name, s->good.count,
             s->good.header ? s->good.header : "\n");
 
-    if (generate_ok("existing cache", s->g, xdg, NULL, NULL, out2, err)) {
-        CHECK(count_lines_with(err, "measuring again") == 0, "existing cache: a notice on the second run");
-        CHECK(same_bytes(out1, out2), "first run (measuring) and second run (from the file) give different PNG bytes");
+    if (gen_generate_ok("existing cache", s->g, xdg, NULL, NULL, out2, err)) {
+        CHECK(test_count_lines_with(err, "measuring again") == 0, "existing cache: a notice on the second run");
+        CHECK(test_same_bytes(out1, out2), "first run (measuring) and second run (from the file) give different PNG bytes");
         size_t len;
-        char *again = read_all(path, &len);
+        char *again = test_read_all(path, &len);
         CHECK(again && len == s->good_len && !memcmp(again, s->good_text, len),
               "the second run changed the cache file");
         free(again);
-        CHECK(count_files(lcm_dir, "", ".tmp") == 0, "existing cache: temporary files left in %s", lcm_dir);
+        CHECK(test_count_files(lcm_dir, "", ".tmp") == 0, "existing cache: temporary files left in %s", lcm_dir);
     }
     snprintf(s->default_png, sizeof s->default_png, "%s", out1);
     return s->good.valid && s->good.count > 0;
@@ -431,26 +208,26 @@ static void check_rebuilt(cache_state *s, const char *label, const char *folder,
     test_path(path, sizeof path, "%s/%s", lcm_dir, s->name);
     test_path(out, sizeof out, "%s/out.png", xdg);
     test_path(err, sizeof err, "%s/stderr.txt", xdg);
-    CHECK(write_all(path, text, len), "%s: cannot write %s", label, path);
-    if (!generate_ok(label, s->g, xdg, NULL, NULL, out, err)) return;
-    int notices = count_lines_with(err, "measuring again");
+    CHECK(test_write_all(path, text, len), "%s: cannot write %s", label, path);
+    if (!gen_generate_ok(label, s->g, xdg, NULL, NULL, out, err)) return;
+    int notices = test_count_lines_with(err, "measuring again");
     CHECK(notices == 1, "%s: %d lines saying 'measuring again' on stderr, expected 1", label, notices);
     if (notices == 1 && getenv("LCM_TEST_VERBOSE")) {
-        char *e = read_all(err, NULL);
+        char *e = test_read_all(err, NULL);
         fprintf(stderr, "%s: %s", label, e ? e : "");
         free(e);
     }
-    check_close_png(label, out, s->default_png);
+    gen_check_close_png(label, out, s->default_png);
     table t = read_table_file(path);
     CHECK(t.valid && t.header && !strcmp(t.header, s->good.header),
           "%s: the file was not rewritten as a valid table with this machine's header", label);
     CHECK(same_keys(&t, &s->good), "%s: the rewritten table has %d shapes, a complete one %d", label,
           t.count, s->good.count);
     table_free(&t);
-    CHECK(count_files(lcm_dir, "", ".tmp") == 0, "%s: temporary files left", label);
+    CHECK(test_count_files(lcm_dir, "", ".tmp") == 0, "%s: temporary files left", label);
     // The rewritten file is read back without a notice.
-    if (generate_ok(label, s->g, xdg, NULL, NULL, out, err))
-        CHECK(count_lines_with(err, "measuring again") == 0, "%s: the rewritten file is not accepted", label);
+    if (gen_generate_ok(label, s->g, xdg, NULL, NULL, out, err))
+        CHECK(test_count_lines_with(err, "measuring again") == 0, "%s: the rewritten file is not accepted", label);
 }
 
 // The good table with `line` inserted after its header (and the rest kept).
@@ -526,28 +303,28 @@ static void test_unwritable_cache(cache_state *s) {
     test_path(file, sizeof file, "%s/not-a-folder", tmpdir);
     test_path(out, sizeof out, "%s/unwritable.png", tmpdir);
     test_path(err, sizeof err, "%s/unwritable-stderr.txt", tmpdir);
-    CHECK(write_all(file, "x", 1), "cannot write %s", file);
-    if (generate_ok("XDG_CACHE_HOME is a file", s->g, file, NULL, NULL, out, err))
-        check_close_png("XDG_CACHE_HOME is a file", out, s->default_png);
+    CHECK(test_write_all(file, "x", 1), "cannot write %s", file);
+    if (gen_generate_ok("XDG_CACHE_HOME is a file", s->g, file, NULL, NULL, out, err))
+        gen_check_close_png("XDG_CACHE_HOME is a file", out, s->default_png);
     // $XDG_CACHE_HOME/lcm is a file
     make_folder(ro, sizeof ro, "lcm-is-a-file");
     test_path(ro_lcm, sizeof ro_lcm, "%s/lcm", ro);
-    CHECK(write_all(ro_lcm, "x", 1), "cannot write %s", ro_lcm);
-    if (generate_ok("$XDG_CACHE_HOME/lcm is a file", s->g, ro, NULL, NULL, out, err))
-        check_close_png("$XDG_CACHE_HOME/lcm is a file", out, s->default_png);
+    CHECK(test_write_all(ro_lcm, "x", 1), "cannot write %s", ro_lcm);
+    if (gen_generate_ok("$XDG_CACHE_HOME/lcm is a file", s->g, ro, NULL, NULL, out, err))
+        gen_check_close_png("$XDG_CACHE_HOME/lcm is a file", out, s->default_png);
     // a read-only folder (root writes there anyway: then only the run's success is checked)
     make_folder(ro, sizeof ro, "read-only");
     CHECK(chmod(ro, 0500) == 0, "chmod %s", ro);
-    if (generate_ok("read-only cache folder", s->g, ro, NULL, NULL, out, err)) {
-        check_close_png("read-only cache folder", out, s->default_png);
+    if (gen_generate_ok("read-only cache folder", s->g, ro, NULL, NULL, out, err)) {
+        gen_check_close_png("read-only cache folder", out, s->default_png);
         test_path(ro_lcm, sizeof ro_lcm, "%s/lcm", ro);
-        if (geteuid() != 0) CHECK(!exists(ro_lcm), "something was written in the read-only %s", ro);
+        if (geteuid() != 0) CHECK(!test_exists(ro_lcm), "something was written in the read-only %s", ro);
         else fprintf(stderr, "read-only cache folder: running as root, whether it stays empty is not checked\n");
     }
     chmod(ro, 0700);
 }
 
-// LCM_TUNE=off: the built-in rules, no file, the same bytes every time.
+// LCM_TUNE=off: the built-in rules, no table file, the same bytes every time.
 static void test_tune_off(cache_state *s) {
     char xdg[1200], lcm_dir[1300], out1[1300], out2[1300], err[1300];
     make_folder(xdg, sizeof xdg, "tune-off");
@@ -555,13 +332,13 @@ static void test_tune_off(cache_state *s) {
     test_path(out1, sizeof out1, "%s/first.png", xdg);
     test_path(out2, sizeof out2, "%s/second.png", xdg);
     test_path(err, sizeof err, "%s/stderr.txt", xdg);
-    bool ok = generate_ok("LCM_TUNE=off", s->g, xdg, "LCM_TUNE=off ", NULL, out1, err);
-    ok = generate_ok("LCM_TUNE=off, again", s->g, xdg, "LCM_TUNE=off ", NULL, out2, err) && ok;
-    CHECK(count_files(lcm_dir, "", "") == 0 && count_files(xdg, "lcm", "") == 0,
-          "LCM_TUNE=off wrote into %s", xdg);
+    bool ok = gen_generate_ok("LCM_TUNE=off", s->g, xdg, "LCM_TUNE=off ", NULL, out1, err);
+    ok = gen_generate_ok("LCM_TUNE=off, again", s->g, xdg, "LCM_TUNE=off ", NULL, out2, err) && ok;
+    // (the packed-weight cache, in lcm/packed, is not the tuning table: tests/test_packed_cache.c)
+    CHECK(test_count_files(lcm_dir, "kernels-", "") == 0, "LCM_TUNE=off wrote a kernel table into %s", lcm_dir);
     if (ok) {
-        CHECK(same_bytes(out1, out2), "LCM_TUNE=off: two runs give different PNG bytes");
-        check_close_png("LCM_TUNE=off vs tuned", out1, s->default_png);
+        CHECK(test_same_bytes(out1, out2), "LCM_TUNE=off: two runs give different PNG bytes");
+        gen_check_close_png("LCM_TUNE=off vs tuned", out1, s->default_png);
     }
 }
 
@@ -572,10 +349,10 @@ static void test_threads(cache_state *s) {
     test_path(one, sizeof one, "%s/one.png", xdg);
     test_path(two, sizeof two, "%s/two.png", xdg);
     test_path(err, sizeof err, "%s/stderr.txt", xdg);
-    bool ok = generate_ok("--threads 1", s->g, xdg, NULL, "--threads 1", one, err);
-    ok = generate_ok("--threads 2", s->g, xdg, NULL, "--threads 2", two, err) && ok;
+    bool ok = gen_generate_ok("--threads 1", s->g, xdg, NULL, "--threads 1", one, err);
+    ok = gen_generate_ok("--threads 2", s->g, xdg, NULL, "--threads 2", two, err) && ok;
     if (ok)
-        CHECK(same_bytes(one, two), "--threads 1 and --threads 2 give different PNG bytes on one cache folder: a "
+        CHECK(test_same_bytes(one, two), "--threads 1 and --threads 2 give different PNG bytes on one cache folder: a "
               "kernel the tuning chose computes thread-dependent bits (see the NOTE lines of the linear "
               "checks below, if any)");
 }
@@ -654,16 +431,16 @@ static void test_families(const gen_case *cases, int count, const char *tuned_xd
         const gen_case *g = &cases[i];
         char what[300];
         snprintf(what, sizeof what, "%.0fx%.0f %.0f steps (tuned)", g->w, g->h, g->steps);
-        if (!generate_ok(what, g, tuned_xdg, NULL, NULL, want, err)) continue;
-        check_golden_png(what, want, g->golden_png);
+        if (!gen_generate_ok(what, g, tuned_xdg, NULL, NULL, want, err)) continue;
+        gen_check_golden_png(what, want, g->golden_png);
         for (int f = 0; f < n; f++) {
             char env[256];
             snprintf(env, sizeof env, "LCM_CONV_KERNEL=%s LCM_LINEAR_KERNEL=%s ", fam[f].name, fam[f].name);
             snprintf(what, sizeof what, "%.0fx%.0f %.0f steps, every layer on %s", g->w, g->h, g->steps,
                      fam[f].name);
-            if (!generate_ok(what, g, xdg, env, NULL, got, err)) continue;
-            check_close_png(what, got, want);
-            check_golden_png(what, got, g->golden_png);
+            if (!gen_generate_ok(what, g, xdg, env, NULL, got, err)) continue;
+            gen_check_close_png(what, got, want);
+            gen_check_golden_png(what, got, g->golden_png);
         }
     }
 }
@@ -975,7 +752,7 @@ static void check_conv_shape(const conv_shape *c, lcm_precision precision) {
         return;
     }
     int sides[8], sampled, count = pick_sizes(c->sizes, 0, true, c, sides, &sampled);
-    // Largest first, then smaller: each new size comes after a primitive exists for another one.
+    // Largest first, then smaller: each new size comes after a primitive test_exists for another one.
     tensor *first = NULL, *first_x = NULL;
     for (int k = count - 1; k >= 0; k--) {
         int side = sides[k];
@@ -1148,7 +925,7 @@ int main(void) {
     setenv("XDG_CACHE_HOME", own_cache, 1);
 
     gen_case *cases = NULL;
-    int count = find_cases(root, &cases);
+    int count = gen_find_cases(root, &cases);
     CHECK(count > 0, "no LCM pipeline golden cases under %s", root);
     double start = now();
     if (count > 0) {

@@ -128,6 +128,14 @@ static lcm_status open_weights_plain(const model_folder *folder, const char *com
 lcm_status model_folder_open_weights(const model_folder *folder, const char *component,
                                      const char *basename, weight_set **out) {
     LCM_TRY(open_weights_plain(folder, component, basename, out));
+    if (folder->packed_cache) {
+        lcm_status st = weight_set_allow_cache(*out, component);
+        if (st != LCM_OK) {
+            weight_set_close(*out);
+            *out = NULL;
+            return st;
+        }
+    }
     if (folder->weights_hook) {
         lcm_status st = folder->weights_hook(folder->weights_hook_user, component, *out);
         if (st != LCM_OK) {

@@ -30,6 +30,10 @@ typedef struct model_folder {
     // When set (lcm synth), components are loaded from synthetic weights recorded here instead of
     // files; borrowed, not freed by model_folder_close.
     weight_recorder *synthetic;
+    // Whether the layers loaded from this folder's weights may use the packed-weight cache
+    // (weight_set_allow_cache; ops/packed_cache.h). False after model_folder_open: the pipeline
+    // turns it on for its own loads.
+    bool packed_cache;
     // A single-file checkpoint opened in place of a folder (owned): weights come from it, configs
     // from its metadata or derived from its tensors; `root` then names the file.
     checkpoint *checkpoint;

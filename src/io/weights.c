@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -32,6 +33,10 @@ struct weight_set {
     char *component;
     weight_rename_fn rename;   // non-NULL for a single-file checkpoint in another naming scheme
     void *rename_context;      // owned
+    bool cache_allowed;        // weight_set_allow_cache
+    char *cache_note;          // owned, or NULL
+    void *attachment;          // weight_set_attach
+    void (*release_attachment)(void *object);
 };
 
 typedef struct recorded_tensor {
@@ -48,6 +53,8 @@ struct weight_recorder {
 
 void weight_set_close(weight_set *ws) {
     if (!ws) return;
+    if (ws->release_attachment) ws->release_attachment(ws->attachment);
+    free(ws->cache_note);
     for (size_t i = 0; i < ws->shard_count; i++) st_close(ws->shards[i]);
     free(ws->shards);
     free(ws->source);
@@ -380,6 +387,41 @@ const st_tensor *weight_set_at(const weight_set *ws, size_t index) {
 }
 
 const char *weight_set_source(const weight_set *ws) { return ws->source; }
+
+lcm_status weight_set_allow_cache(weight_set *ws, const char *note) {
+    free(ws->cache_note);
+    ws->cache_note = note ? strdup(note) : NULL;
+    if (note && !ws->cache_note) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    ws->cache_allowed = true;
+    return LCM_OK;
+}
+
+bool weight_set_cache_identity(const weight_set *ws, char *out, size_t size) {
+    if (!ws->cache_allowed || ws->recorder || ws->patch_count || ws->shard_count == 0) return false;
+    size_t used = 0;
+    for (size_t i = 0; i < ws->shard_count; i++) {
+        const char *path = st_path(ws->shards[i]);
+        char real[PATH_MAX];
+        struct stat sb;
+        if (!path || !realpath(path, real) || stat(real, &sb) != 0) return false;
+        int n = snprintf(out + used, size - used, "%s|%lld|%lld.%09ld|%llu|%llu\n", real,
+                         (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec,
+                         (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino);
+        if (n < 0 || (size_t)n >= size - used) return false;
+        used += (size_t)n;
+    }
+    int n = snprintf(out + used, size - used, "note %s\n", ws->cache_note ? ws->cache_note : "");
+    return n >= 0 && (size_t)n < size - used;
+}
+
+void weight_set_attach(const weight_set *ws, void *object, void (*release)(void *object)) {
+    weight_set *w = (weight_set *)ws;
+    if (w->release_attachment) w->release_attachment(w->attachment);
+    w->attachment = object;
+    w->release_attachment = release;
+}
+
+void *weight_set_attachment(const weight_set *ws) { return ws->attachment; }
 
 // ---- synthetic weights ------------------------------------------------------------------------
 

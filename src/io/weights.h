@@ -73,6 +73,26 @@ typedef lcm_status (*weight_patch_fn)(void *user, const char *name, int ndim, co
 // later load from `ws`.
 lcm_status weight_set_add_patch(weight_set *ws, weight_patch_fn patch, void *user);
 
+// ---- the packed-weight cache (ops/packed_cache.h) -------------------------------------------
+// The weight set only says who it is and carries the cache attached to it; the cache itself lives
+// with the kernels whose packed forms it stores.
+
+// Allows the packed-weight cache for this set (off by default: only the pipeline's loads use it).
+// `note` (e.g. the component of a single-file checkpoint) becomes part of the set's identity.
+lcm_status weight_set_allow_cache(weight_set *ws, const char *note);
+
+// The identity the cache is keyed by: per shard its real path, size, modification time, device and
+// inode, then the note. False (nothing written) when the set may not be cached: not allowed, no
+// file behind it (synthetic), a file that cannot be stat'ed, or patches attached (a LoRA changes
+// the values, and its bookkeeping needs every patched tensor to be read).
+bool weight_set_cache_identity(const weight_set *ws, char *out, size_t size);
+
+// One object the set carries for its cache: released (release(object)) when the set closes, before
+// its files are. The set's only mutable state besides its pages, hence the const: loaders hold the
+// set const. A second attach replaces (and releases) the first.
+void weight_set_attach(const weight_set *ws, void *object, void (*release)(void *object));
+void *weight_set_attachment(const weight_set *ws);
+
 // Iterates every tensor of every shard (for `lcm info`): index from 0 to weight_set_count()-1.
 size_t weight_set_count(const weight_set *ws);
 const st_tensor *weight_set_at(const weight_set *ws, size_t index);

@@ -93,7 +93,8 @@ static lcm_status load_weights(controlnet_model *m, const weight_set *ws) {
     return LCM_OK;
 }
 
-lcm_status controlnet_load(const char *dir, const char *variant, controlnet_model **out) {
+lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cache,
+                           controlnet_model **out) {
     *out = NULL;
     controlnet_model *m = calloc(1, sizeof *m);
     if (!m || !(m->label = strdup(dir))) {
@@ -106,6 +107,7 @@ lcm_status controlnet_load(const char *dir, const char *variant, controlnet_mode
         controlnet_free(m);
         return lcm_fail_context(st, "ControlNet: ");
     }
+    folder.packed_cache = packed_cache;
     json_config config;
     st = model_folder_load_config(&folder, ".", "config.json", &config);
     if (st == LCM_OK) {

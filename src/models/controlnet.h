@@ -33,7 +33,9 @@ typedef struct controlnet_model controlnet_model;
 // Loads a ControlNetModel folder (config.json + diffusion_pytorch_model[.variant].safetensors at
 // its root, like lllyasviel/control_v11p_sd15_normalbae). `variant` may be NULL. The caller owns
 // *out (controlnet_free).
-lcm_status controlnet_load(const char *dir, const char *variant, controlnet_model **out);
+// `packed_cache`: the layers may use the packed-weight cache (ops/packed_cache.h).
+lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cache,
+                           controlnet_model **out);
 void controlnet_free(controlnet_model *m);
 
 const controlnet_config *controlnet_get_config(const controlnet_model *m);

@@ -20,7 +20,7 @@
 #include "ops/linear_direct.h"
 
 // Bumped whenever a kernel changes enough that old measurements no longer describe it.
-#define KERNELS_VERSION 2
+#define KERNELS_VERSION 3
 // One measurement runs about this much arithmetic (a few milliseconds), on images of at least
 // 16 x 16 (below that Winograd's tiles and oneDNN's blocking say little about real sizes), so that
 // a whole LCM_Dreamshaper_v7 (about 70 distinct shapes) is tuned in a few seconds, once.
@@ -32,7 +32,9 @@
 #define TUNING_BUDGET_SECONDS 30.0
 #define MAX_DECISIONS 1024
 
-typedef enum op_kind { OP_CONV, OP_LINEAR } op_kind;
+// OP_ATTENTION: the precision attention computes in when bf16 is asked (chosen 1 = fp32, 2 = bf16),
+// measured once per machine like the layers, so that a model gives the same bits in every run.
+typedef enum op_kind { OP_CONV, OP_LINEAR, OP_ATTENTION } op_kind;
 
 typedef struct decision {
     op_kind op;
@@ -74,7 +76,12 @@ const char *linear_kernel_name(linear_kernel kernel) {
 }
 
 static const char *kernel_name(op_kind op, int kernel) {
+    if (op == OP_ATTENTION) return kernel == 1 ? "fp32" : kernel == 2 ? "bf16" : "-";
     return op == OP_CONV ? conv_kernel_name(kernel) : linear_kernel_name(kernel);
+}
+
+static const char *op_name(op_kind op) {
+    return op == OP_CONV ? "conv" : op == OP_LINEAR ? "linear" : "attention";
 }
 
 // -1 when the name is none of the three.
@@ -135,7 +142,7 @@ static uint64_t header_hash(const char *text) {
     return h;
 }
 
-static bool cache_folder(char *buf, size_t size) {
+bool backend_cache_folder(char *buf, size_t size) {
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     int n;
     if (xdg && *xdg) n = snprintf(buf, size, "%s/lcm", xdg);
@@ -144,12 +151,26 @@ static bool cache_folder(char *buf, size_t size) {
     return n > 0 && (size_t)n < size;
 }
 
+void backend_setup_key(char *buf, size_t size) {
+    char head[512];
+    header(head, sizeof head);
+    const char *tune = getenv("LCM_TUNE"), *winograd = getenv("LCM_WINOGRAD");
+    snprintf(buf, size, "%sconv %s linear %s tune %s winograd %s/%d\n", head,
+             conv_kernel_name(forced_conv != CONV_KERNEL_AUTO ? forced_conv
+                              : forced_by_environment(OP_CONV) > 0 ? (conv_kernel)forced_by_environment(OP_CONV)
+                                                                   : CONV_KERNEL_AUTO),
+             linear_kernel_name(forced_linear != LINEAR_KERNEL_AUTO ? forced_linear
+                                : forced_by_environment(OP_LINEAR) > 0 ? (linear_kernel)forced_by_environment(OP_LINEAR)
+                                                                       : LINEAR_KERNEL_AUTO),
+             tune ? tune : "-", winograd ? winograd : "-", conv_direct_winograd_enabled());
+}
+
 const char *backend_tuning_file(void) {
     pthread_mutex_lock(&lock);
     if (!tuning_file[0]) {
         char folder[900], head[512];
         header(head, sizeof head);
-        if (cache_folder(folder, sizeof folder))
+        if (backend_cache_folder(folder, sizeof folder))
             snprintf(tuning_file, sizeof tuning_file, "%s/kernels-%016llx.txt", folder,
                      (unsigned long long)header_hash(head));
     }
@@ -181,6 +202,7 @@ static bool parse_line(const char *line, decision *d) {
     d->padding = (int)padding;
     if (!strcmp(op, "conv")) d->op = OP_CONV;
     else if (!strcmp(op, "linear")) d->op = OP_LINEAR;
+    else if (!strcmp(op, "attention")) d->op = OP_ATTENTION;
     else return false;
     if (!strcmp(precision, "fp32")) d->precision = LCM_PRECISION_FP32;
     else if (!strcmp(precision, "bf16")) d->precision = LCM_PRECISION_BF16;
@@ -245,7 +267,7 @@ static void write_table(void) {
     for (int i = 0; i < decision_count; i++) {
         const decision *d = &decisions[i];
         if (d->gflops <= 0) continue; // a built-in rule, not a measurement
-        fprintf(f, "%s %s %d %d %d %d %d %lld %s %.3f %s %.3f\n", d->op == OP_CONV ? "conv" : "linear",
+        fprintf(f, "%s %s %d %d %d %d %d %lld %s %.3f %s %.3f\n", op_name(d->op),
                 precision_name(d->precision), d->in, d->out, d->kernel, d->stride, d->padding,
                 (long long)d->size, kernel_name(d->op, d->chosen), d->gflops,
                 d->runner_up > 0 ? kernel_name(d->op, d->runner_up) : "-", d->runner_gflops);
@@ -546,9 +568,6 @@ lcm_status backend_pack_linear(linear *l, lcm_precision precision, int64_t rows)
 
 // ---- attention -------------------------------------------------------------------------------
 
-static int attention_choice; // 0: not measured, 1: fp32, 2: bf16
-static double attention_gflops[2];
-
 static double time_attention(const tensor *q, lcm_precision precision) {
     tensor *warm = attention_with_kernel(q, q, q, 8, false, precision, ATTENTION_FLASH);
     if (!warm) return -1;
@@ -560,41 +579,61 @@ static double time_attention(const tensor *q, lcm_precision precision) {
     return seconds;
 }
 
+// The decision of the attention precision (lock held): from the table, else measured and recorded.
+static const decision *attention_decision(void) {
+    // The UNet's 32x32 self-attention (1024 tokens, 8 heads of 80): big enough to show each
+    // kernel's rate, small enough to time in milliseconds.
+    const decision key = {.op = OP_ATTENTION, .precision = LCM_PRECISION_BF16, .in = 1024, .out = 640};
+    bool tune = backend_tuning_enabled();
+    if (tune && !table_read) read_table();
+    for (int i = 0; i < decision_count; i++)
+        if (same_shape(&decisions[i], &key)) return &decisions[i];
+    if (decision_count == MAX_DECISIONS) return NULL;
+    decision *d = &decisions[decision_count++];
+    *d = key;
+    d->chosen = 1; // fp32, also the built-in rule (measured faster on the Xeon with full-width AVX-512)
+    d->runner_up = -1;
+    if (!tune) return d;
+    tensor *q = tensor_new3(1, key.in, key.out);
+    double fp32 = -1, bf16 = -1;
+    if (q) {
+        for (int64_t i = 0; i < tensor_numel(q); i++) q->data[i] = (float)(i % 17) * 0.05f - 0.4f;
+        fp32 = time_attention(q, LCM_PRECISION_FP32);
+        bf16 = time_attention(q, LCM_PRECISION_BF16);
+    }
+    tensor_free(q);
+    lcm_clear_error();
+    if (fp32 <= 0 || bf16 <= 0) return d; // not measured: the rule, not recorded in the file
+    double flop = 4.0 * key.in * key.in * key.out;
+    bool bf16_wins = bf16 < fp32;
+    d->chosen = bf16_wins ? 2 : 1;
+    d->gflops = flop / (bf16_wins ? bf16 : fp32) * 1e-9;
+    d->runner_up = bf16_wins ? 1 : 2;
+    d->runner_gflops = flop / (bf16_wins ? fp32 : bf16) * 1e-9;
+    write_table();
+    return d;
+}
+
 lcm_precision backend_attention_precision(lcm_precision asked) {
     if (asked != LCM_PRECISION_BF16 || !attention_flash_available(LCM_PRECISION_BF16))
         return LCM_PRECISION_FP32;
+    backend_tuning_file(); // names the file before the lock is taken below
     pthread_mutex_lock(&lock);
-    if (!attention_choice) {
-        // The UNet's 32x32 self-attention (1024 tokens, 8 heads of 80): big enough to show each
-        // kernel's rate, small enough to time in milliseconds.
-        tensor *q = tensor_new3(1, 1024, 640);
-        double fp32 = -1, bf16 = -1;
-        if (q) {
-            for (int64_t i = 0; i < tensor_numel(q); i++) q->data[i] = (float)(i % 17) * 0.05f - 0.4f;
-            fp32 = time_attention(q, LCM_PRECISION_FP32);
-            bf16 = time_attention(q, LCM_PRECISION_BF16);
-        }
-        tensor_free(q);
-        lcm_clear_error();
-        double flop = 4.0 * 1024 * 1024 * 640;
-        attention_gflops[0] = fp32 > 0 ? flop / fp32 * 1e-9 : 0;
-        attention_gflops[1] = bf16 > 0 ? flop / bf16 * 1e-9 : 0;
-        attention_choice = bf16 > 0 && (fp32 <= 0 || bf16 < fp32) ? 2 : 1;
-    }
-    lcm_precision chosen = attention_choice == 2 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
+    decision *d = (decision *)attention_decision();
+    lcm_precision chosen = d && d->chosen == 2 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
+    if (d) d->used = true;
     pthread_mutex_unlock(&lock);
     return chosen;
 }
 
 void backend_print_decisions(FILE *out) {
     pthread_mutex_lock(&lock);
-    if (attention_choice)
-        fprintf(out, "attention bf16 asked, 1024 tokens x 8 heads: %s   (flash fp32 %.1f GFLOP/s, flash bf16 %.1f GFLOP/s)\n",
-                attention_choice == 2 ? "bf16" : "fp32", attention_gflops[0], attention_gflops[1]);
     for (int i = 0; i < decision_count; i++) {
         const decision *d = &decisions[i];
         if (!d->used) continue;
-        if (d->op == OP_CONV)
+        if (d->op == OP_ATTENTION)
+            fprintf(out, "attention bf16 asked, %d tokens x %d    ", d->in, d->out);
+        else if (d->op == OP_CONV)
             fprintf(out, "conv   %s %5d->%-5d k%d s%d p%d        ", precision_name(d->precision),
                     d->in, d->out, d->kernel, d->stride, d->padding);
         else

@@ -65,6 +65,7 @@ struct conv_direct {
     // A Winograd layer over WINOGRAD_MAX_CHANNELS: F(2x2, 3x3) on weights transformed during each
     // call (winograd_transient_run), on outputs of at least WINOGRAD_TRANSIENT_MIN_PIXELS.
     bool winograd_transient;
+    bool borrowed; // weight, bias and winograd_weight belong to a packed-weight cache mapping
 };
 
 static lcm_status prepare_winograd(conv_direct *d);
@@ -112,11 +113,14 @@ lcm_status conv_direct_new(const float *weight, const float *bias, int in, int o
 void conv_direct_free(conv_direct *d) {
     if (!d) return;
     free(d->phase_weight);
-    free(d->winograd_weight);
-    free(d->weight);
-    free(d->bias);
+    if (!d->borrowed) {
+        free(d->winograd_weight);
+        free(d->weight);
+        free(d->bias);
+    }
     free(d);
 }
+
 
 // A 3x3 convolution (stride 1, padding 1) of a nearest-upsampled image reads, for the output
 // pixel (2a + py, 2b + px), only the 2 x 2 input pixels (a + py - 1 + r, b + px - 1 + c): along
@@ -369,6 +373,8 @@ static bool winograd_wanted(void) {
     }
     return winograd_setting;
 }
+
+bool conv_direct_winograd_enabled(void) { return winograd_wanted(); }
 
 static const double winograd_g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 static const double winograd_g4[6][3] = {{1.0 / 4, 0, 0},
@@ -873,5 +879,75 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
     }
     free(zeros);
     if (failed) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory for its tables");
+    return LCM_OK;
+}
+
+// ---- the packed-weight cache --------------------------------------------------------------------
+
+// What the cache stores beside the arrays: everything conv_direct_new decided.
+typedef struct conv_direct_meta {
+    int32_t in, out, kernel, stride, padding, blocks, dot, winograd_tile, winograd_transient;
+} conv_direct_meta;
+
+static int64_t direct_weight_floats(const conv_direct *d) {
+    return (int64_t)(d->dot ? DOT_CHANNELS : d->blocks * TILE_CHANNELS) * d->kernel * d->kernel * d->in;
+}
+
+static int64_t winograd_weight_floats(const conv_direct *d) {
+    int a = d->winograd_tile + 2;
+    return (int64_t)d->blocks * a * a * d->in * TILE_CHANNELS;
+}
+
+void conv_direct_export(const conv_direct *d, packed_entry *entry) {
+    conv_direct_meta meta = {d->in, d->out, d->kernel, d->stride, d->padding, d->blocks, d->dot,
+                             d->winograd_tile, d->winograd_transient};
+    *entry = (packed_entry){.family = PACKED_CONV_DIRECT,
+                            .shape = {d->in, d->out, d->kernel, d->stride, d->padding},
+                            .meta_bytes = sizeof meta, .blob_count = 2};
+    memcpy(entry->meta_storage, &meta, sizeof meta);
+    entry->meta = entry->meta_storage;
+    entry->blobs[0] = d->winograd_weight
+                          ? (packed_blob){d->winograd_weight, sizeof(float) * (uint64_t)winograd_weight_floats(d)}
+                          : (packed_blob){d->weight, sizeof(float) * (uint64_t)direct_weight_floats(d)};
+    entry->blobs[1] = (packed_blob){d->bias, sizeof(float) * (uint64_t)d->blocks * TILE_CHANNELS};
+}
+
+lcm_status conv_direct_import(const packed_entry *entry, conv_direct **out) {
+    *out = NULL;
+    conv_direct_meta m;
+    if (entry->family != PACKED_CONV_DIRECT || entry->meta_bytes != sizeof m || entry->blob_count != 2)
+        return lcm_fail(LCM_ERR_FORMAT, "not a direct convolution entry");
+    memcpy(&m, entry->meta, sizeof m);
+    const int32_t *shape = entry->shape;
+    // The same decisions conv_direct_new would make now (a setting that changed them, such as
+    // LCM_WINOGRAD, makes the entry unusable rather than silently different).
+    conv_direct probe = {.in = m.in, .out = m.out, .kernel = m.kernel, .stride = m.stride,
+                         .padding = m.padding, .blocks = (m.out + TILE_CHANNELS - 1) / TILE_CHANNELS,
+                         .dot = m.out <= DOT_CHANNELS && m.in % 8 == 0};
+    bool winograd_shape = m.kernel == 3 && m.stride == 1 && m.padding == 1 && !probe.dot &&
+                          m.in % 8 == 0 && m.out % TILE_CHANNELS == 0 && winograd_wanted();
+    bool wide = m.in > WINOGRAD_MAX_CHANNELS || m.out > WINOGRAD_MAX_CHANNELS;
+    int tile = !winograd_shape || wide ? 0
+               : m.in <= WINOGRAD4_MAX_CHANNELS && m.out <= WINOGRAD4_MAX_CHANNELS ? 4 : 2;
+    if (m.in != shape[0] || m.out != shape[1] || m.kernel != shape[2] || m.stride != shape[3] ||
+        m.padding != shape[4] || m.in < 1 || m.out < 1 || m.kernel < 1 || m.blocks != probe.blocks ||
+        m.dot != probe.dot || m.winograd_tile != tile || m.winograd_transient != (winograd_shape && wide))
+        return lcm_fail(LCM_ERR_FORMAT, "direct convolution entry does not match the layer");
+    probe.winograd_tile = tile;
+    uint64_t weight_bytes = sizeof(float) * (uint64_t)(tile ? winograd_weight_floats(&probe)
+                                                            : direct_weight_floats(&probe));
+    if (entry->blobs[0].bytes != weight_bytes ||
+        entry->blobs[1].bytes != sizeof(float) * (uint64_t)probe.blocks * TILE_CHANNELS ||
+        (uintptr_t)entry->blobs[0].data % 64 || (uintptr_t)entry->blobs[1].data % 64)
+        return lcm_fail(LCM_ERR_FORMAT, "direct convolution entry has arrays of the wrong size");
+    conv_direct *d = malloc(sizeof *d);
+    if (!d) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    *d = probe;
+    d->winograd_transient = m.winograd_transient;
+    d->borrowed = true;
+    if (tile) d->winograd_weight = (float *)entry->blobs[0].data;
+    else d->weight = (float *)entry->blobs[0].data;
+    d->bias = (float *)entry->blobs[1].data;
+    *out = d;
     return LCM_OK;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "ops/packed_cache.h"
 
 typedef struct conv_direct conv_direct;
 
@@ -28,6 +29,14 @@ bool conv_direct_available(void);
 lcm_status conv_direct_new(const float *weight, const float *bias, int in, int out, int kernel,
                            int stride, int padding, conv_direct **result);
 void conv_direct_free(conv_direct *d);
+
+// The packed form, for the packed-weight cache: entry->blobs borrow d's arrays. Upsampling weights
+// (conv_direct_prepare_upsampled) are not part of it: they are made again after an import.
+void conv_direct_export(const conv_direct *d, packed_entry *entry);
+// A layer computing on entry's arrays in place (borrowed: they must outlive *out, and are not
+// freed by conv_direct_free). LCM_ERR_FORMAT when the entry is not a valid packing of a layer of
+// entry->shape on this build (sizes, alignment, settings).
+lcm_status conv_direct_import(const packed_entry *entry, conv_direct **out);
 
 // For a layer that always runs on a 2x nearest-upsampled input (Upsample2D's conv): packs a second
 // set of weights with which conv_direct_run(upsample_input = true) computes each output pixel from
@@ -45,6 +54,8 @@ lcm_status conv_direct_prepare_upsampled(conv_direct *d);
 // LCM_WINOGRAD=0 in the environment, keeps layers packed afterwards on the direct kernel, to
 // compare the two. Not thread-safe.
 void conv_direct_set_winograd(bool on);
+// Whether layers packed now get Winograd weights (the setting above and LCM_WINOGRAD).
+bool conv_direct_winograd_enabled(void);
 
 // Winograd outputs of more than `bytes` (default, or bytes < 0: 32 MiB, the L3 cache of one Zen
 // chiplet) are written with non-temporal stores: the next layer would not find them in the cache

@@ -25,7 +25,8 @@
 // with the layout it prefers, and the weights are reordered into that layout when no copy has it.
 typedef struct packed_weights {
     dnnl_memory_desc_t md;
-    void *data; // owned, 64-byte aligned
+    void *data; // owned unless `borrowed`, 64-byte aligned
+    bool borrowed; // data lies in a packed-weight cache mapping (dnnl_layer_import)
     int users;  // cached primitives running on this copy
     struct packed_weights *next;
 } packed_weights;
@@ -260,11 +261,72 @@ void dnnl_layer_free(dnnl_layer *layer) {
     }
     for (packed_weights *p = layer->packs, *next; p; p = next) {
         next = p->next;
-        free(p->data);
+        if (!p->borrowed) free(p->data);
         free(p);
     }
     pthread_mutex_destroy(&layer->lock);
     free(layer);
+}
+
+// ---- the packed-weight cache --------------------------------------------------------------------
+
+typedef struct dnnl_layer_meta {
+    int32_t is_conv, has_bias, in, out, kernel, stride, padding, precision;
+    dnnl_memory_desc_t md;
+} dnnl_layer_meta;
+_Static_assert(sizeof(dnnl_layer_meta) <= PACKED_META_MAX, "a memory descriptor fits an entry");
+
+void dnnl_layer_export(dnnl_layer *l, packed_entry *entry) {
+    pthread_mutex_lock(&l->lock);
+    dnnl_layer_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta = (dnnl_layer_meta){l->is_conv, l->has_bias, l->in, l->out, l->kernel, l->stride,
+                             l->padding, (int32_t)l->precision, l->packs->md};
+    *entry = (packed_entry){.family = l->is_conv ? PACKED_CONV_ONEDNN : PACKED_LINEAR_ONEDNN,
+                            .shape = {l->in, l->out, l->kernel, l->stride, l->padding},
+                            .meta_bytes = sizeof meta, .blob_count = 1};
+    memcpy(entry->meta_storage, &meta, sizeof meta);
+    entry->meta = entry->meta_storage;
+    entry->blobs[0] = (packed_blob){l->packs->data, dnnl_memory_desc_get_size(&l->packs->md)};
+    pthread_mutex_unlock(&l->lock);
+}
+
+lcm_status dnnl_layer_import(const packed_entry *entry, bool is_conv, bool has_bias,
+                             dnnl_layer **out_layer) {
+    *out_layer = NULL;
+    dnnl_layer_meta m;
+    if (entry->family != (is_conv ? PACKED_CONV_ONEDNN : PACKED_LINEAR_ONEDNN) ||
+        entry->meta_bytes != sizeof m || entry->blob_count != 1)
+        return lcm_fail(LCM_ERR_FORMAT, "not a oneDNN entry of this kind");
+    memcpy(&m, entry->meta, sizeof m);
+    const int32_t *shape = entry->shape;
+    const dnnl_memory_desc_t *md = &m.md;
+    bool dims_ok = is_conv ? md->ndims == 4 && md->dims[0] == m.out && md->dims[1] == m.in &&
+                                 md->dims[2] == m.kernel && md->dims[3] == m.kernel
+                           : md->ndims == 2 && md->dims[0] == m.in && md->dims[1] == m.out;
+    dnnl_data_type_t type = m.precision == LCM_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    if (m.is_conv != is_conv || m.has_bias != has_bias || m.in != shape[0] || m.out != shape[1] ||
+        (is_conv && (m.kernel != shape[2] || m.stride != shape[3] || m.padding != shape[4])) ||
+        (m.precision != LCM_PRECISION_FP32 && m.precision != LCM_PRECISION_BF16) || !dims_ok ||
+        md->data_type != type || md->format_kind != dnnl_blocked ||
+        dnnl_memory_desc_get_size(md) != entry->blobs[0].bytes || (uintptr_t)entry->blobs[0].data % 64)
+        return lcm_fail(LCM_ERR_FORMAT, "oneDNN entry does not match the layer");
+    LCM_TRY(get_engine());
+    dnnl_layer *l = calloc(1, sizeof *l);
+    packed_weights *p = calloc(1, sizeof *p);
+    if (!l || !p) {
+        free(l);
+        free(p);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    *p = (packed_weights){.md = *md, .data = (void *)entry->blobs[0].data, .borrowed = true};
+    *l = (dnnl_layer){.is_conv = is_conv, .has_bias = has_bias, .in = m.in, .out = m.out,
+                      .kernel = is_conv ? m.kernel : 0, .stride = is_conv ? m.stride : 0,
+                      .padding = is_conv ? m.padding : 0, .precision = (lcm_precision)m.precision,
+                      .packs = p};
+    pthread_mutex_init(&l->lock, NULL);
+    *out_layer = l;
+    return LCM_OK;
 }
 
 const char *dnnl_layer_impl(const dnnl_layer *layer) { return layer->impl; }
@@ -337,7 +399,8 @@ static lcm_status choose_weights(dnnl_layer *l, const int64_t key[3], dnnl_primi
         return status;
     }
     if (unused) { // the new layout replaces the unused copy
-        free(unused->data);
+        if (!unused->borrowed) free(unused->data);
+        unused->borrowed = false;
         unused->data = fresh->data;
         unused->md = fresh->md;
         free(fresh);

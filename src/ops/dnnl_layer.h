@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "lcm.h"
+#include "ops/packed_cache.h"
 
 typedef struct dnnl_layer dnnl_layer;
 
@@ -24,6 +25,15 @@ lcm_status dnnl_layer_conv_new(const float *weight, bool has_bias, int in, int o
 lcm_status dnnl_layer_linear_new(const float *weight, bool has_bias, int in, int out,
                                  lcm_precision precision, dnnl_layer **out_layer);
 void dnnl_layer_free(dnnl_layer *layer);
+
+// The packed form, for the packed-weight cache: the copy of the weights a primitive runs on (the
+// first), with its memory descriptor. entry->blobs borrow the layer's array.
+void dnnl_layer_export(dnnl_layer *layer, packed_entry *entry);
+// A layer whose first copy of the weights is entry's array in place (borrowed: it must outlive
+// *out and is not freed). LCM_ERR_FORMAT when the entry does not describe a packing of a layer of
+// entry->shape (conv when `is_conv`) with or without bias as `has_bias` says.
+lcm_status dnnl_layer_import(const packed_entry *entry, bool is_conv, bool has_bias,
+                             dnnl_layer **out_layer);
 
 // y [n, out, oh, ow] (NHWC storage) = conv(x [n, in, h, w] NHWC storage) + bias (non-NULL exactly when the layer was made with has_bias).
 lcm_status dnnl_layer_conv_run(dnnl_layer *layer, const float *x, int64_t n, int64_t h, int64_t w,

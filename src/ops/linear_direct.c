@@ -34,6 +34,7 @@ struct linear_direct {
     int blocks;    // output column blocks of TILE_COLUMNS
     float *weight; // [blocks][in][TILE_COLUMNS], zero past `out`
     float *bias;   // [blocks * TILE_COLUMNS], zero past `out` (and all zero without a bias)
+    bool borrowed; // weight and bias belong to a packed-weight cache mapping
 };
 
 bool linear_direct_available(void) { return cpu_has_avx2_fma(); }
@@ -66,9 +67,38 @@ lcm_status linear_direct_new(const float *weight, const float *bias, int in, int
 
 void linear_direct_free(linear_direct *d) {
     if (!d) return;
-    free(d->weight);
-    free(d->bias);
+    if (!d->borrowed) {
+        free(d->weight);
+        free(d->bias);
+    }
     free(d);
+}
+
+void linear_direct_export(const linear_direct *d, packed_entry *entry) {
+    int64_t padded = (int64_t)d->blocks * TILE_COLUMNS;
+    *entry = (packed_entry){.family = PACKED_LINEAR_DIRECT, .shape = {d->in, d->out},
+                            .blob_count = 2};
+    entry->meta = entry->meta_storage;
+    entry->blobs[0] = (packed_blob){d->weight, sizeof(float) * (uint64_t)(padded * d->in)};
+    entry->blobs[1] = (packed_blob){d->bias, sizeof(float) * (uint64_t)padded};
+}
+
+lcm_status linear_direct_import(const packed_entry *entry, linear_direct **out) {
+    *out = NULL;
+    int in = entry->shape[0], out_features = entry->shape[1];
+    int blocks = (out_features + TILE_COLUMNS - 1) / TILE_COLUMNS;
+    uint64_t padded = (uint64_t)blocks * TILE_COLUMNS;
+    if (entry->family != PACKED_LINEAR_DIRECT || entry->blob_count != 2 || in < 1 || out_features < 1 ||
+        entry->blobs[0].bytes != sizeof(float) * padded * (uint64_t)in ||
+        entry->blobs[1].bytes != sizeof(float) * padded || (uintptr_t)entry->blobs[0].data % 64 ||
+        (uintptr_t)entry->blobs[1].data % 64)
+        return lcm_fail(LCM_ERR_FORMAT, "linear entry does not match the layer");
+    linear_direct *d = malloc(sizeof *d);
+    if (!d) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    *d = (linear_direct){.in = in, .out = out_features, .blocks = blocks, .borrowed = true,
+                         .weight = (float *)entry->blobs[0].data, .bias = (float *)entry->blobs[1].data};
+    *out = d;
+    return LCM_OK;
 }
 
 // c[r][0..15] = start[r][0..15] + sum over i in [k0, k1) of rows[r][i] * weight[i][0..15], the

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "ops/packed_cache.h"
 
 typedef struct linear_direct linear_direct;
 
@@ -25,6 +26,13 @@ bool linear_direct_available(void);
 lcm_status linear_direct_new(const float *weight, const float *bias, int in, int out,
                              linear_direct **result);
 void linear_direct_free(linear_direct *d);
+
+// The packed form, for the packed-weight cache: entry->blobs borrow d's arrays.
+void linear_direct_export(const linear_direct *d, packed_entry *entry);
+// A layer computing on entry's arrays in place (borrowed: they must outlive *out, and are not
+// freed by linear_direct_free). LCM_ERR_FORMAT when the entry is not a valid packing of a layer of
+// entry->shape.
+lcm_status linear_direct_import(const packed_entry *entry, linear_direct **out);
 
 // y [rows, out] = x [rows, in] W^T + bias. Splits the rows and columns over the OpenMP threads
 // when called outside a parallel region; inside one it runs on the calling thread.

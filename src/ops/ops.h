@@ -37,6 +37,10 @@ typedef struct linear {
     struct linear_direct *direct; // weights packed for ops/linear_direct.h (AVX2), or NULL
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
     bool weight_mapped; // `weight` is borrowed from a weight set's mapping (linear_load_mapped)
+                        // or from the packed-weight cache's
+    // The packed-weight cache mapping the packed arrays are borrowed from (ops/packed_cache.h),
+    // or NULL; one reference, released by linear_free.
+    struct packed_mapping *packed_source;
 } linear;
 
 typedef struct conv2d {
@@ -52,6 +56,9 @@ typedef struct conv2d {
     struct conv_direct *direct;
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
     bool weight_mapped; // `weight` is borrowed from a weight set's mapping while it is packed
+    // The packed-weight cache mapping the packed arrays (weight_ohwi too) are borrowed from
+    // (ops/packed_cache.h), or NULL; one reference, released by conv2d_free.
+    struct packed_mapping *packed_source;
 } conv2d;
 
 typedef struct norm {

@@ -10,6 +10,7 @@
 #include "ops/dnnl_layer.h"
 #include "ops/linear_direct.h"
 #include "ops/ops.h"
+#include "ops/packed_cache.h"
 
 // ---- kernel selection ------------------------------------------------------------------------
 
@@ -111,6 +112,94 @@ bool conv2d_present(const conv2d *c) {
     return c->weight || c->fast || c->direct || c->weight_ohwi || (c->quant && c->quant->int8);
 }
 
+// ---- the packed-weight cache -------------------------------------------------------------------
+
+// The cache of the layers loaded from `ws` (ops/packed_cache.h), or NULL where layers are not
+// cached: reference kernels (they compute on the plain weight) and 8-bit layers.
+static packed_cache *layer_cache(const weight_set *ws, const layer_quant *q) {
+    if (ops_reference_kernels() || (q && q->quantize_input)) return NULL;
+    return packed_cache_for(ws, weight_precision);
+}
+
+// Fills the packed form of a convolution from the cache; false on a miss (or an entry that does
+// not fit, which is then packed again and replaced).
+static bool conv_from_cache(conv2d *c, packed_cache *cache, const char *prefix) {
+    static const packed_family families[] = {PACKED_CONV_DIRECT, PACKED_CONV_ONEDNN, PACKED_CONV_SGEMM};
+    const int32_t shape[5] = {c->in, c->out, c->kernel, c->stride, c->padding};
+    for (size_t f = 0; cache && f < sizeof families / sizeof *families; f++) {
+        packed_entry e;
+        packed_mapping *mapping = packed_cache_find(cache, prefix, families[f], shape, &e);
+        if (!mapping) continue;
+        lcm_status st = LCM_OK;
+        if (e.family == PACKED_CONV_DIRECT) st = conv_direct_import(&e, &c->direct);
+        else if (e.family == PACKED_CONV_ONEDNN) st = dnnl_layer_import(&e, true, c->bias != NULL, &c->fast);
+        else if (e.blob_count == 1 && (uintptr_t)e.blobs[0].data % 64 == 0 &&
+                 e.blobs[0].bytes == sizeof(float) * (uint64_t)c->out * c->in * c->kernel * c->kernel)
+            c->weight_ohwi = (float *)e.blobs[0].data;
+        else st = LCM_ERR_FORMAT;
+        if (st == LCM_OK) {
+            c->packed_source = mapping;
+            return true;
+        }
+        if (getenv("LCM_VERBOSE")) fprintf(stderr, "lcm: cached %s not used: %s\n", prefix, lcm_last_error());
+        packed_mapping_release(mapping);
+    }
+    return false;
+}
+
+static void conv_to_cache(const conv2d *c, packed_cache *cache, const char *prefix) {
+    if (!cache) return;
+    packed_entry e;
+    if (c->direct) conv_direct_export(c->direct, &e);
+    else if (c->fast) dnnl_layer_export(c->fast, &e);
+    else if (c->weight_ohwi) {
+        e = (packed_entry){.family = PACKED_CONV_SGEMM,
+                           .shape = {c->in, c->out, c->kernel, c->stride, c->padding}, .blob_count = 1};
+        e.meta = e.meta_storage;
+        e.blobs[0] = (packed_blob){c->weight_ohwi,
+                                   sizeof(float) * (uint64_t)c->out * c->in * c->kernel * c->kernel};
+    } else return;
+    packed_cache_add(cache, prefix, &e);
+}
+
+static bool linear_from_cache(linear *l, packed_cache *cache, const char *prefix) {
+    static const packed_family families[] = {PACKED_LINEAR_DIRECT, PACKED_LINEAR_ONEDNN, PACKED_LINEAR_SGEMM};
+    const int32_t shape[5] = {l->in, l->out};
+    for (size_t f = 0; cache && f < sizeof families / sizeof *families; f++) {
+        packed_entry e;
+        packed_mapping *mapping = packed_cache_find(cache, prefix, families[f], shape, &e);
+        if (!mapping) continue;
+        lcm_status st = LCM_OK;
+        if (e.family == PACKED_LINEAR_DIRECT) st = linear_direct_import(&e, &l->direct);
+        else if (e.family == PACKED_LINEAR_ONEDNN) st = dnnl_layer_import(&e, false, l->bias != NULL, &l->fast);
+        else if (e.blob_count == 1 && (uintptr_t)e.blobs[0].data % 64 == 0 &&
+                 e.blobs[0].bytes == sizeof(float) * (uint64_t)l->out * l->in) {
+            l->weight = (float *)e.blobs[0].data; // sgemm computes on the plain weight
+            l->weight_mapped = true;
+        } else st = LCM_ERR_FORMAT;
+        if (st == LCM_OK) {
+            l->packed_source = mapping;
+            return true;
+        }
+        if (getenv("LCM_VERBOSE")) fprintf(stderr, "lcm: cached %s not used: %s\n", prefix, lcm_last_error());
+        packed_mapping_release(mapping);
+    }
+    return false;
+}
+
+static void linear_to_cache(const linear *l, packed_cache *cache, const char *prefix) {
+    if (!cache) return;
+    packed_entry e;
+    if (l->direct) linear_direct_export(l->direct, &e);
+    else if (l->fast) dnnl_layer_export(l->fast, &e);
+    else if (l->weight) {
+        e = (packed_entry){.family = PACKED_LINEAR_SGEMM, .shape = {l->in, l->out}, .blob_count = 1};
+        e.meta = e.meta_storage;
+        e.blobs[0] = (packed_blob){l->weight, sizeof(float) * (uint64_t)l->out * l->in};
+    } else return;
+    packed_cache_add(cache, prefix, &e);
+}
+
 // ---- loading ---------------------------------------------------------------------------------
 
 static lcm_status load_tensor(const weight_set *ws, const char *prefix, const char *suffix,
@@ -141,6 +230,13 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
     char name[512];
     const int64_t shape[2] = {out, in};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
+    packed_cache *cache = pack ? layer_cache(ws, l->quant) : NULL;
+    if (cache) {
+        if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+        if (linear_from_cache(l, cache, prefix)) return LCM_OK;
+        free(l->bias);
+        l->bias = NULL;
+    }
     const float *mapped =
         pack ? weight_to_pack_in_place(ws, prefix, l->quant, 2, shape, name, sizeof name) : NULL;
     if (mapped) {
@@ -148,6 +244,7 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
         l->weight = (float *)mapped;
         l->weight_mapped = true;
         lcm_status st = backend_pack_linear(l, weight_precision, rows);
+        if (st == LCM_OK && !l->weight) linear_to_cache(l, cache, prefix);
         if (st == LCM_OK && l->weight) { // sgemm computes on the plain weight: keep a copy
             size_t bytes = sizeof(float) * (size_t)in * (size_t)out;
             float *copy = malloc(bytes);
@@ -155,6 +252,7 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
             else memcpy(copy, mapped, bytes);
             l->weight = copy;
             l->weight_mapped = false;
+            if (copy) linear_to_cache(l, cache, prefix);
         }
         weight_set_release_tensor(ws, name);
         return st;
@@ -162,7 +260,10 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (pack && !ops_reference_kernels() && l->weight) LCM_TRY(backend_pack_linear(l, weight_precision, rows));
+    if (pack && !ops_reference_kernels() && l->weight) {
+        LCM_TRY(backend_pack_linear(l, weight_precision, rows));
+        linear_to_cache(l, cache, prefix);
+    }
     return LCM_OK;
 }
 
@@ -203,11 +304,16 @@ lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefi
 lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
                                     int out, int64_t rows) {
     *l = (linear){.in = in, .out = out};
-    LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+    packed_cache *cache = layer_cache(ws, l->quant);
+    if (linear_from_cache(l, cache, prefix)) return LCM_OK;
+    LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
     LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (!ops_reference_kernels() && l->weight) LCM_TRY(backend_pack_linear(l, weight_precision, rows));
+    if (!ops_reference_kernels() && l->weight) {
+        LCM_TRY(backend_pack_linear(l, weight_precision, rows));
+        linear_to_cache(l, cache, prefix);
+    }
     return LCM_OK;
 }
 
@@ -217,19 +323,30 @@ lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int 
     char name[512];
     const int64_t shape[4] = {out, in, kernel, kernel};
     LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
+    packed_cache *cache = layer_cache(ws, c->quant);
+    if (cache) {
+        if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
+        if (conv_from_cache(c, cache, prefix)) return LCM_OK;
+        free(c->bias);
+        c->bias = NULL;
+    }
     const float *mapped = weight_to_pack_in_place(ws, prefix, c->quant, 4, shape, name, sizeof name);
     if (mapped) { // every conv kernel packs a copy: the plain weight is never kept
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
         c->weight = (float *)mapped;
         c->weight_mapped = true;
         lcm_status st = backend_pack_conv(c, weight_precision);
+        if (st == LCM_OK) conv_to_cache(c, cache, prefix);
         weight_set_release_tensor(ws, name);
         return st;
     }
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &c->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
     LCM_TRY(layer_quant_pack(c->quant, &c->weight, in, out, kernel, stride, padding));
-    if (!ops_reference_kernels() && c->weight) LCM_TRY(backend_pack_conv(c, weight_precision));
+    if (!ops_reference_kernels() && c->weight) {
+        LCM_TRY(backend_pack_conv(c, weight_precision));
+        conv_to_cache(c, cache, prefix);
+    }
     return LCM_OK;
 }
 
@@ -250,6 +367,8 @@ void linear_free(linear *l) {
     free(l->bias);
     dnnl_layer_free(l->fast);
     linear_direct_free(l->direct);
+    packed_mapping_release(l->packed_source); // after the kernels that borrow from it
+    l->packed_source = NULL;
     l->weight = l->bias = NULL;
     l->fast = NULL;
     l->direct = NULL;
@@ -261,9 +380,11 @@ void conv2d_free(conv2d *c) {
     if (!c->weight_mapped) free(c->weight);
     c->weight_mapped = false;
     free(c->bias);
-    free(c->weight_ohwi);
+    if (!c->packed_source) free(c->weight_ohwi); // else borrowed from the cache
     dnnl_layer_free(c->fast);
     conv_direct_free(c->direct);
+    packed_mapping_release(c->packed_source); // after the kernels that borrow from it
+    c->packed_source = NULL;
     c->weight = c->bias = c->weight_ohwi = NULL;
     c->fast = NULL;
     c->direct = NULL;

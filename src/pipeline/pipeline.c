@@ -141,6 +141,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (options->lora_count)
         st = lora_set_open(options->loras, options->lora_count, options->lora_lenient != 0, &p->loras);
     if (st == LCM_OK) st = model_folder_open(model_dir, options->variant, &p->folder);
+    if (st == LCM_OK) p->folder.packed_cache = !options->no_cache;
     if (st == LCM_OK && p->loras) {
         p->folder.weights_hook = attach_loras;
         p->folder.weights_hook_user = p->loras;
@@ -153,7 +154,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     // The ControlNet is loaded after the hook is removed: diffusers' load_lora_weights adapts the
     // UNet and text encoder only.
     if (st == LCM_OK && options->controlnet) {
-        st = controlnet_load(options->controlnet, options->variant, &p->controlnet);
+        st = controlnet_load(options->controlnet, options->variant, !options->no_cache, &p->controlnet);
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
