@@ -266,6 +266,8 @@ typedef struct report {
     flop_count parts[STAGE_COUNT];
     spread times[STAGE_COUNT];
     double peak_rss_bytes;
+    double load_seconds, load_cpu_seconds; // lcm_pipeline_open: wall and this process's CPU time
+    bool no_cache;
 } report;
 
 static void print_text(const report *r) {
@@ -287,6 +289,8 @@ static void print_text(const report *r) {
         printf("decoders: TAESD %.1fx faster than the VAE, tiled VAE (%s) %.2fx its time\n",
                r->times[STAGE_VAE].median / r->times[STAGE_TAESD].median, r->tiles,
                r->times[STAGE_VAE_TILED].median / r->times[STAGE_VAE].median);
+    printf("load: %.2f s (%.2f s of CPU), packed-weight cache %s\n", r->load_seconds,
+           r->load_cpu_seconds, r->no_cache ? "off" : "on");
     printf("peak RSS: %.2f GB\n", r->peak_rss_bytes * 1e-9);
     printf("GFLOP by kind (conv 3x3 / conv 1x1 / linear / attention):\n");
     for (int i = 0; i < STAGE_COUNT; i++)
@@ -330,7 +334,8 @@ static void print_json(const report *r) {
                r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9,
                i < last ? "," : "");
     }
-    printf(" },\n \"peak_rss_bytes\": %.0f}\n", r->peak_rss_bytes);
+    printf(" },\n \"load_s\": %.9g, \"load_cpu_s\": %.9g, \"packed_cache\": %s,\n \"peak_rss_bytes\": %.0f}\n",
+           r->load_seconds, r->load_cpu_seconds, r->no_cache ? "false" : "true", r->peak_rss_bytes);
 }
 
 static double peak_rss_bytes(void) {
@@ -588,7 +593,14 @@ int cmd_bench(int argc, char **argv) {
     // A hub id becomes its snapshot folder in the Hugging Face cache (downloaded the first time).
     char *model_path = NULL;
     lcm_status st = lcm_model_resolve(model, NULL, &model_path);
+    struct timespec cpu0, cpu1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu0);
+    double load_start = seconds_now();
     if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
+    r.load_seconds = seconds_now() - load_start;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu1);
+    r.load_cpu_seconds = (double)(cpu1.tv_sec - cpu0.tv_sec) + 1e-9 * (double)(cpu1.tv_nsec - cpu0.tv_nsec);
+    r.no_cache = no_cache;
     free(model_path);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());

@@ -14,6 +14,7 @@
 #include "io/model_folder.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
+#include "ops/packed_cache.h"
 
 struct controlnet_model {
     controlnet_config config;
@@ -26,6 +27,7 @@ struct controlnet_model {
     int embed_block_count;
     conv2d embed_out;
     conv2d down_convs[UNET_MAX_SKIPS]; // controlnet_down_blocks.i, 1x1
+    struct packed_mapping *packed; // the packed-weight cache file the layers borrow from, or NULL
     conv2d mid_conv;                   // controlnet_mid_block, 1x1
 };
 
@@ -117,6 +119,7 @@ lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cac
     weight_set *ws = NULL;
     if (st == LCM_OK) st = model_folder_open_weights(&folder, ".", "diffusion_pytorch_model", &ws);
     if (st == LCM_OK) st = load_weights(m, ws);
+    if (st == LCM_OK) m->packed = packed_cache_mapping(ws);
     weight_set_close(ws);
     model_folder_close(&folder);
     if (st != LCM_OK) {
@@ -127,8 +130,11 @@ lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cac
     return LCM_OK;
 }
 
+void controlnet_release_weight_pages(const controlnet_model *m) { packed_mapping_drop_pages(m->packed); }
+
 void controlnet_free(controlnet_model *m) {
     if (!m) return;
+    packed_mapping_release(m->packed);
     unet_free(m->encoder);
     conv2d_free(&m->embed_in);
     for (int i = 0; i < 2 * (CONTROLNET_MAX_EMBEDDING_BLOCKS - 1); i++) conv2d_free(&m->embed_blocks[i]);

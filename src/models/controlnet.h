@@ -38,6 +38,9 @@ lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cac
                            controlnet_model **out);
 void controlnet_free(controlnet_model *m);
 
+// As unet_release_weight_pages, for the ControlNet's weights.
+void controlnet_release_weight_pages(const controlnet_model *m);
+
 const controlnet_config *controlnet_get_config(const controlnet_model *m);
 
 // Whether the ControlNet's residuals fit the UNet: same latent channels, text embedding size and

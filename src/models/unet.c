@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "models/blocks.h"
+#include "ops/packed_cache.h"
 
 // ---- the model -------------------------------------------------------------------------------
 
@@ -52,6 +53,7 @@ struct unet_model {
     up_block up_blocks[UNET_MAX_BLOCKS];
     norm conv_norm_out;
     conv2d conv_out;
+    struct packed_mapping *packed; // the packed-weight cache file the layers borrow from, or NULL
 };
 
 // ---- config ----------------------------------------------------------------------------------
@@ -443,6 +445,7 @@ lcm_status unet_load(const model_folder *folder, const char *component, unet_mod
         st = load_weights(m, ws);
         if (st != LCM_OK) st = lcm_fail_context(st, "loading %s: ", component);
     }
+    if (st == LCM_OK) m->packed = packed_cache_mapping(ws);
     weight_set_close(ws);
     if (st != LCM_OK) {
         unet_free(m);
@@ -452,8 +455,11 @@ lcm_status unet_load(const model_folder *folder, const char *component, unet_mod
     return LCM_OK;
 }
 
+void unet_release_weight_pages(const unet_model *m) { packed_mapping_drop_pages(m->packed); }
+
 void unet_free(unet_model *m) {
     if (!m) return;
+    packed_mapping_release(m->packed);
     time_embedding_free(&m->time_embedding);
     conv2d_free(&m->conv_in);
     for (int b = 0; b < UNET_MAX_BLOCKS; b++) {

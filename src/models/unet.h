@@ -75,6 +75,12 @@ typedef struct unet_residuals {
 lcm_status unet_load(const model_folder *folder, const char *component, unet_model **out);
 void unet_free(unet_model *m);
 
+// Drops the pages of the UNet's weights from the process's memory where they are mapped from the
+// packed-weight cache (ops/packed_cache.h; nothing otherwise): called before the VAE decode, so
+// that the two models' weights are never resident together. They come back from the page cache
+// at the next step.
+void unet_release_weight_pages(const unet_model *m);
+
 const unet_config *unet_get_config(const unet_model *m);
 
 // sample [N, in_channels, h, w] (any h, w >= 1), one timestep for the whole batch (diffusers

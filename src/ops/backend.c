@@ -31,6 +31,8 @@
 // whose shapes are only partly measured computes different bits in its first and second runs.
 #define TUNING_BUDGET_SECONDS 30.0
 #define MAX_DECISIONS 1024
+// Another kernel replaces the built-in rule's only when it measures this much faster (record).
+#define RULE_MARGIN 1.08
 
 // OP_ATTENTION: the precision attention computes in when bf16 is asked (chosen 1 = fp32, 2 = bf16),
 // measured once per machine like the layers, so that a model gives the same bits in every run.
@@ -376,6 +378,8 @@ static int candidates_of(const decision *d, int candidates[3]) {
 
 // Records the outcome of timing `count` candidates (seconds <= 0: could not run) in d; the index of
 // the fastest, or -1.
+static int builtin(const decision *key);
+
 static int record(decision *d, const int *candidates, const double *seconds, int count, double flop,
                   int64_t extent, double started) {
     int best = -1, second = -1;
@@ -401,6 +405,15 @@ static int record(decision *d, const int *candidates, const double *seconds, int
                     precision_name(d->precision), d->in, d->out, d->kernel, (long long)extent,
                     seconds[i] * 1e3);
     if (best < 0) return -1;
+    // The built-in rule keeps the layer unless another kernel is clearly faster: measurements on a
+    // busy machine (timings of a few milliseconds) swing by more than the gaps between near-equal
+    // kernels, and the rule encodes what quiet machines measured.
+    int rule = builtin(d);
+    for (int i = 0; i < count; i++)
+        if (candidates[i] == rule && i != best && seconds[i] > 0 && seconds[best] * RULE_MARGIN > seconds[i]) {
+            second = best;
+            best = i;
+        }
     d->chosen = candidates[best];
     d->gflops = flop / seconds[best] * 1e-9;
     d->runner_up = second >= 0 ? candidates[second] : -1;

@@ -392,6 +392,10 @@ static lcm_status choose_weights(dnnl_layer *l, const int64_t key[3], dnnl_primi
         }
     }
     packed_weights *source = unused ? unused : l->packs, *fresh;
+    if (getenv("LCM_VERBOSE"))
+        fprintf(stderr, "lcm: oneDNN %s %d->%d: weights reordered for a %lldx%lld input%s\n",
+                l->is_conv ? "conv" : "linear", l->in, l->out, (long long)key[1], (long long)key[2],
+                unused ? "" : " (second copy)");
     lcm_status status = pack_new(&source->md, source->data, &preferred, &fresh);
     if (status != LCM_OK) {
         dnnl_primitive_desc_destroy(*pd);

@@ -66,6 +66,7 @@ typedef struct cache_entry {
     int blob_count;
     uint64_t blob_offset[PACKED_MAX_BLOBS], blob_bytes[PACKED_MAX_BLOBS], blob_check[PACKED_MAX_BLOBS];
     bool from_file; // in the mapping (else in the file being written)
+    bool used;      // handed to a layer by packed_cache_find
     bool replaced;  // a newer entry of the same layer was written
 } cache_entry;
 
@@ -82,6 +83,10 @@ struct packed_cache {
     bool write_failed;
     int misses;
 };
+
+// A cache attached to a weight set that cannot be used (no folder, caching off): attached so that
+// the set is asked only once.
+static char unusable_marker;
 
 // ---- small helpers -----------------------------------------------------------------------------
 
@@ -137,6 +142,21 @@ void packed_mapping_release(packed_mapping *m) {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
     munmap(m->base, m->size);
     free(m);
+}
+
+packed_mapping *packed_cache_mapping(const weight_set *ws) {
+    void *attached = weight_set_attachment(ws);
+    if (!attached || attached == &unusable_marker) return NULL;
+    packed_cache *c = attached;
+    bool used = false;
+    for (size_t i = 0; i < c->count && !used; i++) used = c->entries[i].from_file && c->entries[i].used;
+    if (!c->mapping || !used) return NULL;
+    atomic_fetch_add(&c->mapping->refs, 1);
+    return c->mapping;
+}
+
+void packed_mapping_drop_pages(const packed_mapping *m) {
+    if (m) madvise(m->base, m->size, MADV_DONTNEED);
 }
 
 static void free_entries(packed_cache *c) {
@@ -272,6 +292,7 @@ packed_mapping *packed_cache_find(packed_cache *c, const char *name, packed_fami
             }
         }
         atomic_fetch_add(&c->mapping->refs, 1);
+        e->used = true;
         return c->mapping;
     }
     return NULL;
@@ -464,9 +485,6 @@ static void cache_release(void *object) {
     free(c);
 }
 
-// A cache attached to a weight set that cannot be used (no folder, caching off): attached so that
-// the set is asked only once.
-static char unusable_marker;
 
 packed_cache *packed_cache_for(const weight_set *ws, lcm_precision precision) {
     void *attached = weight_set_attachment(ws);

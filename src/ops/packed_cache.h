@@ -89,6 +89,15 @@ void packed_cache_add(packed_cache *cache, const char *name, const packed_entry 
 
 void packed_mapping_release(packed_mapping *mapping);
 
+// The mapping the layers loaded from `ws` borrow from (one reference for the caller), or NULL when
+// none did. A model keeps it to drop its weights' pages between uses (below).
+packed_mapping *packed_cache_mapping(const weight_set *ws);
+
+// Drops the mapping's pages from the process's memory (madvise MADV_DONTNEED): they stay in the
+// page cache and come back on the next touch (minor faults, no disk read unless memory was
+// short). A generation drops the UNet's before the VAE decode, so the two never count together.
+void packed_mapping_drop_pages(const packed_mapping *mapping);
+
 // Whether caching is on for this process (LCM_CACHE unset or not "off"/"0").
 bool packed_cache_enabled(void);
 

@@ -472,7 +472,10 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
         }
     }
 
-    // The image comes from the last denoised latents (equal to `latents` after the last step).
+    // The image comes from the last denoised latents (equal to `latents` after the last step). The
+    // UNet's weights (and the ControlNet's) are out of memory while the VAE decodes.
+    unet_release_weight_pages(p->unet);
+    if (p->controlnet) controlnet_release_weight_pages(p->controlnet);
     st = pipeline_decode(p, denoised, &image);
     if (st != LCM_OK) goto done;
     tensor_replace(&image, tensor_to_nchw(image)); // callers index the image as NCHW
