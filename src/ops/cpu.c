@@ -54,10 +54,11 @@ static void features_read(void) {
     read_name(features.name);
     // oneDNN reads the CPU itself: cap the instruction sets its JIT may use, before its first
     // primitive or sgemm (every oneDNN user in ops/ reads the features first).
-    // AMX: oneDNN 2.6.3's AMX kernels corrupted the heap in test_int8 on a Xeon with AMX (ASan:
-    // a free of a pointer that was never allocated, or a SEGV inside JIT code, after the int8
-    // AMX convolutions of its kernel tests; none with the cap below, none with those tests
-    // skipped). Until that is understood they run only when asked for, with LCM_AMX=1.
+    // AMX: oneDNN 2.6.3's AMX int8 kernels corrupt the heap (ASan, test_int8: every run), so 8-bit
+    // layers never pick them (ops/int8_layer.c). Its AMX bf16 kernels passed the kernel tests under
+    // ASan, but one cold bf16 generation with them on died in oneDNN's primitive creation (SEGV
+    // reading past a heap block; not reproduced in 8 further runs): until that is understood AMX
+    // runs only when asked for, with LCM_AMX=1.
     const char *amx = getenv("LCM_AMX");
     features.amx_enabled = features.amx && amx && *amx && *amx != '0';
     if (disabled) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2);

@@ -96,6 +96,32 @@ bool int8_kernels_enabled(void) {
 
 const char *int8_layer_impl(const int8_layer *l) { return l->impl; }
 
+// The first implementation of `desc` that does not use AMX. oneDNN 2.6.3's AMX int8 kernels
+// (brgconv/brgemm avx512_core_amx, with our runtime source zero point) overwrite heap memory
+// outside their buffers: under ASan on a Xeon with AMX, test_int8 later freed a corrupted pointer
+// inside an unrelated primitive (dnnl_primitive_destroy of a VAE conv) every run, and never with
+// these implementations skipped. The VNNI kernels they fall back to compute the same int32 sums.
+static dnnl_status_t create_pd_without_amx(const_dnnl_op_desc_t desc, const_dnnl_primitive_attr_t attr,
+                                           dnnl_primitive_desc_t *pd) {
+    *pd = NULL;
+    dnnl_primitive_desc_iterator_t it;
+    dnnl_status_t s = dnnl_primitive_desc_iterator_create(&it, desc, attr, engine, NULL);
+    if (s != dnnl_success) return s;
+    do {
+        dnnl_primitive_desc_t candidate = dnnl_primitive_desc_iterator_fetch(it);
+        if (!candidate) break;
+        const char *impl = "";
+        dnnl_primitive_desc_query(candidate, dnnl_query_impl_info_str, 0, &impl);
+        if (!impl || !strstr(impl, "amx")) {
+            *pd = candidate;
+            break;
+        }
+        dnnl_primitive_desc_destroy(candidate);
+    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+    return *pd ? dnnl_success : dnnl_unimplemented;
+}
+
 // Creates the primitive for input [n, h, w] (linear: rows = n) and packs the weights for it.
 static lcm_status make_primitive(int8_layer *l, int64_t n, int64_t h, int64_t w, int64_t oh, int64_t ow) {
     drop_primitive(l);
@@ -114,7 +140,7 @@ static lcm_status make_primitive(int8_layer *l, int64_t n, int64_t h, int64_t w,
         dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab);
         dnnl_matmul_desc_t desc;
         if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &src, &weights_any, NULL, &dst);
-        if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+        if (s == dnnl_success) s = create_pd_without_amx(&desc, attr, &pd);
     } else {
         dnnl_dims_t sd = {n, l->in, h, w}, wd = {l->out, l->in, l->kernel, l->kernel}, dd = {n, l->out, oh, ow};
         dnnl_dims_t strides = {l->stride, l->stride}, pad = {l->padding, l->padding};
@@ -126,7 +152,7 @@ static lcm_status make_primitive(int8_layer *l, int64_t n, int64_t h, int64_t w,
         if (s == dnnl_success)
             s = dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
                                                    &src, &weights_any, NULL, &dst, strides, pad, pad);
-        if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+        if (s == dnnl_success) s = create_pd_without_amx(&desc, attr, &pd);
     }
     dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success)
