@@ -200,7 +200,7 @@ static enum MHD_Result answer_job(server *s, struct MHD_Connection *c, const job
         shutdown = s->stopping;
         pthread_mutex_unlock(&s->lock);
         if (j->status == LCM_ERR_CANCELLED && shutdown) return serve_send_busy(s, c, 503, j->message);
-        return serve_send_error(c, serve_http_status_for(j->status), "", j->message);
+        return serve_send_error(c, serve_http_status_for(j->status), j->field, j->message);
     }
     if (j->kind == JOB_LOAD) return serve_send_json(c, 200, cJSON_CreateNull());
     if (j->api != SERVE_API_OPENAI) return serve_send_json(c, 200, serve_a1111_result(s, j));

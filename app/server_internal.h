@@ -64,6 +64,7 @@ typedef struct job {
 
     // Written by the worker before DONE, read by the connection after:
     lcm_status status;
+    char field[128]; // the request field a failure is about ("" for none)
     char message[512];
     bool interrupted;  // stopped by /sdapi/v1/interrupt: the images are the partial result
     uint64_t seed;     // the first seed used (the request's, or a random one)

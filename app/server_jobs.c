@@ -368,12 +368,21 @@ static void fail_job(job *j, lcm_status status, const char *message) {
     snprintf(j->message, sizeof j->message, "%s", message);
 }
 
+// A failure about one field of the request: its name goes to the error's `param`.
+static void fail_field(job *j, lcm_status status, const char *field, const char *message) {
+    fail_job(j, status, message);
+    snprintf(j->field, sizeof j->field, "%s", field);
+}
+
 // Decodes unit `u`'s control image and turns it into the control map its module asks for; keeps
 // the map as a base64 PNG for the response. *map is owned by the caller.
 static lcm_status prepare_control(server *s, job *j, int u, lcm_image *map) {
     const serve_control_unit *unit = &j->params.units[u];
     char field[96];
-    snprintf(field, sizeof field, "alwayson_scripts.controlnet.args[%d].image", u);
+    if (j->api == SERVE_API_DETECT)
+        snprintf(field, sizeof field, "controlnet_input_images[%d]", u);
+    else
+        snprintf(field, sizeof field, "alwayson_scripts.controlnet.args[%d].image", u);
     lcm_image photo = {0};
     lcm_status st = image_decode_png(unit->png, unit->png_size, field, &photo.rgb, &photo.width, &photo.height);
     if (st != LCM_OK) return LCM_ERR_INVALID_ARGUMENT; // the client's image (the message says why)
@@ -403,31 +412,34 @@ static bool check_features(server *s, job *j, const serve_model *m) {
     if (p->negative_prompt && !m->features.negative_prompt) {
         snprintf(message, sizeof message, "negative_prompt: %s does not take a negative prompt (an LCM-distilled "
                  "UNet has no classifier-free guidance)", m->name);
-        fail_job(j, LCM_ERR_UNSUPPORTED, message);
+        fail_field(j, LCM_ERR_UNSUPPORTED, "negative_prompt", message);
         return false;
     }
     if (p->init_png && !m->features.img2img) {
-        fail_job(j, LCM_ERR_UNSUPPORTED, "init_images: img2img is not supported by this build/model yet");
+        fail_field(j, LCM_ERR_UNSUPPORTED, "init_images", "init_images: img2img is not supported by this build/model yet");
         return false;
     }
+    const char *image_field = "alwayson_scripts.controlnet.args[0].image";
     if (p->unit_count > 0 && !m->features.controlnet) {
-        fail_job(j, LCM_ERR_UNSUPPORTED, "alwayson_scripts.controlnet.args[0].image: this server has no ControlNet "
-                 "(start it with --controlnet DIR)");
+        fail_field(j, LCM_ERR_UNSUPPORTED, image_field, "alwayson_scripts.controlnet.args[0].image: this server has "
+                   "no ControlNet (start it with --controlnet DIR)");
         return false;
     }
     if (p->unit_count == 0 && m->features.controlnet) {
-        fail_job(j, LCM_ERR_INVALID_ARGUMENT,
-                 j->api == SERVE_API_OPENAI ? "this server's model has a ControlNet: use /sdapi/v1/txt2img with a "
-                                              "control image"
-                                            : "this server's model has a ControlNet: the request needs a control "
-                                              "image (alwayson_scripts.controlnet.args[0].image)");
+        fail_field(j, LCM_ERR_INVALID_ARGUMENT, j->api == SERVE_API_OPENAI ? "" : image_field,
+                   j->api == SERVE_API_OPENAI ? "this server's model has a ControlNet: use /sdapi/v1/txt2img with a "
+                                                "control image"
+                                              : "this server's model has a ControlNet: the request needs a control "
+                                                "image (alwayson_scripts.controlnet.args[0].image)");
         return false;
     }
     for (int u = 0; u < p->unit_count; u++)
         if (p->units[u].module == SERVE_CONTROL_NORMALBAE && !s->config->normal_detector) {
-            snprintf(message, sizeof message, "alwayson_scripts.controlnet.args[%d].module: the normal_bae "
-                     "preprocessor needs NormalBae weights (start the server with --control-weights FILE)", u);
-            fail_job(j, LCM_ERR_UNSUPPORTED, message);
+            char field[96];
+            snprintf(field, sizeof field, "alwayson_scripts.controlnet.args[%d].module", u);
+            snprintf(message, sizeof message, "%s: the normal_bae preprocessor needs NormalBae weights (start the "
+                     "server with --control-weights FILE)", field);
+            fail_field(j, LCM_ERR_UNSUPPORTED, field, message);
             return false;
         }
     return true;
@@ -437,8 +449,8 @@ static bool check_features(server *s, job *j, const serve_model *m) {
 static void run_detect(server *s, job *j) {
     for (int u = 0; u < j->params.unit_count; u++) {
         if (j->params.units[u].module == SERVE_CONTROL_NORMALBAE && !s->config->normal_detector)
-            return fail_job(j, LCM_ERR_UNSUPPORTED, "controlnet_module: the normal_bae preprocessor needs NormalBae "
-                            "weights (start the server with --control-weights FILE)");
+            return fail_field(j, LCM_ERR_UNSUPPORTED, "controlnet_module", "controlnet_module: the normal_bae "
+                              "preprocessor needs NormalBae weights (start the server with --control-weights FILE)");
         lcm_image map = {0};
         lcm_status st = prepare_control(s, j, u, &map);
         lcm_image_release(&map);
