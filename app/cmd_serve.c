@@ -76,7 +76,7 @@ int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *models_dir = NULL, *host = "127.0.0.1", *api_key = NULL, *variant = NULL;
     long port = 7860, queue = 16, max_size = 1024, max_steps = 8, max_batch = 4, max_body = 16 << 20;
     long threads = 0, step_delay_ms = 0, max_loaded = 1, http_threads = 4, max_connections = 1000, max_per_ip = 64;
-    long header_timeout = 10, idle_timeout = 30, image_ttl = 3600;
+    long header_timeout = 10, idle_timeout = 30, body_timeout = 60, image_ttl = 3600;
     bool insecure = false, lora_lenient = false, no_cache = false;
     const char *controlnet = NULL, *control_weights = NULL, *taesd = NULL;
     args_list lora_specs = {0};
@@ -120,6 +120,7 @@ int cmd_serve(int argc, char **argv) {
         {"header-timeout", ARG_INT, &header_timeout,
          "seconds a connection may take to send a request's headers (default 10)", false},
         {"idle-timeout", ARG_INT, &idle_timeout, "seconds an idle connection is kept (default 30)", false},
+        {"body-timeout", ARG_INT, &body_timeout, "seconds a request body may take to arrive (default 60)", false},
         {"image-ttl", ARG_INT, &image_ttl, "seconds OpenAI `url` images are served (default 3600)", false},
         {"step-delay-ms", ARG_INT, &step_delay_ms, "testing only: sleep after every step", false},
     };
@@ -137,11 +138,11 @@ int cmd_serve(int argc, char **argv) {
         max_body > (1L << 30) || threads < 0 || threads > 1024 || step_delay_ms < 0 || step_delay_ms > 60000 ||
         max_loaded < 1 || max_loaded > MAX_MODELS || http_threads < 1 || http_threads > 64 || max_connections < 1 ||
         max_connections > 100000 || max_per_ip < 1 || max_per_ip > 100000 || header_timeout < 1 ||
-        header_timeout > 3600 || idle_timeout < 1 || idle_timeout > 3600 || image_ttl < 1 || image_ttl > 86400 * 7) {
+        header_timeout > 3600 || idle_timeout < 1 || idle_timeout > 3600 || body_timeout < 1 || body_timeout > 3600 || image_ttl < 1 || image_ttl > 86400 * 7) {
         fprintf(stderr, "lcm serve: out of range: --port 0..65535, --queue 1..100000, --max-size 8..4096, "
                         "--max-steps 1..1000, --max-batch 1..64, --max-body 1024..1 GiB, --max-loaded 1..%d, "
-                        "--http-threads 1..64, --max-connections and --max-per-ip 1..100000, --header-timeout "
-                        "and --idle-timeout 1..3600 s, --image-ttl 1 s..7 days\n", MAX_MODELS);
+                        "--http-threads 1..64, --max-connections and --max-per-ip 1..100000, --header-timeout, "
+                        "--idle-timeout and --body-timeout 1..3600 s, --image-ttl 1 s..7 days\n", MAX_MODELS);
         return 2;
     }
     if (!is_loopback(host) && !api_key && !insecure) {
@@ -275,6 +276,7 @@ int cmd_serve(int argc, char **argv) {
         .max_per_ip = (int)max_per_ip,
         .header_timeout_s = (int)header_timeout,
         .idle_timeout_s = (int)idle_timeout,
+        .body_timeout_s = (int)body_timeout,
         .image_ttl_s = (int)image_ttl,
         .step_delay_ms = (int)step_delay_ms,
         .threads = (int)threads,

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/server_accept.h"
 #include "app/server_internal.h"
 
 #define WATCHDOG_PERIOD_US 250000
@@ -22,62 +23,9 @@
 
 // ---- connections and the watchdog --------------------------------------------------------------
 
-// Every open connection, for the watchdog's header deadline (slow-loris): a connection that has
-// not sent a complete request head within config->header_timeout_s of connecting (or of its
-// previous request's end) is shut down. Guarded by tracker_lock, which libmicrohttpd's "closed"
-// notice also takes before the descriptor is closed, so a shutdown never reaches a reused one.
-typedef struct tracked_connection {
-    int fd;
-    double since;      // when it started waiting for a request head
-    bool waiting_head; // between requests, or the head is still arriving
-    bool shut;
-    struct tracked_connection *prev, *next;
-} tracked_connection;
-
-static pthread_mutex_t tracker_lock = PTHREAD_MUTEX_INITIALIZER;
-static tracked_connection *tracked_head;
-
 static int client_socket(struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     return info ? info->connect_fd : -1;
-}
-
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code) {
-    (void)cls;
-    pthread_mutex_lock(&tracker_lock);
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        tracked_connection *t = calloc(1, sizeof *t);
-        if (t) {
-            t->fd = client_socket(c);
-            t->since = serve_now();
-            t->waiting_head = true;
-            t->next = tracked_head;
-            if (tracked_head) tracked_head->prev = t;
-            tracked_head = t;
-        }
-        *socket_context = t;
-    } else {
-        tracked_connection *t = *socket_context;
-        if (t) {
-            if (t->prev) t->prev->next = t->next;
-            else tracked_head = t->next;
-            if (t->next) t->next->prev = t->prev;
-            free(t);
-        }
-        *socket_context = NULL;
-    }
-    pthread_mutex_unlock(&tracker_lock);
-}
-
-static void set_waiting_head(struct MHD_Connection *c, bool waiting) {
-    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (!info || !info->socket_context) return;
-    pthread_mutex_lock(&tracker_lock);
-    tracked_connection *t = info->socket_context;
-    t->waiting_head = waiting;
-    t->since = serve_now();
-    pthread_mutex_unlock(&tracker_lock);
 }
 
 // True when the client has closed its side of the connection (or it broke).
@@ -101,8 +49,7 @@ static void watch_job(server *s, job *j, double now) {
 }
 
 // Every WATCHDOG_PERIOD_US: cancel the jobs whose clients went away (a suspended connection is not
-// polled by libmicrohttpd), give the page's idle streams a keep-alive, and shut connections that
-// are too slow to send a request head.
+// polled by libmicrohttpd) and give the page's idle streams a keep-alive.
 static void *watchdog_main(void *arg) {
     watchdog *w = arg;
     server *s = w->s;
@@ -113,13 +60,6 @@ static void *watchdog_main(void *arg) {
         if (s->current) watch_job(s, s->current, now);
         for (job *j = s->head; j; j = j->next) watch_job(s, j, now);
         pthread_mutex_unlock(&s->lock);
-        pthread_mutex_lock(&tracker_lock);
-        for (tracked_connection *t = tracked_head; t; t = t->next)
-            if (t->waiting_head && !t->shut && now - t->since > s->config->header_timeout_s) {
-                shutdown(t->fd, SHUT_RDWR); // libmicrohttpd sees the end and closes it
-                t->shut = true;
-            }
-        pthread_mutex_unlock(&tracker_lock);
     }
     return NULL;
 }
@@ -130,7 +70,8 @@ typedef struct connection_state {
     char *body;
     size_t size, capacity;
     bool too_large;
-    job *job; // the job this request waits for (suspended meanwhile)
+    double started; // when the head was complete
+    job *job;       // the job this request waits for (suspended meanwhile)
 } connection_state;
 
 static const web_asset *find_asset(const char *url) {
@@ -244,6 +185,8 @@ static enum MHD_Result send_asset(struct MHD_Connection *c, const web_asset *ass
     MHD_add_response_header(r, "Content-Type", asset->content_type);
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    // Every request head passes the acceptor\'s checks: no keep-alive (server_accept.c).
+    MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;
@@ -318,10 +261,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     connection_state *cs = *con_cls;
     bool post = !strcmp(method, MHD_HTTP_METHOD_POST);
     if (!cs) { // the request head is complete
-        set_waiting_head(c, false);
         cs = calloc(1, sizeof *cs);
         if (!cs) return MHD_NO;
         *con_cls = cs;
+        cs->started = serve_now();
         if (!post && strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
             return serve_send_error(c, 405, "", "only GET, HEAD and POST are served");
         // A body announced as too large (or malformed) is refused before it is read.
@@ -340,6 +283,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_data_size) {
+        // A body dribbled in (slow-loris after the head): the connection is dropped.
+        if (serve_now() - cs->started > s->config->body_timeout_s) return MHD_NO;
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (cs->too_large || n > s->config->max_body - cs->size) {
@@ -375,7 +320,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code) {
-    (void)code;
+    (void)code, (void)c;
     server *s = cls;
     connection_state *cs = *con_cls;
     if (cs) {
@@ -384,7 +329,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         free(cs);
     }
     *con_cls = NULL;
-    set_waiting_head(c, true); // a kept-alive connection waits for its next request head
 }
 
 // libmicrohttpd's own messages (a malformed request it refuses itself, ...) go to stderr once.
@@ -431,28 +375,28 @@ int serve_run(const serve_config *config) {
         return 1;
     }
     // A few threads poll every connection (epoll); handlers never block, so a slow or idle client
-    // costs a descriptor and a little memory, not a thread.
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (addr->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    // costs a descriptor and a little memory, not a thread. Connections come from the acceptor
+    // (server_accept.c), which has checked their request heads.
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     struct MHD_Daemon *daemon = MHD_start_daemon(
-        flags, (uint16_t)config->port, NULL, NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
-        MHD_OPTION_SOCK_ADDR, addr->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->http_threads,
+        flags, 0, NULL, NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->http_threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)config->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)config->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout_s,
         MHD_OPTION_END);
+    serve_acceptor *acceptor = daemon ? serve_acceptor_start(addr, daemon, config->header_timeout_s, config->max_per_ip,
+                                                             serve_now, &s.port)
+                                      : NULL;
     freeaddrinfo(addr);
     int rc = 0;
     watchdog dog = {.s = &s};
     bool dog_running = false;
-    if (!daemon) {
+    if (!acceptor) {
         fprintf(stderr, "lcm serve: could not listen on %s port %d (in use, or not an address of this machine?)\n",
                 config->host, config->port);
         rc = 1;
     } else {
-        const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
-        s.port = info ? info->port : config->port;
         dog_running = pthread_create(&dog.thread, NULL, watchdog_main, &dog) == 0;
         bool v6 = strchr(config->host, ':') != NULL;
         printf("lcm serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", config->host, v6 ? "]" : "", s.port);
@@ -464,7 +408,7 @@ int serve_run(const serve_config *config) {
 
     // Stop: no new connections; cancel the running job and everything queued; let every waiting
     // client get its answer (a 503 saying so), then stop.
-    MHD_socket listener = daemon ? MHD_quiesce_daemon(daemon) : MHD_INVALID_SOCKET;
+    serve_acceptor_stop(acceptor);
     pthread_mutex_lock(&s.lock);
     s.stopping = true;
     if (s.current) atomic_store(&s.current->cancel, CANCEL_SHUTDOWN);
@@ -487,7 +431,6 @@ int serve_run(const serve_config *config) {
         pthread_join(dog.thread, NULL);
     }
     if (daemon) MHD_stop_daemon(daemon);
-    if (listener != MHD_INVALID_SOCKET) close(listener);
     for (int i = 0; i < config->model_count; i++) {
         lcm_pipeline_close(config->models[i].pipeline);
         config->models[i].pipeline = NULL;

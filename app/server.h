@@ -51,7 +51,8 @@ typedef struct serve_config {
     int max_connections;    // open connections in all; more are refused
     int max_per_ip;         // open connections from one address
     int header_timeout_s;   // a request's headers must arrive within this (slow-loris)
-    int idle_timeout_s;     // an idle keep-alive connection is closed after this
+    int idle_timeout_s;     // an idle connection is closed after this
+    int body_timeout_s;     // a request's body must arrive within this after its head
     int image_ttl_s;        // OpenAI `url` images are served this long
     int step_delay_ms; // testing: sleep after every denoising step (to exercise cancel and 429)
     int threads;       // compute threads of the worker (0 = OpenMP's default)

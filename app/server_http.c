@@ -18,6 +18,8 @@ static enum MHD_Result send_text(struct MHD_Connection *c, int status, const cha
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     if (retry_after) MHD_add_response_header(r, "Retry-After", retry_after);
+    // Every request head passes the acceptor\'s checks: no keep-alive (server_accept.c).
+    MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -219,6 +221,8 @@ enum MHD_Result serve_send_event_stream(server *s, struct MHD_Connection *c, job
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    // Every request head passes the acceptor\'s checks: no keep-alive (server_accept.c).
+    MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;

@@ -103,6 +103,8 @@ enum MHD_Result serve_openai_image(server *s, struct MHD_Connection *c, const ch
     }
     MHD_add_response_header(r, "Content-Type", "image/png");
     MHD_add_response_header(r, "Cache-Control", "private, max-age=3600");
+    // Every request head passes the acceptor\'s checks: no keep-alive (server_accept.c).
+    MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;
