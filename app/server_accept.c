@@ -154,6 +154,11 @@ static void examine(serve_acceptor *a, int index) {
     char *blank = memmem(head, (size_t)n, "\r\n\r\n", 4);
     int status;
     const char *reason, *code, *message;
+    if (!blank && memmem(head, (size_t)n, "\n\n", 2)) {
+        int fd = w->fd;
+        drop(a, index, false);
+        return answer_and_close(fd, 400, "Bad Request", "invalid_request", "request lines must end with CRLF");
+    }
     if (!blank) {
         if (n < HEAD_MAX) return; // wait for more (an edge comes with every new byte)
         int fd = w->fd;
