@@ -17,7 +17,6 @@
 #include "app/server_internal.h"
 
 #define WATCHDOG_PERIOD_US 250000
-#define EVENT_KEEPALIVE_SECONDS 10.0
 // How long a shutdown waits for the answers of the jobs it stopped.
 #define SHUTDOWN_GRACE_SECONDS 10.0
 

@@ -6,7 +6,6 @@
 
 #include "app/server_internal.h"
 
-#define EVENT_KEEPALIVE_SECONDS 10.0
 
 static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *type, char *text, size_t size,
                                  const char *retry_after) {

@@ -25,6 +25,9 @@
 
 #include "app/server.h"
 
+// The page's event stream sends a keep-alive comment after this long without an event.
+#define EVENT_KEEPALIVE_SECONDS 10.0
+
 typedef enum job_kind {
     JOB_GENERATE,
     JOB_LOAD, // make `model` the current one (POST /sdapi/v1/options sd_model_checkpoint)
