@@ -262,7 +262,19 @@ static bool parse_control_unit(const cJSON *unit, const char *script, int index,
     if (pixel_perfect && cJSON_IsTrue(pixel_perfect))
         serve_params_warn(p, "%s.pixel_perfect: not supported; the preprocessor ran at processor_res %d", path,
                           u->processor_res);
-    return decode_png_field(image->valuestring, image_field, image_field, limits, &u->png, &u->png_size, error);
+    if (!decode_png_field(image->valuestring, image_field, image_field, limits, &u->png, &u->png_size, error))
+        return false;
+    // The map is stretched to the output size ("Just Resize"); the extension's other modes crop or
+    // pad first, which differs only when the aspect ratios differ.
+    const cJSON *resize_mode = field(unit, "resize_mode");
+    bool just_resize = !resize_mode || (cJSON_IsNumber(resize_mode) && resize_mode->valuedouble == 0) ||
+                       (cJSON_IsString(resize_mode) && same_ignoring_case(resize_mode->valuestring, "Just Resize"));
+    uint32_t w = (uint32_t)u->png[16] << 24 | (uint32_t)u->png[17] << 16 | (uint32_t)u->png[18] << 8 | u->png[19];
+    uint32_t h = (uint32_t)u->png[20] << 24 | (uint32_t)u->png[21] << 16 | (uint32_t)u->png[22] << 8 | u->png[23];
+    if (!just_resize && p->width && p->height && (uint64_t)w * (uint64_t)p->height != (uint64_t)h * (uint64_t)p->width)
+        serve_params_warn(p, "%s.resize_mode: only 'Just Resize' is supported; the %ux%u control image was stretched to "
+                          "%dx%d", path, w, h, p->width, p->height);
+    return true;
 }
 
 // alwayson_scripts: the ControlNet units (script name matched ignoring case, as A1111 does); any

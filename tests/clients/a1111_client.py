@@ -151,6 +151,8 @@ def controlnet(api, photo_path):
     unit = webuiapi.ControlNetUnit(image=photo, module="canny", model=model_list[0], threshold_a=100, threshold_b=200)
     one = generate(unit)
     check(len(one.images) == 2, "a ControlNetUnit through the client's own 'ControlNet' key: image + detected map")
+    if photo.size[0] != photo.size[1]:  # the client's default resize_mode is "Resize and Fill"
+        check(any("resize_mode" in w for w in one.json["warnings"]), f"resize_mode is said: {one.json['warnings']}")
     halves = generate(
         webuiapi.ControlNetUnit(image=photo, module="canny", weight=0.5, threshold_a=100, threshold_b=200),
         webuiapi.ControlNetUnit(image=photo, module="canny", weight=0.5, threshold_a=100, threshold_b=200))
