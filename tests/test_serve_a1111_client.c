@@ -84,7 +84,7 @@ int main(void) {
 
     server_process a;
     char extra[2048], args[2048];
-    test_path(extra, sizeof extra, "--threads 2 --step-delay-ms 100 --models-dir '%s' --max-loaded 1", tmpdir);
+    test_path(extra, sizeof extra, "--threads 2 --max-steps 3 --step-delay-ms 250 --models-dir '%s' --max-loaded 1", tmpdir);
     if (linked >= 2 && server_start(&a, first, extra)) {
         snprintf(args, sizeof args, "basic %d", port_of(&a));
         run_client(python, args);

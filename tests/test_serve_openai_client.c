@@ -31,7 +31,7 @@ int main(void) {
     char model[1024];
     test_path(model, sizeof model, "%s/tiny-lcm", test_fixtures());
     server_process sp;
-    if (server_start(&sp, model, "--threads 2 --queue 1 --step-delay-ms 100 --api-key sdk-test-key")) {
+    if (server_start(&sp, model, "--threads 2 --queue 1 --step-delay-ms 200 --api-key sdk-test-key")) {
         snprintf(cmd, sizeof cmd, "cd '%s/tests/clients' && NO_PROXY='*' node openai_client.mjs '%s' sdk-test-key 2>&1",
                  test_source_dir(), sp.base);
         int rc = test_run(cmd, output, sizeof output);

@@ -3,8 +3,8 @@
 usage: a1111_client.py basic PORT
        a1111_client.py controlnet PORT PHOTO.png
 
-basic: a server started with --models-dir (two or more models) and --step-delay-ms, so that a job
-lasts long enough to watch and interrupt. controlnet: a server with --controlnet and
+basic: a server started with --models-dir (two or more models), --max-steps 3 and --step-delay-ms,
+so that a job lasts long enough to watch and interrupt. controlnet: a server with --controlnet and
 --control-weights. Every check prints what it saw; the first failure raises (exit status 1).
 """
 import io
@@ -68,13 +68,14 @@ def basic(api):
     check(any("steps 20" in w for w in warnings) and any("Euler a" in w for w in warnings),
           f"warnings say so: {warnings}")
     check(result.image.info.get("parameters") == info["infotexts"][0], "the PNG carries the infotext")
-    again = api.txt2img(prompt="a lighthouse at dusk", seed=7)
-    check(pixels(again.image) == pixels(result.image), "same seed, same pixels")
+    # The rest at 64x64: the fixture model is slow at 512x512 under a sanitizer.
+    small = [api.txt2img(prompt="a lighthouse at dusk", seed=7, width=64, height=64) for _ in range(2)]
+    check(pixels(small[0].image) == pixels(small[1].image), "same seed, same pixels")
 
     # img2img from the first result.
     result2 = api.img2img(images=[result.image], prompt="a lighthouse at night", seed=3, denoising_strength=0.6,
-                          width=256, height=256)
-    check(result2.image.size == (256, 256) and result2.info["denoising_strength"] == 0.6,
+                          width=64, height=64)
+    check(result2.image.size == (64, 64) and result2.info["denoising_strength"] == 0.6,
           f"img2img: {result2.image.size}, strength {result2.info['denoising_strength']}")
 
     # Fields the server cannot honour are refused by name, never silently dropped.
@@ -87,7 +88,7 @@ def basic(api):
     box = {}
 
     def run():
-        box["result"] = api.txt2img(prompt="a slow job", seed=11, width=256, height=256)
+        box["result"] = api.txt2img(prompt="a slow job", seed=11, width=64, height=64)
 
     worker = threading.Thread(target=run)
     worker.start()
@@ -100,14 +101,14 @@ def basic(api):
             Image.open(io.BytesIO(__import__("base64").b64decode(progress["current_image"]))).load()
         if step:
             seen["steps"].add(step)
-        if step >= 2 and seen["images"]:
+        if step >= 1 and seen["images"]:
             break
         time.sleep(0.05)
     check(seen["images"] > 0, f"progress carries current_image during an API job (steps seen {sorted(seen['steps'])})")
     check(api.interrupt() == {}, "interrupt answers")
     worker.join(60)
     partial = box["result"]
-    check(partial.info["interrupted"] and len(partial.images) == 1 and partial.image.size == (256, 256),
+    check(partial.info["interrupted"] and len(partial.images) == 1 and partial.image.size == (64, 64),
           f"interrupt returns the partial image: {partial.json['warnings']}")
     check("Interrupted at step" in partial.info["infotexts"][0], "the infotext says it was interrupted")
     check(api.get_progress()["state"]["job_count"] == 0, "nothing left running")

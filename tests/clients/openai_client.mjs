@@ -66,21 +66,34 @@ check(results.some((r) => r.status === 'fulfilled'), 'some of four concurrent re
 check(limited.length >= 1 && limited.every((e) => e instanceof OpenAI.RateLimitError && e.status === 429 &&
       e.code === 'rate_limit_exceeded' && Number(e.headers.get('retry-after')) >= 1),
       `the others get RateLimitError 429 rate_limit_exceeded with Retry-After (${limited.length})`);
-// 1024x1024, the size OpenAI's API defaults to, is accepted and runs. On the tiny fixture model a
-// full 1024x1024 job takes minutes on a CPU, so it is abandoned once running: the disconnect
-// cancels it after its current step. Last, as that step may still take a while.
-async function busy() {
-  return (await (await fetch(`${base}/health`)).json()).busy;
+// 1024x1024, the size OpenAI's API defaults to, is accepted and queued. A full 1024x1024 job on the
+// tiny fixture model takes minutes on a CPU (one step over a minute on the test machine), so it is
+// queued behind a slow job and abandoned before it starts: the disconnect cancels it unrun.
+async function health() {
+  return (await fetch(`${base}/health`)).json();
 }
+const blocker = fetch(`${base}/sdapi/v1/txt2img`, {
+  method: 'POST',
+  headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+  body: JSON.stringify({ prompt: 'a slow job', steps: 8 }),
+});
+for (let i = 0; i < 600 && !(await health()).busy; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+const before = await health();
 const abort = new AbortController();
 const large = client.images.generate({ prompt: 'a red fox', size: '1024x1024' }, { signal: abort.signal });
-let started = false;
-for (let i = 0; i < 600 && !started; i++) {
-  started = await busy();
-  if (!started) await new Promise((resolve) => setTimeout(resolve, 50));
+let queued = false;
+for (let i = 0; i < 600 && !queued; i++) {
+  queued = (await health()).queued === 1;
+  if (!queued) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 abort.abort();
 const aborted = await large.then(() => 'answered', (e) => e);
-check(started && aborted instanceof OpenAI.APIUserAbortError, `size 1024x1024 is accepted and runs (${aborted})`);
-
+check(before.busy && queued && aborted instanceof OpenAI.APIUserAbortError, `size 1024x1024 is accepted and queued (${aborted})`);
+check((await blocker).status === 200, 'the job ahead of it finished');
+let after = await health();
+for (let i = 0; i < 200 && after.queued + after.busy > 0; i++) {
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  after = await health();
+}
+check(after.cancelled === before.cancelled + 1 && !after.busy, 'the abandoned 1024x1024 job was cancelled before it ran');
 console.log('all checks passed');
