@@ -19,11 +19,14 @@ quick-test: all
 
 test: browser-deps quick-test asan-test
 
-# playwright-core for the browser test of `lcm serve` (tests/browser), at the locked version; the
-# test skips itself (and says why) where node or chromium is missing.
+# playwright-core for the browser test of `lcm serve` (tests/browser) and the OpenAI SDK for its
+# client test (tests/clients), at the locked versions; the tests skip themselves (and say why)
+# where node or chromium is missing. The A1111 client's venv is made by its test.
 browser-deps:
 	@if command -v npm >/dev/null && [ ! -d tests/browser/node_modules/playwright-core ]; then \
 		cd tests/browser && npm ci --no-audit --no-fund; fi
+	@if command -v npm >/dev/null && [ ! -d tests/clients/node_modules/openai ]; then \
+		cd tests/clients && npm ci --no-audit --no-fund; fi
 
 asan-test:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLCM_SANITIZE=ON >/dev/null

@@ -1,7 +1,10 @@
-// lcm serve: load one model and serve the page and the HTTP APIs (app/server.c) until Ctrl-C.
+// lcm serve: load the model (or the first of --models-dir) and serve the page and the HTTP APIs
+// (app/server*.c) until Ctrl-C or SIGTERM.
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "app/args.h"
 #include "app/commands.h"
@@ -22,59 +25,6 @@ static bool is_loopback(const char *host) {
     return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1");
 }
 
-static int stop_at_first_step(void *user, int done, int total, double elapsed) {
-    (void)user, (void)done, (void)total, (void)elapsed;
-    return 1;
-}
-
-static void ignore_preview(void *user, int done, int total, int index, const lcm_image *preview) {
-    (void)user, (void)done, (void)total, (void)index, (void)preview;
-}
-
-// Whether the pipeline runs a request using an optional feature: tried for real at the smallest
-// size and stopped after its first step. LCM_ERR_UNSUPPORTED means no; reaching the first step
-// (cancelled) means yes.
-static bool feature_works(lcm_pipeline *pipeline, const char *feature, const lcm_request *request) {
-    lcm_result *result = NULL;
-    lcm_status st = lcm_generate(pipeline, request, &result);
-    lcm_result_free(result);
-    bool works = st == LCM_OK || st == LCM_ERR_CANCELLED;
-    fprintf(stderr, "lcm serve: %s: %s%s%s\n", feature, works ? "supported" : "not available",
-            works ? "" : " - ", works ? "" : lcm_last_error());
-    return works;
-}
-
-// With a ControlNet every probe carries a (grey) control image, as every request must.
-static void find_features(lcm_pipeline *pipeline, serve_features *features) {
-    int side = lcm_pipeline_default_size(pipeline) < 64 ? lcm_pipeline_default_size(pipeline) : 64;
-    uint8_t *gray = calloc((size_t)side * side * 3, 1);
-    if (!gray) return;
-    memset(gray, 128, (size_t)side * side * 3);
-    lcm_image image = {side, side, gray};
-    lcm_request probe;
-    lcm_request_init(&probe);
-    probe.prompt = "";
-    probe.width = probe.height = side;
-    probe.steps = 2;
-    probe.progress = stop_at_first_step;
-    if (features->controlnet) probe.control_image = &image;
-
-    lcm_request r = probe;
-    r.negative_prompt = "blurry";
-    features->negative_prompt = feature_works(pipeline, "negative prompt", &r);
-
-    r = probe;
-    r.init_image = &image;
-    r.strength = 1.0f;
-    features->img2img = feature_works(pipeline, "img2img", &r);
-
-    r = probe;
-    r.preview = ignore_preview;
-    features->preview = feature_works(pipeline, "live previews", &r);
-    free(gray);
-    lcm_clear_error();
-}
-
 // "DIR/pytorch_lora_weights.safetensors:0.5" -> "pytorch_lora_weights.safetensors:0.5": clients
 // see file names, never the server's paths.
 static const char *file_name(const char *path) {
@@ -82,10 +32,51 @@ static const char *file_name(const char *path) {
     return slash ? slash + 1 : path;
 }
 
+#define MAX_MODELS 64
+
+static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// The models of --models-dir: every diffusers pipeline folder (model_index.json) and every
+// single-file .safetensors checkpoint directly inside it, by name. Returns the count (paths
+// malloc'd into paths[]) or -1 with a message.
+static int scan_models_dir(const char *dir, char **paths, int capacity) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "lcm serve: --models-dir %s: cannot read the folder\n", dir);
+        return -1;
+    }
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[4096], index[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(index, sizeof index, "%s/model_index.json", path);
+        size_t len = strlen(e->d_name);
+        struct stat st;
+        bool pipeline = stat(index, &st) == 0;
+        bool checkpoint = len > 12 && !strcmp(e->d_name + len - 12, ".safetensors") && stat(path, &st) == 0 &&
+                          S_ISREG(st.st_mode);
+        if (!pipeline && !checkpoint) continue;
+        if (count == capacity) {
+            fprintf(stderr, "lcm serve: --models-dir %s: more than %d models\n", dir, capacity);
+            break;
+        }
+        if (!(paths[count] = strdup(path))) break;
+        count++;
+    }
+    closedir(d);
+    qsort(paths, (size_t)count, sizeof *paths, compare_names);
+    if (count == 0) fprintf(stderr, "lcm serve: --models-dir %s holds no model (folders with model_index.json, or "
+                                    ".safetensors checkpoints)\n", dir);
+    return count > 0 ? count : -1;
+}
+
 int cmd_serve(int argc, char **argv) {
-    const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *variant = NULL;
-    long port = 7860, queue = 16, max_size = 768, max_steps = 8, max_batch = 4, max_body = 16 << 20;
-    long threads = 0, step_delay_ms = 0;
+    const char *model = NULL, *models_dir = NULL, *host = "127.0.0.1", *api_key = NULL, *variant = NULL;
+    long port = 7860, queue = 16, max_size = 1024, max_steps = 8, max_batch = 4, max_body = 16 << 20;
+    long threads = 0, step_delay_ms = 0, max_loaded = 1, http_threads = 4, max_connections = 1000, max_per_ip = 64;
+    long header_timeout = 10, idle_timeout = 30, body_timeout = 60, image_ttl = 3600;
     bool insecure = false, lora_lenient = false, no_cache = false;
     const char *controlnet = NULL, *control_weights = NULL, *taesd = NULL;
     args_list lora_specs = {0};
@@ -94,12 +85,17 @@ int cmd_serve(int argc, char **argv) {
          "diffusers model folder (LatentConsistencyModelPipeline), single .safetensors checkpoint, "
          "or hub id ORG/NAME[@REVISION] (downloaded on first use)",
          false},
+        {"models-dir", ARG_STRING, &models_dir,
+         "serve every model in this folder (pipeline folders and .safetensors checkpoints), loaded when "
+         "a request or /sdapi/v1/options asks for one",
+         false},
+        {"max-loaded", ARG_INT, &max_loaded, "models kept in memory at once (default 1)", false},
         {"host", ARG_STRING, &host, "address to listen on (default 127.0.0.1: this machine only)", false},
         {"port", ARG_INT, &port, "TCP port (default 7860; 0 = any free port, printed)", false},
         {"queue", ARG_INT, &queue, "requests that may wait for the generator; more get 429 (default 16)", false},
         {"api-key", ARG_STRING, &api_key, "require 'Authorization: Bearer KEY' on the API endpoints", false},
         {"insecure-no-api-key", ARG_FLAG, &insecure, "allow a non-loopback --host without --api-key", false},
-        {"max-size", ARG_INT, &max_size, "largest width/height a client may ask for (default 768)", false},
+        {"max-size", ARG_INT, &max_size, "largest width/height a client may ask for (default 1024)", false},
         {"max-steps", ARG_INT, &max_steps, "most steps a client may ask for (default 8)", false},
         {"max-batch", ARG_INT, &max_batch, "most images per request (default 4)", false},
         {"max-body", ARG_INT, &max_body, "largest request body in bytes (default 16 MiB)", false},
@@ -118,22 +114,35 @@ int cmd_serve(int argc, char **argv) {
          "NormalBae weights (scannet.pt or .safetensors): enables the normal_bae preprocessor", false},
         {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
         {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        {"http-threads", ARG_INT, &http_threads, "threads serving connections, each polling many (default 4)", false},
+        {"max-connections", ARG_INT, &max_connections, "open connections in all (default 1000)", false},
+        {"max-per-ip", ARG_INT, &max_per_ip, "open connections from one address (default 64)", false},
+        {"header-timeout", ARG_INT, &header_timeout,
+         "seconds a connection may take to send a request's headers (default 10)", false},
+        {"idle-timeout", ARG_INT, &idle_timeout, "seconds an idle connection is kept (default 30)", false},
+        {"body-timeout", ARG_INT, &body_timeout, "seconds a request body may take to arrive (default 60)", false},
+        {"image-ttl", ARG_INT, &image_ttl, "seconds OpenAI `url` images are served (default 3600)", false},
         {"step-delay-ms", ARG_INT, &step_delay_ms, "testing only: sleep after every step", false},
     };
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], NULL, 0, &npositional,
-                        "lcm serve --model DIR|ID [--host 127.0.0.1] [--port 7860] [--queue 16] [--controlnet DIR|ID] "
+                        "lcm serve --model DIR|ID | --models-dir DIR [--host 127.0.0.1] [--port 7860] [--queue 16] [--controlnet DIR|ID] "
                         "[--taesd DIR|ID] [options]");
     if (rc) return rc == 1 ? 0 : 2;
-    if (!model) {
-        fprintf(stderr, "lcm serve: --model is required (see --help)\n");
+    if (!model && !models_dir) {
+        fprintf(stderr, "lcm serve: --model or --models-dir is required (see --help)\n");
         return 2;
     }
     if (port < 0 || port > 65535 || queue < 1 || queue > 100000 || max_size < 8 || max_size > 4096 ||
         max_steps < 1 || max_steps > 1000 || max_batch < 1 || max_batch > 64 || max_body < 1024 ||
-        max_body > (1L << 30) || threads < 0 || threads > 1024 || step_delay_ms < 0 || step_delay_ms > 60000) {
+        max_body > (1L << 30) || threads < 0 || threads > 1024 || step_delay_ms < 0 || step_delay_ms > 60000 ||
+        max_loaded < 1 || max_loaded > MAX_MODELS || http_threads < 1 || http_threads > 64 || max_connections < 1 ||
+        max_connections > 100000 || max_per_ip < 1 || max_per_ip > 100000 || header_timeout < 1 ||
+        header_timeout > 3600 || idle_timeout < 1 || idle_timeout > 3600 || body_timeout < 1 || body_timeout > 3600 || image_ttl < 1 || image_ttl > 86400 * 7) {
         fprintf(stderr, "lcm serve: out of range: --port 0..65535, --queue 1..100000, --max-size 8..4096, "
-                        "--max-steps 1..1000, --max-batch 1..64, --max-body 1024..1 GiB\n");
+                        "--max-steps 1..1000, --max-batch 1..64, --max-body 1024..1 GiB, --max-loaded 1..%d, "
+                        "--http-threads 1..64, --max-connections and --max-per-ip 1..100000, --header-timeout, "
+                        "--idle-timeout and --body-timeout 1..3600 s, --image-ttl 1 s..7 days\n", MAX_MODELS);
         return 2;
     }
     if (!is_loopback(host) && !api_key && !insecure) {
@@ -171,6 +180,7 @@ int cmd_serve(int argc, char **argv) {
                      (double)loras[i].scale);
         lora_names[i] = lora_labels[i];
     }
+    // How every model is loaded (the LoRAs, ControlNet and TAESD apply to each).
     lcm_pipeline_options options;
     lcm_pipeline_options_init(&options);
     options.variant = variant;
@@ -185,39 +195,70 @@ int cmd_serve(int argc, char **argv) {
     hub.variant = variant;
     download_progress download;
     download_progress_attach(&download, false, &hub);
-    char *model_path = NULL, *controlnet_path = NULL, *taesd_path = NULL;
-    if (st == LCM_OK) st = lcm_model_resolve(model, &hub, &model_path);
+    char *paths[MAX_MODELS] = {0};
+    int path_count = 0;
+    if (st == LCM_OK && model) {
+        st = lcm_model_resolve(model, &hub, &paths[0]);
+        if (st == LCM_OK) path_count = 1;
+    }
+    if (st == LCM_OK && models_dir) {
+        int found = scan_models_dir(models_dir, paths + path_count, MAX_MODELS - path_count);
+        if (found < 0) {
+            for (int i = 0; i < path_count; i++) free(paths[i]);
+            lcm_normal_detector_close(detector);
+            for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
+            return 2;
+        }
+        path_count += found;
+    }
+    char *controlnet_path = NULL, *taesd_path = NULL;
     if (st == LCM_OK && controlnet) st = lcm_single_model_resolve(controlnet, &hub, &controlnet_path);
     hub.variant = NULL; // the TAESD loads only its plain weights
     if (st == LCM_OK && taesd) st = lcm_single_model_resolve(taesd, &hub, &taesd_path);
     options.controlnet = controlnet_path;
     options.taesd = taesd_path;
-    lcm_pipeline *pipeline = NULL;
-    if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
-    free(model_path);
-    free(controlnet_path);
-    free(taesd_path);
+
+    // The models clients see, by name (a --model given as a hub id shows as its id's last part).
+    static serve_model models[MAX_MODELS];
+    int model_count = 0;
+    for (int i = 0; i < path_count && st == LCM_OK; i++) {
+        serve_model *m = &models[model_count];
+        memset(m, 0, sizeof *m);
+        model_name(i == 0 && model ? model : paths[i], m->name, sizeof m->name);
+        m->path = paths[i];
+        bool duplicate = false;
+        for (int k = 0; k < model_count; k++) duplicate |= !strcmp(models[k].name, m->name);
+        if (duplicate) { // e.g. --model DIR/x with --models-dir DIR: served once
+            char *a = realpath(models[0].path, NULL), *b = realpath(m->path, NULL);
+            if (!a || !b || strcmp(a, b) != 0)
+                fprintf(stderr, "lcm serve: two models are named %s; serving only the first\n", m->name);
+            free(a);
+            free(b);
+            continue;
+        }
+        model_count++;
+    }
+    // The first model is loaded now: a model that cannot load stops the server before it listens.
+    serve_config config = {.models = models, .model_count = model_count, .pipeline_options = &options,
+                           .normal_detector = detector};
+    if (st == LCM_OK) st = serve_model_load(&config, &models[0]);
     for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm serve: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
         lcm_normal_detector_close(detector);
+        for (int i = 0; i < path_count; i++) free(paths[i]);
+        free(controlnet_path);
+        free(taesd_path);
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
-    if (*lcm_pipeline_lora_report(pipeline)) fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
-    serve_features features = {
-        .controlnet = controlnet != NULL,
-        .lora = lora_specs.count > 0,
-        .normalbae = detector != NULL,
-    };
-    find_features(pipeline, &features);
 
-    char name[256], controlnet_name[256];
-    model_name(model, name, sizeof name);
+    char controlnet_name[256];
     if (controlnet) model_name(controlnet, controlnet_name, sizeof controlnet_name);
-    int pipeline_steps = lcm_pipeline_max_steps(pipeline);
-    serve_config config = {
-        .model_dir = model,
-        .model_name = name,
+    config = (serve_config){
+        .models = models,
+        .model_count = model_count,
+        .max_loaded = (int)max_loaded,
+        .pipeline_options = &options,
         .host = host,
         .port = (int)port,
         .queue_capacity = (int)queue,
@@ -225,12 +266,18 @@ int cmd_serve(int argc, char **argv) {
         .max_body = (size_t)max_body,
         .limits =
             {
-                .default_size = lcm_pipeline_default_size(pipeline),
                 .max_size = (int)(max_size / 8 * 8),
-                .max_steps = max_steps < pipeline_steps ? (int)max_steps : pipeline_steps,
+                .max_steps = (int)max_steps,
                 .max_images = (int)max_batch,
                 .max_image_bytes = (size_t)max_body,
             },
+        .http_threads = (int)http_threads,
+        .max_connections = (int)max_connections,
+        .max_per_ip = (int)max_per_ip,
+        .header_timeout_s = (int)header_timeout,
+        .idle_timeout_s = (int)idle_timeout,
+        .body_timeout_s = (int)body_timeout,
+        .image_ttl_s = (int)image_ttl,
         .step_delay_ms = (int)step_delay_ms,
         .threads = (int)threads,
         .normal_detector = detector,
@@ -238,8 +285,10 @@ int cmd_serve(int argc, char **argv) {
         .lora_names = lora_names,
         .lora_count = lora_specs.count,
     };
-    rc = serve_run(&config, pipeline, &features);
-    lcm_pipeline_close(pipeline);
+    rc = serve_run(&config);
     lcm_normal_detector_close(detector);
+    for (int i = 0; i < path_count; i++) free(paths[i]);
+    free(controlnet_path);
+    free(taesd_path);
     return rc;
 }

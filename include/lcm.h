@@ -145,7 +145,9 @@ int lcm_pipeline_default_size(const lcm_pipeline *pipeline);
 int lcm_pipeline_max_steps(const lcm_pipeline *pipeline);
 
 // Called after each denoising step with the number of steps done (1..total). Return non-zero to
-// cancel: lcm_generate then returns LCM_ERR_CANCELLED and produces no image.
+// cancel: lcm_generate then returns LCM_ERR_CANCELLED and produces no image (but see
+// lcm_request.keep_partial and LCM_STOP_KEEP_PARTIAL).
+#define LCM_STOP_KEEP_PARTIAL 2
 typedef int (*lcm_progress_fn)(void *user_data, int steps_done, int total_steps,
                                double elapsed_seconds);
 
@@ -191,7 +193,30 @@ typedef struct lcm_request {
     float control_scale;
     lcm_preview_fn preview; // optional; costs one small decode per step when set
     void *preview_user_data;
+    // More ControlNet conditions for the same ControlNet (control_unit_count entries, borrowed; may
+    // be 0), as diffusers' MultiControlNet: the residuals of every unit active at a step are summed.
+    // control_image, when set, counts as one more unit {control_image, control_scale, 0, 1}. At most
+    // LCM_MAX_CONTROL_UNITS units in all.
+    const struct lcm_control_unit *control_units;
+    int control_unit_count;
+    // Non-zero: a progress callback that returns LCM_STOP_KEEP_PARTIAL stops early and keeps the
+    // image: it is decoded from the denoised estimate of the last step done and lcm_generate
+    // returns LCM_OK with it (A1111's interrupt); the caller knows from its callback that it
+    // stopped. Any other non-zero return cancels as usual. Zero (default): every non-zero return
+    // cancels.
+    int keep_partial;
 } lcm_request;
+
+#define LCM_MAX_CONTROL_UNITS 8
+
+// One ControlNet condition. The unit steers the steps whose fraction of the schedule lies within
+// [guidance_start, guidance_end], as diffusers' control_guidance_start/end: step i of n runs the
+// unit unless i/n < guidance_start or (i+1)/n > guidance_end.
+typedef struct lcm_control_unit {
+    const lcm_image *image; // preprocessed control map, resized to the output size; borrowed
+    float scale;            // control_scale of this unit (usually 0..2)
+    float guidance_start, guidance_end; // 0 <= start <= end <= 1 (0 and 1: every step)
+} lcm_control_unit;
 
 // Fills *request with the defaults of diffusers' LatentConsistencyModelPipeline: 4 steps,
 // guidance 8.5, the model's native size, batch 1, seed 0, empty prompt, no callback.

@@ -322,8 +322,9 @@ static void check_endpoints(const server_process *sp) {
 static void check_openai(const server_process *sp) {
     int side = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(capabilities, "default_size"));
     char body[256];
-    snprintf(body, sizeof body, "{\"prompt\":\"a red fox\",\"n\":2,\"size\":\"%dx%d\",\"response_format\":\"b64_json\",\"model\":\"x\"}",
-             side, side + 8);
+    const char *model = cJSON_GetStringValue(cJSON_GetObjectItem(capabilities, "model"));
+    snprintf(body, sizeof body, "{\"prompt\":\"a red fox\",\"n\":2,\"size\":\"%dx%d\",\"response_format\":\"b64_json\",\"model\":\"%s\"}",
+             side, side + 8, model);
     reply r = http(sp, "/v1/images/generations", body);
     cJSON *json = reply_json(&r, "/v1/images/generations");
     const cJSON *data = cJSON_GetObjectItem(json, "data");
@@ -337,7 +338,28 @@ static void check_openai(const server_process *sp) {
     }
     cJSON_Delete(json);
     free(r.body);
-    expect_error(sp, "/v1/images/generations", "{\"prompt\":\"a\",\"response_format\":\"url\"}", 400, "response_format");
+    // The default response_format is url: the image is served by this server for a while.
+    r = http(sp, "/v1/images/generations", "{\"prompt\":\"a\",\"size\":\"auto\"}");
+    json = reply_json(&r, "/v1/images/generations url");
+    const char *url = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(json, "data"), 0), "url"));
+    const char *path = url ? strstr(url, "/v1/images/") : NULL;
+    CHECK(r.status == 200 && path, "/v1/images/generations answers a url by default: %ld %.200s", r.status, r.body);
+    if (path) {
+        reply image = http(sp, path, NULL);
+        CHECK(image.status == 200 && image.size > 8 && !memcmp(image.body, "\x89PNG", 4), "GET %s: %ld", path, image.status);
+        spng_ctx *ctx = spng_ctx_new(0);
+        struct spng_ihdr ihdr = {0};
+        spng_set_png_buffer(ctx, image.body, image.size);
+        CHECK(spng_get_ihdr(ctx, &ihdr) == 0 && (int)ihdr.width == side && (int)ihdr.height == side,
+              "size auto = the model's %dx%d: %ux%u", side, side, ihdr.width, ihdr.height);
+        spng_ctx_free(ctx);
+        free(image.body);
+    }
+    cJSON_Delete(json);
+    free(r.body);
+    expect_error(sp, "/v1/images/0123456789abcdef0123456789abcdef.png", NULL, 404, NULL);
+    expect_error(sp, "/v1/images/generations", "{\"prompt\":\"a\",\"response_format\":\"png\"}", 400, "response_format");
+    expect_error(sp, "/v1/images/generations", "{\"prompt\":\"a\",\"model\":\"no-such-model\"}", 404, "model");
     expect_error(sp, "/v1/images/generations", "{\"prompt\":\"a\",\"size\":\"64by64\"}", 400, "size");
     expect_error(sp, "/v1/images/generations", "{\"prompt\":\"a\",\"size\":\"100x64\"}", 400, "size");
     expect_error(sp, "/v1/images/generations", "{\"n\":1}", 400, "prompt");
@@ -352,7 +374,11 @@ static void check_bad_requests(const server_process *sp) {
     expect_error(sp, t2i, "{\"prompt\":5}", 400, "prompt");
     expect_error(sp, t2i, "{\"prompt\":\"a\",\"steps\":\"4\"}", 400, "steps");
     expect_error(sp, t2i, "{\"prompt\":\"a\",\"steps\":0}", 400, "steps");
-    expect_error(sp, t2i, "{\"prompt\":\"a\",\"steps\":1000}", 400, "steps");
+    // More steps than allowed run as many as allowed, with a warning (A1111 clients send 20).
+    reply clamped = http(sp, t2i, "{\"prompt\":\"a\",\"steps\":1000}");
+    CHECK(clamped.status == 200 && strstr(clamped.body, "\"warnings\":[\"steps 1000 is more than"),
+          "steps 1000: %ld %.300s", clamped.status, clamped.body);
+    free(clamped.body);
     expect_error(sp, t2i, "{\"prompt\":\"a\",\"seed\":1.5}", 400, "seed");
     expect_error(sp, t2i, "{\"prompt\":\"a\",\"seed\":-2}", 400, "seed");
     expect_error(sp, t2i, "{\"prompt\":\"a\",\"width\":100}", 400, "width");
@@ -536,7 +562,7 @@ static void check_disconnect_cancels(const server_process *sp, int step_delay_ms
     CHECK(stopped && took < 5, "the job went on after its client left (%.2f s)", took);
 }
 
-// /sdapi/v1/interrupt stops the running job; its client gets an error quickly.
+// /sdapi/v1/interrupt stops the running job; its client gets the partial image quickly.
 static void check_interrupt(const server_process *sp) {
     reply r;
     struct curl_slist *headers = auth_headers(sp);
@@ -558,8 +584,10 @@ static void check_interrupt(const server_process *sp) {
     }
     long status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    CHECK(interrupted && status == 503 && r.body && strstr(r.body, "cancel"), "interrupted job answered %ld: %s", status,
-          r.body ? r.body : "");
+    // As A1111: the partial image, with the infotext and a warning saying so.
+    CHECK(interrupted && status == 200 && r.body && strstr(r.body, "\\\"interrupted\\\":true") &&
+              strstr(r.body, "Interrupted at step") && strstr(r.body, "\"images\":[\"iVBOR"),
+          "interrupted job answered %ld: %.300s", status, r.body ? r.body : "");
     curl_multi_remove_handle(multi, curl);
     curl_easy_cleanup(curl);
     curl_multi_cleanup(multi);

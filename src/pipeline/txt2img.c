@@ -88,13 +88,32 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
     // guidance", so the negative prompt is not silently ignored.
     if (has_negative && !lcm_unet && r->guidance_scale < 1.0f && r->guidance_scale >= 0.0f)
         r->guidance_scale += 1.0f;
-    if (r->control_image && !p->controlnet)
+    bool has_control = r->control_image || r->control_unit_count > 0;
+    if (r->control_unit_count < 0 || (r->control_unit_count > 0 && !r->control_units) ||
+        r->control_unit_count + (r->control_image != NULL) > LCM_MAX_CONTROL_UNITS)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%d control units: expected at most %d, with their array",
+                        r->control_unit_count + (r->control_image != NULL), LCM_MAX_CONTROL_UNITS);
+    if (has_control && !p->controlnet)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "a control image was given, but the pipeline was opened without a ControlNet");
-    if (p->controlnet && !r->control_image)
+    if (p->controlnet && !has_control)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "the pipeline has a ControlNet: the request needs a control image");
-    const lcm_image *sources[2] = {r->init_image, r->control_image};
+    for (int i = 0; i < r->control_unit_count; i++) {
+        const lcm_control_unit *u = &r->control_units[i];
+        if (!u->image)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "control unit %d has no image", i);
+        if (!(isfinite(u->scale) && fabsf(u->scale) <= 100.0f))
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "control unit %d: scale %g: expected a finite number "
+                            "(usually 0..2)", i, u->scale);
+        if (!(u->guidance_start >= 0.0f && u->guidance_start <= u->guidance_end && u->guidance_end <= 1.0f))
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "control unit %d: guidance %g..%g: expected "
+                            "0 <= start <= end <= 1", i, u->guidance_start, u->guidance_end);
+    }
+    // The first control image decides the size when none is given.
+    const lcm_image *first_control = r->control_image ? r->control_image
+                                     : r->control_unit_count > 0 ? r->control_units[0].image : NULL;
+    const lcm_image *sources[2] = {r->init_image, first_control};
     const char *source_names[2] = {"init image", "control image"};
     for (int i = 0; i < 2; i++) {
         const lcm_image *img = sources[i];
@@ -316,6 +335,24 @@ static lcm_status control_residuals(lcm_pipeline *p, const tensor *model_input, 
     return LCM_OK;
 }
 
+// sum += addend, elementwise (the residuals of one more ControlNet unit): same shape, either layout.
+static lcm_status add_into(tensor *sum, const tensor *addend) {
+    tensor *converted = NULL;
+    if (addend->layout != sum->layout) {
+        converted = sum->layout == TENSOR_NCHW ? tensor_to_nchw(addend) : tensor_to_nhwc(addend);
+        if (!converted) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory summing ControlNet residuals");
+        addend = converted;
+    }
+    if (tensor_numel(sum) != tensor_numel(addend)) {
+        tensor_free(converted);
+        return lcm_fail(LCM_ERR_INTERNAL, "ControlNet residuals of different sizes cannot be summed");
+    }
+    int64_t n = tensor_numel(sum);
+    for (int64_t k = 0; k < n; k++) sum->data[k] += addend->data[k];
+    tensor_free(converted);
+    return LCM_OK;
+}
+
 // Classifier-free guidance on the UNet's [2B, ...] output: u + g * (c - u), u the first half
 // (negative prompt), c the second. A new [B, ...] tensor.
 static tensor *guided(const tensor *out, float guidance) {
@@ -357,8 +394,8 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     lcm_scheduler *scheduler = NULL;
     tensor *embeds = NULL, *negative = NULL, *context = NULL, *cond = NULL, *latents = NULL;
     tensor *denoised = NULL, *noise = NULL, *model_input = NULL, *out = NULL, *eps = NULL;
-    tensor *image = NULL, *control = NULL;
-    tensor *down[UNET_MAX_SKIPS] = {0}, *mid = NULL;
+    tensor *image = NULL, *control[LCM_MAX_CONTROL_UNITS] = {0};
+    tensor *down[UNET_MAX_SKIPS] = {0}, *mid = NULL, *extra_down[UNET_MAX_SKIPS] = {0}, *extra_mid = NULL;
     int down_count = p->controlnet ? controlnet_get_config(p->controlnet)->unet.skip_count : 0;
     double strength = r.init_image ? strength_as_double(r.strength) : 1.0;
     lcm_status st = lcm_scheduler_new(&p->scheduler_config, &scheduler);
@@ -405,12 +442,17 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
         st = LCM_ERR_OUT_OF_MEMORY;
         goto done;
     }
-    if (r.control_image) {
-        st = control_image_prepare(r.control_image->rgb, r.control_image->width,
-                                   r.control_image->height, r.width, r.height,
-                                   cfg ? 2 * r.batch : r.batch, &control);
+    // Every control unit as {image, scale, start, end}; control_image first.
+    lcm_control_unit units[LCM_MAX_CONTROL_UNITS];
+    int unit_count = 0;
+    if (r.control_image) units[unit_count++] = (lcm_control_unit){r.control_image, r.control_scale, 0.0f, 1.0f};
+    for (int u = 0; u < r.control_unit_count; u++) units[unit_count++] = r.control_units[u];
+    for (int u = 0; u < unit_count; u++) {
+        const lcm_image *img = units[u].image;
+        st = control_image_prepare(img->rgb, img->width, img->height, r.width, r.height,
+                                   cfg ? 2 * r.batch : r.batch, &control[u]);
         if (st != LCM_OK) goto done;
-        trace(trace_fn, trace_user, "controlnet_cond", control);
+        if (u == 0) trace(trace_fn, trace_user, "controlnet_cond", control[u]);
     }
     size_t numel = (size_t)tensor_numel(latents);
 
@@ -428,13 +470,27 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
         const tensor *input = cfg ? model_input : latents;
         trace_step(trace_fn, trace_user, i, "unet_latent_input", input);
         unet_residuals residuals = {(const tensor *const *)down, down_count, NULL};
-        if (control) {
-            st = control_residuals(p, input, t, unet_context, control, r.control_scale, i, trace_fn,
-                                   trace_user, down, &mid);
+        bool steered = false;
+        for (int u = 0; u < unit_count; u++) {
+            // diffusers' controlnet_keep: the unit is off outside its [start, end] share of steps.
+            if ((double)i / steps < units[u].guidance_start || (double)(i + 1) / steps > units[u].guidance_end)
+                continue;
+            if (!steered) {
+                st = control_residuals(p, input, t, unet_context, control[u], units[u].scale, i, trace_fn,
+                                       trace_user, down, &mid);
+            } else {
+                st = control_residuals(p, input, t, unet_context, control[u], units[u].scale, i, NULL, NULL,
+                                       extra_down, &extra_mid);
+                for (int j = 0; j < down_count && st == LCM_OK; j++) st = add_into(down[j], extra_down[j]);
+                if (st == LCM_OK) st = add_into(mid, extra_mid);
+                for (int j = 0; j < down_count; j++) tensor_replace(&extra_down[j], NULL);
+                tensor_replace(&extra_mid, NULL);
+            }
             if (st != LCM_OK) goto done;
+            steered = true;
             residuals.mid = mid;
         }
-        st = unet_forward(p->unet, input, t, unet_context, cond, control ? &residuals : NULL, &out);
+        st = unet_forward(p->unet, input, t, unet_context, cond, steered ? &residuals : NULL, &out);
         for (int j = 0; j < down_count; j++) tensor_replace(&down[j], NULL);
         tensor_replace(&mid, NULL);
         tensor_replace(&model_input, NULL);
@@ -466,7 +522,9 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
         trace_step(trace_fn, trace_user, i, "denoised", denoised);
         trace_step(trace_fn, trace_user, i, "latents_out", latents);
         if (r.preview && (st = send_previews(p, &r, denoised, i + 1, steps)) != LCM_OK) goto done;
-        if (r.progress && r.progress(r.progress_user_data, i + 1, steps, now_seconds() - start)) {
+        int stop = r.progress ? r.progress(r.progress_user_data, i + 1, steps, now_seconds() - start) : 0;
+        if (stop) {
+            if (r.keep_partial && stop == LCM_STOP_KEEP_PARTIAL) break; // decode what the last step denoised
             st = lcm_fail(LCM_ERR_CANCELLED, "generation cancelled after step %d of %d", i + 1, steps);
             goto done;
         }
@@ -499,9 +557,11 @@ done:
     tensor_free(out);
     tensor_free(eps);
     tensor_free(image);
-    tensor_free(control);
+    for (int u = 0; u < LCM_MAX_CONTROL_UNITS; u++) tensor_free(control[u]);
     for (int j = 0; j < down_count; j++) tensor_free(down[j]);
+    for (int j = 0; j < down_count; j++) tensor_free(extra_down[j]);
     tensor_free(mid);
+    tensor_free(extra_mid);
     return st;
 }
 
