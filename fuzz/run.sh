@@ -14,8 +14,9 @@ jobs=${JOBS:-2}
 
 CC=clang cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLCM_FUZZ=ON -DLCM_SANITIZE=ON \
     >/dev/null || exit 1
-cmake --build "$build" -j "$jobs" --target fuzz_safetensors fuzz_json_config fuzz_tokenizer fuzz_image \
-    fuzz_server_request fuzz_torch_pickle >/dev/null || exit 1
+harnesses=()
+for harness_src in "$root"/fuzz/fuzz_*.c; do harnesses+=("$(basename "$harness_src" .c)"); done
+cmake --build "$build" -j "$jobs" --target "${harnesses[@]}" >/dev/null || exit 1
 
 status=0
 for harness_src in "$root"/fuzz/fuzz_*.c; do
