@@ -11,6 +11,8 @@ seconds=${1:-60}
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${LCM_FUZZ_BUILD:-$root/build-fuzz}"
 jobs=${JOBS:-2}
+# fuzz_tokenizer reads the fixture tokenizer (see tests: ../shared/fixtures beside the repository).
+export LCM_FIXTURES="${LCM_FIXTURES:-$root/../shared/fixtures}"
 
 CC=clang cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLCM_FUZZ=ON -DLCM_SANITIZE=ON \
     >/dev/null || exit 1

@@ -9,6 +9,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
     libdnnl-dev libcjson-dev libutf8proc-dev libspng-dev zlib1g-dev \
     libjpeg62-turbo-dev libcurl4-openssl-dev libmicrohttpd-dev \
-    clang libclang-rt-14-dev chromium >/dev/null
+    clang libclang-rt-14-dev libomp-14-dev valgrind chromium >/dev/null
 # node + npm for the browser test of `lcm serve`, unless a node (with its npm) is already installed.
 command -v npm >/dev/null || $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
