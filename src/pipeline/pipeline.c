@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/quantize_model.h"
 #include "core/error.h"
 #include "io/file.h"
 #include "pipeline/pipeline.h"
@@ -160,6 +161,11 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
+    // What lcm quantize wrote beside quantized weights must be intact too.
+    char unet_dir[4200];
+    snprintf(unet_dir, sizeof unet_dir, "%s/unet", model_dir);
+    if (st == LCM_OK) st = quantize_scheme_check(unet_dir);
+    if (st == LCM_OK && options->controlnet) st = quantize_scheme_check(options->controlnet);
     // Loaders that pack or copy weights straight from a mapping (not through st_read_f32) read
     // zeros from a file that shrank meanwhile (io/file.h): such a model is not loaded.
     if (st == LCM_OK) st = io_mapping_faults_since(faults, "loading the model");
