@@ -49,5 +49,9 @@ fuzz-run:
 fuzz-ci:
 	JOBS=$(JOBS) fuzz/run.sh $(FUZZ_CI_SECONDS)
 
+# Memcheck over a tiny generation, a LoRA run and a ControlNet run (scripts/valgrind.sh).
+valgrind: all
+	scripts/valgrind.sh
+
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -157,6 +157,7 @@ static void test_foreign_sigbus_kills(void) {
     write_weights(path);
     st_file *f = NULL;
     CHECK_OK(st_open(path, &f)); // installs the handler
+    fprintf(stderr, "a child now dies of SIGBUS on purpose (under AddressSanitizer with a 'BUS' report)\n");
     pid_t child = fork();
     if (child == 0) {
         FILE *fp = fopen(path, "rb");
