@@ -191,3 +191,10 @@ siblings() { local sep="" f; printf '{"id":"org/m","sha":"%s","siblings":[' "$co
 { printf '\x07'; siblings config.json diffusion_pytorch_model.safetensors.index.json ../escape; } >"$hub/revision_single"
 { printf '\x02'; printf '{"metadata":{"total_size":8},"weight_map":{"a.weight":"diffusion_pytorch_model-00001-of-00002.safetensors","b.weight":"diffusion_pytorch_model-00002-of-00002.safetensors"}}'; } \
     >"$hub/shards"
+
+# fuzz_tokenizer: prompts (any bytes are a prompt).
+tok="$here/corpus/fuzz_tokenizer"
+mkdir -p "$tok"
+printf 'a photo of an astronaut riding a horse, 4k, highly detailed' >"$tok/plain"
+printf 'Caf\xc3\xa9 \xe2\x80\x94 na\xc3\xafve  r\xc3\xa9sum\xc3\xa9 \xf0\x9f\x98\x80 <|startoftext|> don'"'"'t  (word:1.2)' >"$tok/unicode_and_specials"
+printf 'broken \xff\xfe utf-8 \xc3 and a tab\there' >"$tok/invalid_utf8"

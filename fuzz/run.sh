@@ -36,7 +36,7 @@ for harness_src in "$root"/fuzz/fuzz_*.c; do
         "$build/$harness" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/" "${dict_arg[@]}" \
         "$corpus" "$root/fuzz/corpus/$harness" 2>&1 |
-        grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|Done|.*runtime error|artifact_prefix|Test unit written)'
+        grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|Done|.*runtime error|artifact_prefix|Test unit written|ERROR|fuzz_)'
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
         echo "!! $harness failed (exit $rc); reproducers in $artifacts"

@@ -268,6 +268,9 @@ static void test_quantized_controlnet(void) {
 
 int main(void) {
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
+    char xdg[300];
+    test_path(xdg, sizeof xdg, "%s/xdg", tmpdir);
+    setenv("XDG_CACHE_HOME", xdg, 1); // kernel choices and packed weights of these runs go there
     char model[600];
     test_path(model, sizeof model, "%s/tiny-lcm", test_fixtures());
     test_png_disk_full_library();
