@@ -11,11 +11,14 @@ seconds=${1:-60}
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${LCM_FUZZ_BUILD:-$root/build-fuzz}"
 jobs=${JOBS:-2}
+# fuzz_tokenizer reads the fixture tokenizer (see tests: ../shared/fixtures beside the repository).
+export LCM_FIXTURES="${LCM_FIXTURES:-$root/../shared/fixtures}"
 
 CC=clang cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLCM_FUZZ=ON -DLCM_SANITIZE=ON \
     >/dev/null || exit 1
-cmake --build "$build" -j "$jobs" --target fuzz_safetensors fuzz_json_config fuzz_tokenizer fuzz_image \
-    fuzz_server_request fuzz_torch_pickle >/dev/null || exit 1
+harnesses=()
+for harness_src in "$root"/fuzz/fuzz_*.c; do harnesses+=("$(basename "$harness_src" .c)"); done
+cmake --build "$build" -j "$jobs" --target "${harnesses[@]}" >/dev/null || exit 1
 
 status=0
 for harness_src in "$root"/fuzz/fuzz_*.c; do
@@ -33,7 +36,7 @@ for harness_src in "$root"/fuzz/fuzz_*.c; do
         "$build/$harness" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/" "${dict_arg[@]}" \
         "$corpus" "$root/fuzz/corpus/$harness" 2>&1 |
-        grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|Done|.*runtime error|artifact_prefix|Test unit written)'
+        grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|Done|.*runtime error|artifact_prefix|Test unit written|ERROR|fuzz_)'
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
         echo "!! $harness failed (exit $rc); reproducers in $artifacts"

@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/sha256.h"
@@ -68,6 +70,8 @@ typedef struct server {
     pthread_mutex_t lock;
     // behaviour switches, set by the test between pulls
     char cut_next[512];      // cut the body of the next /lfs GET of this file halfway
+    char stall_next[512];    // the next /lfs GET of this file: half at full speed, then a byte per 20 ms
+    bool stall_release;      // ... until this is set
     char corrupt_next[512];  // send wrong bytes (same size) for the next /lfs GET of this file
     char missing[512];       // answer 404 for this file (still listed by the API)
     const char *token;       // when set, 401 unless "Authorization: Bearer TOKEN"
@@ -187,6 +191,24 @@ static ssize_t read_cut(void *cls, uint64_t pos, char *buf, size_t max) {
     return (ssize_t)n;
 }
 
+// A body that stalls halfway (a byte per 20 ms) until srv.stall_release: the client is killed meanwhile.
+static ssize_t read_stalled(void *cls, uint64_t pos, char *buf, size_t max) {
+    cut_body *b = cls;
+    if (pos >= b->size) return MHD_CONTENT_READER_END_OF_STREAM;
+    pthread_mutex_lock(&srv.lock);
+    bool released = srv.stall_release;
+    pthread_mutex_unlock(&srv.lock);
+    size_t n = b->size - (size_t)pos < max ? b->size - (size_t)pos : max;
+    if (pos >= b->cut_at && !released) {
+        usleep(20000);
+        n = 1;
+    } else if (pos < b->cut_at && n > b->cut_at - pos) {
+        n = b->cut_at - (size_t)pos;
+    }
+    memcpy(buf, b->data + pos, n);
+    return (ssize_t)n;
+}
+
 static enum MHD_Result serve_blob(struct MHD_Connection *c, served_file *f, bool head) {
     size_t start = 0;
     const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
@@ -197,6 +219,8 @@ static enum MHD_Result serve_blob(struct MHD_Connection *c, served_file *f, bool
         srv.last_range_start = (long long)start;
     }
     bool cut = !head && !strcmp(srv.cut_next, f->path);
+    bool stall = !head && !strcmp(srv.stall_next, f->path);
+    if (stall) srv.stall_next[0] = '\0';
     bool corrupt = !head && !strcmp(srv.corrupt_next, f->path);
     if (cut) srv.cut_next[0] = '\0';
     if (corrupt) srv.corrupt_next[0] = '\0';
@@ -204,7 +228,11 @@ static enum MHD_Result serve_blob(struct MHD_Connection *c, served_file *f, bool
     if (start > f->size) return reply(c, 416, "range not satisfiable");
     struct MHD_Response *r;
     size_t len = f->size - start;
-    if (cut) {
+    if (stall) {
+        cut_body *body = malloc(sizeof *body);
+        *body = (cut_body){.data = f->data + start, .size = len, .cut_at = len / 2};
+        r = MHD_create_response_from_callback(len, 64 * 1024, read_stalled, body, free);
+    } else if (cut) {
         cut_body *body = malloc(sizeof *body);
         *body = (cut_body){.data = f->data + start, .size = len, .cut_at = len / 2};
         r = MHD_create_response_from_callback(len, 64 * 1024, read_cut, body, free);
@@ -765,6 +793,64 @@ static void test_resume(void) {
     free(snapshot);
 }
 
+// `lcm pull` killed (SIGKILL: no cleanup of any kind) in the middle of a file: the next pull
+// resumes the partial blob from where the disk copy ends and the blob's sha256 is its ETag.
+static void test_killed_pull(void) {
+    char cache[PATH_MAX], partial[PATH_MAX], blob[PATH_MAX];
+    cache_path(cache, sizeof cache, "killed");
+    const served_file *f = largest_weights();
+    pthread_mutex_lock(&srv.lock);
+    snprintf(srv.stall_next, sizeof srv.stall_next, "%s", f->path);
+    srv.stall_release = false;
+    pthread_mutex_unlock(&srv.lock);
+    test_path(partial, sizeof partial, "%s/models--test-org--tiny-lcm/blobs/%s.incomplete", cache, f->etag);
+    test_path(blob, sizeof blob, "%s/models--test-org--tiny-lcm/blobs/%s", cache, f->etag);
+    pid_t child = fork();
+    if (child == 0) {
+        setenv("HF_ENDPOINT", endpoint, 1);
+        setenv("HF_HUB_CACHE", cache, 1);
+        execl(test_lcm_bin(), "lcm", "pull", REPO_ID, "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    // Wait until part of the file is on disk (the stall keeps the download going meanwhile).
+    struct stat sb;
+    long long on_disk = -1;
+    for (int i = 0; i < 3000 && on_disk <= 0; i++) {
+        usleep(10000);
+        on_disk = stat(partial, &sb) == 0 ? (long long)sb.st_size : -1;
+    }
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    pthread_mutex_lock(&srv.lock);
+    srv.stall_release = true;
+    srv.stall_next[0] = '\0';
+    pthread_mutex_unlock(&srv.lock);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "lcm pull was not killed mid-file (status %#x)",
+          status);
+    long long kept = stat(partial, &sb) == 0 ? (long long)sb.st_size : -1;
+    CHECK(kept > 0 && kept < (long long)f->size, "after the kill: %s has %lld bytes of %zu", partial, kept,
+          f->size);
+    CHECK(access(blob, F_OK) != 0, "a blob was completed although the pull was killed");
+    fprintf(stderr, "killed pull: %lld of %zu bytes kept in %s\n", kept, f->size, partial);
+    callbacks cb = {0};
+    char *snapshot = NULL;
+    reset_counters();
+    CHECK_OK(pull(cache, NULL, NULL, &cb, &snapshot));
+    CHECK(srv.range_requests == 1 && srv.last_range_start == kept, "resume: %d range requests, from %lld, want from %lld",
+          srv.range_requests, srv.last_range_start, kept);
+    CHECK(access(partial, F_OK) != 0, "the .incomplete file is still there");
+    size_t size = 0;
+    unsigned char *data = read_file(blob, &size);
+    char hex[65] = "";
+    if (data) hash_hex(data, size, hex);
+    CHECK(data && size == f->size && !strcmp(hex, f->etag), "resumed blob: %zu bytes, sha256 %s, want %zu, %s",
+          size, hex, f->size, f->etag);
+    free(data);
+    check_layout(cache, snapshot, NULL);
+    free(snapshot);
+}
+
 static void test_corrupt(void) {
     char cache[PATH_MAX], blob[PATH_MAX];
     cache_path(cache, sizeof cache, "corrupt");
@@ -1309,6 +1395,7 @@ int main(void) {
     test_fresh_and_second_pull();
     test_variant();
     test_resume();
+    test_killed_pull();
     test_corrupt();
     test_errors();
     test_disk_full();

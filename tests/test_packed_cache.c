@@ -98,7 +98,7 @@ static const char *const damage_names[] = {"truncated", "extended", "index flipp
 
 static bool flip_byte(const char *path, long long offset) {
     int fd = open(path, O_RDWR);
-    unsigned char b;
+    unsigned char b = 0;
     bool ok = fd >= 0 && pread(fd, &b, 1, offset) == 1;
     b ^= 0x5a;
     ok = ok && pwrite(fd, &b, 1, offset) == 1;

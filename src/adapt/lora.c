@@ -542,8 +542,6 @@ lcm_status lora_set_finish(lora_set *set) {
         w = snprintf(set->report + used, report_size - used, "%s", i + 1 < set->count ? "\n" : "");
         if (w > 0) used += (size_t)w;
         if (used >= report_size) used = report_size - 1;
-        if (w > 0) used += (size_t)w;
-        if (used >= report_size) used = report_size - 1;
     }
     // The updates now live in the weights; the adapter files are no longer needed.
     for (int i = 0; i < set->count; i++) {

@@ -32,6 +32,26 @@ const char *quantize_model_int8_kernel(void) {
     return "reference kernels: dequantized weights, fake-quantized inputs";
 }
 
+lcm_status quantize_scheme_check(const char *dir) {
+    char path[4096];
+    struct stat sb;
+    if (snprintf(path, sizeof path, "%s/quantization.json", dir) >= (int)sizeof path || stat(path, &sb) != 0)
+        return LCM_OK;
+    json_config c;
+    LCM_TRY(json_config_load(path, NULL, &c));
+    const char *format = NULL;
+    int64_t version = 0;
+    bool weights_only = false;
+    lcm_status st = json_config_string(&c, "format", &format);
+    if (st == LCM_OK && strcmp(format, "lcm.c int8"))
+        st = lcm_fail(LCM_ERR_FORMAT, "%s: format \"%s\", expected \"lcm.c int8\"", path, format);
+    if (st == LCM_OK) st = json_config_int(&c, "version", 1, 1, &version);
+    if (st == LCM_OK) st = json_config_bool_or(&c, "weights_only", false, &weights_only);
+    json_config_free(&c);
+    if (st != LCM_OK) return lcm_fail_context(st, "not a quantization.json of lcm quantize: ");
+    return LCM_OK;
+}
+
 bool quantize_model_is_int8(const char *model_dir) {
     char path[4096];
     struct stat sb;

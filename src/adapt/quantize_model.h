@@ -79,6 +79,13 @@ quantized_kind quantize_controlnet_kind(const char *controlnet_dir);
 // True when `model_dir`/unet holds a quantization.json (a model written by quantize_model).
 bool quantize_model_is_int8(const char *model_dir);
 
+// Checks `dir`/quantization.json when there is one (a UNet or ControlNet folder written by
+// quantize_model): LCM_ERR_FORMAT naming the file when it is not JSON, or not this program's
+// format ("format": "lcm.c int8", "version": 1, a boolean "weights_only"). The weights describe
+// themselves (I8 tensors with their scales), but the file says how they were made; a damaged one
+// means the folder was damaged too. LCM_OK when there is no such file.
+lcm_status quantize_scheme_check(const char *dir);
+
 // Which int8 execution runs for models loaded from now on, for messages: oneDNN's int8 kernels
 // (ops/int8_layer.h), or the reference path (float32 kernels on dequantized weights and
 // fake-quantized inputs).

@@ -47,16 +47,20 @@ lcm_status checkpoint_open(const char *path, checkpoint **out) {
     bool pickle = torch_is_checkpoint_name(path);
     if (!pickle && !ends_with(path, ".safetensors"))
         return lcm_fail(LCM_ERR_IO, "%s: not a folder (nor a .safetensors or .ckpt checkpoint)", path);
+    st_file *file = NULL;
+    LCM_TRY(pickle ? torch_open(path, &file) : st_open(path, &file));
+    return checkpoint_open_tensors(path, file, out);
+}
+
+lcm_status checkpoint_open_tensors(const char *path, st_file *file, checkpoint **out) {
+    *out = NULL;
     checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck || !(ck->path = strdup(path))) {
-        checkpoint_close(ck);
+        free(ck);
+        st_close(file);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    lcm_status st = pickle ? torch_open(path, &ck->file) : st_open(path, &ck->file);
-    if (st != LCM_OK) {
-        checkpoint_close(ck);
-        return st;
-    }
+    ck->file = file;
     const st_file *f = ck->file;
     const char *problem = NULL;
     if (has_prefix_tensor(f, "conditioner.embedders."))

@@ -26,6 +26,10 @@ typedef struct checkpoint checkpoint;
 lcm_status checkpoint_open(const char *path, checkpoint **out);
 void checkpoint_close(checkpoint *ck);
 
+// The same checks over a tensor table opened some other way (the fuzz harness builds one in
+// memory). Takes ownership of `file`, also on failure; `path` names the checkpoint in messages.
+lcm_status checkpoint_open_tensors(const char *path, st_file *file, checkpoint **out);
+
 // The checkpoint file. Borrowed from ck.
 const char *checkpoint_path(const checkpoint *ck);
 

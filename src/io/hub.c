@@ -28,19 +28,13 @@
 #include "core/sha256.h"
 #include "io/hub.h"
 #include "io/hub_cache.h"
+#include "io/hub_parse.h"
 
-#define HUB_MAX_FILES 256
 #define HUB_API_MAX_BYTES (16u << 20)
 
 void lcm_hub_options_init(lcm_hub_options *options) { memset(options, 0, sizeof *options); }
 
 // ---- one HTTP exchange --------------------------------------------------------------------------
-
-typedef struct http_response {
-    long status;
-    char etag[160], linked_etag[160], commit[64], location[1024];
-    int64_t content_length, linked_size;
-} http_response;
 
 typedef struct hub_session {
     CURL *curl;
@@ -78,19 +72,28 @@ static void copy_header_value(char *dst, size_t size, const char *value, size_t 
 }
 
 static size_t on_header(char *line, size_t size, size_t count, void *user) {
-    http_response *r = ((http_sink *)user)->response;
     size_t len = size * count;
+    hub_response_header(((http_sink *)user)->response, line, len);
+    return len;
+}
+
+void hub_response_header(http_response *r, const char *line, size_t len) {
     if (len >= 5 && !strncmp(line, "HTTP/", 5)) { // a new response (after a redirect): start over
+        // libcurl's header lines are not NUL-terminated: copy the status code before reading it.
         long status = 0;
         const char *space = memchr(line, ' ', len);
-        if (space) status = strtol(space + 1, NULL, 10);
+        if (space) {
+            char code[16];
+            copy_header_value(code, sizeof code, space + 1, len - (size_t)(space + 1 - line));
+            status = strtol(code, NULL, 10);
+        }
         memset(r, 0, sizeof *r);
         r->status = status;
         r->content_length = r->linked_size = -1;
-        return len;
+        return;
     }
     const char *colon = memchr(line, ':', len);
-    if (!colon) return len;
+    if (!colon) return;
     size_t name_len = (size_t)(colon - line);
     const char *value = colon + 1;
     size_t value_len = len - name_len - 1;
@@ -111,7 +114,6 @@ static size_t on_header(char *line, size_t size, size_t count, void *user) {
         r->linked_size = strtoll(number, NULL, 10);
     }
 #undef HEADER_IS
-    return len;
 }
 
 static size_t on_body(char *data, size_t size, size_t count, void *user) {
@@ -236,19 +238,6 @@ static lcm_status http_failure(hub_session *s, const char *what, const char *url
 
 // ---- the files a pipeline needs -----------------------------------------------------------------
 
-typedef struct hub_file {
-    char path[520];
-    char etag[160];
-    int64_t size;     // -1 when the server did not say
-    bool have;        // already in the snapshot
-    bool downloaded;
-} hub_file;
-
-typedef struct hub_plan {
-    hub_file files[HUB_MAX_FILES];
-    int count;
-} hub_plan;
-
 static bool plan_has(const hub_plan *p, const char *path) {
     for (int i = 0; i < p->count; i++)
         if (!strcmp(p->files[i].path, path)) return true;
@@ -368,9 +357,13 @@ static lcm_status plan_shards(const char *snapshot_file, const char *path, hub_p
     }
     len = fread(text, 1, (size_t)size, fp);
     fclose(fp);
-    text[len] = '\0';
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    lcm_status st = hub_plan_add_shards(text, len, path, plan);
     free(text);
+    return st;
+}
+
+lcm_status hub_plan_add_shards(const char *text, size_t len, const char *path, hub_plan *plan) {
+    cJSON *root = cJSON_ParseWithLength(text, len);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     lcm_status st = cJSON_IsObject(map) ? LCM_OK
                                         : lcm_fail(LCM_ERR_FORMAT, "%s: no object 'weight_map'", path);
@@ -604,9 +597,9 @@ static lcm_status return_path(const char *path, char **out) {
     return LCM_OK;
 }
 
-// Asks the API for the commit and file list of the revision.
-static lcm_status fetch_revision(hub_session *s, const hub_repo *repo, char commit[64],
-                                 cJSON **siblings_root) {
+// Asks the API for the commit and file list of the revision, and plans the files to fetch.
+static lcm_status fetch_revision(hub_session *s, const hub_repo *repo, hub_selection selection,
+                                 const char *variant, char commit[64], hub_plan *plan) {
     char url[2048], rev[768];
     url_escape(rev, sizeof rev, repo->revision, false);
     snprintf(url, sizeof url, "%s/api/models/%s/revision/%s", s->endpoint, repo->id, rev);
@@ -617,10 +610,17 @@ static lcm_status fetch_revision(hub_session *s, const hub_repo *repo, char comm
     snprintf(what, sizeof what, "%s@%s", repo->id, repo->revision);
     lcm_status st = LCM_OK;
     if (code != CURLE_OK || response.status != 200) st = http_failure(s, what, url, code, &response);
-    cJSON *root = st == LCM_OK ? cJSON_ParseWithLength(sink.memory ? sink.memory : "", sink.memory_len)
-                               : NULL;
+    if (st == LCM_OK)
+        st = hub_plan_from_revision(sink.memory ? sink.memory : "", sink.memory_len, what, url, selection,
+                                    variant, commit, plan);
     free(sink.memory);
-    if (st != LCM_OK) return st;
+    return st;
+}
+
+lcm_status hub_plan_from_revision(const char *text, size_t len, const char *what, const char *url,
+                                  hub_selection selection, const char *variant, char commit[64],
+                                  hub_plan *plan) {
+    cJSON *root = cJSON_ParseWithLength(text, len);
     const cJSON *sha = cJSON_GetObjectItemCaseSensitive(root, "sha");
     const cJSON *siblings = cJSON_GetObjectItemCaseSensitive(root, "siblings");
     if (!cJSON_IsString(sha) || !hub_is_commit_hash(sha->valuestring) || !cJSON_IsArray(siblings)) {
@@ -629,8 +629,11 @@ static lcm_status fetch_revision(hub_session *s, const hub_repo *repo, char comm
                         what, url);
     }
     snprintf(commit, 64, "%s", sha->valuestring);
-    *siblings_root = root;
-    return LCM_OK;
+    lcm_status st = selection == HUB_SELECT_TOKENIZER       ? plan_tokenizer_files(what, siblings, plan)
+                    : selection == HUB_SELECT_SINGLE_MODEL ? plan_single_model_files(what, siblings, variant, plan)
+                                                           : plan_files(what, siblings, variant, plan);
+    cJSON_Delete(root);
+    return st;
 }
 
 static void file_url(const hub_session *s, const hub_repo *repo, const char *path, char *url,
@@ -707,19 +710,9 @@ static lcm_status check_disk_space(const hub_repo *repo, uint64_t bytes) {
 static lcm_status pull_online(hub_session *s, const hub_repo *repo, hub_selection selection,
                               const char *variant, char **snapshot_dir) {
     char commit[64];
-    cJSON *root = NULL;
-    LCM_TRY(fetch_revision(s, repo, commit, &root));
     hub_plan *plan = calloc(1, sizeof *plan);
-    if (!plan) {
-        cJSON_Delete(root);
-        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    char label[600];
-    snprintf(label, sizeof label, "%s@%s", repo->id, repo->revision);
-    const cJSON *siblings = cJSON_GetObjectItemCaseSensitive(root, "siblings");
-    lcm_status st = selection == HUB_SELECT_TOKENIZER       ? plan_tokenizer_files(label, siblings, plan)
-                    : selection == HUB_SELECT_SINGLE_MODEL ? plan_single_model_files(label, siblings, variant, plan)
-                                                           : plan_files(label, siblings, variant, plan);
+    if (!plan) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    lcm_status st = fetch_revision(s, repo, selection, variant, commit, plan);
     // Rounds: configs and weights first, then the shards named by any index file just fetched.
     for (int from = 0; st == LCM_OK && from < plan->count;) {
         int to_fetch = 0, end;
@@ -753,7 +746,6 @@ static lcm_status pull_online(hub_session *s, const hub_repo *repo, hub_selectio
         }
         from = end;
     }
-    cJSON_Delete(root);
     free(plan);
     if (st == LCM_OK) st = hub_write_ref(repo, commit);
     char dir[PATH_MAX];

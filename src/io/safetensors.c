@@ -107,7 +107,7 @@ void st_close(st_file *file) {
     free(file->by_name);
     for (size_t i = 0; i < file->buffer_count; i++) free(file->buffers[i]);
     free(file->buffers);
-    if (file->mapping) munmap(file->mapping, file->mapping_size);
+    io_unmap_file(file->mapping, file->mapping_size);
     free(file->path);
     free(file);
 }
@@ -351,17 +351,19 @@ lcm_status st_open(const char *path, st_file **out) {
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     if (size > 0) {
-        void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
+        void *map;
+        lcm_status mapped = io_map_file(fd, size, path, &map);
+        if (mapped != LCM_OK) {
             close(fd);
             st_close(f);
-            return lcm_fail(LCM_ERR_IO, "%s: cannot map %zu bytes: %s", path, size, strerror(errno));
+            return mapped;
         }
         f->mapping = map;
         f->mapping_size = size;
     }
     close(fd);
     lcm_status status = open_bytes(f, f->mapping, size);
+    if (status == LCM_OK) status = io_mapping_check(f->mapping); // shrank while the header was read
     if (status != LCM_OK) {
         st_close(f);
         return status;
@@ -400,7 +402,9 @@ float st_bf16_to_f32(uint16_t b) {
     return f;
 }
 
-lcm_status st_read_f32(const st_file *file, const st_tensor *t, float *dst) {
+static lcm_status convert_i64(const st_file *file, const st_tensor *t, int64_t *dst);
+
+static lcm_status convert_f32(const st_file *file, const st_tensor *t, float *dst) {
     const uint8_t *src = t->data;
     size_t n = (size_t)t->numel;
     switch (t->dtype) {
@@ -433,13 +437,25 @@ lcm_status st_read_f32(const st_file *file, const st_tensor *t, float *dst) {
                         file->path, t->name);
     int64_t *tmp = malloc(n ? n * sizeof *tmp : 1);
     if (!tmp) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", file->path);
-    lcm_status st = st_read_i64(file, t, tmp);
+    lcm_status st = convert_i64(file, t, tmp);
     for (size_t i = 0; st == LCM_OK && i < n; i++) dst[i] = (float)tmp[i];
     free(tmp);
     return st;
 }
 
+// A file that shrank under its mapping reads as zeros past its new end (io/file.h): the values
+// just converted are then not the file's, and the read fails naming it.
+lcm_status st_read_f32(const st_file *file, const st_tensor *t, float *dst) {
+    LCM_TRY(convert_f32(file, t, dst));
+    return io_mapping_check(file->mapping);
+}
+
 lcm_status st_read_i64(const st_file *file, const st_tensor *t, int64_t *dst) {
+    LCM_TRY(convert_i64(file, t, dst));
+    return io_mapping_check(file->mapping);
+}
+
+static lcm_status convert_i64(const st_file *file, const st_tensor *t, int64_t *dst) {
     // The dtype is checked before the loop so that an empty float tensor is refused like any other.
     if (t->dtype == ST_U64)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: tensor '%s': U64 values may not fit in int64",
@@ -519,7 +535,7 @@ lcm_status st_open_table(const char *label, st_tensor *tensors, size_t count, vo
     if (!f) {
         for (size_t i = 0; i < count; i++) free((char *)tensors[i].name);
         free(tensors);
-        if (mapping) munmap(mapping, mapping_size);
+        io_unmap_file(mapping, mapping_size);
         for (size_t i = 0; i < n_buffers; i++) free(buffers[i]);
         free(buffers);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/file.h"
 #include "io/zip.h"
 
 // ---- values -----------------------------------------------------------------------------------
@@ -798,7 +799,7 @@ static lcm_status parse_legacy(unpickler *u, table *tab, value **root_out) {
 static lcm_status open_legacy(const uint8_t *bytes, size_t size, const char *label, void *mapping,
                               st_file **out) {
     if (size < sizeof legacy_magic || memcmp(bytes, legacy_magic, sizeof legacy_magic)) {
-        if (mapping) munmap(mapping, size);
+        io_unmap_file(mapping, size);
         return lcm_fail(LCM_ERR_FORMAT, "%s: starts with a pickle but not with torch's legacy "
                         "magic number: not a torch checkpoint", label);
     }
@@ -816,7 +817,7 @@ static lcm_status open_legacy(const uint8_t *bytes, size_t size, const char *lab
     if (st != LCM_OK) {
         table_free(&tab);
         unpickler_free(&u);
-        if (mapping) munmap(mapping, size);
+        io_unmap_file(mapping, size);
         return st;
     }
     st = make_table(&u, root, &tab, mapping, size, NULL, 0, out);
@@ -876,7 +877,7 @@ static lcm_status open_archive(const uint8_t *bytes, size_t size, const char *la
     table_free(&tab);
     unpickler_free(&u);
     zip_close(zip);
-    if (mapping) munmap(mapping, size);
+    io_unmap_file(mapping, size);
     return st;
 }
 
@@ -894,10 +895,10 @@ lcm_status torch_open(const char *path, st_file **out) {
         return lcm_fail(LCM_ERR_IO, "%s: not a regular, non-empty file", path);
     }
     size_t size = (size_t)sb.st_size;
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map;
+    lcm_status mapped = io_map_file(fd, size, path, &map);
     close(fd);
-    if (map == MAP_FAILED)
-        return lcm_fail(LCM_ERR_IO, "%s: cannot map %zu bytes: %s", path, size, strerror(errno));
+    if (mapped != LCM_OK) return mapped;
     return open_archive(map, size, path, map, out);
 }
 

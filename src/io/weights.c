@@ -470,7 +470,8 @@ static void synthetic_values(uint64_t seed, const char *component, const char *n
     uint64_t state = hash_string(hash_string(seed ^ 0xcbf29ce484222325ull, component), name) | 1;
     size_t len = strlen(name);
     bool is_scale = ndim == 1 && len >= 6 && !strcmp(name + len - 6, "weight");
-    float bound = ndim >= 2 ? 1.0f / sqrtf((float)(numel / shape[0])) : 0.02f;
+    // numel > 0: a zero-size tensor (no values to make) must not divide by its zero rows.
+    float bound = ndim >= 2 && numel > 0 ? 1.0f / sqrtf((float)(numel / shape[0])) : 0.02f;
     for (int64_t i = 0; i < numel; i++) {
         if (is_scale) {
             out[i] = 1.0f;

@@ -174,8 +174,15 @@ static void pack_key_tile(const flash_plan *pl, const tensor *k, const tensor *v
 // ---- the flash task, once per instruction set -------------------------------------------------------
 
 // AVX-512 (+BF16): 16 lanes; the scores block is 4 rows x 64 keys, P·V 4 rows x 64 columns.
+// gcc and clang spell "compile the functions below for this instruction set" differently; both
+// give every function up to the matching pop the target attribute.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+#endif
 
 // 2^x for x <= 0: x = n + f with |f| <= 1/2, 2^f by its Taylor polynomial of degree 6 (relative
 // error ~2e-7), times 2^n by vscalefps. Inputs below -126 (and -inf, the mask) give 0.
@@ -239,12 +246,20 @@ static inline __m512 exp2_avx512(__m512 x) {
 #undef SCORE_VECS
 #undef PV_ROWS
 #undef PV_VECS
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // AVX2 + FMA: 8 lanes and 16 registers, so smaller register blocks: scores 6 rows x 16 keys, P·V
 // 2 rows x 40 columns (ROWS, PV_ROWS, PV_VECS below).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 
 // 2^x for -126 <= x <= 0, cheaper than the AVX-512 one (the softmax's exponentials are ~12% of
 // the kernel's time at d = 40): n = round(x) by the 1.5 * 2^23 addition trick, which also leaves
@@ -318,7 +333,11 @@ static inline float reduce_add_avx2(__m256 x) {
 #define PV_ROWS 2
 #define PV_VECS 5
 #include "ops/attention_flash.inc"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 static void scratch_free(flash_scratch *w) {
     free(w->q);

@@ -20,7 +20,8 @@ static char feature_list[192];
 static void read_name(char name[64]) {
     unsigned regs[12] = {0};
     name[0] = 0;
-    if (__get_cpuid_max(0x80000000u, NULL) < 0x80000004u) return;
+    // clang's cpuid.h returns int here, gcc's unsigned.
+    if ((unsigned)__get_cpuid_max(0x80000000u, NULL) < 0x80000004u) return;
     for (unsigned i = 0; i < 3; i++)
         __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
     memcpy(name, regs, 48);

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/quantize_model.h"
 #include "core/error.h"
+#include "io/file.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/tokenizer_source.h"
 #include "ops/cpu.h"
@@ -125,6 +127,7 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
                         (int)options->vae_tiling);
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    unsigned long faults = io_mapping_faults(); // see the end
     // Before loading: oneDNN fixes a primitive's thread count when it is created. Auto is one
     // thread per physical core, unless OMP_NUM_THREADS says otherwise.
     p->threads = options->threads > 0          ? options->threads
@@ -158,6 +161,14 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
+    // What lcm quantize wrote beside quantized weights must be intact too.
+    char unet_dir[4200];
+    snprintf(unet_dir, sizeof unet_dir, "%s/unet", model_dir);
+    if (st == LCM_OK) st = quantize_scheme_check(unet_dir);
+    if (st == LCM_OK && options->controlnet) st = quantize_scheme_check(options->controlnet);
+    // Loaders that pack or copy weights straight from a mapping (not through st_read_f32) read
+    // zeros from a file that shrank meanwhile (io/file.h): such a model is not loaded.
+    if (st == LCM_OK) st = io_mapping_faults_since(faults, "loading the model");
     ops_set_weight_precision(previous);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);

@@ -30,6 +30,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "models/guidance_embedding.h"
+#include "io/file.h"
 #include "io/image_resize.h"
 #include "pipeline/control_image.h"
 #include "pipeline/decode.h"
@@ -577,7 +578,14 @@ static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_resu
 lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     *out = NULL;
     if (!p || !request) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_generate: NULL argument");
+    // Weights used in place are read from their files' mappings: a file that shrank meanwhile read
+    // as zeros (io/file.h), so the images are not the model's.
+    unsigned long faults = io_mapping_faults();
     lcm_status st = generate(p, request, out);
+    if (st == LCM_OK && (st = io_mapping_faults_since(faults, "generating")) != LCM_OK) {
+        lcm_result_free(*out);
+        *out = NULL;
+    }
     // Activation buffers kept for reuse between layers are not held by an idle pipeline.
     tensor_release_cached();
     return st;
