@@ -305,10 +305,22 @@ lcm_status dnnl_layer_import(const packed_entry *entry, bool is_conv, bool has_b
                                  md->dims[2] == m.kernel && md->dims[3] == m.kernel
                            : md->ndims == 2 && md->dims[0] == m.in && md->dims[1] == m.out;
     dnnl_data_type_t type = m.precision == LCM_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    // oneDNN trusts a descriptor's blocking: one read from a damaged file must not send it out of
+    // its arrays (dnnl_memory_desc_get_size walks inner_blks/inner_idxs).
+    const dnnl_blocking_desc_t *blocking = &md->format_desc.blocking;
+    bool blocking_ok = md->format_kind == dnnl_blocked && blocking->inner_nblks >= 0 &&
+                       blocking->inner_nblks <= DNNL_MAX_NDIMS && md->extra.flags == 0 && md->offset0 == 0;
+    for (int i = 0; blocking_ok && i < blocking->inner_nblks; i++)
+        blocking_ok = blocking->inner_blks[i] > 0 && blocking->inner_blks[i] <= 256 &&
+                      blocking->inner_idxs[i] >= 0 && blocking->inner_idxs[i] < md->ndims;
+    for (int i = 0; blocking_ok && dims_ok && i < md->ndims; i++)
+        blocking_ok = md->padded_dims[i] >= md->dims[i] && md->padded_dims[i] <= md->dims[i] + 256 &&
+                      md->padded_offsets[i] == 0 && blocking->strides[i] >= 0 &&
+                      blocking->strides[i] <= ((int64_t)1 << 40);
     if (m.is_conv != is_conv || m.has_bias != has_bias || m.in != shape[0] || m.out != shape[1] ||
         (is_conv && (m.kernel != shape[2] || m.stride != shape[3] || m.padding != shape[4])) ||
         (m.precision != LCM_PRECISION_FP32 && m.precision != LCM_PRECISION_BF16) || !dims_ok ||
-        md->data_type != type || md->format_kind != dnnl_blocked ||
+        md->data_type != type || !blocking_ok ||
         dnnl_memory_desc_get_size(md) != entry->blobs[0].bytes || (uintptr_t)entry->blobs[0].data % 64)
         return lcm_fail(LCM_ERR_FORMAT, "oneDNN entry does not match the layer");
     LCM_TRY(get_engine());

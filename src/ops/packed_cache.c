@@ -16,6 +16,9 @@
 
 #include "core/sha256.h"
 #include "ops/backend.h"
+#include "ops/conv_direct.h"
+#include "ops/dnnl_layer.h"
+#include "ops/linear_direct.h"
 
 // Bumped whenever the file layout or what an entry means changes.
 #define PACKED_FORMAT_VERSION 1
@@ -296,6 +299,53 @@ packed_mapping *packed_cache_find(packed_cache *c, const char *name, packed_fami
         return c->mapping;
     }
     return NULL;
+}
+
+// Imports one entry as the loaders do (ops/weights_load.c), then frees what it made.
+static bool import_once(const packed_entry *e) {
+    if (e->family == PACKED_CONV_DIRECT) {
+        conv_direct *d;
+        if (conv_direct_import(e, &d) != LCM_OK) return false;
+        conv_direct_free(d);
+    } else if (e->family == PACKED_LINEAR_DIRECT) {
+        linear_direct *d;
+        if (linear_direct_import(e, &d) != LCM_OK) return false;
+        linear_direct_free(d);
+    } else if (e->family == PACKED_CONV_ONEDNN || e->family == PACKED_LINEAR_ONEDNN) {
+        bool ok = false;
+        for (int bias = 0; bias < 2; bias++) {
+            dnnl_layer *l;
+            if (dnnl_layer_import(e, e->family == PACKED_CONV_ONEDNN, bias, &l) != LCM_OK) continue;
+            dnnl_layer_free(l);
+            ok = true;
+        }
+        return ok;
+    }
+    return true; // the sgemm families are one array, checked by size in weights_load.c
+}
+
+int packed_cache_check_bytes(const unsigned char *bytes, size_t size) {
+    packed_cache c = {.fd = -1};
+    if (size >= sizeof(file_header)) memcpy(c.key, ((const file_header *)(const void *)bytes)->key, sizeof c.key);
+    const char *why = NULL;
+    int imported = 0;
+    if (read_index(&c, bytes, size, &why)) {
+        for (size_t i = 0; i < c.count; i++) {
+            const cache_entry *e = &c.entries[i];
+            packed_entry entry = {.family = e->family, .meta = e->meta, .meta_bytes = e->meta_bytes,
+                                  .blob_count = e->blob_count};
+            memcpy(entry.shape, e->shape, sizeof entry.shape);
+            bool intact = true;
+            for (int b = 0; b < e->blob_count; b++) {
+                entry.blobs[b] = (packed_blob){bytes + e->blob_offset[b], e->blob_bytes[b]};
+                intact = intact && blob_check(entry.blobs[b].data, e->blob_bytes[b]) == e->blob_check[b];
+            }
+            if (intact && import_once(&entry)) imported++;
+        }
+    }
+    lcm_clear_error();
+    free_entries(&c);
+    return imported;
 }
 
 // ---- writing -----------------------------------------------------------------------------------
