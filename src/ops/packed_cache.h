@@ -101,7 +101,9 @@ void packed_mapping_drop_pages(const packed_mapping *mapping);
 // For the fuzz harness (fuzz/fuzz_packed_cache.c): reads `size` bytes (64-byte aligned) as a cache
 // file whose key is whatever its header says, and imports every entry the index accepts as a load
 // would (each family's import checks it against its shape). Returns the number imported.
-int packed_cache_check_bytes(const unsigned char *bytes, size_t size);
+// `skip_check_sums` ignores the index's and blobs' check sums, so that mutated bytes reach the
+// entry parsing and the imports behind them.
+int packed_cache_check_bytes(const unsigned char *bytes, size_t size, bool skip_check_sums);
 
 // Whether caching is on for this process (LCM_CACHE unset or not "off"/"0").
 bool packed_cache_enabled(void);
