@@ -35,6 +35,7 @@ static void check_json_report(const char *what) {
     if (!root) return;
     CHECK(number(root, "peak_gflops") > 0, "%s: peak_gflops %g > 0", what, number(root, "peak_gflops"));
     CHECK(number(root, "peak_rss_bytes") > 1e6, "%s: peak_rss_bytes %g", what, number(root, "peak_rss_bytes"));
+    CHECK(number(root, "load_s") > 0, "%s: load_s %g > 0", what, number(root, "load_s"));
     CHECK(number(root, "width") == 64 && number(root, "height") == 64 && number(root, "steps") == 2,
           "%s: size and steps echoed", what);
     const cJSON *list = cJSON_GetObjectItem(root, "stages");
