@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# lcm.c beside its peers (OpenVINO with NNCF int8, PyTorch + diffusers) on the same model folder, CPU,
+# thread count, prompt, size and steps; prints one table and appends it to BENCHMARKS.md.
+# See bench/peers/README.md. Never part of the product, never run by CI.
+set -uo pipefail
+
+usage() {
+    echo "usage: bench/peers/run.sh --model DIR [--size 512x512] [--steps 4] [--threads 2] [--runs 2]" >&2
+    echo "                          [--samples 4] [--only lcm,torch,openvino] [--controlnet] [--no-append]" >&2
+    echo "                          [--prepare-only]" >&2
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino" controlnet=0 append=1 prepare_only=0
+prompt="a beautiful pink unicorn, 8k"
+guidance=8.5
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model) model=${2:-}; shift 2 ;;
+        --size) size=${2:-}; shift 2 ;;
+        --steps) steps=${2:-}; shift 2 ;;
+        --threads) threads=${2:-}; shift 2 ;;
+        --runs) runs=${2:-}; shift 2 ;;
+        --samples) samples=${2:-}; shift 2 ;;
+        --only) only=${2:-}; shift 2 ;;
+        --controlnet) controlnet=1; shift ;;
+        --no-append) append=0; shift ;;
+        --prepare-only) prepare_only=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown option '$1'" >&2; usage; exit 2 ;;
+    esac
+done
+if [ -z "$model" ] || [ ! -f "$model/model_index.json" ]; then
+    echo "run.sh: --model must name a diffusers model folder (with model_index.json); got '$model'" >&2
+    usage; exit 2
+fi
+if [ "$controlnet" = 1 ]; then
+    echo "run.sh: --controlnet is not implemented yet (see bench/peers/README.md)" >&2
+    exit 2
+fi
+case "$size" in [0-9]*x[0-9]*) ;; *) echo "run.sh: --size '$size': expected WIDTHxHEIGHT" >&2; exit 2 ;; esac
+model=$(cd "$model" && pwd)
+lcm="$root/build/lcm"
+if [ ! -x "$lcm" ]; then echo "run.sh: $lcm is missing: run 'make' first" >&2; exit 2; fi
+
+# ---- the virtual environment: installed once, reused while requirements.txt is unchanged ----------
+venv="$root/build/peers-venv"
+requirements="$here/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "== setting up $venv (pinned packages of $requirements; once)" >&2
+    python3 -m venv "$venv" || exit 1
+    "$venv/bin/pip" install --quiet -r "$requirements" || { echo "run.sh: pip install failed" >&2; exit 1; }
+    echo "$want" > "$stamp"
+else
+    echo "== reusing $venv (requirements unchanged: nothing installed)" >&2
+fi
+py="$venv/bin/python"
+peers="$here/peers.py"
+
+# ---- where the converted and quantized models and the results go ---------------------------------
+key=$(stat -c '%n %s %Y' "$model"/unet/*.safetensors "$model"/text_encoder/*.safetensors 2>/dev/null | sha256sum | cut -c1-12)
+work="$root/build/peers/$(basename "$model")-$key"
+mkdir -p "$work"
+stamp_now=$(date -u +%Y%m%dT%H%M%SZ)
+results="$work/results-$stamp_now.jsonl"
+logs="$work/logs-$stamp_now"
+mkdir -p "$logs"
+export OMP_NUM_THREADS="$threads"
+calibration="$root/data/calibration-prompts.txt"
+common=(--model "$model" --size "$size" --steps "$steps" --threads "$threads" --runs "$runs" --guidance "$guidance")
+
+wanted() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+# A failed row: the system, its precision and the last line it wrote to stderr.
+fail_row() {
+    local system=$1 precision=$2 log=$3
+    local why
+    why=$(grep -v '^\s*$' "$log" 2>/dev/null | tail -n 1 | tr -d '|' | cut -c1-200)
+    "$py" -c 'import json,sys; print(json.dumps({"system": sys.argv[1], "precision": sys.argv[2], "error": sys.argv[3]}))' \
+        "$system" "$precision" "${why:-no output}" >> "$results"
+    echo "   FAILED: ${why:-no output} (log: $log)" >&2
+}
+
+# Runs one system in its own process; its last stdout line is its JSON result.
+run_system() {
+    local system=$1 precision=$2; shift 2
+    local name="${system// /_}-$precision"
+    echo "== $system $precision" >&2
+    if "$@" > "$logs/$name.out" 2> "$logs/$name.err"; then
+        tail -n 1 "$logs/$name.out" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["system"]=sys.argv[1]; r["precision"]=sys.argv[2]; print(json.dumps(r))' \
+            "$system" "$precision" >> "$results" || fail_row "$system" "$precision" "$logs/$name.err"
+        tail -n 1 "$results" >&2
+    else
+        fail_row "$system" "$precision" "$logs/$name.err"
+    fi
+}
+
+# lcm bench's JSON in the table's terms.
+lcm_row() {
+    "$py" -c '
+import json, sys
+r = json.load(sys.stdin)
+s = r["stages"]
+print(json.dumps({"text_encoding_s": s["text_encoding"]["median_s"], "unet_step_s": s["unet_step"]["median_s"],
+                  "vae_decode_s": s["vae_decode"]["median_s"], "end_to_end_s": s["end_to_end"]["median_s"],
+                  "load_s": r["load_s"], "peak_rss_bytes": r["peak_rss_bytes"],
+                  "note": "threads %d, peak %.0f GFLOP/s" % (r["threads"], r["peak_gflops"])}))'
+}
+lcm_bench() {
+    "$lcm" bench --model "$1" --precision "$2" --size "$size" --steps "$steps" --threads "$threads" --runs "$runs" \
+        --prompt "$prompt" --json | lcm_row
+}
+
+# ---- preparation, cached under $work: the int8 lcm.c model, the OpenVINO IR, its NNCF int8 UNet ----
+lcm_int8="$work/lcm-int8-s$samples"
+if wanted lcm && [ ! -f "$lcm_int8/model_index.json" ]; then
+    echo "== lcm quantize ($samples calibration prompts, once)" >&2
+    rm -rf "$lcm_int8"
+    # (lcm quantize runs one thread per physical core: it has no --threads)
+    "$lcm" quantize --model "$model" --calibration "$calibration" --samples "$samples" --steps "$steps" \
+        --output "$lcm_int8" --quiet > "$logs/lcm-quantize.log" 2>&1
+fi
+ir="$work/openvino-ir"
+unet_int8="$work/openvino-unet-int8-s$samples-$size/openvino_model.xml"
+if wanted openvino; then
+    if [ ! -f "$ir/model_index.json" ]; then
+        # optimum-intel's exporter, fp16 weights as OpenVINO's LCM notebook saves them (decompressed to the
+        # inference precision when compiled). The notebook's own ov.convert_model of CLIPTextModel fails to
+        # trace with transformers 5 (README); optimum-intel patches that model for export.
+        echo "== converting to OpenVINO IR with optimum-cli (once)" >&2
+        rm -rf "$ir.partial"
+        "$venv/bin/optimum-cli" export openvino --model "$model" --task text-to-image --weight-format fp16 \
+            "$ir.partial" > "$logs/ov-convert.log" 2>&1 && mv "$ir.partial" "$ir" ||
+            echo "   conversion failed (log: $logs/ov-convert.log)" >&2
+    fi
+    if [ -f "$ir/model_index.json" ] && [ ! -f "$unet_int8" ]; then
+        echo "== nncf.quantize of the UNet ($samples calibration captions, once)" >&2
+        "$py" "$peers" ov-quantize "${common[@]}" --ir "$ir" --precision default --captions "$calibration" \
+            --samples "$samples" --out "$unet_int8" > "$logs/ov-quantize.log" 2>&1 ||
+            echo "   nncf.quantize failed (log: $logs/ov-quantize.log)" >&2
+    fi
+fi
+if [ "$prepare_only" = 1 ]; then
+    echo "== prepared under $work (nothing timed)" >&2
+    exit 0
+fi
+
+# ---- the timed runs, each system in its own process ------------------------------------------------
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== load average before: $load_before" >&2
+
+if wanted lcm; then
+    run_system "lcm.c" fp32 lcm_bench "$model" fp32
+    if grep -qw avx512_bf16 /proc/cpuinfo || grep -qw amx_bf16 /proc/cpuinfo; then
+        run_system "lcm.c" bf16 lcm_bench "$model" bf16
+    fi
+    if [ -f "$lcm_int8/model_index.json" ]; then
+        run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
+    else
+        fail_row "lcm.c" int8 "$logs/lcm-quantize.log"
+    fi
+fi
+
+if wanted torch; then
+    for precision in fp32 bf16 bf16-autocast; do
+        run_system "PyTorch+diffusers" "$precision" "$py" "$peers" torch "${common[@]}" --precision "$precision" \
+            --prompt "$prompt"
+    done
+fi
+
+if wanted openvino; then
+    if [ -f "$ir/model_index.json" ]; then
+        run_system "OpenVINO" fp32 "$py" "$peers" ov "${common[@]}" --ir "$ir" --precision fp32 --prompt "$prompt"
+        run_system "OpenVINO" default "$py" "$peers" ov "${common[@]}" --ir "$ir" --precision default --prompt "$prompt"
+        if [ -f "$unet_int8" ]; then
+            run_system "OpenVINO+NNCF" int8 "$py" "$peers" ov "${common[@]}" --ir "$ir" --unet "$unet_int8" \
+                --precision default --prompt "$prompt"
+        else
+            fail_row "OpenVINO+NNCF" int8 "$logs/ov-quantize.log"
+        fi
+    else
+        for precision in fp32 default; do fail_row "OpenVINO" "$precision" "$logs/ov-convert.log"; done
+        fail_row "OpenVINO+NNCF" int8 "$logs/ov-convert.log"
+    fi
+fi
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- the table -----------------------------------------------------------------------------------
+table=$("$py" "$peers" table --results "$results")
+cpu=$(lscpu | sed -n 's/^Model name:\s*//p' | head -n 1)
+flags=$(for f in avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile; do
+    grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f"; done)
+versions=$("$py" - <<'EOF'
+import importlib.metadata as m, platform
+names = ["torch", "diffusers", "transformers", "openvino", "nncf", "optimum-intel", "numpy"]
+print(", ".join(f"{n} {m.version(n)}" for n in names) + f", python {platform.python_version()}")
+EOF
+)
+revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+section=$(cat <<EOF
+
+### Peers, $(date -u '+%Y-%m-%d %H:%M UTC'): lcm.c beside OpenVINO and PyTorch
+
+\`bench/peers/run.sh --model $(basename "$model") --size $size --steps $steps --threads $threads --runs $runs --samples $samples\`
+(lcm.c $revision). CPU: "$cpu", $(nproc) cores, flags: ${flags% }. Load average (1/5/15 min)
+before: $load_before, after: $load_after. Prompt "$prompt", guidance $guidance, every system in its own
+process, one warm-up then the median of $runs runs per stage; end to end = a whole generation with
+the model loaded; load = reading the model until it can run (OpenVINO: compile of the IR; lcm.c:
+lcm_pipeline_open). int8: lcm quantize and nncf.quantize each calibrated on the first $samples prompts of
+data/calibration-prompts.txt. Packages (all pinned in bench/peers/requirements.txt): $versions.
+
+$table
+EOF
+)
+echo "$section"
+if [ "$append" = 1 ]; then
+    printf '%s\n' "$section" >> "$root/BENCHMARKS.md"
+    echo "== appended to $root/BENCHMARKS.md" >&2
+fi
