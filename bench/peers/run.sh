@@ -203,7 +203,7 @@ EOF
 revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 section=$(cat <<EOF
 
-### Peers, $(date -u '+%Y-%m-%d %H:%M UTC'): lcm.c beside OpenVINO and PyTorch
+## Peers, $(date -u '+%Y-%m-%d %H:%M UTC'): lcm.c beside OpenVINO and PyTorch (bench/peers/run.sh)
 
 \`bench/peers/run.sh --model $(basename "$model") --size $size --steps $steps --threads $threads --runs $runs --samples $samples\`
 (lcm.c $revision). CPU: "$cpu", $(nproc) cores, flags: ${flags% }. Load average (1/5/15 min)
@@ -218,6 +218,14 @@ EOF
 )
 echo "$section"
 if [ "$append" = 1 ]; then
-    printf '%s\n' "$section" >> "$root/BENCHMARKS.md"
-    echo "== appended to $root/BENCHMARKS.md" >&2
+    # Newest figures on top: the section goes in before the file's first "## " section, so earlier
+    # peer tables move down into the history.
+    printf '%s\n' "$section" | "$py" -c '
+import sys
+path = sys.argv[1]
+section = sys.stdin.read().strip("\n") + "\n\n"
+lines = open(path, encoding="utf-8").read().splitlines(keepends=True)
+at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+open(path, "w", encoding="utf-8").write("".join(lines[:at]) + section + "".join(lines[at:]))' "$root/BENCHMARKS.md"
+    echo "== added to $root/BENCHMARKS.md" >&2
 fi
