@@ -121,7 +121,7 @@ if wanted lcm && [ ! -f "$lcm_int8/model_index.json" ]; then
     rm -rf "$lcm_int8"
     # (lcm quantize runs one thread per physical core: it has no --threads)
     "$lcm" quantize --model "$model" --calibration "$calibration" --samples "$samples" --steps "$steps" \
-        --output "$lcm_int8" --quiet > "$logs/lcm-quantize.log" 2>&1
+        --output "$lcm_int8" --quiet > "$work/lcm-quantize.log" 2>&1
 fi
 ir="$work/openvino-ir"
 unet_int8="$work/openvino-unet-int8-s$samples-$size/openvino_model.xml"
@@ -131,16 +131,31 @@ if wanted openvino; then
         # inference precision when compiled). The notebook's own ov.convert_model of CLIPTextModel fails to
         # trace with transformers 5 (README); optimum-intel patches that model for export.
         echo "== converting to OpenVINO IR with optimum-cli (once)" >&2
-        rm -rf "$ir.partial"
-        "$venv/bin/optimum-cli" export openvino --model "$model" --task text-to-image --weight-format fp16 \
-            "$ir.partial" > "$logs/ov-convert.log" 2>&1 && mv "$ir.partial" "$ir" ||
-            echo "   conversion failed (log: $logs/ov-convert.log)" >&2
+        # The exporter loads every part model_index.json names; a folder without the safety checker and
+        # its feature extractor (lcm synth writes none) is exported through a view that names them null.
+        view="$work/model-for-export"
+        rm -rf "$view" "$ir.partial"
+        mkdir -p "$view"
+        for part in "$model"/*; do
+            [ "$(basename "$part")" = model_index.json ] || ln -s "$part" "$view/"
+        done
+        "$py" -c '
+import json, os, sys
+index = json.load(open(os.path.join(sys.argv[1], "model_index.json")))
+for part in ("safety_checker", "feature_extractor", "image_encoder"):
+    if part in index and not os.path.isdir(os.path.join(sys.argv[1], part)):
+        index[part] = [None, None]
+index["requires_safety_checker"] = False
+json.dump(index, open(os.path.join(sys.argv[2], "model_index.json"), "w"), indent=2)' "$model" "$view"
+        "$venv/bin/optimum-cli" export openvino --model "$view" --task text-to-image --weight-format fp16 \
+            "$ir.partial" > "$work/ov-convert.log" 2>&1 && mv "$ir.partial" "$ir" ||
+            echo "   conversion failed (log: $work/ov-convert.log)" >&2
     fi
     if [ -f "$ir/model_index.json" ] && [ ! -f "$unet_int8" ]; then
         echo "== nncf.quantize of the UNet ($samples calibration captions, once)" >&2
         "$py" "$peers" ov-quantize "${common[@]}" --ir "$ir" --precision default --captions "$calibration" \
-            --samples "$samples" --out "$unet_int8" > "$logs/ov-quantize.log" 2>&1 ||
-            echo "   nncf.quantize failed (log: $logs/ov-quantize.log)" >&2
+            --samples "$samples" --out "$unet_int8" > "$work/ov-quantize.log" 2>&1 ||
+            echo "   nncf.quantize failed (log: $work/ov-quantize.log)" >&2
     fi
 fi
 if [ "$prepare_only" = 1 ]; then
@@ -152,40 +167,39 @@ fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average before: $load_before" >&2
 
+# In tiers of precision, so that the rows compared with each other run minutes apart on a shared machine.
+has_bf16=0
+grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && has_bf16=1
+have_ir=0
+[ -f "$ir/model_index.json" ] && have_ir=1
+openvino_row() { # precision, then extra arguments of peers.py ov
+    local system=OpenVINO precision=$1; shift
+    [ "$precision" = int8 ] && system=OpenVINO+NNCF
+    if [ "$have_ir" = 0 ]; then fail_row "$system" "$precision" "$work/ov-convert.log"; return; fi
+    run_system "$system" "$precision" "$py" "$peers" ov "${common[@]}" --ir "$ir" --prompt "$prompt" "$@"
+}
+
+# fp32
+wanted lcm && run_system "lcm.c" fp32 lcm_bench "$model" fp32
+wanted torch && run_system "PyTorch+diffusers" fp32 "$py" "$peers" torch "${common[@]}" --precision fp32 --prompt "$prompt"
+wanted openvino && openvino_row fp32 --precision fp32
+# the CPU's fast float precision
+[ "$has_bf16" = 1 ] && wanted lcm && run_system "lcm.c" bf16 lcm_bench "$model" bf16
+wanted torch && run_system "PyTorch+diffusers" bf16 "$py" "$peers" torch "${common[@]}" --precision bf16 --prompt "$prompt"
+wanted openvino && openvino_row default --precision default
+# int8
 if wanted lcm; then
-    run_system "lcm.c" fp32 lcm_bench "$model" fp32
-    if grep -qw avx512_bf16 /proc/cpuinfo || grep -qw amx_bf16 /proc/cpuinfo; then
-        run_system "lcm.c" bf16 lcm_bench "$model" bf16
-    fi
-    if [ -f "$lcm_int8/model_index.json" ]; then
-        run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
-    else
-        fail_row "lcm.c" int8 "$logs/lcm-quantize.log"
-    fi
+    if [ -f "$lcm_int8/model_index.json" ]; then run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
+    else fail_row "lcm.c" int8 "$work/lcm-quantize.log"; fi
 fi
-
-if wanted torch; then
-    for precision in fp32 bf16 bf16-autocast; do
-        run_system "PyTorch+diffusers" "$precision" "$py" "$peers" torch "${common[@]}" --precision "$precision" \
-            --prompt "$prompt"
-    done
-fi
-
 if wanted openvino; then
-    if [ -f "$ir/model_index.json" ]; then
-        run_system "OpenVINO" fp32 "$py" "$peers" ov "${common[@]}" --ir "$ir" --precision fp32 --prompt "$prompt"
-        run_system "OpenVINO" default "$py" "$peers" ov "${common[@]}" --ir "$ir" --precision default --prompt "$prompt"
-        if [ -f "$unet_int8" ]; then
-            run_system "OpenVINO+NNCF" int8 "$py" "$peers" ov "${common[@]}" --ir "$ir" --unet "$unet_int8" \
-                --precision default --prompt "$prompt"
-        else
-            fail_row "OpenVINO+NNCF" int8 "$logs/ov-quantize.log"
-        fi
-    else
-        for precision in fp32 default; do fail_row "OpenVINO" "$precision" "$logs/ov-convert.log"; done
-        fail_row "OpenVINO+NNCF" int8 "$logs/ov-convert.log"
-    fi
+    if [ -f "$unet_int8" ]; then openvino_row int8 --precision default --unet "$unet_int8"
+    elif [ "$have_ir" = 1 ]; then fail_row "OpenVINO+NNCF" int8 "$work/ov-quantize.log"
+    else fail_row "OpenVINO+NNCF" int8 "$work/ov-convert.log"; fi
 fi
+# bf16 by autocast over fp32 weights, the other way PyTorch users get bf16
+wanted torch && run_system "PyTorch+diffusers" bf16-autocast "$py" "$peers" torch "${common[@]}" --precision bf16-autocast \
+    --prompt "$prompt"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
