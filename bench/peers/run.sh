@@ -6,13 +6,13 @@ set -uo pipefail
 
 usage() {
     echo "usage: bench/peers/run.sh --model DIR [--size 512x512] [--steps 4] [--threads 2] [--runs 2]" >&2
-    echo "                          [--samples 4] [--only lcm,torch,openvino] [--controlnet] [--no-append]" >&2
+    echo "                          [--samples 4] [--only lcm,torch,openvino,torch-autocast] [--controlnet] [--no-append]" >&2
     echo "                          [--prepare-only]" >&2
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino" controlnet=0 append=1 prepare_only=0
+model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino,torch-autocast" controlnet=0 append=1 prepare_only=0
 prompt="a beautiful pink unicorn, 8k"
 guidance=8.5
 while [ $# -gt 0 ]; do
@@ -114,15 +114,18 @@ lcm_bench() {
         --prompt "$prompt" --json | lcm_row
 }
 
-# ---- preparation, cached under $work: the int8 lcm.c model, the OpenVINO IR, its NNCF int8 UNet ----
+# ---- preparation, cached under $work: the OpenVINO IR, the int8 lcm.c model, the NNCF int8 UNet ----
 lcm_int8="$work/lcm-int8-s$samples"
-if wanted lcm && [ ! -f "$lcm_int8/model_index.json" ]; then
+prepare_lcm_int8() {
+    # Another run still quantizing into the same folder: wait for it rather than start over.
+    while pgrep -f -- "--output $lcm_int8" > /dev/null; do sleep 10; done
+    [ -f "$lcm_int8/model_index.json" ] && return
     echo "== lcm quantize ($samples calibration prompts, once)" >&2
     rm -rf "$lcm_int8"
     # (lcm quantize runs one thread per physical core: it has no --threads)
     "$lcm" quantize --model "$model" --calibration "$calibration" --samples "$samples" --steps "$steps" \
         --output "$lcm_int8" --quiet > "$work/lcm-quantize.log" 2>&1
-fi
+}
 ir="$work/openvino-ir"
 unet_int8="$work/openvino-unet-int8-s$samples-$size/openvino_model.xml"
 if wanted openvino; then
@@ -151,14 +154,18 @@ json.dump(index, open(os.path.join(sys.argv[2], "model_index.json"), "w"), inden
             "$ir.partial" > "$work/ov-convert.log" 2>&1 && mv "$ir.partial" "$ir" ||
             echo "   conversion failed (log: $work/ov-convert.log)" >&2
     fi
-    if [ -f "$ir/model_index.json" ] && [ ! -f "$unet_int8" ]; then
-        echo "== nncf.quantize of the UNet ($samples calibration captions, once)" >&2
-        "$py" "$peers" ov-quantize "${common[@]}" --ir "$ir" --precision default --captions "$calibration" \
-            --samples "$samples" --out "$unet_int8" > "$work/ov-quantize.log" 2>&1 ||
-            echo "   nncf.quantize failed (log: $work/ov-quantize.log)" >&2
-    fi
 fi
+prepare_nncf_int8() {
+    [ -f "$ir/model_index.json" ] && [ ! -f "$unet_int8" ] || return
+    echo "== nncf.quantize of the UNet ($samples calibration captions, once)" >&2
+    "$py" "$peers" ov-quantize "${common[@]}" --ir "$ir" --precision default --captions "$calibration" \
+        --samples "$samples" --out "$unet_int8" > "$work/ov-quantize.log" 2>&1 ||
+        echo "   nncf.quantize failed (log: $work/ov-quantize.log)" >&2
+}
+# The int8 models are made right before their tier, so that the float rows come first.
 if [ "$prepare_only" = 1 ]; then
+    wanted lcm && prepare_lcm_int8
+    wanted openvino && prepare_nncf_int8
     echo "== prepared under $work (nothing timed)" >&2
     exit 0
 fi
@@ -188,6 +195,8 @@ wanted openvino && openvino_row fp32 --precision fp32
 wanted torch && run_system "PyTorch+diffusers" bf16 "$py" "$peers" torch "${common[@]}" --precision bf16 --prompt "$prompt"
 wanted openvino && openvino_row default --precision default
 # int8
+wanted lcm && prepare_lcm_int8
+wanted openvino && prepare_nncf_int8
 if wanted lcm; then
     if [ -f "$lcm_int8/model_index.json" ]; then run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
     else fail_row "lcm.c" int8 "$work/lcm-quantize.log"; fi
@@ -198,7 +207,7 @@ if wanted openvino; then
     else fail_row "OpenVINO+NNCF" int8 "$work/ov-convert.log"; fi
 fi
 # bf16 by autocast over fp32 weights, the other way PyTorch users get bf16
-wanted torch && run_system "PyTorch+diffusers" bf16-autocast "$py" "$peers" torch "${common[@]}" --precision bf16-autocast \
+wanted torch-autocast && run_system "PyTorch+diffusers" bf16-autocast "$py" "$peers" torch "${common[@]}" --precision bf16-autocast \
     --prompt "$prompt"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
