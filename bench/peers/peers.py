@@ -260,7 +260,8 @@ def run_table(args):
              "peak RSS GB | notes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['system']} | {r['precision']} | | | | | | | FAILED: {r['error']} |")
+            why = r["error"] if r["error"].startswith("not run") else "FAILED: " + r["error"]
+            lines.append(f"| {r['system']} | {r['precision']} | | | | | | | {why} |")
             continue
         lines.append("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.1f} | {:.2f} | {} |".format(
             r["system"], r["precision"], r["text_encoding_s"], r["unet_step_s"], r["vae_decode_s"],

@@ -7,12 +7,12 @@ set -uo pipefail
 usage() {
     echo "usage: bench/peers/run.sh --model DIR [--size 512x512] [--steps 4] [--threads 2] [--runs 2]" >&2
     echo "                          [--samples 4] [--only lcm,torch,openvino,torch-autocast] [--controlnet] [--no-append]" >&2
-    echo "                          [--prepare-only]" >&2
+    echo "                          [--prepare-only] [--from-results RESULTS.jsonl]" >&2
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino,torch-autocast" controlnet=0 append=1 prepare_only=0
+model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino,torch-autocast" controlnet=0 append=1 prepare_only=0 from_results=""
 prompt="a beautiful pink unicorn, 8k"
 guidance=8.5
 while [ $# -gt 0 ]; do
@@ -27,6 +27,7 @@ while [ $# -gt 0 ]; do
         --controlnet) controlnet=1; shift ;;
         --no-append) append=0; shift ;;
         --prepare-only) prepare_only=1; shift ;;
+        --from-results) from_results=${2:-}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown option '$1'" >&2; usage; exit 2 ;;
     esac
@@ -128,7 +129,7 @@ prepare_lcm_int8() {
 }
 ir="$work/openvino-ir"
 unet_int8="$work/openvino-unet-int8-s$samples-$size/openvino_model.xml"
-if wanted openvino; then
+if [ -z "$from_results" ] && wanted openvino; then
     if [ ! -f "$ir/model_index.json" ]; then
         # optimum-intel's exporter, fp16 weights as OpenVINO's LCM notebook saves them (decompressed to the
         # inference precision when compiled). The notebook's own ov.convert_model of CLIPTextModel fails to
@@ -171,7 +172,28 @@ if [ "$prepare_only" = 1 ]; then
 fi
 
 # ---- the timed runs, each system in its own process ------------------------------------------------
+# --from-results: no runs, the table of the rows an interrupted run left (the rest marked not run).
+if [ -n "$from_results" ]; then
+    results=$from_results
+    load_before=$(cat "${results%.jsonl}.load" 2>/dev/null || echo unknown)
+    load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+    "$py" - "$results" "$only" <<'EOF2'
+import json, sys
+path, only = sys.argv[1], sys.argv[2].split(",")
+done = {(r["system"], r["precision"]) for r in map(json.loads, filter(str.strip, open(path)))}
+expected = [("lcm", "lcm.c", "fp32"), ("torch", "PyTorch+diffusers", "fp32"), ("openvino", "OpenVINO", "fp32"),
+            ("lcm", "lcm.c", "bf16"), ("torch", "PyTorch+diffusers", "bf16"), ("openvino", "OpenVINO", "default"),
+            ("lcm", "lcm.c", "int8"), ("openvino", "OpenVINO+NNCF", "int8"),
+            ("torch-autocast", "PyTorch+diffusers", "bf16-autocast")]
+with open(path, "a") as out:
+    for group, system, precision in expected:
+        if group in only and (system, precision) not in done:
+            out.write(json.dumps({"system": system, "precision": precision,
+                                  "error": "not run: the run was stopped before this row"}) + "\n")
+EOF2
+else
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "$load_before" > "${results%.jsonl}.load"
 echo "== load average before: $load_before" >&2
 
 # In tiers of precision, so that the rows compared with each other run minutes apart on a shared machine.
@@ -211,6 +233,7 @@ wanted torch-autocast && run_system "PyTorch+diffusers" bf16-autocast "$py" "$pe
     --prompt "$prompt"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
 
 # ---- the table -----------------------------------------------------------------------------------
 table=$("$py" "$peers" table --results "$results")
