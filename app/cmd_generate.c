@@ -185,11 +185,11 @@ int cmd_generate(int argc, char **argv) {
         {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
         {"negative-prompt", ARG_STRING, &negative_prompt,
          "what to steer away from (UNets without LCM guidance embedding, guidance > 1)", false},
-        {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG (its size is the output size)", false},
+        {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG/WebP (its size is the output size)", false},
         {"strength", ARG_FLOAT, &strength, "img2img: how much to change the init image, 0 < s <= 1 (default 0.8)", false},
         {"controlnet", ARG_STRING, &controlnet,
          "ControlNetModel steering the UNet: folder or hub id ORG/NAME[@REVISION]", false},
-        {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG)", false},
+        {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG/WebP)", false},
         {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
         {"control-preprocess", ARG_STRING, &control_preprocess,
          "turn the control image (a photo) into a control map first: canny or normalbae "

@@ -384,7 +384,7 @@ static lcm_status prepare_control(server *s, job *j, int u, lcm_image *map) {
     else
         snprintf(field, sizeof field, "alwayson_scripts.controlnet.args[%d].image", u);
     lcm_image photo = {0};
-    lcm_status st = image_decode_png(unit->png, unit->png_size, field, &photo.rgb, &photo.width, &photo.height);
+    lcm_status st = lcm_image_decode(unit->png, unit->png_size, field, &photo); // PNG, JPEG or WebP
     if (st != LCM_OK) return LCM_ERR_INVALID_ARGUMENT; // the client's image (the message says why)
     if (unit->module == SERVE_CONTROL_CANNY) {
         st = lcm_canny(&photo, unit->threshold_a, unit->threshold_b, map);
@@ -483,7 +483,7 @@ static void run_job(server *s, job *j) {
 
     lcm_image init = {0};
     if (p->init_png) {
-        st = image_decode_png(p->init_png, p->init_png_size, "init_images[0]", &init.rgb, &init.width, &init.height);
+        st = lcm_image_decode(p->init_png, p->init_png_size, "init_images[0]", &init);
         if (st != LCM_OK) return fail_job(j, LCM_ERR_INVALID_ARGUMENT, lcm_last_error());
     }
     lcm_image control[SERVE_MAX_CONTROL_UNITS] = {0};

@@ -241,11 +241,22 @@ lcm_status lcm_generate(lcm_pipeline *pipeline, const lcm_request *request, lcm_
 // Releases a result and its images. NULL is allowed.
 void lcm_result_free(lcm_result *result);
 
-// Reads a PNG or JPEG file (told apart by content) as 8-bit RGB (alpha dropped, grayscale
-// expanded), e.g. for lcm_request.init_image / control_image. On success image->rgb is malloc'd and
-// owned by the caller (lcm_image_release); on failure *image is zeroed and the message names the
-// file. `path` is borrowed.
+// Reads a PNG, JPEG or WebP file (told apart by its first bytes, not its name) as 8-bit RGB
+// (alpha dropped, grayscale expanded), e.g. for lcm_request.init_image / control_image. Animated
+// WebP and other formats (GIF, BMP, ...) are refused with a message naming the formats accepted.
+// On success image->rgb is malloc'd and owned by the caller (lcm_image_release); on failure
+// *image is zeroed and the message names the file. `path` is borrowed.
 lcm_status lcm_image_read(const char *path, lcm_image *image);
+
+// lcm_image_read for data in memory (an upload, a base64-decoded request field): `bytes` (borrowed)
+// hold a PNG, JPEG or WebP image; `label` (borrowed) names the source in error messages. Same
+// ownership as lcm_image_read.
+lcm_status lcm_image_decode(const void *bytes, size_t size, const char *label, lcm_image *image);
+
+// The width and height an image in memory declares, from its headers only (nothing is decoded):
+// lets a server refuse an oversized upload cheaply. Fails like lcm_image_decode for data that is
+// not a PNG, JPEG or WebP image (or whose header is damaged). All arguments borrowed.
+lcm_status lcm_image_probe(const void *bytes, size_t size, const char *label, int *width, int *height);
 
 // Frees image->rgb and zeroes *image. NULL is allowed.
 void lcm_image_release(lcm_image *image);
@@ -267,7 +278,7 @@ lcm_status lcm_canny(const lcm_image *image, double low_threshold, double high_t
 #define LCM_NORMAL_DETECT_RESOLUTION 512
 #define LCM_NORMAL_IMAGE_RESOLUTION 512
 
-// Like lcm_image_read, but an RGBA PNG is composited over white as controlnet_aux's HWC3 does
+// Like lcm_image_read, but an RGBA PNG or a WebP with alpha is composited over white as controlnet_aux's HWC3 does
 // (colour * alpha + 255 * (1 - alpha), truncated) instead of having its alpha dropped: the photo
 // an annotator sees. Same ownership as lcm_image_read.
 lcm_status lcm_image_read_composited(const char *path, lcm_image *image);
