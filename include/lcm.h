@@ -400,7 +400,8 @@ const char *lcm_pipeline_model_file(const lcm_pipeline *pipeline);
 
 // The infotext of image `index` of a generation: prompt (with A1111's "<lora:NAME:SCALE>" for each
 // adapter the pipeline fused, NAME the file name without extension), negative prompt, Steps,
-// Sampler (LCM), CFG scale, Seed, Size (width x height), Model hash, Model (`model_name`, borrowed),
+// Sampler (LCM), CFG scale, Seed, Size (width x height), Model hash, Model (`model_name`, borrowed;
+// a .safetensors/.ckpt/.pt/.pth/.bin extension dropped, as A1111 names checkpoints),
 // Denoising strength (img2img), Batch size / Batch pos (batches), Lora hashes ("NAME: HASH12, ..."),
 // Version. `request` is the one generated with (borrowed). The model and LoRA hashes are computed on
 // the first call and kept (reading the files once: ~1 s per GB); like lcm_generate, not to be called

@@ -12,7 +12,8 @@
 //  - hashes against independent computations with coreutils (sha256sum of the fixture files, the
 //    1 MiB-offset legacy slice via tail/head, the LoRA's bytes after its safetensors header);
 //  - `lcm generate` with a LoRA: the PNG's `parameters` chunk read back, Model hash = sha256sum of
-//    the UNet weights file, Lora hashes / <lora:...> / Version as A1111 writes them;
+//    the UNet weights file (diffusers folder) or of the file itself (a single-file checkpoint made
+//    with `lcm convert`), Lora hashes / <lora:...> / Version as A1111 writes them;
 //  - `lcm serve`: POST /sdapi/v1/png-info on the server's own txt2img PNG, on an A1111 PNG made
 //    here, on a JPEG (no infotext: ""), and bad requests (clear 400s naming the field / format).
 #include <dirent.h>
@@ -382,6 +383,8 @@ static void check_cli(const char *model, const char *unet_file, const char *lora
     CHECK(v && !strcmp(v, "1"), "Batch pos of the second image: %s", v ? v : "?");
     v = reference_get(&ref, "Seed");
     CHECK(v && !strcmp(v, "11"), "Seed %s", v ? v : "?");
+    v = reference_get(&ref, "Model");
+    CHECK(v && v[0] && !strstr(v, ".safetensors"), "Model '%s': A1111 writes the name without extension", v ? v : "?");
     if (lora_file) {
         // NAME = the file name without its extension; hash = first 12 digits of the addnet hash.
         const char *base = strrchr(lora_file, '/') ? strrchr(lora_file, '/') + 1 : lora_file;
@@ -637,6 +640,13 @@ int main(void) {
         test_path(unet_file, sizeof unet_file, "%s/unet/diffusion_pytorch_model.safetensors", lcm_dir);
         check_hashes(unet_file, NULL);
         check_cli(lcm_dir, unet_file, NULL);
+        // A single-file checkpoint (written here by `lcm convert`) is itself the hashed file, as in A1111.
+        char single[1300], cmd[4096], output[2048] = "";
+        test_path(single, sizeof single, "%s/single.safetensors", tmpdir);
+        test_path(cmd, sizeof cmd, "'%s' convert --model '%s' --output '%s' 2>&1", test_lcm_bin(), lcm_dir, single);
+        int rc = test_run(cmd, output, sizeof output);
+        CHECK(rc == 0, "%s: exit %d: %s", cmd, rc, output);
+        if (rc == 0) check_cli(single, single, NULL);
         curl_global_init(CURL_GLOBAL_DEFAULT);
         check_server(lcm_dir, unet_file);
         curl_global_cleanup();

@@ -449,7 +449,15 @@ lcm_status lcm_pipeline_infotext(lcm_pipeline *p, const lcm_request *r, int inde
     if (st == LCM_OK) st = set_fieldf(info, "Seed", "%llu", (unsigned long long)r->seed);
     if (st == LCM_OK) st = set_fieldf(info, "Size", "%dx%d", width, height);
     if (st == LCM_OK && p->model_short_hash[0]) st = lcm_infotext_set(info, "Model hash", p->model_short_hash);
-    if (st == LCM_OK && model_name) st = lcm_infotext_set(info, "Model", model_name);
+    if (st == LCM_OK && model_name) { // A1111 writes a checkpoint's file name without extension
+        size_t n = strlen(model_name);
+        const char *extensions[] = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"};
+        for (size_t e = 0; e < sizeof extensions / sizeof *extensions; e++)
+            if (ends_with(model_name, extensions[e]) && n > strlen(extensions[e])) n -= strlen(extensions[e]);
+        char *name = strndup(model_name, n);
+        st = name ? lcm_infotext_set(info, "Model", name) : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
+        free(name);
+    }
     if (st == LCM_OK && r->init_image) st = set_fieldf(info, "Denoising strength", "%g", (double)r->strength);
     if (st == LCM_OK && r->batch > 1) st = set_fieldf(info, "Batch size", "%d", r->batch);
     if (st == LCM_OK && r->batch > 1) st = set_fieldf(info, "Batch pos", "%d", index);
