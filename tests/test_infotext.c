@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -288,6 +289,30 @@ static void a1111_cases(void) {
     // Unterminated quotes and stray escapes never crash; 1 MiB is the limit.
     CHECK_OK(lcm_infotext_parse("p\nA: \"unterminated, B: 2, C: \"x\\\", D: \"\\", &info));
     lcm_infotext_free(info);
+    // Hostile texts of the largest size accepted stay linear (a quadratic reader would take
+    // minutes): one long key-like run, spaces before a non-key character, a million newlines,
+    // and unterminated quotes on the settings line.
+    {
+        size_t n = (size_t)1 << 20;
+        char *hostile = malloc(n + 1);
+        const char *shapes[] = {"a", " ", "\n", "k: \"\\\" "};
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+            size_t len = strlen(shapes[k]);
+            for (size_t i = 0; i < n; i++) hostile[i] = shapes[k][i % len];
+            memcpy(hostile, "p\nA: 1, B: 2, C: 3, ", 20); // a settings line starts after "p\n"
+            hostile[n - 1] = '!';
+            hostile[n] = '\0';
+            CHECK_OK(lcm_infotext_parse(hostile, &info));
+            lcm_infotext_free(info);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        fprintf(stderr, "4 hostile 1 MiB infotexts parsed in %.2f s\n", seconds);
+        CHECK(seconds < 30, "hostile infotexts took %.1f s: not linear", seconds);
+        free(hostile);
+    }
     size_t big = ((size_t)1 << 20) + 10;
     char *huge = malloc(big + 1);
     memset(huge, 'a', big);

@@ -221,13 +221,17 @@ typedef struct param_match {
     size_t key, key_len, value, value_len, end;
 } param_match;
 
-// A1111's key/value rule anchored at `pos` of s[0..len) (see the top of the file).
-static bool match_param(const char *s, size_t len, size_t pos, param_match *m) {
+// A1111's key/value rule anchored at `pos` of s[0..len) (see the top of the file). On failure
+// *resume is where the next attempt can start: every start before it fails the same way (it lies
+// in the same run of spaces or key characters), which keeps a hostile line linear, not quadratic.
+static bool match_param(const char *s, size_t len, size_t pos, param_match *m, size_t *resume) {
     size_t i = pos;
     while (i < len && is_space((unsigned char)s[i])) i++;
+    *resume = i > pos ? i : pos + 1;
     if (i >= len || !is_word((unsigned char)s[i])) return false;
     size_t key = i++, run = i;
     while (i < len && is_key_char((unsigned char)s[i])) i++;
+    *resume = i > run ? i : pos + 1;
     if (i == run || i >= len || s[i] != ':') return false;
     m->key = key;
     m->key_len = i - key;
@@ -262,8 +266,9 @@ static int find_params(const char *s, size_t len, lcm_infotext *into, lcm_status
     size_t pos = 0;
     while (pos < len) {
         param_match m;
-        if (!match_param(s, len, pos, &m)) {
-            pos++;
+        size_t resume = pos + 1;
+        if (!match_param(s, len, pos, &m, &resume)) {
+            pos = resume;
             continue;
         }
         count++;
@@ -284,18 +289,12 @@ static int find_params(const char *s, size_t len, lcm_infotext *into, lcm_status
     return count;
 }
 
-// Appends line[0..len) stripped to *acc ("\n"-joined).
-static lcm_status add_line(char **acc, const char *line, size_t len) {
+// Appends line[0..len) stripped to *acc, "\n"-joined as A1111 joins prompt lines.
+static void add_line(text_buffer *acc, const char *line, size_t len) {
     while (len && is_space((unsigned char)*line)) line++, len--;
     while (len && is_space((unsigned char)line[len - 1])) len--;
-    size_t old = strlen(*acc);
-    char *grown = realloc(*acc, old + (old ? 1 : 0) + len + 1);
-    if (!grown) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
-    if (old) grown[old++] = '\n';
-    memcpy(grown + old, line, len);
-    grown[old + len] = '\0';
-    *acc = grown;
-    return LCM_OK;
+    if (acc->len) append(acc, "\n", 1);
+    append(acc, line, len);
 }
 
 lcm_status lcm_infotext_parse(const char *text, lcm_infotext **out) {
@@ -319,7 +318,8 @@ lcm_status lcm_infotext_parse(const char *text, lcm_infotext **out) {
     size_t prompt_end = n;
     if (find_params(s + last, n - last, NULL, &st) >= 3) prompt_end = last;
     bool negative = false;
-    for (size_t i = 0; st == LCM_OK && i < prompt_end;) {
+    text_buffer prompt = {0}, negative_prompt = {0};
+    for (size_t i = 0; i < prompt_end;) {
         const char *nl = memchr(s + i, '\n', prompt_end - i);
         size_t line_end = nl ? (size_t)(nl - s) : prompt_end;
         const char *line = s + i;
@@ -330,10 +330,19 @@ lcm_status lcm_infotext_parse(const char *text, lcm_infotext **out) {
             line += 16;
             line_len -= 16;
         }
-        st = add_line(negative ? &info->negative_prompt : &info->prompt, line, line_len);
+        add_line(negative ? &negative_prompt : &prompt, line, line_len);
         i = line_end + 1;
         if (!nl) break;
     }
+    if (prompt.failed || negative_prompt.failed) {
+        st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
+    } else {
+        if (prompt.data) free(info->prompt), info->prompt = prompt.data, prompt.data = NULL;
+        if (negative_prompt.data)
+            free(info->negative_prompt), info->negative_prompt = negative_prompt.data, negative_prompt.data = NULL;
+    }
+    free(prompt.data);
+    free(negative_prompt.data);
     if (st == LCM_OK && prompt_end < n) find_params(s + last, n - last, info, &st);
     if (st != LCM_OK) {
         lcm_infotext_free(info);
