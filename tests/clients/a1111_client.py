@@ -7,6 +7,7 @@ basic: a server started with --models-dir (two or more models), --max-steps 3 an
 so that a job lasts long enough to watch and interrupt; png-info reads results back. controlnet: a server with --controlnet and
 --control-weights. Every check prints what it saw; the first failure raises (exit status 1).
 """
+import base64
 import io
 import json
 import sys
@@ -91,6 +92,22 @@ def basic(api):
                           width=64, height=64)
     check(result2.image.size == (64, 64) and result2.info["denoising_strength"] == 0.6,
           f"img2img: {result2.image.size}, strength {result2.info['denoising_strength']}")
+
+    # JPEG and WebP init images, sent as they are (webuiapi itself always re-encodes as PNG).
+    for fmt in ("JPEG", "WEBP"):
+        encoded = io.BytesIO()
+        result.image.convert("RGB").save(encoded, format=fmt)
+        payload = base64.b64encode(encoded.getvalue()).decode()
+        response = api.session.post(f"{api.baseurl}/img2img", json={
+            "init_images": [payload], "prompt": "a lighthouse at night", "seed": 3, "denoising_strength": 0.6,
+            "width": 64, "height": 64})
+        check(response.status_code == 200, f"img2img from a {fmt} init image: {response.status_code}")
+        made = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
+        check(made.size == (64, 64) and "Denoising strength: 0.6" in made.info.get("parameters", ""),
+              f"img2img from {fmt}: {made.size}, {made.info.get('parameters', '')!r}")
+        read_back = api.session.post(f"{api.baseurl}/png-info", json={"image": payload}).json()
+        check(read_back["info"] == "" and read_back["parameters"]["Prompt"] == "",
+              f"png-info of a {fmt} (no parameters chunk): {read_back}")
 
     # Fields the server cannot honour are refused by name, never silently dropped.
     expect_error(lambda: api.txt2img(prompt="x", enable_hr=True), 400, "enable_hr", "hires fix")
