@@ -185,11 +185,11 @@ int cmd_generate(int argc, char **argv) {
         {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
         {"negative-prompt", ARG_STRING, &negative_prompt,
          "what to steer away from (UNets without LCM guidance embedding, guidance > 1)", false},
-        {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG (its size is the output size)", false},
+        {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG/WebP (its size is the output size)", false},
         {"strength", ARG_FLOAT, &strength, "img2img: how much to change the init image, 0 < s <= 1 (default 0.8)", false},
         {"controlnet", ARG_STRING, &controlnet,
          "ControlNetModel steering the UNet: folder or hub id ORG/NAME[@REVISION]", false},
-        {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG)", false},
+        {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG/WebP)", false},
         {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
         {"control-preprocess", ARG_STRING, &control_preprocess,
          "turn the control image (a photo) into a control map first: canny or normalbae "
@@ -412,29 +412,27 @@ int cmd_generate(int argc, char **argv) {
     rc = 0;
     for (int i = 0; i < result->count && rc == 0; i++) {
         const lcm_image *img = &result->images[i];
-        char parameters[8192], path[4096];
-        // A1111 layout: prompt, "Negative prompt: ..." line, then the settings line.
-        snprintf(parameters, sizeof parameters,
-                 "%s%s%s\nSteps: %d, Sampler: LCM, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s%s",
-                 prompt, negative_prompt ? "\nNegative prompt: " : "", negative_prompt ? negative_prompt : "",
-                 request.steps, (double)request.guidance_scale,
-                 (unsigned long long)request.seed, img->width, img->height, model_name(model),
-                 result->count > 1 ? ", Batch size: " : "");
-        if (result->count > 1) {
-            size_t len = strlen(parameters);
-            snprintf(parameters + len, sizeof parameters - len, "%d, Batch pos: %d", result->count, i);
+        char path[4096];
+        // A1111's infotext: prompt, "Negative prompt: ..." line, then the settings line.
+        lcm_infotext *info = NULL;
+        char *parameters = NULL;
+        st = lcm_pipeline_infotext(pipeline, &request, i, img->width, img->height, model_name(model), &info);
+        if (st == LCM_OK && controlnet) {
+            char unit[1024];
+            snprintf(unit, sizeof unit, "Module: %s, Model: %s, Weight: %g",
+                     canny ? "canny" : normalbae ? "normal_bae" : "none", model_name(controlnet), control_scale);
+            st = lcm_infotext_set(info, "ControlNet", unit);
         }
-        size_t len = strlen(parameters);
-        if (init_image)
-            snprintf(parameters + len, sizeof parameters - len, ", Denoising strength: %g",
-                     (double)request.strength);
-        len = strlen(parameters);
-        if (controlnet)
-            snprintf(parameters + len, sizeof parameters - len,
-                     ", ControlNet: \"Module: %s, Model: %s, Weight: %g\"", canny ? "canny" : normalbae ? "normal_bae" : "none",
-                     model_name(controlnet), control_scale);
+        if (st == LCM_OK) st = lcm_infotext_format(info, &parameters);
+        lcm_infotext_free(info);
+        if (st != LCM_OK) {
+            fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
+            rc = 1;
+            break;
+        }
         batch_path(path, sizeof path, output, i, result->count);
         st = lcm_write_png(path, img, parameters);
+        free(parameters);
         if (st != LCM_OK) {
             fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
             rc = 1;

@@ -42,7 +42,7 @@ int cmd_preprocess(int argc, char **argv) {
     const arg_spec specs[] = {
         {"weights", ARG_STRING, &weights,
          "NormalBae weights: scannet.pt (torch checkpoint) or a .safetensors conversion", false},
-        {"input", ARG_STRING, &input, "input image (PNG or JPEG)", false},
+        {"input", ARG_STRING, &input, "input image (PNG, JPEG or WebP)", false},
         {"output", ARG_STRING, &output, "where to write the control image (PNG)", false},
         {"detect-resolution", ARG_INT, &detect,
          "short side the network sees, rounded to multiples of 64 (default 512)", false},

@@ -18,7 +18,7 @@ int cmd_quantize(int argc, char **argv) {
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "the diffusers model folder to quantize (with --controlnet: the base model it runs with)", false},
         {"controlnet", ARG_STRING, &controlnet, "quantize this ControlNet folder instead of the model's UNet; --output is then a ControlNet folder", false},
-        {"control-image", ARG_STRING, &control_images, "with --controlnet: a control image for calibration (PNG/JPEG, already preprocessed as for lcm generate --control-image; repeatable, cycled over the samples; at least one; the generation size follows it)", true},
+        {"control-image", ARG_STRING, &control_images, "with --controlnet: a control image for calibration (PNG/JPEG/WebP, already preprocessed as for lcm generate --control-image; repeatable, cycled over the samples; at least one; the generation size follows it)", true},
         {"lora", ARG_STRING, &lora_specs, "with --controlnet: FILE[:SCALE] fused into the base model for calibration, as lcm generate --lora (repeatable)", true},
         {"weights-only", ARG_FLAG, &weights_only, "with --controlnet: 8-bit weights only, no calibration (float32 compute; --model/--calibration not needed)", false},
         {"calibration", ARG_STRING, &calibration, "calibration prompts, one per line (e.g. data/calibration-prompts.txt)", false},

@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "app/png_info.h"
 #include "app/server_internal.h"
 
 // sd-webui-controlnet's API version this server follows (its /controlnet/version).
@@ -478,6 +479,18 @@ static enum MHD_Result embeddings(server *s, struct MHD_Connection *c, const cha
     return serve_send_json(c, 200, o);
 }
 
+// ---- POST /sdapi/v1/png-info ------------------------------------------------------------------------
+
+// A1111's "PNG Info": the generation parameters an image carries (app/png_info.c).
+static enum MHD_Result png_info(server *s, struct MHD_Connection *c, const char *body, size_t size) {
+    cJSON *answer = NULL;
+    const char *field = "";
+    char message[512];
+    int status = png_info_answer(body, size, s->config->limits.max_image_bytes, &answer, &field, message,
+                                 sizeof message);
+    return status == 200 ? serve_send_json(c, 200, answer) : serve_send_error(c, status, field, message);
+}
+
 // ---- routing -------------------------------------------------------------------------------------------
 
 typedef struct a1111_route {
@@ -490,6 +503,7 @@ static const a1111_route a1111_routes[] = {
     {"/sdapi/v1/progress", false, progress},
     {"/sdapi/v1/interrupt", true, interrupt},
     {"/sdapi/v1/sd-models", false, sd_models},
+    {"/sdapi/v1/png-info", true, png_info},
     {"/sdapi/v1/options", false, options_get},
     {"/sdapi/v1/samplers", false, samplers},
     {"/sdapi/v1/schedulers", false, schedulers},

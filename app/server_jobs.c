@@ -311,56 +311,58 @@ static uint64_t random_seed(void) {
     return seed;
 }
 
-// The A1111 infotext of one image ("prompt\nNegative prompt: ...\nSteps: 4, Sampler: LCM, ..."):
-// what ran (the clamped steps, the LCM sampler), not what was asked.
-static char *infotext(const server *s, const job *j, uint64_t seed, int width, int height, int batch_pos) {
+// The A1111 infotext of one image ("prompt\nNegative prompt: ...\nSteps: 4, Sampler: LCM, ...", with
+// Model hash, Lora hashes and Version: lcm_pipeline_infotext): what ran (the request as generated,
+// with its clamped steps), then each ControlNet unit and, after /sdapi/v1/interrupt, the step the
+// partial image stopped at. On success *text is malloc'd (the caller frees it).
+static lcm_status infotext(const server *s, const job *j, const lcm_request *r, int width, int height, int batch_pos,
+                           char **text) {
     const serve_params *p = &j->params;
-    char buf[20000];
-    int n = snprintf(buf, sizeof buf, "%s", p->prompt);
-    if (p->negative_prompt)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, "\nNegative prompt: %s", p->negative_prompt);
-    n += snprintf(buf + n, sizeof buf - (size_t)n,
-                  "\nSteps: %d, Sampler: LCM, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", p->steps,
-                  p->cfg_scale, (unsigned long long)seed, width, height, s->config->models[j->model].name);
-    if (p->init_png && n < (int)sizeof buf)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, ", Denoising strength: %g", p->denoising_strength);
-    if (p->batch_size > 1 && n < (int)sizeof buf)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, ", Batch size: %d, Batch pos: %d", p->batch_size, batch_pos);
-    for (int u = 0; u < p->unit_count && n < (int)sizeof buf; u++) {
+    const serve_model *m = &s->config->models[j->model];
+    lcm_infotext *info = NULL;
+    lcm_status st = lcm_pipeline_infotext(m->pipeline, r, batch_pos, width, height, m->name, &info);
+    for (int u = 0; u < p->unit_count && st == LCM_OK; u++) {
         const serve_control_unit *unit = &p->units[u];
-        char name[32] = "ControlNet";
-        if (p->unit_count > 1) snprintf(name, sizeof name, "ControlNet %d", u);
-        n += snprintf(buf + n, sizeof buf - (size_t)n,
-                      ", %s: \"Module: %s, Model: %s, Weight: %g, Guidance Start: %g, Guidance End: %g\"", name,
-                      serve_control_module_name(unit->module), s->config->controlnet_name, unit->weight,
-                      unit->guidance_start, unit->guidance_end);
+        char key[32] = "ControlNet", value[512];
+        if (p->unit_count > 1) snprintf(key, sizeof key, "ControlNet %d", u);
+        snprintf(value, sizeof value, "Module: %s, Model: %s, Weight: %g, Guidance Start: %g, Guidance End: %g",
+                 serve_control_module_name(unit->module), s->config->controlnet_name, unit->weight,
+                 unit->guidance_start, unit->guidance_end);
+        st = lcm_infotext_set(info, key, value);
     }
-    if (j->interrupted && n < (int)sizeof buf)
-        snprintf(buf + n, sizeof buf - (size_t)n, ", Interrupted at step: %d", j->steps_done);
-    return strdup(buf);
+    if (st == LCM_OK && j->interrupted) {
+        char step[16];
+        snprintf(step, sizeof step, "%d", j->steps_done);
+        st = lcm_infotext_set(info, "Interrupted at step", step);
+    }
+    if (st == LCM_OK) st = lcm_infotext_format(info, text);
+    lcm_infotext_free(info);
+    return st;
 }
 
-// Encodes one result image as a base64 PNG with its infotext; false when out of memory.
-static bool store_image(server *s, job *j, const lcm_image *img, uint64_t seed, int batch_pos) {
+// Encodes image `batch_pos` of the generation `r` as a base64 PNG with its infotext. On failure
+// lcm_last_error says why, except for LCM_ERR_OUT_OF_MEMORY from the base64 encoding.
+static lcm_status store_image(server *s, job *j, const lcm_image *img, const lcm_request *r, int batch_pos) {
     int k = j->image_count;
-    char *text = infotext(s, j, seed, img->width, img->height, batch_pos);
+    char *text = NULL;
+    lcm_status st = infotext(s, j, r, img->width, img->height, batch_pos, &text);
+    if (st != LCM_OK) return st;
     const char *key = "parameters";
     void *png = NULL;
     size_t size = 0;
     char *encoded = NULL;
-    if (text && image_encode_png(img->rgb, img->width, img->height, &key, (const char *const *)&text, 1,
-                                 &png, &size) == LCM_OK)
-        encoded = serve_base64_encode(png, size);
+    st = image_encode_png(img->rgb, img->width, img->height, &key, (const char *const *)&text, 1, &png, &size);
+    if (st == LCM_OK && !(encoded = serve_base64_encode(png, size))) st = LCM_ERR_OUT_OF_MEMORY;
     free(png);
-    if (!encoded) {
+    if (st != LCM_OK) {
         free(text);
-        return false;
+        return st;
     }
     j->images_base64[k] = encoded;
     j->infotexts[k] = text;
-    j->seeds[k] = seed;
+    j->seeds[k] = r->seed;
     j->image_count++;
-    return true;
+    return LCM_OK;
 }
 
 static void fail_job(job *j, lcm_status status, const char *message) {
@@ -384,7 +386,7 @@ static lcm_status prepare_control(server *s, job *j, int u, lcm_image *map) {
     else
         snprintf(field, sizeof field, "alwayson_scripts.controlnet.args[%d].image", u);
     lcm_image photo = {0};
-    lcm_status st = image_decode_png(unit->png, unit->png_size, field, &photo.rgb, &photo.width, &photo.height);
+    lcm_status st = lcm_image_decode(unit->png, unit->png_size, field, &photo); // PNG, JPEG or WebP
     if (st != LCM_OK) return LCM_ERR_INVALID_ARGUMENT; // the client's image (the message says why)
     if (unit->module == SERVE_CONTROL_CANNY) {
         st = lcm_canny(&photo, unit->threshold_a, unit->threshold_b, map);
@@ -483,7 +485,7 @@ static void run_job(server *s, job *j) {
 
     lcm_image init = {0};
     if (p->init_png) {
-        st = image_decode_png(p->init_png, p->init_png_size, "init_images[0]", &init.rgb, &init.width, &init.height);
+        st = lcm_image_decode(p->init_png, p->init_png_size, "init_images[0]", &init);
         if (st != LCM_OK) return fail_job(j, LCM_ERR_INVALID_ARGUMENT, lcm_last_error());
     }
     lcm_image control[SERVE_MAX_CONTROL_UNITS] = {0};
@@ -534,8 +536,11 @@ static void run_job(server *s, job *j) {
             serve_params_warn(p, "interrupted after step %d of %d: the images are the partial result",
                               j->steps_done, j->total_steps);
         }
-        for (int i = 0; i < result->count && j->status == LCM_OK; i++)
-            if (!store_image(s, j, &result->images[i], r.seed, i)) fail_job(j, LCM_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int i = 0; i < result->count && j->status == LCM_OK; i++) {
+            lcm_status stored = store_image(s, j, &result->images[i], &r, i);
+            if (stored != LCM_OK)
+                fail_job(j, stored, stored == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
+        }
         lcm_result_free(result);
     }
     free(init.rgb);

@@ -3,6 +3,7 @@
 #include "server_request.h"
 
 #include <cjson/cJSON.h>
+#include "lcm.h"
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -113,14 +114,11 @@ static bool decode_png_field(const char *text, const char *param, const char *na
     if (!serve_base64_decode(text, strlen(text), limits->max_image_bytes, png_out, size_out))
         return fail(error, 400, param, "field '%s' is not valid base64 of at most %zu bytes", name,
                     limits->max_image_bytes);
-    static const uint8_t signature[12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
-    const uint8_t *png = *png_out;
-    if (*size_out < 24 || memcmp(png, signature, sizeof signature) != 0 || memcmp(png + 12, "IHDR", 4) != 0)
-        return fail(error, 400, param, "field '%s' is not a PNG image", name);
-    uint32_t width = (uint32_t)png[16] << 24 | (uint32_t)png[17] << 16 | (uint32_t)png[18] << 8 | png[19];
-    uint32_t height = (uint32_t)png[20] << 24 | (uint32_t)png[21] << 16 | (uint32_t)png[22] << 8 | png[23];
+    int width = 0, height = 0; // PNG, JPEG or WebP: the header's size, nothing decoded yet
+    if (lcm_image_probe(*png_out, *size_out, name, &width, &height) != LCM_OK)
+        return fail(error, 400, param, "field %s", lcm_last_error());
     if (width < 1 || height < 1 || width > MAX_INIT_SIDE || height > MAX_INIT_SIDE)
-        return fail(error, 400, param, "field '%s' is a %ux%u PNG: expected 1..%d pixels per side", name, width,
+        return fail(error, 400, param, "field '%s' is a %dx%d image: expected 1..%d pixels per side", name, width,
                     height, MAX_INIT_SIDE);
     return true;
 }

@@ -1,15 +1,21 @@
-// libFuzzer harness for the image readers that take user files (init and control images): the
-// input is decoded as JPEG and as PNG (both must fail cleanly or return a bounded image), and a
-// decoded image goes through the canny preprocessor and a resize, as `lcm generate` would.
+// libFuzzer harness for the image readers that take user files and uploads (init and control
+// images): the input is decoded as JPEG, as PNG, as WebP (RGB, and RGBA as the annotators read it)
+// and through the sniffing entry point with its header probe; each must fail cleanly or return a
+// bounded image, and a decoded image goes through the canny preprocessor and a resize, as
+// `lcm generate` would.
 // Seeds (fuzz/corpus/fuzz_image/): an 8x6 PNG and JPEG written once with image_write_png and
-// libjpeg from made-up pixels (no fixture data).
+// libjpeg, a lossy WebP and a lossless RGBA WebP written once with libwebp, all from made-up
+// pixels (no fixture data).
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "guarded_input.h"
 #include "io/image.h"
+#include "io/image_format.h"
 #include "io/image_jpeg.h"
+#include "io/image_webp.h"
 #include "io/image_resize.h"
 #include "preprocess/canny.h"
 
@@ -40,6 +46,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (image_decode_png(in.bytes, size, "fuzz.png", &rgb, &width, &height) == LCM_OK) {
         if (!rgb || width < 1 || height < 1) abort();
         use_image(rgb, width, height);
+    }
+    rgb = NULL;
+    if (image_decode_webp(in.bytes, size, "fuzz.webp", &rgb, &width, &height) == LCM_OK) {
+        if (!rgb || width < 1 || height < 1) abort();
+        use_image(rgb, width, height);
+    } else if (rgb) {
+        abort();
+    }
+    int channels = 0;
+    rgb = NULL;
+    if (image_decode_webp_keep_alpha(in.bytes, size, "fuzz.webp", &rgb, &width, &height, &channels) == LCM_OK) {
+        if (!rgb || width < 1 || height < 1 || (channels != 3 && channels != 4)) abort();
+        free(rgb);
+    } else if (rgb) {
+        abort();
+    }
+    // The upload path: header probe, then the decoder the bytes name; a decode that succeeds must
+    // agree with the probe's size.
+    image_format format;
+    int probe_w = 0, probe_h = 0;
+    bool probed = image_probe(in.bytes, size, "fuzz upload", &format, &probe_w, &probe_h) == LCM_OK;
+    rgb = NULL;
+    if (image_decode_any(in.bytes, size, "fuzz upload", &rgb, &width, &height) == LCM_OK) {
+        if (!rgb || !probed || width != probe_w || height != probe_h) abort();
+        free(rgb);
+    } else if (rgb) {
+        abort();
     }
     guarded_input_free(&in);
     return 0;

@@ -4,7 +4,7 @@
 //
 // Checked beyond "no crash": a parsed request (its ControlNet units and warnings included; also
 // /controlnet/detect's body) lies within the limits
-// it was parsed with; a refusal
+// it was parsed with, its images PNG, JPEG or WebP of a bounded size; a refusal
 // allocates nothing and says why with a 4xx; a decoded base64 re-encodes to text that decodes to the
 // same bytes; a parsed size is in range.
 #include <stdbool.h>
@@ -21,8 +21,16 @@ static const serve_limits limits = {
     .max_size = 768, .max_steps = 8, .max_images = 4, .max_image_bytes = 4096,
 };
 
+// An accepted upload: within the byte limit, a PNG, JPEG or WebP whose header declares 1..4096
+// pixels a side (lcm_image_probe, as the parser checked it).
+static bool image_ok(const uint8_t *bytes, size_t size) {
+    int width = 0, height = 0;
+    return bytes && size <= limits.max_image_bytes && lcm_image_probe(bytes, size, "upload", &width, &height) == LCM_OK &&
+           width >= 1 && height >= 1 && width <= MAX_INIT_SIDE && height <= MAX_INIT_SIDE;
+}
+
 static bool unit_ok(const serve_control_unit *u) {
-    return u->png && u->png_size <= limits.max_image_bytes && u->png_size >= 24 && memcmp(u->png + 1, "PNG", 3) == 0 &&
+    return image_ok(u->png, u->png_size) &&
            (u->module == SERVE_CONTROL_NONE || u->module == SERVE_CONTROL_CANNY || u->module == SERVE_CONTROL_NORMALBAE) &&
            u->weight >= 0 && u->weight <= 10 && u->threshold_a >= 0 && u->threshold_a <= 10000 && u->threshold_b >= 0 &&
            u->threshold_b <= 10000 && u->processor_res >= 64 && u->processor_res <= 2048 && u->guidance_start >= 0 &&
@@ -42,7 +50,7 @@ static void check_request(serve_api api, const char *body, size_t size) {
               p.height > limits.max_size || p.width % 8 || p.height % 8 || p.batch_size < 1 || p.n_iter < 1 ||
               p.batch_size * p.n_iter > limits.max_images || p.seed < -1 || !(p.cfg_scale >= 0 && p.cfg_scale <= 30) ||
               !(p.denoising_strength >= 0 && p.denoising_strength <= 1))) ||
-            (p.init_png && (p.init_png_size > limits.max_image_bytes || p.init_png_size < 24)) ||
+            (p.init_png && !image_ok(p.init_png, p.init_png_size)) ||
             (api == SERVE_API_A1111_IMG2IMG && !p.init_png) || (api == SERVE_API_A1111_TXT2IMG && p.init_png) ||
             p.unit_count < 0 || p.unit_count > SERVE_MAX_CONTROL_UNITS || p.warning_count < 0 ||
             p.warning_count > SERVE_MAX_WARNINGS)

@@ -241,11 +241,22 @@ lcm_status lcm_generate(lcm_pipeline *pipeline, const lcm_request *request, lcm_
 // Releases a result and its images. NULL is allowed.
 void lcm_result_free(lcm_result *result);
 
-// Reads a PNG or JPEG file (told apart by content) as 8-bit RGB (alpha dropped, grayscale
-// expanded), e.g. for lcm_request.init_image / control_image. On success image->rgb is malloc'd and
-// owned by the caller (lcm_image_release); on failure *image is zeroed and the message names the
-// file. `path` is borrowed.
+// Reads a PNG, JPEG or WebP file (told apart by its first bytes, not its name) as 8-bit RGB
+// (alpha dropped, grayscale expanded), e.g. for lcm_request.init_image / control_image. Animated
+// WebP and other formats (GIF, BMP, ...) are refused with a message naming the formats accepted.
+// On success image->rgb is malloc'd and owned by the caller (lcm_image_release); on failure
+// *image is zeroed and the message names the file. `path` is borrowed.
 lcm_status lcm_image_read(const char *path, lcm_image *image);
+
+// lcm_image_read for data in memory (an upload, a base64-decoded request field): `bytes` (borrowed)
+// hold a PNG, JPEG or WebP image; `label` (borrowed) names the source in error messages. Same
+// ownership as lcm_image_read.
+lcm_status lcm_image_decode(const void *bytes, size_t size, const char *label, lcm_image *image);
+
+// The width and height an image in memory declares, from its headers only (nothing is decoded):
+// lets a server refuse an oversized upload cheaply. Fails like lcm_image_decode for data that is
+// not a PNG, JPEG or WebP image (or whose header is damaged). All arguments borrowed.
+lcm_status lcm_image_probe(const void *bytes, size_t size, const char *label, int *width, int *height);
 
 // Frees image->rgb and zeroes *image. NULL is allowed.
 void lcm_image_release(lcm_image *image);
@@ -267,7 +278,7 @@ lcm_status lcm_canny(const lcm_image *image, double low_threshold, double high_t
 #define LCM_NORMAL_DETECT_RESOLUTION 512
 #define LCM_NORMAL_IMAGE_RESOLUTION 512
 
-// Like lcm_image_read, but an RGBA PNG is composited over white as controlnet_aux's HWC3 does
+// Like lcm_image_read, but an RGBA PNG or a WebP with alpha is composited over white as controlnet_aux's HWC3 does
 // (colour * alpha + 255 * (1 - alpha), truncated) instead of having its alpha dropped: the photo
 // an annotator sees. Same ownership as lcm_image_read.
 lcm_status lcm_image_read_composited(const char *path, lcm_image *image);
@@ -299,6 +310,105 @@ lcm_status lcm_preprocess_normal(const char *weights_path, const lcm_image *imag
 // place: `path` never holds a partial file). `parameters` (may be NULL) is stored as the A1111
 // `parameters` tEXt chunk. All arguments are borrowed.
 lcm_status lcm_write_png(const char *path, const lcm_image *image, const char *parameters);
+
+// ---- infotext: the A1111 `parameters` text of the images we write ------------------------------
+//
+// A1111's layout, which model sites and tools read back:
+//   PROMPT (one or more lines)
+//   Negative prompt: NEGATIVE (only when there is one; may continue on more lines)
+//   Key: value, Key: value, Key: "quoted, value", ...
+// A value containing ',', ':' or a newline is written as a JSON string ("..." with escapes), as
+// A1111's infotext_utils.quote does; the last line is read back with A1111's own rule
+//   \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)
+// (quoted values JSON-decoded), and only counts as the settings line when that rule matches at least
+// three times there; otherwise it belongs to the prompt, as in A1111's parse_generation_parameters.
+
+// One `Key: value` of the settings line. Both strings are owned by the lcm_infotext.
+typedef struct lcm_infotext_field {
+    char *key;
+    char *value; // unquoted
+} lcm_infotext_field;
+
+typedef struct lcm_infotext {
+    char *prompt;          // never NULL ("" when empty)
+    char *negative_prompt; // never NULL ("" when none: no "Negative prompt:" line is written)
+    lcm_infotext_field *fields; // in the order of the settings line
+    int field_count;
+} lcm_infotext;
+
+// A new, empty infotext (prompt and negative prompt may be NULL for ""). On success *out is owned
+// by the caller (lcm_infotext_free). The strings are copied.
+lcm_status lcm_infotext_new(const char *prompt, const char *negative_prompt, lcm_infotext **out);
+
+// Sets `key` to `value` (both copied): replaces the value of an existing field with that key,
+// else appends a field. Keys must match A1111's key rule: a word character, then at least one of
+// word characters, ' ', '-', '/' (LCM_ERR_INVALID_ARGUMENT naming the key otherwise).
+lcm_status lcm_infotext_set(lcm_infotext *info, const char *key, const char *value);
+
+// The value of `key` (exact match), or NULL. Owned by `info`; valid until it changes or is freed.
+const char *lcm_infotext_get(const lcm_infotext *info, const char *key);
+
+// Writes the text (layout above). On success *text is malloc'd and owned by the caller (free()).
+lcm_status lcm_infotext_format(const lcm_infotext *info, char **text);
+
+// Reads an infotext written by us or by A1111 (and tools that follow its format), as A1111's
+// parse_generation_parameters splits it: prompt lines, optional "Negative prompt:" lines, the
+// settings line; leading/trailing whitespace of the whole text and of each prompt line is
+// dropped. Values are returned as written (strings), quoted ones JSON-decoded; a key that repeats
+// keeps its last value. Any text parses (at worst all of it is the prompt); `text` is borrowed and
+// at most 1 MiB (LCM_ERR_INVALID_ARGUMENT beyond). On success *out is owned by the caller.
+lcm_status lcm_infotext_parse(const char *text, lcm_infotext **out);
+
+// Frees the infotext and its strings. NULL is allowed.
+void lcm_infotext_free(lcm_infotext *info);
+
+// The A1111 `parameters` text chunk of a PNG in memory: *text is malloc'd (caller frees), or NULL
+// when the PNG has no such chunk (still LCM_OK). tEXt, zTXt and iTXt chunks are read. A PNG the
+// reader refuses is LCM_ERR_FORMAT naming `label`. `png` and `label` are borrowed.
+lcm_status lcm_png_read_parameters(const void *png, size_t size, const char *label, char **text);
+
+// This library's version, "x.y.z" (written into infotexts as "Version: lcm.c x.y.z"). Static.
+const char *lcm_version(void);
+
+// A1111's hashes of a checkpoint file (hex digits, lowercase, NUL-terminated):
+//   sha256       SHA-256 of the whole file (A1111's `sha256`; its first 10 digits are the
+//                "Model hash" of the infotext and the [hash] of checkpoint titles, which model
+//                sites look models up by);
+//   legacy_hash  SHA-256 of the 64 KiB at offset 1 MiB, first 8 digits (A1111's old model_hash,
+//                still among a checkpoint's ids).
+typedef struct lcm_model_hashes {
+    char sha256[65];
+    char short_hash[11];
+    char legacy_hash[9];
+} lcm_model_hashes;
+
+// Hashes the file at `path` (borrowed); errors name it.
+lcm_status lcm_model_hashes_of_file(const char *path, lcm_model_hashes *out);
+
+// A1111's hash of a LoRA file, of which "Lora hashes" writes the first 12 digits: for a
+// .safetensors file the `sshs_model_hash` of its metadata when present, else SHA-256 of the bytes
+// after the header (the kohya/"addnet" hash: the metadata may change, the weights' hash not); for
+// other files SHA-256 of the whole file. `hex` gets 64 hex digits + NUL.
+lcm_status lcm_lora_hash(const char *path, char hex[65]);
+
+// The file whose hash is the pipeline's "Model hash": a single-file checkpoint is itself; for a
+// diffusers folder, which A1111 cannot load and so has no hash for, it is the UNet weights file
+// that was loaded (unet/diffusion_pytorch_model[.VARIANT].safetensors, or the shard index of
+// sharded weights): the file that sets one fine-tune apart from another (text encoder and VAE are
+// mostly shared). Owned by the pipeline; valid until lcm_pipeline_close.
+const char *lcm_pipeline_model_file(const lcm_pipeline *pipeline);
+
+// The infotext of image `index` of a generation: prompt (with A1111's "<lora:NAME:SCALE>" for each
+// adapter the pipeline fused, NAME the file name without extension), negative prompt, Steps,
+// Sampler (LCM), CFG scale, Seed, Size (width x height), Model hash, Model (`model_name`, borrowed;
+// a .safetensors/.ckpt/.pt/.pth/.bin extension dropped, as A1111 names checkpoints),
+// Denoising strength (img2img), Batch size / Batch pos (batches), Lora hashes ("NAME: HASH12, ..."),
+// Version. `request` is the one generated with (borrowed). The model and LoRA hashes are computed on
+// the first call and kept (reading the files once: ~1 s per GB); like lcm_generate, not to be called
+// on one pipeline from two threads at once. On success *out is owned by the caller
+// (lcm_infotext_free); callers may add fields (e.g. "ControlNet") before lcm_infotext_format.
+lcm_status lcm_pipeline_infotext(lcm_pipeline *pipeline, const lcm_request *request, int index,
+                                 int width, int height, const char *model_name, lcm_infotext **out);
 
 // How far image b is from image a (same size): PSNR in dB over all RGB values (peak 255; +inf
 // when identical) and mean SSIM (Gaussian 11x11 window, sigma 1.5, per channel, averaged).

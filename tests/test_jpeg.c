@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "io/image.h"
+#include "io/image_format.h"
 #include "io/image_jpeg.h"
 #include "testutil.h"
 

@@ -4,11 +4,12 @@
 // does the talking:
 // - server A: the fixture pipelines (every folder with a model_index.json) through --models-dir
 //   with --max-loaded 1 and a step delay: txt2img with the client's defaults (20 steps clamped,
-//   with a warning), img2img, refused fields, progress with current_image, interrupt returning
-//   the partial image, the start-up endpoints, model switching through options;
+//   with a warning), img2img (also from JPEG and WebP init images), refused fields, progress with
+//   current_image, interrupt returning the partial image, the start-up endpoints, model switching
+//   through options, png-info reading a result's infotext back (the interrupted one's step too);
 // - server C: the reference ControlNet workflow (--controlnet, --lora, --control-weights): the
 //   client's own ControlNetUnit, controlnet/version, model_list, module_list, detect, summed
-//   units, guidance_start/guidance_end.
+//   units, guidance_start/guidance_end, png-info reading the units back from the results.
 // Skipped (exit 77, saying why) only where python3 with venv and pip is missing.
 #include <dirent.h>
 #include <stdio.h>

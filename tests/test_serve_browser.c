@@ -1,6 +1,8 @@
 // The `lcm serve` page in headless Chromium (tests/browser/serve_page.mjs, playwright-core): type a
-// prompt, press Enter, see the progress and the image, cancel a second run, phone-sized layout.
-// Screenshots go to build/artifacts/serve.png and serve-phone.png.
+// prompt, press Enter, see the progress and the image, the seed written back, cancel a second run,
+// reuse the seed, random again, restore a result's settings from the history, img2img from a JPEG
+// (written here from a fixture PNG) with its thumbnail, phone-sized layout. Screenshots go to
+// build/artifacts/serve.png, serve-history.png, serve-img2img.png and serve-phone.png.
 // Then the ControlNet controls (tests/browser/serve_control.mjs) against a server with --controlnet,
 // --lora and --control-weights: upload a photo, generate, the image and its normal map appear side
 // by side (build/artifacts/serve-controlnet.png).
@@ -12,9 +14,49 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jpeglib.h>
+
 #include "control_fixtures.h"
+#include "io/image.h"
 #include "serve_process.h"
 #include "testutil.h"
+
+// Writes the first PNG of `dir` as a quality-90 JPEG at `jpeg`; false when there is none.
+static bool write_jpeg_from_fixture(const char *dir, const char *jpeg) {
+    char **names = NULL, png[1400];
+    int n = test_list_files(dir, "", ".png", &names);
+    if (n > 0) test_path(png, sizeof png, "%s/%s", dir, names[0]);
+    test_free_list(names, n);
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    if (n <= 0 || image_read_png(png, &rgb, &w, &h) != LCM_OK) return false;
+    FILE *fp = fopen(jpeg, "wb");
+    if (!fp) {
+        free(rgb);
+        return false;
+    }
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    jpeg_stdio_dest(&c, fp);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = rgb + (size_t)c.next_scanline * w * 3;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(fp);
+    free(rgb);
+    return true;
+}
 
 int main(void) {
     const char *root = test_fixtures();
@@ -36,11 +78,15 @@ int main(void) {
     test_path(model, sizeof model, "%s/tiny-lcm", root);
     test_path(artifacts, sizeof artifacts, "%s/artifacts", test_build_dir());
     mkdir(artifacts, 0755);
+    char golden[1100], init_jpeg[1300];
+    test_path(golden, sizeof golden, "%s/golden", model);
+    test_path(init_jpeg, sizeof init_jpeg, "%s/init.jpg", artifacts);
+    CHECK(write_jpeg_from_fixture(golden, init_jpeg), "no fixture PNG in %s to make the JPEG init image from", golden);
     server_process server;
     // A short pause after each step, so that the progress and Cancel are seen on any machine.
     if (server_start(&server, model, "--threads 2 --step-delay-ms 150")) {
-        snprintf(cmd, sizeof cmd, "cd '%s/tests/browser' && CHROMIUM='%s' node serve_page.mjs '%s/' '%s' 2>&1",
-                 test_source_dir(), chromium, server.base, artifacts);
+        snprintf(cmd, sizeof cmd, "cd '%s/tests/browser' && CHROMIUM='%s' node serve_page.mjs '%s/' '%s' '%s' 2>&1",
+                 test_source_dir(), chromium, server.base, artifacts, init_jpeg);
         int rc = test_run(cmd, output, sizeof output);
         fputs(output, stderr);
         CHECK(rc == 0, "%s exited %d", cmd, rc);

@@ -1,6 +1,8 @@
 // The lcm.c page: a form, a POST to /api/generate answered with server-sent events (queued,
 // progress, preview, result or failure), the result with its parameters and a download link, and
-// a history strip of this session's images. No libraries, no network beyond this server.
+// a history strip of this session's images (a click shows one again and puts its settings back in
+// the form). The seed each run used is written back into the seed field; "Reuse seed" keeps it,
+// "Random" draws a new one per run. No libraries, no network beyond this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -12,7 +14,41 @@ for (const id of ["width", "height", "steps", "guidance", "strength", "control_s
   const input = $(id), out = $(id + "_out");
   input.addEventListener("input", () => { out.textContent = input.value; });
 }
-$("randomize").addEventListener("change", (e) => { $("seed").disabled = e.target.checked; });
+let shownSeed = null; // the seed of the image shown, for "Reuse seed"
+
+function setRandomize(on) {
+  $("randomize").checked = on;
+  $("seed").disabled = on;
+}
+$("randomize").addEventListener("change", (e) => setRandomize(e.target.checked));
+$("seed_random").addEventListener("click", () => setRandomize(true));
+$("seed_reuse").addEventListener("click", () => {
+  if (shownSeed === null) return;
+  $("seed").value = shownSeed;
+  setRandomize(false);
+});
+
+// Example prompts fill the prompt box.
+for (const b of document.querySelectorAll("button.example"))
+  b.addEventListener("click", () => { $("prompt").value = b.textContent; $("prompt").focus(); });
+
+// The chosen init/control image as a thumbnail beside its input, with its name and size.
+function previewFile(inputId, previewId) {
+  const input = $(inputId), fig = $(previewId), img = fig.querySelector("img");
+  input.addEventListener("change", () => {
+    if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    const file = input.files[0];
+    fig.hidden = !file;
+    if (!file) { img.removeAttribute("src"); return; }
+    img.onload = () => {
+      fig.querySelector("figcaption").textContent = `${file.name} · ${img.naturalWidth}×${img.naturalHeight}`;
+    };
+    img.onerror = () => { fig.querySelector("figcaption").textContent = `${file.name}: the browser cannot show this image`; };
+    img.src = URL.createObjectURL(file);
+  });
+}
+previewFile("init_image", "init_preview");
+previewFile("control_image", "control_preview");
 // The canny thresholds only matter for canny.
 // The canny thresholds and the preprocessor resolution only matter for their module.
 function showModuleOptions() {
@@ -74,9 +110,10 @@ function fileAsBase64(file) {
   });
 }
 
-// The server takes PNG: other formats are redrawn through a canvas (same pixels, no alpha).
-async function fileAsPng(file) {
-  if (file.type === "image/png") return fileAsBase64(file);
+// The server reads PNG, JPEG and WebP (it tells them apart by their bytes); other formats the
+// browser can show (GIF, BMP, AVIF, ...) are redrawn through a canvas as PNG (same pixels, no alpha).
+async function imageData(file) {
+  if (["image/png", "image/jpeg", "image/webp"].includes(file.type)) return fileAsBase64(file);
   const bitmap = await createImageBitmap(file);
   const canvas = document.createElement("canvas");
   canvas.width = bitmap.width;
@@ -91,7 +128,7 @@ async function controlUnit() {
   if (!file) throw new Error("choose a control image (or a photo to preprocess) first");
   const unit = {
     enabled: true,
-    image: await fileAsPng(file),
+    image: await imageData(file),
     module: $("control_module").value,
     weight: Number($("control_scale").value),
   };
@@ -117,7 +154,7 @@ async function buildRequest() {
     body.negative_prompt = $("negative_prompt").value;
   const init = $("init_image");
   if (!init.closest("[data-feature]").hidden && init.files.length) {
-    body.init_images = [await fileAsBase64(init.files[0])];
+    body.init_images = [await imageData(init.files[0])];
     body.denoising_strength = Number($("strength").value);
   }
   if (!$("control_image").closest("[data-feature]").hidden)
@@ -160,7 +197,7 @@ function figure(item) {
   link.href = item.src;
   link.download = `lcm-${item.seed}.png`;
   link.textContent = "Download PNG";
-  caption.append(link);
+  caption.append(`Seed ${item.seed} · `, link);
   fig.append(img, caption);
   return fig;
 }
@@ -180,6 +217,8 @@ function controlFigure(item) {
 }
 
 function show(items) {
+  shownSeed = items[0].seed;
+  $("seed_reuse").disabled = false;
   const figures = items.map(figure);
   const control = items.find((i) => i.controlMap)?.controlMap;
   if (control) figures.push(controlFigure(control));
@@ -201,23 +240,50 @@ function addToHistory(items) {
     img.src = item.src;
     img.alt = "earlier result: " + item.prompt;
     button.append(img);
-    button.addEventListener("click", () => show([item]));
+    button.addEventListener("click", () => {
+      show([item]);
+      restoreSettings(item.settings, item.seed);
+      statusLine.className = "";
+      statusLine.textContent = `Settings of this image restored (seed ${item.seed}).`;
+    });
     $("history").prepend(button);
   }
 }
 
-function showResult(r) {
+// Puts a result's settings back in the form: what the request asked for, with the seed it used.
+function restoreSettings(settings, seed) {
+  $("prompt").value = settings.prompt;
+  if (settings.negative_prompt !== undefined) $("negative_prompt").value = settings.negative_prompt;
+  for (const [id, value] of [["width", settings.width], ["height", settings.height], ["steps", settings.steps],
+    ["guidance", settings.cfg_scale], ["strength", settings.denoising_strength], ["control_scale", settings.control_scale]]) {
+    if (value === undefined) continue;
+    $(id).value = value;
+    $(id + "_out").textContent = $(id).value;
+  }
+  if (settings.control_module) { $("control_module").value = settings.control_module; showModuleOptions(); }
+  $("seed").value = seed;
+  setRandomize(false);
+}
+
+function showResult(r, request) {
+  const unit = request.alwayson_scripts?.controlnet?.args?.[0];
+  const settings = {
+    prompt: request.prompt, negative_prompt: request.negative_prompt ?? "", width: request.width,
+    height: request.height, steps: request.steps, cfg_scale: request.cfg_scale,
+    denoising_strength: request.denoising_strength, control_module: unit?.module, control_scale: unit?.weight,
+  };
   const items = r.images.map((b64, i) => ({
     src: "data:image/png;base64," + b64,
     parameters: r.info.infotexts[i],
     seed: r.info.all_seeds[i],
     prompt: r.info.prompt,
+    settings,
     controlMap: r.control_image
       ? { control: true, src: "data:image/png;base64," + r.control_image, module: r.control_module } : null,
   }));
   addToHistory(items);
   show(items);
-  if (!$("randomize").checked) $("seed").value = r.info.seed;
+  $("seed").value = r.info.seed; // the seed used, also when it was drawn at random
   statusLine.className = "";
   statusLine.textContent = `Done: ${items.length} image${items.length > 1 ? "s" : ""} in ${seconds(r.info.elapsed)} (seed ${r.info.seed}).`;
 }
@@ -262,8 +328,9 @@ form.addEventListener("submit", async (e) => {
   try {
     const headers = { "Content-Type": "application/json" };
     if ($("api_key").value) headers.Authorization = "Bearer " + $("api_key").value;
+    const request = await buildRequest();
     const response = await fetch("/api/generate", {
-      method: "POST", headers, body: JSON.stringify(await buildRequest()), signal: controller.signal,
+      method: "POST", headers, body: JSON.stringify(request), signal: controller.signal,
     });
     if (!response.ok) {
       const err = await response.json().catch(() => ({}));
@@ -276,7 +343,7 @@ form.addEventListener("submit", async (e) => {
       if (name === "queued") statusLine.textContent = data.position ? `Waiting: ${data.position} ahead in the queue…` : "Starting…";
       else if (name === "progress") showProgress(data);
       else if (name === "preview") showPreview(data);
-      else if (name === "result") { finished = true; showResult(data); }
+      else if (name === "result") { finished = true; showResult(data, request); }
       else if (name === "failure") { finished = true; showError(data.message); }
     });
     if (!finished) showError("The connection closed before the image was ready.");

@@ -293,3 +293,46 @@ lcm_status image_read_png(const char *path, uint8_t **rgb, int *width, int *heig
     fclose(f);
     return st;
 }
+
+lcm_status image_png_text(const void *png, size_t size, const char *label, const char *key,
+                          char **value) {
+    *value = NULL;
+    if (!label) label = "PNG data";
+    if (!png || size == 0) return lcm_fail(LCM_ERR_FORMAT, "%s: empty PNG data", label);
+    spng_ctx *ctx = spng_ctx_new(0);
+    if (!ctx) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    uint8_t *rgb = NULL;
+    int width = 0, height = 0;
+    // Decoding the whole file validates it and makes libspng read the text chunks after IDAT too.
+    int err = spng_set_png_buffer(ctx, png, size);
+    lcm_status st = err ? spng_failure(LCM_ERR_INTERNAL, label, "reading", err)
+                        : decode_rgb8(ctx, label, &rgb, &width, &height);
+    free(rgb);
+    uint32_t count = 0;
+    struct spng_text *texts = NULL;
+    if (st == LCM_OK) {
+        err = spng_get_text(ctx, NULL, &count);
+        if (err == SPNG_ECHUNKAVAIL) count = 0; // no text chunks at all
+        else if (err) st = spng_failure(LCM_ERR_FORMAT, label, "reading the text chunks", err);
+    }
+    if (st == LCM_OK && count > 0) {
+        texts = calloc(count, sizeof *texts);
+        if (!texts) st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+        else if ((err = spng_get_text(ctx, texts, &count)))
+            st = spng_failure(LCM_ERR_FORMAT, label, "reading the text chunks", err);
+    }
+    for (uint32_t i = 0; st == LCM_OK && i < count; i++) {
+        if (strcmp(texts[i].keyword, key) != 0) continue;
+        free(*value); // a later chunk with the same keyword wins, as in PIL's Image.info
+        *value = malloc(texts[i].length + 1);
+        if (!*value) {
+            st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+            break;
+        }
+        memcpy(*value, texts[i].text, texts[i].length);
+        (*value)[texts[i].length] = '\0';
+    }
+    free(texts);
+    spng_ctx_free(ctx);
+    return st;
+}

@@ -36,6 +36,12 @@ lcm_status image_write_png(const char *path, const uint8_t *rgb, int width, int 
 lcm_status image_decode_png(const void *png, size_t size, const char *label, uint8_t **rgb,
                             int *width, int *height);
 
+// The text of the PNG's tEXt/zTXt/iTXt chunk named `key` (the last one when repeated): *value is
+// malloc'd (caller frees), or NULL when there is none. The whole PNG is validated as by
+// image_decode_png (errors name `label`). `png` and `key` are borrowed.
+lcm_status image_png_text(const void *png, size_t size, const char *label, const char *key,
+                          char **value);
+
 // Reads and decodes the PNG file at `path` (see image_decode_png).
 lcm_status image_read_png(const char *path, uint8_t **rgb, int *width, int *height);
 

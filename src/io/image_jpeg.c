@@ -1,4 +1,4 @@
-// JPEG decoding through libjpeg-turbo, and format sniffing; see image_jpeg.h.
+// JPEG decoding through libjpeg-turbo; see image_jpeg.h.
 //
 // libjpeg reports fatal errors through error_exit, which must not return: we longjmp back to the
 // decoder with the library's message. Warnings (corrupt data, premature end of file) are turned
@@ -14,7 +14,6 @@
 
 #include "core/error.h"
 #include "io/image.h"
-#include "io/json_config.h"
 
 typedef struct jpeg_failure {
     struct jpeg_error_mgr mgr;
@@ -104,22 +103,26 @@ done:
     return st;
 }
 
-lcm_status image_read_file(const char *path, uint8_t **rgb, int *width, int *height) {
-    *rgb = NULL;
+lcm_status image_jpeg_size(const void *jpeg, size_t size, const char *label, int *width, int *height) {
     *width = *height = 0;
-    char *bytes = NULL;
-    size_t len = 0;
-    lcm_status st = read_text_file(path, (size_t)256 << 20, &bytes, &len);
-    if (st != LCM_OK) return st; // the message names the file
-    static const unsigned char png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    const unsigned char *b = (const unsigned char *)bytes;
-    if (len >= 8 && !memcmp(b, png_magic, 8)) {
-        st = image_decode_png(bytes, len, path, rgb, width, height);
-    } else if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
-        st = image_decode_jpeg(bytes, len, path, rgb, width, height);
+    if (!jpeg || size < 4) return lcm_fail(LCM_ERR_FORMAT, "%s: not a JPEG file (too short)", label);
+    if (size > (size_t)0x7fffffff) return lcm_fail(LCM_ERR_FORMAT, "%s: JPEG file too large", label);
+    jpeg_decode *d = calloc(1, sizeof *d);
+    if (!d) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    d->cinfo.err = jpeg_std_error(&d->failure.mgr);
+    d->failure.mgr.error_exit = on_error;
+    d->failure.mgr.emit_message = on_message;
+    lcm_status st = LCM_OK;
+    if (setjmp(d->failure.jump)) {
+        st = lcm_fail(LCM_ERR_FORMAT, "%s: bad JPEG data: %s", label, d->failure.message);
     } else {
-        st = lcm_fail(LCM_ERR_FORMAT, "%s: not a PNG or JPEG file", path);
+        jpeg_create_decompress(&d->cinfo);
+        jpeg_mem_src(&d->cinfo, (const unsigned char *)jpeg, (unsigned long)size);
+        jpeg_read_header(&d->cinfo, TRUE);
+        *width = (int)d->cinfo.image_width;
+        *height = (int)d->cinfo.image_height;
     }
-    free(bytes);
+    jpeg_destroy_decompress(&d->cinfo);
+    free(d);
     return st;
 }

@@ -1,4 +1,4 @@
-// JPEG images in (through libjpeg-turbo), and reading an image file whatever its format.
+// JPEG images in (through libjpeg-turbo); image_format.h reads any supported format.
 //
 // Like the PNG reader (image.h): pixels come out as 8-bit RGB, row-major, 3 bytes per pixel;
 // JPEG files are untrusted input, so dimensions are bounded by IMAGE_MAX_SIDE / IMAGE_MAX_PIXELS
@@ -18,7 +18,8 @@
 lcm_status image_decode_jpeg(const void *jpeg, size_t size, const char *label, uint8_t **rgb,
                              int *width, int *height);
 
-// Reads a PNG or JPEG file, told apart by its first bytes (not its name). *rgb as above.
-lcm_status image_read_file(const char *path, uint8_t **rgb, int *width, int *height);
+// Reads only the JPEG's headers: its width and height (up to 65535 a side, before any limit
+// check). Damaged headers are LCM_ERR_FORMAT naming `label`.
+lcm_status image_jpeg_size(const void *jpeg, size_t size, const char *label, int *width, int *height);
 
 #endif

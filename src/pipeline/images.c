@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "io/image_jpeg.h"
+#include "io/image_format.h"
 #include "lcm.h"
 #include "preprocess/canny.h"
 
@@ -12,6 +12,19 @@ lcm_status lcm_image_read(const char *path, lcm_image *image) {
     memset(image, 0, sizeof *image);
     if (!path) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_read: NULL path");
     return image_read_file(path, &image->rgb, &image->width, &image->height);
+}
+
+lcm_status lcm_image_decode(const void *bytes, size_t size, const char *label, lcm_image *image) {
+    if (!image) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_decode: NULL image");
+    memset(image, 0, sizeof *image);
+    return image_decode_any(bytes, size, label ? label : "image", &image->rgb, &image->width,
+                            &image->height);
+}
+
+lcm_status lcm_image_probe(const void *bytes, size_t size, const char *label, int *width, int *height) {
+    if (!width || !height) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_probe: NULL output");
+    image_format format;
+    return image_probe(bytes, size, label ? label : "image", &format, width, height);
 }
 
 void lcm_image_release(lcm_image *image) {

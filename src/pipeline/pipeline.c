@@ -29,6 +29,9 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     lcm_scheduler_config_free(&p->scheduler_config);
     model_folder_close(&p->folder);
     lora_set_free(p->loras);
+    free(p->model_file);
+    for (int i = 0; i < p->adapter_count; i++) free(p->adapters[i].path);
+    free(p->adapters);
     free(p);
     tensor_release_cached();
 }
@@ -81,9 +84,28 @@ static lcm_status load_components(lcm_pipeline *p, const lcm_pipeline_options *o
     return LCM_OK;
 }
 
-// model_folder weights hook: LoRA updates are fused as the unet and text encoder read weights.
-static lcm_status attach_loras(void *loras, const char *component, weight_set *weights) {
-    return lora_set_attach(loras, component, weights);
+// model_folder weights hook: remembers the file the UNet's weights come from (the infotext's
+// "Model hash"), and fuses LoRA updates as the unet and text encoder read weights.
+static lcm_status on_weights_opened(void *user, const char *component, weight_set *weights) {
+    lcm_pipeline *p = user;
+    if (!strcmp(component, "unet") && !p->model_file && !p->folder.checkpoint && !p->folder.synthetic &&
+        !(p->model_file = strdup(weight_set_source(weights))))
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    return p->loras ? lora_set_attach(p->loras, component, weights) : LCM_OK;
+}
+
+// Keeps the adapters' paths and scales for the infotext (the options are only borrowed).
+static lcm_status keep_adapters(lcm_pipeline *p, const lcm_pipeline_options *options) {
+    if (options->lora_count <= 0) return LCM_OK;
+    p->adapters = calloc((size_t)options->lora_count, sizeof *p->adapters);
+    if (!p->adapters) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; i < options->lora_count; i++) {
+        p->adapter_count = i + 1;
+        p->adapters[i].scale = options->loras[i].scale;
+        if (!(p->adapters[i].path = strdup(options->loras[i].path ? options->loras[i].path : "")))
+            return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    return LCM_OK;
 }
 
 const char *lcm_pipeline_lora_report(const lcm_pipeline *p) {
@@ -143,17 +165,19 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     lcm_status st = LCM_OK;
     if (options->lora_count)
         st = lora_set_open(options->loras, options->lora_count, options->lora_lenient != 0, &p->loras);
+    if (st == LCM_OK) st = keep_adapters(p, options);
     if (st == LCM_OK) st = model_folder_open(model_dir, options->variant, &p->folder);
     if (st == LCM_OK) p->folder.packed_cache = !options->no_cache;
-    if (st == LCM_OK && p->loras) {
-        p->folder.weights_hook = attach_loras;
-        p->folder.weights_hook_user = p->loras;
+    if (st == LCM_OK) {
+        p->folder.weights_hook = on_weights_opened;
+        p->folder.weights_hook_user = p;
+        // A single-file checkpoint is itself the model file A1111 hashes.
+        if (p->folder.checkpoint && !(p->model_file = strdup(p->folder.root)))
+            st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     if (st == LCM_OK) st = load_components(p, options);
-    if (st == LCM_OK && p->loras) {
-        p->folder.weights_hook = NULL;
-        st = lora_set_finish(p->loras);
-    }
+    p->folder.weights_hook = NULL;
+    if (st == LCM_OK && p->loras) st = lora_set_finish(p->loras);
     // The ControlNet is loaded after the hook is removed: diffusers' load_lora_weights adapts the
     // UNet and text encoder only.
     if (st == LCM_OK && options->controlnet) {

@@ -31,6 +31,18 @@ struct lcm_pipeline {
     lcm_scheduler_config scheduler_config;
     int threads;
     lora_set *loras; // NULL without adapters; fused into the unet and text encoder at load
+    // For the infotext (pipeline/infotext.c): the file whose hash is the "Model hash" (the
+    // single-file checkpoint, or the UNet weights file a folder's unet was read from), the
+    // adapters as given, and their hashes once computed (hashes_done).
+    char *model_file;
+    struct pipeline_adapter {
+        char *path;
+        float scale;
+        char sha256[65];
+    } *adapters;
+    int adapter_count;
+    char model_short_hash[11]; // "" when there is no model file (synthetic weights)
+    bool hashes_done;
 };
 
 // Called with each intermediate; the tensor is borrowed for the duration of the call.

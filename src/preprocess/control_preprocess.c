@@ -7,6 +7,9 @@
 
 #include "core/error.h"
 #include "io/image_alpha.h"
+#include "io/image_format.h"
+#include "io/image_webp.h"
+#include "io/json_config.h"
 #include "io/weights.h"
 #include "lcm.h"
 #include "models/normalbae.h"
@@ -16,26 +19,37 @@ struct lcm_normal_detector {
     normalbae *net;
 };
 
-// True when the file starts with the PNG signature (a missing or short file is left to the reader
-// that gives the error).
-static bool looks_like_png(const char *path) {
-    static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    uint8_t head[8];
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    size_t n = fread(head, 1, sizeof head, f);
-    fclose(f);
-    return n == sizeof head && memcmp(head, signature, sizeof signature) == 0;
+// Reads the file and decodes it keeping an alpha channel where the format has one (RGBA PNG, WebP
+// with alpha): *channels is 3 or 4. *pixels is malloc'd, owned by the caller.
+static lcm_status read_keep_alpha(const char *path, uint8_t **pixels, int *width, int *height,
+                                  int *channels) {
+    *channels = 3;
+    char *bytes = NULL;
+    size_t size = 0;
+    LCM_TRY(read_text_file(path, (size_t)256 << 20, &bytes, &size));
+    lcm_status st;
+    switch (image_sniff(bytes, size)) {
+    case IMAGE_FORMAT_PNG:
+        st = image_read_png_keep_alpha(path, pixels, width, height, channels);
+        break;
+    case IMAGE_FORMAT_WEBP:
+        st = image_decode_webp_keep_alpha(bytes, size, path, pixels, width, height, channels);
+        break;
+    default: // JPEG has no alpha; anything else gets image_decode_any's error
+        st = image_decode_any(bytes, size, path, pixels, width, height);
+        break;
+    }
+    free(bytes);
+    return st;
 }
 
 lcm_status lcm_image_read_composited(const char *path, lcm_image *image) {
     if (!image) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_read_composited: NULL image");
     memset(image, 0, sizeof *image);
     if (!path) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_read_composited: NULL path");
-    if (!looks_like_png(path)) return lcm_image_read(path, image); // JPEG has no alpha
     uint8_t *pixels = NULL, *rgb = NULL;
     int width = 0, height = 0, channels = 3;
-    LCM_TRY(image_read_png_keep_alpha(path, &pixels, &width, &height, &channels));
+    LCM_TRY(read_keep_alpha(path, &pixels, &width, &height, &channels));
     if (channels == 3) {
         rgb = pixels;
     } else {

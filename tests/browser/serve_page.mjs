@@ -1,13 +1,15 @@
 // Drives the lcm serve page in headless Chromium: type a prompt, press Enter, watch the progress,
-// wait for the image, check the download link and history, cancel a second run, and save
-// screenshots (desktop and phone width).
+// wait for the image, check the download link, history and the seed written back, cancel a second
+// run, reuse the seed (same image again), go back to random seeds, restore an earlier result's
+// settings from the history, start from a JPEG (its thumbnail shown), and save screenshots
+// (desktop and phone width).
 //
-//   node serve_page.mjs http://127.0.0.1:PORT/ OUT_DIR
+//   node serve_page.mjs http://127.0.0.1:PORT/ OUT_DIR INIT.jpg
 //
 // Exits 0 when every check passed; prints what failed otherwise.
 import { chromium } from "playwright-core";
 
-const [url, outDir] = process.argv.slice(2);
+const [url, outDir, initJpeg] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let failures = 0;
 function check(ok, what) {
@@ -32,7 +34,7 @@ try {
   // Tab order follows the form top to bottom: prompt first, the Generate button after the inputs.
   await page.focus("#prompt");
   const order = [];
-  for (let i = 0; i < 12; i++) { await page.keyboard.press("Tab"); order.push(await page.evaluate(() => document.activeElement.id)); }
+  for (let i = 0; i < 20; i++) { await page.keyboard.press("Tab"); order.push(await page.evaluate(() => document.activeElement.id)); }
   check(order.indexOf("go") > order.indexOf("steps") && order.indexOf("steps") > order.indexOf("width"),
     "keyboard focus order: " + order.join(" > "));
 
@@ -61,6 +63,13 @@ try {
   const params = await page.textContent("#parameters");
   check(params.startsWith("a watercolor fox in the snow\nSteps: ") && params.includes("Seed: "), "parameters shown: " + params.split("\n")[1]);
   check((await page.locator("#history button").count()) === 1, "history strip has the result");
+  // The seed drawn at random is written back into the (disabled) seed field.
+  const seedUsed = await page.inputValue("#seed");
+  check(/^\d+$/.test(seedUsed) && params.includes(`Seed: ${seedUsed},`) && done.includes(`seed ${seedUsed}`),
+    `seed written back: field ${seedUsed}, status "${done}"`);
+  check(await page.isChecked("#randomize") && await page.isDisabled("#seed"), "still randomizing after the run");
+  const firstImage = await page.getAttribute("#images figure img", "src");
+  const firstSteps = await page.inputValue("#steps");
   await page.screenshot({ path: `${outDir}/serve.png`, fullPage: true });
 
   // A second run, cancelled from the button after its first step.
@@ -77,6 +86,45 @@ try {
   }
   check(health.cancelled >= 1 && !health.busy, `server cancelled the job (health: ${JSON.stringify(health)})`);
   check((await page.locator("#history button").count()) === 1, "a cancelled run adds nothing to the history");
+
+  // "Reuse seed": randomizing stops, the field holds the seed shown; the same prompt gives the same image.
+  await page.click("#seed_reuse");
+  check(!(await page.isChecked("#randomize")) && !(await page.isDisabled("#seed")) &&
+    (await page.inputValue("#seed")) === seedUsed, "Reuse seed put " + (await page.inputValue("#seed")) + " in the field");
+  await page.click("#go");
+  await page.waitForFunction(() => /^Done: /.test(document.getElementById("status").textContent), null, { timeout: 60000 });
+  check((await page.textContent("#parameters")).includes(`Seed: ${seedUsed},`), "the reused seed ran");
+  check((await page.getAttribute("#images figure img", "src")) === firstImage, "same seed, same prompt: the same image");
+  check((await page.locator("#history button").count()) === 2, "history has both results");
+  // "Random": back to a new seed per run.
+  await page.click("#seed_random");
+  check(await page.isChecked("#randomize") && await page.isDisabled("#seed"), "Random turns randomizing on");
+
+  // History: change the form, then click the first result's thumbnail: its image and settings return.
+  await page.fill("#prompt", "something else entirely");
+  await page.evaluate(() => { const s = document.getElementById("steps"); s.value = 1; s.dispatchEvent(new Event("input")); });
+  await page.locator("#history button").last().click();
+  check((await page.inputValue("#prompt")) === "a watercolor fox in the snow", "history restored the prompt");
+  check((await page.inputValue("#steps")) === firstSteps && (await page.textContent("#steps_out")) === firstSteps,
+    `history restored steps ${firstSteps}`);
+  check((await page.inputValue("#seed")) === seedUsed && !(await page.isChecked("#randomize")), "history restored the seed");
+  check((await page.getAttribute("#images figure img", "src")) === firstImage, "history shows that image again");
+  check(/^Settings of this image restored/.test(await page.textContent("#status")), "status: " + await page.textContent("#status"));
+  await page.screenshot({ path: `${outDir}/serve-history.png`, fullPage: true });
+
+  // A JPEG init image: a thumbnail appears beside the input, and img2img runs from it.
+  await page.setInputFiles("#init_image", initJpeg);
+  await page.waitForFunction(() => { const i = document.querySelector("#init_preview img"); return i && i.complete && i.naturalWidth > 0; });
+  check(await page.isVisible("#init_preview"), "init image thumbnail shown: " + await page.textContent("#init_preview figcaption"));
+  await page.click("#seed_random");
+  await page.click("#go");
+  await page.waitForFunction(() => /^(Done: |Request failed|.*error)/i.test(document.getElementById("status").textContent) ||
+    document.getElementById("status").className === "error", null, { timeout: 60000 });
+  const img2img = await page.textContent("#status");
+  check(/^Done: /.test(img2img), "img2img from the JPEG: " + img2img);
+  check((await page.textContent("#parameters")).includes("Denoising strength: "), "img2img parameters: " +
+    (await page.textContent("#parameters")).split("\n").pop());
+  await page.screenshot({ path: `${outDir}/serve-img2img.png`, fullPage: true });
 
   // Phone width: the form and the result stack in one column.
   await page.setViewportSize({ width: 390, height: 844 });

@@ -4,9 +4,10 @@ usage: a1111_client.py basic PORT
        a1111_client.py controlnet PORT PHOTO.png
 
 basic: a server started with --models-dir (two or more models), --max-steps 3 and --step-delay-ms,
-so that a job lasts long enough to watch and interrupt. controlnet: a server with --controlnet and
+so that a job lasts long enough to watch and interrupt; png-info reads results back. controlnet: a server with --controlnet and
 --control-weights. Every check prints what it saw; the first failure raises (exit status 1).
 """
+import base64
 import io
 import json
 import sys
@@ -68,6 +69,20 @@ def basic(api):
     check(any("steps 20" in w for w in warnings) and any("Euler a" in w for w in warnings),
           f"warnings say so: {warnings}")
     check(result.image.info.get("parameters") == info["infotexts"][0], "the PNG carries the infotext")
+    # png-info reads it back (the client re-encodes the image with its text chunks, as A1111's UI sends it).
+    read_back = api.png_info(result.image)
+    check(read_back.info == info["infotexts"][0], f"png-info: info is the PNG's infotext: {read_back.info!r}")
+    fields = read_back.parameters
+    width, height = result.image.size
+    check(fields["Prompt"] == "a lighthouse at dusk" and fields["Seed"] == str(info["seed"])
+          and fields["Steps"] == str(info["steps"]) and fields["Size-1"] == str(width)
+          and fields["Size-2"] == str(height) and fields["Model"] == info["sd_model_name"],
+          f"png-info: parameters parsed as A1111 does: {fields}")
+    check(len(fields.get("Model hash", "")) == 10 and fields.get("Version", "").startswith("lcm.c "),
+          f"png-info: Model hash and Version: {fields.get('Model hash')}, {fields.get('Version')}")
+    response = api.session.post(f"{api.baseurl}/png-info", json={"image": "AAAAAAAA"})
+    check(response.status_code == 400 and response.json()["error"]["param"] == "image",
+          f"png-info: bytes that are no image are a 400 naming 'image': {response.json()['detail']}")
     # The rest at 64x64: the fixture model is slow at 512x512 under a sanitizer.
     small = [api.txt2img(prompt="a lighthouse at dusk", seed=7, width=64, height=64) for _ in range(2)]
     check(pixels(small[0].image) == pixels(small[1].image), "same seed, same pixels")
@@ -77,6 +92,22 @@ def basic(api):
                           width=64, height=64)
     check(result2.image.size == (64, 64) and result2.info["denoising_strength"] == 0.6,
           f"img2img: {result2.image.size}, strength {result2.info['denoising_strength']}")
+
+    # JPEG and WebP init images, sent as they are (webuiapi itself always re-encodes as PNG).
+    for fmt in ("JPEG", "WEBP"):
+        encoded = io.BytesIO()
+        result.image.convert("RGB").save(encoded, format=fmt)
+        payload = base64.b64encode(encoded.getvalue()).decode()
+        response = api.session.post(f"{api.baseurl}/img2img", json={
+            "init_images": [payload], "prompt": "a lighthouse at night", "seed": 3, "denoising_strength": 0.6,
+            "width": 64, "height": 64})
+        check(response.status_code == 200, f"img2img from a {fmt} init image: {response.status_code}")
+        made = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
+        check(made.size == (64, 64) and "Denoising strength: 0.6" in made.info.get("parameters", ""),
+              f"img2img from {fmt}: {made.size}, {made.info.get('parameters', '')!r}")
+        read_back = api.session.post(f"{api.baseurl}/png-info", json={"image": payload}).json()
+        check(read_back["info"] == "" and read_back["parameters"]["Prompt"] == "",
+              f"png-info of a {fmt} (no parameters chunk): {read_back}")
 
     # Fields the server cannot honour are refused by name, never silently dropped.
     expect_error(lambda: api.txt2img(prompt="x", enable_hr=True), 400, "enable_hr", "hires fix")
@@ -111,6 +142,9 @@ def basic(api):
     check(partial.info["interrupted"] and len(partial.images) == 1 and partial.image.size == (64, 64),
           f"interrupt returns the partial image: {partial.json['warnings']}")
     check("Interrupted at step" in partial.info["infotexts"][0], "the infotext says it was interrupted")
+    stopped_at = api.png_info(partial.image).parameters.get("Interrupted at step", "")
+    check(stopped_at.isdigit() and 1 <= int(stopped_at) <= partial.info["steps"],
+          f"png-info reads the step the partial image stopped at: {stopped_at!r}")
     check(api.get_progress()["state"]["job_count"] == 0, "nothing left running")
 
     # Model switching through options, as util_set_model does.
@@ -170,6 +204,13 @@ def controlnet(api, photo_path):
     check(len({pixels(one.image), pixels(late.image), pixels(early.image)}) == 3,
           "guidance_start / guidance_end change which steps the unit steers")
     check(late.info["infotexts"][0].count("Guidance Start: 0.5") == 1, "the infotext names the guidance range")
+    unit_text = api.png_info(one.image).parameters.get("ControlNet", "")
+    check(unit_text.startswith("Module: canny, Model: " + model_list[0] + ", Weight: 1"),
+          f"png-info: the ControlNet unit that ran, unquoted: {unit_text!r}")
+    unit_texts = api.png_info(both.image).parameters
+    check(unit_texts.get("ControlNet 0", "").startswith("Module: canny")
+          and unit_texts.get("ControlNet 1", "").startswith("Module: normal_bae"),
+          f"png-info: one field per unit: {unit_texts}")
     off = webuiapi.ControlNetUnit(image=photo, module="canny", enabled=False)
     plain = generate(unit, off)
     check(pixels(plain.image) == pixels(one.image), "a disabled unit is skipped")
