@@ -2,9 +2,12 @@
 #include "core/file_hash.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/evp.h>
 
@@ -55,4 +58,65 @@ done:
     free(chunk);
     fclose(f);
     return st;
+}
+
+// The file's identity and the range, as one line of hashes.txt without the hash.
+static bool identity_line(const char *path, uint64_t offset, uint64_t length, char *out, size_t size) {
+    char real[PATH_MAX];
+    struct stat sb;
+    if (!realpath(path, real) || stat(real, &sb) != 0 || strchr(real, '\n')) return false;
+    int n = snprintf(out, size, "%llu %llu %lld %lld.%09ld %llu %llu %s", (unsigned long long)offset,
+                     (unsigned long long)length, (long long)sb.st_size, (long long)sb.st_mtim.tv_sec,
+                     sb.st_mtim.tv_nsec, (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino, real);
+    return n > 0 && (size_t)n < size;
+}
+
+static bool hashes_file(char *out, size_t size) {
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (xdg && *xdg) n = snprintf(out, size, "%s/lcm/hashes.txt", xdg);
+    else if (home && *home) n = snprintf(out, size, "%s/.cache/lcm/hashes.txt", home);
+    else return false;
+    return n > 0 && (size_t)n < size;
+}
+
+static bool is_hex64(const char *s) {
+    for (int i = 0; i < 64; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+    return s[64] == ' ';
+}
+
+lcm_status file_sha256_remembered(const char *path, uint64_t offset, uint64_t length, char hex[65]) {
+    char identity[PATH_MAX + 160], list[PATH_MAX], line[PATH_MAX + 256];
+    bool known = identity_line(path, offset, length, identity, sizeof identity) &&
+                 hashes_file(list, sizeof list);
+    FILE *f = known ? fopen(list, "r") : NULL;
+    while (f && fgets(line, sizeof line, f)) { // "HEX IDENTITY\n"
+        size_t len = strlen(line);
+        if (len < 66 || line[len - 1] != '\n' || !is_hex64(line)) continue;
+        line[len - 1] = '\0';
+        if (strcmp(line + 65, identity)) continue;
+        memcpy(hex, line, 64);
+        hex[64] = '\0';
+        fclose(f);
+        return LCM_OK;
+    }
+    if (f) fclose(f);
+    LCM_TRY(file_sha256_range(path, offset, length, hex));
+    if (!known) return LCM_OK;
+    // Make the folder (~/.cache may not exist yet), then append one line in one write.
+    char folder[PATH_MAX];
+    snprintf(folder, sizeof folder, "%s", list);
+    for (char *p = folder + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(folder, 0755);
+            *p = '/';
+        }
+    FILE *out = fopen(list, "a");
+    if (out) {
+        fprintf(out, "%s %s\n", hex, identity);
+        fclose(out);
+    }
+    return LCM_OK;
 }

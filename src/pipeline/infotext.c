@@ -365,8 +365,8 @@ lcm_status lcm_model_hashes_of_file(const char *path, lcm_model_hashes *out) {
     memset(out, 0, sizeof *out);
     if (!path) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_model_hashes_of_file: NULL path");
     char legacy[65];
-    LCM_TRY(file_sha256_range(path, 0, UINT64_MAX, out->sha256));
-    LCM_TRY(file_sha256_range(path, 0x100000, 0x10000, legacy));
+    LCM_TRY(file_sha256_remembered(path, 0, UINT64_MAX, out->sha256));
+    LCM_TRY(file_sha256_remembered(path, 0x100000, 0x10000, legacy));
     memcpy(out->short_hash, out->sha256, 10);
     memcpy(out->legacy_hash, legacy, 8);
     return LCM_OK;
@@ -380,7 +380,7 @@ static bool ends_with(const char *s, const char *suffix) {
 lcm_status lcm_lora_hash(const char *path, char hex[65]) {
     if (!path || !hex) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_lora_hash: NULL argument");
     hex[0] = '\0';
-    if (!ends_with(path, ".safetensors")) return file_sha256_range(path, 0, UINT64_MAX, hex);
+    if (!ends_with(path, ".safetensors")) return file_sha256_remembered(path, 0, UINT64_MAX, hex);
     st_file *file = NULL;
     LCM_TRY(st_open(path, &file)); // validates the header (its length above all)
     const char *stored = st_metadata(file, "sshs_model_hash");
@@ -396,7 +396,7 @@ lcm_status lcm_lora_hash(const char *path, char hex[65]) {
     if (got != sizeof head) return lcm_fail(LCM_ERR_IO, "%s: cannot read the safetensors header length", path);
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; i--) header_len = header_len << 8 | head[i];
-    return file_sha256_range(path, 8 + header_len, UINT64_MAX, hex);
+    return file_sha256_remembered(path, 8 + header_len, UINT64_MAX, hex);
 }
 
 const char *lcm_pipeline_model_file(const lcm_pipeline *pipeline) {
