@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "core/error.h"
+#include "core/user_cache.h"
 
 #define HASH_CHUNK_BYTES ((size_t)1 << 20)
 
@@ -71,12 +72,10 @@ static bool identity_line(const char *path, uint64_t offset, uint64_t length, ch
     return n > 0 && (size_t)n < size;
 }
 
-static bool hashes_file(char *out, size_t size) {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n;
-    if (xdg && *xdg) n = snprintf(out, size, "%s/lcm/hashes.txt", xdg);
-    else if (home && *home) n = snprintf(out, size, "%s/.cache/lcm/hashes.txt", home);
-    else return false;
+// hashes.txt in the user's cache folder; *folder (PATH_MAX bytes) receives the folder.
+static bool hashes_file(char *folder, char *out, size_t size) {
+    if (!user_cache_folder(folder, PATH_MAX)) return false;
+    int n = snprintf(out, size, "%s/hashes.txt", folder);
     return n > 0 && (size_t)n < size;
 }
 
@@ -87,9 +86,9 @@ static bool is_hex64(const char *s) {
 }
 
 lcm_status file_sha256_remembered(const char *path, uint64_t offset, uint64_t length, char hex[65]) {
-    char identity[PATH_MAX + 160], list[PATH_MAX], line[PATH_MAX + 256];
+    char identity[PATH_MAX + 160], folder[PATH_MAX], list[PATH_MAX + 16], line[PATH_MAX + 256];
     bool known = identity_line(path, offset, length, identity, sizeof identity) &&
-                 hashes_file(list, sizeof list);
+                 hashes_file(folder, list, sizeof list);
     FILE *f = known ? fopen(list, "r") : NULL;
     while (f && fgets(line, sizeof line, f)) { // "HEX IDENTITY\n"
         size_t len = strlen(line);
@@ -105,15 +104,7 @@ lcm_status file_sha256_remembered(const char *path, uint64_t offset, uint64_t le
     LCM_TRY(file_sha256_range(path, offset, length, hex));
     if (!known) return LCM_OK;
     // Make the folder (~/.cache may not exist yet), then append one line in one write.
-    char folder[PATH_MAX];
-    snprintf(folder, sizeof folder, "%s", list);
-    for (char *p = folder + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(folder, 0755);
-            *p = '/';
-        }
-    FILE *out = fopen(list, "a");
+    FILE *out = make_folders(folder) ? fopen(list, "a") : NULL;
     if (out) {
         fprintf(out, "%s %s\n", hex, identity);
         fclose(out);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/user_cache.h"
 #include "ops/attention.h"
 #include "ops/conv_direct.h"
 #include "ops/cpu.h"
@@ -144,14 +145,6 @@ static uint64_t header_hash(const char *text) {
     return h;
 }
 
-bool backend_cache_folder(char *buf, size_t size) {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n;
-    if (xdg && *xdg) n = snprintf(buf, size, "%s/lcm", xdg);
-    else if (home && *home) n = snprintf(buf, size, "%s/.cache/lcm", home);
-    else return false;
-    return n > 0 && (size_t)n < size;
-}
 
 void backend_setup_key(char *buf, size_t size) {
     char head[512];
@@ -172,7 +165,7 @@ const char *backend_tuning_file(void) {
     if (!tuning_file[0]) {
         char folder[900], head[512];
         header(head, sizeof head);
-        if (backend_cache_folder(folder, sizeof folder))
+        if (user_cache_folder(folder, sizeof folder))
             snprintf(tuning_file, sizeof tuning_file, "%s/kernels-%016llx.txt", folder,
                      (unsigned long long)header_hash(head));
     }
@@ -253,14 +246,7 @@ static void write_table(void) {
     char *slash = strrchr(folder, '/');
     if (!slash) return;
     *slash = 0;
-    // mkdir -p of the folder (its parent ~/.cache may not exist either)
-    for (char *p = folder + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(folder, 0755);
-            *p = '/';
-        }
-    if (mkdir(folder, 0755) != 0 && errno != EEXIST) return;
+    if (!make_folders(folder)) return; // its parent ~/.cache may not exist either
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return;

@@ -61,10 +61,6 @@ bool backend_tuning_enabled(void);
 // `lcm cache`-style tools. Static storage; "" when no cache folder can be named.
 const char *backend_tuning_file(void);
 
-// The user's cache folder for lcm ($XDG_CACHE_HOME/lcm, else $HOME/.cache/lcm); false when
-// neither variable is set.
-bool backend_cache_folder(char *buf, size_t size);
-
 // Everything that decides which kernels layers get and how they are packed, as text: the tuning
 // table's header (kernel version, CPU, features, oneDNN version), forced kernels, LCM_TUNE and the
 // Winograd setting. The packed-weight cache (ops/packed_cache.h) keys its files by it.

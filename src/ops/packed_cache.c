@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/sha256.h"
+#include "core/user_cache.h"
 #include "ops/backend.h"
 #include "ops/conv_direct.h"
 #include "ops/dnnl_layer.h"
@@ -119,22 +120,9 @@ bool packed_cache_enabled(void) {
 
 bool packed_cache_folder(char *buf, size_t size) {
     char base[PATH_MAX];
-    if (!backend_cache_folder(base, sizeof base)) return false;
+    if (!user_cache_folder(base, sizeof base)) return false;
     int n = snprintf(buf, size, "%s/packed", base);
     return n > 0 && (size_t)n < size;
-}
-
-// mkdir -p for the cache folder (at most a few levels: $HOME/.cache/lcm/packed).
-static bool make_folder(const char *path) {
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return false;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return false;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) == 0 || errno == EEXIST;
 }
 
 static void notice(const packed_cache *c, const char *what) {
@@ -544,7 +532,7 @@ packed_cache *packed_cache_for(const weight_set *ws, lcm_precision precision) {
     if (attached) return attached;
     char identity[8192], setup[2048], folder[PATH_MAX];
     if (!packed_cache_enabled() || !weight_set_cache_identity(ws, identity, sizeof identity) ||
-        !packed_cache_folder(folder, sizeof folder) || !make_folder(folder)) {
+        !packed_cache_folder(folder, sizeof folder) || !make_folders(folder)) {
         weight_set_attach(ws, &unusable_marker, NULL);
         return NULL;
     }
