@@ -3,8 +3,9 @@
 //
 //   conv_bench [--cpu-time] [--repeat 5] [--only NAME]
 //
-// For each shape and kernel (direct AVX2 with and without Winograd, im2col + sgemm, oneDNN), the median time of one layer
-// forward on random weights and inputs and its GFLOP/s. Kernels this CPU cannot run are skipped.
+// For each shape and kernel (the direct kernel with and without Winograd, on a CPU with AVX-512 also
+// with its AVX2 tiles; im2col + sgemm; oneDNN), the median time of one layer forward on random
+// weights and inputs and its GFLOP/s. Kernels this CPU cannot run are skipped.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "bench_util.h"
 #include "core/error.h"
 #include "ops/conv_direct.h"
+#include "ops/cpu.h"
 #include "ops/ops.h"
 
 typedef struct shape {
@@ -41,16 +43,18 @@ static const shape shapes[] = {
     {"unet 320->320 s2 @64", 320, 320, 3, 2, 1, 64},
 };
 
-// "winograd" is the direct kernel with its Winograd F(2x2, 3x3) path where the layer qualifies
-// (the default); "direct" the same kernel without it.
+// "winograd" is the direct kernel with its Winograd path where the layer qualifies (the default);
+// "direct" the same kernel without it; "-avx2" with AVX-512 hidden from its register tiles.
 static const struct {
     const char *name;
     conv_kernel kernel;
-    bool winograd;
-} kernels[] = {{"winograd", CONV_KERNEL_DIRECT, true},
-               {"direct", CONV_KERNEL_DIRECT, false},
-               {"sgemm", CONV_KERNEL_SGEMM, false},
-               {"oneDNN", CONV_KERNEL_ONEDNN, false}};
+    bool winograd, avx2;
+} kernels[] = {{"winograd", CONV_KERNEL_DIRECT, true, false},
+               {"winograd-avx2", CONV_KERNEL_DIRECT, true, true},
+               {"direct", CONV_KERNEL_DIRECT, false, false},
+               {"direct-avx2", CONV_KERNEL_DIRECT, false, true},
+               {"sgemm", CONV_KERNEL_SGEMM, false, false},
+               {"oneDNN", CONV_KERNEL_ONEDNN, false, false}};
 #define KERNELS (sizeof kernels / sizeof kernels[0])
 #define MAX_REPEAT 32
 
@@ -98,7 +102,8 @@ int main(int argc, char **argv) {
             memcpy(layers[k].weight, weight, sizeof(float) * (size_t)weights);
             memcpy(layers[k].bias, bias, sizeof(float) * (size_t)sh->out);
             conv_direct_set_winograd(kernels[k].winograd);
-            ok[k] = conv2d_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
+            ok[k] = (!kernels[k].avx2 || cpu_has_avx512()) &&
+                    conv2d_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
         }
         tensor *x = tensor_new4(1, sh->in, sh->size, sh->size);
         float *values = bench_random_floats(tensor_numel(x), 1.0f, &state);
@@ -109,13 +114,19 @@ int main(int argc, char **argv) {
         double gflop = 2.0 * (double)weights * (double)(out_size * out_size) * 1e-9;
         double times[KERNELS][MAX_REPEAT];
         for (size_t k = 0; k < KERNELS; k++) // warm-up (oneDNN creates its primitive here)
-            if (ok[k]) tensor_free(conv2d_forward(&layers[k], x));
+            if (ok[k]) {
+                cpu_hide_avx512(kernels[k].avx2);
+                tensor_free(conv2d_forward(&layers[k], x));
+                cpu_hide_avx512(false);
+            }
         for (int r = 0; r < repeat; r++)
             for (size_t k = 0; k < KERNELS; k++) {
                 if (!ok[k]) continue;
+                cpu_hide_avx512(kernels[k].avx2);
                 double t0 = now();
                 tensor *y = conv2d_forward(&layers[k], x);
                 times[k][r] = now() - t0;
+                cpu_hide_avx512(false);
                 if (!y) {
                     fprintf(stderr, "conv_bench: %s: %s\n", kernels[k].name, lcm_last_error());
                     return 1;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/cpu.h"
 #include "ops/conv_direct.h"
 #include "ops/dnnl_layer.h"
 #include "ops/ops.h"
@@ -51,6 +52,16 @@ static void compare(const char *what, const tensor *got, const tensor *want, dou
 
 // ---- conv and linear ------------------------------------------------------------------------------
 
+// The direct kernel's AVX2 register tiles give the same bits as its AVX-512 ones (ops/fma_tile.h):
+// `want` is what c computed on x with `fusion` (NULL: none) while AVX-512 was in use.
+static void avx2_same_bits(const conv2d *c, const tensor *x, const conv2d_fusion *fusion, const tensor *want) {
+    cpu_hide_avx512(true);
+    tensor *avx2 = fusion ? conv2d_forward_fused(c, x, fusion) : conv2d_forward(c, x);
+    cpu_hide_avx512(false);
+    compare("  AVX2 tiles: the same bits as AVX-512", avx2, want, 0);
+    tensor_free(avx2);
+}
+
 static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, int64_t n, int in,
                             int out, int64_t h, int64_t w, int kernel, int stride, int padding,
                             bool bias) {
@@ -82,6 +93,7 @@ static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, 
     CHECK(from_nchw && from_nchw->layout == TENSOR_NHWC, "%s: fast output is NHWC", what);
     compare("  same from an NHWC input", from_nhwc, want, tol);
     compare("  reference from an NHWC input", ref_from_nhwc, want, 0);
+    if (fast.direct && cpu_has_avx512()) avx2_same_bits(&fast, x_nhwc, NULL, from_nhwc);
     if (fast.fast) {
         fprintf(stderr, "  implementation: %s (%s)\n", dnnl_layer_impl(fast.fast),
                 dnnl_layer_precision(fast.fast) == LCM_PRECISION_BF16 ? "bf16" : "fp32");
@@ -381,6 +393,8 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
     relu_inplace(want);
     tensor *got = conv2d_forward_fused(&c, x_nhwc, &(conv2d_fusion){.activation = CONV_ACTIVATION_RELU});
     compare("  ReLU only", got, want, 0);
+    if (c.direct && cpu_has_avx512())
+        avx2_same_bits(&c, x_nhwc, &(conv2d_fusion){.activation = CONV_ACTIVATION_RELU}, got);
     tensor_free(got);
     // a residual of the wrong shape is refused
     got = conv2d_forward_fused(&c, x_nhwc, &(conv2d_fusion){.residual = x});
@@ -421,6 +435,7 @@ static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
              (long long)h, (long long)w);
     compare(what, got, want, FP32_TOL);
     compare("  phases vs 9 taps, no epilogue", phases, nine_taps, FP32_TOL);
+    if (cpu_has_avx512()) avx2_same_bits(&c, x, &(conv2d_fusion){.upsample_input = true}, phases);
     tensor_free(nine_taps);
     tensor_free(phases);
     tensor_free(want);

@@ -1,8 +1,9 @@
-// The direct AVX2 linear kernel (ops/linear_direct.h) against the reference kernel (sgemm on the
-// plain weight) on shapes that cut its tiles everywhere: rows not a multiple of the 6-row tile,
-// outputs not a multiple of the 16-column block, inputs not a multiple of the 256-input slice.
-// Its results must also be the same to the bit with 1 and 2 threads and for a row whatever the
-// other rows of the input. Skips (passing) on CPUs without AVX2 + FMA.
+// The direct linear kernel (ops/linear_direct.h) against the reference kernel (sgemm on the plain
+// weight) on shapes that cut its tiles everywhere: rows not a multiple of the 12-row tile, outputs
+// not a multiple of the 16-column block, inputs not a multiple of the 512-input slice. Its results
+// must also be the same to the bit with 1 and 2 threads, for a row whatever the other rows of the
+// input, and (on a CPU with AVX-512) from its AVX-512 and AVX2 tiles. Skips (passing) on CPUs
+// without AVX2 + FMA.
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/cpu.h"
 #include "ops/linear_direct.h"
 #include "ops/ops.h"
 #include "testutil.h"
@@ -68,6 +70,13 @@ static void check_shape(int64_t batch, int64_t rows, int in, int out, bool bias)
         CHECK(one_thread->shape[2] == out && one_thread->ndim == 3, "%s: output shape", what);
         test_close(what, one_thread->data, want->data, n, FP32_TOL * (scale > 0 ? scale : 1), 0);
         CHECK(same_bits(one_thread, two_threads), "%s: 1 and 2 threads give the same bits", what);
+        if (cpu_has_avx512()) {
+            cpu_hide_avx512(true);
+            tensor *avx2 = linear_forward(&direct, x);
+            cpu_hide_avx512(false);
+            CHECK(same_bits(one_thread, avx2), "%s: the AVX-512 and AVX2 tiles give the same bits", what);
+            tensor_free(avx2);
+        }
 
         // The last item alone, from its second row on: the same bits as inside the whole batch.
         int64_t tail_rows = rows > 1 ? rows - 1 : 1;

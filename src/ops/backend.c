@@ -21,7 +21,7 @@
 #include "ops/linear_direct.h"
 
 // Bumped whenever a kernel changes enough that old measurements no longer describe it.
-#define KERNELS_VERSION 3
+#define KERNELS_VERSION 4
 // One measurement runs about this much arithmetic (a few milliseconds), on images of at least
 // 16 x 16 (below that Winograd's tiles and oneDNN's blocking say little about real sizes), so that
 // a whole LCM_Dreamshaper_v7 (about 70 distinct shapes) is tuned in a few seconds, once.
@@ -111,15 +111,16 @@ bool backend_tuning_enabled(void) {
 // ---- built-in rules --------------------------------------------------------------------------
 
 // What measurement found on the machines seen so far (BENCHMARKS.md): without AVX-512 the direct
-// AVX2 kernels beat oneDNN everywhere; with it, oneDNN wins bf16 layers and the wide fp32 ones,
-// while Winograd (direct kernel) wins 3x3 layers of at most 640 channels (on large images: the
-// VAE's, TAESD's), and the dot-product kernel the layers to RGB.
+// AVX2 kernels beat oneDNN everywhere; with it, oneDNN wins bf16 layers and the fp32 layers that
+// are not 3x3 stride 1, while the direct kernel's Winograd (AVX-512 tiles) wins every 3x3 stride-1
+// fp32 layer (measured on a Xeon, one thread: 1.2-2.0x oneDNN at 16x16 and up, a tie at 8x8), and
+// the dot-product kernel the layers to RGB.
 static int builtin_conv(lcm_precision precision, int in, int out, int kernel, int stride) {
+    (void)in;
     if (!cpu_has_avx512()) return cpu_has_avx2_fma() ? CONV_KERNEL_DIRECT : CONV_KERNEL_SGEMM;
     if (out <= 3 && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
     if (precision == LCM_PRECISION_BF16 && cpu_has_avx512_bf16()) return CONV_KERNEL_ONEDNN;
-    bool winograd = kernel == 3 && stride == 1 && in <= 640 && out <= 640;
-    if (winograd && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
+    if (kernel == 3 && stride == 1 && cpu_has_avx2_fma()) return CONV_KERNEL_DIRECT;
     return CONV_KERNEL_ONEDNN;
 }
 
@@ -324,18 +325,22 @@ static double time_linear(const linear *trial, int64_t rows) {
 
 // The side (conv) or rows (linear) to measure at: the typical size, cut down so that one run is
 // about MEASURE_FLOP, but not below MIN_MEASURE_SIDE (side; 8 for the widest layers, whose 16 x 16
-// runs would cost more than the rest of a model together; 32 for the layers Winograd serves, whose
-// tiles pay off only there: on a Xeon, 640->640 took 9.45 ms direct and 9.58 ms oneDNN bf16 at
-// 16x16 but 25.8 and 40.3 ms at 32x32, and 2x apart at the real 64x64 and up) or 16 rows, nor
-// above 128 (side) or 4096 rows (the per-pixel costs of the cheapest layers are seen by then).
+// runs would cost more than the rest of a model together; 32 for the layers Winograd serves with
+// weights transformed at load, whose tiles pay off only there: on a Xeon, 640->640 took 9.45 ms
+// direct and 9.58 ms oneDNN bf16 at 16x16 but 25.8 and 40.3 ms at 32x32, and 2x apart at the real
+// 64x64 and up; 16 for the wider 3x3 layers, whose Winograd runs from 16x16 = 256 pixels on and
+// would not be seen at 8x8) or 16 rows, nor above 128 (side) or 4096 rows (the per-pixel costs of
+// the cheapest layers are seen by then).
 static int64_t measure_extent(const decision *d, double flop_per_unit, bool square) {
     int64_t typical = d->size > 0 ? d->size : square ? 64 : 1024;
     double units = MEASURE_FLOP / flop_per_unit;
     int64_t extent = square ? (int64_t)ceil(sqrt(units)) : (int64_t)ceil(units);
     extent = (extent + 3) / 4 * 4;
-    bool winograd = square && d->kernel == 3 && d->stride == 1 && d->in <= 640 && d->out <= 640;
+    bool winograd = square && d->kernel == 3 && d->stride == 1 && d->padding == 1;
+    bool transformed_at_load = winograd && d->in <= 640 && d->out <= 640;
     int64_t least = !square ? 16
-                    : winograd ? 2 * MIN_MEASURE_SIDE
+                    : transformed_at_load ? 2 * MIN_MEASURE_SIDE
+                    : winograd ? MIN_MEASURE_SIDE
                     : flop_per_unit * MIN_MEASURE_SIDE * MIN_MEASURE_SIDE > 4 * MEASURE_FLOP ? 8
                                                                                            : MIN_MEASURE_SIDE;
     int64_t most = square ? 128 : 4096;

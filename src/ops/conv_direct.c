@@ -1,4 +1,5 @@
-// Direct NHWC convolution with a 6-pixel x 16-channel AVX2 register tile; see conv_direct.h.
+// Direct NHWC convolution with a 12-pixel x 16-channel register tile (AVX-512, or two AVX2 halves:
+// ops/fma_tile.h); see conv_direct.h.
 #include "ops/cpu.h"
 #include "ops/conv_direct.h"
 #include "ops/fma_tile.h"
@@ -7,17 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Output pixels and channels of one register tile: 6 x 2 accumulators of 8 floats, 2 weight
-// vectors and 1 broadcast input value fill 15 of the 16 ymm registers.
-#define TILE_PIXELS 6
-#define TILE_CHANNELS 16
+// Output pixels and channels of one register tile (ops/fma_tile.h).
+#define TILE_PIXELS FMA_TILE_ROWS
+#define TILE_CHANNELS FMA_TILE_COLUMNS
 // Output pixels per task: a few tiles, so that 2 threads have thousands of tasks on large images
 // while a task still reuses its pointer tables and weights. Fixed (not derived from the thread
-// count) like everything that decides the order of the sums.
-#define TASK_PIXELS (16 * TILE_PIXELS)
-// Flattened (tap, input channel) indices per slice of the sum: 256 x 16 weights = 16 KiB, half
-// of the L1 data cache.
-#define DEPTH_SLICE 256
+// count or the instruction set).
+#define TASK_PIXELS (8 * TILE_PIXELS)
+// Flattened (tap, input channel) indices per slice of the sum: 128 x 4 blocks x 16 weights = 32
+// KiB, most of the L1 data cache, while a task's register tiles go through them.
+#define DEPTH_SLICE 128
+// Output channel blocks of 16 that a register tile computes together (ops/fma_tile.h).
+#define GROUP_BLOCKS FMA_MAX_BLOCKS
+#define GROUP_CHANNELS (GROUP_BLOCKS * TILE_CHANNELS)
 // Layers with at most DOT_CHANNELS outputs (the decoders' conv_out to RGB) would use 3 of the 16
 // lanes of a channel tile. They sum along the input instead: 3 pixels x 3 channels of vectors
 // running over the (tap, input channel) sum, added across their lanes at the end.
@@ -33,8 +36,12 @@ _Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the do
 // UNet's 1280-channel ones: those would take about +1.3 GB, over the 4.6 GB fp32 target for a
 // generation's peak, for the 8x8 and 16x16 latents where Winograd gains least.
 #define WINOGRAD_MAX_CHANNELS 640
-// F(2x2, 3x3) tiles per task: a multiple of the register tile's 6 rows (F(4x4, 3x3) takes 12).
+// F(2x2, 3x3) tiles per part of the transient run's input transform: a multiple of the register
+// tile's 12 rows.
 #define WINOGRAD_TASK_TILES 48
+// Tasks a Winograd run with weights transformed at load makes at least (where the image allows),
+// for 2 threads to share evenly.
+#define WINOGRAD_MIN_TASKS 16
 // Outputs of more bytes than this (the L3 cache of one Zen 3/4 chiplet) are written with
 // non-temporal stores. sysconf's figure is no help: in these VMs it reports the host's 256 MiB.
 #define WINOGRAD_STREAM_BYTES ((int64_t)32 << 20)
@@ -44,9 +51,6 @@ _Static_assert(TILE_PIXELS % DOT_PIXELS == 0, "a tile's pixels go through the do
 #define WINOGRAD_TRANSIENT_MIN_PIXELS 256
 // Tiles per chunk of the transient run: 192 tiles' inputs at 2560 channels take 31 MB.
 #define WINOGRAD_CHUNK_TILES 192
-// Output channel blocks computed together, so that the input rows of a register tile are read from
-// L1 once for all of them.
-#define WINOGRAD_GROUP_BLOCKS 4
 
 struct conv_direct {
     int in, out, kernel, stride, padding;
@@ -153,25 +157,72 @@ lcm_status conv_direct_prepare_upsampled(conv_direct *d) {
     return LCM_OK;
 }
 
-// tile[p][0..15] += sum over the flattened (tap, input channel) indices k in [k0, k1) of
-// rows[p * taps + k / in][k % in] * weight[k][0..15], for the 6 pixels p of the tile (rows of the
-// tile `row_stride` floats apart; with `from_zero` the sums start at 0 instead of at `tile`).
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-tile_6x16(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight,
-          float *tile, int64_t row_stride, bool from_zero) {
-    fma_tile sums;
-    if (from_zero) fma_tile_zero(&sums);
-    else fma_tile_load(&sums, tile, row_stride);
-    for (int64_t t = k0 / in; t * in < k1; t++) {
-        int64_t first = k0 > t * in ? k0 - t * in : 0, end = k1 - t * in < in ? k1 - t * in : in;
-        const float *a[FMA_TILE_ROWS];
-        for (int p = 0; p < FMA_TILE_ROWS; p++) a[p] = rows[p * taps + t] + first;
-        fma_tile_add(&sums, a, weight + (t * in + first) * TILE_CHANNELS, end - first);
-    }
-    fma_tile_store(&sums, tile, row_stride);
+// A register tile's sums: tile[p][b][0..15] += sum over the flattened (tap, input channel) indices k
+// in [k0, k1) of rows[p * taps + k / in][k % in] * weight[b * block_stride + k * 16 + 0..15], for
+// the 12 pixels p of the tile and nb <= 4 blocks b of 16 output channels (pixel p's sums of block
+// b at tile + p * row_stride + b * block_offset; with `from_zero` they start at 0 instead of at
+// what `tile` holds). One implementation per instruction set, the same bits from each
+// (ops/fma_tile.h); tile_kernel() picks one per run.
+typedef void conv_tile_fn(const float *const *rows, int taps, int in, int64_t k0, int64_t k1,
+                          const float *weight, int64_t block_stride, int nb, float *tile,
+                          int64_t row_stride, int64_t block_offset, bool from_zero);
+
+__attribute__((target("avx2,fma"), noinline)) static void
+tile_avx2(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight,
+          int64_t block_stride, int nb, float *tile, int64_t row_stride, int64_t block_offset,
+          bool from_zero) {
+    for (int b = 0; b < nb; b++)
+        for (int half = 0; half < TILE_PIXELS / FMA_HALF_ROWS; half++) {
+            const float *const *half_rows = rows + half * FMA_HALF_ROWS * taps;
+            float *half_tile = tile + half * FMA_HALF_ROWS * row_stride + b * block_offset;
+            fma_half_tile sums;
+            if (from_zero) fma_half_zero(&sums);
+            else fma_half_load(&sums, half_tile, row_stride);
+            for (int64_t t = k0 / in; t * in < k1; t++) {
+                int64_t first = k0 > t * in ? k0 - t * in : 0, end = k1 - t * in < in ? k1 - t * in : in;
+                const float *a[FMA_HALF_ROWS];
+                for (int p = 0; p < FMA_HALF_ROWS; p++) a[p] = half_rows[p * taps + t] + first;
+                fma_half_add(&sums, a, weight + b * block_stride + (t * in + first) * TILE_CHANNELS, end - first);
+            }
+            fma_half_store(&sums, half_tile, row_stride);
+        }
 }
 
-// The dot-product path: sums[p][c] += sum over the `runs` runs t and i < length of
+// tile_avx512 for a constant number of blocks.
+__attribute__((target(FMA_AVX512), always_inline)) static inline void
+tile_avx512_blocks(const int nb, const float *const *rows, int taps, int in, int64_t k0, int64_t k1,
+                   const float *weight, int64_t block_stride, float *tile, int64_t row_stride,
+                   int64_t block_offset, bool from_zero) {
+    const int pass_rows = fma_wide_rows(nb);
+    for (int r0 = 0; r0 < TILE_PIXELS; r0 += pass_rows) {
+        float *pass_tile = tile + r0 * row_stride;
+        fma_wide_tile sums;
+        fma_wide_load(&sums, pass_rows, nb, from_zero ? NULL : pass_tile, row_stride, block_offset);
+        for (int64_t t = k0 / in; t * in < k1; t++) {
+            int64_t first = k0 > t * in ? k0 - t * in : 0, end = k1 - t * in < in ? k1 - t * in : in;
+            const float *a[TILE_PIXELS];
+            for (int p = 0; p < pass_rows; p++) a[p] = rows[(r0 + p) * taps + t] + first;
+            fma_wide_add(&sums, pass_rows, nb, a, weight + (t * in + first) * TILE_CHANNELS, block_stride, end - first);
+        }
+        fma_wide_store(&sums, pass_rows, nb, pass_tile, row_stride, block_offset);
+    }
+}
+
+__attribute__((target(FMA_AVX512), noinline)) static void
+tile_avx512(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight,
+            int64_t block_stride, int nb, float *tile, int64_t row_stride, int64_t block_offset,
+            bool from_zero) {
+    switch (nb) {
+    case 1: tile_avx512_blocks(1, rows, taps, in, k0, k1, weight, block_stride, tile, row_stride, block_offset, from_zero); break;
+    case 2: tile_avx512_blocks(2, rows, taps, in, k0, k1, weight, block_stride, tile, row_stride, block_offset, from_zero); break;
+    case 3: tile_avx512_blocks(3, rows, taps, in, k0, k1, weight, block_stride, tile, row_stride, block_offset, from_zero); break;
+    default: tile_avx512_blocks(4, rows, taps, in, k0, k1, weight, block_stride, tile, row_stride, block_offset, from_zero); break;
+    }
+}
+
+static conv_tile_fn *tile_kernel(void) { return cpu_has_avx512() ? tile_avx512 : tile_avx2; }
+
+// The dot-product path: sums[p * GROUP_CHANNELS + c] += sum over the `runs` runs t and i < length of
 // rows[p * runs + t][i] * weight[c][t * length + i], for DOT_PIXELS pixels and DOT_CHANNELS
 // channels (`depth` = runs * length weights per channel). `length` is a multiple of 8. Each value
 // is added up lane by lane and then across the lanes, in an order fixed by the layer alone.
@@ -209,7 +260,7 @@ dot_3x3(const float *const *rows, int runs, int64_t length, const float *weight,
             __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[p][c]), _mm256_extractf128_ps(acc[p][c], 1));
             v = _mm_add_ps(v, _mm_movehl_ps(v, v));
             v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
-            sums[p * TILE_CHANNELS + c] += _mm_cvtss_f32(v);
+            sums[p * GROUP_CHANNELS + c] += _mm_cvtss_f32(v);
         }
 }
 
@@ -295,8 +346,9 @@ static bool fill_row_runs(const conv_direct *d, const run_shape *s, const float 
     return true;
 }
 
-// The task's sums into y with the epilogue: `count` pixels (at out_pixels[p] of the image that
-// starts at pixel `image_offset`), channels from `channel0`. ReLU as
+// One block of the task's sums (pixel p's at sums + p * GROUP_CHANNELS) into y with the epilogue:
+// `count` pixels (at out_pixels[p] of the image that starts at pixel `image_offset`), channels from
+// `channel0`. ReLU as
 // max(0, v), which like `v < 0 ? 0 : v` keeps NaN and -0.
 __attribute__((target("avx2,fma"))) static void
 store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0,
@@ -304,7 +356,7 @@ store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0
     int channels = d->out - channel0 < TILE_CHANNELS ? (int)(d->out - channel0) : TILE_CHANNELS;
     const __m256 zero = _mm256_setzero_ps();
     for (int p = 0; p < count; p++) {
-        const float *src = sums + p * TILE_CHANNELS;
+        const float *src = sums + p * GROUP_CHANNELS;
         int64_t at = (image_offset + out_pixels[p]) * d->out + channel0;
         float *dst = y + at;
         const float *residual = e->residual ? e->residual + at : NULL;
@@ -329,13 +381,6 @@ store_tiles(const conv_direct *d, const float *sums, int count, int64_t channel0
             dst[j] = v;
         }
     }
-}
-
-// tile_6x16 for conv_direct_run, which is compiled for any x86-64 CPU and so cannot have the
-// AVX2 code inlined into it: rows of 16 sums, added to.
-__attribute__((target("avx2,fma"), noinline)) static void
-tile_6x16_add(const float *const *rows, int taps, int in, int64_t k0, int64_t k1, const float *weight, float *tile) {
-    tile_6x16(rows, taps, in, k0, k1, weight, tile, TILE_CHANNELS, false);
 }
 
 // ---- Winograd F(2x2, 3x3) and F(4x4, 3x3) -------------------------------------------------------
@@ -637,22 +682,24 @@ winograd_output(const winograd_shape *ws, const float *p, int64_t block_stride, 
 }
 
 // The products of `count` tiles' transformed inputs v [positions][task_tiles][in] with the
-// transformed weights u [blocks][positions][in][16] of `blocks` output channel blocks, into p
-// [blocks][task_tiles][positions][16]. A register tile's 6 input rows serve all the blocks while
-// they are in L1.
-__attribute__((target("avx2,fma"))) static void
-winograd_products(const winograd_shape *ws, int64_t in, const float *v, int count, const float *u,
-                  int blocks, float *p) {
+// transformed weights u [blocks][positions][in][16] of `blocks` (at most 4) output channel blocks,
+// into p [blocks][task_tiles][positions][16]. The sums go in slices of the input channels whose
+// weights (DEPTH_SLICE x 4 blocks x 16 floats, 32 KiB) stay in L1 while every register tile of the
+// task goes through them; the slices add up in the same order as one pass would.
+static void winograd_products(conv_tile_fn *tile, const winograd_shape *ws, int64_t in, const float *v,
+                              int count, const float *u, int blocks, float *p) {
     const int64_t tt = ws->task_tiles, positions = ws->positions;
     const int64_t block_stride = tt * positions * TILE_CHANNELS;
     for (int position = 0; position < positions; position++)
-        for (int t0 = 0; t0 < count; t0 += TILE_PIXELS) {
-            const float *rows[TILE_PIXELS];
-            for (int r = 0; r < TILE_PIXELS; r++) rows[r] = v + (position * tt + t0 + r) * in;
-            for (int k = 0; k < blocks; k++)
-                tile_6x16(rows, 1, (int)in, 0, in, u + (k * positions + position) * in * TILE_CHANNELS,
-                          p + k * block_stride + (t0 * positions + position) * TILE_CHANNELS,
-                          positions * TILE_CHANNELS, true);
+        for (int64_t k0 = 0; k0 < in; k0 += DEPTH_SLICE) {
+            int64_t k1 = k0 + DEPTH_SLICE < in ? k0 + DEPTH_SLICE : in;
+            for (int t0 = 0; t0 < count; t0 += TILE_PIXELS) {
+                const float *rows[TILE_PIXELS];
+                for (int r = 0; r < TILE_PIXELS; r++) rows[r] = v + (position * tt + t0 + r) * in;
+                tile(rows, 1, (int)in, k0, k1, u + position * in * TILE_CHANNELS, positions * in * TILE_CHANNELS,
+                     blocks, p + (t0 * positions + position) * TILE_CHANNELS, positions * TILE_CHANNELS,
+                     block_stride, k0 == 0);
+            }
         }
 }
 
@@ -665,12 +712,19 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
     ws.positions = ws.a * ws.a;
     ws.tiles_w = (ws.ow + ws.tile - 1) / ws.tile;
     ws.tiles = (ws.oh + ws.tile - 1) / ws.tile * ws.tiles_w;
-    // About 200 output pixels per task (a multiple of the register tile's 6 rows in tiles).
-    ws.task_tiles = ws.tile == 4 ? 12 : WINOGRAD_TASK_TILES;
+    // Tiles per task: each transformed weight read from L2/L3 serves all of them, so as many as the
+    // cap (4 register tiles' rows for F(4x4, 3x3) and its 36 positions, 8 for F(2x2, 3x3)) while
+    // the image still makes WINOGRAD_MIN_TASKS tasks for the threads to share. Which tile lands in
+    // which task does not change any sum.
+    int64_t most = ws.tile == 4 ? 4 * TILE_PIXELS : 8 * TILE_PIXELS;
+    ws.task_tiles = (n * ws.tiles / WINOGRAD_MIN_TASKS + TILE_PIXELS - 1) / TILE_PIXELS * TILE_PIXELS;
+    if (ws.task_tiles < TILE_PIXELS) ws.task_tiles = TILE_PIXELS;
+    if (ws.task_tiles > most) ws.task_tiles = most;
     const int64_t in = d->in, out = d->out, tt = ws.task_tiles, positions = ws.positions;
     const int64_t chunks = (ws.tiles + tt - 1) / tt, tasks = n * chunks;
     const int64_t group_stride = tt * positions * TILE_CHANNELS; // one block's products
     int failed = 0;
+    conv_tile_fn *tile = tile_kernel();
     // An output larger than the last-level cache has left it by the time the next layer reads
     // its first pixels, so it bypasses the caches: no reads for ownership of its lines, and the
     // caches keep the input and the weights (measured: TAESD -15-20%, 2 threads).
@@ -678,10 +732,10 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
     #pragma omp parallel
     {
         // One task's transformed inputs [positions][tt][in] and a group of channel blocks'
-        // products [WINOGRAD_GROUP_BLOCKS][tt][positions][16] (a tile's products side by side for
+        // products [GROUP_BLOCKS][tt][positions][16] (a tile's products side by side for
         // the output transform).
         float *v = aligned_alloc(64, sizeof(float) * (size_t)(positions * tt * in));
-        float *p = aligned_alloc(64, sizeof(float) * (size_t)(WINOGRAD_GROUP_BLOCKS * group_stride));
+        float *p = aligned_alloc(64, sizeof(float) * (size_t)(GROUP_BLOCKS * group_stride));
         float *zeros = calloc((size_t)in, sizeof(float)); // the padding's input vector
         bool ready = scratch_ready(v && p && zeros, &failed);
         #pragma omp for schedule(static)
@@ -690,9 +744,9 @@ winograd_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t
             int64_t b = task / chunks, first = task % chunks * tt;
             int count = ws.tiles - first < tt ? (int)(ws.tiles - first) : (int)tt;
             winograd_input(d, &ws, x + b * h * w * in, first, count, zeros, v);
-            for (int64_t group = 0; group < d->blocks; group += WINOGRAD_GROUP_BLOCKS) {
-                int blocks = d->blocks - group < WINOGRAD_GROUP_BLOCKS ? (int)(d->blocks - group) : WINOGRAD_GROUP_BLOCKS;
-                winograd_products(&ws, in, v, count,
+            for (int64_t group = 0; group < d->blocks; group += GROUP_BLOCKS) {
+                int blocks = d->blocks - group < GROUP_BLOCKS ? (int)(d->blocks - group) : GROUP_BLOCKS;
+                winograd_products(tile, &ws, in, v, count,
                                   d->winograd_weight + group * positions * in * TILE_CHANNELS, blocks, p);
                 winograd_output(&ws, p, group_stride, blocks, first, count, d->bias, e,
                                 group * TILE_CHANNELS, out, b, y, stream);
@@ -739,11 +793,11 @@ __attribute__((target("avx2,fma"))) static void winograd_weights_f2(const conv_d
 // transformed weights are not kept (the UNet's 1280-channel ones: about +1.3 GB). The run is
 // weight-stationary, so that each weight is transformed once per chunk of tiles rather than once
 // per task: the inputs of a chunk of up to WINOGRAD_CHUNK_TILES tiles are transformed into one
-// shared buffer, then each thread takes output channel blocks, transforms a block's weights (1.3
-// MB at 1280 input channels, read back from L2/L3 right away) and computes the products and
-// outputs of the whole chunk for it. (Groups of 4 blocks, as in winograd_run, measured no faster
-// here.) Memory: the chunk's inputs (31 MB at most, at 2560 input channels) and per thread one
-// block's weights and products; nothing is kept.
+// shared buffer, then each thread takes groups of 4 output channel blocks (what a register tile
+// computes at once), transforms their weights (5.2 MB at 1280 input channels, read back from
+// L2/L3 right away) and computes the products and outputs of the whole chunk for them. Memory: the
+// chunk's inputs (31 MB at most, at 2560 input channels) and per thread one group's weights and
+// products; nothing is kept.
 __attribute__((target("avx2,fma"))) static lcm_status
 winograd_transient_run(const conv_direct *d, const float *x, int64_t n, int64_t h, int64_t w,
                        int up, const conv_direct_epilogue *e, float *y) {
@@ -758,11 +812,15 @@ winograd_transient_run(const conv_direct *d, const float *x, int64_t n, int64_t 
     float *v = aligned_alloc(64, sizeof(float) * (size_t)(positions * tt * in));
     if (!v) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv: out of memory for its Winograd buffers");
     int failed = 0;
+    conv_tile_fn *tile = tile_kernel();
     bool stream = (uintptr_t)y % 32 == 0 && (int64_t)sizeof(float) * n * ws.oh * ws.ow * out > stream_bytes;
+    const int64_t groups = (d->blocks + GROUP_BLOCKS - 1) / GROUP_BLOCKS;
+    const int64_t block_weights = positions * in * TILE_CHANNELS, block_products = tt * positions * TILE_CHANNELS;
     #pragma omp parallel
     {
-        float *u = aligned_alloc(64, sizeof(float) * (size_t)(positions * in * TILE_CHANNELS));
-        float *p = aligned_alloc(64, sizeof(float) * (size_t)(tt * positions * TILE_CHANNELS));
+        // One group of blocks' transformed weights and products.
+        float *u = aligned_alloc(64, sizeof(float) * (size_t)(GROUP_BLOCKS * block_weights));
+        float *p = aligned_alloc(64, sizeof(float) * (size_t)(GROUP_BLOCKS * block_products));
         float *zeros = calloc((size_t)in, sizeof(float));
         bool ready = scratch_ready(u && p && zeros, &failed);
         for (int64_t b = 0; b < n; b++)
@@ -776,11 +834,14 @@ winograd_transient_run(const conv_direct *d, const float *x, int64_t n, int64_t 
                     winograd_input(d, &ws, x + b * h * w * in, first + part, part_count, zeros, v + part * in);
                 }
                 #pragma omp for schedule(static)
-                for (int64_t block = 0; block < d->blocks; block++) {
+                for (int64_t group = 0; group < groups; group++) {
                     if (!ready) continue;
-                    winograd_weights_f2(d, block, u);
-                    winograd_products(&ws, in, v, count, u, 1, p);
-                    winograd_output(&ws, p, 0, 1, first, count, d->bias, e, block * TILE_CHANNELS, out, b, y, stream);
+                    int64_t block = group * GROUP_BLOCKS;
+                    int nb = d->blocks - block < GROUP_BLOCKS ? (int)(d->blocks - block) : GROUP_BLOCKS;
+                    for (int k = 0; k < nb; k++) winograd_weights_f2(d, block + k, u + k * block_weights);
+                    winograd_products(tile, &ws, in, v, count, u, nb, p);
+                    winograd_output(&ws, p, block_products, nb, first, count, d->bias, e, block * TILE_CHANNELS,
+                                    out, b, y, stream);
                 }
             }
         if (stream) _mm_sfence();
@@ -817,23 +878,27 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
     int64_t depth = (int64_t)taps * d->in; // the sum's length
     bool row_runs = !s.phases && !s.up && d->stride == 1 && d->kernel > 1;
     int64_t chunks = (s.pass_pixels + TASK_PIXELS - 1) / TASK_PIXELS;
-    // Tasks in (image, pass, pixel chunk, channel block) order: a thread's consecutive tasks share
-    // their input pixels; small images with many channels still split over the channel blocks.
-    int64_t tasks = n * s.passes * chunks * d->blocks;
+    // Tasks in (image, pass, pixel chunk, group of channel blocks) order: a thread's consecutive
+    // tasks share their input pixels; small images with many channels still split over the groups.
+    int64_t groups = (d->blocks + GROUP_BLOCKS - 1) / GROUP_BLOCKS;
+    int64_t tasks = n * s.passes * chunks * groups;
     int failed = 0;
+    conv_tile_fn *tile = tile_kernel();
     #pragma omp parallel
     {
         // The pointer tables of a task's tiles, its output pixels and its tiles' running sums.
         const float **rows = malloc(sizeof *rows * (size_t)(TASK_PIXELS * taps));
         int64_t *out_pixels = malloc(sizeof *out_pixels * TASK_PIXELS);
-        float *sums = aligned_alloc(32, sizeof(float) * TASK_PIXELS * TILE_CHANNELS);
+        float *sums = aligned_alloc(64, sizeof(float) * TASK_PIXELS * GROUP_CHANNELS); // [pixel][64]
         bool ready = scratch_ready(rows && out_pixels && sums, &failed);
         #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; task++) {
             if (!ready) continue;
-            int64_t block = task % d->blocks, chunk = task / d->blocks % chunks;
-            int pass = (int)(task / d->blocks / chunks % s.passes);
-            int64_t b = task / d->blocks / chunks / s.passes;
+            int64_t group = task % groups, chunk = task / groups % chunks;
+            int pass = (int)(task / groups / chunks % s.passes);
+            int64_t b = task / groups / chunks / s.passes;
+            int64_t block = group * GROUP_BLOCKS;
+            int nb = d->blocks - block < GROUP_BLOCKS ? (int)(d->blocks - block) : GROUP_BLOCKS;
             const float *xb = x + b * h * w * d->in;
             int64_t first = chunk * TASK_PIXELS;
             int count = s.pass_pixels - first < TASK_PIXELS ? (int)(s.pass_pixels - first) : TASK_PIXELS;
@@ -850,8 +915,8 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
                     fill_tile(d, &s, pass, xb, first + t * TILE_PIXELS, tile_count, tile_rows,
                               out_pixels + t * TILE_PIXELS);
                 for (int p = 0; p < TILE_PIXELS; p++)
-                    memcpy(sums + (t * TILE_PIXELS + p) * TILE_CHANNELS,
-                           d->bias + block * TILE_CHANNELS, sizeof(float) * TILE_CHANNELS);
+                    memcpy(sums + (t * TILE_PIXELS + p) * GROUP_CHANNELS, d->bias + block * TILE_CHANNELS,
+                           sizeof(float) * (size_t)(nb * TILE_CHANNELS));
             }
             // A few output channels: whole sums along the input (the weights, 3 x depth, stay in
             // the L1 cache).
@@ -859,19 +924,20 @@ lcm_status conv_direct_run(const conv_direct *d, const float *x, int64_t n, int6
                 for (int p = 0; p < TILE_PIXELS; p += DOT_PIXELS) {
                     int runs_of = runs[t] ? d->kernel : taps;
                     dot_3x3(rows + t * TILE_PIXELS * taps + p * runs_of, runs_of, depth / runs_of, weight, depth,
-                            sums + (t * TILE_PIXELS + p) * TILE_CHANNELS);
+                            sums + (t * TILE_PIXELS + p) * GROUP_CHANNELS);
                 }
             // The sum in slices whose weights stay in the L1 cache while every tile of the task
             // goes through them; the slices add up in the same order as one pass would.
             for (int64_t k0 = 0; k0 < depth && !d->dot; k0 += DEPTH_SLICE) {
                 int64_t k1 = k0 + DEPTH_SLICE < depth ? k0 + DEPTH_SLICE : depth;
                 for (int t = 0; t < tiles; t++)
-                    tile_6x16_add(rows + t * TILE_PIXELS * taps, runs[t] ? d->kernel : taps,
-                                  runs[t] ? d->kernel * d->in : d->in, k0, k1, weight,
-                                  sums + t * TILE_PIXELS * TILE_CHANNELS);
+                    tile(rows + t * TILE_PIXELS * taps, runs[t] ? d->kernel : taps,
+                         runs[t] ? d->kernel * d->in : d->in, k0, k1, weight, depth * TILE_CHANNELS, nb,
+                         sums + t * TILE_PIXELS * GROUP_CHANNELS, GROUP_CHANNELS, TILE_CHANNELS, false);
             }
-            store_tiles(d, sums, count, block * TILE_CHANNELS, epilogue, out_pixels,
-                        b * s.oh * s.ow, y);
+            for (int k = 0; k < nb; k++)
+                store_tiles(d, sums + k * TILE_CHANNELS, count, (block + k) * TILE_CHANNELS, epilogue,
+                            out_pixels, b * s.oh * s.ow, y);
         }
         free(rows);
         free(out_pixels);

@@ -1,15 +1,16 @@
-// Direct NHWC convolution for CPUs with AVX2 + FMA and without AVX-512 (where oneDNN's own
-// convolutions are slower than a matrix product, KERNELS.md / BENCHMARKS.md).
+// Direct NHWC convolution for CPUs with AVX2 + FMA, with AVX-512 register tiles where the CPU has
+// them (the backend, ops/backend.h, times it against oneDNN per layer shape).
 //
 // im2col + sgemm copies every input value k*k times into a column buffer, and the sgemm then packs
 // that buffer and the weights again on every call: for 64-channel layers (TAESD) the copies cost
 // about as much as the arithmetic. Here the weights are packed once at load into blocks of 16
-// output channels, and a 6-pixel x 16-channel register tile reads the input pixels in place
+// output channels, and a 12-pixel x 16-channel register tile reads the input pixels in place
 // through a table of pointers (one per pixel and tap; padding points at zeros, a 2x nearest
 // upsample of the input is a different pointer), so nothing is copied.
 //
 // Each output value is summed by one thread in a fixed order (bias, then taps, then input
-// channels), so results do not depend on the number of threads.
+// channels), so results do not depend on the number of threads, nor on whether the AVX-512 or the
+// AVX2 tile ran (LCM_NO_AVX512=1).
 #ifndef LCM_OPS_CONV_DIRECT_H
 #define LCM_OPS_CONV_DIRECT_H
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static cpu_features features;
+static cpu_features features, detected; // what our kernels may use; what features_read found
 static pthread_once_t features_once = PTHREAD_ONCE_INIT;
 static char feature_list[192];
 
@@ -53,6 +53,7 @@ static void features_read(void) {
     features.avx512_vnni = features.avx512 && __builtin_cpu_supports("avx512vnni");
     features.amx = features.avx512 && cpu_amx();
     read_name(features.name);
+    detected = features;
     // oneDNN reads the CPU itself: cap the instruction sets its JIT may use, before its first
     // primitive or sgemm (every oneDNN user in ops/ reads the features first).
     // AMX: oneDNN 2.6.3's AMX int8 kernels corrupt the heap (ASan, test_int8: every run), so 8-bit
@@ -74,6 +75,12 @@ static void features_read(void) {
 const cpu_features *cpu_features_get(void) {
     pthread_once(&features_once, features_read);
     return &features;
+}
+
+void cpu_hide_avx512(bool hide) {
+    cpu_features_get();
+    features = detected;
+    if (hide) features.avx512 = features.avx512_bf16 = features.avx512_vnni = features.amx = false;
 }
 
 bool cpu_has_avx2_fma(void) { return cpu_features_get()->avx2_fma; }

@@ -27,6 +27,12 @@ bool cpu_has_avx512(void);      // AVX-512 F, BW, DQ, VL
 bool cpu_has_avx512_bf16(void); // the above plus AVX512-BF16
 bool cpu_has_vnni(void);        // the above plus AVX512-VNNI
 
+// For tests: hides AVX-512 (and AVX512-BF16, VNNI, AMX) from our own kernels' choices from now on
+// (true), or shows what was detected again (false), so that one process can compare a kernel's
+// AVX-512 and AVX2 paths. oneDNN keeps the limit set at start. Not thread-safe; no effect on a CPU
+// without AVX-512.
+void cpu_hide_avx512(bool hide);
+
 // "avx2 fma avx512 avx512_bf16 avx512_vnni amx" (what is present), for `lcm info` and the tuning
 // cache's key. Static storage.
 const char *cpu_feature_list(void);

@@ -1,5 +1,5 @@
-// Linear layers with a 6-row x 16-column AVX2 register tile on weights packed at load; see
-// linear_direct.h.
+// Linear layers with a 12-row x 16-column register tile (AVX-512, or two AVX2 halves:
+// ops/fma_tile.h) on weights packed at load; see linear_direct.h.
 #include "ops/cpu.h"
 #include "ops/linear_direct.h"
 #include "ops/fma_tile.h"
@@ -9,15 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Rows and columns of one register tile: 6 x 2 accumulators of 8 floats, 2 weight vectors and 1
-// broadcast input value fill 15 of the 16 ymm registers.
-#define TILE_ROWS 6
-#define TILE_COLUMNS 16
-// Inputs per slice of the sum: a tile's 6 input rows (6 x 512 floats = 12 KiB) stay in the L1
+// Rows and columns of one register tile (ops/fma_tile.h).
+#define TILE_ROWS FMA_TILE_ROWS
+#define TILE_COLUMNS FMA_TILE_COLUMNS
+// Inputs per slice of the sum: a tile's 12 input rows (12 x 512 floats = 24 KiB) stay in the L1
 // cache while the tile goes through a group of column blocks, whose weights (4 x 32 KiB per slice)
 // stream from the L2 cache. Fewer, longer slices also reload the tile's sums less often.
 #define DEPTH_SLICE 512
-#define GROUP_BLOCKS 4 // row_1x64 covers one group
+#define GROUP_BLOCKS FMA_MAX_BLOCKS // one register tile call; row_1x64 covers one group too
 // A task: TASK_ROWS rows x up to MAX_TASK_BLOCKS column blocks, slice by slice, group by group.
 // Its input rows (96 x 512 floats = 192 KiB per slice) stay in the L2 cache while the groups go
 // through them, so wide layers read their input once per task. Tasks are made narrower (down to
@@ -25,7 +24,7 @@
 // decides the order of any sum. (A/B builds on the UNet shapes, one thread: tiles going through
 // blocks beat blocks going through tiles by 1-5%; 256/384-input slices, 192-row tasks, input rows
 // packed into panels and software prefetch of the next group's weights made no clear difference.)
-#define TASK_ROWS (16 * TILE_ROWS)
+#define TASK_ROWS (8 * TILE_ROWS)
 #define MAX_TASK_BLOCKS 32
 #define MIN_TASKS 16
 
@@ -101,52 +100,90 @@ lcm_status linear_direct_import(const packed_entry *entry, linear_direct **out) 
     return LCM_OK;
 }
 
-// c[r][0..15] = start[r][0..15] + sum over i in [k0, k1) of rows[r][i] * weight[i][0..15], the
-// terms added one by one in order of i, for the 6 rows r of the tile. `start` rows are
-// start_stride apart (0: one row for all, the bias), `c` rows ldc apart; start may be c.
+// c[r][b][0..15] = start[r][b][0..15] + sum over i in [k0, k1) of rows[r][i] *
+// weight[b * block_stride + i * 16 + 0..15], the terms added one by one in order of i, for the 12
+// rows r of the tile and nb <= 4 column blocks b (block b's columns 16 b floats further along a
+// row). `start` rows are start_stride apart (0: one row for all, the bias), `c` rows ldc apart;
+// start may be c. One implementation per instruction set, the same bits from each
+// (ops/fma_tile.h).
+typedef void linear_tile_fn(const float *const *rows, int64_t k0, int64_t k1, const float *weight,
+                            int64_t block_stride, int nb, const float *start, int64_t start_stride,
+                            float *c, int64_t ldc);
+
 __attribute__((target("avx2,fma"))) static void
-tile_6x16(const float *const *rows, int64_t k0, int64_t k1, const float *weight,
-          const float *start, int64_t start_stride, float *c, int64_t ldc) {
-    fma_tile sums;
-    fma_tile_load(&sums, start, start_stride);
-    const float *a[FMA_TILE_ROWS];
-    for (int r = 0; r < FMA_TILE_ROWS; r++) a[r] = rows[r] + k0;
-    fma_tile_add(&sums, a, weight + k0 * TILE_COLUMNS, k1 - k0);
-    fma_tile_store(&sums, c, ldc);
+tile_avx2(const float *const *rows, int64_t k0, int64_t k1, const float *weight, int64_t block_stride,
+          int nb, const float *start, int64_t start_stride, float *c, int64_t ldc) {
+    for (int b = 0; b < nb; b++)
+        for (int r0 = 0; r0 < TILE_ROWS; r0 += FMA_HALF_ROWS) {
+            fma_half_tile sums;
+            fma_half_load(&sums, start + r0 * start_stride + b * TILE_COLUMNS, start_stride);
+            const float *a[FMA_HALF_ROWS];
+            for (int r = 0; r < FMA_HALF_ROWS; r++) a[r] = rows[r0 + r] + k0;
+            fma_half_add(&sums, a, weight + b * block_stride + k0 * TILE_COLUMNS, k1 - k0);
+            fma_half_store(&sums, c + r0 * ldc + b * TILE_COLUMNS, ldc);
+        }
 }
 
-// One slice [k0, k1) of the sums of a tile: rows first .. first + count - 1 of x, column block
-// `block`. The first slice starts from the bias, later ones from what y holds. A tile that is cut
-// by the last row or the last column goes through a 6 x 16 scratch copy; its missing rows repeat
-// row `first` and their results are dropped.
-static void tile_slice(const linear_direct *d, const float *x, int64_t first, int count,
-                       int64_t block, int64_t k0, int64_t k1, float *y) {
+// tile_avx512 for a constant number of blocks.
+__attribute__((target(FMA_AVX512), always_inline)) static inline void
+tile_avx512_blocks(const int nb, const float *const *rows, int64_t k0, int64_t k1, const float *weight,
+                   int64_t block_stride, const float *start, int64_t start_stride, float *c, int64_t ldc) {
+    const int pass_rows = fma_wide_rows(nb);
+    for (int r0 = 0; r0 < TILE_ROWS; r0 += pass_rows) {
+        fma_wide_tile sums;
+        fma_wide_load(&sums, pass_rows, nb, start + r0 * start_stride, start_stride, TILE_COLUMNS);
+        const float *a[TILE_ROWS];
+        for (int r = 0; r < pass_rows; r++) a[r] = rows[r0 + r] + k0;
+        fma_wide_add(&sums, pass_rows, nb, a, weight + k0 * TILE_COLUMNS, block_stride, k1 - k0);
+        fma_wide_store(&sums, pass_rows, nb, c + r0 * ldc, ldc, TILE_COLUMNS);
+    }
+}
+
+__attribute__((target(FMA_AVX512))) static void
+tile_avx512(const float *const *rows, int64_t k0, int64_t k1, const float *weight, int64_t block_stride,
+            int nb, const float *start, int64_t start_stride, float *c, int64_t ldc) {
+    switch (nb) {
+    case 1: tile_avx512_blocks(1, rows, k0, k1, weight, block_stride, start, start_stride, c, ldc); break;
+    case 2: tile_avx512_blocks(2, rows, k0, k1, weight, block_stride, start, start_stride, c, ldc); break;
+    case 3: tile_avx512_blocks(3, rows, k0, k1, weight, block_stride, start, start_stride, c, ldc); break;
+    default: tile_avx512_blocks(4, rows, k0, k1, weight, block_stride, start, start_stride, c, ldc); break;
+    }
+}
+
+// One slice [k0, k1) of the sums of a tile: rows first .. first + count - 1 of x, column blocks
+// block0 .. block0 + nb - 1. The first slice starts from the bias, later ones from what y holds. A
+// tile that is cut by the last row or the last column goes through a 12 x 64 scratch copy; its
+// missing rows repeat row `first` and their results are dropped.
+static void tile_slice(linear_tile_fn *tile, const linear_direct *d, const float *x, int64_t first,
+                       int count, int64_t block0, int nb, int64_t k0, int64_t k1, float *y) {
     const float *rows[TILE_ROWS];
     for (int r = 0; r < TILE_ROWS; r++) rows[r] = x + (first + (r < count ? r : 0)) * d->in;
-    const float *weight = d->weight + block * d->in * TILE_COLUMNS;
-    int64_t column0 = block * TILE_COLUMNS;
-    int columns = d->out - column0 < TILE_COLUMNS ? (int)(d->out - column0) : TILE_COLUMNS;
+    const int64_t block_stride = (int64_t)d->in * TILE_COLUMNS;
+    const float *weight = d->weight + block0 * block_stride;
+    int64_t column0 = block0 * TILE_COLUMNS;
+    int columns = d->out - column0 < nb * TILE_COLUMNS ? (int)(d->out - column0) : nb * TILE_COLUMNS;
     float *c = y + first * d->out + column0;
     const float *bias = d->bias + column0;
-    if (count == TILE_ROWS && columns == TILE_COLUMNS) {
-        if (k0 == 0) tile_6x16(rows, k0, k1, weight, bias, 0, c, d->out);
-        else tile_6x16(rows, k0, k1, weight, c, d->out, c, d->out);
+    if (count == TILE_ROWS && columns == nb * TILE_COLUMNS) {
+        if (k0 == 0) tile(rows, k0, k1, weight, block_stride, nb, bias, 0, c, d->out);
+        else tile(rows, k0, k1, weight, block_stride, nb, c, d->out, c, d->out);
         return;
     }
-    float scratch[TILE_ROWS * TILE_COLUMNS];
+    enum { SCRATCH_COLUMNS = 4 * TILE_COLUMNS };
+    _Static_assert(SCRATCH_COLUMNS == FMA_MAX_BLOCKS * FMA_TILE_COLUMNS, "a group fits the scratch rows");
+    float scratch[TILE_ROWS * SCRATCH_COLUMNS];
     for (int r = 0; r < TILE_ROWS; r++)
-        for (int j = 0; j < TILE_COLUMNS; j++)
-            scratch[r * TILE_COLUMNS + j] =
-                k0 > 0 && r < count && j < columns ? c[r * d->out + j] : bias[j];
-    tile_6x16(rows, k0, k1, weight, scratch, TILE_COLUMNS, scratch, TILE_COLUMNS);
+        for (int j = 0; j < nb * TILE_COLUMNS; j++)
+            scratch[r * SCRATCH_COLUMNS + j] = k0 > 0 && r < count && j < columns ? c[r * d->out + j] : bias[j];
+    tile(rows, k0, k1, weight, block_stride, nb, scratch, SCRATCH_COLUMNS, scratch, SCRATCH_COLUMNS);
     for (int r = 0; r < count; r++)
-        memcpy(c + r * d->out, scratch + r * TILE_COLUMNS, sizeof(float) * (size_t)columns);
+        memcpy(c + r * d->out, scratch + r * SCRATCH_COLUMNS, sizeof(float) * (size_t)columns);
 }
 
 // The same sums for one row and GROUP_BLOCKS = 4 column blocks (64 columns, all inside the layer)
-// at once: a 6-row tile holding 1 or 2 rows (the time embedding, a batch of 2 one-row inputs)
+// at once: a 12-row tile holding 1 or 2 rows (the time embedding, a batch of 2 one-row inputs)
 // would waste most of its multiply-adds, and one block alone has too few independent sums to hide
-// the latency of each. The same terms in the same order, so the same bits as the 6-row tile.
+// the latency of each. The same terms in the same order, so the same bits as the 12-row tile.
 __attribute__((target("avx2,fma"))) static void
 row_1x64(const linear_direct *d, const float *x_row, int64_t block, int64_t k0, int64_t k1,
          float *y_row) {
@@ -177,6 +214,7 @@ void linear_direct_run(const linear_direct *d, const float *x, int64_t rows, flo
     if (task_blocks > MAX_TASK_BLOCKS) task_blocks = MAX_TASK_BLOCKS;
     int64_t column_tasks = (d->blocks + task_blocks - 1) / task_blocks;
     int64_t tasks = chunks * column_tasks;
+    linear_tile_fn *tile = cpu_has_avx512() ? tile_avx512 : tile_avx2;
     // Tasks in (row chunk, columns) order: a thread's consecutive tasks share their rows.
     #pragma omp parallel for schedule(static) if (!omp_in_parallel() && tasks > 1)
     for (int64_t task = 0; task < tasks; task++) {
@@ -198,8 +236,7 @@ void linear_direct_run(const linear_direct *d, const float *x, int64_t rows, flo
                             row_1x64(d, x + r * d->in, block0, k0, k1, y + r * d->out);
                         continue;
                     }
-                    for (int64_t block = block0; block < block1; block++)
-                        tile_slice(d, x, first + t, tile_rows, block, k0, k1, y);
+                    tile_slice(tile, d, x, first + t, tile_rows, block0, (int)(block1 - block0), k0, k1, y);
                 }
             }
         }

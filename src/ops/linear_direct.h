@@ -1,12 +1,13 @@
-// Linear layers (y = x W^T + bias) for CPUs with AVX2 + FMA and without AVX-512.
+// Linear layers (y = x W^T + bias) for CPUs with AVX2 + FMA, with AVX-512 register tiles where the CPU
+// has them.
 //
 // gemm_f32 (dnnl_sgemm) repacks the weight on every call, block by block. Here the weight is
 // packed once at load into panels of 16 output columns ([in][16] each, like the 16-channel blocks
-// of conv_direct), and a 6-row x 16-column register tile reads the input rows in place.
+// of conv_direct), and a 12-row x 16-column register tile reads the input rows in place.
 //
 // Each output value is summed by one thread in one fixed order (bias, then the inputs 0, 1, ...,
 // in - 1, one fused multiply-add each), so results do not depend on the number of threads, on the
-// number of rows, or on where a row falls in a tile.
+// number of rows, on where a row falls in a tile, or on whether the AVX-512 or the AVX2 tile ran.
 #ifndef LCM_OPS_LINEAR_DIRECT_H
 #define LCM_OPS_LINEAR_DIRECT_H
 
