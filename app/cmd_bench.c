@@ -474,7 +474,10 @@ static lcm_status add_decoders(bench_setup *b, report *r, const char *taesd, int
     // A hub id (madebyollin/taesd) becomes its snapshot folder, downloaded the first time.
     char *taesd_dir = NULL;
     LCM_TRY(lcm_single_model_resolve(taesd, NULL, &taesd_dir));
-    lcm_status st = taesd_load_dir(taesd_dir, &b->taesd);
+    // fp32 whatever the pipeline's precision, as this row has always measured it (lcm generate
+    // --taesd loads TAESD with the pipeline's backend instead).
+    ops_backend fp32 = ops_backend_from_environment(LCM_PRECISION_FP32);
+    lcm_status st = taesd_load_dir(&fp32, taesd_dir, &b->taesd);
     free(taesd_dir);
     LCM_TRY(st);
     const vae_config *vc = vae_get_config(b->pipeline->vae);
@@ -511,7 +514,8 @@ static lcm_status add_decoders(bench_setup *b, report *r, const char *taesd, int
 static void print_kernels(void) {
     const char *file = backend_tuning_file();
     printf("\nkernels (CPU: %s; %s)\n", cpu_features_get()->name, cpu_feature_list());
-    if (!backend_tuning_enabled()) printf("built-in rules (LCM_TUNE=off)\n");
+    if (!ops_backend_from_environment(LCM_PRECISION_FP32).tune)
+        printf("built-in rules (LCM_TUNE=off)\n");
     else printf("chosen by measurement on this CPU, kept in %s; GFLOP/s as measured at tuning time\n",
                 file[0] ? file : "(no cache folder)");
     backend_print_decisions(stdout);

@@ -14,6 +14,7 @@
 #include "app/commands.h"
 #include "app/download_progress.h"
 #include "lcm.h"
+#include "ops/backend.h"
 
 // Exit codes: 2 for anything the user can fix in the request or the model files, 1 otherwise.
 static int exit_code_for(lcm_status st) {
@@ -358,10 +359,15 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!quiet && *lcm_pipeline_lora_report(pipeline))
         fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
+    // The int8 path the pipeline took: its backend came from the same environment (the precision
+    // does not enter into it).
+    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
     if (!quiet && int8_model)
-        fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
+        fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n",
+                quantize_model_int8_kernel(&backend));
     if (!quiet && controlnet_kind == QUANTIZED_INT8)
-        fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n", quantize_model_int8_kernel());
+        fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n",
+                quantize_model_int8_kernel(&backend));
     else if (!quiet && controlnet_kind == QUANTIZED_WEIGHTS_ONLY)
         fprintf(stderr, "lcm: ControlNet with 8-bit weights (float32 compute)\n");
 

@@ -387,8 +387,9 @@ static lcm_status describe_folder(const model_folder *folder, cJSON *doc) {
     if (st == LCM_OK) st = add_item(doc, "cpu_features", cJSON_CreateString(cpu_feature_list()));
     if (st == LCM_OK)
         st = add_item(doc, "kernel_choice",
-                      cJSON_CreateString(backend_tuning_enabled() ? "measured per layer shape"
-                                                                  : "built-in rules (LCM_TUNE=off)"));
+                      cJSON_CreateString(ops_backend_from_environment(LCM_PRECISION_FP32).tune
+                                             ? "measured per layer shape"
+                                             : "built-in rules (LCM_TUNE=off)"));
     if (st == LCM_OK) st = add_item(doc, "kernel_cache", cJSON_CreateString(backend_tuning_file()));
     if (st == LCM_OK)
         st = add_item(doc, "variant",

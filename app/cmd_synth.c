@@ -18,6 +18,7 @@
 #include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "ops/backend.h"
 #include "text/clip_text.h"
 
 static lcm_status copy_file(const char *from, const char *to) {
@@ -64,21 +65,23 @@ static lcm_status make_dir(const char *path) {
 
 // Loads one component through the synthetic weights (which records its tensors), then frees it.
 static lcm_status record_component(model_folder *folder, const char *component, const char *cls) {
+    // Loaded as `lcm generate` would in fp32: the synthetic weights record what the loaders read.
+    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
     if (!strcmp(cls, "CLIPTextModel")) {
         clip_text_model *m;
-        LCM_TRY(clip_text_load(folder, component, &m));
+        LCM_TRY(clip_text_load(&backend, folder, component, &m));
         clip_text_free(m);
     } else if (!strcmp(cls, "UNet2DConditionModel")) {
         unet_model *m;
-        LCM_TRY(unet_load(folder, component, &m));
+        LCM_TRY(unet_load(&backend, folder, component, &m));
         unet_free(m);
     } else if (!strcmp(cls, "AutoencoderKL")) {
         vae_model *m;
-        LCM_TRY(vae_load(folder, component, &m));
+        LCM_TRY(vae_load(&backend, folder, component, &m));
         vae_free(m);
     } else if (!strcmp(cls, "AutoencoderTiny")) {
         taesd_model *m;
-        LCM_TRY(taesd_load(folder, component, &m));
+        LCM_TRY(taesd_load(&backend, folder, component, &m));
         taesd_free(m);
     } else {
         return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: cannot synthesize weights for a %s", component, cls);

@@ -14,6 +14,7 @@
 
 #include "bench_util.h"
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/conv_direct.h"
 #include "ops/cpu.h"
 #include "ops/ops.h"
@@ -65,6 +66,8 @@ static bool use_cpu_time;
 static double now(void) { return bench_seconds(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC); }
 
 int main(int argc, char **argv) {
+    // The kernels are named per layer below; the backend only gives the precision.
+    ops_backend fp32 = ops_backend_from_environment(LCM_PRECISION_FP32);
     int repeat = 5;
     const char *only = NULL;
     int first = 1;
@@ -103,7 +106,7 @@ int main(int argc, char **argv) {
             memcpy(layers[k].bias, bias, sizeof(float) * (size_t)sh->out);
             conv_direct_set_winograd(kernels[k].winograd);
             ok[k] = (!kernels[k].avx2 || cpu_has_avx512()) &&
-                    conv2d_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
+                    conv2d_pack_kernel(&layers[k], &fp32, kernels[k].kernel) == LCM_OK;
         }
         tensor *x = tensor_new4(1, sh->in, sh->size, sh->size);
         float *values = bench_random_floats(tensor_numel(x), 1.0f, &state);

@@ -48,6 +48,8 @@ int main(int argc, char **argv) {
     const char *model = NULL, *taesd_dir = NULL;
     int size = 512, repeat = 3;
     bool taesd_only = false, skip_tiled = false;
+    // fp32 as the environment asks; --conv-kernel forces one kernel for every convolution.
+    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
     int first = 1;
     for (; first < argc; first++) {
         if (!strcmp(argv[first], "--taesd-only")) taesd_only = true;
@@ -65,7 +67,7 @@ int main(int argc, char **argv) {
                                  : !strcmp(k, "sgemm")  ? CONV_KERNEL_SGEMM
                                  : !strcmp(k, "onednn") ? CONV_KERNEL_ONEDNN
                                                         : CONV_KERNEL_AUTO;
-            backend_force_conv_kernel(kernel);
+            backend.forced_conv = kernel;
         }
     }
     if (!model || !taesd_dir || size < 64 || size % 8 || repeat < 1 || repeat > MAX_REPEAT) {
@@ -77,10 +79,10 @@ int main(int argc, char **argv) {
     vae_model *vae = NULL;
     taesd_model *taesd = NULL;
     if (model_folder_open(model, NULL, &folder) != LCM_OK) return fail(model);
-    lcm_status st = vae_load(&folder, "vae", &vae);
+    lcm_status st = vae_load(&backend, &folder, "vae", &vae);
     model_folder_close(&folder);
     if (st != LCM_OK) return fail("loading the VAE");
-    if (taesd_load_dir(taesd_dir, &taesd) != LCM_OK) return fail("loading TAESD");
+    if (taesd_load_dir(&backend, taesd_dir, &taesd) != LCM_OK) return fail("loading TAESD");
     const vae_config *cfg = vae_get_config(vae);
     int f = cfg->downscale_factor;
     int64_t side = size / f;

@@ -17,6 +17,7 @@
 
 #include "bench_util.h"
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/ops.h"
 
 typedef struct shape {
@@ -63,6 +64,8 @@ static bool use_cpu_time;
 static double now(void) { return bench_seconds(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC); }
 
 int main(int argc, char **argv) {
+    // The kernels are named per layer below; the backend only gives the precision.
+    ops_backend fp32 = ops_backend_from_environment(LCM_PRECISION_FP32);
     int repeat = 5;
     const char *only = NULL;
     int first = 1;
@@ -99,7 +102,7 @@ int main(int argc, char **argv) {
             layers[k].bias = malloc(sizeof(float) * (size_t)sh->out);
             memcpy(layers[k].weight, weight, sizeof(float) * (size_t)weights);
             memcpy(layers[k].bias, bias, sizeof(float) * (size_t)sh->out);
-            ok[k] = linear_pack_kernel(&layers[k], LCM_PRECISION_FP32, kernels[k].kernel) == LCM_OK;
+            ok[k] = linear_pack_kernel(&layers[k], &fp32, kernels[k].kernel) == LCM_OK;
         }
         tensor *x = tensor_new(3, (int64_t[]){1, sh->rows, sh->in});
         float *values = bench_random_floats(tensor_numel(x), 1.0f, &state);

@@ -17,6 +17,7 @@
 #include "models/flops.h"
 #include "models/guidance_embedding.h"
 #include "models/unet.h"
+#include "ops/backend.h"
 
 static int fail(const char *what) {
     fprintf(stderr, "unet_bench: %s: %s\n", what, lcm_last_error());
@@ -44,7 +45,8 @@ int main(int argc, char **argv) {
     model_folder folder;
     unet_model *unet = NULL;
     if (model_folder_open(model, NULL, &folder) != LCM_OK) return fail(model);
-    lcm_status st = unet_load(&folder, "unet", &unet);
+    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
+    lcm_status st = unet_load(&backend, &folder, "unet", &unet);
     model_folder_close(&folder);
     if (st != LCM_OK) return fail("loading the UNet");
     const unet_config *cfg = unet_get_config(unet);

@@ -124,7 +124,7 @@ void golden_folder_class(const char *dir, char *buf, size_t size) {
 
 bool golden_controlnet_fits(const char *cn_dir, const char *model_dir) {
     controlnet_model *cn = NULL;
-    if (controlnet_load(cn_dir, NULL, false, &cn) != LCM_OK) {
+    if (controlnet_load(test_backend_for(LCM_PRECISION_FP32), cn_dir, NULL, false, &cn) != LCM_OK) {
         lcm_clear_error();
         return false;
     }

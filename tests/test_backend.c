@@ -374,29 +374,35 @@ static int families(family out[3]) {
     return n;
 }
 
-// The forcing itself: the environment and backend_force_* pick the family's packing.
+// The forcing itself: the environment (read when a backend is made) and a backend's forced_conv /
+// forced_linear pick the family's packing.
 static void test_forcing(void) {
     family fam[3];
     int n = families(fam);
     for (int f = 0; f < n; f++) {
         for (int how = 0; how < 2; how++) {
+            ops_backend b;
             if (how == 0) {
                 setenv("LCM_CONV_KERNEL", fam[f].name, 1);
                 setenv("LCM_LINEAR_KERNEL", fam[f].name, 1);
+                b = ops_backend_from_environment(LCM_PRECISION_FP32);
+                unsetenv("LCM_CONV_KERNEL"); // read once: the backend keeps what it was made with
+                unsetenv("LCM_LINEAR_KERNEL");
             } else {
-                backend_force_conv_kernel(fam[f].conv);
-                backend_force_linear_kernel(fam[f].linear);
+                b = ops_backend_from_environment(LCM_PRECISION_FP32);
+                b.forced_conv = fam[f].conv;
+                b.forced_linear = fam[f].linear;
             }
-            const char *by = how ? "backend_force_*" : "the environment";
-            CHECK(backend_conv_kernel(LCM_PRECISION_FP32, 32, 48, 3, 1, 1) == fam[f].conv,
+            const char *by = how ? "forced_conv/forced_linear" : "the environment";
+            CHECK(backend_conv_kernel(&b, 32, 48, 3, 1, 1) == fam[f].conv,
                   "%s forced by %s: backend_conv_kernel gives %s", fam[f].name, by,
-                  conv_kernel_name(backend_conv_kernel(LCM_PRECISION_FP32, 32, 48, 3, 1, 1)));
-            CHECK(backend_linear_kernel(LCM_PRECISION_FP32, 32, 48, 77) == fam[f].linear,
+                  conv_kernel_name(backend_conv_kernel(&b, 32, 48, 3, 1, 1)));
+            CHECK(backend_linear_kernel(&b, 32, 48, 77) == fam[f].linear,
                   "%s forced by %s: backend_linear_kernel gives %s", fam[f].name, by,
-                  linear_kernel_name(backend_linear_kernel(LCM_PRECISION_FP32, 32, 48, 77)));
+                  linear_kernel_name(backend_linear_kernel(&b, 32, 48, 77)));
             conv2d c = {.in = 32, .out = 48, .kernel = 3, .stride = 1, .padding = 1};
             c.weight = test_random_floats(48 * 32 * 9, -0.1f, 0.1f);
-            CHECK_OK(conv2d_pack(&c, LCM_PRECISION_FP32));
+            CHECK_OK(conv2d_pack(&c, &b));
             bool right = fam[f].conv == CONV_KERNEL_DIRECT ? c.direct != NULL
                          : fam[f].conv == CONV_KERNEL_ONEDNN ? c.fast != NULL
                                                              : c.weight_ohwi != NULL;
@@ -404,16 +410,12 @@ static void test_forcing(void) {
             conv2d_free(&c);
             linear l = {.in = 32, .out = 48};
             l.weight = test_random_floats(48 * 32, -0.1f, 0.1f);
-            CHECK_OK(linear_pack(&l, LCM_PRECISION_FP32));
+            CHECK_OK(linear_pack(&l, &b));
             right = fam[f].linear == LINEAR_KERNEL_DIRECT ? l.direct != NULL
                     : fam[f].linear == LINEAR_KERNEL_ONEDNN ? l.fast != NULL
                                                             : l.weight && !l.fast && !l.direct;
             CHECK(right, "linear forced to %s by %s packed for another kernel", fam[f].name, by);
             linear_free(&l);
-            unsetenv("LCM_CONV_KERNEL");
-            unsetenv("LCM_LINEAR_KERNEL");
-            backend_force_conv_kernel(CONV_KERNEL_AUTO);
-            backend_force_linear_kernel(LINEAR_KERNEL_AUTO);
         }
     }
 }
@@ -743,7 +745,7 @@ static void check_conv_shape(const conv_shape *c, lcm_precision precision) {
     conv2d fast = ref;
     fast.weight = copy_floats(ref.weight, wn);
     fast.bias = copy_floats(ref.bias, c->out);
-    CHECK_OK(conv2d_pack_kernel(&fast, precision, CONV_KERNEL_ONEDNN));
+    CHECK_OK(conv2d_pack_kernel(&fast, test_backend_for(precision), CONV_KERNEL_ONEDNN));
     CHECK(fast.fast && !fast.weight, "%s conv %d->%d k%d s%d: not packed for oneDNN", pname, c->in,
           c->out, c->kernel, c->stride);
     if (!fast.fast) {
@@ -814,7 +816,7 @@ static void check_linear_shape(int in, int out, bool bias, const int *candidates
     linear fast = ref;
     fast.weight = copy_floats(ref.weight, (int64_t)out * in);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
-    CHECK_OK(linear_pack_kernel(&fast, precision, LINEAR_KERNEL_ONEDNN));
+    CHECK_OK(linear_pack_kernel(&fast, test_backend_for(precision), LINEAR_KERNEL_ONEDNN));
     CHECK(fast.fast != NULL, "%s linear %d->%d: not packed for oneDNN", pname, in, out);
     if (!fast.fast) {
         linear_free(&ref);

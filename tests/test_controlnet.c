@@ -127,7 +127,7 @@ static void check_config_variants(const char *dir, const char *golden_path) {
     CHECK_OK(st_open(golden_path, &file));
     controlnet_model *bgr = NULL;
     if (file && variant_folder(dir, bgr_dir, "controlnet_conditioning_channel_order", "\"bgr\"")) {
-        CHECK_OK(controlnet_load(bgr_dir, NULL, false, &bgr));
+        CHECK_OK(controlnet_load(test_backend_for(LCM_PRECISION_FP32), bgr_dir, NULL, false, &bgr));
         tensor *sample = golden_tensor(file, "sample"), *context = golden_tensor(file, "encoder_hidden_states");
         tensor *cond = golden_tensor(file, "controlnet_cond");
         cJSON *info = golden_info(file);
@@ -159,7 +159,8 @@ static void check_config_variants(const char *dir, const char *golden_path) {
     }
     if (variant_folder(dir, pool_dir, "global_pool_conditions", "true")) {
         controlnet_model *pool = NULL;
-        lcm_status st = controlnet_load(pool_dir, NULL, false, &pool);
+        lcm_status st = controlnet_load(test_backend_for(LCM_PRECISION_FP32), pool_dir, NULL,
+                                        false, &pool);
         CHECK(st == LCM_ERR_UNSUPPORTED && !pool && strstr(lcm_last_error(), "global_pool_conditions") &&
                   strstr(lcm_last_error(), pool_dir),
               "global_pool_conditions true: %s: %s", lcm_status_name(st), lcm_last_error());
@@ -236,7 +237,7 @@ int main(void) {
         test_path(dir, sizeof dir, "%s/%s", root, e->d_name);
         if (!is_controlnet(dir)) continue;
         controlnet_model *cn = NULL;
-        CHECK_OK(controlnet_load(dir, NULL, false, &cn));
+        CHECK_OK(controlnet_load(test_backend_for(LCM_PRECISION_FP32), dir, NULL, false, &cn));
         if (!cn) continue;
         refused += check_fits(cn, dir, root);
         test_path(golden_dir, sizeof golden_dir, "%s/golden", dir);
@@ -264,7 +265,8 @@ int main(void) {
 
     // A folder that is not there: the error names it.
     controlnet_model *none = NULL;
-    lcm_status st = controlnet_load("/nonexistent/controlnet", NULL, false, &none);
+    lcm_status st = controlnet_load(test_backend_for(LCM_PRECISION_FP32),
+                                    "/nonexistent/controlnet", NULL, false, &none);
     CHECK(st != LCM_OK && !none && strstr(lcm_last_error(), "/nonexistent/controlnet"),
           "missing ControlNet folder: %s", lcm_last_error());
     return test_finish();

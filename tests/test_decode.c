@@ -362,7 +362,7 @@ static void test_estimates(const char *root) {
         CHECK_OK(model_folder_open(dir, NULL, &folder));
         folder.synthetic = rec;
         vae_model *vae = NULL;
-        CHECK_OK(vae_load(&folder, "vae", &vae));
+        CHECK_OK(vae_load(test_backend_for(LCM_PRECISION_FP32), &folder, "vae", &vae));
         model_folder_close(&folder);
         if (vae) {
             const vae_config *cfg = vae_get_config(vae);

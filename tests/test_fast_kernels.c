@@ -72,7 +72,7 @@ static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, 
     conv2d fast = ref;
     fast.weight = copy_floats(ref.weight, (int64_t)out * in * kernel * kernel);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
-    CHECK_OK(conv2d_pack_kernel(&fast, precision, kernel_choice));
+    CHECK_OK(conv2d_pack_kernel(&fast, test_backend_for(precision), kernel_choice));
     CHECK((fast.fast || fast.direct || fast.weight_ohwi) && !fast.weight && conv2d_present(&fast),
           "conv2d_pack frees the plain weight");
     if (!fast.fast && !fast.direct && !fast.weight_ohwi) exit(1);
@@ -131,7 +131,7 @@ static void check_linear(lcm_precision precision, int64_t batch, int64_t rows, i
     linear fast = ref;
     fast.weight = copy_floats(ref.weight, (int64_t)out * in);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
-    CHECK_OK(linear_pack_with(&fast, precision, true));
+    CHECK_OK(linear_pack_with(&fast, test_backend_for(precision), true));
     if (!fast.fast) exit(1);
     tensor *x = test_random_tensor(3, (int64_t[]){batch, rows, in}, -1, 1);
     tensor *want = linear_forward(&ref, x);
@@ -178,17 +178,27 @@ static void test_conv_linear(void) {
     }
 }
 
-// Loading through a weight set packs the weights unless reference kernels are selected.
-static void test_load_modes(void) {
-    CHECK(!ops_reference_kernels() || getenv("LCM_REFERENCE_KERNELS"),
-          "fast kernels are the default");
-    ops_set_reference_kernels(true);
-    CHECK(ops_reference_kernels(), "ops_set_reference_kernels(true)");
-    ops_set_reference_kernels(false);
-    CHECK(!ops_reference_kernels(), "ops_set_reference_kernels(false)");
-    ops_set_weight_precision(LCM_PRECISION_BF16);
-    CHECK(ops_weight_precision() == LCM_PRECISION_BF16, "weight precision set");
-    ops_set_weight_precision(LCM_PRECISION_FP32);
+// A backend reads the environment once, when it is made: fast kernels unless
+// LCM_REFERENCE_KERNELS is set to something other than 0, and the precision it was asked for.
+static void test_backend_object(void) {
+    const char *set = getenv("LCM_REFERENCE_KERNELS");
+    char *was = set ? strdup(set) : NULL;
+    unsetenv("LCM_REFERENCE_KERNELS");
+    ops_backend fast = ops_backend_from_environment(LCM_PRECISION_BF16);
+    CHECK(fast.kernels == KERNELS_FAST && fast.precision == LCM_PRECISION_BF16 &&
+              fast.cpu == cpu_features_get(),
+          "fast kernels are the default, in the precision asked for, on this CPU");
+    setenv("LCM_REFERENCE_KERNELS", "1", 1);
+    ops_backend reference = ops_backend_from_environment(LCM_PRECISION_FP32);
+    CHECK(reference.kernels == KERNELS_REFERENCE && reference.precision == LCM_PRECISION_FP32,
+          "LCM_REFERENCE_KERNELS=1 gives reference kernels");
+    CHECK(fast.kernels == KERNELS_FAST, "a backend made earlier keeps its kernels");
+    setenv("LCM_REFERENCE_KERNELS", "0", 1);
+    CHECK(ops_backend_from_environment(LCM_PRECISION_FP32).kernels == KERNELS_FAST,
+          "LCM_REFERENCE_KERNELS=0 gives fast kernels");
+    if (was) setenv("LCM_REFERENCE_KERNELS", was, 1);
+    else unsetenv("LCM_REFERENCE_KERNELS");
+    free(was);
 }
 
 // ---- norms and elementwise over NHWC ---------------------------------------------------------
@@ -237,19 +247,18 @@ static void test_norms(void) {
 }
 
 // Runs op on a copy of x with reference kernels and with fast ones.
-static void compare_modes(const char *what, tensor *(*op)(const tensor *), const tensor *x) {
-    ops_set_reference_kernels(true);
-    tensor *want = op(x);
-    ops_set_reference_kernels(false);
-    tensor *got = op(x);
+static void compare_modes(const char *what, tensor *(*op)(const tensor *, kernel_set),
+                          const tensor *x) {
+    tensor *want = op(x, KERNELS_REFERENCE);
+    tensor *got = op(x, KERNELS_FAST);
     compare(what, got, want, FP32_TOL);
     tensor_free(want);
     tensor_free(got);
 }
 
-static tensor *silu_copy(const tensor *x) {
+static tensor *silu_copy(const tensor *x, kernel_set kernels) {
     tensor *y = tensor_copy(x);
-    silu_inplace(y);
+    silu_inplace(y, kernels);
     return y;
 }
 
@@ -328,9 +337,13 @@ static void test_layouts(void) {
     want = nchw_to_tokens(a);
     got = nchw_to_tokens(an);
     compare("nchw_to_tokens from NHWC", got, want, 0);
-    tensor *back = tokens_to_nchw(got, 5, 4);
-    compare("tokens_to_nchw", back, a, 0);
-    tensor_free(back);
+    for (int set = 0; set < 2; set++) {
+        tensor *back = tokens_to_nchw(got, 5, 4, set ? KERNELS_REFERENCE : KERNELS_FAST);
+        compare(set ? "tokens_to_nchw (reference)" : "tokens_to_nchw (fast)", back, a, 0);
+        CHECK(back && back->layout == (set ? TENSOR_NCHW : TENSOR_NHWC),
+              "tokens_to_nchw gives the kernel set's layout");
+        tensor_free(back);
+    }
     tensor_free(want);
     tensor_free(got);
 
@@ -362,7 +375,7 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
     float bound = 1.0f / sqrtf((float)(in * kernel * kernel));
     c.weight = test_random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
     c.bias = test_random_floats(out, -1, 1);
-    if (pack) CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, kernel_choice));
+    if (pack) CHECK_OK(conv2d_pack_kernel(&c, test_backend_for(LCM_PRECISION_FP32), kernel_choice));
     const char *path = c.fast ? "oneDNN" : c.direct ? "direct" : c.weight_ohwi ? "sgemm" : "reference";
     tensor *x = test_random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
@@ -417,8 +430,9 @@ static void check_upsampled_phases(int in, int out, int64_t h, int64_t w) {
     conv2d reference = c; // im2col + sgemm on the same weights
     reference.weight = copy_floats(c.weight, (int64_t)out * in * 9);
     reference.bias = copy_floats(c.bias, out);
-    CHECK_OK(conv2d_pack_kernel(&reference, LCM_PRECISION_FP32, CONV_KERNEL_SGEMM));
-    CHECK_OK(conv2d_pack_kernel(&c, LCM_PRECISION_FP32, CONV_KERNEL_DIRECT));
+    CHECK_OK(conv2d_pack_kernel(&reference, test_backend_for(LCM_PRECISION_FP32),
+                                CONV_KERNEL_SGEMM));
+    CHECK_OK(conv2d_pack_kernel(&c, test_backend_for(LCM_PRECISION_FP32), CONV_KERNEL_DIRECT));
     tensor *x = test_random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *nine_taps = conv2d_forward_fused(&c, x, &(conv2d_fusion){.upsample_input = true});
     CHECK_OK(conv2d_prepare_upsampled(&c));
@@ -568,7 +582,7 @@ static void test_buffer_reuse(void) {
 }
 
 int main(void) {
-    test_load_modes();
+    test_backend_object();
     test_conv_linear();
     test_norms();
     test_elementwise();

@@ -312,7 +312,8 @@ static void test_int8(const cn_fixtures *f, const char *calibration) {
     for (int kernels = 0; kernels < 2; kernels++) {
         setenv("LCM_INT8_KERNELS", kernels ? "1" : "0", 1);
         char label[160];
-        snprintf(label, sizeof label, "int8 (%s)", quantize_model_int8_kernel());
+        snprintf(label, sizeof label, "int8 (%s)",
+                 quantize_model_int8_kernel(test_backend_for(LCM_PRECISION_FP32)));
         generate_cases(f, qdir, label, &psnr, &ssim);
         unsetenv("LCM_INT8_KERNELS");
         CHECK(psnr < MAX_PSNR, "%s: PSNR %.2f dB: the images did not change at all", label, psnr);

@@ -40,7 +40,8 @@ static void check_shape(int64_t batch, int64_t rows, int in, int out, bool bias)
     linear direct = ref;
     direct.weight = copy_floats(ref.weight, (int64_t)out * in);
     direct.bias = bias ? copy_floats(ref.bias, out) : NULL;
-    CHECK_OK(linear_pack_kernel(&direct, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT));
+    CHECK_OK(linear_pack_kernel(&direct, test_backend_for(LCM_PRECISION_FP32),
+                                LINEAR_KERNEL_DIRECT));
     CHECK(direct.direct && !direct.weight && !direct.fast && linear_present(&direct),
           "linear_pack_kernel(DIRECT) packs and frees the plain weight");
     if (!direct.direct) exit(1);
@@ -107,7 +108,8 @@ static void check_nhwc_input(void) {
     linear direct = ref;
     direct.weight = copy_floats(ref.weight, 20 * 8);
     direct.bias = copy_floats(ref.bias, 20);
-    CHECK_OK(linear_pack_kernel(&direct, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT));
+    CHECK_OK(linear_pack_kernel(&direct, test_backend_for(LCM_PRECISION_FP32),
+                                LINEAR_KERNEL_DIRECT));
     tensor *x = tensor_new(4, (int64_t[]){1, 3, 5, 8});
     if (!x) exit(2);
     for (int64_t i = 0; i < tensor_numel(x); i++) x->data[i] = test_uniform(-1, 1);
@@ -132,13 +134,14 @@ static void check_nhwc_input(void) {
 static void check_kernel_choice(void) {
     linear l = {.in = 4, .out = 4};
     l.weight = test_random_floats(16, -1, 1);
-    CHECK_OK(linear_pack_kernel(&l, LCM_PRECISION_FP32, LINEAR_KERNEL_SGEMM));
+    CHECK_OK(linear_pack_kernel(&l, test_backend_for(LCM_PRECISION_FP32), LINEAR_KERNEL_SGEMM));
     CHECK(l.weight && !l.direct && !l.fast, "SGEMM keeps the plain weight");
     linear_free(&l);
     l = (linear){.in = 4, .out = 4};
     l.weight = test_random_floats(16, -1, 1);
-    CHECK_OK(linear_pack_kernel(&l, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT));
-    lcm_status st = linear_pack_kernel(&l, LCM_PRECISION_FP32, LINEAR_KERNEL_DIRECT);
+    CHECK_OK(linear_pack_kernel(&l, test_backend_for(LCM_PRECISION_FP32), LINEAR_KERNEL_DIRECT));
+    lcm_status st = linear_pack_kernel(&l, test_backend_for(LCM_PRECISION_FP32),
+                                       LINEAR_KERNEL_DIRECT);
     CHECK(st == LCM_ERR_INTERNAL && strstr(lcm_last_error(), "linear_pack"),
           "packing twice fails naming linear_pack (%s)", lcm_last_error());
     linear_free(&l);

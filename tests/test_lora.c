@@ -173,7 +173,7 @@ static void check_fused_unet(const lora_case *c, const char *lora_path, int s) {
     CHECK_OK(model_folder_open(c->folder, NULL, &folder));
     folder.weights_hook = attach_hook;
     folder.weights_hook_user = set;
-    CHECK_OK(unet_load(&folder, "unet", &unet));
+    CHECK_OK(unet_load(test_backend_for(LCM_PRECISION_FP32), &folder, "unet", &unet));
     model_folder_close(&folder);
     CHECK_OK(lora_set_finish(set));
     lora_stats stats;

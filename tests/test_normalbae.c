@@ -37,7 +37,7 @@ static void run_network(const char *weights_path, const st_file *golden) {
     weight_set *ws = NULL;
     CHECK_OK(weight_set_open_file(weights_path, &ws));
     normalbae *net = NULL;
-    if (ws) CHECK_OK(normalbae_load(ws, &net));
+    if (ws) CHECK_OK(normalbae_load(test_backend_for(LCM_PRECISION_FP32), ws, &net));
     weight_set_close(ws);
     if (!net) return;
     const st_tensor *in = st_find(golden, "pre.normalized");
@@ -271,7 +271,7 @@ int main(void) {
         weight_set *ws = NULL;
         normalbae *net = NULL;
         CHECK_OK(weight_set_open_file(weights, &ws));
-        if (ws) CHECK_OK(normalbae_load(ws, &net));
+        if (ws) CHECK_OK(normalbae_load(test_backend_for(LCM_PRECISION_FP32), ws, &net));
         weight_set_close(ws);
         cJSON *info = golden_info(golden);
         if (net) check_preprocessing(golden, info, net);

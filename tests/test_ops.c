@@ -394,8 +394,14 @@ static void check_activation(const char *what, void (*op)(tensor *), double (*re
     free(want);
 }
 
+// The kernel set the environment asks for (LCM_REFERENCE_KERNELS), as before kernel sets were
+// explicit.
+static kernel_set env_kernels(void) { return test_backend_for(LCM_PRECISION_FP32)->kernels; }
+
+static void silu_env(tensor *x) { silu_inplace(x, env_kernels()); }
+
 static void test_elementwise(void) {
-    check_activation("silu_inplace", silu_inplace, silu_ref);
+    check_activation("silu_inplace", silu_env, silu_ref);
     check_activation("gelu_inplace", gelu_inplace, gelu_ref);
     check_activation("quick_gelu_inplace", quick_gelu_inplace, quick_gelu_ref);
 
@@ -405,7 +411,7 @@ static void test_elementwise(void) {
     for (int64_t r = 0; r < 6; r++)
         for (int64_t i = 0; i < 5; i++)
             want[r * 5 + i] = (double)x->data[r * 10 + i] * gelu_ref(x->data[r * 10 + 5 + i]);
-    tensor *y = geglu(x);
+    tensor *y = geglu(x, env_kernels());
     compare("geglu [2,3,10]", y, 3, (int64_t[]){2, 3, 5}, want);
     tensor_free(y);
     tensor_free(x);
@@ -459,9 +465,9 @@ static void test_shape_ops(void) {
             for (int64_t ch = 0; ch < 3; ch++) expect[(n * 20 + i) * 3 + ch] = a->data[(n * 3 + ch) * 20 + i];
     tensor *tokens = nchw_to_tokens(a);
     compare_exact("nchw_to_tokens", tokens, 3, (int64_t[]){2, 20, 3}, expect);
-    tensor *back = tokens_to_nchw(tokens, 4, 5);
+    tensor *back = tokens_to_nchw(tokens, 4, 5, env_kernels());
     compare_exact("tokens_to_nchw round trip", back, 4, a->shape, a->data);
-    CHECK(tokens_to_nchw(tokens, 5, 5) == NULL, "tokens_to_nchw: wrong pixel count");
+    CHECK(tokens_to_nchw(tokens, 5, 5, env_kernels()) == NULL, "tokens_to_nchw: wrong pixel count");
     tensor_free(back);
     tensor_free(tokens);
     free(expect);
@@ -494,19 +500,21 @@ static void test_null_inputs(void) {
     CHECK(group_norm(&nm, NULL) == NULL, "group_norm(NULL)");
     CHECK(group_norm_silu(&nm, NULL) == NULL, "group_norm_silu(NULL)");
     CHECK(layer_norm(&nm, NULL) == NULL, "layer_norm(NULL)");
-    CHECK(geglu(NULL) == NULL, "geglu(NULL)");
+    CHECK(geglu(NULL, KERNELS_FAST) == NULL && geglu(NULL, KERNELS_REFERENCE) == NULL,
+          "geglu(NULL)");
     CHECK(add_inplace(NULL, t3) == NULL && add_inplace(t3, NULL) == NULL, "add_inplace(NULL)");
     CHECK(add_channel_bias_inplace(NULL, t3) == NULL && add_channel_bias_inplace(t4, NULL) == NULL,
           "add_channel_bias_inplace(NULL)");
     CHECK(nchw_to_tokens(NULL) == NULL, "nchw_to_tokens(NULL)");
-    CHECK(tokens_to_nchw(NULL, 1, 1) == NULL, "tokens_to_nchw(NULL)");
+    CHECK(tokens_to_nchw(NULL, 1, 1, KERNELS_FAST) == NULL, "tokens_to_nchw(NULL)");
     CHECK(concat_channels(NULL, t4) == NULL && concat_channels(t4, NULL) == NULL,
           "concat_channels(NULL)");
     CHECK(upsample_nearest2x(NULL) == NULL, "upsample_nearest2x(NULL)");
     CHECK(attention(NULL, t3, t3, 1, false) == NULL && attention(t3, NULL, t3, 1, false) == NULL &&
               attention(t3, t3, NULL, 1, true) == NULL,
           "attention(NULL)");
-    silu_inplace(NULL);
+    silu_inplace(NULL, KERNELS_FAST);
+    silu_inplace(NULL, KERNELS_REFERENCE);
     gelu_inplace(NULL);
     quick_gelu_inplace(NULL);
     scale_inplace(NULL, 2.0f);

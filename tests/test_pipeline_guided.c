@@ -335,7 +335,8 @@ int main(void) {
     }
     for (int c = 0; c < cn_count; c++) {
         controlnet_model *cn = NULL;
-        CHECK_OK(controlnet_load(cn_dirs[c], NULL, false, &cn));
+        CHECK_OK(controlnet_load(test_backend_for(LCM_PRECISION_FP32), cn_dirs[c], NULL, false,
+                                 &cn));
         if (!cn) continue;
         char golden_dir[1100];
         test_path(golden_dir, sizeof golden_dir, "%s/golden", cn_dirs[c]);

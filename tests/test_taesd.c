@@ -179,7 +179,7 @@ static int test_fixture_folder(const char *model_dir) {
     struct stat sb;
     if (stat(golden_dir, &sb) != 0 || !is_autoencoder_tiny(model_dir)) return 0;
     taesd_model *m = NULL;
-    CHECK_OK(taesd_load_dir(model_dir, &m));
+    CHECK_OK(taesd_load_dir(test_backend_for(LCM_PRECISION_FP32), model_dir, &m));
     if (!m) return 0;
     const taesd_config *cfg = taesd_get_config(m);
     fprintf(stderr, "%s: C = %d, %d stages, downscale %d, %lld parameters\n", model_dir,
@@ -225,7 +225,7 @@ static void expect_config_error(const char *dir, const char *config_path, const 
     CHECK(text && write_text(config_path, text), "writing %s", config_path);
     free(text);
     taesd_model *m = NULL;
-    lcm_status st = taesd_load_dir(dir, &m);
+    lcm_status st = taesd_load_dir(test_backend_for(LCM_PRECISION_FP32), dir, &m);
     const char *msg = lcm_last_error();
     fprintf(stderr, "  config %s -> %s: %s\n", field, lcm_status_name(st), msg);
     CHECK(st == expected && m == NULL, "config %s: got %s, want %s", field, lcm_status_name(st),
@@ -277,7 +277,7 @@ static void test_errors(const char *model_dir) {
         bigger = cJSON_Print(cfg);
         CHECK(bigger && write_text(config_path, bigger), "writing %s", config_path);
         taesd_model *m = NULL;
-        lcm_status st = taesd_load_dir(root, &m);
+        lcm_status st = taesd_load_dir(test_backend_for(LCM_PRECISION_FP32), root, &m);
         fprintf(stderr, "  extra block -> %s: %s\n", lcm_status_name(st), lcm_last_error());
         CHECK(st != LCM_OK && !m && strstr(lcm_last_error(), "decoder.layers."),
               "a missing weight must be an error naming it: %s", lcm_last_error());
@@ -291,7 +291,7 @@ static void test_errors(const char *model_dir) {
 
     // Wrong input shapes are argument errors.
     taesd_model *m = NULL;
-    CHECK_OK(taesd_load_dir(model_dir, &m));
+    CHECK_OK(taesd_load_dir(test_backend_for(LCM_PRECISION_FP32), model_dir, &m));
     if (m) {
         tensor *wrong = tensor_zeros(4, (int64_t[]){1, 3, 4, 4}), *out = NULL;
         CHECK(taesd_decode(m, wrong, &out) == LCM_ERR_INVALID_ARGUMENT && !out,

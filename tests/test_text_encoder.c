@@ -119,7 +119,7 @@ static void run_golden_case(const char *model_dir, const char *golden_path) {
     model_folder folder;
     CHECK_OK(model_folder_open(model_dir, NULL, &folder));
     clip_text_model *model = NULL;
-    CHECK_OK(clip_text_load(&folder, "text_encoder", &model));
+    CHECK_OK(clip_text_load(test_backend_for(LCM_PRECISION_FP32), &folder, "text_encoder", &model));
     st_file *golden = NULL;
     CHECK_OK(st_open(golden_path, &golden));
     if (!model || !golden) goto done;
@@ -256,7 +256,7 @@ static lcm_status load_scratch(const scratch *s, clip_text_model **model) {
     lcm_status st = model_folder_open(s->root, NULL, &folder);
     if (st != LCM_OK) return st;
     lcm_clear_error();
-    st = clip_text_load(&folder, "text_encoder", model);
+    st = clip_text_load(test_backend_for(LCM_PRECISION_FP32), &folder, "text_encoder", model);
     model_folder_close(&folder);
     return st;
 }

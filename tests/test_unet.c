@@ -179,7 +179,7 @@ static int check_folder(const char *folder_path) {
         model_folder folder;
         unet_model *unet = NULL;
         CHECK_OK(model_folder_open(folder_path, variant_name, &folder));
-        CHECK_OK(unet_load(&folder, "unet", &unet));
+        CHECK_OK(unet_load(test_backend_for(LCM_PRECISION_FP32), &folder, "unet", &unet));
         model_folder_close(&folder);
         if (!unet) continue;
         for (int i = 0; i < count; i++) {
@@ -252,7 +252,8 @@ static int check_residual_cases(const char *root, char **folders, int folder_cou
                 model_folder folder;
                 unet_model *u = NULL;
                 if (model_folder_open(candidate, NULL, &folder) != LCM_OK) continue;
-                if (unet_load(&folder, "unet", &u) == LCM_OK && controlnet_matches(&cn, unet_get_config(u))) {
+                if (unet_load(test_backend_for(LCM_PRECISION_FP32), &folder, "unet",
+                              &u) == LCM_OK && controlnet_matches(&cn, unet_get_config(u))) {
                     matches++;
                     unet_free(unet);
                     unet = u;
@@ -328,7 +329,7 @@ static void check_shapes_and_batches(const char *folder_path) {
     model_folder folder;
     unet_model *unet = NULL;
     CHECK_OK(model_folder_open(folder_path, NULL, &folder));
-    CHECK_OK(unet_load(&folder, "unet", &unet));
+    CHECK_OK(unet_load(test_backend_for(LCM_PRECISION_FP32), &folder, "unet", &unet));
     model_folder_close(&folder);
     if (!unet) return;
     const unet_config *cfg = unet_get_config(unet);
@@ -529,7 +530,7 @@ static void expect_load_error(const char *dir, lcm_status want, const char *must
     model_folder folder;
     unet_model *unet = NULL;
     CHECK_OK(model_folder_open(dir, NULL, &folder));
-    lcm_status st = unet_load(&folder, "unet", &unet);
+    lcm_status st = unet_load(test_backend_for(LCM_PRECISION_FP32), &folder, "unet", &unet);
     model_folder_close(&folder);
     const char *msg = lcm_last_error();
     fprintf(stderr, "  expected error: %s\n", msg);
@@ -606,7 +607,7 @@ static void check_real_configs(const char *root, const char *tiny_folder) {
         model_folder folder;
         unet_model *unet = NULL;
         CHECK_OK(model_folder_open(dir, NULL, &folder));
-        lcm_status st = unet_load(&folder, "unet", &unet);
+        lcm_status st = unet_load(test_backend_for(LCM_PRECISION_FP32), &folder, "unet", &unet);
         model_folder_close(&folder);
         const char *msg = lcm_last_error();
         fprintf(stderr, "  %s: %s\n", config, msg);

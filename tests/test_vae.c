@@ -377,7 +377,7 @@ static int test_fixture_folder(const char *model_dir) {
     model_folder folder;
     CHECK_OK(model_folder_open(model_dir, NULL, &folder));
     vae_model *vae = NULL;
-    CHECK_OK(vae_load(&folder, "vae", &vae));
+    CHECK_OK(vae_load(test_backend_for(LCM_PRECISION_FP32), &folder, "vae", &vae));
     model_folder_close(&folder);
     if (!vae) return 0;
     const vae_config *cfg = vae_get_config(vae);
@@ -515,7 +515,7 @@ static lcm_status load_with_config(const scratch *s, cJSON *cfg, vae_model **vae
     model_folder folder;
     lcm_status st = model_folder_open(s->root, NULL, &folder);
     if (st == LCM_OK) {
-        st = vae_load(&folder, "vae", vae);
+        st = vae_load(test_backend_for(LCM_PRECISION_FP32), &folder, "vae", vae);
         model_folder_close(&folder);
     }
     return st;
@@ -634,7 +634,7 @@ static void test_errors(const char *model_dir, const char *golden_path) {
     model_folder folder;
     vae_model *vae = NULL;
     CHECK_OK(model_folder_open(model_dir, NULL, &folder));
-    CHECK_OK(vae_load(&folder, "vae", &vae));
+    CHECK_OK(vae_load(test_backend_for(LCM_PRECISION_FP32), &folder, "vae", &vae));
     model_folder_close(&folder);
     if (vae) {
         tensor *wrong = tensor_zeros(4, (int64_t[]){1, 3, 4, 4}), *image = NULL, *mean = NULL,

@@ -198,7 +198,7 @@ int main(void) {
             model_folder folder;
             vae_model *vae = NULL;
             CHECK_OK(model_folder_open(model_dir, NULL, &folder));
-            CHECK_OK(vae_load(&folder, "vae", &vae));
+            CHECK_OK(vae_load(test_backend_for(LCM_PRECISION_FP32), &folder, "vae", &vae));
             model_folder_close(&folder);
             for (int i = 0; vae && i < count; i++) {
                 test_path(path, sizeof path, "%s/%s", golden_dir, names[i]);

@@ -117,11 +117,11 @@ static void test_linear_mapped(const char *model_dir) {
         return;
     }
     int out = (int)t->shape[0], in = (int)t->shape[1];
-    ops_set_reference_kernels(true); // the plain weight on every CPU
+    ops_backend reference = *test_backend_for(LCM_PRECISION_FP32);
+    reference.kernels = KERNELS_REFERENCE; // the plain weight on every CPU
     linear mapped, copied;
-    CHECK_OK(linear_load_mapped(&mapped, ws, prefix, in, out, true));
-    CHECK_OK(linear_load(&copied, ws, prefix, in, out, true));
-    ops_set_reference_kernels(false);
+    CHECK_OK(linear_load_mapped(&mapped, &reference, ws, prefix, in, out, true));
+    CHECK_OK(linear_load(&copied, &reference, ws, prefix, in, out, true));
     CHECK(mapped.weight_mapped && !copied.weight_mapped, "fc1 mapped %d, copy mapped %d",
           mapped.weight_mapped, copied.weight_mapped);
     tensor *x = tensor_new2(3, in);
@@ -136,8 +136,8 @@ static void test_linear_mapped(const char *model_dir) {
         tensor_free(a);
         tensor_free(b);
         if (round == 0) { // then both packed for oneDNN, as tests compare the paths
-            CHECK_OK(linear_pack_with(&mapped, LCM_PRECISION_FP32, true));
-            CHECK_OK(linear_pack_with(&copied, LCM_PRECISION_FP32, true));
+            CHECK_OK(linear_pack_with(&mapped, test_backend_for(LCM_PRECISION_FP32), true));
+            CHECK_OK(linear_pack_with(&copied, test_backend_for(LCM_PRECISION_FP32), true));
             CHECK(!mapped.weight && !mapped.weight_mapped, "packing left the mapped weight");
         }
     }
@@ -168,9 +168,11 @@ static void test_text_encoder(const char *model_dir, const char *golden_path) {
     model_folder folder;
     CHECK_OK(model_folder_open(model_dir, NULL, &folder));
     clip_text_model *in_place = NULL, *copies = NULL;
-    CHECK_OK(clip_text_load(&folder, "text_encoder", &in_place));
+    CHECK_OK(clip_text_load(test_backend_for(LCM_PRECISION_FP32), &folder, "text_encoder",
+                            &in_place));
     folder.weights_hook = attach_unchanged;
-    CHECK_OK(clip_text_load(&folder, "text_encoder", &copies));
+    CHECK_OK(clip_text_load(test_backend_for(LCM_PRECISION_FP32), &folder, "text_encoder",
+                            &copies));
     st_file *golden = NULL;
     CHECK_OK(st_open(golden_path, &golden));
     int batch = 0, n_tokens = 0;
@@ -215,8 +217,9 @@ static void test_vae_encoder_on_demand(const char *model_dir) {
     model_folder folder;
     CHECK_OK(model_folder_open(model_dir, NULL, &folder));
     vae_model *whole = NULL, *on_demand = NULL;
-    CHECK_OK(vae_load(&folder, "vae", &whole));
-    CHECK_OK(vae_load_encoder_on_demand(&folder, "vae", &on_demand));
+    CHECK_OK(vae_load(test_backend_for(LCM_PRECISION_FP32), &folder, "vae", &whole));
+    CHECK_OK(vae_load_encoder_on_demand(test_backend_for(LCM_PRECISION_FP32), &folder, "vae",
+                                        &on_demand));
     if (whole && on_demand) {
         CHECK(vae_param_count(whole) == vae_param_count(on_demand), "parameter counts %lld and %lld",
               (long long)vae_param_count(whole), (long long)vae_param_count(on_demand));

@@ -191,3 +191,9 @@ tensor *test_random_tensor(int ndim, const int64_t *shape, float lo, float hi) {
     for (int64_t i = 0; i < tensor_numel(t); i++) t->data[i] = test_uniform(lo, hi);
     return t;
 }
+
+const ops_backend *test_backend_for(lcm_precision precision) {
+    static ops_backend backend;
+    backend = ops_backend_from_environment(precision);
+    return &backend;
+}

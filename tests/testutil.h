@@ -11,6 +11,7 @@
 
 #include "core/tensor.h"
 #include "lcm.h"
+#include "ops/backend.h"
 
 extern int test_passed, test_failed;
 
@@ -71,5 +72,10 @@ int test_run(const char *cmd, char *out, size_t cap);
 float test_uniform(float lo, float hi);
 float *test_random_floats(int64_t n, float lo, float hi);
 tensor *test_random_tensor(int ndim, const int64_t *shape, float lo, float hi);
+
+// The backend a test loads models with: what `lcm generate` would use in `precision`, read from
+// the environment as it is at this call (tests change it). Static storage, overwritten by the next
+// call: pass it straight to a loader (loaders only read it during the call).
+const ops_backend *test_backend_for(lcm_precision precision);
 
 #endif

@@ -15,6 +15,7 @@
 #include "io/safetensors_write.h"
 #include "io/weights.h"
 #include "ops/cpu.h"
+#include "ops/backend.h"
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
@@ -26,8 +27,8 @@ void quantize_model_options_init(quantize_model_options *o) {
     *o = (quantize_model_options){.steps = 4, .guidance = -1, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
 }
 
-const char *quantize_model_int8_kernel(void) {
-    if (!ops_reference_kernels() && int8_kernels_enabled())
+const char *quantize_model_int8_kernel(const ops_backend *b) {
+    if (b->kernels == KERNELS_FAST && b->int8_kernels)
         return cpu_has_vnni() ? "oneDNN int8 kernels, VNNI" : "oneDNN int8 kernels, 7-bit weights without VNNI";
     return "reference kernels: dequantized weights, fake-quantized inputs";
 }

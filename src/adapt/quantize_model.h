@@ -26,6 +26,7 @@
 
 #include "adapt/quantize.h"
 #include "lcm.h"
+#include "ops/ops.h"
 
 typedef struct quantize_model_options {
     const char *model_dir;        // a diffusers folder with unet/
@@ -86,9 +87,9 @@ bool quantize_model_is_int8(const char *model_dir);
 // means the folder was damaged too. LCM_OK when there is no such file.
 lcm_status quantize_scheme_check(const char *dir);
 
-// Which int8 execution runs for models loaded from now on, for messages: oneDNN's int8 kernels
-// (ops/int8_layer.h), or the reference path (float32 kernels on dequantized weights and
-// fake-quantized inputs).
-const char *quantize_model_int8_kernel(void);
+// Which int8 execution runs for models loaded with `b` (only read), for messages: oneDNN's int8
+// kernels (ops/int8_layer.h), or the reference path (float32 kernels on dequantized weights and
+// fake-quantized inputs). Static storage.
+const char *quantize_model_int8_kernel(const ops_backend *b);
 
 #endif

@@ -29,26 +29,27 @@ tensor *add_consume(tensor *a, tensor *b) {
 
 // ---- ResnetBlock2D ---------------------------------------------------------------------------
 
-lcm_status resnet_block_load(resnet_block *b, const weight_set *ws, const char *prefix,
-                             const resnet_block_config *config) {
-    *b = (resnet_block){.config = *config};
+lcm_status resnet_block_load(resnet_block *b, const ops_backend *backend, const weight_set *ws,
+                             const char *prefix, const resnet_block_config *config) {
+    *b = (resnet_block){.config = *config, .kernels = backend->kernels};
     int in = config->in_channels, out = config->out_channels;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "norm1"));
     LCM_TRY(norm_load(&b->norm1, ws, name, in, config->groups, config->eps));
     LCM_TRY(key(name, sizeof name, prefix, "conv1"));
-    LCM_TRY(conv2d_load(&b->conv1, ws, name, in, out, 3, 1, 1, true));
+    LCM_TRY(conv2d_load(&b->conv1, backend, ws, name, in, out, 3, 1, 1, true));
     if (config->temb_channels > 0) {
         LCM_TRY(key(name, sizeof name, prefix, "time_emb_proj"));
-        LCM_TRY(linear_load_rows(&b->time_emb_proj, ws, name, config->temb_channels, out, true, 1));
+        LCM_TRY(linear_load_rows(&b->time_emb_proj, backend, ws, name, config->temb_channels, out,
+                                 true, 1));
     }
     LCM_TRY(key(name, sizeof name, prefix, "norm2"));
     LCM_TRY(norm_load(&b->norm2, ws, name, out, config->groups, config->eps));
     LCM_TRY(key(name, sizeof name, prefix, "conv2"));
-    LCM_TRY(conv2d_load(&b->conv2, ws, name, out, out, 3, 1, 1, true));
+    LCM_TRY(conv2d_load(&b->conv2, backend, ws, name, out, out, 3, 1, 1, true));
     if (in != out) {
         LCM_TRY(key(name, sizeof name, prefix, "conv_shortcut"));
-        LCM_TRY(conv2d_load(&b->conv_shortcut, ws, name, in, out, 1, 1, 0, true));
+        LCM_TRY(conv2d_load(&b->conv_shortcut, backend, ws, name, in, out, 1, 1, 0, true));
     }
     return LCM_OK;
 }
@@ -83,7 +84,7 @@ tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *tem
     if (linear_present(&b->time_emb_proj) && h) {
         // [N, temb] -> [N, out], added to every pixel of its channel
         tensor *t = tensor_copy(temb);
-        silu_inplace(t);
+        silu_inplace(t, b->kernels);
         tensor_replace(&t, linear_forward(&b->time_emb_proj, t));
         if (!add_channel_bias_inplace(h, t)) tensor_replace(&h, NULL);
         tensor_free(t);
@@ -99,21 +100,24 @@ tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *tem
 
 // ---- Attention -------------------------------------------------------------------------------
 
-lcm_status attention_layer_load(attention_layer *a, const weight_set *ws, const char *prefix,
+lcm_status attention_layer_load(attention_layer *a, const ops_backend *backend,
+                                const weight_set *ws, const char *prefix,
                                 int query_dim, int context_dim, int heads, int head_dim,
                                 bool qkv_bias, int64_t context_rows) {
     *a = (attention_layer){.heads = heads};
-    if (!ops_reference_kernels()) a->precision = backend_attention_precision(ops_weight_precision());
+    a->precision = backend_attention_precision(backend);
     int inner = heads * head_dim;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "to_q"));
-    LCM_TRY(linear_load(&a->to_q, ws, name, query_dim, inner, qkv_bias));
+    LCM_TRY(linear_load(&a->to_q, backend, ws, name, query_dim, inner, qkv_bias));
     LCM_TRY(key(name, sizeof name, prefix, "to_k"));
-    LCM_TRY(linear_load_rows(&a->to_k, ws, name, context_dim, inner, qkv_bias, context_rows));
+    LCM_TRY(linear_load_rows(&a->to_k, backend, ws, name, context_dim, inner, qkv_bias,
+                             context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "to_v"));
-    LCM_TRY(linear_load_rows(&a->to_v, ws, name, context_dim, inner, qkv_bias, context_rows));
+    LCM_TRY(linear_load_rows(&a->to_v, backend, ws, name, context_dim, inner, qkv_bias,
+                             context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "to_out.0"));
-    LCM_TRY(linear_load(&a->to_out, ws, name, inner, query_dim, true));
+    LCM_TRY(linear_load(&a->to_out, backend, ws, name, inner, query_dim, true));
     return LCM_OK;
 }
 
@@ -140,28 +144,30 @@ tensor *attention_layer_forward(const attention_layer *a, const tensor *x, const
 
 // ---- BasicTransformerBlock -------------------------------------------------------------------
 
-lcm_status basic_transformer_block_load(basic_transformer_block *b, const weight_set *ws,
+lcm_status basic_transformer_block_load(basic_transformer_block *b, const ops_backend *backend,
+                                        const weight_set *ws,
                                         const char *prefix, int dim, int heads, int head_dim,
                                         int cross_attention_dim, float norm_eps,
                                         int64_t context_rows) {
-    *b = (basic_transformer_block){0};
+    *b = (basic_transformer_block){.kernels = backend->kernels};
     int ff_inner = 4 * dim;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "norm1"));
     LCM_TRY(norm_load(&b->norm1, ws, name, dim, 1, norm_eps));
     LCM_TRY(key(name, sizeof name, prefix, "attn1"));
-    LCM_TRY(attention_layer_load(&b->attn1, ws, name, dim, dim, heads, head_dim, false, 0));
+    LCM_TRY(attention_layer_load(&b->attn1, backend, ws, name, dim, dim, heads, head_dim, false,
+                                 0));
     LCM_TRY(key(name, sizeof name, prefix, "norm2"));
     LCM_TRY(norm_load(&b->norm2, ws, name, dim, 1, norm_eps));
     LCM_TRY(key(name, sizeof name, prefix, "attn2"));
-    LCM_TRY(attention_layer_load(&b->attn2, ws, name, dim, cross_attention_dim, heads, head_dim,
-                                 false, context_rows));
+    LCM_TRY(attention_layer_load(&b->attn2, backend, ws, name, dim, cross_attention_dim, heads,
+                                 head_dim, false, context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "norm3"));
     LCM_TRY(norm_load(&b->norm3, ws, name, dim, 1, norm_eps));
     LCM_TRY(key(name, sizeof name, prefix, "ff.net.0.proj"));
-    LCM_TRY(linear_load(&b->ff_geglu, ws, name, dim, 2 * ff_inner, true));
+    LCM_TRY(linear_load(&b->ff_geglu, backend, ws, name, dim, 2 * ff_inner, true));
     LCM_TRY(key(name, sizeof name, prefix, "ff.net.2"));
-    LCM_TRY(linear_load(&b->ff_out, ws, name, ff_inner, dim, true));
+    LCM_TRY(linear_load(&b->ff_out, backend, ws, name, ff_inner, dim, true));
     return LCM_OK;
 }
 
@@ -190,24 +196,24 @@ tensor *basic_transformer_block_forward(const basic_transformer_block *b, const 
 
     n = layer_norm(&b->norm3, h);
     tensor_replace(&n, linear_forward(&b->ff_geglu, n)); // [B, N, 8*dim]
-    tensor_replace(&n, geglu(n));                         // [B, N, 4*dim]
+    tensor_replace(&n, geglu(n, b->kernels));             // [B, N, 4*dim]
     tensor_replace(&n, linear_forward(&b->ff_out, n));    // [B, N, dim]
     return add_consume(h, n);
 }
 
 // ---- Transformer2DModel ----------------------------------------------------------------------
 
-lcm_status transformer_2d_load(transformer_2d *t, const weight_set *ws, const char *prefix,
-                               const transformer_2d_config *config) {
-    *t = (transformer_2d){.config = *config};
+lcm_status transformer_2d_load(transformer_2d *t, const ops_backend *backend, const weight_set *ws,
+                               const char *prefix, const transformer_2d_config *config) {
+    *t = (transformer_2d){.config = *config, .kernels = backend->kernels};
     int channels = config->channels, inner = config->heads * config->head_dim;
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "norm"));
     LCM_TRY(norm_load(&t->norm, ws, name, channels, config->groups, 1e-6f));
     LCM_TRY(key(name, sizeof name, prefix, "proj_in"));
     LCM_TRY(config->use_linear_projection
-                ? linear_load(&t->proj_in, ws, name, channels, inner, true)
-                : linear_load_from_conv1x1(&t->proj_in, ws, name, channels, inner, 0));
+                ? linear_load(&t->proj_in, backend, ws, name, channels, inner, true)
+                : linear_load_from_conv1x1(&t->proj_in, backend, ws, name, channels, inner, 0));
     t->blocks = calloc((size_t)config->depth, sizeof *t->blocks);
     if (!t->blocks) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", prefix);
     for (int i = 0; i < config->depth; i++) {
@@ -215,14 +221,15 @@ lcm_status transformer_2d_load(transformer_2d *t, const weight_set *ws, const ch
         if (snprintf(block, sizeof block, "%s.transformer_blocks.%d", prefix, i) >= (int)sizeof block)
             return lcm_fail(LCM_ERR_INTERNAL, "weight name too long: %s", prefix);
         // LayerNorm eps: diffusers' default 1e-5; the unet blocks never override it.
-        LCM_TRY(basic_transformer_block_load(&t->blocks[i], ws, block, inner, config->heads,
+        LCM_TRY(basic_transformer_block_load(&t->blocks[i], backend, ws, block, inner,
+                                             config->heads,
                                              config->head_dim, config->cross_attention_dim, 1e-5f,
                                              config->context_tokens));
     }
     LCM_TRY(key(name, sizeof name, prefix, "proj_out"));
     LCM_TRY(config->use_linear_projection
-                ? linear_load(&t->proj_out, ws, name, inner, channels, true)
-                : linear_load_from_conv1x1(&t->proj_out, ws, name, inner, channels, 0));
+                ? linear_load(&t->proj_out, backend, ws, name, inner, channels, true)
+                : linear_load_from_conv1x1(&t->proj_out, backend, ws, name, inner, channels, 0));
     return LCM_OK;
 }
 
@@ -247,7 +254,7 @@ tensor *transformer_2d_forward(const transformer_2d *t, const tensor *x, const t
     for (int i = 0; i < t->config.depth; i++)
         tensor_replace(&h, basic_transformer_block_forward(&t->blocks[i], h, context));
     tensor_replace(&h, linear_forward(&t->proj_out, h));  // [N, H*W, C]
-    tensor_replace(&h, tokens_to_nchw(h, height, width)); // [N, C, H, W]
+    tensor_replace(&h, tokens_to_nchw(h, height, width, t->kernels)); // [N, C, H, W]
     // + x, added where h already is (no copy of x)
     if (h && !add_inplace(h, x)) tensor_replace(&h, NULL);
     return h;
@@ -255,15 +262,15 @@ tensor *transformer_2d_forward(const transformer_2d *t, const tensor *x, const t
 
 // ---- Downsample2D / Upsample2D ---------------------------------------------------------------
 
-lcm_status downsample_load(downsample *d, const weight_set *ws, const char *prefix, int in_channels,
-                           int out_channels, int padding) {
+lcm_status downsample_load(downsample *d, const ops_backend *backend, const weight_set *ws,
+                           const char *prefix, int in_channels, int out_channels, int padding) {
     *d = (downsample){.pad_bottom_right = padding == 0};
     if (padding != 0 && padding != 1)
         return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: downsample padding %d (supported: 0, 1)", prefix,
                         padding);
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "conv"));
-    return conv2d_load(&d->conv, ws, name, in_channels, out_channels, 3, 2, padding, true);
+    return conv2d_load(&d->conv, backend, ws, name, in_channels, out_channels, 3, 2, padding, true);
 }
 
 void downsample_free(downsample *d) { conv2d_free(&d->conv); }
@@ -276,12 +283,12 @@ tensor *downsample_forward(const downsample *d, const tensor *x) {
     return y;
 }
 
-lcm_status upsample_load(upsample *u, const weight_set *ws, const char *prefix, int in_channels,
-                         int out_channels) {
+lcm_status upsample_load(upsample *u, const ops_backend *backend, const weight_set *ws,
+                         const char *prefix, int in_channels, int out_channels) {
     *u = (upsample){0};
     char name[KEY_SIZE];
     LCM_TRY(key(name, sizeof name, prefix, "conv"));
-    return conv2d_load(&u->conv, ws, name, in_channels, out_channels, 3, 1, 1, true);
+    return conv2d_load(&u->conv, backend, ws, name, in_channels, out_channels, 3, 1, 1, true);
 }
 
 void upsample_free(upsample *u) { conv2d_free(&u->conv); }
@@ -318,18 +325,22 @@ tensor *timestep_features(float timestep, int64_t batch, int dim, bool flip_sin_
     return out;
 }
 
-lcm_status time_embedding_load(time_embedding *e, const weight_set *ws, const char *prefix,
+lcm_status time_embedding_load(time_embedding *e, const ops_backend *backend, const weight_set *ws,
+                               const char *prefix,
                                int in_channels, int time_embed_dim, int cond_proj_dim) {
-    *e = (time_embedding){0};
+    *e = (time_embedding){.kernels = backend->kernels};
     char name[KEY_SIZE];
     if (cond_proj_dim > 0) {
         LCM_TRY(key(name, sizeof name, prefix, "cond_proj"));
-        LCM_TRY(linear_load_rows(&e->cond_proj, ws, name, cond_proj_dim, in_channels, false, 1));
+        LCM_TRY(linear_load_rows(&e->cond_proj, backend, ws, name, cond_proj_dim, in_channels,
+                                 false, 1));
     }
     LCM_TRY(key(name, sizeof name, prefix, "linear_1"));
-    LCM_TRY(linear_load_rows(&e->linear_1, ws, name, in_channels, time_embed_dim, true, 1));
+    LCM_TRY(linear_load_rows(&e->linear_1, backend, ws, name, in_channels, time_embed_dim, true,
+                             1));
     LCM_TRY(key(name, sizeof name, prefix, "linear_2"));
-    LCM_TRY(linear_load_rows(&e->linear_2, ws, name, time_embed_dim, time_embed_dim, true, 1));
+    LCM_TRY(linear_load_rows(&e->linear_2, backend, ws, name, time_embed_dim, time_embed_dim, true,
+                             1));
     return LCM_OK;
 }
 
@@ -345,7 +356,7 @@ tensor *time_embedding_forward(const time_embedding *e, const tensor *features,
     tensor *h = tensor_copy(features);
     if (condition) h = add_consume(h, linear_forward(&e->cond_proj, condition));
     tensor_replace(&h, linear_forward(&e->linear_1, h));
-    silu_inplace(h);
+    silu_inplace(h, e->kernels);
     tensor_replace(&h, linear_forward(&e->linear_2, h));
     return h;
 }

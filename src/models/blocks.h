@@ -4,7 +4,9 @@
 // "down_blocks.0.resnets.1" for a ResnetBlock2D.
 //
 // Every *_load fills a zero-initialised struct and, on failure, leaves it safe to pass to the
-// matching *_free (which also accepts a zeroed struct). Forward functions follow the op convention:
+// matching *_free (which also accepts a zeroed struct). The backend passed to a *_load
+// (ops/backend.h) chooses its layers' kernels and is only read; a block that needs its kernel set
+// at run time keeps a copy of it. Forward functions follow the op convention:
 // NULL input -> NULL output, new tensors returned, inputs untouched.
 #ifndef LCM_MODELS_BLOCKS_H
 #define LCM_MODELS_BLOCKS_H
@@ -41,10 +43,11 @@ typedef struct resnet_block {
     conv2d conv1, conv2;
     linear time_emb_proj; // weight NULL when temb_channels == 0
     conv2d conv_shortcut; // weight NULL when in_channels == out_channels
+    kernel_set kernels;   // the set its layers were loaded for (from the backend), for silu
 } resnet_block;
 
-lcm_status resnet_block_load(resnet_block *b, const weight_set *ws, const char *prefix,
-                             const resnet_block_config *config);
+lcm_status resnet_block_load(resnet_block *b, const ops_backend *backend, const weight_set *ws,
+                             const char *prefix, const resnet_block_config *config);
 void resnet_block_free(resnet_block *b);
 // x [N, in, H, W], temb [N, temb_channels] (NULL when the block has none) -> [N, out, H, W].
 // Consumes x (its memory is reused), also on failure.
@@ -62,7 +65,8 @@ typedef struct attention_layer {
 // self-attention); inner = heads * head_dim. to_q/k/v have a bias only when qkv_bias; to_out.0
 // always has one. context_rows: the context's typical length when it is fixed by the
 // architecture (77 text tokens), else 0; it only informs the kernel choice (ops/backend.h).
-lcm_status attention_layer_load(attention_layer *a, const weight_set *ws, const char *prefix,
+lcm_status attention_layer_load(attention_layer *a, const ops_backend *backend,
+                                const weight_set *ws, const char *prefix,
                                 int query_dim, int context_dim, int heads, int head_dim,
                                 bool qkv_bias, int64_t context_rows);
 void attention_layer_free(attention_layer *a);
@@ -80,10 +84,12 @@ typedef struct basic_transformer_block {
     attention_layer attn1, attn2;
     linear ff_geglu; // ff.net.0.proj: dim -> 2 * 4 * dim (value half, gate half)
     linear ff_out;   // ff.net.2: 4 * dim -> dim
+    kernel_set kernels; // the set its layers were loaded for (from the backend), for geglu
 } basic_transformer_block;
 
 // context_rows: as attention_layer_load's, for the cross-attention.
-lcm_status basic_transformer_block_load(basic_transformer_block *b, const weight_set *ws,
+lcm_status basic_transformer_block_load(basic_transformer_block *b, const ops_backend *backend,
+                                        const weight_set *ws,
                                         const char *prefix, int dim, int heads, int head_dim,
                                         int cross_attention_dim, float norm_eps,
                                         int64_t context_rows);
@@ -113,10 +119,11 @@ typedef struct transformer_2d {
     norm norm;
     linear proj_in, proj_out;
     basic_transformer_block *blocks; // [depth]
+    kernel_set kernels; // the set its layers were loaded for: the layout tokens go back to
 } transformer_2d;
 
-lcm_status transformer_2d_load(transformer_2d *t, const weight_set *ws, const char *prefix,
-                               const transformer_2d_config *config);
+lcm_status transformer_2d_load(transformer_2d *t, const ops_backend *backend, const weight_set *ws,
+                               const char *prefix, const transformer_2d_config *config);
 void transformer_2d_free(transformer_2d *t);
 // x [N, C, H, W], context [N, M, cross_attention_dim] -> [N, C, H, W]
 tensor *transformer_2d_forward(const transformer_2d *t, const tensor *x, const tensor *context);
@@ -129,8 +136,8 @@ typedef struct downsample {
 } downsample;
 
 // padding: 1 (unet: symmetric conv padding) or 0 (VAE: asymmetric zero pad, then an unpadded conv).
-lcm_status downsample_load(downsample *d, const weight_set *ws, const char *prefix, int in_channels,
-                           int out_channels, int padding);
+lcm_status downsample_load(downsample *d, const ops_backend *backend, const weight_set *ws,
+                           const char *prefix, int in_channels, int out_channels, int padding);
 void downsample_free(downsample *d);
 // [N, C, H, W] -> [N, C', ceil(H/2), ceil(W/2)] (padding 1) or [N, C', H/2, W/2] (padding 0)
 tensor *downsample_forward(const downsample *d, const tensor *x);
@@ -139,8 +146,8 @@ typedef struct upsample {
     conv2d conv; // 3x3, padding 1
 } upsample;
 
-lcm_status upsample_load(upsample *u, const weight_set *ws, const char *prefix, int in_channels,
-                         int out_channels);
+lcm_status upsample_load(upsample *u, const ops_backend *backend, const weight_set *ws,
+                         const char *prefix, int in_channels, int out_channels);
 void upsample_free(upsample *u);
 // Nearest resize to [out_h, out_w] (2H x 2W normally; the skip's size when the latent is not a
 // multiple of the model's total downscale), then the conv: [N, C, H, W] -> [N, C', out_h, out_w]
@@ -160,9 +167,11 @@ tensor *timestep_features(float timestep, int64_t batch, int dim, bool flip_sin_
 typedef struct time_embedding {
     linear linear_1, linear_2;
     linear cond_proj; // weight NULL when absent
+    kernel_set kernels; // the set its layers were loaded for (from the backend), for silu
 } time_embedding;
 
-lcm_status time_embedding_load(time_embedding *e, const weight_set *ws, const char *prefix,
+lcm_status time_embedding_load(time_embedding *e, const ops_backend *backend, const weight_set *ws,
+                               const char *prefix,
                                int in_channels, int time_embed_dim, int cond_proj_dim);
 void time_embedding_free(time_embedding *e);
 // features [N, in_channels], condition [N, cond_proj_dim] or NULL (skipped) -> [N, time_embed_dim]

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/model_folder.h"
+#include "ops/backend.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
 #include "ops/packed_cache.h"
@@ -29,6 +30,7 @@ struct controlnet_model {
     conv2d down_convs[UNET_MAX_SKIPS]; // controlnet_down_blocks.i, 1x1
     struct packed_mapping *packed; // the packed-weight cache file the layers borrow from, or NULL
     conv2d mid_conv;                   // controlnet_mid_block, 1x1
+    kernel_set kernels; // the set its layers were loaded for (from the backend), for silu
 };
 
 // ---- config ----------------------------------------------------------------------------------
@@ -66,37 +68,42 @@ static lcm_status parse_config(const json_config *c, controlnet_config *cfg) {
 
 // ---- loading ---------------------------------------------------------------------------------
 
-static lcm_status load_weights(controlnet_model *m, const weight_set *ws) {
+static lcm_status load_weights(const ops_backend *backend, controlnet_model *m,
+                               const weight_set *ws) {
     const controlnet_config *cfg = &m->config;
-    LCM_TRY(unet_encoder_load(ws, &cfg->unet, &m->encoder));
+    m->kernels = backend->kernels;
+    LCM_TRY(unet_encoder_load(backend, ws, &cfg->unet, &m->encoder));
     const int *emb = cfg->embedding_channels;
-    LCM_TRY(conv2d_load(&m->embed_in, ws, "controlnet_cond_embedding.conv_in",
+    LCM_TRY(conv2d_load(&m->embed_in, backend, ws, "controlnet_cond_embedding.conv_in",
                         cfg->conditioning_channels, emb[0], 3, 1, 1, true));
     char name[128];
     m->embed_block_count = 2 * (cfg->embedding_count - 1);
     for (int i = 0; i + 1 < cfg->embedding_count; i++) {
         snprintf(name, sizeof name, "controlnet_cond_embedding.blocks.%d", 2 * i);
-        LCM_TRY(conv2d_load(&m->embed_blocks[2 * i], ws, name, emb[i], emb[i], 3, 1, 1, true));
+        LCM_TRY(conv2d_load(&m->embed_blocks[2 * i], backend, ws, name, emb[i], emb[i], 3, 1, 1,
+                            true));
         snprintf(name, sizeof name, "controlnet_cond_embedding.blocks.%d", 2 * i + 1);
-        LCM_TRY(conv2d_load(&m->embed_blocks[2 * i + 1], ws, name, emb[i], emb[i + 1], 3, 2, 1, true));
+        LCM_TRY(conv2d_load(&m->embed_blocks[2 * i + 1], backend, ws, name, emb[i], emb[i + 1], 3,
+                            2, 1, true));
     }
-    LCM_TRY(conv2d_load(&m->embed_out, ws, "controlnet_cond_embedding.conv_out",
+    LCM_TRY(conv2d_load(&m->embed_out, backend, ws, "controlnet_cond_embedding.conv_out",
                         emb[cfg->embedding_count - 1], cfg->unet.block_out_channels[0], 3, 1, 1,
                         true));
     int skip_channels[UNET_MAX_SKIPS];
     unet_skip_channels(&cfg->unet, skip_channels);
     for (int i = 0; i < cfg->unet.skip_count; i++) {
         snprintf(name, sizeof name, "controlnet_down_blocks.%d", i);
-        LCM_TRY(conv2d_load(&m->down_convs[i], ws, name, skip_channels[i], skip_channels[i], 1, 1, 0,
-                            true));
+        LCM_TRY(conv2d_load(&m->down_convs[i], backend, ws, name, skip_channels[i],
+                            skip_channels[i], 1, 1, 0, true));
     }
     int mid = cfg->unet.block_out_channels[cfg->unet.num_blocks - 1];
-    LCM_TRY(conv2d_load(&m->mid_conv, ws, "controlnet_mid_block", mid, mid, 1, 1, 0, true));
+    LCM_TRY(conv2d_load(&m->mid_conv, backend, ws, "controlnet_mid_block", mid, mid, 1, 1, 0,
+                        true));
     return LCM_OK;
 }
 
-lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cache,
-                           controlnet_model **out) {
+lcm_status controlnet_load(const ops_backend *backend, const char *dir, const char *variant,
+                           bool packed_cache, controlnet_model **out) {
     *out = NULL;
     controlnet_model *m = calloc(1, sizeof *m);
     if (!m || !(m->label = strdup(dir))) {
@@ -118,7 +125,7 @@ lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cac
     }
     weight_set *ws = NULL;
     if (st == LCM_OK) st = model_folder_open_weights(&folder, ".", "diffusion_pytorch_model", &ws);
-    if (st == LCM_OK) st = load_weights(m, ws);
+    if (st == LCM_OK) st = load_weights(backend, m, ws);
     if (st == LCM_OK) m->packed = packed_cache_mapping(ws);
     weight_set_close(ws);
     model_folder_close(&folder);
@@ -186,10 +193,10 @@ lcm_status controlnet_check_fits(const controlnet_model *m, const unet_config *u
 // the usual four widths).
 static tensor *conditioning_embedding(const controlnet_model *m, const tensor *cond) {
     tensor *h = conv2d_forward(&m->embed_in, cond);
-    silu_inplace(h);
+    silu_inplace(h, m->kernels);
     for (int i = 0; i < m->embed_block_count; i++) {
         tensor_replace(&h, conv2d_forward(&m->embed_blocks[i], h));
-        silu_inplace(h);
+        silu_inplace(h, m->kernels);
     }
     tensor_replace(&h, conv2d_forward(&m->embed_out, h));
     return h;

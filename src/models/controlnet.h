@@ -32,10 +32,10 @@ typedef struct controlnet_model controlnet_model;
 
 // Loads a ControlNetModel folder (config.json + diffusion_pytorch_model[.variant].safetensors at
 // its root, like lllyasviel/control_v11p_sd15_normalbae). `variant` may be NULL. The caller owns
-// *out (controlnet_free).
+// *out (controlnet_free). `backend` chooses the layers' kernels and precision (only read).
 // `packed_cache`: the layers may use the packed-weight cache (ops/packed_cache.h).
-lcm_status controlnet_load(const char *dir, const char *variant, bool packed_cache,
-                           controlnet_model **out);
+lcm_status controlnet_load(const ops_backend *backend, const char *dir, const char *variant,
+                           bool packed_cache, controlnet_model **out);
 void controlnet_free(controlnet_model *m);
 
 // As unet_release_weight_pages, for the ControlNet's weights.

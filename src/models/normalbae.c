@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/activation_extra.h"
 #include "ops/conv_depthwise.h"
 #include "ops/interpolate.h"
@@ -170,6 +171,7 @@ typedef struct mbconv {
     depthwise dw;
     linear se_reduce, se_expand;
     conv2d project; // 1x1 mid -> out, BN folded
+    kernel_set kernels; // of the model that loaded it (from the backend), for silu
 } mbconv;
 
 typedef struct up_block {
@@ -189,11 +191,13 @@ struct normalbae {
     up_block up[4];
     conv2d out_res8;
     mlp refine[3]; // res4, res2, res1
+    kernel_set kernels; // the set it was loaded for (from the backend), for silu
 };
 
 typedef struct loader {
     const weight_set *ws;
     const char *prefix;
+    kernel_set kernels; // the backend's, kept by the blocks for silu
 } loader;
 
 static lcm_status load(const loader *l, const char *name, int ndim, const int64_t *shape,
@@ -286,6 +290,7 @@ static lcm_status load_pointwise_linear(const loader *l, linear *lin, const char
 
 static lcm_status load_block(const loader *l, mbconv *m, const normalbae_block_arch *a, int index) {
     m->arch = *a;
+    m->kernels = l->kernels;
     char base[96], conv[128], bn[128];
     snprintf(base, sizeof base, ENC "blocks.%d.%d", a->stage, index);
     // DS: conv_dw, bn1, se, conv_pw, bn2. IR: conv_pw, bn1, conv_dw, bn2, se, conv_pwl, bn3.
@@ -318,9 +323,10 @@ static bool weight_set_shape(void *ctx, const char *name, int *ndim, int64_t *sh
     return true;
 }
 
-static lcm_status load_all(normalbae *m, const weight_set *ws) {
+static lcm_status load_all(normalbae *m, const ops_backend *backend, const weight_set *ws) {
     const normalbae_arch *a = &m->arch;
-    loader l = {ws, a->prefix};
+    loader l = {ws, a->prefix, backend->kernels};
+    m->kernels = backend->kernels;
     LCM_TRY(load_conv(&l, &m->stem, ENC "conv_stem", ENC "bn1", 3, a->stem_chs, 3, 2, 0, false,
                       ENCODER_BN_EPS));
     for (int i = 0; i < a->block_count; i++) {
@@ -360,13 +366,13 @@ static lcm_status load_all(normalbae *m, const weight_set *ws) {
     return LCM_OK;
 }
 
-lcm_status normalbae_load(const weight_set *ws, normalbae **out) {
+lcm_status normalbae_load(const ops_backend *backend, const weight_set *ws, normalbae **out) {
     *out = NULL;
     normalbae *m = calloc(1, sizeof *m);
     if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for NormalBae");
     lcm_status st = normalbae_arch_from_shapes(weight_set_shape, (void *)ws,
                                                weight_set_source(ws), &m->arch);
-    if (st == LCM_OK) st = load_all(m, ws);
+    if (st == LCM_OK) st = load_all(m, backend, ws);
     if (st != LCM_OK) {
         normalbae_free(m);
         return lcm_fail_context(st, "loading NormalBae: ");
@@ -444,7 +450,7 @@ static tensor *depthwise_same(const depthwise *d, const tensor *x) {
 static tensor *squeeze_excite(const mbconv *b, tensor *x) {
     tensor *s = channel_mean(x); // [N, mid]
     tensor_replace(&s, linear_forward(&b->se_reduce, s));
-    silu_inplace(s);
+    silu_inplace(s, b->kernels);
     tensor_replace(&s, linear_forward(&b->se_expand, s));
     sigmoid_inplace(s);
     tensor *y = scale_channels(x, s);
@@ -460,10 +466,10 @@ static tensor *mbconv_forward(const mbconv *b, const tensor *x) {
         h = depthwise_same(&b->dw, x); // [N, C, H, W] -> [N, C, H/s, W/s]
     } else {
         h = conv2d_forward(&b->expand, x); // [N, in, H, W] -> [N, mid, H, W]
-        silu_inplace(h);
+        silu_inplace(h, b->kernels);
         tensor_replace(&h, depthwise_same(&b->dw, h));
     }
-    silu_inplace(h);
+    silu_inplace(h, b->kernels);
     h = squeeze_excite(b, h);
     tensor_replace(&h, conv2d_forward(&b->project, h)); // -> [N, out, H/s, W/s]
     if (b->arch.residual) h = add_inplace(h, x);
@@ -565,7 +571,7 @@ tensor *normalbae_forward(const normalbae *m, const tensor *x, normalbae_trace_f
     tracer t = {trace_fn, trace_ctx};
     // Encoder. features[4], [5], [6], [8] are the ends of stages 0, 1, 2, 4.
     tensor *h = conv_same(&m->stem, x); // [N, 3, H, W] -> [N, stem, H/2, W/2]
-    silu_inplace(h);
+    silu_inplace(h, m->kernels);
     // The reference's act1 is an in-place swish, so its recorded bn1 output holds act1's values.
     trace(&t, h, "debug.encoder.features.02.bn1");
     trace(&t, h, "debug.encoder.features.03.act1");

@@ -25,6 +25,8 @@
 #include "core/tensor.h"
 #include "io/weights.h"
 
+typedef struct ops_backend ops_backend; // ops/backend.h: the kernels layers are loaded for
+
 #define NORMALBAE_STAGES 7
 #define NORMALBAE_MAX_BLOCKS 64
 
@@ -57,8 +59,9 @@ lcm_status normalbae_arch_from_shapes(normalbae_shape_fn shape_of, void *ctx, co
 typedef struct normalbae normalbae;
 
 // Loads every tensor (folding BatchNorms); the caller owns *out (normalbae_free). `ws` is only
-// read during the call.
-lcm_status normalbae_load(const weight_set *ws, normalbae **out);
+// read during the call. Its layers compute on their plain weights whatever `backend` says (only
+// read); the model keeps backend->kernels for its activations.
+lcm_status normalbae_load(const ops_backend *backend, const weight_set *ws, normalbae **out);
 void normalbae_free(normalbae *m);
 const normalbae_arch *normalbae_get_arch(const normalbae *m);
 

@@ -138,9 +138,9 @@ static lcm_status parse_config(const json_config *c, taesd_config *cfg) {
 
 // ---- loading ---------------------------------------------------------------------------------
 
-static lcm_status load_conv(conv2d *conv, const weight_set *ws, const char *prefix, int in, int out,
-                            int stride, bool has_bias) {
-    return conv2d_load(conv, ws, prefix, in, out, 3, stride, 1, has_bias);
+static lcm_status load_conv(const ops_backend *backend, conv2d *conv, const weight_set *ws,
+                            const char *prefix, int in, int out, int stride, bool has_bias) {
+    return conv2d_load(conv, backend, ws, prefix, in, out, 3, stride, 1, has_bias);
 }
 
 // Appends a layer; the stack was sized for all of them beforehand.
@@ -150,22 +150,22 @@ static layer *push(layer_stack *s, layer_kind kind) {
     return l;
 }
 
-static lcm_status push_conv(layer_stack *s, const weight_set *ws, const char *half, int in, int out,
-                            int stride, bool has_bias) {
+static lcm_status push_conv(const ops_backend *backend, layer_stack *s, const weight_set *ws,
+                            const char *half, int in, int out, int stride, bool has_bias) {
     char prefix[NAME_SIZE];
     snprintf(prefix, sizeof prefix, "%s.layers.%d", half, s->count);
-    return load_conv(&push(s, LAYER_CONV)->conv[0], ws, prefix, in, out, stride, has_bias);
+    return load_conv(backend, &push(s, LAYER_CONV)->conv[0], ws, prefix, in, out, stride, has_bias);
 }
 
-static lcm_status push_blocks(layer_stack *s, const weight_set *ws, const char *half, int count,
-                              int channels) {
+static lcm_status push_blocks(const ops_backend *backend, layer_stack *s, const weight_set *ws,
+                              const char *half, int count, int channels) {
     for (int b = 0; b < count; b++) {
         int index = s->count;
         layer *l = push(s, LAYER_BLOCK);
         for (int k = 0; k < 3; k++) {
             char prefix[NAME_SIZE];
             snprintf(prefix, sizeof prefix, "%s.layers.%d.conv.%d", half, index, 2 * k);
-            LCM_TRY(load_conv(&l->conv[k], ws, prefix, channels, channels, 1, true));
+            LCM_TRY(load_conv(backend, &l->conv[k], ws, prefix, channels, channels, 1, true));
         }
     }
     return LCM_OK;
@@ -177,37 +177,39 @@ static lcm_status alloc_stack(layer_stack *s, int count) {
     return LCM_OK;
 }
 
-static lcm_status load_decoder(layer_stack *s, const weight_set *ws, const taesd_config *cfg) {
+static lcm_status load_decoder(const ops_backend *backend, layer_stack *s, const weight_set *ws,
+                               const taesd_config *cfg) {
     int total = 2;
     for (int i = 0; i < cfg->stage_count; i++) total += cfg->decoder_blocks[i] + 2;
     LCM_TRY(alloc_stack(s, total));
     int C = cfg->channels;
-    LCM_TRY(push_conv(s, ws, "decoder", cfg->latent_channels, C, 1, true));
+    LCM_TRY(push_conv(backend, s, ws, "decoder", cfg->latent_channels, C, 1, true));
     push(s, LAYER_RELU);
     for (int i = 0; i < cfg->stage_count; i++) {
         bool last = i == cfg->stage_count - 1;
-        LCM_TRY(push_blocks(s, ws, "decoder", cfg->decoder_blocks[i], C));
+        LCM_TRY(push_blocks(backend, s, ws, "decoder", cfg->decoder_blocks[i], C));
         if (!last) push(s, LAYER_UPSAMPLE);
-        LCM_TRY(push_conv(s, ws, "decoder", C, last ? cfg->out_channels : C, 1, last));
+        LCM_TRY(push_conv(backend, s, ws, "decoder", C, last ? cfg->out_channels : C, 1, last));
         // Without a tap the upsample is read by this conv (stack_forward)
         if (!last) LCM_TRY(conv2d_prepare_upsampled(&s->layers[s->count - 1].conv[0]));
     }
     return LCM_OK;
 }
 
-static lcm_status load_encoder(layer_stack *s, const weight_set *ws, const taesd_config *cfg) {
+static lcm_status load_encoder(const ops_backend *backend, layer_stack *s, const weight_set *ws,
+                               const taesd_config *cfg) {
     int total = 1;
     for (int i = 0; i < cfg->stage_count; i++) total += cfg->encoder_blocks[i] + 1;
     LCM_TRY(alloc_stack(s, total));
     int C = cfg->channels;
     for (int i = 0; i < cfg->stage_count; i++) {
         if (i == 0)
-            LCM_TRY(push_conv(s, ws, "encoder", cfg->in_channels, C, 1, true));
+            LCM_TRY(push_conv(backend, s, ws, "encoder", cfg->in_channels, C, 1, true));
         else
-            LCM_TRY(push_conv(s, ws, "encoder", C, C, 2, false));
-        LCM_TRY(push_blocks(s, ws, "encoder", cfg->encoder_blocks[i], C));
+            LCM_TRY(push_conv(backend, s, ws, "encoder", C, C, 2, false));
+        LCM_TRY(push_blocks(backend, s, ws, "encoder", cfg->encoder_blocks[i], C));
     }
-    return push_conv(s, ws, "encoder", C, cfg->latent_channels, 1, true);
+    return push_conv(backend, s, ws, "encoder", C, cfg->latent_channels, 1, true);
 }
 
 static void free_stack(layer_stack *s) {
@@ -218,7 +220,8 @@ static void free_stack(layer_stack *s) {
     s->count = 0;
 }
 
-lcm_status taesd_load(const model_folder *folder, const char *component, taesd_model **out) {
+lcm_status taesd_load(const ops_backend *backend, const model_folder *folder,
+                      const char *component, taesd_model **out) {
     *out = NULL;
     if (!component || !*component) component = ".";
     json_config config;
@@ -236,8 +239,8 @@ lcm_status taesd_load(const model_folder *folder, const char *component, taesd_m
     }
     weight_set *ws = NULL;
     st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
-    if (st == LCM_OK) st = load_encoder(&m->encoder, ws, &m->config);
-    if (st == LCM_OK) st = load_decoder(&m->decoder, ws, &m->config);
+    if (st == LCM_OK) st = load_encoder(backend, &m->encoder, ws, &m->config);
+    if (st == LCM_OK) st = load_decoder(backend, &m->decoder, ws, &m->config);
     weight_set_close(ws);
     if (st != LCM_OK) {
         taesd_free(m);
@@ -247,7 +250,7 @@ lcm_status taesd_load(const model_folder *folder, const char *component, taesd_m
     return LCM_OK;
 }
 
-lcm_status taesd_load_dir(const char *dir, taesd_model **out) {
+lcm_status taesd_load_dir(const ops_backend *backend, const char *dir, taesd_model **out) {
     *out = NULL;
     model_folder folder;
     LCM_TRY(model_folder_open(dir, NULL, &folder));
@@ -257,7 +260,7 @@ lcm_status taesd_load_dir(const char *dir, taesd_model **out) {
                       "%s: a pipeline folder (model_index.json); expected a TAESD model folder "
                       "with config.json and diffusion_pytorch_model.safetensors at its root",
                       dir);
-    if (st == LCM_OK) st = taesd_load(&folder, NULL, out);
+    if (st == LCM_OK) st = taesd_load(backend, &folder, NULL, out);
     model_folder_close(&folder);
     return st;
 }

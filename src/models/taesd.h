@@ -16,6 +16,8 @@
 #include "io/model_folder.h"
 #include "lcm.h"
 
+typedef struct ops_backend ops_backend; // ops/backend.h: the kernels layers are loaded for
+
 #define TAESD_MAX_STAGES 8
 
 // config.json, validated (fields that do not change the computation are only range-checked).
@@ -35,11 +37,12 @@ typedef struct taesd_model taesd_model;
 
 // Loads `component` of `folder` (NULL or "." for a single-model folder). Unsupported config values
 // (act_fn other than relu, upsampling factor other than 2, unequal stage widths) are
-// LCM_ERR_UNSUPPORTED naming the file and field. On success *out is owned by the caller
-// (taesd_free).
-lcm_status taesd_load(const model_folder *folder, const char *component, taesd_model **out);
+// LCM_ERR_UNSUPPORTED naming the file and field. `backend` chooses the layers' kernels and
+// precision (only read). On success *out is owned by the caller (taesd_free).
+lcm_status taesd_load(const ops_backend *backend, const model_folder *folder,
+                      const char *component, taesd_model **out);
 // Opens the folder `dir` and loads it as a single-model TAESD folder.
-lcm_status taesd_load_dir(const char *dir, taesd_model **out);
+lcm_status taesd_load_dir(const ops_backend *backend, const char *dir, taesd_model **out);
 void taesd_free(taesd_model *m);
 
 // The validated config; borrowed from m.

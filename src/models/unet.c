@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "models/blocks.h"
+#include "ops/backend.h"
 #include "ops/packed_cache.h"
 
 // ---- the model -------------------------------------------------------------------------------
@@ -54,6 +55,7 @@ struct unet_model {
     norm conv_norm_out;
     conv2d conv_out;
     struct packed_mapping *packed; // the packed-weight cache file the layers borrow from, or NULL
+    kernel_set kernels; // the set its layers were loaded for (from the backend), for silu
 };
 
 // ---- config ----------------------------------------------------------------------------------
@@ -338,8 +340,8 @@ static resnet_block_config resnet_config(const unet_config *cfg, int in, int out
     };
 }
 
-static lcm_status load_down_block(down_block *b, const weight_set *ws, const unet_config *cfg,
-                                  int index) {
+static lcm_status load_down_block(const ops_backend *backend, down_block *b, const weight_set *ws,
+                                  const unet_config *cfg, int index) {
     int in = index == 0 ? cfg->block_out_channels[0] : cfg->block_out_channels[index - 1];
     int out = cfg->block_out_channels[index];
     b->num_layers = cfg->layers_per_block[index];
@@ -349,35 +351,37 @@ static lcm_status load_down_block(down_block *b, const weight_set *ws, const une
     for (int i = 0; i < b->num_layers; i++) {
         resnet_block_config rc = resnet_config(cfg, i == 0 ? in : out, out, cfg->resnet_out_scale_factor);
         LCM_TRY(name_of(name, "down_blocks.%d.resnets.%d", index, i));
-        LCM_TRY(resnet_block_load(&b->resnets[i], ws, name, &rc));
+        LCM_TRY(resnet_block_load(&b->resnets[i], backend, ws, name, &rc));
         if (b->has_attention) {
             transformer_2d_config tc = attention_config(cfg, out, index);
             LCM_TRY(name_of(name, "down_blocks.%d.attentions.%d", index, i));
-            LCM_TRY(transformer_2d_load(&b->attentions[i], ws, name, &tc));
+            LCM_TRY(transformer_2d_load(&b->attentions[i], backend, ws, name, &tc));
         }
     }
     if (b->has_downsample) {
         LCM_TRY(name_of(name, "down_blocks.%d.downsamplers.0", index));
-        LCM_TRY(downsample_load(&b->downsampler, ws, name, out, out, cfg->downsample_padding));
+        LCM_TRY(downsample_load(&b->downsampler, backend, ws, name, out, out,
+                                cfg->downsample_padding));
     }
     return LCM_OK;
 }
 
-static lcm_status load_mid_block(mid_block *b, const weight_set *ws, const unet_config *cfg) {
+static lcm_status load_mid_block(const ops_backend *backend, mid_block *b, const weight_set *ws,
+                                 const unet_config *cfg) {
     int last = cfg->num_blocks - 1, channels = cfg->block_out_channels[last];
     resnet_block_config rc = resnet_config(cfg, channels, channels, cfg->mid_block_scale_factor);
     transformer_2d_config tc = attention_config(cfg, channels, last);
-    LCM_TRY(resnet_block_load(&b->resnets[0], ws, "mid_block.resnets.0", &rc));
-    LCM_TRY(transformer_2d_load(&b->attention, ws, "mid_block.attentions.0", &tc));
-    LCM_TRY(resnet_block_load(&b->resnets[1], ws, "mid_block.resnets.1", &rc));
+    LCM_TRY(resnet_block_load(&b->resnets[0], backend, ws, "mid_block.resnets.0", &rc));
+    LCM_TRY(transformer_2d_load(&b->attention, backend, ws, "mid_block.attentions.0", &tc));
+    LCM_TRY(resnet_block_load(&b->resnets[1], backend, ws, "mid_block.resnets.1", &rc));
     return LCM_OK;
 }
 
 // Up block `index` (0 = deepest) mirrors down block `mirror` = num_blocks-1-index: its ResNets
 // take the previous up block's output (or the same block's previous ResNet) concatenated with one
 // skip connection, whose width is the down path's width at that point.
-static lcm_status load_up_block(up_block *b, const weight_set *ws, const unet_config *cfg,
-                                int index) {
+static lcm_status load_up_block(const ops_backend *backend, up_block *b, const weight_set *ws,
+                                const unet_config *cfg, int index) {
     int n = cfg->num_blocks, mirror = n - 1 - index;
     int out = cfg->block_out_channels[mirror];
     int prev_out = cfg->block_out_channels[index == 0 ? n - 1 : mirror + 1];
@@ -392,44 +396,51 @@ static lcm_status load_up_block(up_block *b, const weight_set *ws, const unet_co
         resnet_block_config rc =
             resnet_config(cfg, from_below + from_skip, out, cfg->resnet_out_scale_factor);
         LCM_TRY(name_of(name, "up_blocks.%d.resnets.%d", index, i));
-        LCM_TRY(resnet_block_load(&b->resnets[i], ws, name, &rc));
+        LCM_TRY(resnet_block_load(&b->resnets[i], backend, ws, name, &rc));
         if (b->has_attention) {
             transformer_2d_config tc = attention_config(cfg, out, mirror);
             LCM_TRY(name_of(name, "up_blocks.%d.attentions.%d", index, i));
-            LCM_TRY(transformer_2d_load(&b->attentions[i], ws, name, &tc));
+            LCM_TRY(transformer_2d_load(&b->attentions[i], backend, ws, name, &tc));
         }
     }
     if (b->has_upsample) {
         LCM_TRY(name_of(name, "up_blocks.%d.upsamplers.0", index));
-        LCM_TRY(upsample_load(&b->upsampler, ws, name, out, out));
+        LCM_TRY(upsample_load(&b->upsampler, backend, ws, name, out, out));
     }
     return LCM_OK;
 }
 
 // The time embedding, conv_in, down blocks and mid block: what ControlNetModel copies.
-static lcm_status load_encoder_weights(unet_model *m, const weight_set *ws) {
+static lcm_status load_encoder_weights(const ops_backend *backend, unet_model *m,
+                                       const weight_set *ws) {
     const unet_config *cfg = &m->config;
     int first = cfg->block_out_channels[0];
-    LCM_TRY(time_embedding_load(&m->time_embedding, ws, "time_embedding", first,
+    m->kernels = backend->kernels;
+    LCM_TRY(time_embedding_load(&m->time_embedding, backend, ws, "time_embedding", first,
                                 cfg->time_embed_dim, cfg->time_cond_proj_dim));
-    LCM_TRY(conv2d_load(&m->conv_in, ws, "conv_in", cfg->in_channels, first, 3, 1, 1, true));
-    for (int i = 0; i < cfg->num_blocks; i++) LCM_TRY(load_down_block(&m->down_blocks[i], ws, cfg, i));
-    LCM_TRY(load_mid_block(&m->mid_block, ws, cfg));
+    LCM_TRY(conv2d_load(&m->conv_in, backend, ws, "conv_in", cfg->in_channels, first, 3, 1, 1,
+                        true));
+    for (int i = 0; i < cfg->num_blocks; i++) LCM_TRY(load_down_block(backend, &m->down_blocks[i],
+                                                                      ws, cfg, i));
+    LCM_TRY(load_mid_block(backend, &m->mid_block, ws, cfg));
     return LCM_OK;
 }
 
-static lcm_status load_weights(unet_model *m, const weight_set *ws) {
+static lcm_status load_weights(const ops_backend *backend, unet_model *m, const weight_set *ws) {
     const unet_config *cfg = &m->config;
     int first = cfg->block_out_channels[0];
-    LCM_TRY(load_encoder_weights(m, ws));
-    for (int i = 0; i < cfg->num_blocks; i++) LCM_TRY(load_up_block(&m->up_blocks[i], ws, cfg, i));
+    LCM_TRY(load_encoder_weights(backend, m, ws));
+    for (int i = 0; i < cfg->num_blocks; i++) LCM_TRY(load_up_block(backend, &m->up_blocks[i], ws,
+                                                                    cfg, i));
     LCM_TRY(norm_load(&m->conv_norm_out, ws, "conv_norm_out", first, cfg->norm_num_groups,
                       cfg->norm_eps));
-    LCM_TRY(conv2d_load(&m->conv_out, ws, "conv_out", first, cfg->out_channels, 3, 1, 1, true));
+    LCM_TRY(conv2d_load(&m->conv_out, backend, ws, "conv_out", first, cfg->out_channels, 3, 1, 1,
+                        true));
     return LCM_OK;
 }
 
-lcm_status unet_load(const model_folder *folder, const char *component, unet_model **out) {
+lcm_status unet_load(const ops_backend *backend, const model_folder *folder, const char *component,
+                     unet_model **out) {
     *out = NULL;
     unet_model *m = calloc(1, sizeof *m);
     if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading %s", component);
@@ -442,7 +453,7 @@ lcm_status unet_load(const model_folder *folder, const char *component, unet_mod
     weight_set *ws = NULL;
     if (st == LCM_OK) st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
     if (st == LCM_OK) {
-        st = load_weights(m, ws);
+        st = load_weights(backend, m, ws);
         if (st != LCM_OK) st = lcm_fail_context(st, "loading %s: ", component);
     }
     if (st == LCM_OK) m->packed = packed_cache_mapping(ws);
@@ -498,13 +509,14 @@ void unet_skip_channels(const unet_config *cfg, int *channels) {
     }
 }
 
-lcm_status unet_encoder_load(const weight_set *ws, const unet_config *cfg, unet_model **out) {
+lcm_status unet_encoder_load(const ops_backend *backend, const weight_set *ws,
+                             const unet_config *cfg, unet_model **out) {
     *out = NULL;
     unet_model *m = calloc(1, sizeof *m);
     if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading a unet encoder");
     m->config = *cfg;
     m->encoder_only = true;
-    lcm_status st = load_encoder_weights(m, ws);
+    lcm_status st = load_encoder_weights(backend, m, ws);
     if (st != LCM_OK) {
         unet_free(m);
         return st;
@@ -732,7 +744,7 @@ lcm_status unet_forward_observed(const unet_model *m, const tensor *sample, floa
 
     tensor_replace(&h, group_norm(&m->conv_norm_out, h));
     observe(&o, "conv_norm_out", h);
-    silu_inplace(h);
+    silu_inplace(h, m->kernels);
     tensor_replace(&h, conv2d_forward(&m->conv_out, h)); // [N, out_channels, h, w]
     observe(&o, "conv_out", h);
 

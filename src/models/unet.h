@@ -23,6 +23,8 @@
 #include "io/weights.h"
 #include "lcm.h"
 
+typedef struct ops_backend ops_backend; // ops/backend.h: the kernels layers are loaded for
+
 #define UNET_MAX_BLOCKS 8
 #define UNET_MAX_LAYERS_PER_BLOCK 16
 // Upper bound of unet_config.skip_count.
@@ -71,8 +73,10 @@ typedef struct unet_residuals {
 
 // Loads the `component` ("unet") of a model folder: config.json is validated and the weights are
 // converted to float32 (the folder's variant, e.g. fp16, is honoured). The weight files are closed
-// before returning, so the model holds exactly one copy of its weights. The caller owns *out.
-lcm_status unet_load(const model_folder *folder, const char *component, unet_model **out);
+// before returning, so the model holds exactly one copy of its weights. `backend` chooses the
+// layers' kernels and precision (only read; the model keeps what it needs). The caller owns *out.
+lcm_status unet_load(const ops_backend *backend, const model_folder *folder, const char *component,
+                     unet_model **out);
 void unet_free(unet_model *m);
 
 // Drops the pages of the UNet's weights from the process's memory where they are mapped from the
@@ -115,8 +119,10 @@ lcm_status unet_config_parse(const json_config *config, const char *class_name, 
 void unet_skip_channels(const unet_config *cfg, int *channels);
 
 // Loads only the encoder half (time embedding, conv_in, down blocks, mid block) of `cfg` from `ws`.
-// The caller owns *out (unet_free); unet_forward must not be called on it.
-lcm_status unet_encoder_load(const weight_set *ws, const unet_config *cfg, unet_model **out);
+// `backend` as unet_load's. The caller owns *out (unet_free); unet_forward must not be called on
+// it.
+lcm_status unet_encoder_load(const ops_backend *backend, const weight_set *ws,
+                             const unet_config *cfg, unet_model **out);
 
 // The down path and mid block: h = conv_in(sample) (+ conv_in_addition, when not NULL, of h's
 // shape), then the down blocks and the mid block. skips[0..skip_count) receive the skip

@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "io/json_config.h"
+#include "ops/backend.h"
 #include "ops/ops.h"
 
 #define VAE_NORM_EPS 1e-6f
@@ -41,6 +42,7 @@ LCM_PRINTF(2, 3) static void format_name(char *buf, const char *fmt, ...) {
 typedef struct attention_block {
     norm group_norm;
     linear to_q, to_k, to_v, to_out;
+    kernel_set kernels; // the set its layers were loaded for: the layout tokens go back to
 } attention_block;
 
 // UNetMidBlock2D with one layer: resnet, (attention), resnet.
@@ -81,10 +83,11 @@ struct vae_model {
     // (vae_load_encoder_on_demand).
     vae_encoder *encoder;
     int64_t encoder_params;
-    // vae_load_encoder_on_demand: the open weights and the kernel choice to load the encoder with.
+    // vae_load_encoder_on_demand: the open weights, and a copy of the backend the rest of the model
+    // was loaded with, to load the encoder with the same kernels and precision whoever calls
+    // vae_encode (a copy: the loader's backend may be gone by then).
     weight_set *weights;
-    lcm_precision precision;
-    bool reference_kernels;
+    ops_backend backend;
     conv2d quant_conv; // 1x1, 2L -> 2L
     vae_decoder decoder;
     conv2d post_quant_conv; // 1x1, L -> L
@@ -177,11 +180,12 @@ static lcm_status parse_config(const json_config *c, vae_config *cfg) {
 
 // ---- loading ---------------------------------------------------------------------------------
 
-static lcm_status load_conv(conv2d *c, const weight_set *ws, const char *prefix, const char *name,
+static lcm_status load_conv(const ops_backend *backend, conv2d *c, const weight_set *ws,
+                            const char *prefix, const char *name,
                             int in, int out, int kernel, int stride, int padding) {
     char full[NAME_SIZE];
     format_name(full, "%s.%s", prefix, name);
-    return conv2d_load(c, ws, full, in, out, kernel, stride, padding, true);
+    return conv2d_load(c, backend, ws, full, in, out, kernel, stride, padding, true);
 }
 
 static lcm_status load_norm(norm *n, const weight_set *ws, const char *prefix, const char *name,
@@ -192,16 +196,17 @@ static lcm_status load_norm(norm *n, const weight_set *ws, const char *prefix, c
 }
 
 // The VAE's ResnetBlock2D: no time embedding, GroupNorm eps 1e-6, output scale 1.
-static lcm_status load_resnet(resnet_block *r, const weight_set *ws, const char *prefix, int in,
-                              int out, int groups) {
+static lcm_status load_resnet(const ops_backend *backend, resnet_block *r, const weight_set *ws,
+                              const char *prefix, int in, int out, int groups) {
     const resnet_block_config config = {.in_channels = in, .out_channels = out, .groups = groups,
                                         .eps = VAE_NORM_EPS, .output_scale_factor = 1.0f};
-    return resnet_block_load(r, ws, prefix, &config);
+    return resnet_block_load(r, backend, ws, prefix, &config);
 }
 
 // One attention projection, under its current name or its pre-0.14 one, stored either as a linear
 // weight [C, C] or as a 1x1 conv weight [C, C, 1, 1].
-static lcm_status load_projection(linear *l, const weight_set *ws, const char *prefix,
+static lcm_status load_projection(const ops_backend *backend, linear *l, const weight_set *ws,
+                                  const char *prefix,
                                   const char *name, const char *old_name, int channels) {
     char full[NAME_SIZE], weight[NAME_SIZE];
     format_name(full, "%s.%s", prefix, name);
@@ -214,21 +219,23 @@ static lcm_status load_projection(linear *l, const weight_set *ws, const char *p
         const st_tensor *old = weight_set_find(ws, old_weight, NULL);
         // Neither name present: load the current one, whose failure names the missing tensor (and
         // which synthetic weights, having no file to look in, answer).
-        if (!old) return linear_load(l, ws, full, channels, channels, true);
+        if (!old) return linear_load(l, backend, ws, full, channels, channels, true);
         memcpy(full, old_full, sizeof full);
         t = old;
     }
-    if (t->ndim == 4) return linear_load_from_conv1x1(l, ws, full, channels, channels, 0);
-    return linear_load(l, ws, full, channels, channels, true);
+    if (t->ndim == 4) return linear_load_from_conv1x1(l, backend, ws, full, channels, channels, 0);
+    return linear_load(l, backend, ws, full, channels, channels, true);
 }
 
-static lcm_status load_attention(attention_block *a, const weight_set *ws, const char *prefix,
+static lcm_status load_attention(const ops_backend *backend, attention_block *a,
+                                 const weight_set *ws, const char *prefix,
                                  int channels, int groups) {
+    a->kernels = backend->kernels;
     LCM_TRY(load_norm(&a->group_norm, ws, prefix, "group_norm", channels, groups));
-    LCM_TRY(load_projection(&a->to_q, ws, prefix, "to_q", "query", channels));
-    LCM_TRY(load_projection(&a->to_k, ws, prefix, "to_k", "key", channels));
-    LCM_TRY(load_projection(&a->to_v, ws, prefix, "to_v", "value", channels));
-    LCM_TRY(load_projection(&a->to_out, ws, prefix, "to_out.0", "proj_attn", channels));
+    LCM_TRY(load_projection(backend, &a->to_q, ws, prefix, "to_q", "query", channels));
+    LCM_TRY(load_projection(backend, &a->to_k, ws, prefix, "to_k", "key", channels));
+    LCM_TRY(load_projection(backend, &a->to_v, ws, prefix, "to_v", "value", channels));
+    LCM_TRY(load_projection(backend, &a->to_out, ws, prefix, "to_out.0", "proj_attn", channels));
     return LCM_OK;
 }
 
@@ -240,19 +247,19 @@ static void free_attention(attention_block *a) {
     linear_free(&a->to_out);
 }
 
-static lcm_status load_mid_block(mid_block *m, const weight_set *ws, const char *prefix,
-                                 const vae_config *cfg) {
+static lcm_status load_mid_block(const ops_backend *backend, mid_block *m, const weight_set *ws,
+                                 const char *prefix, const vae_config *cfg) {
     int channels = cfg->block_out_channels[cfg->block_count - 1], groups = cfg->norm_num_groups;
     char name[NAME_SIZE];
     format_name(name, "%s.resnets.0", prefix);
-    LCM_TRY(load_resnet(&m->resnet_in, ws, name, channels, channels, groups));
+    LCM_TRY(load_resnet(backend, &m->resnet_in, ws, name, channels, channels, groups));
     m->has_attention = cfg->mid_block_add_attention;
     if (m->has_attention) {
         format_name(name, "%s.attentions.0", prefix);
-        LCM_TRY(load_attention(&m->attn, ws, name, channels, groups));
+        LCM_TRY(load_attention(backend, &m->attn, ws, name, channels, groups));
     }
     format_name(name, "%s.resnets.1", prefix);
-    LCM_TRY(load_resnet(&m->resnet_out, ws, name, channels, channels, groups));
+    LCM_TRY(load_resnet(backend, &m->resnet_out, ws, name, channels, channels, groups));
     return LCM_OK;
 }
 
@@ -263,7 +270,8 @@ static void free_mid_block(mid_block *m) {
 }
 
 // The resnets of a down or up block: the first maps in -> out channels, the rest out -> out.
-static lcm_status load_sampling_resnets(sampling_block *b, const weight_set *ws, const char *prefix,
+static lcm_status load_sampling_resnets(const ops_backend *backend, sampling_block *b,
+                                        const weight_set *ws, const char *prefix,
                                         int count, int in, int out, int groups) {
     b->resnets = calloc((size_t)count, sizeof *b->resnets);
     if (!b->resnets) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading %s", prefix);
@@ -271,7 +279,7 @@ static lcm_status load_sampling_resnets(sampling_block *b, const weight_set *ws,
     for (int i = 0; i < count; i++) {
         char name[NAME_SIZE];
         format_name(name, "%s.resnets.%d", prefix, i);
-        LCM_TRY(load_resnet(&b->resnets[i], ws, name, i == 0 ? in : out, out, groups));
+        LCM_TRY(load_resnet(backend, &b->resnets[i], ws, name, i == 0 ? in : out, out, groups));
     }
     return LCM_OK;
 }
@@ -284,26 +292,29 @@ static void free_sampling_block(sampling_block *b) {
     b->count = 0;
 }
 
-static lcm_status load_encoder(vae_encoder *e, const weight_set *ws, const vae_config *cfg) {
+static lcm_status load_encoder(const ops_backend *backend, vae_encoder *e, const weight_set *ws,
+                               const vae_config *cfg) {
     const int *ch = cfg->block_out_channels, last = cfg->block_count - 1;
     int groups = cfg->norm_num_groups;
-    LCM_TRY(load_conv(&e->conv_in, ws, "encoder", "conv_in", cfg->in_channels, ch[0], 3, 1, 1));
+    LCM_TRY(load_conv(backend, &e->conv_in, ws, "encoder", "conv_in", cfg->in_channels, ch[0], 3,
+                      1, 1));
     for (int i = 0; i <= last; i++) {
         char prefix[NAME_SIZE];
         format_name(prefix, "encoder.down_blocks.%d", i);
         sampling_block *b = &e->down[i];
         int in = i == 0 ? ch[0] : ch[i - 1];
-        LCM_TRY(load_sampling_resnets(b, ws, prefix, cfg->layers_per_block, in, ch[i], groups));
+        LCM_TRY(load_sampling_resnets(backend, b, ws, prefix, cfg->layers_per_block, in, ch[i],
+                                      groups));
         b->has_resample = i != last;
         // Downsample2D with padding=0: the input is padded right/bottom before a 3x3 stride-2 conv.
         if (b->has_resample)
-            LCM_TRY(load_conv(&b->resample_conv, ws, prefix, "downsamplers.0.conv", ch[i], ch[i], 3,
-                              2, 0));
+            LCM_TRY(load_conv(backend, &b->resample_conv, ws, prefix, "downsamplers.0.conv", ch[i],
+                              ch[i], 3, 2, 0));
     }
-    LCM_TRY(load_mid_block(&e->mid, ws, "encoder.mid_block", cfg));
+    LCM_TRY(load_mid_block(backend, &e->mid, ws, "encoder.mid_block", cfg));
     LCM_TRY(load_norm(&e->norm_out, ws, "encoder", "conv_norm_out", ch[last], groups));
-    LCM_TRY(load_conv(&e->conv_out, ws, "encoder", "conv_out", ch[last], 2 * cfg->latent_channels,
-                      3, 1, 1));
+    LCM_TRY(load_conv(backend, &e->conv_out, ws, "encoder", "conv_out", ch[last],
+                      2 * cfg->latent_channels, 3, 1, 1));
     e->loaded = true;
     return LCM_OK;
 }
@@ -319,27 +330,32 @@ static void free_encoder(vae_encoder *e) {
 
 static int64_t encoder_param_count(const vae_encoder *e, const vae_config *cfg);
 
-static lcm_status load_decoder(vae_decoder *d, const weight_set *ws, const vae_config *cfg) {
+static lcm_status load_decoder(const ops_backend *backend, vae_decoder *d, const weight_set *ws,
+                               const vae_config *cfg) {
     const int *ch = cfg->block_out_channels, last = cfg->block_count - 1;
     int groups = cfg->norm_num_groups;
     LCM_TRY(
-        load_conv(&d->conv_in, ws, "decoder", "conv_in", cfg->latent_channels, ch[last], 3, 1, 1));
-    LCM_TRY(load_mid_block(&d->mid, ws, "decoder.mid_block", cfg));
+        load_conv(backend, &d->conv_in, ws, "decoder", "conv_in", cfg->latent_channels, ch[last],
+                  3, 1, 1));
+    LCM_TRY(load_mid_block(backend, &d->mid, ws, "decoder.mid_block", cfg));
     // Up block i works at the channel count of down block (last - i), coming from the previous one.
     for (int i = 0; i <= last; i++) {
         char prefix[NAME_SIZE];
         format_name(prefix, "decoder.up_blocks.%d", i);
         sampling_block *b = &d->up[i];
         int in = ch[i == 0 ? last : last - i + 1], out = ch[last - i];
-        LCM_TRY(load_sampling_resnets(b, ws, prefix, cfg->layers_per_block + 1, in, out, groups));
+        LCM_TRY(load_sampling_resnets(backend, b, ws, prefix, cfg->layers_per_block + 1, in, out,
+                                      groups));
         b->has_resample = i != last;
         if (b->has_resample) {
-            LCM_TRY(load_conv(&b->resample_conv, ws, prefix, "upsamplers.0.conv", out, out, 3, 1, 1));
+            LCM_TRY(load_conv(backend, &b->resample_conv, ws, prefix, "upsamplers.0.conv", out,
+                              out, 3, 1, 1));
             LCM_TRY(conv2d_prepare_upsampled(&b->resample_conv)); // only ever run after a 2x upsample
         }
     }
     LCM_TRY(load_norm(&d->norm_out, ws, "decoder", "conv_norm_out", ch[0], groups));
-    LCM_TRY(load_conv(&d->conv_out, ws, "decoder", "conv_out", ch[0], cfg->out_channels, 3, 1, 1));
+    LCM_TRY(load_conv(backend, &d->conv_out, ws, "decoder", "conv_out", ch[0], cfg->out_channels,
+                      3, 1, 1));
     return LCM_OK;
 }
 
@@ -351,24 +367,26 @@ static void free_decoder(vae_decoder *d) {
     conv2d_free(&d->conv_out);
 }
 
-static lcm_status load_weights(vae_model *m, const weight_set *ws, bool encoder_on_demand) {
+static lcm_status load_weights(const ops_backend *backend, vae_model *m, const weight_set *ws,
+                               bool encoder_on_demand) {
     const vae_config *cfg = &m->config;
     int latent2 = 2 * cfg->latent_channels;
     // Read and checked now in any case, so that a broken file fails here and not in a request.
-    LCM_TRY(load_encoder(m->encoder, ws, cfg));
+    LCM_TRY(load_encoder(backend, m->encoder, ws, cfg));
     m->encoder_params = encoder_param_count(m->encoder, cfg);
     if (encoder_on_demand) free_encoder(m->encoder); // before the decoder, which can reuse the memory
     if (cfg->use_quant_conv)
-        LCM_TRY(conv2d_load(&m->quant_conv, ws, "quant_conv", latent2, latent2, 1, 1, 0, true));
+        LCM_TRY(conv2d_load(&m->quant_conv, backend, ws, "quant_conv", latent2, latent2, 1, 1, 0,
+                            true));
     if (cfg->use_post_quant_conv)
-        LCM_TRY(conv2d_load(&m->post_quant_conv, ws, "post_quant_conv", cfg->latent_channels,
-                            cfg->latent_channels, 1, 1, 0, true));
-    LCM_TRY(load_decoder(&m->decoder, ws, cfg));
+        LCM_TRY(conv2d_load(&m->post_quant_conv, backend, ws, "post_quant_conv",
+                            cfg->latent_channels, cfg->latent_channels, 1, 1, 0, true));
+    LCM_TRY(load_decoder(backend, &m->decoder, ws, cfg));
     return LCM_OK;
 }
 
-static lcm_status load_vae(const model_folder *folder, const char *component,
-                           bool encoder_on_demand, vae_model **out) {
+static lcm_status load_vae(const ops_backend *backend, const model_folder *folder,
+                           const char *component, bool encoder_on_demand, vae_model **out) {
     *out = NULL;
     if (!component || !*component) component = ".";
     json_config config;
@@ -390,12 +408,11 @@ static lcm_status load_vae(const model_folder *folder, const char *component,
     }
     weight_set *ws = NULL;
     st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
-    if (st == LCM_OK) st = load_weights(m, ws, encoder_on_demand);
+    if (st == LCM_OK) st = load_weights(backend, m, ws, encoder_on_demand);
     if (st == LCM_OK && encoder_on_demand) {
         m->weights = ws; // its mapping holds nothing resident (loads drop the pages they read)
         ws = NULL;
-        m->precision = ops_weight_precision();
-        m->reference_kernels = ops_reference_kernels();
+        m->backend = *backend;
     }
     weight_set_close(ws);
     if (st != LCM_OK) {
@@ -406,13 +423,14 @@ static lcm_status load_vae(const model_folder *folder, const char *component,
     return LCM_OK;
 }
 
-lcm_status vae_load(const model_folder *folder, const char *component, vae_model **out) {
-    return load_vae(folder, component, false, out);
+lcm_status vae_load(const ops_backend *backend, const model_folder *folder, const char *component,
+                    vae_model **out) {
+    return load_vae(backend, folder, component, false, out);
 }
 
-lcm_status vae_load_encoder_on_demand(const model_folder *folder, const char *component,
-                                      vae_model **out) {
-    return load_vae(folder, component, true, out);
+lcm_status vae_load_encoder_on_demand(const ops_backend *backend, const model_folder *folder,
+                                      const char *component, vae_model **out) {
+    return load_vae(backend, folder, component, true, out);
 }
 
 // The encoder of a model from vae_load_encoder_on_demand, read again from its weights on first use,
@@ -420,14 +438,7 @@ lcm_status vae_load_encoder_on_demand(const model_folder *folder, const char *co
 static lcm_status ensure_encoder(const vae_model *m) {
     if (m->encoder->loaded) return LCM_OK;
     if (!m->weights) return lcm_fail(LCM_ERR_INTERNAL, "VAE encode: the encoder is not loaded");
-    // The kernel choice and precision are per thread (ops/ops.h); this one may not be the opener.
-    bool reference = ops_reference_kernels(), switch_kernels = reference != m->reference_kernels;
-    lcm_precision precision = ops_weight_precision();
-    if (switch_kernels) ops_set_reference_kernels(m->reference_kernels);
-    ops_set_weight_precision(m->precision);
-    lcm_status st = load_encoder(m->encoder, m->weights, &m->config);
-    if (switch_kernels) ops_set_reference_kernels(reference);
-    ops_set_weight_precision(precision);
+    lcm_status st = load_encoder(&m->backend, m->encoder, m->weights, &m->config);
     if (st != LCM_OK) {
         free_encoder(m->encoder);
         return lcm_fail_context(st, "loading the VAE encoder (%s): ", weight_set_source(m->weights));
@@ -520,7 +531,7 @@ static tensor *attention_block_forward(const attention_block *a, const tensor *x
     tensor_free(k);
     tensor_free(q);
     tensor_free(tokens);
-    tensor *y = tokens_to_nchw(out, h, w);
+    tensor *y = tokens_to_nchw(out, h, w, a->kernels);
     tensor_free(out);
     return add_residual(y, x);
 }

@@ -15,6 +15,8 @@
 #include "io/model_folder.h"
 #include "lcm.h"
 
+typedef struct ops_backend ops_backend; // ops/backend.h: the kernels layers are loaded for
+
 #define VAE_MAX_BLOCKS 8
 
 // vae/config.json, validated.
@@ -39,16 +41,17 @@ typedef struct vae_model vae_model;
 // Loads `component` ("vae"; NULL or "." for a single-model folder holding config.json and the
 // weights at its root) of `folder`: validates config.json and reads every encoder and decoder
 // weight. Both the current attention names (to_q/to_k/to_v/to_out.0) and the pre-0.14 ones
-// (query/key/value/proj_attn, as linears or 1x1 convs) are accepted. On success *out is owned by
-// the caller (vae_free).
-lcm_status vae_load(const model_folder *folder, const char *component, vae_model **out);
+// (query/key/value/proj_attn, as linears or 1x1 convs) are accepted. `backend` chooses the layers'
+// kernels and precision (only read). On success *out is owned by the caller (vae_free).
+lcm_status vae_load(const ops_backend *backend, const model_folder *folder, const char *component,
+                    vae_model **out);
 // As vae_load (every weight is read and checked now), but the encoder, which only vae_encode
 // (img2img) needs, is then dropped again and only read back from the weight file, kept open, at
 // the first vae_encode: text-to-image never holds it in memory. That first vae_encode can then
-// fail like a load. The model is then not safe for concurrent vae_encode calls (neither is a
-// pipeline for concurrent generations).
-lcm_status vae_load_encoder_on_demand(const model_folder *folder, const char *component,
-                                      vae_model **out);
+// fail like a load; it loads with a copy of `backend` the model keeps. The model is then not safe
+// for concurrent vae_encode calls (neither is a pipeline for concurrent generations).
+lcm_status vae_load_encoder_on_demand(const ops_backend *backend, const model_folder *folder,
+                                      const char *component, vae_model **out);
 void vae_free(vae_model *m);
 
 // The validated config. Borrowed from m.

@@ -56,8 +56,6 @@ static decision decisions[MAX_DECISIONS];
 static int decision_count;
 static bool table_read;
 static double seconds_measured;
-static conv_kernel forced_conv = CONV_KERNEL_AUTO;
-static linear_kernel forced_linear = LINEAR_KERNEL_AUTO;
 static char tuning_file[1024];
 
 const char *conv_kernel_name(conv_kernel kernel) {
@@ -94,17 +92,29 @@ static int kernel_from_name(op_kind op, const char *name) {
     return -1;
 }
 
-void backend_force_conv_kernel(conv_kernel kernel) { forced_conv = kernel; }
-void backend_force_linear_kernel(linear_kernel kernel) { forced_linear = kernel; }
+// ---- the backend object ----------------------------------------------------------------------
 
+// AUTO unless the variable names a kernel (an unknown name is ignored, as before there was a
+// backend object: the per-shape choice then runs).
 static int forced_by_environment(op_kind op) {
     const char *v = getenv(op == OP_CONV ? "LCM_CONV_KERNEL" : "LCM_LINEAR_KERNEL");
-    return v ? kernel_from_name(op, v) : -1;
+    int kernel = v ? kernel_from_name(op, v) : -1;
+    return kernel > 0 ? kernel : 0; // 0: CONV_KERNEL_AUTO, LINEAR_KERNEL_AUTO
 }
 
-bool backend_tuning_enabled(void) {
-    const char *v = getenv("LCM_TUNE");
-    return !(v && (!strcmp(v, "off") || !strcmp(v, "0")));
+// The one place that reads the variables choosing kernels (LCM_NO_AVX512 and LCM_AMX: cpu.c).
+ops_backend ops_backend_from_environment(lcm_precision precision) {
+    const char *reference = getenv("LCM_REFERENCE_KERNELS");
+    const char *tune = getenv("LCM_TUNE");
+    const char *int8 = getenv("LCM_INT8_KERNELS");
+    return (ops_backend){
+        .precision = precision,
+        .kernels = reference && *reference && *reference != '0' ? KERNELS_REFERENCE : KERNELS_FAST,
+        .forced_conv = (conv_kernel)forced_by_environment(OP_CONV),
+        .forced_linear = (linear_kernel)forced_by_environment(OP_LINEAR),
+        .tune = !(tune && (!strcmp(tune, "off") || !strcmp(tune, "0"))),
+        .int8_kernels = !(int8 && *int8 == '0'), .cpu = cpu_features_get(),
+    };
 }
 
 
@@ -147,18 +157,12 @@ static uint64_t header_hash(const char *text) {
 }
 
 
-void backend_setup_key(char *buf, size_t size) {
+void backend_setup_key(const ops_backend *b, char *buf, size_t size) {
     char head[512];
     header(head, sizeof head);
-    const char *tune = getenv("LCM_TUNE"), *winograd = getenv("LCM_WINOGRAD");
-    snprintf(buf, size, "%sconv %s linear %s tune %s winograd %s/%d\n", head,
-             conv_kernel_name(forced_conv != CONV_KERNEL_AUTO ? forced_conv
-                              : forced_by_environment(OP_CONV) > 0 ? (conv_kernel)forced_by_environment(OP_CONV)
-                                                                   : CONV_KERNEL_AUTO),
-             linear_kernel_name(forced_linear != LINEAR_KERNEL_AUTO ? forced_linear
-                                : forced_by_environment(OP_LINEAR) > 0 ? (linear_kernel)forced_by_environment(OP_LINEAR)
-                                                                       : LINEAR_KERNEL_AUTO),
-             tune ? tune : "-", winograd ? winograd : "-", conv_direct_winograd_enabled());
+    snprintf(buf, size, "%sconv %s linear %s tune %s winograd %d\n", head,
+             conv_kernel_name(b->forced_conv), linear_kernel_name(b->forced_linear),
+             b->tune ? "on" : "off", conv_direct_winograd_enabled());
 }
 
 const char *backend_tuning_file(void) {
@@ -414,7 +418,7 @@ static int record(decision *d, const int *candidates, const double *seconds, int
 
 // Packs each candidate from c's own weight (kept until the end), times it, and leaves the fastest
 // packing in c (false: none could run; c untouched, its plain weight still there).
-static bool measure_conv(decision *d, conv2d *c) {
+static bool measure_conv(decision *d, conv2d *c, const ops_backend *b) {
     double start = now();
     int candidates[3], count = candidates_of(d, candidates);
     conv2d trials[3];
@@ -425,7 +429,7 @@ static bool measure_conv(decision *d, conv2d *c) {
     for (int i = 0; i < count; i++) {
         trials[i] = (conv2d){.in = c->in, .out = c->out, .kernel = c->kernel, .stride = c->stride,
                              .padding = c->padding, .weight = c->weight, .bias = c->bias};
-        seconds[i] = conv2d_pack_kernel_keep(&trials[i], d->precision, candidates[i]) == LCM_OK
+        seconds[i] = conv2d_pack_kernel_keep(&trials[i], b, candidates[i]) == LCM_OK
                          ? time_conv(&trials[i], extent)
                          : -1;
         trials[i].weight = NULL; // c's
@@ -446,7 +450,7 @@ static bool measure_conv(decision *d, conv2d *c) {
     return true;
 }
 
-static bool measure_linear(decision *d, linear *l) {
+static bool measure_linear(decision *d, linear *l, const ops_backend *b) {
     double start = now();
     int candidates[3], count = candidates_of(d, candidates);
     linear trials[3];
@@ -457,7 +461,7 @@ static bool measure_linear(decision *d, linear *l) {
         // weight_mapped: the trial borrows l's weight and never frees it
         trials[i] = (linear){.in = l->in, .out = l->out, .weight = l->weight, .bias = l->bias,
                              .weight_mapped = true};
-        seconds[i] = linear_pack_kernel(&trials[i], d->precision, candidates[i]) == LCM_OK
+        seconds[i] = linear_pack_kernel(&trials[i], b, candidates[i]) == LCM_OK
                          ? time_linear(&trials[i], rows)
                          : -1;
         trials[i].weight = NULL;
@@ -493,17 +497,15 @@ static int builtin(const decision *key) {
                : builtin_linear();
 }
 
-// The kernel for `key`: forced, from the table, or (when `layer` is given, tuning is on and the
-// shape is new) measured on that layer, which is then left packed (*packed = true).
-static int decide(const decision *key, void *layer, bool *packed) {
+// The kernel `b` gives `key`: forced, from the table, or (when `layer` is given, tuning is on and
+// the shape is new) measured on that layer, which is then left packed (*packed = true).
+static int decide(const ops_backend *b, const decision *key, void *layer, bool *packed) {
     *packed = false;
-    if (key->op == OP_CONV ? forced_conv != CONV_KERNEL_AUTO : forced_linear != LINEAR_KERNEL_AUTO)
-        return key->op == OP_CONV ? (int)forced_conv : (int)forced_linear;
-    int forced = forced_by_environment(key->op);
+    int forced = key->op == OP_CONV ? (int)b->forced_conv : (int)b->forced_linear;
     if (forced > 0) return forced;
     backend_tuning_file(); // names the file before the lock is taken below
     pthread_mutex_lock(&lock);
-    bool tune = backend_tuning_enabled();
+    bool tune = b->tune;
     if (tune && !table_read) read_table();
     decision *d = NULL;
     for (int i = 0; i < decision_count && !d; i++)
@@ -514,7 +516,7 @@ static int decide(const decision *key, void *layer, bool *packed) {
         d = &decisions[decision_count++];
         *d = *key;
         if (tune && seconds_measured < TUNING_BUDGET_SECONDS)
-            *packed = key->op == OP_CONV ? measure_conv(d, layer) : measure_linear(d, layer);
+            *packed = key->op == OP_CONV ? measure_conv(d, layer, b) : measure_linear(d, layer, b);
         if (*packed) {
             write_table();
         } else {
@@ -543,31 +545,31 @@ static decision linear_key(lcm_precision precision, int in, int out, int64_t row
                       .size = rows > 0 ? rows : 0};
 }
 
-conv_kernel backend_conv_kernel(lcm_precision precision, int in, int out, int kernel, int stride,
+conv_kernel backend_conv_kernel(const ops_backend *b, int in, int out, int kernel, int stride,
                                 int padding) {
     bool packed;
-    decision key = conv_key(precision, in, out, kernel, stride, padding);
-    return (conv_kernel)decide(&key, NULL, &packed);
+    decision key = conv_key(b->precision, in, out, kernel, stride, padding);
+    return (conv_kernel)decide(b, &key, NULL, &packed);
 }
 
-linear_kernel backend_linear_kernel(lcm_precision precision, int in, int out, int64_t rows) {
+linear_kernel backend_linear_kernel(const ops_backend *b, int in, int out, int64_t rows) {
     bool packed;
-    decision key = linear_key(precision, in, out, rows);
-    return (linear_kernel)decide(&key, NULL, &packed);
+    decision key = linear_key(b->precision, in, out, rows);
+    return (linear_kernel)decide(b, &key, NULL, &packed);
 }
 
-lcm_status backend_pack_conv(conv2d *c, lcm_precision precision) {
+lcm_status backend_pack_conv(conv2d *c, const ops_backend *b) {
     bool packed;
-    decision key = conv_key(precision, c->in, c->out, c->kernel, c->stride, c->padding);
-    int kernel = decide(&key, c, &packed);
-    return packed ? LCM_OK : conv2d_pack_kernel(c, precision, (conv_kernel)kernel);
+    decision key = conv_key(b->precision, c->in, c->out, c->kernel, c->stride, c->padding);
+    int kernel = decide(b, &key, c, &packed);
+    return packed ? LCM_OK : conv2d_pack_kernel(c, b, (conv_kernel)kernel);
 }
 
-lcm_status backend_pack_linear(linear *l, lcm_precision precision, int64_t rows) {
+lcm_status backend_pack_linear(linear *l, const ops_backend *b, int64_t rows) {
     bool packed;
-    decision key = linear_key(precision, l->in, l->out, rows);
-    int kernel = decide(&key, l, &packed);
-    return packed ? LCM_OK : linear_pack_kernel(l, precision, (linear_kernel)kernel);
+    decision key = linear_key(b->precision, l->in, l->out, rows);
+    int kernel = decide(b, &key, l, &packed);
+    return packed ? LCM_OK : linear_pack_kernel(l, b, (linear_kernel)kernel);
 }
 
 // ---- attention -------------------------------------------------------------------------------
@@ -584,11 +586,10 @@ static double time_attention(const tensor *q, lcm_precision precision) {
 }
 
 // The decision of the attention precision (lock held): from the table, else measured and recorded.
-static const decision *attention_decision(void) {
+static const decision *attention_decision(bool tune) {
     // The UNet's 32x32 self-attention (1024 tokens, 8 heads of 80): big enough to show each
     // kernel's rate, small enough to time in milliseconds.
     const decision key = {.op = OP_ATTENTION, .precision = LCM_PRECISION_BF16, .in = 1024, .out = 640};
-    bool tune = backend_tuning_enabled();
     if (tune && !table_read) read_table();
     for (int i = 0; i < decision_count; i++)
         if (same_shape(&decisions[i], &key)) return &decisions[i];
@@ -618,12 +619,13 @@ static const decision *attention_decision(void) {
     return d;
 }
 
-lcm_precision backend_attention_precision(lcm_precision asked) {
-    if (asked != LCM_PRECISION_BF16 || !attention_flash_available(LCM_PRECISION_BF16))
+lcm_precision backend_attention_precision(const ops_backend *b) {
+    if (b->kernels == KERNELS_REFERENCE || b->precision != LCM_PRECISION_BF16 ||
+        !attention_flash_available(LCM_PRECISION_BF16))
         return LCM_PRECISION_FP32;
     backend_tuning_file(); // names the file before the lock is taken below
     pthread_mutex_lock(&lock);
-    decision *d = (decision *)attention_decision();
+    decision *d = (decision *)attention_decision(b->tune);
     lcm_precision chosen = d && d->chosen == 2 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
     if (d) d->used = true;
     pthread_mutex_unlock(&lock);

@@ -7,11 +7,11 @@
 // Elements per task of the vectorised loops.
 #define SPAN 4096
 
-void silu_inplace(tensor *x) {
+void silu_inplace(tensor *x, kernel_set kernels) {
     if (!x) return;
     int64_t n = tensor_numel(x);
     float *d = x->data;
-    if (ops_reference_kernels()) {
+    if (kernels == KERNELS_REFERENCE) {
         #pragma omp parallel for
         for (int64_t i = 0; i < n; i++) d[i] = d[i] / (1.0f + expf(-d[i]));
         return;
@@ -38,12 +38,12 @@ void quick_gelu_inplace(tensor *x) {
     for (int64_t i = 0; i < n; i++) d[i] = d[i] / (1.0f + expf(-1.702f * d[i]));
 }
 
-tensor *geglu(const tensor *x) {
+tensor *geglu(const tensor *x, kernel_set kernels) {
     if (!x) return NULL;
     if (x->ndim == 4 && x->layout == TENSOR_NHWC) {
         // over W of the logical [N, C, H, W]: only meaningful in plain order
         tensor *plain = tensor_to_nchw(x);
-        tensor *y = plain ? geglu(plain) : NULL;
+        tensor *y = plain ? geglu(plain, kernels) : NULL;
         tensor_free(plain);
         return y;
     }
@@ -54,7 +54,7 @@ tensor *geglu(const tensor *x) {
     tensor *y = tensor_new(x->ndim, shape);
     if (!y) return NULL;
     int64_t rows = tensor_numel(x) / two_d;
-    if (!ops_reference_kernels()) {
+    if (kernels == KERNELS_FAST) {
         #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++)
             gelu_mul_span(x->data + r * two_d, x->data + r * two_d + d, y->data + r * d, d);

@@ -89,11 +89,6 @@ void int8_layer_free(int8_layer *l) {
     free(l);
 }
 
-bool int8_kernels_enabled(void) {
-    const char *v = getenv("LCM_INT8_KERNELS");
-    return !(v && *v == '0');
-}
-
 const char *int8_layer_impl(const int8_layer *l) { return l->impl; }
 
 // The first implementation of `desc` that does not use AMX. oneDNN 2.6.3's AMX int8 kernels

@@ -19,9 +19,6 @@
 
 typedef struct int8_layer int8_layer;
 
-// Whether quantized layers loaded from now on use these kernels (with fast kernels selected):
-// yes unless LCM_INT8_KERNELS=0 is set in the environment (then the reference int8 path runs).
-bool int8_kernels_enabled(void);
 
 // From float32 weights ([out, in] for linear, kernel = 0; [out, in, k, k] for conv) that were
 // stored as s8 per output channel (re-quantizing them recovers the stored integers), and the

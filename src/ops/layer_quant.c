@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/int8_layer.h"
 #include "ops/ops.h"
 
@@ -75,9 +76,9 @@ void layer_quant_free(layer_quant *q) {
     free(q);
 }
 
-lcm_status layer_quant_pack(layer_quant *q, float **weight, int in, int out, int kernel, int stride,
-                            int padding) {
-    if (!q || !q->quantize_input || ops_reference_kernels() || !int8_kernels_enabled() || !*weight)
+lcm_status layer_quant_pack(layer_quant *q, const ops_backend *b, float **weight, int in, int out,
+                            int kernel, int stride, int padding) {
+    if (!q || !q->quantize_input || b->kernels == KERNELS_REFERENCE || !b->int8_kernels || !*weight)
         return LCM_OK;
     LCM_TRY(int8_layer_new(*weight, in, out, kernel, stride, padding, q->input_scale,
                            q->input_zero_point, &q->int8));

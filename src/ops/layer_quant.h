@@ -19,6 +19,8 @@
 #include "core/tensor.h"
 #include "io/weights.h"
 
+typedef struct ops_backend ops_backend; // ops/backend.h
+
 typedef struct layer_quant {
     char *name;          // the weight prefix, e.g. "down_blocks.0.resnets.0.conv1"
     bool quantize_input; // the model stores u8 parameters for this layer's input
@@ -37,10 +39,10 @@ void layer_quant_free(layer_quant *q);
 
 // Moves a quantized layer onto the int8 kernels: packs *weight (float32, [out, in(, k, k)]; kernel
 // 0 for linear) into q->int8 and frees it (*weight = NULL). Does nothing for a layer without input
-// parameters, while reference kernels are selected (ops_reference_kernels), or where the int8
-// kernels are not enabled (int8_kernels_enabled).
-lcm_status layer_quant_pack(layer_quant *q, float **weight, int in, int out, int kernel, int stride,
-                            int padding);
+// parameters, for a backend with reference kernels, or one with the int8 kernels off
+// (b->int8_kernels). `b` is only read.
+lcm_status layer_quant_pack(layer_quant *q, const ops_backend *b, float **weight, int in, int out,
+                            int kernel, int stride, int padding);
 
 // The tensor the layer computes on: x itself, or (quantize_input) a fake-quantized copy that the
 // caller frees through *owned. Calls the observer first. NULL (error set) when x is NULL or on

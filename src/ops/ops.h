@@ -4,14 +4,19 @@
 // linear layers as oneDNN primitives on weights packed once at load (ops/dnnl_layer.h), keeps 4-D
 // activations channels-last (tensor.layout == TENSOR_NHWC) and runs the norms and elementwise ops
 // over that layout with AVX-512 where the CPU has it. The reference path is straightforward loops
-// over NCHW with the matrix products done by oneDNN's sgemm; it runs for a layer loaded while
-// reference kernels are selected (ops_set_reference_kernels, or LCM_REFERENCE_KERNELS=1 in the
-// environment) and serves as the check on the fast one. Every op accepts both layouts (and mixed
-// inputs where it takes two); shape and layout of the result are documented logically ([N,C,H,W]).
+// over NCHW with the matrix products done by oneDNN's sgemm; it runs for a layer loaded with a
+// backend of reference kernels (ops/backend.h: kernels = KERNELS_REFERENCE, what
+// LCM_REFERENCE_KERNELS=1 in the environment gives) and serves as the check on the fast one. Every
+// op accepts both layouts (and mixed inputs where it takes two); shape and layout of the result
+// are documented logically ([N,C,H,W]).
 //
 // Every op takes NULL inputs (an earlier failure) and then returns NULL without work, so models can
 // write a forward pass as a straight line. Ops never modify their inputs unless the name ends in
 // _inplace.
+//
+// Which kernels a layer gets is decided by the ops_backend (ops/backend.h) passed to its loader,
+// never by ambient state; the few ops without weights whose reference and fast forms differ
+// (silu_inplace, geglu, tokens_to_nchw) take the kernel set of the model that runs them.
 //
 // Weights are plain structs owned by the model that loaded them; the *_load functions read
 // `PREFIX.weight` / `PREFIX.bias` from a weight set and check their shapes. With the fast path the
@@ -28,6 +33,16 @@
 // ---- weights -------------------------------------------------------------------------------
 
 struct dnnl_layer;
+
+// The resolved kernel choices passed to every loader (defined in ops/backend.h).
+typedef struct ops_backend ops_backend;
+
+// The two kernel sets above. A model keeps the one its layers were loaded with for the ops that
+// have no weights of their own (silu_inplace, geglu, tokens_to_nchw).
+typedef enum kernel_set {
+    KERNELS_FAST,      // packed weights, NHWC activations, SIMD elementwise loops
+    KERNELS_REFERENCE, // plain weights, NCHW, straightforward loops
+} kernel_set;
 
 typedef struct linear {
     int in, out;
@@ -67,58 +82,51 @@ typedef struct norm {
     float *weight, *bias; // [channels]
 } norm;
 
-lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                       bool has_bias);
+// Every loader reads `b` (not kept) for the kernel and precision of the layer.
+lcm_status linear_load(linear *l, const ops_backend *b, const weight_set *ws, const char *prefix,
+                       int in, int out, bool has_bias);
 // As linear_load, for a layer whose row count the architecture fixes (1 for the time embedding,
 // the 77 tokens of a prompt): the backend times the kernels at that size (ops/backend.h). 0 is
 // unknown, what linear_load passes. Never pass a count derived from the image size or a config's
 // sample_size: the kernel, and so the last bits of the result, would then depend on it.
-lcm_status linear_load_rows(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                            bool has_bias, int64_t rows);
+lcm_status linear_load_rows(linear *l, const ops_backend *b, const weight_set *ws,
+                            const char *prefix, int in, int out, bool has_bias, int64_t rows);
 // As linear_load, but the layer always computes on its plain weight (sgemm), and where the file
 // stores exactly it (weight_set_map_f32), uses it in place in the file's mapping instead of a
 // copy: `ws` must then stay open while the layer is used, and weight_set_release_pages(ws) can
 // drop the weight from memory between uses.
-lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                              bool has_bias);
+lcm_status linear_load_mapped(linear *l, const ops_backend *b, const weight_set *ws,
+                              const char *prefix, int in, int out, bool has_bias);
 // A 1x1 conv's weight [out, in, 1, 1] loaded as a linear layer (diffusers' proj_in/proj_out when
 // use_linear_projection is false).
-lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
-                                    int out, int64_t rows);
-lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int in, int out,
-                       int kernel, int stride, int padding, bool has_bias);
+lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weight_set *ws,
+                                    const char *prefix, int in, int out, int64_t rows);
+lcm_status conv2d_load(conv2d *c, const ops_backend *b, const weight_set *ws, const char *prefix,
+                       int in, int out, int kernel, int stride, int padding, bool has_bias);
 lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int channels, int groups,
                      float eps);
-// Kernel choice and weight precision for the layers the calling thread loads from now on.
-// Reference kernels keep fp32 weights whatever the precision. Defaults: fast kernels (unless
-// LCM_REFERENCE_KERNELS=1 is set), LCM_PRECISION_FP32.
-void ops_set_reference_kernels(bool reference);
-bool ops_reference_kernels(void);
-void ops_set_weight_precision(lcm_precision precision);
-lcm_precision ops_weight_precision(void);
+// Packs a layer built with plain weights for the fast kernels in b->precision and frees `weight`
+// (what *_load does on the fast path; tests use it to compare both paths on the same weights),
+// whatever b->kernels says. The kernel is b's choice for the shape (ops/backend.h); the direct and
+// sgemm kernels compute in fp32 whatever the precision asked for. `force_primitive` (tests) packs
+// for oneDNN primitives on any CPU. `b` is only read.
+lcm_status linear_pack_with(linear *l, const ops_backend *b, bool force_primitive);
+lcm_status conv2d_pack_with(conv2d *c, const ops_backend *b, bool force_primitive);
+lcm_status linear_pack(linear *l, const ops_backend *b);
+lcm_status conv2d_pack(conv2d *c, const ops_backend *b);
 
-// Packs a layer built with plain weights for the fast kernels in `precision` and frees `weight`
-// (what *_load does on the fast path; tests use it to compare both paths on the same weights).
-// The kernel is the backend's choice for the shape (ops/backend.h); the direct and sgemm kernels
-// compute in fp32 whatever the precision asked for. `force_primitive` (tests) packs for oneDNN
-// primitives on any CPU.
-lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive);
-lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive);
-lcm_status linear_pack(linear *l, lcm_precision precision);
-lcm_status conv2d_pack(conv2d *c, lcm_precision precision);
-
-// The convolution kernels, for tests and benchmarks that compare them on one machine. AUTO is the
-// backend's choice (ops/backend.h).
+// The convolution kernels, for tests and benchmarks that compare them on one machine. AUTO is b's
+// choice (ops/backend.h); b->precision is the packing's precision either way.
 typedef enum conv_kernel {
     CONV_KERNEL_AUTO,
     CONV_KERNEL_ONEDNN, // oneDNN primitive (any CPU oneDNN supports)
     CONV_KERNEL_DIRECT, // ops/conv_direct.h (fails without AVX2 + FMA)
     CONV_KERNEL_SGEMM,  // NHWC im2col + sgemm
 } conv_kernel;
-lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel);
+lcm_status conv2d_pack_kernel(conv2d *c, const ops_backend *b, conv_kernel kernel);
 // As conv2d_pack_kernel, but c->weight stays (still owned by whoever owned it, and not used by
 // the packed form): for trying several kernels on one layer's weights (ops/backend.c).
-lcm_status conv2d_pack_kernel_keep(conv2d *c, lcm_precision precision, conv_kernel kernel);
+lcm_status conv2d_pack_kernel_keep(conv2d *c, const ops_backend *b, conv_kernel kernel);
 
 // The same choice for linear layers.
 typedef enum linear_kernel {
@@ -127,7 +135,7 @@ typedef enum linear_kernel {
     LINEAR_KERNEL_DIRECT, // ops/linear_direct.h (fails without AVX2 + FMA)
     LINEAR_KERNEL_SGEMM,  // gemm_f32 on the plain weight (nothing packed)
 } linear_kernel;
-lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel kernel);
+lcm_status linear_pack_kernel(linear *l, const ops_backend *b, linear_kernel kernel);
 
 // For a convolution that always runs on a 2x nearest-upsampled input (conv2d_fusion.upsample_input):
 // on the direct kernel, also packs weights that skip the repeated pixels (4/9 of the arithmetic,
@@ -188,11 +196,12 @@ tensor *layer_norm(const norm *n, const tensor *x);
 
 // ---- elementwise ---------------------------------------------------------------------------
 
-void silu_inplace(tensor *x);
+// `kernels`: the set of the model that runs it (the fast one is SIMD, rounding differently).
+void silu_inplace(tensor *x, kernel_set kernels);
 void gelu_inplace(tensor *x);       // exact erf GELU (torch's default)
 void quick_gelu_inplace(tensor *x); // x * sigmoid(1.702 x), CLIP's activation
 // x [..., 2D] -> [..., D]: first half * gelu(second half) (diffusers GEGLU).
-tensor *geglu(const tensor *x);
+tensor *geglu(const tensor *x, kernel_set kernels);
 // a += b (same shape). Returns a (NULL if either is NULL).
 tensor *add_inplace(tensor *a, const tensor *b);
 // x [N, C, H, W] += v [N, C] broadcast over H, W (time embedding into a ResNet block).
@@ -201,9 +210,10 @@ void scale_inplace(tensor *x, float s);
 
 // ---- shape -----------------------------------------------------------------------------------
 
-// [N, C, H, W] -> [N, H*W, C] and back.
+// [N, C, H, W] -> [N, H*W, C] and back. Back gives NHWC storage (the tokens as they are) for
+// KERNELS_FAST, NCHW for KERNELS_REFERENCE.
 tensor *nchw_to_tokens(const tensor *x);
-tensor *tokens_to_nchw(const tensor *x, int64_t h, int64_t w);
+tensor *tokens_to_nchw(const tensor *x, int64_t h, int64_t w, kernel_set kernels);
 // Channel concatenation [N, Ca, H, W] + [N, Cb, H, W] -> [N, Ca+Cb, H, W].
 tensor *concat_channels(const tensor *a, const tensor *b);
 // Nearest-neighbour x2: [N, C, H, W] -> [N, C, 2H, 2W].

@@ -526,7 +526,7 @@ static void cache_release(void *object) {
 }
 
 
-packed_cache *packed_cache_for(const weight_set *ws, lcm_precision precision) {
+packed_cache *packed_cache_for(const weight_set *ws, const ops_backend *b) {
     void *attached = weight_set_attachment(ws);
     if (attached == &unusable_marker) return NULL;
     if (attached) return attached;
@@ -539,12 +539,12 @@ packed_cache *packed_cache_for(const weight_set *ws, lcm_precision precision) {
     packed_cache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->fd = -1;
-    backend_setup_key(setup, sizeof setup);
+    backend_setup_key(b, setup, sizeof setup);
     sha256_ctx sha;
     sha256_init(&sha);
     char head[64];
     snprintf(head, sizeof head, "lcm packed weights %d %s\n", PACKED_FORMAT_VERSION,
-             precision == LCM_PRECISION_BF16 ? "bf16" : "fp32");
+             b->precision == LCM_PRECISION_BF16 ? "bf16" : "fp32");
     sha256_update(&sha, head, strlen(head));
     sha256_update(&sha, setup, strlen(setup));
     sha256_update(&sha, identity, strlen(identity));

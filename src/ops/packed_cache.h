@@ -68,14 +68,17 @@ typedef struct packed_entry {
     _Alignas(16) unsigned char meta_storage[PACKED_META_MAX];
 } packed_entry;
 
+typedef struct ops_backend ops_backend; // ops/backend.h
+
 typedef struct packed_cache packed_cache;
 typedef struct packed_mapping packed_mapping;
 
-// The cache of `ws` for layers packed in `precision`, opened on first use and attached to the weight
-// set (it is committed and freed when the set closes). NULL when the set is not cacheable
-// (weight_set_cache_identity), caching is off, or no cache folder can be used: the caller then
-// packs as usual.
-packed_cache *packed_cache_for(const weight_set *ws, lcm_precision precision);
+// The cache of `ws` for layers packed with `b` (its precision and setup key, backend_setup_key; `b`
+// is only read), opened on first use and attached to the weight set (it is committed and freed
+// when the set closes; later calls return it whatever backend they pass). NULL when the set is not
+// cacheable (weight_set_cache_identity), caching is off, or no cache folder can be used: the
+// caller then packs as usual.
+packed_cache *packed_cache_for(const weight_set *ws, const ops_backend *b);
 
 // Finds the entry of layer `name` with this family and shape. On a hit fills *entry (pointers into
 // the mapping) and returns the mapping with one reference taken for the caller, who keeps it as

@@ -19,7 +19,7 @@ tensor *nchw_to_tokens(const tensor *x) {
     return y;
 }
 
-tensor *tokens_to_nchw(const tensor *x, int64_t h, int64_t w) {
+tensor *tokens_to_nchw(const tensor *x, int64_t h, int64_t w, kernel_set kernels) {
     if (!x) return NULL;
     int64_t n = x->shape[0], hw = x->shape[1], c = x->shape[2];
     if (hw != h * w) {
@@ -29,7 +29,7 @@ tensor *tokens_to_nchw(const tensor *x, int64_t h, int64_t w) {
     }
     tensor *y = tensor_new4(n, c, h, w);
     if (!y) return NULL;
-    if (!ops_reference_kernels()) { // tokens are the NHWC storage of the image
+    if (kernels == KERNELS_FAST) { // tokens are the NHWC storage of the image
         y->layout = TENSOR_NHWC;
         memcpy(y->data, x->data, sizeof(float) * (size_t)(n * hw * c));
         return y;

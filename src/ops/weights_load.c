@@ -12,32 +12,16 @@
 #include "ops/ops.h"
 #include "ops/packed_cache.h"
 
-// ---- kernel selection ------------------------------------------------------------------------
+// ---- packing -----------------------------------------------------------------------------------
 
-// -1: not chosen yet by this thread (then the environment decides).
-static _Thread_local int reference_kernels = -1;
-static _Thread_local lcm_precision weight_precision = LCM_PRECISION_FP32;
-
-void ops_set_reference_kernels(bool reference) { reference_kernels = reference; }
-
-bool ops_reference_kernels(void) {
-    if (reference_kernels < 0) {
-        const char *v = getenv("LCM_REFERENCE_KERNELS");
-        return v && *v && *v != '0';
-    }
-    return reference_kernels;
-}
-
-void ops_set_weight_precision(lcm_precision precision) { weight_precision = precision; }
-lcm_precision ops_weight_precision(void) { return weight_precision; }
-
-lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel kernel) {
+lcm_status linear_pack_kernel(linear *l, const ops_backend *b, linear_kernel kernel) {
     if (l->fast || l->direct || !l->weight)
         return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
-    if (kernel == LINEAR_KERNEL_AUTO) return backend_pack_linear(l, precision, 0);
+    if (kernel == LINEAR_KERNEL_AUTO) return backend_pack_linear(l, b, 0);
     if (kernel == LINEAR_KERNEL_SGEMM) return LCM_OK; // sgemm on the plain weight
     if (kernel == LINEAR_KERNEL_ONEDNN) {
-        LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, precision, &l->fast));
+        LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, b->precision,
+                                      &l->fast));
     } else {
         if (!linear_direct_available())
             return lcm_fail(LCM_ERR_UNSUPPORTED, "linear_pack: the direct kernel needs AVX2 and FMA");
@@ -49,27 +33,27 @@ lcm_status linear_pack_kernel(linear *l, lcm_precision precision, linear_kernel 
     return LCM_OK;
 }
 
-lcm_status linear_pack_with(linear *l, lcm_precision precision, bool force_primitive) {
-    return linear_pack_kernel(l, precision, force_primitive ? LINEAR_KERNEL_ONEDNN : LINEAR_KERNEL_AUTO);
+lcm_status linear_pack_with(linear *l, const ops_backend *b, bool force_primitive) {
+    return linear_pack_kernel(l, b, force_primitive ? LINEAR_KERNEL_ONEDNN : LINEAR_KERNEL_AUTO);
 }
 
-lcm_status conv2d_pack_kernel(conv2d *c, lcm_precision precision, conv_kernel kernel) {
-    if (kernel == CONV_KERNEL_AUTO) return backend_pack_conv(c, precision);
-    LCM_TRY(conv2d_pack_kernel_keep(c, precision, kernel));
+lcm_status conv2d_pack_kernel(conv2d *c, const ops_backend *b, conv_kernel kernel) {
+    if (kernel == CONV_KERNEL_AUTO) return backend_pack_conv(c, b);
+    LCM_TRY(conv2d_pack_kernel_keep(c, b, kernel));
     if (!c->weight_mapped) free(c->weight);
     c->weight = NULL;
     c->weight_mapped = false;
     return LCM_OK;
 }
 
-lcm_status conv2d_pack_kernel_keep(conv2d *c, lcm_precision precision, conv_kernel kernel) {
+lcm_status conv2d_pack_kernel_keep(conv2d *c, const ops_backend *b, conv_kernel kernel) {
     if (c->fast || c->direct || c->weight_ohwi || !c->weight)
         return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
     if (kernel == CONV_KERNEL_AUTO)
-        kernel = backend_conv_kernel(precision, c->in, c->out, c->kernel, c->stride, c->padding);
+        kernel = backend_conv_kernel(b, c->in, c->out, c->kernel, c->stride, c->padding);
     if (kernel == CONV_KERNEL_ONEDNN) {
         LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel,
-                                    c->stride, c->padding, precision, &c->fast));
+                                    c->stride, c->padding, b->precision, &c->fast));
     } else if (kernel == CONV_KERNEL_DIRECT) {
         if (!conv_direct_available())
             return lcm_fail(LCM_ERR_UNSUPPORTED, "conv2d_pack: the direct kernel needs AVX2 and FMA");
@@ -92,17 +76,16 @@ lcm_status conv2d_prepare_upsampled(conv2d *c) {
     return c->direct ? conv_direct_prepare_upsampled(c->direct) : LCM_OK;
 }
 
-lcm_status conv2d_pack_with(conv2d *c, lcm_precision precision, bool force_primitive) {
-    return conv2d_pack_kernel(c, precision, force_primitive ? CONV_KERNEL_ONEDNN : CONV_KERNEL_AUTO);
+lcm_status conv2d_pack_with(conv2d *c, const ops_backend *b, bool force_primitive) {
+    return conv2d_pack_kernel(c, b, force_primitive ? CONV_KERNEL_ONEDNN : CONV_KERNEL_AUTO);
 }
 
-
-lcm_status linear_pack(linear *l, lcm_precision precision) {
-    return linear_pack_with(l, precision, false);
+lcm_status linear_pack(linear *l, const ops_backend *b) {
+    return linear_pack_with(l, b, false);
 }
 
-lcm_status conv2d_pack(conv2d *c, lcm_precision precision) {
-    return conv2d_pack_with(c, precision, false);
+lcm_status conv2d_pack(conv2d *c, const ops_backend *b) {
+    return conv2d_pack_with(c, b, false);
 }
 
 bool linear_present(const linear *l) {
@@ -114,11 +97,11 @@ bool conv2d_present(const conv2d *c) {
 
 // ---- the packed-weight cache -------------------------------------------------------------------
 
-// The cache of the layers loaded from `ws` (ops/packed_cache.h), or NULL where layers are not
-// cached: reference kernels (they compute on the plain weight) and 8-bit layers.
-static packed_cache *layer_cache(const weight_set *ws, const layer_quant *q) {
-    if (ops_reference_kernels() || (q && q->quantize_input)) return NULL;
-    return packed_cache_for(ws, weight_precision);
+// The cache of the layers loaded from `ws` with `b` (ops/packed_cache.h), or NULL where layers are
+// not cached: reference kernels (they compute on the plain weight) and 8-bit layers.
+static packed_cache *layer_cache(const ops_backend *b, const weight_set *ws, const layer_quant *q) {
+    if (b->kernels == KERNELS_REFERENCE || (q && q->quantize_input)) return NULL;
+    return packed_cache_for(ws, b);
 }
 
 // Fills the packed form of a convolution from the cache; false on a miss (or an entry that does
@@ -216,21 +199,22 @@ static lcm_status load_tensor(const weight_set *ws, const char *prefix, const ch
 // copy, and its pages are released right after: a model is then copied once at load (into its
 // packed form), not twice. NULL where the weight must be copied first: reference kernels (they
 // compute on the plain weight), 8-bit layers (quantized from the copy), another dtype, a patch.
-static const float *weight_to_pack_in_place(const weight_set *ws, const char *prefix,
-                                            const layer_quant *q, int ndim, const int64_t *shape,
-                                            char *name, size_t size) {
-    if (ops_reference_kernels() || (q && q->quantize_input)) return NULL;
+static const float *weight_to_pack_in_place(const ops_backend *b, const weight_set *ws,
+                                            const char *prefix, const layer_quant *q, int ndim,
+                                            const int64_t *shape, char *name, size_t size) {
+    if (b->kernels == KERNELS_REFERENCE || (q && q->quantize_input)) return NULL;
     if (snprintf(name, size, "%s.weight", prefix) >= (int)size) return NULL;
     return weight_set_map_f32(ws, name, ndim, shape);
 }
 
-static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char *prefix, int in,
-                                     int out, bool has_bias, bool pack, int64_t rows) {
+static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weight_set *ws,
+                                     const char *prefix, int in, int out, bool has_bias, bool pack,
+                                     int64_t rows) {
     *l = (linear){.in = in, .out = out};
     char name[512];
     const int64_t shape[2] = {out, in};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
-    packed_cache *cache = pack ? layer_cache(ws, l->quant) : NULL;
+    packed_cache *cache = pack ? layer_cache(b, ws, l->quant) : NULL;
     if (cache) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
         if (linear_from_cache(l, cache, prefix)) return LCM_OK;
@@ -238,12 +222,12 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
         l->bias = NULL;
     }
     const float *mapped =
-        pack ? weight_to_pack_in_place(ws, prefix, l->quant, 2, shape, name, sizeof name) : NULL;
+        pack ? weight_to_pack_in_place(b, ws, prefix, l->quant, 2, shape, name, sizeof name) : NULL;
     if (mapped) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
         l->weight = (float *)mapped;
         l->weight_mapped = true;
-        lcm_status st = backend_pack_linear(l, weight_precision, rows);
+        lcm_status st = backend_pack_linear(l, b, rows);
         if (st == LCM_OK && !l->weight) linear_to_cache(l, cache, prefix);
         if (st == LCM_OK && l->weight) { // sgemm computes on the plain weight: keep a copy
             size_t bytes = sizeof(float) * (size_t)in * (size_t)out;
@@ -259,26 +243,26 @@ static lcm_status linear_load_packed(linear *l, const weight_set *ws, const char
     }
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-    LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (pack && !ops_reference_kernels() && l->weight) {
-        LCM_TRY(backend_pack_linear(l, weight_precision, rows));
+    LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0));
+    if (pack && b->kernels == KERNELS_FAST && l->weight) {
+        LCM_TRY(backend_pack_linear(l, b, rows));
         linear_to_cache(l, cache, prefix);
     }
     return LCM_OK;
 }
 
-lcm_status linear_load(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                       bool has_bias) {
-    return linear_load_packed(l, ws, prefix, in, out, has_bias, true, 0);
+lcm_status linear_load(linear *l, const ops_backend *b, const weight_set *ws, const char *prefix,
+                       int in, int out, bool has_bias) {
+    return linear_load_packed(l, b, ws, prefix, in, out, has_bias, true, 0);
 }
 
-lcm_status linear_load_rows(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                            bool has_bias, int64_t rows) {
-    return linear_load_packed(l, ws, prefix, in, out, has_bias, true, rows);
+lcm_status linear_load_rows(linear *l, const ops_backend *b, const weight_set *ws,
+                            const char *prefix, int in, int out, bool has_bias, int64_t rows) {
+    return linear_load_packed(l, b, ws, prefix, in, out, has_bias, true, rows);
 }
 
-lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefix, int in, int out,
-                              bool has_bias) {
+lcm_status linear_load_mapped(linear *l, const ops_backend *b, const weight_set *ws,
+                              const char *prefix, int in, int out, bool has_bias) {
     // The weight stays plain for sgemm rather than becoming a packed copy for a faster kernel, on
     // every CPU: the text encoder (the only user, run once per prompt, 13 GFLOP: tens of
     // milliseconds either way) then keeps its weights in pages the mapping can drop while the UNet
@@ -288,12 +272,12 @@ lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefi
     if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
         return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
     const float *mapped = weight_set_map_f32(ws, name, 2, (int64_t[]){out, in});
-    if (!mapped) return linear_load_packed(l, ws, prefix, in, out, has_bias, false, 0);
+    if (!mapped) return linear_load_packed(l, b, ws, prefix, in, out, has_bias, false, 0);
     *l = (linear){.in = in, .out = out};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
         linear_free(l);
-        return linear_load_packed(l, ws, prefix, in, out, has_bias, false, 0);
+        return linear_load_packed(l, b, ws, prefix, in, out, has_bias, false, 0);
     }
     l->weight = (float *)mapped; // never written: the layer only reads its weight
     l->weight_mapped = true;
@@ -301,50 +285,51 @@ lcm_status linear_load_mapped(linear *l, const weight_set *ws, const char *prefi
     return LCM_OK;
 }
 
-lcm_status linear_load_from_conv1x1(linear *l, const weight_set *ws, const char *prefix, int in,
-                                    int out, int64_t rows) {
+lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weight_set *ws,
+                                    const char *prefix, int in, int out, int64_t rows) {
     *l = (linear){.in = in, .out = out};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-    packed_cache *cache = layer_cache(ws, l->quant);
+    packed_cache *cache = layer_cache(b, ws, l->quant);
     if (linear_from_cache(l, cache, prefix)) return LCM_OK;
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
-    LCM_TRY(layer_quant_pack(l->quant, &l->weight, in, out, 0, 1, 0));
-    if (!ops_reference_kernels() && l->weight) {
-        LCM_TRY(backend_pack_linear(l, weight_precision, rows));
+    LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0));
+    if (b->kernels == KERNELS_FAST && l->weight) {
+        LCM_TRY(backend_pack_linear(l, b, rows));
         linear_to_cache(l, cache, prefix);
     }
     return LCM_OK;
 }
 
-lcm_status conv2d_load(conv2d *c, const weight_set *ws, const char *prefix, int in, int out,
-                       int kernel, int stride, int padding, bool has_bias) {
+lcm_status conv2d_load(conv2d *c, const ops_backend *b, const weight_set *ws, const char *prefix,
+                       int in, int out, int kernel, int stride, int padding, bool has_bias) {
     *c = (conv2d){.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding};
     char name[512];
     const int64_t shape[4] = {out, in, kernel, kernel};
     LCM_TRY(layer_quant_load(ws, prefix, &c->quant));
-    packed_cache *cache = layer_cache(ws, c->quant);
+    packed_cache *cache = layer_cache(b, ws, c->quant);
     if (cache) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
         if (conv_from_cache(c, cache, prefix)) return LCM_OK;
         free(c->bias);
         c->bias = NULL;
     }
-    const float *mapped = weight_to_pack_in_place(ws, prefix, c->quant, 4, shape, name, sizeof name);
+    const float *mapped = weight_to_pack_in_place(b, ws, prefix, c->quant, 4, shape, name,
+                                                  sizeof name);
     if (mapped) { // every conv kernel packs a copy: the plain weight is never kept
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
         c->weight = (float *)mapped;
         c->weight_mapped = true;
-        lcm_status st = backend_pack_conv(c, weight_precision);
+        lcm_status st = backend_pack_conv(c, b);
         if (st == LCM_OK) conv_to_cache(c, cache, prefix);
         weight_set_release_tensor(ws, name);
         return st;
     }
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &c->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
-    LCM_TRY(layer_quant_pack(c->quant, &c->weight, in, out, kernel, stride, padding));
-    if (!ops_reference_kernels() && c->weight) {
-        LCM_TRY(backend_pack_conv(c, weight_precision));
+    LCM_TRY(layer_quant_pack(c->quant, b, &c->weight, in, out, kernel, stride, padding));
+    if (b->kernels == KERNELS_FAST && c->weight) {
+        LCM_TRY(backend_pack_conv(c, b));
         conv_to_cache(c, cache, prefix);
     }
     return LCM_OK;

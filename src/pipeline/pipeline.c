@@ -61,9 +61,10 @@ static lcm_status load_components(lcm_pipeline *p, const lcm_pipeline_options *o
     LCM_TRY(check_component(f, "vae", "AutoencoderKL"));
 
     LCM_TRY(pipeline_open_tokenizer(f, options->tokenizer, &p->tokenizer));
-    LCM_TRY(clip_text_load(f, "text_encoder", &p->text_encoder));
-    LCM_TRY(unet_load(f, "unet", &p->unet));
-    LCM_TRY(vae_load_encoder_on_demand(f, "vae", &p->vae)); // img2img reads the encoder back
+    LCM_TRY(clip_text_load(&p->backend, f, "text_encoder", &p->text_encoder));
+    LCM_TRY(unet_load(&p->backend, f, "unet", &p->unet));
+    // img2img reads the encoder back, with a copy of the backend the VAE keeps
+    LCM_TRY(vae_load_encoder_on_demand(&p->backend, f, "vae", &p->vae));
 
     // Whatever scheduler the folder ships, LCM runs it: LCMScheduler.from_config(its config).
     json_config scheduler;
@@ -114,7 +115,7 @@ const char *lcm_pipeline_lora_report(const lcm_pipeline *p) {
 
 // The TAESD folder replaces the VAE for decoding; it must speak the UNet's latents.
 static lcm_status load_taesd(lcm_pipeline *p, const char *dir) {
-    LCM_TRY(taesd_load_dir(dir, &p->taesd));
+    LCM_TRY(taesd_load_dir(&p->backend, dir, &p->taesd));
     const taesd_config *tc = taesd_get_config(p->taesd);
     const vae_config *vc = vae_get_config(p->vae);
     if (tc->latent_channels != unet_get_config(p->unet)->in_channels ||
@@ -158,9 +159,9 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     omp_set_num_threads(p->threads);
     p->vae_tiling = options->vae_tiling;
     p->memory_budget = options->memory_budget;
-    // The layers loaded now keep their weights in this precision (ops/ops.h).
-    lcm_precision previous = ops_weight_precision();
-    ops_set_weight_precision(options->precision);
+    // Every model below is loaded with this backend: the precision asked for, the rest from the
+    // environment (ops/backend.h).
+    p->backend = ops_backend_from_environment(options->precision);
     // Adapter files are checked before the (slow) model load.
     lcm_status st = LCM_OK;
     if (options->lora_count)
@@ -181,7 +182,8 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     // The ControlNet is loaded after the hook is removed: diffusers' load_lora_weights adapts the
     // UNet and text encoder only.
     if (st == LCM_OK && options->controlnet) {
-        st = controlnet_load(options->controlnet, options->variant, !options->no_cache, &p->controlnet);
+        st = controlnet_load(&p->backend, options->controlnet, options->variant, !options->no_cache,
+                             &p->controlnet);
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
@@ -193,7 +195,6 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     // Loaders that pack or copy weights straight from a mapping (not through st_read_f32) read
     // zeros from a file that shrank meanwhile (io/file.h): such a model is not loaded.
     if (st == LCM_OK) st = io_mapping_faults_since(faults, "loading the model");
-    ops_set_weight_precision(previous);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;

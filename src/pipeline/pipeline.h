@@ -14,11 +14,15 @@
 #include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "ops/backend.h"
 #include "sched/lcm_scheduler.h"
 #include "text/clip_text.h"
 #include "text/clip_tokenizer.h"
 
 struct lcm_pipeline {
+    // The kernels and weight precision of every model this pipeline loads (ops/backend.h),
+    // resolved once when it opens; the models keep what they need of it at run time.
+    ops_backend backend;
     model_folder folder;
     clip_tokenizer *tokenizer;
     clip_text_model *text_encoder;

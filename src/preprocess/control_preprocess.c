@@ -13,6 +13,7 @@
 #include "io/weights.h"
 #include "lcm.h"
 #include "models/normalbae.h"
+#include "ops/backend.h"
 #include "preprocess/normal_detector.h"
 
 struct lcm_normal_detector {
@@ -72,7 +73,10 @@ lcm_status lcm_normal_detector_open(const char *weights_path, lcm_normal_detecto
     if (!detector) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "NormalBae: out of memory");
     weight_set *weights = NULL;
     lcm_status st = weight_set_open_file(weights_path, &weights);
-    if (st == LCM_OK) st = normalbae_load(weights, &detector->net);
+    // The detector runs in fp32 on the kernels the environment asks for (its own backend: the C
+    // API opens it apart from any pipeline).
+    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
+    if (st == LCM_OK) st = normalbae_load(&backend, weights, &detector->net);
     weight_set_close(weights);
     if (st != LCM_OK) {
         free(detector);

@@ -102,31 +102,36 @@ static const char *layer_weight(char *buf, size_t size, int index, const char *p
     return buf;
 }
 
-static lcm_status encoder_layer_load(clip_encoder_layer *l, const weight_set *ws, int index,
-                                     const clip_text_config *c) {
+static lcm_status encoder_layer_load(const ops_backend *backend, clip_encoder_layer *l,
+                                     const weight_set *ws, int index, const clip_text_config *c) {
     char n[128];
     int hidden = c->hidden_size, inner = c->intermediate_size;
     float eps = c->layer_norm_eps;
     LCM_TRY(norm_load(&l->layer_norm1, ws, layer_weight(n, sizeof n, index, "layer_norm1"), hidden,
                       1, eps));
-    LCM_TRY(linear_load_mapped(&l->q_proj, ws, layer_weight(n, sizeof n, index, "self_attn.q_proj"),
+    LCM_TRY(linear_load_mapped(&l->q_proj, backend, ws, layer_weight(n, sizeof n, index,
+                                                                     "self_attn.q_proj"),
                                hidden, hidden, true));
-    LCM_TRY(linear_load_mapped(&l->k_proj, ws, layer_weight(n, sizeof n, index, "self_attn.k_proj"),
+    LCM_TRY(linear_load_mapped(&l->k_proj, backend, ws, layer_weight(n, sizeof n, index,
+                                                                     "self_attn.k_proj"),
                                hidden, hidden, true));
-    LCM_TRY(linear_load_mapped(&l->v_proj, ws, layer_weight(n, sizeof n, index, "self_attn.v_proj"),
+    LCM_TRY(linear_load_mapped(&l->v_proj, backend, ws, layer_weight(n, sizeof n, index,
+                                                                     "self_attn.v_proj"),
                                hidden, hidden, true));
-    LCM_TRY(linear_load_mapped(&l->out_proj, ws, layer_weight(n, sizeof n, index, "self_attn.out_proj"),
+    LCM_TRY(linear_load_mapped(&l->out_proj, backend, ws, layer_weight(n, sizeof n, index,
+                                                                       "self_attn.out_proj"),
                                hidden, hidden, true));
     LCM_TRY(norm_load(&l->layer_norm2, ws, layer_weight(n, sizeof n, index, "layer_norm2"), hidden,
                       1, eps));
-    LCM_TRY(linear_load_mapped(&l->fc1, ws, layer_weight(n, sizeof n, index, "mlp.fc1"), hidden,
-                               inner, true));
-    LCM_TRY(linear_load_mapped(&l->fc2, ws, layer_weight(n, sizeof n, index, "mlp.fc2"), inner,
-                               hidden, true));
+    LCM_TRY(linear_load_mapped(&l->fc1, backend, ws, layer_weight(n, sizeof n, index, "mlp.fc1"),
+                               hidden, inner, true));
+    LCM_TRY(linear_load_mapped(&l->fc2, backend, ws, layer_weight(n, sizeof n, index, "mlp.fc2"),
+                               inner, hidden, true));
     return LCM_OK;
 }
 
-static lcm_status load_weights(clip_text_model *m, const weight_set *ws) {
+static lcm_status load_weights(const ops_backend *backend, clip_text_model *m,
+                               const weight_set *ws) {
     const clip_text_config *c = &m->config;
     int64_t hidden = c->hidden_size;
     const char *token_name = "text_model.embeddings.token_embedding.weight";
@@ -139,7 +144,7 @@ static lcm_status load_weights(clip_text_model *m, const weight_set *ws) {
                                 &m->position_embedding));
     m->param_count = (c->vocab_size + (int64_t)c->max_position_embeddings) * hidden;
     for (int i = 0; i < c->num_hidden_layers; i++) {
-        LCM_TRY(encoder_layer_load(&m->layers[i], ws, i, c));
+        LCM_TRY(encoder_layer_load(backend, &m->layers[i], ws, i, c));
         m->param_count += encoder_layer_params(&m->layers[i]);
     }
     LCM_TRY(norm_load(&m->final_layer_norm, ws, "text_model.final_layer_norm", c->hidden_size, 1,
@@ -160,8 +165,8 @@ void clip_text_free(clip_text_model *m) {
     free(m);
 }
 
-lcm_status clip_text_load(const model_folder *folder, const char *component,
-                          clip_text_model **out) {
+lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder,
+                          const char *component, clip_text_model **out) {
     *out = NULL;
     json_config config;
     LCM_TRY(model_folder_load_config(folder, component, "config.json", &config));
@@ -182,7 +187,7 @@ lcm_status clip_text_load(const model_folder *folder, const char *component,
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", component);
     }
     st = model_folder_open_weights(folder, component, "model", &m->weights);
-    if (st == LCM_OK) st = load_weights(m, m->weights);
+    if (st == LCM_OK) st = load_weights(backend, m, m->weights);
     // Nothing of the file needs to stay resident until the first prompt.
     if (st == LCM_OK) weight_set_release_pages(m->weights);
     if (st != LCM_OK) {

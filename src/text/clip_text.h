@@ -20,6 +20,8 @@
 #include "io/model_folder.h"
 #include "lcm.h"
 
+typedef struct ops_backend ops_backend; // ops/backend.h: the kernels layers are loaded for
+
 typedef enum clip_activation { CLIP_ACT_QUICK_GELU, CLIP_ACT_GELU } clip_activation;
 
 // The fields of text_encoder/config.json this model uses.
@@ -43,8 +45,10 @@ lcm_status clip_text_config_read(const json_config *config, clip_text_config *ou
 
 // Loads folder/component/config.json and the component's weights (model[.variant].safetensors,
 // sharded or not, any float dtype; converted to float32). `component` is usually "text_encoder".
-// On success the caller owns *out (clip_text_free).
-lcm_status clip_text_load(const model_folder *folder, const char *component, clip_text_model **out);
+// `backend` chooses the layers' kernels (only read). On success the caller owns *out
+// (clip_text_free).
+lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder,
+                          const char *component, clip_text_model **out);
 void clip_text_free(clip_text_model *m);
 
 // Drops the weights the model uses in place in its weight file (most of them when the file stores
