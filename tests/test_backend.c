@@ -403,17 +403,15 @@ static void test_forcing(void) {
             conv2d c = {.in = 32, .out = 48, .kernel = 3, .stride = 1, .padding = 1};
             c.weight = test_random_floats(48 * 32 * 9, -0.1f, 0.1f);
             CHECK_OK(conv2d_pack(&c, &b));
-            bool right = fam[f].conv == CONV_KERNEL_DIRECT ? c.direct != NULL
-                         : fam[f].conv == CONV_KERNEL_ONEDNN ? c.fast != NULL
-                                                             : c.weight_ohwi != NULL;
+            bool right = c.impl.family == backend_conv_family(fam[f].conv) && c.impl.state;
             CHECK(right && !c.weight, "conv forced to %s by %s packed for another kernel", fam[f].name, by);
             conv2d_free(&c);
             linear l = {.in = 32, .out = 48};
             l.weight = test_random_floats(48 * 32, -0.1f, 0.1f);
             CHECK_OK(linear_pack(&l, &b));
-            right = fam[f].linear == LINEAR_KERNEL_DIRECT ? l.direct != NULL
-                    : fam[f].linear == LINEAR_KERNEL_ONEDNN ? l.fast != NULL
-                                                            : l.weight && !l.fast && !l.direct;
+            // sgemm computes on the plain weight, the others on their packed state
+            right = l.impl.family == backend_linear_family(fam[f].linear) &&
+                    (l.impl.family->linear_keeps_weight ? l.weight != NULL : l.impl.state != NULL);
             CHECK(right, "linear forced to %s by %s packed for another kernel", fam[f].name, by);
             linear_free(&l);
         }
@@ -746,9 +744,10 @@ static void check_conv_shape(const conv_shape *c, lcm_precision precision) {
     fast.weight = copy_floats(ref.weight, wn);
     fast.bias = copy_floats(ref.bias, c->out);
     CHECK_OK(conv2d_pack_kernel(&fast, test_backend_for(precision), CONV_KERNEL_ONEDNN));
-    CHECK(fast.fast && !fast.weight, "%s conv %d->%d k%d s%d: not packed for oneDNN", pname, c->in,
+    dnnl_layer *packed = test_packed_for(&fast.impl, &kernel_family_onednn);
+    CHECK(packed && !fast.weight, "%s conv %d->%d k%d s%d: not packed for oneDNN", pname, c->in,
           c->out, c->kernel, c->stride);
-    if (!fast.fast) {
+    if (!packed) {
         conv2d_free(&ref);
         conv2d_free(&fast);
         return;
@@ -763,7 +762,7 @@ static void check_conv_shape(const conv_shape *c, lcm_precision precision) {
         // the layer computes in (converting it would cost more than the convolution)
         if (k == sampled) x->layout = TENSOR_NHWC;
         tensor *got = conv2d_forward(&fast, x);
-        const char *impl = dnnl_layer_impl(fast.fast);
+        const char *impl = dnnl_layer_impl(packed);
         char what[200];
         snprintf(what, sizeof what, "%s %s conv %d->%d k%d s%d p%d at %dx%d%s (%s)", c->model, pname,
                  c->in, c->out, c->kernel, c->stride, c->padding, side, side,
@@ -789,8 +788,8 @@ static void check_conv_shape(const conv_shape *c, lcm_precision precision) {
     tensor *again = conv2d_forward(&fast, first_x);
     CHECK(same_values(again, first), "%s conv %d->%d k%d s%d: the first size computes other values "
           "after the others ran", pname, c->in, c->out, c->kernel, c->stride);
-    CHECK(!dnnl_impl_is_reference(dnnl_layer_impl(fast.fast)), "reference kernel on the second run");
-    int primitives = dnnl_layer_primitive_count(fast.fast), copies = dnnl_layer_weight_copies(fast.fast);
+    CHECK(!dnnl_impl_is_reference(dnnl_layer_impl(packed)), "reference kernel on the second run");
+    int primitives = dnnl_layer_primitive_count(packed), copies = dnnl_layer_weight_copies(packed);
     CHECK(primitives == count, "%s conv %d->%d k%d s%d: %d primitives for %d sizes", pname, c->in, c->out,
           c->kernel, c->stride, primitives, count);
     CHECK(copies >= 1 && copies <= count, "%s conv %d->%d k%d s%d: %d weight copies for %d sizes", pname,
@@ -817,8 +816,9 @@ static void check_linear_shape(int in, int out, bool bias, const int *candidates
     fast.weight = copy_floats(ref.weight, (int64_t)out * in);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
     CHECK_OK(linear_pack_kernel(&fast, test_backend_for(precision), LINEAR_KERNEL_ONEDNN));
-    CHECK(fast.fast != NULL, "%s linear %d->%d: not packed for oneDNN", pname, in, out);
-    if (!fast.fast) {
+    dnnl_layer *packed = test_packed_for(&fast.impl, &kernel_family_onednn);
+    CHECK(packed != NULL, "%s linear %d->%d: not packed for oneDNN", pname, in, out);
+    if (!packed) {
         linear_free(&ref);
         linear_free(&fast);
         return;
@@ -830,7 +830,7 @@ static void check_linear_shape(int in, int out, bool bias, const int *candidates
     for (int k = count - 1; k >= 0; k--) {
         tensor *x = test_random_tensor(2, (int64_t[]){rows[k], in}, -1, 1);
         tensor *got = linear_forward(&fast, x);
-        const char *impl = dnnl_layer_impl(fast.fast);
+        const char *impl = dnnl_layer_impl(packed);
         char what[200];
         snprintf(what, sizeof what, "unet %s linear %d->%d%s x %d rows%s (%s)", pname, in, out,
                  bias ? "" : " no bias", rows[k], k == sampled ? ", sampled" : "", impl);
@@ -855,7 +855,7 @@ static void check_linear_shape(int in, int out, bool bias, const int *candidates
             if (!same_values(one, got)) {
                 thread_dependent++;
                 fprintf(stderr, "NOTE: %s: 1 and %d threads give different bits (%s)\n", what, threads,
-                        dnnl_layer_impl(fast.fast));
+                        dnnl_layer_impl(packed));
             }
             tensor_free(one);
         }
@@ -863,7 +863,7 @@ static void check_linear_shape(int in, int out, bool bias, const int *candidates
         tensor_free(got);
     }
     // a copy at most per primitive: one per row count and thread count
-    int copies = dnnl_layer_weight_copies(fast.fast), primitives = dnnl_layer_primitive_count(fast.fast);
+    int copies = dnnl_layer_weight_copies(packed), primitives = dnnl_layer_primitive_count(packed);
     CHECK(copies >= 1 && copies <= primitives && primitives <= 2 * count,
           "%s linear %d->%d: %d weight copies and %d primitives for %d row counts", pname, in, out, copies,
           primitives, count);

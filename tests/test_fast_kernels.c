@@ -73,9 +73,10 @@ static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, 
     fast.weight = copy_floats(ref.weight, (int64_t)out * in * kernel * kernel);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
     CHECK_OK(conv2d_pack_kernel(&fast, test_backend_for(precision), kernel_choice));
-    CHECK((fast.fast || fast.direct || fast.weight_ohwi) && !fast.weight && conv2d_present(&fast),
+    CHECK(fast.impl.family && fast.impl.state && !fast.weight && conv2d_present(&fast),
           "conv2d_pack frees the plain weight");
-    if (!fast.fast && !fast.direct && !fast.weight_ohwi) exit(1);
+    if (!fast.impl.family) exit(1);
+    dnnl_layer *onednn = test_packed_for(&fast.impl, &kernel_family_onednn);
 
     tensor *x = test_random_tensor(4, (int64_t[]){n, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
@@ -87,21 +88,22 @@ static void check_conv_with(lcm_precision precision, conv_kernel kernel_choice, 
     double tol = precision == LCM_PRECISION_BF16 ? BF16_TOL : FP32_TOL;
     snprintf(what, sizeof what, "conv %s %s %dx%d s%d p%d %d->%d %lldx%lld%s",
              precision == LCM_PRECISION_BF16 ? "bf16" : "fp32",
-             fast.fast ? "oneDNN" : fast.direct ? "direct" : "im2col", kernel, kernel, stride, padding,
-             in, out, (long long)h, (long long)w, bias ? "" : " no bias");
+             fast.impl.family->name, kernel, kernel, stride, padding, in, out, (long long)h,
+             (long long)w, bias ? "" : " no bias");
     compare(what, from_nchw, want, tol);
     CHECK(from_nchw && from_nchw->layout == TENSOR_NHWC, "%s: fast output is NHWC", what);
     compare("  same from an NHWC input", from_nhwc, want, tol);
     compare("  reference from an NHWC input", ref_from_nhwc, want, 0);
-    if (fast.direct && cpu_has_avx512()) avx2_same_bits(&fast, x_nhwc, NULL, from_nhwc);
-    if (fast.fast) {
-        fprintf(stderr, "  implementation: %s (%s)\n", dnnl_layer_impl(fast.fast),
-                dnnl_layer_precision(fast.fast) == LCM_PRECISION_BF16 ? "bf16" : "fp32");
+    if (fast.impl.family == &kernel_family_direct && cpu_has_avx512())
+        avx2_same_bits(&fast, x_nhwc, NULL, from_nhwc);
+    if (onednn) {
+        fprintf(stderr, "  implementation: %s (%s)\n", dnnl_layer_impl(onednn),
+                dnnl_layer_precision(onednn) == LCM_PRECISION_BF16 ? "bf16" : "fp32");
         // The primitive is created once per shape, then reused.
         tensor *again = conv2d_forward(&fast, x_nhwc);
         compare("  second call", again, from_nhwc, 0);
-        CHECK(dnnl_layer_primitive_count(fast.fast) == 1, "%s: one primitive for one shape (%d)",
-              what, dnnl_layer_primitive_count(fast.fast));
+        CHECK(dnnl_layer_primitive_count(onednn) == 1, "%s: one primitive for one shape (%d)",
+              what, dnnl_layer_primitive_count(onednn));
         tensor_free(again);
     }
     tensor_free(x);
@@ -132,7 +134,8 @@ static void check_linear(lcm_precision precision, int64_t batch, int64_t rows, i
     fast.weight = copy_floats(ref.weight, (int64_t)out * in);
     fast.bias = bias ? copy_floats(ref.bias, out) : NULL;
     CHECK_OK(linear_pack_with(&fast, test_backend_for(precision), true));
-    if (!fast.fast) exit(1);
+    dnnl_layer *onednn = test_packed_for(&fast.impl, &kernel_family_onednn);
+    if (!onednn) exit(1);
     tensor *x = test_random_tensor(3, (int64_t[]){batch, rows, in}, -1, 1);
     tensor *want = linear_forward(&ref, x);
     tensor *got = linear_forward(&fast, x);
@@ -141,7 +144,7 @@ static void check_linear(lcm_precision precision, int64_t batch, int64_t rows, i
              precision == LCM_PRECISION_BF16 ? "bf16" : "fp32", (long long)batch, (long long)rows,
              in, out, bias ? "" : " no bias");
     compare(what, got, want, precision == LCM_PRECISION_BF16 ? BF16_TOL : FP32_TOL);
-    fprintf(stderr, "  implementation: %s\n", dnnl_layer_impl(fast.fast));
+    fprintf(stderr, "  implementation: %s\n", dnnl_layer_impl(onednn));
     tensor_free(x);
     tensor_free(want);
     tensor_free(got);
@@ -376,7 +379,7 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
     c.weight = test_random_floats((int64_t)out * in * kernel * kernel, -bound, bound);
     c.bias = test_random_floats(out, -1, 1);
     if (pack) CHECK_OK(conv2d_pack_kernel(&c, test_backend_for(LCM_PRECISION_FP32), kernel_choice));
-    const char *path = c.fast ? "oneDNN" : c.direct ? "direct" : c.weight_ohwi ? "sgemm" : "reference";
+    const char *path = c.impl.family ? c.impl.family->name : "reference";
     tensor *x = test_random_tensor(4, (int64_t[]){2, in, h, w}, -1, 1);
     tensor *x_nhwc = tensor_to_nhwc(x);
     int64_t oh = 2 * h + 2 * padding - kernel + 1, ow = 2 * w + 2 * padding - kernel + 1;
@@ -406,7 +409,7 @@ static void check_conv_fusion(conv_kernel kernel_choice, bool pack, int in, int 
     relu_inplace(want);
     tensor *got = conv2d_forward_fused(&c, x_nhwc, &(conv2d_fusion){.activation = CONV_ACTIVATION_RELU});
     compare("  ReLU only", got, want, 0);
-    if (c.direct && cpu_has_avx512())
+    if (c.impl.family == &kernel_family_direct && cpu_has_avx512())
         avx2_same_bits(&c, x_nhwc, &(conv2d_fusion){.activation = CONV_ACTIVATION_RELU}, got);
     tensor_free(got);
     // a residual of the wrong shape is refused

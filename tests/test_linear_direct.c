@@ -42,9 +42,10 @@ static void check_shape(int64_t batch, int64_t rows, int in, int out, bool bias)
     direct.bias = bias ? copy_floats(ref.bias, out) : NULL;
     CHECK_OK(linear_pack_kernel(&direct, test_backend_for(LCM_PRECISION_FP32),
                                 LINEAR_KERNEL_DIRECT));
-    CHECK(direct.direct && !direct.weight && !direct.fast && linear_present(&direct),
+    CHECK(direct.impl.family == &kernel_family_direct && direct.impl.state && !direct.weight &&
+              linear_present(&direct),
           "linear_pack_kernel(DIRECT) packs and frees the plain weight");
-    if (!direct.direct) exit(1);
+    if (!direct.impl.state) exit(1);
 
     tensor *x = tensor_new(3, (int64_t[]){batch, rows, in});
     if (!x) exit(2);
@@ -135,7 +136,7 @@ static void check_kernel_choice(void) {
     linear l = {.in = 4, .out = 4};
     l.weight = test_random_floats(16, -1, 1);
     CHECK_OK(linear_pack_kernel(&l, test_backend_for(LCM_PRECISION_FP32), LINEAR_KERNEL_SGEMM));
-    CHECK(l.weight && !l.direct && !l.fast, "SGEMM keeps the plain weight");
+    CHECK(l.weight && l.impl.family == &kernel_family_sgemm, "SGEMM keeps the plain weight");
     linear_free(&l);
     l = (linear){.in = 4, .out = 4};
     l.weight = test_random_floats(16, -1, 1);
@@ -145,7 +146,7 @@ static void check_kernel_choice(void) {
     CHECK(st == LCM_ERR_INTERNAL && strstr(lcm_last_error(), "linear_pack"),
           "packing twice fails naming linear_pack (%s)", lcm_last_error());
     linear_free(&l);
-    CHECK(!l.direct && !l.weight, "linear_free releases the packed weight");
+    CHECK(!l.impl.family && !l.impl.state && !l.weight, "linear_free releases the packed weight");
 }
 
 int main(void) {

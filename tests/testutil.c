@@ -197,3 +197,7 @@ const ops_backend *test_backend_for(lcm_precision precision) {
     backend = ops_backend_from_environment(precision);
     return &backend;
 }
+
+void *test_packed_for(const layer_kernel *kernel, const kernel_family *family) {
+    return kernel->family == family ? kernel->state : NULL;
+}

@@ -12,6 +12,7 @@
 #include "core/tensor.h"
 #include "lcm.h"
 #include "ops/backend.h"
+#include "ops/kernel_family.h"
 
 extern int test_passed, test_failed;
 
@@ -77,5 +78,9 @@ tensor *test_random_tensor(int ndim, const int64_t *shape, float lo, float hi);
 // the environment as it is at this call (tests change it). Static storage, overwritten by the next
 // call: pass it straight to a loader (loaders only read it during the call).
 const ops_backend *test_backend_for(lcm_precision precision);
+
+// The packed state of a layer's kernel when the layer was packed for `family`, else NULL: which
+// kernel a layer got, for tests (a oneDNN state is the layer's dnnl_layer).
+void *test_packed_for(const layer_kernel *kernel, const kernel_family *family);
 
 #endif

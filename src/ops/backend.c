@@ -17,8 +17,7 @@
 #include "ops/attention.h"
 #include "ops/conv_direct.h"
 #include "ops/cpu.h"
-#include "ops/dnnl_layer.h"
-#include "ops/linear_direct.h"
+#include "ops/kernel_family.h"
 
 // Bumped whenever a kernel changes enough that old measurements no longer describe it.
 #define KERNELS_VERSION 4
@@ -58,22 +57,41 @@ static bool table_read;
 static double seconds_measured;
 static char tuning_file[1024];
 
+// ---- kernel families --------------------------------------------------------------------------
+
+// Every kernel family (ops/kernel_family.h), in the order the packed-weight cache tries them. A new
+// family is its own file, its conv_kernel / linear_kernel value (ops.h) and one entry here; which
+// shapes it competes for is candidates_of's business below.
+static const kernel_family *const kernel_families[] = {
+    &kernel_family_direct, &kernel_family_onednn, &kernel_family_sgemm,
+};
+#define KERNEL_FAMILY_COUNT ((int)(sizeof kernel_families / sizeof *kernel_families))
+
+const kernel_family *const *backend_kernel_families(int *count) {
+    *count = KERNEL_FAMILY_COUNT;
+    return kernel_families;
+}
+
+const kernel_family *backend_conv_family(conv_kernel kernel) {
+    for (int f = 0; f < KERNEL_FAMILY_COUNT && kernel != CONV_KERNEL_AUTO; f++)
+        if (kernel_families[f]->conv_id == kernel) return kernel_families[f];
+    return NULL;
+}
+
+const kernel_family *backend_linear_family(linear_kernel kernel) {
+    for (int f = 0; f < KERNEL_FAMILY_COUNT && kernel != LINEAR_KERNEL_AUTO; f++)
+        if (kernel_families[f]->linear_id == kernel) return kernel_families[f];
+    return NULL;
+}
+
 const char *conv_kernel_name(conv_kernel kernel) {
-    switch (kernel) {
-    case CONV_KERNEL_DIRECT: return "direct";
-    case CONV_KERNEL_ONEDNN: return "onednn";
-    case CONV_KERNEL_SGEMM: return "sgemm";
-    default: return "auto";
-    }
+    const kernel_family *family = backend_conv_family(kernel);
+    return family ? family->name : "auto";
 }
 
 const char *linear_kernel_name(linear_kernel kernel) {
-    switch (kernel) {
-    case LINEAR_KERNEL_DIRECT: return "direct";
-    case LINEAR_KERNEL_ONEDNN: return "onednn";
-    case LINEAR_KERNEL_SGEMM: return "sgemm";
-    default: return "auto";
-    }
+    const kernel_family *family = backend_linear_family(kernel);
+    return family ? family->name : "auto";
 }
 
 static const char *kernel_name(op_kind op, int kernel) {
@@ -85,10 +103,14 @@ static const char *op_name(op_kind op) {
     return op == OP_CONV ? "conv" : op == OP_LINEAR ? "linear" : "attention";
 }
 
-// -1 when the name is none of the three.
+// The conv_kernel / linear_kernel (attention: 1 fp32, 2 bf16) of that name; -1 when none is.
 static int kernel_from_name(op_kind op, const char *name) {
-    for (int k = 1; k <= 3; k++)
-        if (!strcmp(kernel_name(op, k), name)) return k;
+    if (op == OP_ATTENTION) return !strcmp(name, "fp32") ? 1 : !strcmp(name, "bf16") ? 2 : -1;
+    for (int f = 0; f < KERNEL_FAMILY_COUNT; f++) {
+        const kernel_family *family = kernel_families[f];
+        if (!strcmp(family->name,
+                    name)) return op == OP_CONV ? (int)family->conv_id : (int)family->linear_id;
+    }
     return -1;
 }
 
@@ -296,12 +318,15 @@ typedef tensor *(*forward_fn)(const void *layer, const tensor *x);
 static tensor *conv_forward_of(const void *layer, const tensor *x) { return conv2d_forward(layer, x); }
 static tensor *linear_forward_of(const void *layer, const tensor *x) { return linear_forward(layer, x); }
 
-// `fast`: the layer's oneDNN primitive holder (NULL for our kernels), checked after the warm-up.
-static double best_time(forward_fn forward, const void *layer, struct dnnl_layer *fast, tensor *x) {
+// `kernel`: the layer's, asked after the warm-up whether it fell to a reference implementation.
+static double best_time(forward_fn forward, const void *layer, const layer_kernel *kernel,
+                        tensor *x) {
     if (!x) return -1;
     fill(x->data, tensor_numel(x), 0.5f);
     tensor *y = forward(layer, x);
-    bool usable = y && !(fast && dnnl_impl_is_reference(dnnl_layer_impl(fast)));
+    bool reference = kernel->family && kernel->family->falls_to_reference &&
+                     kernel->family->falls_to_reference(kernel->state);
+    bool usable = y && !reference;
     tensor_free(y);
     double seconds = -1, spent = 0;
     for (int run = 0; usable && (run < 1 || (spent < MEASURE_SECONDS && run < MAX_MEASURE_RUNS)); run++) {
@@ -320,11 +345,11 @@ static double best_time(forward_fn forward, const void *layer, struct dnnl_layer
 static double time_conv(const conv2d *trial, int64_t side) {
     tensor *x = tensor_new4(1, trial->in, side, side);
     if (x) x->layout = TENSOR_NHWC;
-    return best_time(conv_forward_of, trial, trial->fast, x);
+    return best_time(conv_forward_of, trial, &trial->impl, x);
 }
 
 static double time_linear(const linear *trial, int64_t rows) {
-    return best_time(linear_forward_of, trial, trial->fast, tensor_new2(rows, trial->in));
+    return best_time(linear_forward_of, trial, &trial->impl, tensor_new2(rows, trial->in));
 }
 
 // The side (conv) or rows (linear) to measure at: the typical size, cut down so that one run is
@@ -444,9 +469,7 @@ static bool measure_conv(decision *d, conv2d *c, const ops_backend *b) {
     if (!c->weight_mapped) free(c->weight);
     c->weight = NULL;
     c->weight_mapped = false;
-    c->fast = trials[best].fast;
-    c->direct = trials[best].direct;
-    c->weight_ohwi = trials[best].weight_ohwi;
+    c->impl = trials[best].impl;
     return true;
 }
 
@@ -474,12 +497,11 @@ static bool measure_linear(decision *d, linear *l, const ops_backend *b) {
         linear_free(&trials[i]);
     }
     if (best < 0) return false;
-    if (candidates[best] == LINEAR_KERNEL_SGEMM) return true; // computes on l's plain weight
+    l->impl = trials[best].impl;
+    if (l->impl.family->linear_keeps_weight) return true; // computes on l's plain weight
     if (!l->weight_mapped) free(l->weight);
     l->weight = NULL;
     l->weight_mapped = false;
-    l->fast = trials[best].fast;
-    l->direct = trials[best].direct;
     return true;
 }
 

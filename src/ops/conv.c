@@ -4,10 +4,9 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "ops/conv_direct.h"
-#include "ops/dnnl_layer.h"
 #include "ops/gemm.h"
 #include "ops/int8_layer.h"
+#include "ops/kernel_family.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
 #include "ops/pointwise.h"
@@ -43,157 +42,6 @@ static void im2col_band(const conv2d *c, const float *x, int64_t h, int64_t w, i
     }
 }
 
-// The oneDNN primitive over NHWC: input converted once if it comes NCHW (the first layer only).
-static tensor *conv2d_fast(const conv2d *c, const tensor *x, int64_t oh, int64_t ow) {
-    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
-    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
-    if (x->layout != TENSOR_NHWC && !converted) return NULL;
-    const tensor *input = converted ? converted : x;
-    tensor *y = tensor_new4(n, c->out, oh, ow);
-    if (y) {
-        y->layout = TENSOR_NHWC;
-        if (dnnl_layer_conv_run(c->fast, input->data, n, h, w, c->bias, y->data) != LCM_OK)
-            tensor_replace(&y, NULL);
-    }
-    tensor_free(converted);
-    return y;
-}
-
-// Output pixels per task of the NHWC im2col + sgemm kernel. Fixed, so that the arithmetic (and
-// so the result) does not depend on the number of threads.
-#define CONV_PIXEL_CHUNK 128
-
-// Unfolds the NHWC input under output pixels [p0, p0 + count) into col[pixel, (ky, kx, ic)]: each
-// tap is one contiguous run of `in` values. With `up` = 1 the convolution sees the input
-// nearest-upsampled 2x (an h x w input read as 2h x 2w), without that image being written out.
-static void im2col_nhwc_chunk(const conv2d *c, const float *x, int64_t h, int64_t w, int up,
-                              int64_t ow, int64_t p0, int64_t count, float *col) {
-    int k = c->kernel, s = c->stride, p = c->padding;
-    int64_t in = c->in, seen_h = h << up, seen_w = w << up;
-    float *dst = col;
-    for (int64_t px = p0; px < p0 + count; px++) {
-        int64_t oy = px / ow, ox = px % ow;
-        for (int ky = 0; ky < k; ky++) {
-            int64_t iy = oy * s - p + ky;
-            for (int kx = 0; kx < k; kx++, dst += in) {
-                int64_t ix = ox * s - p + kx;
-                if (iy < 0 || iy >= seen_h || ix < 0 || ix >= seen_w)
-                    memset(dst, 0, sizeof(float) * (size_t)in);
-                else
-                    memcpy(dst, x + ((iy >> up) * w + (ix >> up)) * in, sizeof(float) * (size_t)in);
-            }
-        }
-    }
-}
-
-// The residual add and activation of `fusion` on `count` finished values, as add_inplace and
-// relu_inplace compute them.
-static void apply_epilogue(const conv2d_fusion *fusion, const float *restrict residual,
-                           float *restrict out, int64_t count) {
-    if (residual) {
-        #pragma omp simd
-        for (int64_t i = 0; i < count; i++) out[i] += residual[i];
-    }
-    if (fusion->activation == CONV_ACTIVATION_RELU) {
-        #pragma omp simd
-        for (int64_t i = 0; i < count; i++) out[i] = out[i] < 0.0f ? 0.0f : out[i];
-    }
-}
-
-// NHWC convolution as im2col + sgemm, the fast path where oneDNN has no fast direct kernel:
-// out[pixels, out] = col[pixels, k*k*in] W_ohwi^T, one chunk of output pixels per task, each
-// thread with its own small column buffer (oneDNN's sgemm runs single-threaded inside our
-// parallel loop). `fusion`'s epilogue runs on each chunk right after its product.
-static tensor *conv2d_nhwc_gemm(const conv2d *c, const tensor *x, int64_t oh, int64_t ow,
-                                const conv2d_fusion *fusion) {
-    int64_t n = x->shape[0], h = x->shape[2], w = x->shape[3];
-    int up = fusion->upsample_input ? 1 : 0;
-    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
-    if (x->layout != TENSOR_NHWC && !converted) return NULL;
-    const float *input = converted ? converted->data : x->data;
-    const tensor *residual = fusion->residual;
-    tensor *residual_converted = NULL;
-    if (residual && residual->layout != TENSOR_NHWC) {
-        residual = residual_converted = tensor_to_nhwc(residual);
-        if (!residual) {
-            tensor_free(converted);
-            return NULL;
-        }
-    }
-    tensor *y = tensor_new4(n, c->out, oh, ow);
-    if (!y) {
-        tensor_free(converted);
-        tensor_free(residual_converted);
-        return NULL;
-    }
-    y->layout = TENSOR_NHWC;
-    int64_t patch = (int64_t)c->in * c->kernel * c->kernel;
-    bool pointwise = c->kernel == 1 && c->stride == 1 && c->padding == 0 && !up;
-    int64_t chunks_per_image = (oh * ow + CONV_PIXEL_CHUNK - 1) / CONV_PIXEL_CHUNK;
-    int failed = 0;
-    #pragma omp parallel
-    {
-        float *col = pointwise ? NULL : malloc(sizeof(float) * (size_t)(CONV_PIXEL_CHUNK * patch));
-        if (!pointwise && !col) {
-            #pragma omp atomic write
-            failed = 1;
-        }
-        #pragma omp for schedule(static)
-        for (int64_t task = 0; task < n * chunks_per_image; task++) {
-            if (!pointwise && !col) continue;
-            int64_t b = task / chunks_per_image, p0 = task % chunks_per_image * CONV_PIXEL_CHUNK;
-            int64_t count = oh * ow - p0 < CONV_PIXEL_CHUNK ? oh * ow - p0 : CONV_PIXEL_CHUNK;
-            const float *xb = input + b * h * w * c->in;
-            int64_t first = (b * oh * ow + p0) * c->out;
-            float *out = y->data + first;
-            if (c->bias)
-                for (int64_t px = 0; px < count; px++)
-                    memcpy(out + px * c->out, c->bias, sizeof(float) * (size_t)c->out);
-            const float *cols = xb + p0 * c->in;
-            if (!pointwise) {
-                im2col_nhwc_chunk(c, xb, h, w, up, ow, p0, count, col);
-                cols = col;
-            }
-            gemm_f32(false, true, count, c->out, patch, 1.0f, cols, patch, c->weight_ohwi, patch,
-                     c->bias ? 1.0f : 0.0f, out, c->out);
-            apply_epilogue(fusion, residual ? residual->data + first : NULL, out, count * c->out);
-        }
-        free(col);
-    }
-    tensor_free(converted);
-    tensor_free(residual_converted);
-    if (failed) {
-        tensor_free(y);
-        lcm_fail(LCM_ERR_OUT_OF_MEMORY, "conv2d: out of memory for the column buffer");
-        return NULL;
-    }
-    return y;
-}
-
-// The direct AVX2 kernel (ops/conv_direct.h) with `fusion` done inside it.
-static tensor *conv2d_direct(const conv2d *c, const tensor *x, int64_t oh, int64_t ow,
-                             const conv2d_fusion *fusion) {
-    tensor *converted = x->layout == TENSOR_NHWC ? NULL : tensor_to_nhwc(x);
-    if (x->layout != TENSOR_NHWC && !converted) return NULL;
-    const tensor *residual = fusion->residual;
-    tensor *residual_converted = NULL;
-    if (residual && residual->layout != TENSOR_NHWC) residual = residual_converted = tensor_to_nhwc(residual);
-    tensor *y = fusion->residual && !residual ? NULL : tensor_new4(x->shape[0], c->out, oh, ow);
-    if (y) {
-        y->layout = TENSOR_NHWC;
-        const conv_direct_epilogue epilogue = {
-            .residual = residual ? residual->data : NULL,
-            .relu = fusion->activation == CONV_ACTIVATION_RELU,
-        };
-        if (conv_direct_run(c->direct, converted ? converted->data : x->data, x->shape[0],
-                            x->shape[2], x->shape[3], fusion->upsample_input, &epilogue,
-                            y->data) != LCM_OK)
-            tensor_replace(&y, NULL);
-    }
-    tensor_free(converted);
-    tensor_free(residual_converted);
-    return y;
-}
 
 static tensor *conv2d_reference(const conv2d *c, const tensor *x, int64_t oh, int64_t ow);
 
@@ -233,12 +81,11 @@ tensor *conv2d_forward_fused(const conv2d *c, const tensor *x, const conv2d_fusi
         lcm_fail(LCM_ERR_INTERNAL, "conv2d: residual does not have the output's shape");
         return NULL;
     }
-    // The direct and sgemm kernels fuse; observers and fake quantization see the layer's real
-    // input, and the other kernels take the steps one at a time.
-    if (layer_quant_input_is_plain(c->quant)) {
-        if (c->direct) return conv2d_direct(c, x, oh, ow, fusion);
-        if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow, fusion);
-    }
+    // The families that fuse (direct, sgemm) do; observers and fake quantization see the layer's
+    // real input, and the other kernels take the steps one at a time.
+    const kernel_family *family = c->impl.family;
+    if (family && family->conv_fuses && layer_quant_input_is_plain(c->quant))
+        return family->conv_run(c, x, oh, ow, fusion);
     tensor *upsampled = fusion->upsample_input ? upsample_nearest2x(x) : NULL;
     if (fusion->upsample_input && !upsampled) return NULL;
     tensor *y = conv2d_forward(c, upsampled ? upsampled : x);
@@ -253,9 +100,7 @@ static tensor *conv2d_compute(const conv2d *c, const tensor *x) {
     if (!check_conv_input(c, x)) return NULL;
     int64_t h = x->shape[2], w = x->shape[3];
     int64_t oh = conv_output_size(c, h), ow = conv_output_size(c, w);
-    if (c->fast) return conv2d_fast(c, x, oh, ow);
-    if (c->direct) return conv2d_direct(c, x, oh, ow, &(conv2d_fusion){0});
-    if (c->weight_ohwi) return conv2d_nhwc_gemm(c, x, oh, ow, &(conv2d_fusion){0});
+    if (c->impl.family) return c->impl.family->conv_run(c, x, oh, ow, &(conv2d_fusion){0});
     if (x->layout == TENSOR_NCHW) return conv2d_reference(c, x, oh, ow);
     tensor *plain = tensor_to_nchw(x);
     tensor *y = plain ? conv2d_reference(c, plain, oh, ow) : NULL;

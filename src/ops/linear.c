@@ -6,8 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "ops/dnnl_layer.h"
-#include "ops/linear_direct.h"
+#include "ops/kernel_family.h"
 
 static tensor *linear_compute(const linear *l, const tensor *x);
 
@@ -39,7 +38,6 @@ static tensor *linear_compute(const linear *l, const tensor *x) {
     // result does not depend on what else is in the batch: a product's rounding can depend on
     // its number of rows.
     int64_t items = x->ndim >= 3 ? x->shape[0] : rows <= 16 ? rows : 1;
-    int64_t rows_per_item = rows / items;
     const tensor *plain = x;
     tensor *converted = NULL;
     if (x->ndim == 4 && x->layout != TENSOR_NCHW) {
@@ -49,29 +47,23 @@ static tensor *linear_compute(const linear *l, const tensor *x) {
             return NULL;
         }
     }
-    if (l->fast) {
-        lcm_status st = LCM_OK;
-        for (int64_t i = 0; i < items && st == LCM_OK; i++)
-            st = dnnl_layer_linear_run(l->fast, plain->data + i * rows_per_item * in, rows_per_item,
-                                       l->bias, y->data + i * rows_per_item * l->out);
-        tensor_free(converted);
-        if (st != LCM_OK) tensor_replace(&y, NULL);
-        return y;
-    }
-    if (l->direct) { // each value's sum is the same whatever the other rows: all rows at once
-        linear_direct_run(l->direct, plain->data, rows, y->data);
-        tensor_free(converted);
-        return y;
-    }
+    lcm_status st = LCM_OK;
+    if (l->impl.family) st = l->impl.family->linear_run(l, plain->data, rows, items, y->data);
+    else linear_plain_run(l, plain->data, rows, items, y->data);
+    tensor_free(converted);
+    if (st != LCM_OK) tensor_replace(&y, NULL);
+    return y;
+}
+
+void linear_plain_run(const linear *l, const float *x, int64_t rows, int64_t items, float *y) {
+    int64_t rows_per_item = rows / items;
     // y = bias (broadcast over rows), then y += x W^T.
     if (l->bias) {
         #pragma omp parallel for
-        for (int64_t r = 0; r < rows; r++) memcpy(y->data + r * l->out, l->bias, sizeof(float) * l->out);
+        for (int64_t r = 0; r < rows; r++) memcpy(y + r * l->out, l->bias, sizeof(float) * l->out);
     }
     for (int64_t i = 0; i < items; i++)
-        gemm_f32(false, true, rows_per_item, l->out, in, 1.0f, plain->data + i * rows_per_item * in,
-                 in, l->weight, in, l->bias ? 1.0f : 0.0f, y->data + i * rows_per_item * l->out,
+        gemm_f32(false, true, rows_per_item, l->out, l->in, 1.0f, x + i * rows_per_item * l->in,
+                 l->in, l->weight, l->in, l->bias ? 1.0f : 0.0f, y + i * rows_per_item * l->out,
                  l->out);
-    tensor_free(converted);
-    return y;
 }

@@ -20,8 +20,8 @@
 //
 // Weights are plain structs owned by the model that loaded them; the *_load functions read
 // `PREFIX.weight` / `PREFIX.bias` from a weight set and check their shapes. With the fast path the
-// plain `weight` array is packed and freed at load (weight == NULL, fast != NULL): test whether an
-// optional layer is present with linear_present / conv2d_present, not with `weight`.
+// plain `weight` array is packed and freed at load (weight == NULL, kernel.family != NULL): test
+// whether an optional layer is present with linear_present / conv2d_present, not with `weight`.
 #ifndef LCM_OPS_OPS_H
 #define LCM_OPS_OPS_H
 
@@ -32,7 +32,15 @@
 
 // ---- weights -------------------------------------------------------------------------------
 
-struct dnnl_layer;
+struct kernel_family;
+
+// The one kernel a layer runs: a family (ops/kernel_family.h: how it packs, runs, frees, exports)
+// and that family's packed weights. family NULL: nothing packed, the reference loops (or, for a
+// linear layer, the product) on the plain weight.
+typedef struct layer_kernel {
+    const struct kernel_family *family;
+    void *state; // owned by the layer, freed by the family
+} layer_kernel;
 
 // The resolved kernel choices passed to every loader (defined in ops/backend.h).
 typedef struct ops_backend ops_backend;
@@ -48,8 +56,7 @@ typedef struct linear {
     int in, out;
     float *weight;           // [out, in]; NULL once packed
     float *bias;             // [out] or NULL
-    struct dnnl_layer *fast; // packed weights + cached primitives, or NULL (reference kernel)
-    struct linear_direct *direct; // weights packed for ops/linear_direct.h (AVX2), or NULL
+    layer_kernel impl;       // the kernel that computes it (the sgemm family keeps `weight`)
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
     bool weight_mapped; // `weight` is borrowed from a weight set's mapping (linear_load_mapped)
                         // or from the packed-weight cache's
@@ -62,17 +69,11 @@ typedef struct conv2d {
     int in, out, kernel, stride, padding;
     float *weight;           // [out, in, kernel, kernel]; NULL once packed
     float *bias;             // [out] or NULL
-    struct dnnl_layer *fast; // packed weights + cached primitives, or NULL
-    // Fast path on CPUs without AVX-512, where oneDNN's direct NHWC convolutions are slower than
-    // a matrix product: the weight as [out, kernel, kernel, in] for NHWC im2col + sgemm.
-    float *weight_ohwi;
-    // Fast path on CPUs with AVX2 + FMA and without AVX-512: prepacked weights for the direct
-    // NHWC kernel (ops/conv_direct.h), measured faster than im2col + sgemm.
-    struct conv_direct *direct;
+    layer_kernel impl;       // the kernel that computes it once packed (`kernel` is its size)
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
     bool weight_mapped; // `weight` is borrowed from a weight set's mapping while it is packed
-    // The packed-weight cache mapping the packed arrays (weight_ohwi too) are borrowed from
-    // (ops/packed_cache.h), or NULL; one reference, released by conv2d_free.
+    // The packed-weight cache mapping the packed arrays are borrowed from (ops/packed_cache.h),
+    // or NULL; one reference, released by conv2d_free.
     struct packed_mapping *packed_source;
 } conv2d;
 

@@ -5,28 +5,23 @@
 
 #include "core/error.h"
 #include "ops/backend.h"
-#include "ops/conv_direct.h"
+#include "ops/kernel_family.h"
 #include "ops/layer_quant.h"
-#include "ops/dnnl_layer.h"
-#include "ops/linear_direct.h"
 #include "ops/ops.h"
 #include "ops/packed_cache.h"
 
 // ---- packing -----------------------------------------------------------------------------------
 
 lcm_status linear_pack_kernel(linear *l, const ops_backend *b, linear_kernel kernel) {
-    if (l->fast || l->direct || !l->weight)
+    if (l->impl.family || !l->weight)
         return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
     if (kernel == LINEAR_KERNEL_AUTO) return backend_pack_linear(l, b, 0);
-    if (kernel == LINEAR_KERNEL_SGEMM) return LCM_OK; // sgemm on the plain weight
-    if (kernel == LINEAR_KERNEL_ONEDNN) {
-        LCM_TRY(dnnl_layer_linear_new(l->weight, l->bias != NULL, l->in, l->out, b->precision,
-                                      &l->fast));
-    } else {
-        if (!linear_direct_available())
-            return lcm_fail(LCM_ERR_UNSUPPORTED, "linear_pack: the direct kernel needs AVX2 and FMA");
-        LCM_TRY(linear_direct_new(l->weight, l->bias, l->in, l->out, &l->direct));
-    }
+    const kernel_family *family = backend_linear_family(kernel);
+    if (!family) return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: no kernel family %d", (int)kernel);
+    void *state = NULL;
+    LCM_TRY(family->linear_pack(l, b->precision, &state));
+    l->impl = (layer_kernel){family, state};
+    if (family->linear_keeps_weight) return LCM_OK; // computes on the plain weight
     if (!l->weight_mapped) free(l->weight);
     l->weight = NULL;
     l->weight_mapped = false;
@@ -47,33 +42,21 @@ lcm_status conv2d_pack_kernel(conv2d *c, const ops_backend *b, conv_kernel kerne
 }
 
 lcm_status conv2d_pack_kernel_keep(conv2d *c, const ops_backend *b, conv_kernel kernel) {
-    if (c->fast || c->direct || c->weight_ohwi || !c->weight)
+    if (c->impl.family || !c->weight)
         return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
     if (kernel == CONV_KERNEL_AUTO)
         kernel = backend_conv_kernel(b, c->in, c->out, c->kernel, c->stride, c->padding);
-    if (kernel == CONV_KERNEL_ONEDNN) {
-        LCM_TRY(dnnl_layer_conv_new(c->weight, c->bias != NULL, c->in, c->out, c->kernel,
-                                    c->stride, c->padding, b->precision, &c->fast));
-    } else if (kernel == CONV_KERNEL_DIRECT) {
-        if (!conv_direct_available())
-            return lcm_fail(LCM_ERR_UNSUPPORTED, "conv2d_pack: the direct kernel needs AVX2 and FMA");
-        LCM_TRY(conv_direct_new(c->weight, c->bias, c->in, c->out, c->kernel, c->stride,
-                                c->padding, &c->direct));
-    } else {
-        // [out, in, k, k] -> [out, k, k, in]
-        int64_t taps = (int64_t)c->kernel * c->kernel;
-        c->weight_ohwi = malloc(sizeof(float) * (size_t)(c->out * c->in * taps));
-        if (!c->weight_ohwi) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
-        for (int64_t o = 0; o < c->out; o++)
-            for (int64_t i = 0; i < c->in; i++)
-                for (int64_t t = 0; t < taps; t++)
-                    c->weight_ohwi[(o * taps + t) * c->in + i] = c->weight[(o * c->in + i) * taps + t];
-    }
+    const kernel_family *family = backend_conv_family(kernel);
+    if (!family) return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: no kernel family %d", (int)kernel);
+    void *state = NULL;
+    LCM_TRY(family->conv_pack(c, b->precision, &state));
+    c->impl = (layer_kernel){family, state};
     return LCM_OK;
 }
 
 lcm_status conv2d_prepare_upsampled(conv2d *c) {
-    return c->direct ? conv_direct_prepare_upsampled(c->direct) : LCM_OK;
+    const kernel_family *family = c->impl.family;
+    return family && family->conv_prepare_upsampled ? family->conv_prepare_upsampled(c) : LCM_OK;
 }
 
 lcm_status conv2d_pack_with(conv2d *c, const ops_backend *b, bool force_primitive) {
@@ -89,10 +72,10 @@ lcm_status conv2d_pack(conv2d *c, const ops_backend *b) {
 }
 
 bool linear_present(const linear *l) {
-    return l->weight || l->fast || l->direct || (l->quant && l->quant->int8);
+    return l->weight || l->impl.family || (l->quant && l->quant->int8);
 }
 bool conv2d_present(const conv2d *c) {
-    return c->weight || c->fast || c->direct || c->weight_ohwi || (c->quant && c->quant->int8);
+    return c->weight || c->impl.family || (c->quant && c->quant->int8);
 }
 
 // ---- the packed-weight cache -------------------------------------------------------------------
@@ -104,23 +87,21 @@ static packed_cache *layer_cache(const ops_backend *b, const weight_set *ws, con
     return packed_cache_for(ws, b);
 }
 
-// Fills the packed form of a convolution from the cache; false on a miss (or an entry that does
-// not fit, which is then packed again and replaced).
+// Fills the packed form of a convolution from the cache, trying each kernel family's entry in
+// the table's order; false on a miss (or an entry that does not fit, which is then packed again
+// and replaced).
 static bool conv_from_cache(conv2d *c, packed_cache *cache, const char *prefix) {
-    static const packed_family families[] = {PACKED_CONV_DIRECT, PACKED_CONV_ONEDNN, PACKED_CONV_SGEMM};
+    int count;
+    const kernel_family *const *families = backend_kernel_families(&count);
     const int32_t shape[5] = {c->in, c->out, c->kernel, c->stride, c->padding};
-    for (size_t f = 0; cache && f < sizeof families / sizeof *families; f++) {
+    for (int f = 0; cache && f < count; f++) {
         packed_entry e;
-        packed_mapping *mapping = packed_cache_find(cache, prefix, families[f], shape, &e);
+        packed_mapping *mapping =
+            packed_cache_find(cache, prefix, families[f]->conv_cache, shape, &e);
         if (!mapping) continue;
-        lcm_status st = LCM_OK;
-        if (e.family == PACKED_CONV_DIRECT) st = conv_direct_import(&e, &c->direct);
-        else if (e.family == PACKED_CONV_ONEDNN) st = dnnl_layer_import(&e, true, c->bias != NULL, &c->fast);
-        else if (e.blob_count == 1 && (uintptr_t)e.blobs[0].data % 64 == 0 &&
-                 e.blobs[0].bytes == sizeof(float) * (uint64_t)c->out * c->in * c->kernel * c->kernel)
-            c->weight_ohwi = (float *)e.blobs[0].data;
-        else st = LCM_ERR_FORMAT;
-        if (st == LCM_OK) {
+        void *state = NULL;
+        if (families[f]->conv_import(c, &e, &state) == LCM_OK) {
+            c->impl = (layer_kernel){families[f], state};
             c->packed_source = mapping;
             return true;
         }
@@ -131,36 +112,24 @@ static bool conv_from_cache(conv2d *c, packed_cache *cache, const char *prefix) 
 }
 
 static void conv_to_cache(const conv2d *c, packed_cache *cache, const char *prefix) {
-    if (!cache) return;
+    if (!cache || !c->impl.family) return;
     packed_entry e;
-    if (c->direct) conv_direct_export(c->direct, &e);
-    else if (c->fast) dnnl_layer_export(c->fast, &e);
-    else if (c->weight_ohwi) {
-        e = (packed_entry){.family = PACKED_CONV_SGEMM,
-                           .shape = {c->in, c->out, c->kernel, c->stride, c->padding}, .blob_count = 1};
-        e.meta = e.meta_storage;
-        e.blobs[0] = (packed_blob){c->weight_ohwi,
-                                   sizeof(float) * (uint64_t)c->out * c->in * c->kernel * c->kernel};
-    } else return;
+    c->impl.family->conv_export(c, &e);
     packed_cache_add(cache, prefix, &e);
 }
 
 static bool linear_from_cache(linear *l, packed_cache *cache, const char *prefix) {
-    static const packed_family families[] = {PACKED_LINEAR_DIRECT, PACKED_LINEAR_ONEDNN, PACKED_LINEAR_SGEMM};
+    int count;
+    const kernel_family *const *families = backend_kernel_families(&count);
     const int32_t shape[5] = {l->in, l->out};
-    for (size_t f = 0; cache && f < sizeof families / sizeof *families; f++) {
+    for (int f = 0; cache && f < count; f++) {
         packed_entry e;
-        packed_mapping *mapping = packed_cache_find(cache, prefix, families[f], shape, &e);
+        packed_mapping *mapping =
+            packed_cache_find(cache, prefix, families[f]->linear_cache, shape, &e);
         if (!mapping) continue;
-        lcm_status st = LCM_OK;
-        if (e.family == PACKED_LINEAR_DIRECT) st = linear_direct_import(&e, &l->direct);
-        else if (e.family == PACKED_LINEAR_ONEDNN) st = dnnl_layer_import(&e, false, l->bias != NULL, &l->fast);
-        else if (e.blob_count == 1 && (uintptr_t)e.blobs[0].data % 64 == 0 &&
-                 e.blobs[0].bytes == sizeof(float) * (uint64_t)l->out * l->in) {
-            l->weight = (float *)e.blobs[0].data; // sgemm computes on the plain weight
-            l->weight_mapped = true;
-        } else st = LCM_ERR_FORMAT;
-        if (st == LCM_OK) {
+        void *state = NULL;
+        if (families[f]->linear_import(l, &e, &state) == LCM_OK) {
+            l->impl = (layer_kernel){families[f], state};
             l->packed_source = mapping;
             return true;
         }
@@ -171,15 +140,9 @@ static bool linear_from_cache(linear *l, packed_cache *cache, const char *prefix
 }
 
 static void linear_to_cache(const linear *l, packed_cache *cache, const char *prefix) {
-    if (!cache) return;
+    if (!cache || !l->impl.family) return;
     packed_entry e;
-    if (l->direct) linear_direct_export(l->direct, &e);
-    else if (l->fast) dnnl_layer_export(l->fast, &e);
-    else if (l->weight) {
-        e = (packed_entry){.family = PACKED_LINEAR_SGEMM, .shape = {l->in, l->out}, .blob_count = 1};
-        e.meta = e.meta_storage;
-        e.blobs[0] = (packed_blob){l->weight, sizeof(float) * (uint64_t)l->out * l->in};
-    } else return;
+    l->impl.family->linear_export(l, &e);
     packed_cache_add(cache, prefix, &e);
 }
 
@@ -350,13 +313,11 @@ void linear_free(linear *l) {
     if (!l->weight_mapped) free(l->weight);
     l->weight_mapped = false;
     free(l->bias);
-    dnnl_layer_free(l->fast);
-    linear_direct_free(l->direct);
-    packed_mapping_release(l->packed_source); // after the kernels that borrow from it
+    if (l->impl.family) l->impl.family->linear_free(l->impl.state);
+    packed_mapping_release(l->packed_source); // after the kernel that borrows from it
     l->packed_source = NULL;
     l->weight = l->bias = NULL;
-    l->fast = NULL;
-    l->direct = NULL;
+    l->impl = (layer_kernel){0};
     layer_quant_free(l->quant);
     l->quant = NULL;
 }
@@ -365,14 +326,11 @@ void conv2d_free(conv2d *c) {
     if (!c->weight_mapped) free(c->weight);
     c->weight_mapped = false;
     free(c->bias);
-    if (!c->packed_source) free(c->weight_ohwi); // else borrowed from the cache
-    dnnl_layer_free(c->fast);
-    conv_direct_free(c->direct);
-    packed_mapping_release(c->packed_source); // after the kernels that borrow from it
+    if (c->impl.family) c->impl.family->conv_free(c->impl.state);
+    packed_mapping_release(c->packed_source); // after the kernel that borrows from it
     c->packed_source = NULL;
-    c->weight = c->bias = c->weight_ohwi = NULL;
-    c->fast = NULL;
-    c->direct = NULL;
+    c->weight = c->bias = NULL;
+    c->impl = (layer_kernel){0};
     layer_quant_free(c->quant);
     c->quant = NULL;
 }
