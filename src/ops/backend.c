@@ -63,7 +63,10 @@ static char tuning_file[1024];
 // family is its own file, its conv_kernel / linear_kernel value (ops.h) and one entry here; which
 // shapes it competes for is candidates_of's business below.
 static const kernel_family *const kernel_families[] = {
-    &kernel_family_direct, &kernel_family_onednn, &kernel_family_sgemm,
+    &kernel_family_direct,
+    &kernel_family_onednn,
+    &kernel_family_sgemm,
+    &kernel_family_int8, // chosen by a quantized model's file (layer_quant_pack), never per shape
 };
 #define KERNEL_FAMILY_COUNT ((int)(sizeof kernel_families / sizeof *kernel_families))
 
@@ -108,8 +111,8 @@ static int kernel_from_name(op_kind op, const char *name) {
     if (op == OP_ATTENTION) return !strcmp(name, "fp32") ? 1 : !strcmp(name, "bf16") ? 2 : -1;
     for (int f = 0; f < KERNEL_FAMILY_COUNT; f++) {
         const kernel_family *family = kernel_families[f];
-        if (!strcmp(family->name,
-                    name)) return op == OP_CONV ? (int)family->conv_id : (int)family->linear_id;
+        int id = op == OP_CONV ? (int)family->conv_id : (int)family->linear_id;
+        if (id > 0 && !strcmp(family->name, name)) return id; // 0: a family nobody selects by name
     }
     return -1;
 }
@@ -135,7 +138,8 @@ ops_backend ops_backend_from_environment(lcm_precision precision) {
         .forced_conv = (conv_kernel)forced_by_environment(OP_CONV),
         .forced_linear = (linear_kernel)forced_by_environment(OP_LINEAR),
         .tune = !(tune && (!strcmp(tune, "off") || !strcmp(tune, "0"))),
-        .int8_kernels = !(int8 && *int8 == '0'), .cpu = cpu_features_get(),
+        .int8_kernels = !(int8 && *int8 == '0'),
+        .cpu = cpu_features_get(),
     };
 }
 

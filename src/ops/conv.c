@@ -49,7 +49,8 @@ static tensor *conv2d_compute(const conv2d *c, const tensor *x);
 
 // The layer's input as it computes on it (8-bit quantized where the model says so), then the convolution.
 tensor *conv2d_forward(const conv2d *c, const tensor *x) {
-    if (c->quant && c->quant->int8) return int8_layer_forward(c->quant->int8, x, c->bias);
+    const kernel_family *family = c->impl.family;
+    if (family && family->forward) return family->forward(c->impl.state, x, c->bias);
     tensor *quantized;
     tensor *y = conv2d_compute(c, layer_quant_input(c->quant, x, &quantized));
     tensor_free(quantized);

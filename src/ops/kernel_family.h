@@ -19,7 +19,9 @@ typedef struct kernel_family {
     const char *name;            // "direct", "onednn", "sgemm" (as conv_kernel_name gives)
     conv_kernel conv_id;         // the conv_kernel that selects it
     linear_kernel linear_id;     // the linear_kernel that selects it
-    packed_family conv_cache;    // its entries in the packed-weight cache (ops/packed_cache.h)
+    // Its entries in the packed-weight cache (ops/packed_cache.h); 0 with NULL export/import: its
+    // layers are not cached.
+    packed_family conv_cache;
     packed_family linear_cache;
 
     // ---- convolutions --------------------------------------------------------------------------
@@ -58,11 +60,18 @@ typedef struct kernel_family {
     // Whether a packed state would run a library's reference implementation (slow enough to be
     // refused when measuring, ops/backend.c). NULL: never.
     bool (*falls_to_reference)(const void *state);
+
+    // ---- whole layers --------------------------------------------------------------------------
+    // For a family that takes the layer's input as given and quantizes it itself (int8): the
+    // layer's forward, before any fake quantization or observer; conv_run / linear_run are then
+    // unused. NULL: the layer computes through conv_run / linear_run.
+    tensor *(*forward)(const void *state, const tensor *x, const float *bias);
 } kernel_family;
 
 extern const kernel_family kernel_family_direct; // ops/kernel_direct.c
 extern const kernel_family kernel_family_onednn; // ops/kernel_onednn.c
 extern const kernel_family kernel_family_sgemm;  // ops/kernel_sgemm.c
+extern const kernel_family kernel_family_int8;   // ops/kernel_int8.c
 
 // The families in the order the packed-weight cache tries them; `count` set. Static storage.
 const kernel_family *const *backend_kernel_families(int *count);

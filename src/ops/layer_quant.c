@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "ops/backend.h"
 #include "ops/int8_layer.h"
+#include "ops/kernel_family.h"
 #include "ops/ops.h"
 
 static ops_input_observer_fn observer;
@@ -71,17 +72,18 @@ lcm_status layer_quant_load(const weight_set *ws, const char *prefix, layer_quan
 
 void layer_quant_free(layer_quant *q) {
     if (!q) return;
-    int8_layer_free(q->int8);
     free(q->name);
     free(q);
 }
 
 lcm_status layer_quant_pack(layer_quant *q, const ops_backend *b, float **weight, int in, int out,
-                            int kernel, int stride, int padding) {
+                            int kernel, int stride, int padding, layer_kernel *impl) {
     if (!q || !q->quantize_input || b->kernels == KERNELS_REFERENCE || !b->int8_kernels || !*weight)
         return LCM_OK;
+    int8_layer *packed = NULL;
     LCM_TRY(int8_layer_new(*weight, in, out, kernel, stride, padding, q->input_scale,
-                           q->input_zero_point, &q->int8));
+                           q->input_zero_point, &packed));
+    *impl = (layer_kernel){&kernel_family_int8, packed};
     free(*weight);
     *weight = NULL;
     return LCM_OK;
@@ -99,7 +101,7 @@ void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point) {
 }
 
 bool layer_quant_input_is_plain(const layer_quant *q) {
-    return !observer && (!q || (!q->quantize_input && !q->int8));
+    return !observer && (!q || !q->quantize_input);
 }
 
 const tensor *layer_quant_input(const layer_quant *q, const tensor *x, tensor **owned) {

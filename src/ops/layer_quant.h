@@ -18,6 +18,7 @@
 
 #include "core/tensor.h"
 #include "io/weights.h"
+#include "ops/ops.h"
 
 typedef struct ops_backend ops_backend; // ops/backend.h
 
@@ -26,9 +27,6 @@ typedef struct layer_quant {
     bool quantize_input; // the model stores u8 parameters for this layer's input
     float input_scale;
     int32_t input_zero_point;
-    // The int8 fast path (ops/int8_layer.h), made at load when fast kernels are selected; the
-    // layer's float weight is then dropped. NULL: the reference path (fake quantization).
-    struct int8_layer *int8;
 } layer_quant;
 
 // Reads the layer's name and (when present) its input parameters. *out is owned by the caller
@@ -38,11 +36,12 @@ lcm_status layer_quant_load(const weight_set *ws, const char *prefix, layer_quan
 void layer_quant_free(layer_quant *q);
 
 // Moves a quantized layer onto the int8 kernels: packs *weight (float32, [out, in(, k, k)]; kernel
-// 0 for linear) into q->int8 and frees it (*weight = NULL). Does nothing for a layer without input
-// parameters, for a backend with reference kernels, or one with the int8 kernels off
-// (b->int8_kernels). `b` is only read.
+// 0 for linear) into *impl (the int8 family, ops/kernel_int8.c; owned by the layer) and frees it
+// (*weight = NULL). Does nothing for a layer without input parameters, for a backend with
+// reference kernels, or one with the int8 kernels off (b->int8_kernels): the reference path (fake
+// quantization) then runs. `b` is only read.
 lcm_status layer_quant_pack(layer_quant *q, const ops_backend *b, float **weight, int in, int out,
-                            int kernel, int stride, int padding);
+                            int kernel, int stride, int padding, layer_kernel *impl);
 
 // The tensor the layer computes on: x itself, or (quantize_input) a fake-quantized copy that the
 // caller frees through *owned. Calls the observer first. NULL (error set) when x is NULL or on

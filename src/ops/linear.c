@@ -12,7 +12,8 @@ static tensor *linear_compute(const linear *l, const tensor *x);
 
 // The layer's input as it computes on it (8-bit quantized where the model says so), then the product.
 tensor *linear_forward(const linear *l, const tensor *x) {
-    if (l->quant && l->quant->int8) return int8_layer_forward(l->quant->int8, x, l->bias);
+    const kernel_family *family = l->impl.family;
+    if (family && family->forward) return family->forward(l->impl.state, x, l->bias);
     tensor *quantized;
     tensor *y = linear_compute(l, layer_quant_input(l->quant, x, &quantized));
     tensor_free(quantized);

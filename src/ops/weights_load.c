@@ -72,10 +72,10 @@ lcm_status conv2d_pack(conv2d *c, const ops_backend *b) {
 }
 
 bool linear_present(const linear *l) {
-    return l->weight || l->impl.family || (l->quant && l->quant->int8);
+    return l->weight || l->impl.family;
 }
 bool conv2d_present(const conv2d *c) {
-    return c->weight || c->impl.family || (c->quant && c->quant->int8);
+    return c->weight || c->impl.family;
 }
 
 // ---- the packed-weight cache -------------------------------------------------------------------
@@ -95,6 +95,7 @@ static bool conv_from_cache(conv2d *c, packed_cache *cache, const char *prefix) 
     const kernel_family *const *families = backend_kernel_families(&count);
     const int32_t shape[5] = {c->in, c->out, c->kernel, c->stride, c->padding};
     for (int f = 0; cache && f < count; f++) {
+        if (!families[f]->conv_import) continue; // not cached
         packed_entry e;
         packed_mapping *mapping =
             packed_cache_find(cache, prefix, families[f]->conv_cache, shape, &e);
@@ -112,7 +113,7 @@ static bool conv_from_cache(conv2d *c, packed_cache *cache, const char *prefix) 
 }
 
 static void conv_to_cache(const conv2d *c, packed_cache *cache, const char *prefix) {
-    if (!cache || !c->impl.family) return;
+    if (!cache || !c->impl.family || !c->impl.family->conv_export) return;
     packed_entry e;
     c->impl.family->conv_export(c, &e);
     packed_cache_add(cache, prefix, &e);
@@ -123,6 +124,7 @@ static bool linear_from_cache(linear *l, packed_cache *cache, const char *prefix
     const kernel_family *const *families = backend_kernel_families(&count);
     const int32_t shape[5] = {l->in, l->out};
     for (int f = 0; cache && f < count; f++) {
+        if (!families[f]->linear_import) continue; // not cached
         packed_entry e;
         packed_mapping *mapping =
             packed_cache_find(cache, prefix, families[f]->linear_cache, shape, &e);
@@ -140,7 +142,7 @@ static bool linear_from_cache(linear *l, packed_cache *cache, const char *prefix
 }
 
 static void linear_to_cache(const linear *l, packed_cache *cache, const char *prefix) {
-    if (!cache || !l->impl.family) return;
+    if (!cache || !l->impl.family || !l->impl.family->linear_export) return;
     packed_entry e;
     l->impl.family->linear_export(l, &e);
     packed_cache_add(cache, prefix, &e);
@@ -206,7 +208,7 @@ static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weig
     }
     LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-    LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0));
+    LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0, &l->impl));
     if (pack && b->kernels == KERNELS_FAST && l->weight) {
         LCM_TRY(backend_pack_linear(l, b, rows));
         linear_to_cache(l, cache, prefix);
@@ -256,7 +258,7 @@ lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weigh
     packed_cache *cache = layer_cache(b, ws, l->quant);
     if (linear_from_cache(l, cache, prefix)) return LCM_OK;
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
-    LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0));
+    LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0, &l->impl));
     if (b->kernels == KERNELS_FAST && l->weight) {
         LCM_TRY(backend_pack_linear(l, b, rows));
         linear_to_cache(l, cache, prefix);
@@ -290,7 +292,7 @@ lcm_status conv2d_load(conv2d *c, const ops_backend *b, const weight_set *ws, co
     }
     LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &c->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
-    LCM_TRY(layer_quant_pack(c->quant, b, &c->weight, in, out, kernel, stride, padding));
+    LCM_TRY(layer_quant_pack(c->quant, b, &c->weight, in, out, kernel, stride, padding, &c->impl));
     if (b->kernels == KERNELS_FAST && c->weight) {
         LCM_TRY(backend_pack_conv(c, b));
         conv_to_cache(c, cache, prefix);
