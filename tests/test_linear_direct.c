@@ -164,7 +164,7 @@ int main(void) {
     check_shape(1, 101, 513, 136, true); // 2 tasks of rows, 9 column blocks (2 column groups)
     check_shape(1, 200, 64, 160, true);
     check_shape(1, 200, 520, 1000, true); // tasks of 2 groups, the last one cut at 8 columns
-    check_shape(1, 7, 300, 130, true); // the 7th row by the one-row kernel, then inside a 6-row tile
+    check_shape(1, 7, 300, 130, true); // one cut tile of 7 rows; its last 6 alone in another
     check_shape(2, 2, 40, 64, true);   // two one-row kernels per item
     check_nhwc_input();
     check_kernel_choice();
