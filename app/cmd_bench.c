@@ -7,6 +7,9 @@
 //   - after one warm-up of each stage, --runs repetitions of: text encoding, one UNet step, VAE
 //     decode, and a whole lcm_generate (end to end), reporting median, min and max seconds; with
 //     --taesd also the tiled VAE decode and the TAESD decode of the same latents, side by side;
+//   - with --lora/--controlnet/--control-image (SD1.5 + LCM-LoRA + ControlNet) the same stages of
+//     that pipeline: one UNet step is then the ControlNet and the UNet on the step's batch (two
+//     rows under classifier-free guidance, --guidance above 1), as a generation runs it;
 //   - each stage's FLOPs counted from the model configs at the requested size (src/models/flops.h),
 //     hence its GFLOP/s and ratio to the peak; and the process's peak RSS.
 // `lcm bench --attention` instead times the attention kernels (src/ops/attention.h) on the
@@ -30,6 +33,7 @@
 #include "ops/attention.h"
 #include "ops/backend.h"
 #include "ops/cpu.h"
+#include "pipeline/control_image.h"
 #include "pipeline/pipeline.h"
 
 #define MAX_RUNS 100
@@ -180,14 +184,21 @@ typedef struct bench_setup {
     lcm_pipeline *pipeline;
     const char *prompt;
     int width, height, steps;
+    float guidance;
+    bool cfg;                         // classifier-free guidance: the UNet step runs a batch of 2
+    const lcm_image *control_image;   // --control-image (with a ControlNet), else NULL
+    float control_scale;
     // --taesd: the decoders side by side. The end-to-end run keeps the pipeline's VAE.
     taesd_model *taesd;
     vae_tiling tiling;
 } bench_setup;
 
-// The inputs the stage timings share, made once: prompt embeddings, latents, guidance condition.
+// The inputs the stage timings share, made once: prompt embeddings, latents, guidance condition;
+// for the UNet step, its batch (latents twice and [negative; prompt] embeddings under guidance)
+// and the prepared control image.
 typedef struct stage_inputs {
     tensor *embeds, *latents, *cond;
+    tensor *step_latents, *step_context, *control;
 } stage_inputs;
 
 static lcm_status run_text(const bench_setup *b, tensor **embeds) {
@@ -201,6 +212,23 @@ static lcm_status run_text(const bench_setup *b, tensor **embeds) {
     return st;
 }
 
+// One denoising step's networks as txt2img_run runs them: the ControlNet's residuals, then the UNet.
+static lcm_status unet_step(const bench_setup *b, const stage_inputs *in, tensor **out) {
+    lcm_pipeline *p = b->pipeline;
+    if (!p->controlnet) return unet_forward(p->unet, in->step_latents, 999.0f, in->step_context, in->cond, NULL, out);
+    int count = controlnet_get_config(p->controlnet)->unet.skip_count;
+    tensor *down[UNET_MAX_SKIPS] = {0}, *mid = NULL;
+    lcm_status st = controlnet_forward(p->controlnet, in->step_latents, 999.0f, in->step_context, in->control,
+                                       b->control_scale, down, &mid);
+    if (st == LCM_OK) {
+        unet_residuals residuals = {(const tensor *const *)down, count, mid};
+        st = unet_forward(p->unet, in->step_latents, 999.0f, in->step_context, in->cond, &residuals, out);
+    }
+    for (int j = 0; j < count; j++) tensor_free(down[j]);
+    tensor_free(mid);
+    return st;
+}
+
 // Runs stage `which` once and returns its seconds in *elapsed.
 static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int which, double *elapsed) {
     double t0 = seconds_now();
@@ -209,7 +237,7 @@ static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int wh
     if (which == STAGE_TEXT) {
         st = run_text(b, &out);
     } else if (which == STAGE_UNET) {
-        st = unet_forward(b->pipeline->unet, in->latents, 999.0f, in->embeds, in->cond, NULL, &out);
+        st = unet_step(b, in, &out);
     } else if (which == STAGE_VAE) {
         st = vae_decode(b->pipeline->vae, in->latents, &out);
     } else if (which == STAGE_VAE_TILED) {
@@ -223,6 +251,9 @@ static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int wh
         request.steps = b->steps;
         request.width = b->width;
         request.height = b->height;
+        request.guidance_scale = b->guidance;
+        request.control_image = b->control_image;
+        request.control_scale = b->control_scale;
         lcm_result *result = NULL;
         st = lcm_generate(b->pipeline, &request, &result);
         lcm_result_free(result);
@@ -242,8 +273,25 @@ static lcm_status make_inputs(const bench_setup *b, stage_inputs *in) {
     if (uc->time_cond_proj_dim > 0) {
         in->cond = tensor_new2(1, uc->time_cond_proj_dim);
         if (!in->cond) return LCM_ERR_OUT_OF_MEMORY;
-        lcm_guidance_embedding(7.5f, uc->time_cond_proj_dim, in->cond->data);
+        lcm_guidance_embedding(b->guidance - 1.0f, uc->time_cond_proj_dim, in->cond->data);
     }
+    if (!b->cfg) {
+        in->step_latents = tensor_copy(in->latents);
+        in->step_context = tensor_copy(in->embeds);
+    } else {
+        // [negative; positive] as a generation under guidance: the empty negative prompt and the prompt.
+        tensor *negative = NULL;
+        bench_setup empty = *b;
+        empty.prompt = "";
+        LCM_TRY(run_text(&empty, &negative));
+        in->step_context = tensor_concat_batch(negative, in->embeds);
+        in->step_latents = tensor_concat_batch(in->latents, in->latents);
+        tensor_free(negative);
+    }
+    if (!in->step_latents || !in->step_context) return LCM_ERR_OUT_OF_MEMORY;
+    if (b->control_image)
+        LCM_TRY(control_image_prepare(b->control_image->rgb, b->control_image->width, b->control_image->height,
+                                      b->width, b->height, b->cfg ? 2 : 1, &in->control));
     return LCM_OK;
 }
 
@@ -251,6 +299,9 @@ static void free_inputs(stage_inputs *in) {
     tensor_free(in->embeds);
     tensor_free(in->latents);
     tensor_free(in->cond);
+    tensor_free(in->step_latents);
+    tensor_free(in->step_context);
+    tensor_free(in->control);
 }
 
 // ---- report ----------------------------------------------------------------------------------------
@@ -258,6 +309,9 @@ static void free_inputs(stage_inputs *in) {
 typedef struct report {
     const char *model, *precision, *attention_kernel;
     int width, height, steps, runs, threads;
+    double guidance;
+    int lora_count;
+    bool controlnet, cfg;
     double peak_gflops;
     char peak_method[160];
     bool timed[STAGE_COUNT]; // the decoder comparison rows only with --taesd
@@ -274,6 +328,9 @@ static void print_text(const report *r) {
     printf("lcm bench: %s, %dx%d, %d steps, %s, %d threads, attention kernel %s, %d runs after a "
            "warm-up\n",
            r->model, r->width, r->height, r->steps, r->precision, r->threads, r->attention_kernel, r->runs);
+    printf("guidance %g%s, %d LoRA adapter(s) fused%s\n", r->guidance,
+           r->cfg ? " (classifier-free: each UNet step runs a batch of 2)" : "", r->lora_count,
+           r->controlnet ? ", ControlNet in every UNet step" : "");
     printf("peak %s: %.1f GFLOP/s (%s)\n", r->precision, r->peak_gflops, r->peak_method);
     printf("%-16s %10s %10s %10s %10s %10s %8s\n", "stage", "GFLOP", "median s", "min s", "max s",
            "GFLOP/s", "of peak");
@@ -315,9 +372,10 @@ static void print_json(const report *r) {
     printf("{\"model\": ");
     print_json_string(r->model);
     printf(", \"width\": %d, \"height\": %d, \"steps\": %d, \"precision\": \"%s\", \"threads\": %d, "
-           "\"attention_kernel\": \"%s\", \"runs\": %d,\n \"peak_gflops\": %.9g, \"peak_method\": ",
-           r->width, r->height, r->steps, r->precision, r->threads, r->attention_kernel, r->runs,
-           r->peak_gflops);
+           "\"attention_kernel\": \"%s\", \"runs\": %d,\n \"guidance\": %.9g, \"classifier_free_guidance\": %s, "
+           "\"loras\": %d, \"controlnet\": %s,\n \"peak_gflops\": %.9g, \"peak_method\": ",
+           r->width, r->height, r->steps, r->precision, r->threads, r->attention_kernel, r->runs, r->guidance,
+           r->cfg ? "true" : "false", r->lora_count, r->controlnet ? "true" : "false", r->peak_gflops);
     print_json_string(r->peak_method);
     printf(",\n \"stages\": {\n");
     int last = 0;
@@ -524,9 +582,11 @@ static void print_kernels(void) {
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *size = "512x512", *precision_name = "fp32";
     const char *prompt = "a photograph of an astronaut riding a horse";
-    const char *kernel_name = "auto", *taesd_dir = NULL;
+    const char *kernel_name = "auto", *taesd_dir = NULL, *controlnet = NULL, *control_image_path = NULL;
     long steps = 4, runs = 3, threads = 0, peak = 2048;
+    double guidance = 8.5, control_scale = 1.0;
     bool json = false, attention_only = false, kernels = false, no_cache = false;
+    args_list lora_specs = {0};
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "diffusers model folder (LatentConsistencyModelPipeline) or hub id ORG/NAME[@REVISION]", false},
         {"size", ARG_STRING, &size, "image WIDTHxHEIGHT (default 512x512)", false},
@@ -536,6 +596,11 @@ int cmd_bench(int argc, char **argv) {
         {"threads", ARG_INT, &threads, "worker threads (default: one per physical core)", false},
         {"prompt", ARG_STRING, &prompt, "prompt of the text-encoding and end-to-end runs", false},
         {"taesd", ARG_STRING, &taesd_dir, "TAESD folder or hub id: also time its decode and the tiled VAE decode beside the VAE's", false},
+        {"guidance", ARG_FLOAT, &guidance, "guidance scale of the stages and the end-to-end run (default 8.5)", false},
+        {"lora", ARG_STRING, &lora_specs, "LoRA adapter FILE[:SCALE] fused at load, as lcm generate (repeatable)", true},
+        {"controlnet", ARG_STRING, &controlnet, "ControlNetModel folder or hub id: the UNet step includes it (needs --control-image)", false},
+        {"control-image", ARG_STRING, &control_image_path, "ControlNet conditioning image (PNG/JPEG/WebP), resized to --size", false},
+        {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
         {"attention-kernel", ARG_STRING, &kernel_name, "auto (default), flash or gemm: the attention kernel the stages use", false},
         {"peak-size", ARG_INT, &peak, "side of the square matmul measuring the peak (default 2048)", false},
         {"json", ARG_FLAG, &json, "print machine-readable JSON instead of a table", false},
@@ -547,7 +612,8 @@ int cmd_bench(int argc, char **argv) {
     int npositional;
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm bench --model DIR [--size 512x512] [--steps 4] [--precision fp32|bf16] "
-                        "[--runs N] [--threads N] [--taesd DIR|ID] [--kernels] [--json]\n       lcm bench --attention [--runs N] "
+                        "[--runs N] [--threads N] [--taesd DIR|ID] [--guidance X] [--lora FILE[:SCALE]]... "
+                        "[--controlnet DIR|ID --control-image FILE] [--kernels] [--json]\n       lcm bench --attention [--runs N] "
                         "[--threads N] [--json]");
     if (rc) return rc == 1 ? 0 : 2;
     if (runs < 1 || runs > MAX_RUNS) {
@@ -592,11 +658,33 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "lcm bench: --size '%s': expected WIDTHxHEIGHT, e.g. 512x512\n", size);
         return 2;
     }
+    if (!controlnet != !control_image_path) {
+        fprintf(stderr, "lcm bench: %s\n", controlnet ? "--controlnet needs --control-image" : "--control-image needs --controlnet");
+        return 2;
+    }
+    // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
+    lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
+    char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
+    lcm_image control_image = {0};
+    char *controlnet_path = NULL;
+    lcm_status st = LCM_OK;
+    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
+        size_t length;
+        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
+        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
+        loras[i].path = lora_paths[i];
+    }
+    options.loras = loras;
+    options.lora_count = lora_specs.count;
+    // A hub id becomes its snapshot folder (downloaded the first time), as lcm generate --controlnet.
+    if (st == LCM_OK && controlnet) st = lcm_single_model_resolve(controlnet, NULL, &controlnet_path);
+    options.controlnet = controlnet_path;
+    if (st == LCM_OK && control_image_path) st = lcm_image_read(control_image_path, &control_image);
 
     lcm_pipeline *pipeline = NULL;
     // A hub id becomes its snapshot folder in the Hugging Face cache (downloaded the first time).
     char *model_path = NULL;
-    lcm_status st = lcm_model_resolve(model, NULL, &model_path);
+    if (st == LCM_OK) st = lcm_model_resolve(model, NULL, &model_path);
     struct timespec cpu0, cpu1;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu0);
     double load_start = seconds_now();
@@ -606,11 +694,17 @@ int cmd_bench(int argc, char **argv) {
     r.load_cpu_seconds = (double)(cpu1.tv_sec - cpu0.tv_sec) + 1e-9 * (double)(cpu1.tv_nsec - cpu0.tv_nsec);
     r.no_cache = no_cache;
     free(model_path);
+    free(controlnet_path);
+    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
+        lcm_image_release(&control_image);
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
-    bench_setup setup = {.pipeline = pipeline, .prompt = prompt, .width = r.width, .height = r.height, .steps = (int)steps};
+    bench_setup setup = {.pipeline = pipeline, .prompt = prompt, .width = r.width, .height = r.height,
+                         .steps = (int)steps, .guidance = (float)guidance,
+                         .control_image = control_image_path ? &control_image : NULL,
+                         .control_scale = (float)control_scale};
     // The request checks (sizes, steps) before any timing, so a bad one fails fast and clearly.
     lcm_request request;
     lcm_request_init(&request);
@@ -618,13 +712,23 @@ int cmd_bench(int argc, char **argv) {
     request.steps = (int)steps;
     request.width = r.width;
     request.height = r.height;
+    request.guidance_scale = setup.guidance;
+    request.control_image = setup.control_image;
+    request.control_scale = setup.control_scale;
     lcm_request resolved;
     st = txt2img_validate(pipeline, &request, &resolved);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
         lcm_pipeline_close(pipeline);
+        lcm_image_release(&control_image);
         return 2;
     }
+    // As txt2img_run: guidance above 1 on a UNet without LCM's guidance embedding runs both prompts.
+    setup.cfg = unet_get_config(pipeline->unet)->time_cond_proj_dim == 0 && setup.guidance > 1.0f;
+    r.guidance = guidance;
+    r.cfg = setup.cfg;
+    r.lora_count = lora_specs.count;
+    r.controlnet = pipeline->controlnet != NULL;
     r.threads = omp_get_max_threads();
 
     measure_peak(options.precision, &r.peak_gflops, r.peak_method, sizeof r.peak_method);
@@ -633,16 +737,28 @@ int cmd_bench(int argc, char **argv) {
     const vae_config *vc = vae_get_config(pipeline->vae);
     int lh = r.height / vc->downscale_factor, lw = r.width / vc->downscale_factor;
     flop_count text = clip_text_flops(clip_text_get_config(pipeline->text_encoder), 1, CLIP_MAX_LENGTH);
-    flop_count unet = unet_flops(uc, 1, lh, lw, CLIP_MAX_LENGTH);
+    int step_batch = setup.cfg ? 2 : 1;
+    flop_count unet = unet_flops(uc, step_batch, lh, lw, CLIP_MAX_LENGTH);
+    if (pipeline->controlnet) {
+        flop_count control = controlnet_flops(controlnet_get_config(pipeline->controlnet), step_batch, lh, lw,
+                                              CLIP_MAX_LENGTH);
+        unet.conv3x3 += control.conv3x3;
+        unet.conv1x1 += control.conv1x1;
+        unet.linear += control.linear;
+        unet.attention += control.attention;
+    }
     flop_count vae = vae_decode_flops(vc, 1, lh, lw);
     r.parts[STAGE_TEXT] = text;
     r.parts[STAGE_UNET] = unet;
     r.parts[STAGE_VAE] = vae;
-    // One UNet evaluation per step: LCM's guidance is an embedding, not a second (CFG) pass.
-    double steps_done = resolved.steps;
+    // One step's networks per step (LCM's guidance is an embedding; classifier-free guidance doubles
+    // the step's batch and encodes the negative prompt too).
+    double steps_done = resolved.steps, texts = setup.cfg ? 2 : 1;
     r.parts[STAGE_END_TO_END] = (flop_count){
-        text.conv3x3 + steps_done * unet.conv3x3 + vae.conv3x3, text.conv1x1 + steps_done * unet.conv1x1 + vae.conv1x1,
-        text.linear + steps_done * unet.linear + vae.linear, text.attention + steps_done * unet.attention + vae.attention};
+        texts * text.conv3x3 + steps_done * unet.conv3x3 + vae.conv3x3,
+        texts * text.conv1x1 + steps_done * unet.conv1x1 + vae.conv1x1,
+        texts * text.linear + steps_done * unet.linear + vae.linear,
+        texts * text.attention + steps_done * unet.attention + vae.attention};
     r.flops[STAGE_TEXT] = flop_total(&text);
     r.flops[STAGE_UNET] = flop_total(&unet);
     r.flops[STAGE_VAE] = flop_total(&vae);
@@ -653,6 +769,7 @@ int cmd_bench(int argc, char **argv) {
         if (st != LCM_OK) {
             fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
             lcm_pipeline_close(pipeline);
+            lcm_image_release(&control_image);
             return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
         }
     }
@@ -676,6 +793,7 @@ int cmd_bench(int argc, char **argv) {
     }
     free_inputs(&inputs);
     taesd_free(setup.taesd);
+    lcm_image_release(&control_image);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error()[0] ? lcm_last_error() : lcm_status_name(st));
         lcm_pipeline_close(pipeline);

@@ -2,7 +2,9 @@
 // JSON output has every stage with consistent numbers (positive FLOPs and times, min <= median <=
 // max, GFLOP/s = FLOPs / median, end-to-end FLOPs = text + steps x UNet + VAE), a measured peak and
 // a peak RSS; the table output names every stage. Speed itself is not checked. Bad options exit 2
-// with a message naming them; bf16 either runs or is refused cleanly as unsupported.
+// with a message naming them; bf16 either runs or is refused cleanly as unsupported. SD1.5 with a
+// LoRA and a ControlNet under classifier-free guidance: the UNet step counts the ControlNet and a
+// batch of 2 (more than twice the plain UNet step), and end to end encodes two prompts.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,10 +31,12 @@ static double number(const cJSON *object, const char *name) {
     return cJSON_IsNumber(item) ? item->valuedouble : NAN;
 }
 
-static void check_json_report(const char *what) {
+// The report's stages; returns the UNet step's GFLOP (NAN when missing). `texts`: prompts encoded
+// per generation (2 under classifier-free guidance).
+static double check_json_report(const char *what, int texts) {
     cJSON *root = cJSON_Parse(output);
     CHECK(root != NULL, "%s: output is JSON: %.200s", what, output);
-    if (!root) return;
+    if (!root) return NAN;
     CHECK(number(root, "peak_gflops") > 0, "%s: peak_gflops %g > 0", what, number(root, "peak_gflops"));
     CHECK(number(root, "peak_rss_bytes") > 1e6, "%s: peak_rss_bytes %g", what, number(root, "peak_rss_bytes"));
     CHECK(number(root, "load_s") > 0, "%s: load_s %g > 0", what, number(root, "load_s"));
@@ -56,9 +60,41 @@ static void check_json_report(const char *what) {
               "%s: %s: ratio to peak %g", what, stages[i], ratio);
     }
     // The UNet does most of the denoising work at every size; the text encoder's is fixed.
-    double sum = gflop[0] + 2 * gflop[1] + gflop[2];
-    CHECK(fabs(gflop[3] - sum) <= 1e-3 * sum, "end to end %g GFLOP = text + 2 unet + vae = %g", gflop[3], sum);
+    double sum = texts * gflop[0] + 2 * gflop[1] + gflop[2];
+    CHECK(fabs(gflop[3] - sum) <= 1e-3 * sum, "%s: end to end %g GFLOP = %d text + 2 unet + vae = %g", what,
+          gflop[3], texts, sum);
     cJSON_Delete(root);
+    return gflop[1];
+}
+
+static bool json_flag(const char *name) {
+    cJSON *root = cJSON_Parse(output);
+    bool value = root && cJSON_IsTrue(cJSON_GetObjectItem(root, name));
+    cJSON_Delete(root);
+    return value;
+}
+
+// SD1.5 + LCM-LoRA + ControlNet, the peers benchmark's --controlnet variant (bench/peers).
+static void check_controlnet(void) {
+    char sd15[4096], controlnet[4096], extra[16384];
+    test_path(sd15, sizeof sd15, "%s/tiny-sd15", test_fixtures());
+    test_path(controlnet, sizeof controlnet, "%s/tiny-controlnet", test_fixtures());
+    CHECK(bench(sd15, "--json --guidance 1", false) == 0, "plain SD1.5 without guidance exits 0");
+    double plain = check_json_report("sd15, guidance 1", 1);
+    CHECK(!json_flag("classifier_free_guidance") && !json_flag("controlnet"), "plain run: no CFG, no ControlNet");
+    test_path(extra, sizeof extra,
+              "--json --guidance 8.5 --lora '%s/tiny-sd15/loras/lcm-lora-kohya/pytorch_lora_weights.safetensors' "
+              "--controlnet '%s' --control-image '%s/golden/control_64x64.png'",
+              test_fixtures(), controlnet, controlnet);
+    CHECK(bench(sd15, extra, false) == 0, "lcm bench --lora --controlnet exits 0");
+    double steered = check_json_report("sd15 + LoRA + ControlNet, guidance 8.5", 2);
+    CHECK(json_flag("classifier_free_guidance") && json_flag("controlnet"), "CFG and ControlNet reported: %.300s",
+          output);
+    CHECK(steered > 2 * plain, "ControlNet + UNet on a batch of 2: %g GFLOP > 2 x %g", steered, plain);
+    test_path(extra, sizeof extra, "--controlnet '%s'", controlnet);
+    CHECK(bench(sd15, extra, true) == 2 && strstr(output, "--control-image"), "--controlnet alone: %s", output);
+    test_path(extra, sizeof extra, "--controlnet '%s' --control-image /nonexistent.png", controlnet);
+    CHECK(bench(sd15, extra, true) == 2 && strstr(output, "/nonexistent.png"), "missing control image: %s", output);
 }
 
 int main(void) {
@@ -66,7 +102,7 @@ int main(void) {
     test_path(model, sizeof model, "%s/tiny-lcm", test_fixtures());
 
     CHECK(bench(model, "--json", false) == 0, "lcm bench --json exits 0");
-    check_json_report("fp32");
+    check_json_report("fp32", 1);
 
     CHECK(bench(model, "--attention-kernel gemm --threads 1", false) == 0, "table output exits 0: %s", output);
     for (int i = 0; i < STAGES; i++) CHECK(strstr(output, stages[i]) != NULL, "table names %s", stages[i]);
@@ -76,7 +112,7 @@ int main(void) {
     // bf16 is either implemented (then the same report) or refused as unsupported, cleanly.
     int rc = bench(model, "--precision bf16 --json", true);
     if (rc == 0) {
-        check_json_report("bf16");
+        check_json_report("bf16", 1);
     } else {
         fprintf(stderr, "bf16: %s", output);
         CHECK(rc == 2 && strstr(output, "precision"), "bf16 refused with exit 2 naming precision: %s", output);
@@ -88,7 +124,7 @@ int main(void) {
     char extra[4200];
     test_path(extra, sizeof extra, "--json --taesd '%s'", taesd);
     CHECK(bench(model, extra, false) == 0, "lcm bench --taesd exits 0");
-    check_json_report("fp32 with --taesd");
+    check_json_report("fp32 with --taesd", 1);
     cJSON *root = cJSON_Parse(output);
     const cJSON *list = root ? cJSON_GetObjectItem(root, "stages") : NULL;
     const cJSON *vae = cJSON_GetObjectItem(list, "vae_decode");
@@ -106,6 +142,8 @@ int main(void) {
     cJSON_Delete(root);
     CHECK(bench(model, "--taesd /nonexistent-taesd", true) == 2 && strstr(output, "/nonexistent-taesd"),
           "missing TAESD folder named: %s", output);
+
+    check_controlnet();
 
     CHECK(bench(model, "--precision fp8", true) == 2 && strstr(output, "fp8"), "--precision fp8: %s", output);
     CHECK(bench(model, "--size 64", true) == 2 && strstr(output, "--size"), "--size 64: %s", output);

@@ -243,6 +243,17 @@ tensor *tensor_copy(const tensor *t) {
     return c;
 }
 
+tensor *tensor_concat_batch(const tensor *a, const tensor *b) {
+    int64_t shape[TENSOR_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+    shape[0] = a->shape[0] + b->shape[0];
+    tensor *out = tensor_new(a->ndim, shape);
+    if (!out) return NULL;
+    memcpy(out->data, a->data, sizeof(float) * (size_t)tensor_numel(a));
+    memcpy(out->data + tensor_numel(a), b->data, sizeof(float) * (size_t)tensor_numel(b));
+    return out;
+}
+
 // Moves the values of a 4-D tensor between [N,C,H,W] and [N,H,W,C] storage.
 static tensor *tensor_relayout(const tensor *t, tensor_layout want) {
     if (!t) return NULL;

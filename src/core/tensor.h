@@ -39,6 +39,9 @@ tensor *tensor_zeros(int ndim, const int64_t *shape);
 // A copy of `data` (numel floats) with the given shape.
 tensor *tensor_from(int ndim, const int64_t *shape, const float *data);
 tensor *tensor_copy(const tensor *t);
+// [a; b] along the batch axis: a new plain tensor. a and b are plain with equal trailing shapes;
+// NULL when out of memory.
+tensor *tensor_concat_batch(const tensor *a, const tensor *b);
 void tensor_free(tensor *t);
 
 // A new tensor with the same shape and values stored in plain (NCHW) order: a copy when `t` is

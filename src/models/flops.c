@@ -50,39 +50,50 @@ static void transformer(flop_count *f, const unet_config *cfg, int batch, int ch
     else conv(f, batch, channels, channels, 1, h, w);
 }
 
-flop_count unet_flops(const unet_config *cfg, int batch, int latent_h, int latent_w,
-                      int context_tokens) {
-    flop_count f = {0};
-    int n = cfg->num_blocks, temb = cfg->time_embed_dim, c0 = cfg->block_out_channels[0];
-    // Spatial size of each level: stride-2 convs with padding 1 give ceil(size / 2).
-    int hs[UNET_MAX_BLOCKS], ws[UNET_MAX_BLOCKS];
+// Spatial size of each UNet level: stride-2 convs with padding 1 give ceil(size / 2).
+static void level_sizes(const unet_config *cfg, int latent_h, int latent_w, int *hs, int *ws) {
     hs[0] = latent_h;
     ws[0] = latent_w;
-    for (int i = 1; i < n; i++) {
+    for (int i = 1; i < cfg->num_blocks; i++) {
         hs[i] = (hs[i - 1] + 1) / 2;
         ws[i] = (ws[i - 1] + 1) / 2;
     }
-    if (cfg->time_cond_proj_dim > 0) linear(&f, batch, cfg->time_cond_proj_dim, c0);
-    linear(&f, batch, c0, temb);
-    linear(&f, batch, temb, temb);
-    conv(&f, batch, cfg->in_channels, c0, 3, hs[0], ws[0]);
+}
+
+// The encoder half the UNet and the ControlNet share: time embedding, conv_in, down blocks, mid block.
+static void encoder_half(flop_count *f, const unet_config *cfg, int batch, const int *hs, const int *ws,
+                         int context_tokens) {
+    int n = cfg->num_blocks, temb = cfg->time_embed_dim, c0 = cfg->block_out_channels[0];
+    if (cfg->time_cond_proj_dim > 0) linear(f, batch, cfg->time_cond_proj_dim, c0);
+    linear(f, batch, c0, temb);
+    linear(f, batch, temb, temb);
+    conv(f, batch, cfg->in_channels, c0, 3, hs[0], ws[0]);
 
     for (int i = 0; i < n; i++) {
         int in = i == 0 ? c0 : cfg->block_out_channels[i - 1], out = cfg->block_out_channels[i];
         for (int l = 0; l < cfg->layers_per_block[i]; l++) {
-            resnet(&f, batch, l == 0 ? in : out, out, hs[i], ws[i], temb);
+            resnet(f, batch, l == 0 ? in : out, out, hs[i], ws[i], temb);
             if (cfg->down_block_has_attention[i])
-                transformer(&f, cfg, batch, out, cfg->transformer_layers_per_block[i], hs[i], ws[i],
+                transformer(f, cfg, batch, out, cfg->transformer_layers_per_block[i], hs[i], ws[i],
                             context_tokens);
         }
-        if (i < n - 1) conv(&f, batch, out, out, 3, hs[i + 1], ws[i + 1]);
+        if (i < n - 1) conv(f, batch, out, out, 3, hs[i + 1], ws[i + 1]);
     }
 
     int last = cfg->block_out_channels[n - 1];
-    resnet(&f, batch, last, last, hs[n - 1], ws[n - 1], temb);
-    transformer(&f, cfg, batch, last, cfg->transformer_layers_per_block[n - 1], hs[n - 1], ws[n - 1],
+    resnet(f, batch, last, last, hs[n - 1], ws[n - 1], temb);
+    transformer(f, cfg, batch, last, cfg->transformer_layers_per_block[n - 1], hs[n - 1], ws[n - 1],
                 context_tokens);
-    resnet(&f, batch, last, last, hs[n - 1], ws[n - 1], temb);
+    resnet(f, batch, last, last, hs[n - 1], ws[n - 1], temb);
+}
+
+flop_count unet_flops(const unet_config *cfg, int batch, int latent_h, int latent_w,
+                      int context_tokens) {
+    flop_count f = {0};
+    int n = cfg->num_blocks, temb = cfg->time_embed_dim, c0 = cfg->block_out_channels[0];
+    int hs[UNET_MAX_BLOCKS], ws[UNET_MAX_BLOCKS];
+    level_sizes(cfg, latent_h, latent_w, hs, ws);
+    encoder_half(&f, cfg, batch, hs, ws, context_tokens);
 
     for (int index = 0; index < n; index++) {
         int mirror = n - 1 - index, out = cfg->block_out_channels[mirror];
@@ -99,6 +110,38 @@ flop_count unet_flops(const unet_config *cfg, int batch, int latent_h, int laten
         if (index < n - 1) conv(&f, batch, out, out, 3, hs[mirror - 1], ws[mirror - 1]);
     }
     conv(&f, batch, c0, cfg->out_channels, 3, hs[0], ws[0]);
+    return f;
+}
+
+flop_count controlnet_flops(const controlnet_config *cfg, int batch, int latent_h, int latent_w,
+                            int context_tokens) {
+    flop_count f = {0};
+    const unet_config *u = &cfg->unet;
+    int n = u->num_blocks, c0 = u->block_out_channels[0];
+    int hs[UNET_MAX_BLOCKS], ws[UNET_MAX_BLOCKS];
+    level_sizes(u, latent_h, latent_w, hs, ws);
+    // Conditioning embedding at image resolution: conv_in, then per width a conv and a stride-2
+    // conv to the next width, conv_out at latent resolution (models/controlnet.c).
+    int h = latent_h * 8, w = latent_w * 8;
+    const int *emb = cfg->embedding_channels;
+    conv(&f, batch, cfg->conditioning_channels, emb[0], 3, h, w);
+    for (int i = 0; i + 1 < cfg->embedding_count; i++) {
+        conv(&f, batch, emb[i], emb[i], 3, h, w);
+        h = (h + 1) / 2;
+        w = (w + 1) / 2;
+        conv(&f, batch, emb[i], emb[i + 1], 3, h, w);
+    }
+    conv(&f, batch, emb[cfg->embedding_count - 1], c0, 3, h, w);
+    encoder_half(&f, u, batch, hs, ws, context_tokens);
+    // The 1x1 "zero convs" on every skip connection (conv_in, each down-block layer, each
+    // downsampler) and on the mid block.
+    conv(&f, batch, c0, c0, 1, hs[0], ws[0]);
+    for (int i = 0; i < n; i++) {
+        int out = u->block_out_channels[i];
+        for (int l = 0; l < u->layers_per_block[i]; l++) conv(&f, batch, out, out, 1, hs[i], ws[i]);
+        if (i < n - 1) conv(&f, batch, out, out, 1, hs[i + 1], ws[i + 1]);
+    }
+    conv(&f, batch, u->block_out_channels[n - 1], u->block_out_channels[n - 1], 1, hs[n - 1], ws[n - 1]);
     return f;
 }
 

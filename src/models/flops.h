@@ -10,6 +10,7 @@
 #ifndef LCM_MODELS_FLOPS_H
 #define LCM_MODELS_FLOPS_H
 
+#include "models/controlnet.h"
 #include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -28,6 +29,11 @@ double flop_total(const flop_count *f);
 // One UNet evaluation of `batch` latents of latent_h x latent_w with `context_tokens` text tokens.
 flop_count unet_flops(const unet_config *cfg, int batch, int latent_h, int latent_w,
                       int context_tokens);
+
+// One ControlNet evaluation (conditioning embedding, encoder half, zero convs) on `batch` latents of
+// latent_h x latent_w and conditioning images 8x that size.
+flop_count controlnet_flops(const controlnet_config *cfg, int batch, int latent_h, int latent_w,
+                            int context_tokens);
 
 // One VAE decode of `batch` latents of latent_h x latent_w (image latent_h*f x latent_w*f).
 flop_count vae_decode_flops(const vae_config *cfg, int batch, int latent_h, int latent_w);

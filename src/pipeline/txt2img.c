@@ -210,18 +210,6 @@ static lcm_status guidance_condition(const lcm_pipeline *p, float guidance_scale
     return LCM_OK;
 }
 
-// [a; b] along the batch axis (plain row-major tensors of equal trailing shape).
-static tensor *concat_batch(const tensor *a, const tensor *b) {
-    int64_t shape[TENSOR_MAX_DIMS];
-    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
-    shape[0] = a->shape[0] + b->shape[0];
-    tensor *out = tensor_new(a->ndim, shape);
-    if (!out) return NULL;
-    memcpy(out->data, a->data, sizeof(float) * (size_t)tensor_numel(a));
-    memcpy(out->data + tensor_numel(a), b->data, sizeof(float) * (size_t)tensor_numel(b));
-    return out;
-}
-
 // `copies` times the batch-1 tensor `one`, along the batch axis.
 static tensor *repeat_batch(const tensor *one, int copies) {
     int64_t shape[TENSOR_MAX_DIMS];
@@ -415,7 +403,7 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     trace(trace_fn, trace_user, "negative_prompt_embeds", negative);
     trace(trace_fn, trace_user, "timestep_cond", cond);
     // With guidance the UNet sees [negative x B; positive x B], as diffusers' encode_prompt + cat.
-    if (cfg && !(context = concat_batch(negative, embeds))) {
+    if (cfg && !(context = tensor_concat_batch(negative, embeds))) {
         st = LCM_ERR_OUT_OF_MEMORY;
         goto done;
     }
@@ -464,7 +452,7 @@ lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trac
     for (int i = 0; i < steps; i++) {
         float t = (float)timesteps[i];
         trace_step(trace_fn, trace_user, i, "latents_in", latents);
-        if (cfg && !(model_input = concat_batch(latents, latents))) {
+        if (cfg && !(model_input = tensor_concat_batch(latents, latents))) {
             st = LCM_ERR_OUT_OF_MEMORY;
             goto done;
         }
