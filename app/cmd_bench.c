@@ -44,6 +44,14 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+// This process's CPU seconds, all threads together: unlike wall time it does not count the time
+// other processes held the cores (the machine may be shared).
+static double cpu_seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -229,9 +237,10 @@ static lcm_status unet_step(const bench_setup *b, const stage_inputs *in, tensor
     return st;
 }
 
-// Runs stage `which` once and returns its seconds in *elapsed.
-static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int which, double *elapsed) {
-    double t0 = seconds_now();
+// Runs stage `which` once and returns its wall seconds in *elapsed and its CPU seconds in *cpu.
+static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int which, double *elapsed,
+                            double *cpu) {
+    double t0 = seconds_now(), c0 = cpu_seconds_now();
     tensor *out = NULL;
     lcm_status st = LCM_OK;
     if (which == STAGE_TEXT) {
@@ -259,6 +268,7 @@ static lcm_status run_stage(const bench_setup *b, const stage_inputs *in, int wh
         lcm_result_free(result);
     }
     *elapsed = seconds_now() - t0;
+    *cpu = cpu_seconds_now() - c0;
     tensor_free(out);
     return st;
 }
@@ -319,6 +329,7 @@ typedef struct report {
     double flops[STAGE_COUNT];
     flop_count parts[STAGE_COUNT];
     spread times[STAGE_COUNT];
+    double cpu_median[STAGE_COUNT]; // CPU seconds of the process, all threads
     double peak_rss_bytes;
     double load_seconds, load_cpu_seconds; // lcm_pipeline_open: wall and this process's CPU time
     bool no_cache;
@@ -385,10 +396,10 @@ static void print_json(const report *r) {
         if (!r->timed[i]) continue;
         double rate = r->flops[i] / r->times[i].median * 1e-9;
         printf("  \"%s\": {\"gflop\": %.9g, \"median_s\": %.9g, \"min_s\": %.9g, \"max_s\": %.9g, "
-               "\"gflops\": %.9g, \"ratio_to_peak\": %.9g,\n    \"gflop_conv3x3\": %.9g, "
+               "\"median_cpu_s\": %.9g, \"gflops\": %.9g, \"ratio_to_peak\": %.9g,\n    \"gflop_conv3x3\": %.9g, "
                "\"gflop_conv1x1\": %.9g, \"gflop_linear\": %.9g, \"gflop_attention\": %.9g}%s\n",
                stage_names[i], r->flops[i] * 1e-9, r->times[i].median, r->times[i].min, r->times[i].max,
-               rate, r->peak_gflops > 0 ? rate / r->peak_gflops : 0.0, r->parts[i].conv3x3 * 1e-9,
+               r->cpu_median[i], rate, r->peak_gflops > 0 ? rate / r->peak_gflops : 0.0, r->parts[i].conv3x3 * 1e-9,
                r->parts[i].conv1x1 * 1e-9, r->parts[i].linear * 1e-9, r->parts[i].attention * 1e-9,
                i < last ? "," : "");
     }
@@ -409,12 +420,6 @@ typedef struct attention_shape {
     int64_t nq, nk;
     int heads, head_dim;
 } attention_shape;
-
-static double cpu_seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // Best wall-clock and CPU seconds of `runs` calls (after a warm-up): on a shared machine the
 // fastest run is the one least disturbed, and CPU time (all threads together) does not count the
@@ -775,16 +780,16 @@ int cmd_bench(int argc, char **argv) {
     }
 
     stage_inputs inputs = {0};
-    double times[STAGE_COUNT][MAX_RUNS];
+    double times[STAGE_COUNT][MAX_RUNS], cpu_times[STAGE_COUNT][MAX_RUNS];
     st = make_inputs(&setup, &inputs);
     // Warm-up: every stage but the end-to-end run, which consists of them.
     for (int s = 0; s < STAGE_END_TO_END && st == LCM_OK; s++) {
-        double ignored;
-        if (r.timed[s]) st = run_stage(&setup, &inputs, s, &ignored);
+        double ignored, ignored_cpu;
+        if (r.timed[s]) st = run_stage(&setup, &inputs, s, &ignored, &ignored_cpu);
     }
     for (int run = 0; run < r.runs && st == LCM_OK; run++) {
         for (int s = 0; s < STAGE_COUNT && st == LCM_OK; s++)
-            if (r.timed[s]) st = run_stage(&setup, &inputs, s, &times[s][run]);
+            if (r.timed[s]) st = run_stage(&setup, &inputs, s, &times[s][run], &cpu_times[s][run]);
         if (json || st != LCM_OK) continue;
         fprintf(stderr, "run %d/%d:", run + 1, r.runs);
         for (int s = 0; s < STAGE_COUNT; s++)
@@ -800,7 +805,10 @@ int cmd_bench(int argc, char **argv) {
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
     for (int s = 0; s < STAGE_COUNT; s++)
-        if (r.timed[s]) r.times[s] = spread_of(times[s], r.runs);
+        if (r.timed[s]) {
+            r.times[s] = spread_of(times[s], r.runs);
+            r.cpu_median[s] = spread_of(cpu_times[s], r.runs).median;
+        }
     r.peak_rss_bytes = peak_rss_bytes();
     // The peak again after the stages: a probe disturbed right after loading (the kernel flushing
     // or reclaiming gigabytes of pages) once read 60% of the quiet figure.

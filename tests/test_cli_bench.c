@@ -1,5 +1,5 @@
 // `lcm bench` end to end on the tiny fixture model (one run, small size, small peak matmul): the
-// JSON output has every stage with consistent numbers (positive FLOPs and times, min <= median <=
+// JSON output has every stage with consistent numbers (positive FLOPs, times and CPU times, min <= median <=
 // max, GFLOP/s = FLOPs / median, end-to-end FLOPs = text + steps x UNet + VAE), a measured peak and
 // a peak RSS; the table output names every stage. Speed itself is not checked. Bad options exit 2
 // with a message naming them; bf16 either runs or is refused cleanly as unsupported. SD1.5 with a
@@ -54,6 +54,7 @@ static double check_json_report(const char *what, int texts) {
                 stages[i], gflop[i], median, rate, ratio);
         CHECK(gflop[i] > 0 && median > 0 && lo > 0 && lo <= median && median <= hi,
               "%s: %s: gflop %g, min %g <= median %g <= max %g", what, stages[i], gflop[i], lo, median, hi);
+        CHECK(number(s, "median_cpu_s") > 0, "%s: %s: median_cpu_s %g > 0", what, stages[i], number(s, "median_cpu_s"));
         CHECK(fabs(rate - gflop[i] / median) <= 1e-3 * rate + 1e-6, "%s: %s: GFLOP/s %g = %g / %g", what,
               stages[i], rate, gflop[i], median);
         CHECK(fabs(ratio - rate / number(root, "peak_gflops")) <= 1e-3 * ratio + 1e-6,
