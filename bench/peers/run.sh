@@ -6,13 +6,15 @@ set -uo pipefail
 
 usage() {
     echo "usage: bench/peers/run.sh --model DIR [--size 512x512] [--steps 4] [--threads 2] [--runs 2]" >&2
-    echo "                          [--samples 4] [--only lcm,torch,openvino,torch-autocast] [--controlnet] [--no-append]" >&2
+    echo "                          [--samples 4] [--only lcm,torch,openvino,torch-autocast] [--no-append]" >&2
+    echo "                          [--controlnet CN_DIR --lora LCM_LORA.safetensors --control-image IMAGE] [--guidance 8.5]" >&2
     echo "                          [--prepare-only] [--from-results RESULTS.jsonl]" >&2
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino,torch-autocast" controlnet=0 append=1 prepare_only=0 from_results=""
+model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino,torch-autocast" append=1 prepare_only=0 from_results=""
+controlnet="" lora="" control_image=""
 prompt="a beautiful pink unicorn, 8k"
 guidance=8.5
 while [ $# -gt 0 ]; do
@@ -24,7 +26,10 @@ while [ $# -gt 0 ]; do
         --runs) runs=${2:-}; shift 2 ;;
         --samples) samples=${2:-}; shift 2 ;;
         --only) only=${2:-}; shift 2 ;;
-        --controlnet) controlnet=1; shift ;;
+        --controlnet) controlnet=${2:-}; shift 2 ;;
+        --lora) lora=${2:-}; shift 2 ;;
+        --control-image) control_image=${2:-}; shift 2 ;;
+        --guidance) guidance=${2:-}; shift 2 ;;
         --no-append) append=0; shift ;;
         --prepare-only) prepare_only=1; shift ;;
         --from-results) from_results=${2:-}; shift 2 ;;
@@ -36,10 +41,18 @@ if [ -z "$model" ] || [ ! -f "$model/model_index.json" ]; then
     echo "run.sh: --model must name a diffusers model folder (with model_index.json); got '$model'" >&2
     usage; exit 2
 fi
-if [ "$controlnet" = 1 ]; then
-    echo "run.sh: --controlnet is not implemented yet (see bench/peers/README.md)" >&2
-    exit 2
+# The ControlNet variant (SD1.5 + LCM-LoRA fused + ControlNet): --model is the SD1.5 folder.
+if [ -n "$controlnet$lora$control_image" ]; then
+    if [ ! -f "$controlnet/config.json" ] || [ ! -f "$lora" ] || [ ! -f "$control_image" ]; then
+        echo "run.sh: the ControlNet variant needs --controlnet CN_DIR (with config.json), --lora FILE and" >&2
+        echo "        --control-image FILE, all existing; got '$controlnet', '$lora', '$control_image'" >&2
+        exit 2
+    fi
+    controlnet=$(cd "$controlnet" && pwd)
+    lora=$(cd "$(dirname "$lora")" && pwd)/$(basename "$lora")
+    control_image=$(cd "$(dirname "$control_image")" && pwd)/$(basename "$control_image")
 fi
+case "$guidance" in [0-9]*) ;; *) echo "run.sh: --guidance '$guidance': expected a number" >&2; exit 2 ;; esac
 case "$size" in [0-9]*x[0-9]*) ;; *) echo "run.sh: --size '$size': expected WIDTHxHEIGHT" >&2; exit 2 ;; esac
 model=$(cd "$model" && pwd)
 lcm="$root/build/lcm"
@@ -62,8 +75,11 @@ py="$venv/bin/python"
 peers="$here/peers.py"
 
 # ---- where the converted and quantized models and the results go ---------------------------------
-key=$(stat -c '%n %s %Y' "$model"/unet/*.safetensors "$model"/text_encoder/*.safetensors 2>/dev/null | sha256sum | cut -c1-12)
-work="$root/build/peers/$(basename "$model")-$key"
+variant=""
+[ -n "$controlnet" ] && variant="-controlnet"
+key=$(stat -c '%n %s %Y' "$model"/unet/*.safetensors "$model"/text_encoder/*.safetensors \
+    ${controlnet:+"$controlnet"/*.safetensors "$lora" "$control_image"} 2>/dev/null | sha256sum | cut -c1-12)
+work="$root/build/peers/$(basename "$model")$variant-$key"
 mkdir -p "$work"
 stamp_now=$(date -u +%Y%m%dT%H%M%SZ)
 results="$work/results-$stamp_now.jsonl"
@@ -72,6 +88,12 @@ mkdir -p "$logs"
 export OMP_NUM_THREADS="$threads"
 calibration="$root/data/calibration-prompts.txt"
 common=(--model "$model" --size "$size" --steps "$steps" --threads "$threads" --runs "$runs" --guidance "$guidance")
+# What the ControlNet variant adds to every PyTorch and OpenVINO command (peers.py) and to lcm bench.
+peer_cn=() lcm_cn=()
+if [ -n "$controlnet" ]; then
+    peer_cn=(--control-image "$control_image")
+    lcm_cn=(--lora "$lora" --controlnet "$controlnet" --control-image "$control_image")
+fi
 
 wanted() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
@@ -107,29 +129,60 @@ r = json.load(sys.stdin)
 s = r["stages"]
 print(json.dumps({"text_encoding_s": s["text_encoding"]["median_s"], "unet_step_s": s["unet_step"]["median_s"],
                   "vae_decode_s": s["vae_decode"]["median_s"], "end_to_end_s": s["end_to_end"]["median_s"],
+                  "end_to_end_cpu_s": s["end_to_end"]["median_cpu_s"],
+                  "cpu_s": {"text": s["text_encoding"]["median_cpu_s"], "unet": s["unet_step"]["median_cpu_s"],
+                            "vae": s["vae_decode"]["median_cpu_s"], "e2e": s["end_to_end"]["median_cpu_s"]},
                   "load_s": r["load_s"], "peak_rss_bytes": r["peak_rss_bytes"],
                   "note": "threads %d, peak %.0f GFLOP/s" % (r["threads"], r["peak_gflops"])}))'
 }
-lcm_bench() {
-    "$lcm" bench --model "$1" --precision "$2" --size "$size" --steps "$steps" --threads "$threads" --runs "$runs" \
-        --prompt "$prompt" --json | lcm_row
+lcm_bench() { # model, precision, then extra options of lcm bench
+    local bench_model=$1 precision=$2; shift 2
+    "$lcm" bench --model "$bench_model" --precision "$precision" --size "$size" --steps "$steps" --threads "$threads" \
+        --runs "$runs" --guidance "$guidance" --prompt "$prompt" "$@" --json | lcm_row
 }
 
 # ---- preparation, cached under $work: the OpenVINO IR, the int8 lcm.c model, the NNCF int8 UNet ----
 lcm_int8="$work/lcm-int8-s$samples"
+# The ControlNet variant: cn-prepare's diffusers folder of SD1.5 with the LoRA fused (lcm quantize
+# cannot fuse a LoRA into the UNet it quantizes) and the ControlNet quantized beside it.
+fused="$work/sd15-lora-fused"
+lcm_cn_int8="$work/lcm-controlnet-int8-s$samples"
 prepare_lcm_int8() {
     # Another run still quantizing into the same folder: wait for it rather than start over.
     while pgrep -f -- "--output $lcm_int8" > /dev/null; do sleep 10; done
     [ -f "$lcm_int8/model_index.json" ] && return
     echo "== lcm quantize ($samples calibration prompts, once)" >&2
-    rm -rf "$lcm_int8"
+    rm -rf "$lcm_int8" "$lcm_cn_int8"
     # (lcm quantize runs one thread per physical core: it has no --threads)
-    "$lcm" quantize --model "$model" --calibration "$calibration" --samples "$samples" --steps "$steps" \
-        --output "$lcm_int8" --quiet > "$work/lcm-quantize.log" 2>&1
+    if [ -z "$controlnet" ]; then
+        "$lcm" quantize --model "$model" --calibration "$calibration" --samples "$samples" --steps "$steps" \
+            --output "$lcm_int8" --quiet > "$work/lcm-quantize.log" 2>&1
+        return
+    fi
+    [ -f "$fused/model_index.json" ] || { echo "no LoRA-fused model (cn-prepare failed: $work/cn-prepare.log)" > "$work/lcm-quantize.log"; return; }
+    # Both networks of the step in 8 bits, as the notebook quantizes both (the ControlNet last, since
+    # the UNet's folder is what the row checks for).
+    "$lcm" quantize --controlnet "$controlnet" --model "$fused" --calibration "$calibration" --samples "$samples" \
+        --steps "$steps" --guidance "$guidance" --control-image "$control_image" --output "$lcm_cn_int8" --quiet \
+        > "$work/lcm-quantize.log" 2>&1 &&
+    "$lcm" quantize --model "$fused" --calibration "$calibration" --samples "$samples" --steps "$steps" \
+        --guidance "$guidance" --output "$lcm_int8" --quiet >> "$work/lcm-quantize.log" 2>&1
 }
 ir="$work/openvino-ir"
 unet_int8="$work/openvino-unet-int8-s$samples-$size/openvino_model.xml"
-if [ -z "$from_results" ] && wanted openvino; then
+controlnet_int8=""
+if [ -n "$controlnet" ]; then
+    unet_int8="$work/openvino-int8-s$samples-$size/unet_controlnet.xml"
+    controlnet_int8="$work/openvino-int8-s$samples-$size/controlnet.xml"
+    # The fused model and the IR, converted part by part with ov.convert_model as the notebook does.
+    if [ -z "$from_results" ] && { wanted openvino || wanted lcm; } && [ ! -f "$ir/vae_decoder.xml" ]; then
+        echo "== fusing the LoRA and converting to OpenVINO IR with ov.convert_model (once)" >&2
+        "$py" "$peers" cn-prepare "${common[@]}" --controlnet "$controlnet" --lora "$lora" --out "$work" \
+            > "$work/cn-prepare.log" 2>&1 || echo "   cn-prepare failed (log: $work/cn-prepare.log)" >&2
+        cp "$work/cn-prepare.log" "$work/ov-convert.log"
+    fi
+fi
+if [ -z "$from_results" ] && [ -z "$controlnet" ] && wanted openvino; then
     if [ ! -f "$ir/model_index.json" ]; then
         # optimum-intel's exporter, fp16 weights as OpenVINO's LCM notebook saves them (decompressed to the
         # inference precision when compiled). The notebook's own ov.convert_model of CLIPTextModel fails to
@@ -156,11 +209,14 @@ json.dump(index, open(os.path.join(sys.argv[2], "model_index.json"), "w"), inden
             echo "   conversion failed (log: $work/ov-convert.log)" >&2
     fi
 fi
+# The IR is complete: optimum-cli's folder, or cn-prepare's (its VAE decoder is written last).
+ir_ready() { [ -f "$ir/model_index.json" ] || [ -f "$ir/vae_decoder.xml" ]; }
 prepare_nncf_int8() {
-    [ -f "$ir/model_index.json" ] && [ ! -f "$unet_int8" ] || return
-    echo "== nncf.quantize of the UNet ($samples calibration captions, once)" >&2
+    ir_ready && [ ! -f "$unet_int8" ] || return
+    echo "== nncf.quantize of the UNet${controlnet:+ and the ControlNet} ($samples calibration captions, once)" >&2
     "$py" "$peers" ov-quantize "${common[@]}" --ir "$ir" --precision default --captions "$calibration" \
-        --samples "$samples" --out "$unet_int8" > "$work/ov-quantize.log" 2>&1 ||
+        --samples "$samples" --out "$unet_int8" ${controlnet:+--controlnet-int8 "$controlnet_int8"} "${peer_cn[@]}" \
+        > "$work/ov-quantize.log" 2>&1 ||
         echo "   nncf.quantize failed (log: $work/ov-quantize.log)" >&2
 }
 # The int8 models are made right before their tier, so that the float rows come first.
@@ -200,37 +256,43 @@ echo "== load average before: $load_before" >&2
 has_bf16=0
 grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && has_bf16=1
 have_ir=0
-[ -f "$ir/model_index.json" ] && have_ir=1
+ir_ready && have_ir=1
 openvino_row() { # precision, then extra arguments of peers.py ov
     local system=OpenVINO precision=$1; shift
     [ "$precision" = int8 ] && system=OpenVINO+NNCF
     if [ "$have_ir" = 0 ]; then fail_row "$system" "$precision" "$work/ov-convert.log"; return; fi
-    run_system "$system" "$precision" "$py" "$peers" ov "${common[@]}" --ir "$ir" --prompt "$prompt" "$@"
+    run_system "$system" "$precision" "$py" "$peers" ov "${common[@]}" --ir "$ir" --prompt "$prompt" "${peer_cn[@]}" "$@"
+}
+torch_row() { # precision
+    run_system "PyTorch+diffusers" "$1" "$py" "$peers" torch "${common[@]}" --precision "$1" --prompt "$prompt" \
+        ${controlnet:+--controlnet "$controlnet" --lora "$lora"} "${peer_cn[@]}"
 }
 
 # fp32
-wanted lcm && run_system "lcm.c" fp32 lcm_bench "$model" fp32
-wanted torch && run_system "PyTorch+diffusers" fp32 "$py" "$peers" torch "${common[@]}" --precision fp32 --prompt "$prompt"
+wanted lcm && run_system "lcm.c" fp32 lcm_bench "$model" fp32 "${lcm_cn[@]}"
+wanted torch && torch_row fp32
 wanted openvino && openvino_row fp32 --precision fp32
 # the CPU's fast float precision
-[ "$has_bf16" = 1 ] && wanted lcm && run_system "lcm.c" bf16 lcm_bench "$model" bf16
-wanted torch && run_system "PyTorch+diffusers" bf16 "$py" "$peers" torch "${common[@]}" --precision bf16 --prompt "$prompt"
+[ "$has_bf16" = 1 ] && wanted lcm && run_system "lcm.c" bf16 lcm_bench "$model" bf16 "${lcm_cn[@]}"
+wanted torch && torch_row bf16
 wanted openvino && openvino_row default --precision default
 # int8
 wanted lcm && prepare_lcm_int8
 wanted openvino && prepare_nncf_int8
 if wanted lcm; then
-    if [ -f "$lcm_int8/model_index.json" ]; then run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
+    if [ -f "$lcm_int8/model_index.json" ] && [ -z "$controlnet" ]; then run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
+    elif [ -f "$lcm_int8/model_index.json" ]; then
+        run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32 --controlnet "$lcm_cn_int8" --control-image "$control_image"
     else fail_row "lcm.c" int8 "$work/lcm-quantize.log"; fi
 fi
 if wanted openvino; then
-    if [ -f "$unet_int8" ]; then openvino_row int8 --precision default --unet "$unet_int8"
+    if [ -f "$unet_int8" ]; then
+        openvino_row int8 --precision default --unet "$unet_int8" ${controlnet:+--controlnet-int8 "$controlnet_int8"}
     elif [ "$have_ir" = 1 ]; then fail_row "OpenVINO+NNCF" int8 "$work/ov-quantize.log"
     else fail_row "OpenVINO+NNCF" int8 "$work/ov-convert.log"; fi
 fi
 # bf16 by autocast over fp32 weights, the other way PyTorch users get bf16
-wanted torch-autocast && run_system "PyTorch+diffusers" bf16-autocast "$py" "$peers" torch "${common[@]}" --precision bf16-autocast \
-    --prompt "$prompt"
+wanted torch-autocast && torch_row bf16-autocast
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
@@ -242,22 +304,33 @@ flags=$(for f in avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile
     grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f"; done)
 versions=$("$py" - <<'EOF'
 import importlib.metadata as m, platform
-names = ["torch", "diffusers", "transformers", "openvino", "nncf", "optimum-intel", "numpy"]
+names = ["torch", "diffusers", "transformers", "openvino", "nncf", "optimum-intel", "peft", "numpy"]
 print(", ".join(f"{n} {m.version(n)}" for n in names) + f", python {platform.python_version()}")
 EOF
 )
 revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+title="lcm.c beside OpenVINO and PyTorch" cn_args="" cn_words=""
+if [ -n "$controlnet" ]; then
+    title="SD1.5 + LCM-LoRA + ControlNet: lcm.c beside OpenVINO and PyTorch"
+    cn_args=" --controlnet $(basename "$controlnet") --lora $(basename "$lora") --control-image $(basename "$control_image") --guidance $guidance"
+    cn_words="
+The ControlNet variant: SD1.5 with the LCM-LoRA fused (lcm.c: \`--lora\` at load; diffusers:
+load_lora_weights + fuse_lora; OpenVINO: converted after fusing) and the ControlNet on one control
+image; a UNet step is the ControlNet and the UNet on the step's batch (2 rows under classifier-free
+guidance, guidance above 1); int8: UNet and ControlNet both 8-bit (lcm quantize of the fused model
+and of the ControlNet; nncf.quantize of both IRs)."
+fi
 section=$(cat <<EOF
 
-## Peers, $(date -u '+%Y-%m-%d %H:%M UTC'): lcm.c beside OpenVINO and PyTorch (bench/peers/run.sh)
+## Peers, $(date -u '+%Y-%m-%d %H:%M UTC'): $title (bench/peers/run.sh)
 
-\`bench/peers/run.sh --model $(basename "$model") --size $size --steps $steps --threads $threads --runs $runs --samples $samples\`
+\`bench/peers/run.sh --model $(basename "$model") --size $size --steps $steps --threads $threads --runs $runs --samples $samples$cn_args\`
 (lcm.c $revision). CPU: "$cpu", $(nproc) cores, flags: ${flags% }. Load average (1/5/15 min)
 before: $load_before, after: $load_after. Prompt "$prompt", guidance $guidance, every system in its own
 process, one warm-up then the median of $runs runs per stage; end to end = a whole generation with
 the model loaded; load = reading the model until it can run (OpenVINO: compile of the IR; lcm.c:
 lcm_pipeline_open). int8: lcm quantize and nncf.quantize each calibrated on the first $samples prompts of
-data/calibration-prompts.txt. Packages (all pinned in bench/peers/requirements.txt): $versions.
+data/calibration-prompts.txt. Packages (all pinned in bench/peers/requirements.txt): $versions.$cn_words
 
 $table
 EOF
