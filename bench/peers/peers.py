@@ -432,6 +432,10 @@ def run_cn_prepare(args):
                                 unet=pipe.unet, scheduler=pipe.scheduler, safety_checker=None,
                                 feature_extractor=None, requires_safety_checker=False).save_pretrained(
             fused + ".partial", safe_serialization=True)
+        # The tokenizer as the model has it: transformers 5 saves tokenizer.json, lcm.c reads vocab.json
+        # and merges.txt (fusing the LoRA does not touch the tokenizer).
+        shutil.copytree(os.path.join(args.model, "tokenizer"), os.path.join(fused + ".partial", "tokenizer"),
+                        dirs_exist_ok=True)
         os.replace(fused + ".partial", fused)
     if os.path.isfile(os.path.join(ir, CN_IR_FILES["vae_decoder"])):
         return {"fused": fused, "ir": ir}

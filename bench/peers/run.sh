@@ -6,7 +6,8 @@ set -uo pipefail
 
 usage() {
     echo "usage: bench/peers/run.sh --model DIR [--size 512x512] [--steps 4] [--threads 2] [--runs 2]" >&2
-    echo "                          [--samples 4] [--only lcm,torch,openvino,torch-autocast] [--no-append]" >&2
+    echo "                          [--samples 4] [--only lcm,torch,openvino,torch-autocast] [--tiers fp32,fast,int8,autocast]" >&2
+    echo "                          [--no-append]" >&2
     echo "                          [--controlnet CN_DIR --lora LCM_LORA.safetensors --control-image IMAGE] [--guidance 8.5]" >&2
     echo "                          [--prepare-only] [--from-results RESULTS.jsonl]" >&2
 }
@@ -14,6 +15,7 @@ usage() {
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 model="" size=512x512 steps=4 threads=2 runs=2 samples=4 only="lcm,torch,openvino,torch-autocast" append=1 prepare_only=0 from_results=""
+tiers="fp32,fast,int8,autocast"
 controlnet="" lora="" control_image=""
 prompt="a beautiful pink unicorn, 8k"
 guidance=8.5
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
         --runs) runs=${2:-}; shift 2 ;;
         --samples) samples=${2:-}; shift 2 ;;
         --only) only=${2:-}; shift 2 ;;
+        --tiers) tiers=${2:-}; shift 2 ;;
         --controlnet) controlnet=${2:-}; shift 2 ;;
         --lora) lora=${2:-}; shift 2 ;;
         --control-image) control_image=${2:-}; shift 2 ;;
@@ -96,6 +99,7 @@ if [ -n "$controlnet" ]; then
 fi
 
 wanted() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+tier() { case ",$tiers," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 # A failed row: the system, its precision and the last line it wrote to stderr.
 fail_row() {
@@ -233,17 +237,18 @@ if [ -n "$from_results" ]; then
     results=$from_results
     load_before=$(cat "${results%.jsonl}.load" 2>/dev/null || echo unknown)
     load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-    "$py" - "$results" "$only" <<'EOF2'
+    "$py" - "$results" "$only" "$tiers" <<'EOF2'
 import json, sys
-path, only = sys.argv[1], sys.argv[2].split(",")
+path, only, tiers = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 done = {(r["system"], r["precision"]) for r in map(json.loads, filter(str.strip, open(path)))}
-expected = [("lcm", "lcm.c", "fp32"), ("torch", "PyTorch+diffusers", "fp32"), ("openvino", "OpenVINO", "fp32"),
-            ("lcm", "lcm.c", "bf16"), ("torch", "PyTorch+diffusers", "bf16"), ("openvino", "OpenVINO", "default"),
-            ("lcm", "lcm.c", "int8"), ("openvino", "OpenVINO+NNCF", "int8"),
-            ("torch-autocast", "PyTorch+diffusers", "bf16-autocast")]
+expected = [("fp32", "lcm", "lcm.c", "fp32"), ("fp32", "torch", "PyTorch+diffusers", "fp32"),
+            ("fp32", "openvino", "OpenVINO", "fp32"), ("fast", "lcm", "lcm.c", "bf16"),
+            ("fast", "torch", "PyTorch+diffusers", "bf16"), ("fast", "openvino", "OpenVINO", "default"),
+            ("int8", "lcm", "lcm.c", "int8"), ("int8", "openvino", "OpenVINO+NNCF", "int8"),
+            ("autocast", "torch-autocast", "PyTorch+diffusers", "bf16-autocast")]
 with open(path, "a") as out:
-    for group, system, precision in expected:
-        if group in only and (system, precision) not in done:
+    for tier, group, system, precision in expected:
+        if tier in tiers and group in only and (system, precision) not in done:
             out.write(json.dumps({"system": system, "precision": precision,
                                   "error": "not run: the run was stopped before this row"}) + "\n")
 EOF2
@@ -269,30 +274,36 @@ torch_row() { # precision
 }
 
 # fp32
-wanted lcm && run_system "lcm.c" fp32 lcm_bench "$model" fp32 "${lcm_cn[@]}"
-wanted torch && torch_row fp32
-wanted openvino && openvino_row fp32 --precision fp32
-# the CPU's fast float precision
-[ "$has_bf16" = 1 ] && wanted lcm && run_system "lcm.c" bf16 lcm_bench "$model" bf16 "${lcm_cn[@]}"
-wanted torch && torch_row bf16
-wanted openvino && openvino_row default --precision default
-# int8
-wanted lcm && prepare_lcm_int8
-wanted openvino && prepare_nncf_int8
-if wanted lcm; then
-    if [ -f "$lcm_int8/model_index.json" ] && [ -z "$controlnet" ]; then run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
-    elif [ -f "$lcm_int8/model_index.json" ]; then
-        run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32 --controlnet "$lcm_cn_int8" --control-image "$control_image"
-    else fail_row "lcm.c" int8 "$work/lcm-quantize.log"; fi
+if tier fp32; then
+    wanted lcm && run_system "lcm.c" fp32 lcm_bench "$model" fp32 "${lcm_cn[@]}"
+    wanted torch && torch_row fp32
+    wanted openvino && openvino_row fp32 --precision fp32
 fi
-if wanted openvino; then
-    if [ -f "$unet_int8" ]; then
-        openvino_row int8 --precision default --unet "$unet_int8" ${controlnet:+--controlnet-int8 "$controlnet_int8"}
-    elif [ "$have_ir" = 1 ]; then fail_row "OpenVINO+NNCF" int8 "$work/ov-quantize.log"
-    else fail_row "OpenVINO+NNCF" int8 "$work/ov-convert.log"; fi
+# the CPU's fast float precision
+if tier fast; then
+    [ "$has_bf16" = 1 ] && wanted lcm && run_system "lcm.c" bf16 lcm_bench "$model" bf16 "${lcm_cn[@]}"
+    wanted torch && torch_row bf16
+    wanted openvino && openvino_row default --precision default
+fi
+# int8
+if tier int8; then
+    wanted lcm && prepare_lcm_int8
+    wanted openvino && prepare_nncf_int8
+    if wanted lcm; then
+        if [ -f "$lcm_int8/model_index.json" ] && [ -z "$controlnet" ]; then run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32
+        elif [ -f "$lcm_int8/model_index.json" ]; then
+            run_system "lcm.c" int8 lcm_bench "$lcm_int8" fp32 --controlnet "$lcm_cn_int8" --control-image "$control_image"
+        else fail_row "lcm.c" int8 "$work/lcm-quantize.log"; fi
+    fi
+    if wanted openvino; then
+        if [ -f "$unet_int8" ]; then
+            openvino_row int8 --precision default --unet "$unet_int8" ${controlnet:+--controlnet-int8 "$controlnet_int8"}
+        elif [ "$have_ir" = 1 ]; then fail_row "OpenVINO+NNCF" int8 "$work/ov-quantize.log"
+        else fail_row "OpenVINO+NNCF" int8 "$work/ov-convert.log"; fi
+    fi
 fi
 # bf16 by autocast over fp32 weights, the other way PyTorch users get bf16
-wanted torch-autocast && torch_row bf16-autocast
+tier autocast && wanted torch-autocast && torch_row bf16-autocast
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
@@ -309,11 +320,13 @@ print(", ".join(f"{n} {m.version(n)}" for n in names) + f", python {platform.pyt
 EOF
 )
 revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-title="lcm.c beside OpenVINO and PyTorch" cn_args="" cn_words=""
+title="lcm.c beside OpenVINO and PyTorch" cn_args="" cn_words="" tiers_arg=""
+[ "$tiers" != "fp32,fast,int8,autocast" ] && tiers_arg=" --tiers $tiers"
 if [ -n "$controlnet" ]; then
     title="SD1.5 + LCM-LoRA + ControlNet: lcm.c beside OpenVINO and PyTorch"
     cn_args=" --controlnet $(basename "$controlnet") --lora $(basename "$lora") --control-image $(basename "$control_image") --guidance $guidance"
     cn_words="
+
 The ControlNet variant: SD1.5 with the LCM-LoRA fused (lcm.c: \`--lora\` at load; diffusers:
 load_lora_weights + fuse_lora; OpenVINO: converted after fusing) and the ControlNet on one control
 image; a UNet step is the ControlNet and the UNet on the step's batch (2 rows under classifier-free
@@ -324,12 +337,12 @@ section=$(cat <<EOF
 
 ## Peers, $(date -u '+%Y-%m-%d %H:%M UTC'): $title (bench/peers/run.sh)
 
-\`bench/peers/run.sh --model $(basename "$model") --size $size --steps $steps --threads $threads --runs $runs --samples $samples$cn_args\`
+\`bench/peers/run.sh --model $(basename "$model") --size $size --steps $steps --threads $threads --runs $runs --samples $samples$cn_args${tiers_arg}\`
 (lcm.c $revision). CPU: "$cpu", $(nproc) cores, flags: ${flags% }. Load average (1/5/15 min)
 before: $load_before, after: $load_after. Prompt "$prompt", guidance $guidance, every system in its own
-process, one warm-up then the median of $runs runs per stage; end to end = a whole generation with
-the model loaded; load = reading the model until it can run (OpenVINO: compile of the IR; lcm.c:
-lcm_pipeline_open). int8: lcm quantize and nncf.quantize each calibrated on the first $samples prompts of
+process, one warm-up of each stage then $runs rounds of every stage in turn, the median of each; end to
+end = a whole generation with the model loaded, its CPU seconds (the process, all threads) beside; load =
+reading the model until it can run (OpenVINO: compile of the IR; lcm.c: lcm_pipeline_open). int8: lcm quantize and nncf.quantize each calibrated on the first $samples prompts of
 data/calibration-prompts.txt. Packages (all pinned in bench/peers/requirements.txt): $versions.$cn_words
 
 $table
