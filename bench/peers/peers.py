@@ -552,6 +552,8 @@ def run_ov_quantize(args):
     captions = [line.strip() for line in open(args.captions, encoding="utf-8")
                 if line.strip() and not line.startswith("#")][:args.samples]
     if args.control_image:
+        if not args.controlnet_int8:
+            sys.exit("peers.py ov-quantize: --control-image needs --controlnet-int8 (the int8 ControlNet .xml to write)")
         # The notebook quantizes both networks of the loop, each on the inputs it saw in the runs.
         collected = {"controlnet": [], "unet": []}
         pipe = OvControlNetPipeline(args, collect=collected)
