@@ -16,6 +16,7 @@
 
 #include "core/sha256.h"
 #include "core/user_cache.h"
+#include "io/file.h"
 #include "ops/backend.h"
 #include "ops/conv_direct.h"
 #include "ops/dnnl_layer.h"
@@ -131,7 +132,7 @@ static void notice(const packed_cache *c, const char *what) {
 
 void packed_mapping_release(packed_mapping *m) {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
-    munmap(m->base, m->size);
+    io_unmap_file(m->base, m->size);
     free(m);
 }
 
@@ -235,24 +236,32 @@ static void open_existing(packed_cache *c) {
     if (fd < 0) return; // not written yet
     struct stat sb;
     const char *why = NULL;
-    void *base = MAP_FAILED;
+    void *base = NULL;
     if (fstat(fd, &sb) != 0 || sb.st_size < DATA_START) why = "shorter than its header";
-    else {
-        base = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED) why = "cannot be mapped";
+    // Mapped like the weight files (io/file.h): the layers read their arrays from it during every
+    // generation, and a cache file cut short meanwhile (lcm cache clear does not, but a user's
+    // truncate or a full disk's repair may) must fail the generation, not kill the process.
+    else if (io_map_file(fd, (size_t)sb.st_size, c->path, &base) != LCM_OK) {
+        lcm_clear_error();
+        why = "cannot be mapped";
     }
     close(fd);
     if (!why && !read_index(c, base, (size_t)sb.st_size, false, &why)) free_entries(c);
+    if (!why && io_mapping_check(base) != LCM_OK) {
+        lcm_clear_error();
+        free_entries(c);
+        why = "got shorter while its index was read";
+    }
     if (why) {
         char line[160];
         snprintf(line, sizeof line, "%s; packing the weights again", why);
         notice(c, line);
-        if (base != MAP_FAILED) munmap(base, (size_t)sb.st_size);
+        io_unmap_file(base, (size_t)sb.st_size);
         return;
     }
     c->mapping = calloc(1, sizeof *c->mapping);
     if (!c->mapping) {
-        munmap(base, (size_t)sb.st_size);
+        io_unmap_file(base, (size_t)sb.st_size);
         free_entries(c);
         return;
     }
@@ -455,7 +464,18 @@ static void trim_folder(const char *keep);
 
 static void commit(packed_cache *c) {
     if (c->fd < 0 || c->write_failed) return;
+    // A file read that got shorter meanwhile read zeros (io/file.h): its entries are not carried
+    // into the new file, whose check sums (a blob's ends only) could miss zeros in the middle.
+    if (c->mapping && io_mapping_check(c->mapping->base) != LCM_OK) {
+        lcm_clear_error();
+        abandon_write(c, "the cache file read got shorter while in use");
+        return;
+    }
     carry_over(c, c->count);
+    if (c->mapping && io_mapping_check(c->mapping->base) != LCM_OK) {
+        lcm_clear_error();
+        abandon_write(c, "the cache file read got shorter while in use");
+    }
     if (c->write_failed) return;
     // The index, then the header: the file is complete before it gets its name.
     size_t index_capacity = 0;

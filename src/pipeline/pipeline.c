@@ -32,6 +32,7 @@ void lcm_pipeline_close(lcm_pipeline *p) {
     free(p->model_file);
     for (int i = 0; i < p->adapter_count; i++) free(p->adapters[i].path);
     free(p->adapters);
+    io_mapping_owner_release(&p->mappings); // after the models that mapped files
     free(p);
     tensor_release_cached();
 }
@@ -150,13 +151,15 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
                         (int)options->vae_tiling);
     lcm_pipeline *p = calloc(1, sizeof *p);
     if (!p) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
-    unsigned long faults = io_mapping_faults(); // see the end
+    // The files mapped from here on are this pipeline's (see the end).
+    io_mapping_owner *previous_owner = io_mapping_owner_enter(&p->mappings);
     // Before loading: oneDNN fixes a primitive's thread count when it is created. Auto is one
     // thread per physical core, unless OMP_NUM_THREADS says otherwise.
     p->threads = options->threads > 0          ? options->threads
                  : getenv("OMP_NUM_THREADS") ? omp_get_max_threads()
                                              : cpu_physical_cores();
     omp_set_num_threads(p->threads);
+    io_prepare_threads_for_faults(); // the team reads the weight files' mappings
     p->vae_tiling = options->vae_tiling;
     p->memory_budget = options->memory_budget;
     // Every model below is loaded with this backend: the precision asked for, the rest from the
@@ -194,7 +197,8 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (st == LCM_OK && options->controlnet) st = quantize_scheme_check(options->controlnet);
     // Loaders that pack or copy weights straight from a mapping (not through st_read_f32) read
     // zeros from a file that shrank meanwhile (io/file.h): such a model is not loaded.
-    if (st == LCM_OK) st = io_mapping_faults_since(faults, "loading the model");
+    if (st == LCM_OK) st = io_mapping_owner_check(&p->mappings, "loading the model");
+    io_mapping_owner_enter(previous_owner);
     if (st != LCM_OK) {
         lcm_pipeline_close(p);
         return st;

@@ -8,6 +8,7 @@
 
 #include "adapt/lora.h"
 #include "core/tensor.h"
+#include "io/file.h"
 #include "io/model_folder.h"
 #include "lcm.h"
 #include "models/controlnet.h"
@@ -47,6 +48,9 @@ struct lcm_pipeline {
     int adapter_count;
     char model_short_hash[11]; // "" when there is no model file (synthetic weights)
     bool hashes_done;
+    // The mappings of this pipeline's weight files (and packed-weight cache files): a file that
+    // shrinks under them spoils this pipeline's loads and generations, not another's (io/file.h).
+    io_mapping_owner mappings;
 };
 
 // Called with each intermediate; the tensor is borrowed for the duration of the call.

@@ -566,11 +566,15 @@ static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_resu
 lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     *out = NULL;
     if (!p || !request) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_generate: NULL argument");
-    // Weights used in place are read from their files' mappings: a file that shrank meanwhile read
-    // as zeros (io/file.h), so the images are not the model's.
-    unsigned long faults = io_mapping_faults();
-    lcm_status st = generate(p, request, out);
-    if (st == LCM_OK && (st = io_mapping_faults_since(faults, "generating")) != LCM_OK) {
+    // Weights used in place (and packed-weight cache arrays) are read from their files' mappings:
+    // a file of this pipeline that shrank read as zeros (io/file.h), before this request (the
+    // zeros stay) or during it, so the images would not be the model's.
+    lcm_status st = io_mapping_owner_check(&p->mappings, "generating");
+    if (st != LCM_OK) return st;
+    io_mapping_owner *previous_owner = io_mapping_owner_enter(&p->mappings); // files mapped late
+    st = generate(p, request, out);
+    io_mapping_owner_enter(previous_owner);
+    if (st == LCM_OK && (st = io_mapping_owner_check(&p->mappings, "generating")) != LCM_OK) {
         lcm_result_free(*out);
         *out = NULL;
     }
@@ -583,6 +587,7 @@ static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_resu
     // The thread count is per calling thread in OpenMP: a pipeline opened on one thread and used on
     // another (a server's worker) must still run with the count its primitives were made for.
     omp_set_num_threads(p->threads);
+    io_prepare_threads_for_faults(); // the team reads weights from the files' mappings
     tensor *images = NULL;
     LCM_TRY(txt2img_run(p, request, NULL, NULL, &images));
     int batch = (int)images->shape[0], height = (int)images->shape[2], width = (int)images->shape[3];
