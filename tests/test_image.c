@@ -266,9 +266,10 @@ static void test_hostile(void) {
     char path[PATH_MAX + 32];
     test_path(path, sizeof path, "%s/bad.png", scratch);
 
-    // Every cut up to the IEND chunk's type fails. (libspng does not read IEND's CRC, so a file
-    // missing only those last 4 bytes - its image data complete - still decodes.)
-    size_t cuts[] = {0, 5, 8, 20, 33, 40, size / 2, size - 12, size - 8, size - 5};
+    // Every cut fails, also one of the IEND chunk's CRC only: libspng checks that CRC when all
+    // of it is there, but a file that ends inside it (1 to 4 bytes short) decoded as whole;
+    // image.c's check_iend reports it.
+    size_t cuts[] = {0, 5, 8, 20, 33, 40, size / 2, size - 12, size - 8, size - 5, size - 4, size - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
         char what[64];
         snprintf(what, sizeof what, "truncated to %zu bytes", cuts[i]);
@@ -279,6 +280,15 @@ static void test_hostile(void) {
     memcpy(copy, png, size);
     copy[size / 2] ^= 0x55; // inside IDAT: the CRC (or the zlib stream) no longer matches
     expect_read_failure("corrupt IDAT byte", copy, size, path);
+
+    // The IEND chunk's CRC damaged (its last 4 bytes), and IEND given a byte of data.
+    memcpy(copy, png, size);
+    CHECK(!memcmp(copy + size - 8, "IEND", 4), "the encoder's PNG ends with IEND and its CRC");
+    copy[size - 1] ^= 0x01;
+    expect_read_failure("damaged IEND CRC", copy, size, path);
+    memcpy(copy, png, size);
+    put_be32(copy + size - 12, 1);
+    expect_read_failure("IEND with a length", copy, size, path);
 
     // IHDR claiming 20000 x 10 pixels (valid CRC): refused before any allocation.
     memcpy(copy, png, size);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/error.h"
 #include "io/file.h"
@@ -219,6 +220,59 @@ lcm_status image_write_png(const char *path, const uint8_t *rgb, int width, int 
 
 // ---- decoding --------------------------------------------------------------------------------
 
+// ---- the trailing IEND chunk ----------------------------------------------------------------------
+// libspng stops reading at IEND's type and never reads its CRC: a PNG whose last 4 bytes are cut
+// or damaged decoded as if whole. Once libspng accepted a file, its chunks are walked again here
+// (lengths and types only, seeking over the data) to the IEND chunk, whose CRC is checked.
+
+// Where the PNG's bytes are: a buffer, or a file (read at offsets).
+typedef struct png_source {
+    const unsigned char *bytes;
+    size_t size;
+    FILE *file;
+} png_source;
+
+static bool read_at(const png_source *src, uint64_t offset, void *out, size_t n) {
+    if (!src->file) {
+        if (offset > src->size || n > src->size - offset) return false;
+        memcpy(out, src->bytes + offset, n);
+        return true;
+    }
+    return fseeko(src->file, (off_t)offset, SEEK_SET) == 0 && fread(out, 1, n, src->file) == n;
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static lcm_status check_iend(const png_source *src, const char *label) {
+    uint64_t offset = 8; // after the signature
+    for (;;) {
+        unsigned char head[8];
+        if (!read_at(src, offset, head, sizeof head))
+            return lcm_fail(LCM_ERR_FORMAT, "%s: corrupt or truncated PNG: it ends before its IEND chunk", label);
+        uint32_t length = be32(head);
+        if (length > 0x7fffffffu)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: corrupt PNG: chunk length %u at byte %llu", label, length,
+                            (unsigned long long)offset);
+        if (memcmp(head + 4, "IEND", 4) != 0) {
+            offset += 12 + (uint64_t)length; // length, type, data, CRC
+            continue;
+        }
+        unsigned char stored[4];
+        if (length != 0)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: corrupt PNG: its IEND chunk has %u bytes of data, expected none",
+                            label, length);
+        if (!read_at(src, offset + 8, stored, sizeof stored))
+            return lcm_fail(LCM_ERR_FORMAT, "%s: truncated PNG: the CRC of its IEND chunk is missing", label);
+        uint32_t expected = (uint32_t)crc32(crc32(0L, Z_NULL, 0), head + 4, 4);
+        if (be32(stored) != expected)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: corrupt PNG: the CRC of its IEND chunk is %08x, expected %08x",
+                            label, be32(stored), expected);
+        return LCM_OK;
+    }
+}
+
 // Decodes from a context whose source (buffer or file) is already set.
 static lcm_status decode_rgb8(spng_ctx *ctx, const char *label, uint8_t **rgb, int *width,
                               int *height) {
@@ -272,6 +326,12 @@ lcm_status image_decode_png(const void *png, size_t size, const char *label, uin
     lcm_status st = err ? spng_failure(LCM_ERR_INTERNAL, label, "reading", err)
                         : decode_rgb8(ctx, label, rgb, width, height);
     spng_ctx_free(ctx);
+    if (st == LCM_OK) st = check_iend(&(png_source){.bytes = png, .size = size}, label);
+    if (st != LCM_OK) {
+        free(*rgb);
+        *rgb = NULL;
+        *width = *height = 0;
+    }
     return st;
 }
 
@@ -290,7 +350,13 @@ lcm_status image_read_png(const char *path, uint8_t **rgb, int *width, int *heig
     lcm_status st = err ? spng_failure(LCM_ERR_IO, path, "reading", err)
                         : decode_rgb8(ctx, path, rgb, width, height);
     spng_ctx_free(ctx);
+    if (st == LCM_OK) st = check_iend(&(png_source){.file = f}, path);
     fclose(f);
+    if (st != LCM_OK) {
+        free(*rgb);
+        *rgb = NULL;
+        *width = *height = 0;
+    }
     return st;
 }
 
@@ -307,6 +373,7 @@ lcm_status image_png_text(const void *png, size_t size, const char *label, const
     int err = spng_set_png_buffer(ctx, png, size);
     lcm_status st = err ? spng_failure(LCM_ERR_INTERNAL, label, "reading", err)
                         : decode_rgb8(ctx, label, &rgb, &width, &height);
+    if (st == LCM_OK) st = check_iend(&(png_source){.bytes = png, .size = size}, label);
     free(rgb);
     uint32_t count = 0;
     struct spng_text *texts = NULL;
