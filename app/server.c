@@ -243,6 +243,14 @@ static enum MHD_Result handle_request(server *s, struct MHD_Connection *c, const
     return start_generation(s, c, api, cs);
 }
 
+// GET /health for the acceptor, which answers it itself (server_accept.c).
+static char *health_text(void *user) {
+    cJSON *json = serve_health_json(user);
+    char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+    cJSON_Delete(json);
+    return text;
+}
+
 // A Content-Length that is not plain decimal digits (a sign, spaces, hex, empty) is refused here,
 // once, before anything reads a body.
 static bool plain_length(const char *text) {
@@ -385,7 +393,7 @@ int serve_run(const serve_config *config) {
         (unsigned)config->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout_s,
         MHD_OPTION_END);
     serve_acceptor *acceptor = daemon ? serve_acceptor_start(addr, daemon, config->header_timeout_s, config->max_per_ip,
-                                                             serve_now, &s.port)
+                                                             serve_now, health_text, &s, &s.port)
                                       : NULL;
     freeaddrinfo(addr);
     int rc = 0;

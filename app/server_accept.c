@@ -8,6 +8,8 @@
 //   that is not one plain decimal number, Transfer-Encoding, an oversized head): a 400 (or 431,
 //   411) with a JSON body, sent once. libmicrohttpd's own error answers are HTML, and for some
 //   (Content-Length: -5) version 0.9.75 sends the status line and headers twice.
+// - connections libmicrohttpd refuses (its connection limits): a 503 (it would close them silently).
+// - GET /health, answered here (see examine).
 // Every response carries "Connection: close", so every request head passes through here.
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +21,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "app/server_accept.h"
@@ -45,6 +48,8 @@ struct serve_acceptor {
     pthread_t thread;
     bool running;
     double (*now)(void);
+    serve_health_fn health;
+    void *health_user;
 };
 
 static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
@@ -57,20 +62,18 @@ static bool same_address(const struct sockaddr_storage *a, const struct sockaddr
     return false;
 }
 
-// Sends a complete JSON error response (best effort: the socket is non-blocking and the answer
-// small), then closes after dropping what the client already sent, so the close does not reset
-// the connection before the client has read the answer.
-static void answer_and_close(int fd, int status, const char *reason, const char *code, const char *message) {
-    char body[600], response[1000];
-    int body_length = snprintf(body, sizeof body,
-                               "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\",\"param\":null,"
-                               "\"code\":\"%s\"},\"detail\":\"%s\"}",
-                               message, code, message);
-    int length = snprintf(response, sizeof response,
-                          "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                          "Connection: close\r\nCache-Control: no-store\r\n\r\n%s",
-                          status, reason, body_length, body);
-    if (send(fd, response, (size_t)length, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+// Sends a complete JSON response (best effort: the socket is non-blocking and the answer small),
+// then closes after dropping what the client already sent, so the close does not reset the
+// connection before the client has read the answer.
+static void send_and_close(int fd, int status, const char *reason, const char *body, size_t body_length) {
+    char head[300];
+    int head_length = snprintf(head, sizeof head,
+                               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                               "Connection: close\r\nCache-Control: no-store\r\n\r\n",
+                               status, reason, body_length);
+    struct iovec parts[2] = {{head, (size_t)head_length}, {(void *)body, body_length}};
+    struct msghdr message = {.msg_iov = parts, .msg_iovlen = 2};
+    if (sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         // nothing more to do: the client is gone or not reading
     }
     shutdown(fd, SHUT_WR);
@@ -78,6 +81,15 @@ static void answer_and_close(int fd, int status, const char *reason, const char 
     for (int i = 0; i < 64 && recv(fd, drain, sizeof drain, MSG_DONTWAIT) > 0; i++) {
     }
     close(fd);
+}
+
+static void answer_and_close(int fd, int status, const char *reason, const char *code, const char *message) {
+    char body[600];
+    int body_length = snprintf(body, sizeof body,
+                               "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\",\"param\":null,"
+                               "\"code\":\"%s\"},\"detail\":\"%s\"}",
+                               message, code, message);
+    send_and_close(fd, status, reason, body, (size_t)body_length);
 }
 
 static bool is_token_char(unsigned char c) {
@@ -137,6 +149,14 @@ static head_verdict check_head(const char *head, size_t size, int *status, const
     return HEAD_OK;
 }
 
+// "GET /health" (a query string allowed, as libmicrohttpd ignores it) in a checked head.
+static bool is_health_request(const char *head) {
+    static const char prefix[] = "GET /health";
+    if (strncmp(head, prefix, sizeof prefix - 1)) return false;
+    char next = head[sizeof prefix - 1];
+    return next == ' ' || next == '?';
+}
+
 static void drop(serve_acceptor *a, int index, bool close_fd) {
     epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, a->items[index].fd, NULL);
     if (close_fd) close(a->items[index].fd);
@@ -171,11 +191,30 @@ static void examine(serve_acceptor *a, int index) {
         drop(a, index, false);
         return answer_and_close(fd, status, reason, code, message);
     }
+    // GET /health is answered here: handed on, it would wait for a libmicrohttpd thread, each of
+    // which polls many busy connections (uploads, base64 images going out) on a CPU the generation
+    // keeps busy. Monitors time this endpoint; it must answer while everything else is slow.
+    if (a->health && is_health_request(head)) {
+        drop(a, index, false);
+        char *body = a->health(a->health_user);
+        if (!body) return answer_and_close(fd, 500, "Internal Server Error", "server_error", "out of memory");
+        send_and_close(fd, 200, "OK", body, strlen(body));
+        free(body);
+        return;
+    }
     struct sockaddr_storage addr = w->addr;
     socklen_t addr_len = w->addr_len;
     drop(a, index, false);
-    // libmicrohttpd closes the socket itself when it cannot take it (its connection limits).
-    MHD_add_connection(a->daemon, fd, (const struct sockaddr *)&addr, addr_len);
+    // libmicrohttpd closes the socket without a word when it cannot take it (its connection
+    // limits in all and per address, out of memory). A second descriptor of the same socket
+    // keeps it open through that close, so the client gets a 503 instead of a reset.
+    int spare = dup(fd);
+    if (MHD_add_connection(a->daemon, fd, (const struct sockaddr *)&addr, addr_len) == MHD_YES) {
+        if (spare >= 0) close(spare); // the socket stays open: libmicrohttpd holds `fd`
+    } else if (spare >= 0) {
+        answer_and_close(spare, 503, "Service Unavailable", "too_many_connections",
+                         "the server has too many open connections; try again later");
+    }
 }
 
 static void accept_all(serve_acceptor *a) {
@@ -241,9 +280,12 @@ static void *acceptor_main(void *arg) {
 }
 
 serve_acceptor *serve_acceptor_start(const struct addrinfo *addr, struct MHD_Daemon *daemon, double header_timeout,
-                                     int max_per_ip, double (*now)(void), int *port) {
+                                     int max_per_ip, double (*now)(void), serve_health_fn health, void *health_user,
+                                     int *port) {
     serve_acceptor *a = calloc(1, sizeof *a);
     if (!a) return NULL;
+    a->health = health;
+    a->health_user = health_user;
     a->daemon = daemon;
     a->header_timeout = header_timeout;
     a->max_per_ip = max_per_ip;

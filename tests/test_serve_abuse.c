@@ -5,6 +5,8 @@
 // - slow-loris: 150 connections from another loopback address (127.0.0.2) dribbling a byte every
 //   0.3 s do not slow /health or a generation for a client on 127.0.0.1; the ones beyond
 //   --max-per-ip are refused at once, the rest get 408 once --header-timeout passes;
+// - a connection beyond --max-connections, which libmicrohttpd would close without a word, gets a
+//   503 JSON answer; GET /health is still answered (by the accepting thread) meanwhile;
 // - SIGTERM while a job runs: its client gets a 503 JSON answer with Retry-After, and the process
 //   exits 0.
 #include <arpa/inet.h>
@@ -248,6 +250,33 @@ static void check_sigterm_mid_job(server_process *sp) {
     sp->pid = 0;
 }
 
+// A server limited to one open connection: one client holds it (its head sent, its body not),
+// the next gets a 503 JSON answer, /health is answered all the same, and once the first client
+// leaves the next request is served.
+static void check_connection_limit(const char *model) {
+    server_process sp;
+    if (!server_start(&sp, model, "--threads 1 --max-connections 1")) return;
+    static const char held_head[] = "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    int held = connect_from(&sp, NULL);
+    CHECK(held >= 0 && send(held, held_head, sizeof held_head - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof held_head - 1),
+          "holding a connection: %s", strerror(errno));
+    usleep(300 * 1000); // the head is handed to libmicrohttpd, which waits for the body
+    static const char capabilities[] = "GET /api/capabilities HTTP/1.1\r\nHost: x\r\n\r\n";
+    char *reply = exchange(&sp, capabilities, sizeof capabilities - 1, 5);
+    CHECK(json_error_status(reply) == 503, "a connection over the limit: expected one 503 JSON answer, got '%.200s'",
+          reply);
+    free(reply);
+    bool ok = false;
+    health_latency(&sp, &ok);
+    CHECK(ok, "/health while libmicrohttpd is at its connection limit");
+    if (held >= 0) close(held);
+    usleep(300 * 1000); // libmicrohttpd notices the close
+    reply = exchange(&sp, capabilities, sizeof capabilities - 1, 5);
+    CHECK(strncmp(reply, "HTTP/1.1 200", 12) == 0, "after the held connection closed: '%.200s'", reply);
+    free(reply);
+    server_stop(&sp);
+}
+
 int main(void) {
     char model[1024];
     test_path(model, sizeof model, "%s/tiny-lcm", test_fixtures());
@@ -256,6 +285,7 @@ int main(void) {
     char extra[256];
     snprintf(extra, sizeof extra, "--threads 2 --max-per-ip %d --header-timeout %d --step-delay-ms 300", max_per_ip,
              header_timeout);
+    check_connection_limit(model);
     if (server_start(&sp, model, extra)) {
         check_malformed_heads(&sp);
         check_slow_loris(&sp, max_per_ip, header_timeout);
