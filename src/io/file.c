@@ -100,12 +100,12 @@ static void on_sigbus(int sig, siginfo_t *info, void *context) {
 }
 
 // ---- the stack the handler runs on --------------------------------------------------------------
-// Why an alternate signal stack: oneDNN's JIT sgemm kernels, which read weights straight from the
-// mappings (the text encoder's in-place weights, the packed-weight cache's sgemm layers), run with
-// the stack pointer moved into a heap buffer of theirs. The kernel pushes a signal's frame (several
-// KB with AVX-512 state) below the stack pointer, so a SIGBUS there wrote over the heap: random
-// glibc heap corruption after a cache file was cut during a generation, and AddressSanitizer
-// reporting the handler's own reads of its frame as a heap overflow. With SA_ONSTACK the frame goes
+// Why an alternate signal stack: a SIGBUS was seen taken in oneDNN's JIT code (its sgemm reads
+// weights straight from the mappings: the text encoder's in-place weights, the packed-weight
+// cache's sgemm layers) with the stack pointer inside a heap buffer. The kernel pushes a signal's
+// frame (several KB with AVX-512 state) below the stack pointer, so the handler's frame wrote over
+// the heap: random glibc heap corruption after a cache file was cut during a generation, and
+// AddressSanitizer reporting the handler's own reads of its frame as a heap overflow. With SA_ONSTACK the frame goes
 // to a stack of the thread's own, mapped here for every thread that may touch a mapping.
 static pthread_key_t signal_stack_key; // the stack this file mapped for a thread, freed at its exit
 static size_t signal_stack_size;
