@@ -20,7 +20,7 @@
 #include "ops/kernel_family.h"
 
 // Bumped whenever a kernel changes enough that old measurements no longer describe it.
-#define KERNELS_VERSION 4
+#define KERNELS_VERSION 5
 // One measurement runs about this much arithmetic (a few milliseconds), on images of at least
 // 16 x 16 (below that Winograd's tiles and oneDNN's blocking say little about real sizes), so that
 // a whole LCM_Dreamshaper_v7 (about 70 distinct shapes) is tuned in a few seconds, once.
@@ -33,6 +33,14 @@
 #define MAX_DECISIONS 1024
 // Another kernel replaces the built-in rule's only when it measures this much faster (record).
 #define RULE_MARGIN 1.08
+// With bf16 asked for, a kernel computing on fp32 weights (direct, sgemm) replaces oneDNN's bf16 one
+// only when it measures this much faster: bf16 is asked for half the weight memory, and an fp32
+// layer holds 2x the bytes (3.6x-8x with Winograd's transformed weights). On a Xeon without AMX,
+// oneDNN's avx512_core_bf16 kernels ran at 200-235 GFLOP/s beside 250-550 for the fp32 direct
+// kernel; taking every faster fp32 layer raised a bf16 generation's peak RSS from 2.2 to 3.5 GB for
+// no gain over fp32, while the layers at least this much faster (Winograd's 320- and 640-channel
+// and the VAE's) hold a small part of the weights.
+#define BF16_WEIGHT_MARGIN 1.5
 
 // OP_ATTENTION: the precision attention computes in when bf16 is asked (chosen 1 = fp32, 2 = bf16),
 // measured once per machine like the layers, so that a model gives the same bits in every run.
@@ -438,6 +446,13 @@ static int record(decision *d, const int *candidates, const double *seconds, int
             second = best;
             best = i;
         }
+    int bf16_kernel = d->op == OP_CONV ? CONV_KERNEL_ONEDNN : LINEAR_KERNEL_ONEDNN;
+    if (d->precision == LCM_PRECISION_BF16 && cpu_has_avx512_bf16() && candidates[best] != bf16_kernel)
+        for (int i = 0; i < count; i++)
+            if (candidates[i] == bf16_kernel && seconds[i] > 0 && seconds[best] * BF16_WEIGHT_MARGIN > seconds[i]) {
+                second = best;
+                best = i;
+            }
     d->chosen = candidates[best];
     d->gflops = flop / seconds[best] * 1e-9;
     d->runner_up = second >= 0 ? candidates[second] : -1;

@@ -16,9 +16,10 @@
 //    notice on stderr, never a failure;
 //  - LCM_TUNE=off (or a shape past the time budget of one process) uses the built-in rules
 //    instead, which follow what was measured on the project's machines (BENCHMARKS.md).
-// Candidates: fp32 layers run the direct AVX2 kernel (Winograd where the layer qualifies), oneDNN
-// fp32, or im2col/plain sgemm; bf16 layers add oneDNN bf16 (AVX512-BF16) and may stay on an fp32
-// kernel where that measures faster (a fp32 layer is never worse in accuracy).
+// Candidates: fp32 layers run the direct kernel (AVX-512 or AVX2 tiles, Winograd where the layer
+// qualifies), oneDNN fp32, or im2col/plain sgemm; bf16 layers add oneDNN bf16 (AVX512-BF16) and stay
+// on an fp32 kernel only where that measures at least 1.5x faster (bf16 is asked for half the
+// weight memory; a fp32 layer is never worse in accuracy).
 //
 // Determinism: a decision does not depend on the thread count (the table is shared by every
 // thread count), so a model computes the same bits with 1 and 2 threads once its shapes are in
