@@ -20,7 +20,7 @@
 #include "ops/kernel_family.h"
 
 // Bumped whenever a kernel changes enough that old measurements no longer describe it.
-#define KERNELS_VERSION 5
+#define KERNELS_VERSION 6
 // One measurement runs about this much arithmetic (a few milliseconds), on images of at least
 // 16 x 16 (below that Winograd's tiles and oneDNN's blocking say little about real sizes), so that
 // a whole LCM_Dreamshaper_v7 (about 70 distinct shapes) is tuned in a few seconds, once.
@@ -369,19 +369,19 @@ static double time_linear(const linear *trial, int64_t rows) {
 // runs would cost more than the rest of a model together; 32 for the layers Winograd serves with
 // weights transformed at load, whose tiles pay off only there: on a Xeon, 640->640 took 9.45 ms
 // direct and 9.58 ms oneDNN bf16 at 16x16 but 25.8 and 40.3 ms at 32x32, and 2x apart at the real
-// 64x64 and up; 16 for the wider 3x3 layers, whose Winograd runs from 16x16 = 256 pixels on and
-// would not be seen at 8x8) or 16 rows, nor above 128 (side) or 4096 rows (the per-pixel costs of
-// the cheapest layers are seen by then).
+// 64x64 and up; 32 too for the wider 3x3 layers, whose Winograd transforms its weights again for
+// every chunk of tiles: at 16x16 that cost made oneDNN look 1.3-2.4x faster on 960->320,
+// 960->640 and 1280->640, while forcing the direct kernel on them made the UNet step 5% faster at
+// 512x512) or 16 rows, nor above 128 (side) or 4096 rows (the per-pixel costs of the cheapest
+// layers are seen by then).
 static int64_t measure_extent(const decision *d, double flop_per_unit, bool square) {
     int64_t typical = d->size > 0 ? d->size : square ? 64 : 1024;
     double units = MEASURE_FLOP / flop_per_unit;
     int64_t extent = square ? (int64_t)ceil(sqrt(units)) : (int64_t)ceil(units);
     extent = (extent + 3) / 4 * 4;
     bool winograd = square && d->kernel == 3 && d->stride == 1 && d->padding == 1;
-    bool transformed_at_load = winograd && d->in <= 640 && d->out <= 640;
     int64_t least = !square ? 16
-                    : transformed_at_load ? 2 * MIN_MEASURE_SIDE
-                    : winograd ? MIN_MEASURE_SIDE
+                    : winograd ? 2 * MIN_MEASURE_SIDE
                     : flop_per_unit * MIN_MEASURE_SIDE * MIN_MEASURE_SIDE > 4 * MEASURE_FLOP ? 8
                                                                                            : MIN_MEASURE_SIDE;
     int64_t most = square ? 128 : 4096;
