@@ -111,3 +111,19 @@ int args_parse(int argc, char **argv, const arg_spec *specs, int nspecs, const c
     }
     return 0;
 }
+
+lcm_status args_loras(const args_list *specs, lcm_lora *loras, char **paths) {
+    for (int i = 0; i < specs->count; i++) paths[i] = NULL;
+    for (int i = 0; i < specs->count; i++) {
+        size_t length;
+        lcm_status st = lcm_lora_spec_parse(specs->items[i], &length, &loras[i].scale);
+        if (st != LCM_OK) return st;
+        if (!(paths[i] = strndup(specs->items[i], length))) return LCM_ERR_OUT_OF_MEMORY;
+        loras[i].path = paths[i];
+    }
+    return LCM_OK;
+}
+
+void args_loras_free(char **paths, int count) {
+    for (int i = 0; i < count; i++) free(paths[i]);
+}

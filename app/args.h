@@ -7,6 +7,8 @@
 
 #include <stdbool.h>
 
+#include "lcm.h"
+
 typedef enum arg_kind { ARG_FLAG, ARG_STRING, ARG_INT, ARG_FLOAT } arg_kind;
 
 typedef struct arg_spec {
@@ -27,5 +29,11 @@ typedef struct args_list {
 // (already printed to stderr).
 int args_parse(int argc, char **argv, const arg_spec *specs, int nspecs, const char **positional,
                int max_positional, int *npositional, const char *usage_line);
+
+// The --lora FILE[:SCALE] specs of `specs` as adapters: loras[i].path points into paths[i], a copy
+// of the spec's file part owned by the caller (args_loras_free, also after a failure). Returns
+// LCM_OK or the error of the first spec that does not parse (lcm_last_error says which).
+lcm_status args_loras(const args_list *specs, lcm_lora *loras, char **paths);
+void args_loras_free(char **paths, int count);
 
 #endif

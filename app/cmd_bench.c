@@ -672,13 +672,7 @@ int cmd_bench(int argc, char **argv) {
     char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
     lcm_image control_image = {0};
     char *controlnet_path = NULL;
-    lcm_status st = LCM_OK;
-    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
-        size_t length;
-        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
-        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
-        loras[i].path = lora_paths[i];
-    }
+    lcm_status st = args_loras(&lora_specs, loras, lora_paths);
     options.loras = loras;
     options.lora_count = lora_specs.count;
     // A hub id becomes its snapshot folder (downloaded the first time), as lcm generate --controlnet.
@@ -700,7 +694,7 @@ int cmd_bench(int argc, char **argv) {
     r.no_cache = no_cache;
     free(model_path);
     free(controlnet_path);
-    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
+    args_loras_free(lora_paths, lora_specs.count);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
         lcm_image_release(&control_image);

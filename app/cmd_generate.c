@@ -306,13 +306,7 @@ int cmd_generate(int argc, char **argv) {
     // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
     lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
     char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
-    lcm_status st = LCM_OK;
-    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
-        size_t length;
-        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
-        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
-        loras[i].path = lora_paths[i];
-    }
+    lcm_status st = args_loras(&lora_specs, loras, lora_paths);
     lcm_pipeline *pipeline = NULL;
     bool int8_model = false;
     quantized_kind controlnet_kind = QUANTIZED_NONE;
@@ -350,7 +344,7 @@ int cmd_generate(int argc, char **argv) {
         free(controlnet_path);
         free(taesd_path);
     }
-    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
+    args_loras_free(lora_paths, lora_specs.count);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm generate: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
         lcm_image_release(&images.init);

@@ -100,15 +100,10 @@ int cmd_quantize(int argc, char **argv) {
     // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
     lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
     char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
-    for (int i = 0; i < lora_specs.count; i++) {
-        size_t length;
-        if (lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale) != LCM_OK ||
-            !(lora_paths[i] = strndup(lora_specs.items[i], length))) {
-            fprintf(stderr, "lcm quantize: --lora %s: %s\n", lora_specs.items[i], lcm_last_error());
-            for (int j = 0; j < i; j++) free(lora_paths[j]);
-            return 2;
-        }
-        loras[i].path = lora_paths[i];
+    if (args_loras(&lora_specs, loras, lora_paths) != LCM_OK) {
+        fprintf(stderr, "lcm quantize: --lora: %s\n", lcm_last_error());
+        args_loras_free(lora_paths, lora_specs.count);
+        return 2;
     }
     o.loras = loras;
     o.lora_count = lora_specs.count;
@@ -125,7 +120,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     lcm_status st = quantize_model(&o);
     free(keep_copy);
-    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
+    args_loras_free(lora_paths, lora_specs.count);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm quantize: %s\n", lcm_last_error());
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;

@@ -169,15 +169,10 @@ int cmd_serve(int argc, char **argv) {
     char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
     char lora_labels[sizeof lora_specs.items / sizeof lora_specs.items[0]][300];
     const char *lora_names[sizeof lora_specs.items / sizeof lora_specs.items[0]];
-    lcm_status st = LCM_OK;
+    lcm_status st = args_loras(&lora_specs, loras, lora_paths);
     for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
-        size_t length;
-        st = lcm_lora_spec_parse(lora_specs.items[i], &length, &loras[i].scale);
-        if (st == LCM_OK && !(lora_paths[i] = strndup(lora_specs.items[i], length))) st = LCM_ERR_OUT_OF_MEMORY;
-        loras[i].path = lora_paths[i];
-        if (st == LCM_OK)
-            snprintf(lora_labels[i], sizeof lora_labels[i], "%.200s:%g", file_name(lora_paths[i]),
-                     (double)loras[i].scale);
+        snprintf(lora_labels[i], sizeof lora_labels[i], "%.200s:%g", file_name(lora_paths[i]),
+                 (double)loras[i].scale);
         lora_names[i] = lora_labels[i];
     }
     // How every model is loaded (the LoRAs, ControlNet and TAESD apply to each).
@@ -206,7 +201,7 @@ int cmd_serve(int argc, char **argv) {
         if (found < 0) {
             for (int i = 0; i < path_count; i++) free(paths[i]);
             lcm_normal_detector_close(detector);
-            for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
+            args_loras_free(lora_paths, lora_specs.count);
             return 2;
         }
         path_count += found;
@@ -242,7 +237,7 @@ int cmd_serve(int argc, char **argv) {
     serve_config config = {.models = models, .model_count = model_count, .pipeline_options = &options,
                            .normal_detector = detector};
     if (st == LCM_OK) st = serve_model_load(&config, &models[0]);
-    for (int i = 0; i < lora_specs.count; i++) free(lora_paths[i]);
+    args_loras_free(lora_paths, lora_specs.count);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm serve: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
         lcm_normal_detector_close(detector);
