@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
 
 #include "golden.h"
 #include "io/image.h"
@@ -235,26 +234,10 @@ static void png_to_jpeg(const char *png, const char *jpeg) {
     rgb = scaled;
     w = w * 7 / 5;
     h = h * 3 / 4;
-    FILE *fp = fopen(jpeg, "wb");
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr err;
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    jpeg_stdio_dest(&c, fp);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 95, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = rgb + (size_t)c.next_scanline * w * 3;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    fclose(fp);
+    unsigned long size = 0;
+    unsigned char *bytes = test_encode_jpeg(rgb, w, h, 3, 95, false, &size);
+    test_write_file(jpeg, bytes, size);
+    free(bytes);
     free(rgb);
 }
 

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
 #include <webp/encode.h>
 
 #include "golden.h"
@@ -17,14 +16,6 @@
 #include "testutil.h"
 
 static char tmpdir[] = "/tmp/lcm-cli-formats-XXXXXX";
-
-static void write_file(const char *path, const void *data, size_t size) {
-    FILE *fp = fopen(path, "wb");
-    CHECK(fp != NULL, "cannot write %s", path);
-    if (!fp) return;
-    CHECK(fwrite(data, 1, size, fp) == size, "short write to %s", path);
-    fclose(fp);
-}
 
 // Writes `png`'s pixels as <stem>.webp (lossless), <stem>.jpg (quality 90) and <stem>-jpeg.png
 // (the JPEG's decoded pixels).
@@ -38,31 +29,13 @@ static bool make_variants(const char *png, const char *stem) {
     size_t size = WebPEncodeLosslessRGB(rgb, w, h, w * 3, &webp);
     CHECK(size > 0, "WebP encode of %s", png);
     test_path(path, sizeof path, "%s/%s.webp", tmpdir, stem);
-    write_file(path, webp, size);
+    test_write_file(path, webp, size);
     WebPFree(webp);
 
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr err;
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    unsigned char *jpeg = NULL;
     unsigned long jpeg_size = 0;
-    jpeg_mem_dest(&c, &jpeg, &jpeg_size);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 90, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = rgb + (size_t)c.next_scanline * w * 3;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
+    unsigned char *jpeg = test_encode_jpeg(rgb, w, h, 3, 90, false, &jpeg_size);
     test_path(path, sizeof path, "%s/%s.jpg", tmpdir, stem);
-    write_file(path, jpeg, jpeg_size);
+    test_write_file(path, jpeg, jpeg_size);
     free(jpeg);
     free(rgb);
 
@@ -193,7 +166,7 @@ int main(void) {
     if (*lcm_dir) {
         char gif[1200], cmd[8192], output[4096] = "";
         test_path(gif, sizeof gif, "%s/cat.webp", tmpdir); // a GIF, whatever its name says
-        write_file(gif, "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
+        test_write_file(gif, "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
         test_path(cmd, sizeof cmd, "'%s' generate --quiet --model '%s' --init-image '%s' --output '%s/x.png' -- cat 2>&1",
                   test_lcm_bin(), lcm_dir, gif, tmpdir);
         int rc = test_run(cmd, output, sizeof output);

@@ -17,7 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
 
 #include <webp/decode.h>
 #include <webp/encode.h>
@@ -28,40 +27,6 @@
 #include "testutil.h"
 
 static char tmpdir[] = "/tmp/lcm-image-formats-XXXXXX";
-
-static void write_file(const char *path, const void *data, size_t size) {
-    FILE *fp = fopen(path, "wb");
-    CHECK(fp != NULL, "cannot write %s", path);
-    if (!fp) return;
-    CHECK(fwrite(data, 1, size, fp) == size, "short write to %s", path);
-    fclose(fp);
-}
-
-// Quality-100 JPEG without chroma subsampling (4:4:4), the least lossy JPEG libjpeg writes.
-static unsigned char *encode_jpeg(const uint8_t *rgb, int width, int height, unsigned long *size) {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr err;
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    unsigned char *out = NULL;
-    *size = 0;
-    jpeg_mem_dest(&c, &out, size);
-    c.image_width = (JDIMENSION)width;
-    c.image_height = (JDIMENSION)height;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 100, TRUE);
-    for (int i = 0; i < c.num_components; i++) c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = (JSAMPROW)(rgb + (size_t)c.next_scanline * width * 3);
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    return out;
-}
 
 static int max_abs_diff(const uint8_t *a, const uint8_t *b, size_t n) {
     int worst = 0;
@@ -88,7 +53,7 @@ static uint8_t *decode_both_ways(const void *bytes, size_t size, const char *nam
                                  const char *what) {
     char path[1200];
     test_path(path, sizeof path, "%s/%s", tmpdir, name);
-    write_file(path, bytes, size);
+    test_write_file(path, bytes, size);
     lcm_image from_file = {0}, from_memory = {0};
     CHECK_OK(lcm_image_read(path, &from_file));
     CHECK_OK(lcm_image_decode(bytes, size, what, &from_memory));
@@ -153,7 +118,7 @@ static void check_png(const char *png_path, int index) {
 
     // JPEG, quality 100, 4:4:4: within a few levels of the PNG everywhere.
     unsigned long jpeg_size = 0;
-    unsigned char *jpeg = encode_jpeg(rgb, w, h, &jpeg_size);
+    unsigned char *jpeg = test_encode_jpeg(rgb, w, h, 3, 100, true, &jpeg_size);
     snprintf(name, sizeof name, "q100-%d.jpg", index);
     snprintf(what, sizeof what, "%s as JPEG", png_path);
     got = decode_both_ways(jpeg, jpeg_size, name, w, h, what);

@@ -26,7 +26,6 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
-#include <jpeglib.h>
 
 #include "golden.h"
 #include "io/image.h"
@@ -576,24 +575,8 @@ static void check_server(const char *model, const char *unet_file) {
     free(png);
     // A real JPEG: it carries no infotext we read (A1111 would look at its EXIF comment).
     {
-        struct jpeg_compress_struct c;
-        struct jpeg_error_mgr err;
-        c.err = jpeg_std_error(&err);
-        jpeg_create_compress(&c);
-        unsigned char *jpeg = NULL;
         unsigned long jpeg_size = 0;
-        jpeg_mem_dest(&c, &jpeg, &jpeg_size);
-        c.image_width = c.image_height = 8;
-        c.input_components = 3;
-        c.in_color_space = JCS_RGB;
-        jpeg_set_defaults(&c);
-        jpeg_start_compress(&c, TRUE);
-        while (c.next_scanline < 8) {
-            JSAMPROW row = rgb;
-            jpeg_write_scanlines(&c, &row, 1);
-        }
-        jpeg_finish_compress(&c);
-        jpeg_destroy_compress(&c);
+        unsigned char *jpeg = test_encode_jpeg(rgb, 8, 8, 3, 75, false, &jpeg_size);
         b64 = base64(jpeg, jpeg_size);
         info = png_info(&sp, b64);
         CHECK(info && json_string(info, "info") && !json_string(info, "info")[0], "a JPEG: info should be empty");

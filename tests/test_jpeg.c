@@ -3,7 +3,6 @@
 // same entry point; damaged, truncated, oversized and non-image files are clear errors naming the
 // file.
 #include <stdio.h>
-#include <jpeglib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,40 +13,6 @@
 #include "testutil.h"
 
 static char tmpdir[] = "/tmp/lcm-jpeg-XXXXXX";
-
-// Encodes width x height pixels of `components` (1 or 3) channels at the given quality.
-static unsigned char *encode(const uint8_t *pixels, int width, int height, int components, int quality,
-                             unsigned long *size) {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr err;
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    unsigned char *out = NULL;
-    *size = 0;
-    jpeg_mem_dest(&c, &out, size);
-    c.image_width = (JDIMENSION)width;
-    c.image_height = (JDIMENSION)height;
-    c.input_components = components;
-    c.in_color_space = components == 3 ? JCS_RGB : JCS_GRAYSCALE;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, quality, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = (JSAMPROW)(pixels + (size_t)c.next_scanline * width * components);
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    return out;
-}
-
-static void write_file(const char *path, const void *data, size_t size) {
-    FILE *fp = fopen(path, "wb");
-    CHECK(fp != NULL, "cannot write %s", path);
-    if (!fp) return;
-    fwrite(data, 1, size, fp);
-    fclose(fp);
-}
 
 // The call must fail with `want` and a message that contains `needle`.
 static void expect_failure(lcm_status st, lcm_status want, const char *needle, const char *what) {
@@ -69,10 +34,10 @@ int main(void) {
 
     // Colour, quality 100: within a few levels of the original everywhere.
     unsigned long size;
-    unsigned char *jpeg = encode(rgb, W, H, 3, 100, &size);
+    unsigned char *jpeg = test_encode_jpeg(rgb, W, H, 3, 100, false, &size);
     char path[1200];
     test_path(path, sizeof path, "%s/colour.jpg", tmpdir);
-    write_file(path, jpeg, size);
+    test_write_file(path, jpeg, size);
     uint8_t *got = NULL;
     int w = 0, h = 0;
     CHECK_OK(image_read_file(path, &got, &w, &h));
@@ -88,7 +53,7 @@ int main(void) {
     // Truncated: the error names the file and says the data is damaged.
     char cut[1200];
     test_path(cut, sizeof cut, "%s/truncated.jpg", tmpdir);
-    write_file(cut, jpeg, size / 2);
+    test_write_file(cut, jpeg, size / 2);
     expect_failure(image_read_file(cut, &got, &w, &h), LCM_ERR_FORMAT, cut, "truncated JPEG");
     CHECK(got == NULL && w == 0 && h == 0, "truncated JPEG returned pixels");
 
@@ -112,7 +77,7 @@ int main(void) {
     free(jpeg);
 
     // Grayscale: R = G = B = the gray level.
-    jpeg = encode(gray, W, H, 1, 100, &size);
+    jpeg = test_encode_jpeg(gray, W, H, 1, 100, false, &size);
     CHECK_OK(image_decode_jpeg(jpeg, size, "gray.jpg", &got, &w, &h));
     if (got) {
         int worst = 0, unequal = 0;
@@ -137,12 +102,12 @@ int main(void) {
     // Neither PNG nor JPEG; a missing file; an empty file.
     char text[1200], missing[1200], empty[1200];
     test_path(text, sizeof text, "%s/notes.txt", tmpdir);
-    write_file(text, "hello, not an image", 19);
+    test_write_file(text, "hello, not an image", 19);
     expect_failure(image_read_file(text, &got, &w, &h), LCM_ERR_FORMAT, text, "text file");
     test_path(missing, sizeof missing, "%s/missing.jpg", tmpdir);
     expect_failure(image_read_file(missing, &got, &w, &h), LCM_ERR_IO, missing, "missing file");
     test_path(empty, sizeof empty, "%s/empty.jpg", tmpdir);
-    write_file(empty, "", 0);
+    test_write_file(empty, "", 0);
     expect_failure(image_read_file(empty, &got, &w, &h), LCM_ERR_FORMAT, empty, "empty file");
     // The public wrapper: zeroed image on failure.
     lcm_image img = {1, 1, NULL};

@@ -14,7 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
 
 #include "control_fixtures.h"
 #include "io/image.h"
@@ -30,30 +29,10 @@ static bool write_jpeg_from_fixture(const char *dir, const char *jpeg) {
     uint8_t *rgb = NULL;
     int w = 0, h = 0;
     if (n <= 0 || image_read_png(png, &rgb, &w, &h) != LCM_OK) return false;
-    FILE *fp = fopen(jpeg, "wb");
-    if (!fp) {
-        free(rgb);
-        return false;
-    }
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr err;
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    jpeg_stdio_dest(&c, fp);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 90, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = rgb + (size_t)c.next_scanline * w * 3;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    fclose(fp);
+    unsigned long size = 0;
+    unsigned char *bytes = test_encode_jpeg(rgb, w, h, 3, 90, false, &size);
+    test_write_file(jpeg, bytes, size);
+    free(bytes);
     free(rgb);
     return true;
 }

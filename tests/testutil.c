@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <jpeglib.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -200,4 +201,39 @@ const ops_backend *test_backend_for(lcm_precision precision) {
 
 void *test_packed_for(const layer_kernel *kernel, const kernel_family *family) {
     return kernel->family == family ? kernel->state : NULL;
+}
+
+unsigned char *test_encode_jpeg(const uint8_t *pixels, int width, int height, int components, int quality,
+                                bool full_chroma, unsigned long *size) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char *out = NULL;
+    *size = 0;
+    jpeg_mem_dest(&c, &out, size);
+    c.image_width = (JDIMENSION)width;
+    c.image_height = (JDIMENSION)height;
+    c.input_components = components;
+    c.in_color_space = components == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, quality, TRUE);
+    for (int i = 0; full_chroma && i < c.num_components; i++)
+        c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + (size_t)c.next_scanline * width * components);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    return out;
+}
+
+void test_write_file(const char *path, const void *data, size_t size) {
+    FILE *fp = fopen(path, "wb");
+    CHECK(fp != NULL, "cannot write %s", path);
+    if (!fp) return;
+    CHECK(fwrite(data, 1, size, fp) == size, "short write to %s", path);
+    CHECK(fclose(fp) == 0, "cannot write %s", path);
 }

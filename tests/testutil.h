@@ -83,4 +83,13 @@ const ops_backend *test_backend_for(lcm_precision precision);
 // kernel a layer got, for tests (a oneDNN state is the layer's dnnl_layer).
 void *test_packed_for(const layer_kernel *kernel, const kernel_family *family);
 
+// Writes size bytes to `path` (created or replaced), a failed check if it cannot.
+void test_write_file(const char *path, const void *data, size_t size);
+
+// A JPEG of width x height pixels of `components` (1: gray, 3: RGB) channels at `quality`; with
+// `full_chroma` no chroma subsampling (4:4:4). Returns libjpeg's malloc'd buffer (the caller frees
+// it) and its size in *size.
+unsigned char *test_encode_jpeg(const uint8_t *pixels, int width, int height, int components, int quality,
+                                bool full_chroma, unsigned long *size);
+
 #endif
