@@ -3,7 +3,7 @@
 # end-to-end time and load beside the wall time and peak RSS of whole `lcm generate` runs with a
 # warm cache and with --no-cache, and whether both give the same PNG bytes.
 #   bench/warm_start.sh MODEL_DIR [SIZE]      (e.g. /tmp/lcm-full from `lcm synth`, 512)
-# Uses its own cache folder (XDG_CACHE_HOME=build/warm-start-cache). Set LCM_AMX=1 etc. outside.
+# Uses its own cache folder (XDG_CACHE_HOME=build/warm-start-cache). Set LCM_AMX=0 etc. outside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:?usage: bench/warm_start.sh MODEL_DIR [SIZE]}

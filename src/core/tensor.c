@@ -31,8 +31,10 @@ static size_t held_bytes(size_t bytes) {
 }
 
 // LCM_TENSOR_CACHE=0 turns the reuse off and LCM_HUGE_PAGES=0 the huge-page advice (to measure
-// them); read once.
-static bool reuse_on = true, huge_pages_on = true;
+// them). LCM_TENSOR_GUARD=1, a debugging aid, ends every mapped buffer's data at an inaccessible
+// page (and turns the reuse off), so that a kernel reading or writing past a large tensor faults
+// at once instead of touching whatever mapping happens to follow. Read once.
+static bool reuse_on = true, huge_pages_on = true, guard_on = false;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 
 static void read_settings(void) {
@@ -40,6 +42,9 @@ static void read_settings(void) {
     reuse_on = !v || strcmp(v, "0");
     v = getenv("LCM_HUGE_PAGES");
     huge_pages_on = !v || strcmp(v, "0");
+    v = getenv("LCM_TENSOR_GUARD");
+    guard_on = v && *v && strcmp(v, "0");
+    if (guard_on) reuse_on = false;
 }
 
 static bool reuse_enabled(void) {
@@ -60,13 +65,32 @@ static void *map_fresh(size_t held) {
     return aligned;
 }
 
+// LCM_TENSOR_GUARD: the mapping holds `held` bytes and one inaccessible page after them; the data
+// (rounded up to the 64-byte alignment) ends where that page starts.
+#define GUARD_BYTES ((size_t)4096)
+static size_t guarded_offset(size_t bytes) { return held_bytes(bytes) - (bytes + 63) / 64 * 64; }
+
+static void *map_guarded(size_t bytes) {
+    size_t held = held_bytes(bytes);
+    char *p = mmap(NULL, held + GUARD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (mprotect(p + held, GUARD_BYTES, PROT_NONE) != 0) {
+        munmap(p, held + GUARD_BYTES);
+        return NULL;
+    }
+    return p + guarded_offset(bytes);
+}
+
 static void *buffer_alloc(size_t bytes) {
-    return is_mapped(bytes) ? map_fresh(held_bytes(bytes)) : aligned_alloc(64, bytes);
+    if (!is_mapped(bytes)) return aligned_alloc(64, bytes);
+    pthread_once(&settings_once, read_settings);
+    return guard_on ? map_guarded(bytes) : map_fresh(held_bytes(bytes));
 }
 
 static void buffer_free(void *data, size_t bytes) {
-    if (data && is_mapped(bytes)) munmap(data, held_bytes(bytes));
-    else free(data);
+    if (!data || !is_mapped(bytes)) free(data);
+    else if (guard_on) munmap((char *)data - guarded_offset(bytes), held_bytes(bytes) + GUARD_BYTES);
+    else munmap(data, held_bytes(bytes));
 }
 
 // Kept buffers, oldest first, and the bytes of large buffers in use now and at most so far. The

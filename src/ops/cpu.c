@@ -57,18 +57,20 @@ static void features_read(void) {
     // oneDNN reads the CPU itself: cap the instruction sets its JIT may use, before its first
     // primitive or sgemm (every oneDNN user in ops/ reads the features first).
     // AMX: oneDNN 2.6.3's AMX int8 kernels corrupt the heap (ASan, test_int8: every run), so 8-bit
-    // layers never pick them (ops/int8_layer.c). Its AMX bf16 kernels passed the kernel tests under
-    // ASan, but one cold bf16 generation with them on died in oneDNN's primitive creation (SEGV
-    // reading past a heap block; not reproduced in 8 further runs): until that is understood AMX
-    // runs only when asked for, with LCM_AMX=1.
+    // layers never pick them (ops/int8_layer.c). Its AMX bf16 kernels are on: they make a bf16
+    // generation 1.5x faster here (BENCHMARKS.md), pass the kernel and pipeline tests under ASan,
+    // and ran full-size cold and warm generations with every large tensor ending at a guard page
+    // (LCM_TENSOR_GUARD=1: no read past a buffer). One cold bf16 generation in session 8 died in
+    // oneDNN's primitive creation and was never reproduced (12 further runs): LCM_AMX=0 turns AMX
+    // off should it come back.
     const char *amx = getenv("LCM_AMX");
-    features.amx_enabled = features.amx && amx && *amx && *amx != '0';
+    features.amx_enabled = features.amx && !(amx && *amx == '0');
     if (disabled) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2);
     else if (features.amx && !features.amx_enabled) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_bf16);
     snprintf(feature_list, sizeof feature_list, "%s%s%s%s%s%s", features.avx2_fma ? "avx2 fma" : "sse",
              features.avx512 ? " avx512" : "", features.avx512_bf16 ? " avx512_bf16" : "",
              features.avx512_vnni ? " avx512_vnni" : "",
-             features.amx ? (features.amx_enabled ? " amx" : " amx(off: LCM_AMX=1 uses it)") : "",
+             features.amx ? (features.amx_enabled ? " amx" : " amx(off: LCM_AMX=0)") : "",
              features.avx512_disabled ? " (avx512 disabled by LCM_NO_AVX512)" : "");
 }
 

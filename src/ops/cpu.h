@@ -14,7 +14,7 @@ typedef struct cpu_features {
     bool avx512_bf16; // the above plus AVX512-BF16 (vdpbf16ps)
     bool avx512_vnni; // the above plus AVX512-VNNI (vpdpbusd)
     bool amx;         // AMX tiles with bf16 and int8 (oneDNN's avx512_core_amx kernels)
-    bool amx_enabled; // oneDNN may use them: LCM_AMX=1 (off by default; int8 layers never do, see cpu.c)
+    bool amx_enabled; // oneDNN may use them for bf16 (on unless LCM_AMX=0; int8 layers never do, see cpu.c)
     bool avx512_disabled; // LCM_NO_AVX512 hid the AVX-512 features above
     char name[64];    // the processor's brand string ("AMD EPYC 9R14 96-Core Processor")
 } cpu_features;
