@@ -177,19 +177,23 @@ static cache_entry *new_entry(packed_cache *c) {
 // ---- reading -----------------------------------------------------------------------------------
 
 // Checks the file's header and index and fills c->entries; false (with *why) on anything wrong.
-static bool read_index(packed_cache *c, const unsigned char *base, size_t size, bool skip_check_sums,
-                       const char **why) {
+// Whether a file of `size` bytes may have the header h (the index's bounds included).
+static bool header_valid(const packed_cache *c, const file_header *h, size_t size, const char **why) {
     if (size < DATA_START) return (*why = "shorter than its header"), false;
-    file_header h;
-    memcpy(&h, base, sizeof h);
-    if (memcmp(h.magic, PACKED_MAGIC, 8)) return (*why = "not a cache file"), false;
-    if (h.version != PACKED_FORMAT_VERSION) return (*why = "written by another version"), false;
-    if (memcmp(h.key, c->key, sizeof h.key)) return (*why = "made for other weights or settings"), false;
-    if (h.file_bytes != size) return (*why = "truncated or extended"), false;
-    if (h.entry_count > MAX_ENTRIES || h.index_offset < DATA_START || h.index_offset > size ||
-        h.index_bytes > size - h.index_offset)
+    if (memcmp(h->magic, PACKED_MAGIC, 8)) return (*why = "not a cache file"), false;
+    if (h->version != PACKED_FORMAT_VERSION) return (*why = "written by another version"), false;
+    if (memcmp(h->key, c->key, sizeof h->key)) return (*why = "made for other weights or settings"), false;
+    if (h->file_bytes != size) return (*why = "truncated or extended"), false;
+    if (h->entry_count > MAX_ENTRIES || h->index_offset < DATA_START || h->index_offset > size ||
+        h->index_bytes > size - h->index_offset)
         return (*why = "index out of bounds"), false;
-    const unsigned char *index = base + h.index_offset;
+    return true;
+}
+
+// The entries of the index h points at (`index`: its h.index_bytes bytes) into c.
+static bool read_entries(packed_cache *c, const file_header *header, const unsigned char *index,
+                         bool skip_check_sums, const char **why) {
+    file_header h = *header;
     if (!skip_check_sums && fnv1a(FNV_START, index, h.index_bytes) != h.index_checksum)
         return (*why = "index damaged (check sum)"), false;
     uint64_t at = 0;
@@ -231,6 +235,37 @@ static bool read_index(packed_cache *c, const unsigned char *base, size_t size, 
     return true;
 }
 
+// The index of a whole cache file held in memory (`base`, `size` bytes).
+static bool read_index(packed_cache *c, const unsigned char *base, size_t size, bool skip_check_sums,
+                       const char **why) {
+    file_header h;
+    if (size < sizeof h) return (*why = "shorter than its header"), false;
+    memcpy(&h, base, sizeof h);
+    return header_valid(c, &h, size, why) && read_entries(c, &h, base + h.index_offset, skip_check_sums, why);
+}
+
+// The index of the open file fd of `size` bytes, read with pread rather than through the mapping:
+// a file cut short meanwhile then gives a short read, and the cache is packed again, where a read
+// through the mapping would fault and spoil the loading pipeline's weights (io/file.h).
+static bool read_index_from_file(packed_cache *c, int fd, size_t size, const char **why) {
+    file_header h;
+    if (size < DATA_START || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+        return (*why = "shorter than its header"), false;
+    if (!header_valid(c, &h, size, why)) return false;
+    unsigned char *index = malloc(h.index_bytes ? h.index_bytes : 1);
+    if (!index) return (*why = "out of memory"), false;
+    size_t got = 0;
+    while (got < h.index_bytes) {
+        ssize_t n = pread(fd, index + got, h.index_bytes - got, (off_t)(h.index_offset + got));
+        if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+        if (n > 0) got += (size_t)n;
+    }
+    bool ok = got == h.index_bytes ? read_entries(c, &h, index, false, why)
+                                   : ((*why = "got shorter while its index was read"), false);
+    free(index);
+    return ok;
+}
+
 static void open_existing(packed_cache *c) {
     int fd = open(c->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return; // not written yet
@@ -238,20 +273,16 @@ static void open_existing(packed_cache *c) {
     const char *why = NULL;
     void *base = NULL;
     if (fstat(fd, &sb) != 0 || sb.st_size < DATA_START) why = "shorter than its header";
+    else if (!read_index_from_file(c, fd, (size_t)sb.st_size, &why)) free_entries(c);
     // Mapped like the weight files (io/file.h): the layers read their arrays from it during every
     // generation, and a cache file cut short meanwhile (lcm cache clear does not, but a user's
     // truncate or a full disk's repair may) must fail the generation, not kill the process.
     else if (io_map_file(fd, (size_t)sb.st_size, c->path, &base) != LCM_OK) {
         lcm_clear_error();
+        free_entries(c);
         why = "cannot be mapped";
     }
     close(fd);
-    if (!why && !read_index(c, base, (size_t)sb.st_size, false, &why)) free_entries(c);
-    if (!why && io_mapping_check(base) != LCM_OK) {
-        lcm_clear_error();
-        free_entries(c);
-        why = "got shorter while its index was read";
-    }
     if (why) {
         char line[160];
         snprintf(line, sizeof line, "%s; packing the weights again", why);
