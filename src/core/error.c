@@ -7,12 +7,14 @@
 // 4 KiB is enough for a path, a tensor name and a sentence; longer messages are truncated, never
 // overflowed.
 static _Thread_local char error_message[4096];
+static _Thread_local lcm_status error_status;
 
 lcm_status lcm_fail(lcm_status code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(error_message, sizeof error_message, fmt, ap);
     va_end(ap);
+    error_status = code;
     return code;
 }
 
@@ -25,12 +27,18 @@ lcm_status lcm_fail_context(lcm_status code, const char *fmt, ...) {
     va_end(ap);
     if (n >= 0 && (size_t)n < sizeof error_message)
         snprintf(error_message + n, sizeof error_message - (size_t)n, "%s", old);
+    error_status = code;
     return code;
 }
 
 const char *lcm_last_error(void) { return error_message; }
 
-void lcm_clear_error(void) { error_message[0] = '\0'; }
+lcm_status lcm_last_status(void) { return error_status; }
+
+void lcm_clear_error(void) {
+    error_message[0] = '\0';
+    error_status = LCM_OK;
+}
 
 const char *lcm_status_name(lcm_status status) {
     switch (status) {

@@ -22,6 +22,10 @@ lcm_status lcm_fail(lcm_status code, const char *fmt, ...) LCM_PRINTF(2, 3);
 // Prefixes the current message with more context ("loading unet: " + old message); returns `code`.
 lcm_status lcm_fail_context(lcm_status code, const char *fmt, ...) LCM_PRINTF(2, 3);
 
+// The code of the thread's last lcm_fail/lcm_fail_context (LCM_OK after lcm_clear_error or when
+// none failed): for callers of functions that report failure by returning NULL.
+lcm_status lcm_last_status(void);
+
 // Propagate a failure: `LCM_TRY(st_open(...));`
 #define LCM_TRY(expr)                                                                              \
     do {                                                                                           \

@@ -363,11 +363,10 @@ static lcm_status check_input(const char *what, const tensor *x, int channels) {
     return LCM_OK;
 }
 
-// The ops report failures by returning NULL with the message set; out of memory is what remains
-// after the inputs were checked.
+// The ops report failures by returning NULL with the message and its code set (out of memory is
+// what remains after the inputs were checked).
 static lcm_status forward_failure(const char *what) {
-    lcm_status code = strstr(lcm_last_error(), "out of memory") ? LCM_ERR_OUT_OF_MEMORY
-                                                                : LCM_ERR_INTERNAL;
+    lcm_status code = lcm_last_status() != LCM_OK ? lcm_last_status() : LCM_ERR_INTERNAL;
     return lcm_fail_context(code, "TAESD %s: ", what);
 }
 

@@ -678,9 +678,10 @@ static lcm_status add_down_residuals(skip_stack *skips, const unet_residuals *re
 }
 
 // Status for an op that returned NULL: ops only fail on allocation (inputs were checked above)
-// or on an internal inconsistency; both set the message.
+// or on an internal inconsistency; both set the message and its code.
 static lcm_status op_failure(void) {
-    return strstr(lcm_last_error(), "out of memory") ? LCM_ERR_OUT_OF_MEMORY : LCM_ERR_INTERNAL;
+    lcm_status code = lcm_last_status();
+    return code != LCM_OK ? code : LCM_ERR_INTERNAL;
 }
 
 lcm_status unet_forward_observed(const unet_model *m, const tensor *sample, float timestep,
