@@ -1,7 +1,9 @@
-// Neural-network operations on float32 tensors (src/core/tensor.h), NCHW like the reference library.
+// Neural-network operations on float32 tensors (src/core/tensor.h). Shapes are logical NCHW, as in
+// the reference library; how a tensor is stored (tensor.layout) is the kernel set's business.
 //
 // Two kernel sets share these entry points. The fast path (the default) runs convolutions and
-// linear layers as oneDNN primitives on weights packed once at load (ops/dnnl_layer.h), keeps 4-D
+// linear layers on weights packed once at load by the kernel family the backend chose for each
+// layer shape (our direct/Winograd kernels, oneDNN primitives, sgemm, int8: ops/backend.h), keeps 4-D
 // activations channels-last (tensor.layout == TENSOR_NHWC) and runs the norms and elementwise ops
 // over that layout with AVX-512 where the CPU has it. The reference path is straightforward loops
 // over NCHW with the matrix products done by oneDNN's sgemm; it runs for a layer loaded with a
