@@ -72,7 +72,31 @@ CLONES static void gelu_mul_vectorised(const float *restrict hidden, const float
     }
 }
 
+// GroupNorm's normalisation of one pixel's channels, with its SiLU in the same loop: the values
+// never leave the registers in between (a separate SiLU pass over a span just written with
+// narrower stores stalled on every load: store forwarding fails from two 32-byte stores to one
+// 64-byte load, 9% of a VAE decode's samples on a Xeon). x and out may be the same array.
+CLONES static void normalize_vectorised(const float *x, const float *mean, const float *rstd,
+                                        const float *weight, const float *bias, float *out,
+                                        int64_t count, int then_silu) {
+    if (then_silu) {
+        #pragma omp simd
+        for (int64_t i = 0; i < count; i++) {
+            float v = (x[i] - mean[i]) * rstd[i] * weight[i] + bias[i];
+            out[i] = v / (1.0f + exp_poly(-v));
+        }
+    } else {
+        #pragma omp simd
+        for (int64_t i = 0; i < count; i++) out[i] = (x[i] - mean[i]) * rstd[i] * weight[i] + bias[i];
+    }
+}
+
 void silu_span(float *x, int64_t count) { silu_vectorised(x, count); }
+
+void normalize_span_simd(const float *x, const float *mean, const float *rstd, const float *weight,
+                         const float *bias, float *out, int64_t count, bool then_silu) {
+    normalize_vectorised(x, mean, rstd, weight, bias, out, count, then_silu);
+}
 
 void gelu_mul_span(const float *hidden, const float *gate, float *out, int64_t count) {
     gelu_mul_vectorised(hidden, gate, out, count);

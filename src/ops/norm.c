@@ -120,13 +120,8 @@ static bool group_norm_nhwc(const norm *n, const tensor *x, tensor *y, bool then
             rstd[ch] = (float)(1.0 / sqrt(total[ch / per_group] / count + n->eps));
         }
         #pragma omp parallel for schedule(static)
-        for (int64_t p = 0; p < hw; p++) {
-            const float *pixel = xb + p * c;
-            float *out = yb + p * c;
-            for (int64_t ch = 0; ch < c; ch++)
-                out[ch] = (pixel[ch] - mean[ch]) * rstd[ch] * n->weight[ch] + n->bias[ch];
-            if (then_silu) silu_span(out, c);
-        }
+        for (int64_t p = 0; p < hw; p++)
+            normalize_span_simd(xb + p * c, mean, rstd, n->weight, n->bias, yb + p * c, c, then_silu);
     }
     ok = true;
 done:
