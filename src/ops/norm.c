@@ -56,69 +56,80 @@ static void normalize_span(const float *x, float *y, int64_t count, int64_t per_
     }
 }
 
-// Per-channel sums over blocks of pixels of one image x [hw, c]: partial[block * c + ch] is the sum
-// over the block's pixels of (x - center[ch]) (squared when `square`), in double.
-static void channel_partial_sums(const float *x, int64_t hw, int64_t c, const double *center,
-                                 bool square, double *partial) {
+// Per-channel sums over blocks of pixels of one image x [hw, c], in double, of d = x - shift[ch]
+// and of d * d: partial[(block * c + ch) * 2 + 0 / 1]. One pass over x for both: shift is a value
+// of the channel (its first pixel's), so the sums of squares stay far from cancelling.
+static void channel_partial_sums(const float *x, int64_t hw, int64_t c, const double *shift,
+                                 double *partial) {
     int64_t blocks = (hw + GROUP_NORM_PIXEL_BLOCK - 1) / GROUP_NORM_PIXEL_BLOCK;
     #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < blocks; blk++) {
-        double *acc = partial + blk * c;
-        for (int64_t ch = 0; ch < c; ch++) acc[ch] = 0;
+        double *acc = partial + blk * c * 2;
+        for (int64_t i = 0; i < 2 * c; i++) acc[i] = 0;
         int64_t end = (blk + 1) * GROUP_NORM_PIXEL_BLOCK < hw ? (blk + 1) * GROUP_NORM_PIXEL_BLOCK : hw;
         for (int64_t p = blk * GROUP_NORM_PIXEL_BLOCK; p < end; p++) {
             const float *pixel = x + p * c;
-            if (square)
-                for (int64_t ch = 0; ch < c; ch++) {
-                    double d = (double)pixel[ch] - center[ch];
-                    acc[ch] += d * d;
-                }
-            else
-                for (int64_t ch = 0; ch < c; ch++) acc[ch] += pixel[ch];
+            for (int64_t ch = 0; ch < c; ch++) {
+                double d = (double)pixel[ch] - shift[ch];
+                acc[2 * ch] += d;
+                acc[2 * ch + 1] += d * d;
+            }
         }
     }
 }
 
-// Reduces the partials of each group to one value per group (in block, then channel order).
-static void group_totals(const double *partial, int64_t blocks, int64_t c, int groups,
-                         double *total) {
+// Mean and 1/sqrt(variance + eps) of each group from the partial sums (reduced in block, then
+// channel order, whatever the thread count): with S1, S2 the sums of d = x - shift over a
+// channel's hw pixels, sum(x) = S1 + hw * shift and, for the group mean m,
+// sum((x - m)^2) = S2 + 2 (shift - m) S1 + hw (shift - m)^2.
+static void group_moments(const double *partial, int64_t blocks, int64_t hw, int64_t c, int groups,
+                          const double *shift, double eps, float *mean, float *rstd) {
     int64_t per_group = c / groups;
-    for (int g = 0; g < groups; g++) total[g] = 0;
-    for (int64_t blk = 0; blk < blocks; blk++)
-        for (int64_t ch = 0; ch < c; ch++) total[ch / per_group] += partial[blk * c + ch];
+    double count = (double)(per_group * hw);
+    for (int g = 0; g < groups; g++) {
+        double s1[per_group], s2[per_group]; // per channel of the group
+        for (int64_t k = 0; k < per_group; k++) s1[k] = s2[k] = 0;
+        for (int64_t blk = 0; blk < blocks; blk++)
+            for (int64_t k = 0; k < per_group; k++) {
+                const double *at = partial + (blk * c + g * per_group + k) * 2;
+                s1[k] += at[0];
+                s2[k] += at[1];
+            }
+        double total = 0;
+        for (int64_t k = 0; k < per_group; k++) total += s1[k] + (double)hw * shift[g * per_group + k];
+        double m = total / count, squares = 0;
+        for (int64_t k = 0; k < per_group; k++) {
+            double offset = shift[g * per_group + k] - m;
+            squares += s2[k] + 2.0 * offset * s1[k] + (double)hw * offset * offset;
+        }
+        float group_rstd = (float)(1.0 / sqrt(fmax(squares, 0.0) / count + eps));
+        for (int64_t k = 0; k < per_group; k++) {
+            mean[g * per_group + k] = (float)m;
+            rstd[g * per_group + k] = group_rstd;
+        }
+    }
 }
 
-// GroupNorm over channels-last data into y (x itself, or a new tensor of its shape): two passes for
-// the statistics (mean, then the squared deviations from it, like the NCHW path), one to normalise.
-// Returns false (y is left unspecified) when out of memory.
+// GroupNorm over channels-last data into y (x itself, or a new tensor of its shape): one pass for
+// the statistics, one to normalise. Returns false (y is left unspecified) when out of memory.
 static bool group_norm_nhwc(const norm *n, const tensor *x, tensor *y, bool then_silu) {
     int64_t batch = x->shape[0], c = x->shape[1], hw = x->shape[2] * x->shape[3];
     int groups = n->groups;
-    int64_t per_group = c / groups;
     int64_t blocks = (hw + GROUP_NORM_PIXEL_BLOCK - 1) / GROUP_NORM_PIXEL_BLOCK;
     bool ok = false;
-    double *partial = malloc(sizeof(double) * (size_t)(blocks * c));
-    double *center = malloc(sizeof(double) * (size_t)c);
-    double *total = malloc(sizeof(double) * (size_t)groups);
+    double *partial = malloc(sizeof(double) * (size_t)(blocks * c * 2));
+    double *shift = malloc(sizeof(double) * (size_t)c);
     float *mean = malloc(sizeof(float) * (size_t)c), *rstd = malloc(sizeof(float) * (size_t)c);
-    if (!partial || !center || !total || !mean || !rstd) {
+    if (!partial || !shift || !mean || !rstd) {
         lcm_fail(LCM_ERR_OUT_OF_MEMORY, "group_norm: out of memory");
         goto done;
     }
     for (int64_t b = 0; b < batch; b++) {
         const float *xb = x->data + b * hw * c;
         float *yb = y->data + b * hw * c;
-        double count = (double)(per_group * hw);
-        for (int64_t ch = 0; ch < c; ch++) center[ch] = 0;
-        channel_partial_sums(xb, hw, c, center, false, partial);
-        group_totals(partial, blocks, c, groups, total);
-        for (int64_t ch = 0; ch < c; ch++) center[ch] = total[ch / per_group] / count;
-        channel_partial_sums(xb, hw, c, center, true, partial);
-        group_totals(partial, blocks, c, groups, total);
-        for (int64_t ch = 0; ch < c; ch++) {
-            mean[ch] = (float)center[ch];
-            rstd[ch] = (float)(1.0 / sqrt(total[ch / per_group] / count + n->eps));
-        }
+        for (int64_t ch = 0; ch < c; ch++) shift[ch] = hw > 0 ? xb[ch] : 0.0;
+        channel_partial_sums(xb, hw, c, shift, partial);
+        group_moments(partial, blocks, hw, c, groups, shift, n->eps, mean, rstd);
         #pragma omp parallel for schedule(static)
         for (int64_t p = 0; p < hw; p++)
             normalize_span_simd(xb + p * c, mean, rstd, n->weight, n->bias, yb + p * c, c, then_silu);
@@ -126,8 +137,7 @@ static bool group_norm_nhwc(const norm *n, const tensor *x, tensor *y, bool then
     ok = true;
 done:
     free(partial);
-    free(center);
-    free(total);
+    free(shift);
     free(mean);
     free(rstd);
     return ok;
