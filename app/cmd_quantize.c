@@ -1,5 +1,6 @@
 // `lcm quantize`: 8-bit post-training quantization of a model folder's UNet, or of a ControlNet
 // folder (src/adapt/quantize_model.h).
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,13 +9,22 @@
 #include "app/args.h"
 #include "app/commands.h"
 
+// SIGINT/SIGTERM ask the quantizer to stop (it removes its partial output, then returns); the
+// handler resets itself, so a second signal kills the process at once.
+static volatile sig_atomic_t stop_requested;
+
+static void request_stop(int signal_number) {
+    (void)signal_number;
+    stop_requested = 1;
+}
+
 int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *calibration = NULL, *output = NULL, *method = "percentile";
     const char *keep = NULL, *controlnet = NULL;
     args_list control_images = {0}, lora_specs = {0};
     long samples = -1, steps = 4, seed = 0;
     double percentile = 99.99, guidance = -1;
-    bool compress = false, quiet = false, weights_only = false;
+    bool compress = false, quiet = false, weights_only = false, vae = false;
     const arg_spec specs[] = {
         {"model", ARG_STRING, &model, "the diffusers model folder to quantize (with --controlnet: the base model it runs with)", false},
         {"controlnet", ARG_STRING, &controlnet, "quantize this ControlNet folder instead of the model's UNet; --output is then a ControlNet folder", false},
@@ -30,7 +40,8 @@ int cmd_quantize(int argc, char **argv) {
         {"method", ARG_STRING, &method, "activation range: percentile (default; measured better) or minmax", false},
         {"percentile", ARG_FLOAT, &percentile, "for --method percentile (default 99.99)", false},
         {"keep-fp32", ARG_STRING, &keep, "comma-separated layers kept in float32; a name covers the layers below it (default UNet: conv_in,conv_out; ControlNet: conv_in,controlnet_cond_embedding.conv_in,controlnet_down_blocks,controlnet_mid_block; 'none' quantizes all)", false},
-        {"compress-weights", ARG_FLAG, &compress, "also store the text encoder's and VAE's weights in 8 bits", false},
+        {"vae", ARG_FLAG, &vae, "also quantize the VAE decoder to int8 (activations calibrated on the calibration generations' own latents; default float32 layers: post_quant_conv,decoder.conv_in,decoder.conv_out, which --keep-fp32 replaces)", false},
+        {"compress-weights", ARG_FLAG, &compress, "also store the text encoder's and VAE's weights in 8 bits (with --vae: the VAE encoder's)", false},
         {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
     };
     const char *positional[1];
@@ -38,7 +49,7 @@ int cmd_quantize(int argc, char **argv) {
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm quantize --model DIR --calibration PROMPTS.txt --output DIR8 [--samples N] "
                         "[--steps 4] [--seed S] [--method percentile|minmax] [--percentile 99.99] "
-                        "[--keep-fp32 A,B] [--compress-weights]\n"
+                        "[--keep-fp32 A,B] [--vae] [--compress-weights]\n"
                         "   or: lcm quantize --controlnet CN_DIR --model BASE_DIR --calibration PROMPTS.txt "
                         "--control-image IMG [--control-image IMG2 ...] [--lora FILE[:SCALE]] --output CN_DIR8 "
                         "[same options]\n"
@@ -47,6 +58,8 @@ int cmd_quantize(int argc, char **argv) {
     const char *misuse = NULL;
     if (!controlnet && (control_images.count || lora_specs.count || weights_only))
         misuse = "--control-image, --lora and --weights-only need --controlnet";
+    else if (controlnet && vae)
+        misuse = "--vae quantizes a model's VAE decoder, not a ControlNet";
     else if (controlnet && compress)
         misuse = "--compress-weights is for a model's text encoder and VAE, not a ControlNet (see --weights-only)";
     else if (controlnet && weights_only && (model || calibration || control_images.count || lora_specs.count))
@@ -77,6 +90,8 @@ int cmd_quantize(int argc, char **argv) {
     o.percentile = percentile;
     if (guidance != -1) o.guidance = (float)guidance;
     o.compress_weights = compress;
+    o.vae = vae;
+    o.interrupted = &stop_requested;
     o.quiet = quiet;
     o.controlnet_dir = controlnet;
     o.control_images = control_images.items;
@@ -118,9 +133,19 @@ int cmd_quantize(int argc, char **argv) {
         keep_list[n] = NULL;
         o.keep_fp32 = keep_list;
     }
+    struct sigaction stop = {.sa_handler = request_stop, .sa_flags = SA_RESETHAND}, old_int, old_term;
+    sigemptyset(&stop.sa_mask);
+    sigaction(SIGINT, &stop, &old_int);
+    sigaction(SIGTERM, &stop, &old_term);
     lcm_status st = quantize_model(&o);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     free(keep_copy);
     args_loras_free(lora_paths, lora_specs.count);
+    if (st == LCM_ERR_CANCELLED && stop_requested) {
+        fprintf(stderr, "lcm quantize: interrupted; %s not written\n", output);
+        return 130;
+    }
     if (st != LCM_OK) {
         fprintf(stderr, "lcm quantize: %s\n", lcm_last_error());
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;

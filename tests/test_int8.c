@@ -19,17 +19,22 @@
 #include "io/safetensors_write.h"
 #include "io/weights.h"
 #include "lcm.h"
+#include "models/vae.h"
+#include "ops/backend.h"
 #include "ops/cpu.h"
+#include "ops/kernel_family.h"
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
 #include "testutil.h"
 
-// Thresholds from what was measured on tiny-lcm (BENCHMARKS.md, "int8"), with margin: the
-// quantized images must stay recognisably the same pictures.
-// Measured on tiny-lcm: PSNR 44.9-45.9 dB, SSIM 0.9988-0.9992 (minmax and percentile).
-#define MIN_PSNR 38.0
+// Thresholds: issue 19's (int8 UNet >= 40 dB, int8 UNet + int8 VAE decoder >= 35 dB, SSIM >= 0.98
+// vs the float32 golden images), tightened where the measurements leave room.
+// MEASURED_PLACEHOLDER
+#define MIN_PSNR 40.0
+#define MIN_PSNR_WITH_VAE 35.0
 #define MIN_SSIM 0.99
+#define MIN_SSIM_WITH_VAE 0.98
 // Above this the images are the float32 ones: the quantization would not have run at all.
 #define MAX_PSNR 80.0
 
@@ -184,9 +189,9 @@ static long long file_size(const char *path) {
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
-static void check_scheme(const char *dir, const char *method) {
+static void check_scheme(const char *dir, const char *component, const char *method) {
     char path[1200];
-    test_path(path, sizeof path, "%s/unet/quantization.json", dir);
+    test_path(path, sizeof path, "%s/%s/quantization.json", dir, component);
     FILE *fp = fopen(path, "r");
     CHECK(fp != NULL, "%s missing", path);
     if (!fp) return;
@@ -255,12 +260,56 @@ static const char *prompts_text =
     "a lighthouse on a rocky coast at dusk\n"
     "portrait of an old fisherman, detailed, film photo\n";
 
+// The VAE decoder of an int8 folder runs on the int8 kernels: every layer but the ones kept in
+// float32 (those with no input parameters), when the backend has the int8 kernels on.
+static void check_vae_on_int8_kernels(const char *qdir, int kept) {
+    const ops_backend *b = test_backend_for(LCM_PRECISION_FP32);
+    model_folder folder;
+    CHECK_OK(model_folder_open(qdir, NULL, &folder));
+    vae_model *vae = NULL;
+    CHECK_OK(vae_load(b, &folder, "vae", &vae));
+    if (vae) {
+        int layers = 0, on_int8 = vae_decoder_layers_on(vae, &kernel_family_int8, &layers);
+        bool int8_expected = b->kernels == KERNELS_FAST && b->int8_kernels;
+        fprintf(stderr, "int8 VAE decoder: %d of %d layers on the int8 kernels (%d kept in float32; int8 kernels %s)\n",
+                on_int8, layers, kept, int8_expected ? "on" : "off");
+        if (int8_expected)
+            CHECK(on_int8 == layers - kept && on_int8 > 0, "int8 VAE decoder: %d of %d layers on the int8 kernels, "
+                  "expected all but the %d kept in float32", on_int8, layers, kept);
+        else
+            CHECK(on_int8 == 0, "int8 kernels off, yet %d VAE layers on them", on_int8);
+    }
+    vae_free(vae);
+    model_folder_close(&folder);
+}
+
+static int count_names(const char *const *names) {
+    int n = 0;
+    while (names[n]) n++;
+    return n;
+}
+
+typedef struct quantize_config {
+    const char *label, *method;
+    bool compress_weights, vae;
+    const char *int8_kernels; // LCM_INT8_KERNELS while generating
+} quantize_config;
+
 static void quantize_case(const char *model, const char *golden_dir, char **names, int n,
                           const char *calibration) {
-    const char *methods[] = {"minmax", "percentile"};
-    for (int m = 0; m < 2; m++) {
+    // minmax through the reference int8 path, percentile through the int8 kernels, so both run on
+    // every CPU; --compress-weights exercises the 8-bit text encoder and VAE weights, --vae the int8
+    // decoder (on both paths).
+    const quantize_config configs[] = {
+        {"minmax", "minmax", false, false, "0"},
+        {"percentile", "percentile", true, false, "1"},
+        {"percentile --vae", "percentile", false, true, "1"},
+        {"minmax --vae", "minmax", false, true, "0"},
+    };
+    for (size_t m = 0; m < sizeof configs / sizeof configs[0]; m++) {
+        const quantize_config *cfg = &configs[m];
         char qdir[512];
-        test_path(qdir, sizeof qdir, "%s/q-%s", tmpdir, methods[m]);
+        test_path(qdir, sizeof qdir, "%s/q-%zu", tmpdir, m);
         quantize_model_options o;
         quantize_model_options_init(&o);
         o.model_dir = model;
@@ -268,43 +317,50 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
         o.output_dir = qdir;
         o.samples = 4;
         o.steps = 2;
-        o.method = m == 0 ? ACTIVATION_RANGE_MINMAX : ACTIVATION_RANGE_PERCENTILE;
-        o.compress_weights = m == 1; // also exercise the 8-bit text encoder and VAE
+        o.method = !strcmp(cfg->method, "minmax") ? ACTIVATION_RANGE_MINMAX : ACTIVATION_RANGE_PERCENTILE;
+        o.compress_weights = cfg->compress_weights;
+        o.vae = cfg->vae;
         o.quiet = true;
         lcm_status st = quantize_model(&o);
-        CHECK(st == LCM_OK, "quantize %s (%s): %s", model, methods[m], lcm_last_error());
+        CHECK(st == LCM_OK, "quantize %s (%s): %s", model, cfg->label, lcm_last_error());
         if (st != LCM_OK) continue;
         CHECK(quantize_model_is_int8(qdir), "%s: not recognised as int8", qdir);
-        check_scheme(qdir, methods[m]);
+        check_scheme(qdir, "unet", cfg->method);
+        if (cfg->vae) check_scheme(qdir, "vae", cfg->method);
+        CHECK_OK(quantize_scheme_check(qdir));
 
         char a[1200], b[1200];
         test_path(a, sizeof a, "%s/unet/diffusion_pytorch_model.safetensors", model);
         test_path(b, sizeof b, "%s/unet/diffusion_pytorch_model.safetensors", qdir);
         double ratio = (double)file_size(b) / (double)file_size(a);
-        fprintf(stderr, "int8 %s: UNet file %lld -> %lld bytes (%.3f of float32)\n", methods[m],
+        fprintf(stderr, "int8 %s: UNet file %lld -> %lld bytes (%.3f of float32)\n", cfg->label,
                 file_size(a), file_size(b), ratio);
         CHECK(ratio > 0 && ratio < 0.35, "UNet file is %.3f of float32, expected about a quarter", ratio);
+        if (o.compress_weights || o.vae) {
+            test_path(a, sizeof a, "%s/vae/diffusion_pytorch_model.safetensors", model);
+            test_path(b, sizeof b, "%s/vae/diffusion_pytorch_model.safetensors", qdir);
+            double vae_ratio = (double)file_size(b) / (double)file_size(a);
+            fprintf(stderr, "int8 %s: VAE %.3f of float32\n", cfg->label, vae_ratio);
+            // --vae alone leaves the encoder (about half the VAE) in float32
+            double most = o.compress_weights ? 0.4 : 0.8;
+            CHECK(vae_ratio > 0 && vae_ratio < most, "VAE file %.3f of float32 (expected < %.1f)", vae_ratio, most);
+        }
         if (o.compress_weights) {
             test_path(a, sizeof a, "%s/text_encoder/model.safetensors", model);
             test_path(b, sizeof b, "%s/text_encoder/model.safetensors", qdir);
             double text_ratio = (double)file_size(b) / (double)file_size(a);
-            fprintf(stderr, "int8 --compress-weights: text encoder %.3f, ", text_ratio);
-            test_path(a, sizeof a, "%s/vae/diffusion_pytorch_model.safetensors", model);
-            test_path(b, sizeof b, "%s/vae/diffusion_pytorch_model.safetensors", qdir);
-            double vae_ratio = (double)file_size(b) / (double)file_size(a);
-            fprintf(stderr, "VAE %.3f of float32\n", vae_ratio);
-            CHECK(text_ratio > 0 && text_ratio < 0.4 && vae_ratio > 0 && vae_ratio < 0.4,
-                  "compressed text encoder %.3f / VAE %.3f of float32", text_ratio, vae_ratio);
+            fprintf(stderr, "int8 --compress-weights: text encoder %.3f of float32\n", text_ratio);
+            CHECK(text_ratio > 0 && text_ratio < 0.4, "compressed text encoder %.3f of float32", text_ratio);
         }
-        // minmax through the reference int8 path, percentile through oneDNN's int8 kernels
-        // (7-bit weights where the CPU lacks VNNI), so both run on every CPU
-        setenv("LCM_INT8_KERNELS", m == 0 ? "0" : "1", 1);
+        setenv("LCM_INT8_KERNELS", cfg->int8_kernels, 1);
+        if (o.vae) check_vae_on_int8_kernels(qdir, count_names(quantize_vae_default_keep_fp32));
         double psnr, ssim;
-        generate_cases(qdir, golden_dir, names, n, methods[m], &psnr, &ssim);
+        generate_cases(qdir, golden_dir, names, n, cfg->label, &psnr, &ssim);
         unsetenv("LCM_INT8_KERNELS");
-        CHECK(psnr < MAX_PSNR, "int8 %s: PSNR %.2f dB: the images did not change at all", methods[m], psnr);
-        CHECK(psnr >= MIN_PSNR && ssim >= MIN_SSIM, "int8 %s: worst PSNR %.2f dB (min %.1f), SSIM %.4f (min %.2f)",
-              methods[m], psnr, MIN_PSNR, ssim, MIN_SSIM);
+        double min_psnr = o.vae ? MIN_PSNR_WITH_VAE : MIN_PSNR, min_ssim = o.vae ? MIN_SSIM_WITH_VAE : MIN_SSIM;
+        CHECK(psnr < MAX_PSNR, "int8 %s: PSNR %.2f dB: the images did not change at all", cfg->label, psnr);
+        CHECK(psnr >= min_psnr && ssim >= min_ssim, "int8 %s: worst PSNR %.2f dB (min %.1f), SSIM %.4f (min %.3f)",
+              cfg->label, psnr, min_psnr, ssim, min_ssim);
     }
 }
 
@@ -314,7 +370,7 @@ static void test_cli_errors(const char *model, const char *calibration) {
     test_path(empty, sizeof empty, "%s/empty.txt", tmpdir);
     FILE *fp = fopen(empty, "w");
     if (fp) fclose(fp);
-    test_path(qdir, sizeof qdir, "%s/q-minmax", tmpdir);
+    test_path(qdir, sizeof qdir, "%s/q-0", tmpdir);
     struct {
         const char *args, *expect;
     } cases[] = {

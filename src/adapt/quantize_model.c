@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@
 const char *const quantize_default_keep_fp32[] = {
     "conv_in", "conv_out", NULL};
 
+// TODO measure
+const char *const quantize_vae_default_keep_fp32[] = {
+    "post_quant_conv", "decoder.conv_in", "decoder.conv_out", NULL};
+
 void quantize_model_options_init(quantize_model_options *o) {
     *o = (quantize_model_options){.steps = 4, .guidance = -1, .method = ACTIVATION_RANGE_PERCENTILE, .percentile = 99.99};
 }
@@ -33,23 +38,171 @@ const char *quantize_model_int8_kernel(const ops_backend *b) {
     return "reference kernels: dequantized weights, fake-quantized inputs";
 }
 
-lcm_status quantize_scheme_check(const char *dir) {
-    char path[4096];
+// ---- checking a quantized folder ---------------------------------------------------------------
+
+// A field of `object` (named `where` in messages, e.g. "weights.dtype") that must be a string
+// among `allowed` (NULL-terminated; NULL list = any string).
+static lcm_status scheme_string(const char *path, const cJSON *object, const char *where, const char *field,
+                                const char *const *allowed, const char **out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, field);
+    char expected[256] = "";
+    for (const char *const *a = allowed; a && *a; a++)
+        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s\"%s\"",
+                 a == allowed ? "" : " or ", *a);
+    if (!allowed) snprintf(expected, sizeof expected, "a string");
+    if (!item)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: missing field '%s%s' (expected %s)", path, where, field, expected);
+    if (!cJSON_IsString(item))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s%s' is not a string (expected %s)", path, where, field,
+                        expected);
+    for (const char *const *a = allowed; a && *a; a++)
+        if (!strcmp(item->valuestring, *a)) {
+            *out = item->valuestring;
+            return LCM_OK;
+        }
+    if (allowed)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s%s' is \"%.64s\", expected %s", path, where, field,
+                        item->valuestring, expected);
+    *out = item->valuestring;
+    return LCM_OK;
+}
+
+static lcm_status scheme_object(const char *path, const cJSON *root, const char *field, const cJSON **out) {
+    *out = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!*out) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field '%s' (expected an object)", path, field);
+    if (!cJSON_IsObject(*out))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s' is not an object", path, field);
+    return LCM_OK;
+}
+
+static lcm_status scheme_bool(const char *path, const cJSON *root, const char *field, bool *out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!item) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field '%s' (expected true or false)", path, field);
+    if (!cJSON_IsBool(item))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s' is not a boolean (expected true or false)", path, field);
+    *out = cJSON_IsTrue(item);
+    return LCM_OK;
+}
+
+// The fields quantize_model writes (write_scheme); *weights_only and *fp32_layers (borrowed from
+// root, NULL for weight-only files) say what the weights must agree with.
+static lcm_status scheme_fields(const char *path, const cJSON *root, bool *weights_only, const cJSON **fp32_layers) {
+    *fp32_layers = NULL;
+    const char *text;
+    LCM_TRY(scheme_string(path, root, "", "format", (const char *const[]){"lcm.c int8", NULL}, &text));
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (!version) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field 'version' (expected 1)", path);
+    if (!cJSON_IsNumber(version) || version->valuedouble != 1)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'version' is %s, expected 1 (a file of another version of "
+                        "lcm quantize: quantize the model again)", path,
+                        cJSON_IsNumber(version) ? "another number" : "not a number");
+    LCM_TRY(scheme_string(path, root, "", "model", NULL, &text));
+    LCM_TRY(scheme_bool(path, root, "weights_only", weights_only));
+    const cJSON *weights;
+    LCM_TRY(scheme_object(path, root, "weights", &weights));
+    LCM_TRY(scheme_string(path, weights, "weights.", "dtype", (const char *const[]){"s8", NULL}, &text));
+    LCM_TRY(scheme_string(path, weights, "weights.", "granularity", (const char *const[]){"per_output_channel", NULL},
+                          &text));
+    LCM_TRY(scheme_string(path, weights, "weights.", "scheme", (const char *const[]){"symmetric", NULL}, &text));
+    if (*weights_only) return LCM_OK;
+    const cJSON *acts;
+    LCM_TRY(scheme_object(path, root, "activations", &acts));
+    LCM_TRY(scheme_string(path, acts, "activations.", "dtype", (const char *const[]){"u8", NULL}, &text));
+    LCM_TRY(scheme_string(path, acts, "activations.", "granularity", (const char *const[]){"per_tensor", NULL}, &text));
+    LCM_TRY(scheme_string(path, acts, "activations.", "scheme", (const char *const[]){"asymmetric", "symmetric", NULL},
+                          &text));
+    LCM_TRY(scheme_string(path, acts, "activations.", "method", (const char *const[]){"minmax", "percentile", NULL},
+                          &text));
+    const cJSON *keep = cJSON_GetObjectItemCaseSensitive(root, "fp32_layers");
+    if (!keep) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field 'fp32_layers' (expected an array of layer names)", path);
+    if (!cJSON_IsArray(keep))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'fp32_layers' is not an array (expected layer names)", path);
+    int i = 0;
+    for (const cJSON *k = keep->child; k; k = k->next, i++)
+        if (!cJSON_IsString(k) || !*k->valuestring)
+            return lcm_fail(LCM_ERR_FORMAT, "%s: fp32_layers[%d] is not a layer name (expected a non-empty string)",
+                            path, i);
+    *fp32_layers = keep;
+    return LCM_OK;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+// Whether `layer` is `name` or below it ("down_blocks.0" covers "down_blocks.0.resnets.0.conv1").
+static bool layer_under(const char *layer, const char *name) {
+    size_t n = strlen(name);
+    return !strncmp(layer, name, n) && (layer[n] == 0 || layer[n] == '.');
+}
+
+// The weights a quantization.json at `path` describes (`file`, the folder's only weight file that
+// quantize_model writes) agree with it. `described`: whether there is such a file at all.
+static lcm_status scheme_matches_weights(const char *path, const char *file, bool described, bool weights_only,
+                                         const cJSON *fp32_layers) {
     struct stat sb;
-    if (snprintf(path, sizeof path, "%s/quantization.json", dir) >= (int)sizeof path || stat(path, &sb) != 0)
+    if (stat(file, &sb) != 0) return LCM_OK; // weights under another name: not written by lcm quantize
+    weight_set *ws = NULL;
+    lcm_status st = weight_set_open_file(file, &ws);
+    if (st != LCM_OK) {
+        // the loader reports a damaged weight file better, naming the tensor
+        lcm_clear_error();
         return LCM_OK;
+    }
+    const char *with_input = NULL;
+    for (size_t i = 0; st == LCM_OK && i < weight_set_count(ws); i++) {
+        const st_tensor *t = weight_set_at(ws, i);
+        if (!with_input && ends_with(t->name, ".input_scale")) with_input = t->name;
+        if (t->dtype != ST_I8 || !fp32_layers) continue;
+        for (const cJSON *k = fp32_layers->child; k; k = k->next)
+            if (layer_under(t->name, k->valuestring)) {
+                st = lcm_fail(LCM_ERR_FORMAT, "%s: fp32_layers names '%s', but %s stores %s in 8 bits", path,
+                              k->valuestring, file, t->name);
+                break;
+            }
+    }
+    if (st == LCM_OK && !described && with_input)
+        st = lcm_fail(LCM_ERR_FORMAT, "%s: missing, but %s holds 8-bit activation parameters (%s): the folder "
+                      "written by lcm quantize is incomplete", path, file, with_input);
+    else if (st == LCM_OK && described && weights_only && with_input)
+        st = lcm_fail(LCM_ERR_FORMAT, "%s: weights_only is true, but %s holds 8-bit activation parameters (%s)",
+                      path, file, with_input);
+    else if (st == LCM_OK && described && !weights_only && !with_input)
+        st = lcm_fail(LCM_ERR_FORMAT, "%s: 'activations' describes 8-bit activations, but %s holds no "
+                      "NAME.input_scale tensor", path, file);
+    weight_set_close(ws);
+    return st;
+}
+
+static lcm_status check_one_folder(const char *dir) {
+    char path[4096], file[4096];
+    if (snprintf(path, sizeof path, "%s/quantization.json", dir) >= (int)sizeof path ||
+        snprintf(file, sizeof file, "%s/diffusion_pytorch_model.safetensors", dir) >= (int)sizeof file)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: path too long", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return scheme_matches_weights(path, file, false, false, NULL);
     json_config c;
     LCM_TRY(json_config_load(path, NULL, &c));
-    const char *format = NULL;
-    int64_t version = 0;
     bool weights_only = false;
-    lcm_status st = json_config_string(&c, "format", &format);
-    if (st == LCM_OK && strcmp(format, "lcm.c int8"))
-        st = lcm_fail(LCM_ERR_FORMAT, "%s: format \"%s\", expected \"lcm.c int8\"", path, format);
-    if (st == LCM_OK) st = json_config_int(&c, "version", 1, 1, &version);
-    if (st == LCM_OK) st = json_config_bool_or(&c, "weights_only", false, &weights_only);
+    const cJSON *fp32_layers = NULL;
+    lcm_status st = scheme_fields(path, c.root, &weights_only, &fp32_layers);
+    if (st == LCM_OK) st = scheme_matches_weights(path, file, true, weights_only, fp32_layers);
     json_config_free(&c);
-    if (st != LCM_OK) return lcm_fail_context(st, "not a quantization.json of lcm quantize: ");
+    return st;
+}
+
+lcm_status quantize_scheme_check(const char *dir) {
+    LCM_TRY(check_one_folder(dir));
+    // A model's unet/ folder: its vae/ beside it too.
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    if (n >= 4 && !strncmp(dir + n - 4, "unet", 4) && (n == 4 || dir[n - 5] == '/')) {
+        char vae_dir[4096];
+        if (snprintf(vae_dir, sizeof vae_dir, "%.*svae", (int)(n - 4), dir) >= (int)sizeof vae_dir)
+            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: path too long", dir);
+        LCM_TRY(check_one_folder(vae_dir));
+    }
     return LCM_OK;
 }
 
@@ -165,13 +318,16 @@ static void calibration_free(calibration *c) {
 typedef struct progress_state {
     int sample, samples;
     time_t start;
-    bool quiet;
+    const quantize_model_options *options;
 } progress_state;
+
+static bool interrupted(const quantize_model_options *o) { return o->interrupted && *o->interrupted; }
 
 static int show_progress(void *user, int steps_done, int total_steps, double elapsed) {
     (void)elapsed;
     progress_state *p = user;
-    if (p->quiet) return 0;
+    if (interrupted(p->options)) return 1; // lcm_generate stops with LCM_ERR_CANCELLED
+    if (p->options->quiet) return 0;
     double done = (p->sample + (double)steps_done / total_steps) / p->samples;
     int width = 30, filled = (int)(done * width + 0.5);
     fprintf(stderr, "\rcalibrating [");
@@ -225,7 +381,7 @@ static lcm_status calibrate(const quantize_model_options *o, const prompt_list *
     lcm_pipeline *pipeline = NULL;
     LCM_TRY(lcm_pipeline_open(o->model_dir, &popts, &pipeline));
     int samples = o->samples ? o->samples : prompts->count;
-    progress_state progress = {.samples = samples, .start = time(NULL), .quiet = o->quiet};
+    progress_state progress = {.samples = samples, .start = time(NULL), .options = o};
     lcm_status st = LCM_OK;
     ops_set_input_observer(observe, c);
     for (int i = 0; i < samples && st == LCM_OK; i++) {
@@ -277,6 +433,7 @@ typedef struct writer {
     int8_t *cached_q;
     float *cached_scales;
     int64_t cached_channels;
+    const quantize_model_options *options;
 } writer;
 
 static lcm_status quantize_cached(writer *w, const char *name, int64_t numel) {
@@ -304,6 +461,7 @@ static lcm_status quantize_cached(writer *w, const char *name, int64_t numel) {
 static lcm_status fill_entry(void *user, size_t index, float *out, int64_t numel) {
     writer *w = user;
     const entry_source *s = &w->sources[index];
+    if (interrupted(w->options)) return lcm_fail(LCM_ERR_CANCELLED, "interrupted");
     switch (s->kind) {
     case ENTRY_FLOAT: {
         float *values = NULL;
@@ -398,10 +556,12 @@ typedef struct component_report {
     int quantized, kept;
 } component_report;
 
-// Writes `out_path` from the weights in `dir` (basename): the UNet with activations (calibration
-// non-NULL), or weight-only compression (calibration NULL).
+// Writes `out_path` from the weights in `dir` (basename): the layers observed in calibration `c`
+// with 8-bit weights and activations, those kept in float32 (`keep`) and those never observed as
+// float32, or with `weights_only_rest` the latter in 8-bit weights only. Weight-only compression of
+// every conv/linear: `c` NULL.
 static lcm_status write_component(const char *dir, const char *basename, const char *out_path,
-                                  const calibration *c, const quantize_model_options *o,
+                                  const calibration *c, bool weights_only_rest, const quantize_model_options *o,
                                   const char *const *keep, component_report *report) {
     weight_set *ws = NULL;
     LCM_TRY(weight_set_open(dir, basename, NULL, &ws));
@@ -414,8 +574,11 @@ static lcm_status write_component(const char *dir, const char *basename, const c
         bool quantize = layer_weight_prefix(t, prefix, sizeof prefix) && t->shape[0] > 0;
         if (quantize && c) {
             l = calibration_find(c, prefix);
-            quantize = l && l->stats.count > 0 && !layer_kept(prefix, keep);
-            if (l && layer_kept(prefix, keep)) report->kept++;
+            if (l && l->stats.count == 0) l = NULL;
+            bool kept = layer_kept(prefix, keep);
+            if (l && kept) report->kept++;
+            quantize = l ? !kept : weights_only_rest && !kept;
+            if (!quantize) l = NULL;
         }
         if (!quantize) {
             st = plan_add(&plan, t->name, "", ST_F32, t->ndim, t->shape, t->name, ENTRY_FLOAT, 0);
@@ -437,7 +600,7 @@ static lcm_status write_component(const char *dir, const char *basename, const c
                               ENTRY_INPUT_ZERO_POINT, (float)zero_point);
         }
     }
-    writer w = {.ws = ws, .sources = plan.sources};
+    writer w = {.ws = ws, .sources = plan.sources, .options = o};
     if (st == LCM_OK) st = st_write(out_path, plan.entries, plan.count, fill_entry, &w, "pt");
     free(w.cached_q);
     free(w.cached_scales);
@@ -502,6 +665,39 @@ static lcm_status copy_folder(const char *from, const char *to, const char *cons
         }
     }
     closedir(d);
+    return st;
+}
+
+// The output is written into a temporary sibling folder, renamed into place at the end: an
+// interrupted or failed run leaves nothing under the output's name, and nothing at all when it
+// ends through staging_finish (a second signal, which kills the process, leaves OUTPUT.partial-*).
+static lcm_status staging_create(const char *output, char *staging, size_t size) {
+    size_t n = strlen(output);
+    while (n > 1 && output[n - 1] == '/') n--;
+    if (snprintf(staging, size, "%.*s.partial-XXXXXX", (int)n, output) >= (int)size)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: path too long", output);
+    if (!mkdtemp(staging))
+        return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", staging, strerror(errno));
+    return LCM_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb, (void)type, (void)ftw;
+    remove(path);
+    return 0; // go on: remove what can be removed
+}
+
+// Renames the staging folder to `output` when st is LCM_OK (and the run was not interrupted),
+// else removes it. Returns the final status.
+static lcm_status staging_finish(const quantize_model_options *o, const char *staging, lcm_status st) {
+    if (st == LCM_OK && interrupted(o)) st = lcm_fail(LCM_ERR_CANCELLED, "interrupted");
+    struct stat sb;
+    if (st == LCM_OK && stat(o->output_dir, &sb) == 0)
+        st = lcm_fail(LCM_ERR_IO, "%s: the output folder appeared while quantizing; the result is not moved "
+                      "over it", o->output_dir);
+    if (st == LCM_OK && rename(staging, o->output_dir) != 0)
+        st = lcm_fail(LCM_ERR_IO, "%s: cannot rename %s to it: %s", o->output_dir, staging, strerror(errno));
+    if (st != LCM_OK) nftw(staging, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return st;
 }
 
@@ -644,7 +840,7 @@ static lcm_status check_controlnet_folder(const char *dir) {
 
 // Copies (hard-links where possible) the files at the top of a component folder except its weights.
 static lcm_status copy_component_files(const char *from, const char *to) {
-    if (mkdir(to, 0777) != 0)
+    if (mkdir(to, 0777) != 0 && errno != EEXIST)
         return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", to, strerror(errno));
     DIR *d = opendir(from);
     if (!d) return lcm_fail(LCM_ERR_IO, "%s: cannot list: %s", from, strerror(errno));
@@ -675,6 +871,8 @@ static lcm_status quantize_controlnet(const quantize_model_options *o) {
                         "encoder and VAE; a ControlNet's weight-only mode is weights_only");
     LCM_TRY(check_controlnet_folder(o->controlnet_dir));
     LCM_TRY(check_common_options(o));
+    char staging[3072]; // room for the file names below it in 4096
+    LCM_TRY(staging_create(o->output_dir, staging, sizeof staging));
     prompt_list prompts = {0};
     control_images controls = {0};
     calibration c = {.scope = "controlnet"};
@@ -690,19 +888,20 @@ static lcm_status quantize_controlnet(const quantize_model_options *o) {
     const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_controlnet_default_keep_fp32;
     component_report report = {0};
     char out[4096];
-    if (st == LCM_OK) st = copy_component_files(o->controlnet_dir, o->output_dir);
+    if (st == LCM_OK) st = copy_component_files(o->controlnet_dir, staging);
     if (st == LCM_OK) {
-        snprintf(out, sizeof out, "%s/diffusion_pytorch_model.safetensors", o->output_dir);
-        st = write_component(o->controlnet_dir, "diffusion_pytorch_model", out, o->weights_only ? NULL : &c, o,
-                             keep, &report);
+        snprintf(out, sizeof out, "%s/diffusion_pytorch_model.safetensors", staging);
+        st = write_component(o->controlnet_dir, "diffusion_pytorch_model", out, o->weights_only ? NULL : &c, false,
+                             o, keep, &report);
     }
     if (st == LCM_OK) {
-        snprintf(out, sizeof out, "%s/quantization.json", o->output_dir);
+        snprintf(out, sizeof out, "%s/quantization.json", staging);
         scheme_facts facts = {.model = "ControlNetModel", .keep = keep, .c = o->weights_only ? NULL : &c,
                               .samples = o->samples ? o->samples : prompts.count,
                               .prompt_count = prompts.count, .control_image_count = controls.count};
         st = write_scheme(out, o, &facts);
     }
+    st = staging_finish(o, staging, st);
     if (st == LCM_OK && !o->quiet) {
         if (o->weights_only)
             fprintf(stderr, "stored %d ControlNet weights in 8 bits (float32 compute)\n", report.quantized);
@@ -735,37 +934,62 @@ lcm_status quantize_model(const quantize_model_options *o) {
     snprintf(unet_dir, sizeof unet_dir, "%s/unet", o->model_dir);
     prompt_list prompts;
     LCM_TRY(read_prompts(o->calibration_path, &prompts));
+    char staging[3072]; // room for the file names below it in 4096
+    lcm_status st = staging_create(o->output_dir, staging, sizeof staging);
+    if (st != LCM_OK) {
+        prompt_list_free(&prompts);
+        return st;
+    }
 
     calibration c = {0};
-    lcm_status st = calibrate(o, &prompts, NULL, &c);
-    const char *rewritten[] = {"unet", o->compress_weights ? "text_encoder" : NULL,
-                               o->compress_weights ? "vae" : NULL, NULL};
-    if (st == LCM_OK) st = copy_folder(o->model_dir, o->output_dir, rewritten, 0);
+    st = calibrate(o, &prompts, NULL, &c);
+    bool vae_rewritten = o->vae || o->compress_weights;
+    const char *rewritten[] = {"unet", vae_rewritten ? "vae" : NULL, o->compress_weights ? "text_encoder" : NULL, NULL};
+    if (st == LCM_OK) st = copy_folder(o->model_dir, staging, rewritten, 0);
     component_report unet = {0}, text = {0}, vae = {0};
     const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32;
+    const char *const *vae_keep = o->keep_fp32 ? o->keep_fp32 : quantize_vae_default_keep_fp32;
     char dir[4096], out[4096];
     if (st == LCM_OK) {
-        snprintf(out, sizeof out, "%s/unet/diffusion_pytorch_model.safetensors", o->output_dir);
-        st = write_component(unet_dir, "diffusion_pytorch_model", out, &c, o, keep, &unet);
+        snprintf(out, sizeof out, "%s/unet/diffusion_pytorch_model.safetensors", staging);
+        st = write_component(unet_dir, "diffusion_pytorch_model", out, &c, false, o, keep, &unet);
     }
     if (st == LCM_OK && o->compress_weights) {
         snprintf(dir, sizeof dir, "%s/text_encoder", o->model_dir);
-        snprintf(out, sizeof out, "%s/text_encoder/model.safetensors", o->output_dir);
-        st = write_component(dir, "model", out, NULL, o, keep, &text);
-        snprintf(dir, sizeof dir, "%s/vae", o->model_dir);
-        snprintf(out, sizeof out, "%s/vae/diffusion_pytorch_model.safetensors", o->output_dir);
-        if (st == LCM_OK) st = write_component(dir, "diffusion_pytorch_model", out, NULL, o, keep, &vae);
+        snprintf(out, sizeof out, "%s/text_encoder/model.safetensors", staging);
+        st = write_component(dir, "model", out, NULL, false, o, keep, &text);
     }
+    if (st == LCM_OK && vae_rewritten) {
+        // --vae: the decoder's layers were observed (their names are the VAE's own); the encoder,
+        // never run, stays float32 or (--compress-weights) 8-bit weights only.
+        snprintf(dir, sizeof dir, "%s/vae", o->model_dir);
+        snprintf(out, sizeof out, "%s/vae/diffusion_pytorch_model.safetensors", staging);
+        st = write_component(dir, "diffusion_pytorch_model", out, o->vae ? &c : NULL, o->compress_weights, o,
+                             vae_keep, &vae);
+        if (st == LCM_OK && o->vae && vae.quantized == 0)
+            st = lcm_fail(LCM_ERR_INTERNAL, "--vae: calibration observed no VAE decoder layer");
+    }
+    int samples = o->samples ? o->samples : prompts.count;
     if (st == LCM_OK) {
-        snprintf(out, sizeof out, "%s/unet/quantization.json", o->output_dir);
-        scheme_facts facts = {.model = "UNet2DConditionModel", .keep = keep, .c = &c,
-                              .samples = o->samples ? o->samples : prompts.count, .prompt_count = prompts.count};
+        snprintf(out, sizeof out, "%s/unet/quantization.json", staging);
+        scheme_facts facts = {.model = "UNet2DConditionModel", .keep = keep, .c = &c, .samples = samples,
+                              .prompt_count = prompts.count};
         st = write_scheme(out, o, &facts);
     }
+    if (st == LCM_OK && o->vae) {
+        snprintf(out, sizeof out, "%s/vae/quantization.json", staging);
+        scheme_facts facts = {.model = "AutoencoderKL", .keep = vae_keep, .c = &c, .samples = samples,
+                              .prompt_count = prompts.count};
+        st = write_scheme(out, o, &facts);
+    }
+    st = staging_finish(o, staging, st);
     if (st == LCM_OK && !o->quiet) {
         fprintf(stderr, "quantized %d UNet layers to int8 (%d kept in float32)", unet.quantized, unet.kept);
+        if (o->vae) fprintf(stderr, "; %d VAE decoder layers (%d kept in float32)", vae.quantized, vae.kept);
         if (o->compress_weights)
-            fprintf(stderr, "; 8-bit weights: %d text encoder, %d VAE tensors", text.quantized, vae.quantized);
+            fprintf(stderr, "; 8-bit weights: %d text encoder tensors%s", text.quantized,
+                    o->vae ? ", the VAE encoder's" : "");
+        if (o->compress_weights && !o->vae) fprintf(stderr, ", %d VAE tensors", vae.quantized);
         fprintf(stderr, "\n");
     }
     calibration_free(&c);

@@ -9,7 +9,15 @@
 //   NAME.input_zero_point    F32 [1]
 // (the other tensors as float32) and unet/quantization.json describing the scheme. With
 // compress_weights the text encoder's and VAE's weight matrices are stored the same way (I8 +
-// NAME.weight_scale, weight-only: they are dequantized to float32 at load).
+// NAME.weight_scale, weight-only: they are dequantized to float32 at load). With vae the VAE
+// decoder is quantized like the UNet (its inputs observed while the calibration generations decode
+// their own latents; the VAE's layer names, "decoder.*" and "post_quant_conv", are not the UNet's)
+// into vae/diffusion_pytorch_model.safetensors with a vae/quantization.json; its encoder, which
+// calibration never runs, stays float32 (8-bit weights only with compress_weights).
+//
+// The output appears whole or not at all: everything is written into a temporary sibling folder
+// (OUTPUT.partial-XXXXXX) that is renamed to the output at the end and removed on any failure or
+// interruption.
 //
 // ControlNet mode (controlnet_dir set): the pipeline runs the base model with the ControlNet (and
 // the LoRAs given, as `lcm generate --controlnet` does) on the calibration prompts and control
@@ -22,6 +30,7 @@
 #ifndef LCM_ADAPT_QUANTIZE_MODEL_H
 #define LCM_ADAPT_QUANTIZE_MODEL_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "adapt/quantize.h"
@@ -39,6 +48,7 @@ typedef struct quantize_model_options {
     activation_range_method method;
     double percentile;            // for ACTIVATION_RANGE_PERCENTILE
     bool compress_weights;        // also text encoder + VAE weights to 8 bits
+    bool vae;                     // also the VAE decoder in int8 (weights and activations)
     // Layer names kept in float32 (NULL-terminated list; NULL = quantize_default_keep_fp32).
     const char *const *keep_fp32;
     bool quiet;                   // no progress bar
@@ -49,6 +59,9 @@ typedef struct quantize_model_options {
     const lcm_lora *loras; // adapters fused into the base model for calibration (lcm generate --lora)
     int lora_count;
     bool weights_only;     // ControlNet mode: 8-bit weights only, no calibration (model_dir unused)
+    // Optional, borrowed: once *interrupted is non-zero (set by a signal handler) the work stops at
+    // the next step or tensor, the partial output is removed and LCM_ERR_CANCELLED returned.
+    const volatile sig_atomic_t *interrupted;
 } quantize_model_options;
 
 void quantize_model_options_init(quantize_model_options *options);
@@ -59,6 +72,9 @@ void quantize_model_options_init(quantize_model_options *options);
 // share of the UNet's work (4 channels on one side). The time embedding's linears were neutral and
 // are quantized.
 extern const char *const quantize_default_keep_fp32[];
+
+// The VAE layers kept in float32 by default (quantize_model.c says what was measured).
+extern const char *const quantize_vae_default_keep_fp32[];
 
 // The layers of a ControlNet kept in float32 by default (a name also covers the layers below it:
 // "controlnet_cond_embedding" is every conv of the conditioning embedding). Measured on
@@ -80,11 +96,15 @@ quantized_kind quantize_controlnet_kind(const char *controlnet_dir);
 // True when `model_dir`/unet holds a quantization.json (a model written by quantize_model).
 bool quantize_model_is_int8(const char *model_dir);
 
-// Checks `dir`/quantization.json when there is one (a UNet or ControlNet folder written by
-// quantize_model): LCM_ERR_FORMAT naming the file when it is not JSON, or not this program's
-// format ("format": "lcm.c int8", "version": 1, a boolean "weights_only"). The weights describe
-// themselves (I8 tensors with their scales), but the file says how they were made; a damaged one
-// means the folder was damaged too. LCM_OK when there is no such file.
+// Checks the quantization.json of a UNet, VAE or ControlNet folder written by quantize_model
+// against this program's format and against the weights beside it: LCM_ERR_FORMAT naming the file
+// and the field when it is not JSON, of another format or version, lacks a field or holds one of
+// the wrong type or value, or disagrees with the weights (8-bit activations described but no
+// NAME.input_scale tensor, or the other way round; a layer listed in fp32_layers stored in I8); and
+// when the file is missing although the weights hold NAME.input_scale tensors (the folder lost
+// it). The weights describe themselves, but the file says how they were made: a damaged one means
+// the folder was damaged too. LCM_OK for a folder neither quantized nor described. Given a model's
+// unet/ folder it checks the model's vae/ folder too (the pipeline checks its UNet folder only).
 lcm_status quantize_scheme_check(const char *dir);
 
 // Which int8 execution runs for models loaded with `b` (only read), for messages: oneDNN's int8

@@ -498,6 +498,47 @@ int64_t vae_param_count(const vae_model *m) {
     return n;
 }
 
+// ---- which kernels the decoder runs ---------------------------------------------------------------
+
+typedef struct family_count {
+    const struct kernel_family *family;
+    int on_family, layers;
+} family_count;
+
+static void count_layer(family_count *c, const layer_kernel *impl) {
+    c->layers++;
+    if (impl->family == c->family) c->on_family++;
+}
+
+static void count_resnet(family_count *c, const resnet_block *r) {
+    count_layer(c, &r->conv1.impl);
+    count_layer(c, &r->conv2.impl);
+    if (conv2d_present(&r->conv_shortcut)) count_layer(c, &r->conv_shortcut.impl);
+}
+
+int vae_decoder_layers_on(const vae_model *m, const struct kernel_family *family, int *layers) {
+    family_count c = {.family = family};
+    const vae_decoder *d = &m->decoder;
+    if (m->config.use_post_quant_conv) count_layer(&c, &m->post_quant_conv.impl);
+    count_layer(&c, &d->conv_in.impl);
+    count_resnet(&c, &d->mid.resnet_in);
+    if (d->mid.has_attention) {
+        count_layer(&c, &d->mid.attn.to_q.impl);
+        count_layer(&c, &d->mid.attn.to_k.impl);
+        count_layer(&c, &d->mid.attn.to_v.impl);
+        count_layer(&c, &d->mid.attn.to_out.impl);
+    }
+    count_resnet(&c, &d->mid.resnet_out);
+    for (int i = 0; i < m->config.block_count; i++) {
+        const sampling_block *b = &d->up[i];
+        for (int j = 0; j < b->count; j++) count_resnet(&c, &b->resnets[j]);
+        if (b->has_resample) count_layer(&c, &b->resample_conv.impl);
+    }
+    count_layer(&c, &d->conv_out.impl);
+    *layers = c.layers;
+    return c.on_family;
+}
+
 // ---- forward pass ----------------------------------------------------------------------------
 
 static void tap_value(vae_tap_fn tap, void *user, const char *name, const tensor *value) {

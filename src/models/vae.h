@@ -57,6 +57,12 @@ void vae_free(vae_model *m);
 // The validated config. Borrowed from m.
 const vae_config *vae_get_config(const vae_model *m);
 
+// How many of the decoder's convs and linears (post_quant_conv included) run on the kernel family
+// `family` (ops/kernel_family.h; NULL: the plain reference loops, nothing packed), out of *layers.
+// For tests and summaries: an int8 decoder's layers should be on kernel_family_int8.
+struct kernel_family;
+int vae_decoder_layers_on(const vae_model *m, const struct kernel_family *family, int *layers);
+
 // Number of parameters (encoder + decoder + quant convs), for summaries.
 int64_t vae_param_count(const vae_model *m);
 
