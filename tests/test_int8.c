@@ -364,6 +364,175 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
     }
 }
 
+// ---- damaged quantization.json -------------------------------------------------------------------
+
+typedef enum damage_kind { DAMAGE_REMOVE, DAMAGE_TRUNCATE, DAMAGE_TEXT, DAMAGE_EDIT } damage_kind;
+
+typedef struct scheme_damage {
+    const char *what, *component; // "unet" or "vae"
+    damage_kind kind;
+    const char *text;                        // DAMAGE_TEXT
+    void (*edit)(cJSON *root);               // DAMAGE_EDIT
+    const char *expect;                      // in the message, beside the file's path
+} scheme_damage;
+
+static void set_item(cJSON *object, const char *field, cJSON *value) {
+    if (cJSON_GetObjectItem(object, field)) cJSON_ReplaceItemInObject(object, field, value);
+    else cJSON_AddItemToObject(object, field, value);
+}
+static void version_2(cJSON *r) { set_item(r, "version", cJSON_CreateNumber(2)); }
+static void version_string(cJSON *r) { set_item(r, "version", cJSON_CreateString("1")); }
+static void format_other(cJSON *r) { set_item(r, "format", cJSON_CreateString("onnx int8")); }
+static void no_weights_only(cJSON *r) { cJSON_DeleteItemFromObject(r, "weights_only"); }
+static void weights_only_string(cJSON *r) { set_item(r, "weights_only", cJSON_CreateString("no")); }
+static void weights_dtype_number(cJSON *r) { set_item(cJSON_GetObjectItem(r, "weights"), "dtype", cJSON_CreateNumber(8)); }
+static void no_weights(cJSON *r) { cJSON_DeleteItemFromObject(r, "weights"); }
+static void no_activations(cJSON *r) { cJSON_DeleteItemFromObject(r, "activations"); }
+static void activation_scheme_other(cJSON *r) {
+    set_item(cJSON_GetObjectItem(r, "activations"), "scheme", cJSON_CreateString("logarithmic"));
+}
+static void model_number(cJSON *r) { set_item(r, "model", cJSON_CreateNumber(3)); }
+static void fp32_layers_string(cJSON *r) { set_item(r, "fp32_layers", cJSON_CreateString("conv_in")); }
+// Inconsistent with the weights: a layer stored in I8 listed as float32; activation parameters
+// stored although the file says weight-only.
+static void fp32_layers_quantized(cJSON *r) {
+    cJSON_AddItemToArray(cJSON_GetObjectItem(r, "fp32_layers"), cJSON_CreateString("decoder.up_blocks.0"));
+}
+static void weights_only_true(cJSON *r) { set_item(r, "weights_only", cJSON_CreateTrue()); }
+
+static const scheme_damage scheme_damages[] = {
+    {"missing", "unet", DAMAGE_REMOVE, NULL, NULL, "missing"},
+    {"missing", "vae", DAMAGE_REMOVE, NULL, NULL, "missing"},
+    {"truncated", "unet", DAMAGE_TRUNCATE, NULL, NULL, "not valid JSON"},
+    {"truncated", "vae", DAMAGE_TRUNCATE, NULL, NULL, "not valid JSON"},
+    {"not JSON", "vae", DAMAGE_TEXT, "{not json", NULL, "not valid JSON"},
+    {"a JSON array", "unet", DAMAGE_TEXT, "[1, 2]", NULL, "object"},
+    {"empty", "vae", DAMAGE_TEXT, "", NULL, "JSON"},
+    {"version 2", "vae", DAMAGE_EDIT, NULL, version_2, "'version'"},
+    {"version a string", "unet", DAMAGE_EDIT, NULL, version_string, "'version'"},
+    {"another format", "vae", DAMAGE_EDIT, NULL, format_other, "'format'"},
+    {"no weights_only", "unet", DAMAGE_EDIT, NULL, no_weights_only, "'weights_only'"},
+    {"weights_only a string", "vae", DAMAGE_EDIT, NULL, weights_only_string, "'weights_only'"},
+    {"weights.dtype a number", "vae", DAMAGE_EDIT, NULL, weights_dtype_number, "'weights.dtype'"},
+    {"no weights", "unet", DAMAGE_EDIT, NULL, no_weights, "'weights'"},
+    {"no activations", "vae", DAMAGE_EDIT, NULL, no_activations, "'activations'"},
+    {"unknown activation scheme", "unet", DAMAGE_EDIT, NULL, activation_scheme_other, "'activations.scheme'"},
+    {"model a number", "vae", DAMAGE_EDIT, NULL, model_number, "'model'"},
+    {"fp32_layers a string", "unet", DAMAGE_EDIT, NULL, fp32_layers_string, "'fp32_layers'"},
+    {"fp32_layers names an int8 layer", "vae", DAMAGE_EDIT, NULL, fp32_layers_quantized, "decoder.up_blocks.0"},
+    {"weights_only with activation parameters", "vae", DAMAGE_EDIT, NULL, weights_only_true, "weights_only"},
+};
+
+static char *read_all(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    char *text = malloc(1 << 20);
+    *size = text ? fread(text, 1, (1 << 20) - 1, fp) : 0;
+    if (text) text[*size] = 0;
+    fclose(fp);
+    return text;
+}
+
+// Writes a new file (the copy's is unlinked first: cp may have hard-linked nothing, but be sure).
+static void replace_file(const char *path, const char *bytes, size_t n) {
+    unlink(path);
+    FILE *fp = fopen(path, "wb");
+    CHECK(fp && fwrite(bytes, 1, n, fp) == n, "write %s", path);
+    if (fp) fclose(fp);
+}
+
+static void apply_damage(const char *json, const scheme_damage *d) {
+    size_t size = 0;
+    char *text = read_all(json, &size);
+    CHECK(text != NULL, "read %s", json);
+    if (!text) return;
+    if (d->kind == DAMAGE_REMOVE) CHECK(unlink(json) == 0, "remove %s", json);
+    else if (d->kind == DAMAGE_TRUNCATE) replace_file(json, text, size / 2);
+    else if (d->kind == DAMAGE_TEXT) replace_file(json, d->text, strlen(d->text));
+    else {
+        cJSON *root = cJSON_Parse(text);
+        CHECK(root != NULL, "%s does not parse", json);
+        if (root) {
+            d->edit(root);
+            char *edited = cJSON_Print(root);
+            if (edited) replace_file(json, edited, strlen(edited));
+            free(edited);
+            cJSON_Delete(root);
+        }
+    }
+    free(text);
+}
+
+// A quantized folder (qdir: UNet and VAE in int8) with its quantization.json damaged in each way
+// is refused when loaded, with a message naming the file and the field.
+static void test_damaged_schemes(const char *qdir) {
+    char bad[512], cmd[1600], out[4096], json[700], unet_dir[600];
+    test_path(bad, sizeof bad, "%s/damaged", tmpdir);
+    test_path(unet_dir, sizeof unet_dir, "%s/unet", bad);
+    for (size_t i = 0; i < sizeof scheme_damages / sizeof *scheme_damages; i++) {
+        const scheme_damage *d = &scheme_damages[i];
+        test_path(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", bad, qdir, bad);
+        CHECK(test_run(cmd, out, sizeof out) == 0, "%s: %s", cmd, out);
+        test_path(json, sizeof json, "%s/%s/quantization.json", bad, d->component);
+        apply_damage(json, d);
+        lcm_pipeline_options options;
+        lcm_pipeline_options_init(&options);
+        lcm_pipeline *p = NULL;
+        lcm_status st = lcm_pipeline_open(bad, &options, &p);
+        const char *message = lcm_last_error();
+        fprintf(stderr, "quantization.json %s (%s/) -> %s: %s\n", d->what, d->component, lcm_status_name(st), message);
+        CHECK(st == LCM_ERR_FORMAT && p == NULL && strstr(message, json) && strstr(message, d->expect),
+              "%s/quantization.json %s: %s: '%s' (expected the path and '%s')", d->component, d->what,
+              lcm_status_name(st), message, d->expect);
+        lcm_pipeline_close(p);
+        lcm_clear_error();
+        // the check alone says the same
+        st = quantize_scheme_check(unet_dir);
+        CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), d->expect), "quantize_scheme_check, %s/ %s: %s",
+              d->component, d->what, lcm_last_error());
+        lcm_clear_error();
+    }
+    test_path(cmd, sizeof cmd, "rm -rf '%s'", bad);
+    CHECK(system(cmd) == 0, "%s", cmd);
+}
+
+// ---- nothing half-written -------------------------------------------------------------------------
+
+// No OUTPUT and no OUTPUT.partial-* left in tmpdir.
+static void check_nothing_written(const char *what, const char *output) {
+    char cmd[1200], out[2048];
+    CHECK(access(output, F_OK) != 0, "%s: %s exists", what, output);
+    test_path(cmd, sizeof cmd, "ls -d '%s'.partial-* 2>/dev/null | wc -l", output);
+    test_run(cmd, out, sizeof out);
+    CHECK(atoi(out) == 0, "%s: %s partial folder(s) left beside %s", what, out, output);
+}
+
+static void test_atomic_output(const char *model, const char *calibration) {
+    char output[512], cmd[4096], out[8192];
+    test_path(output, sizeof output, "%s/atomic", tmpdir);
+    // A calibration that fails at its first generation (more steps than the scheduler allows),
+    // after the staging folder was made.
+    test_path(cmd, sizeof cmd, "'%s' quantize --model '%s' --calibration '%s' --output '%s' --steps 999 --vae --quiet 2>&1",
+              test_lcm_bin(), model, calibration, output);
+    int rc = test_run(cmd, out, sizeof out);
+    fprintf(stderr, "lcm quantize --steps 999 -> %d: %s", rc, out);
+    CHECK(rc != 0 && strstr(out, "calibration"), "a failing calibration: exit %d: %s", rc, out);
+    check_nothing_written("a failing calibration", output);
+    // Interrupted by SIGINT / SIGTERM once the staging folder exists: exit 130, nothing left.
+    const char *signals[] = {"INT", "TERM"};
+    for (int i = 0; i < 2; i++) {
+        test_path(cmd, sizeof cmd,
+                  "'%s' quantize --model '%s' --calibration '%s' --output '%s' --samples 100000 --vae --quiet 2>&1 & pid=$!; "
+                  "for i in $(seq 1 600); do ls -d '%s'.partial-* >/dev/null 2>&1 && break; sleep 0.1; done; "
+                  "sleep 1; kill -%s $pid; wait $pid; echo \"exit $?\"",
+                  test_lcm_bin(), model, calibration, output, output, signals[i]);
+        rc = test_run(cmd, out, sizeof out);
+        fprintf(stderr, "lcm quantize, SIG%s -> %s", signals[i], out);
+        CHECK(rc == 0 && strstr(out, "exit 130") && strstr(out, "interrupted"), "SIG%s: %s", signals[i], out);
+        check_nothing_written(signals[i], output);
+    }
+}
+
 // The CLI refuses bad input with exit status 2 and a message naming what is wrong.
 static void test_cli_errors(const char *model, const char *calibration) {
     char cmd[4096], out[4096], empty[512], qdir[512];
@@ -432,6 +601,10 @@ int main(void) {
         if (n > 0) {
             quantize_case(dir, golden_dir, names, n, calibration);
             test_cli_errors(dir, calibration);
+            char qdir[600];
+            test_path(qdir, sizeof qdir, "%s/q-2", tmpdir); // UNet and VAE decoder in int8
+            test_damaged_schemes(qdir);
+            test_atomic_output(dir, calibration);
             models++;
         }
         test_free_list(names, n);

@@ -92,10 +92,11 @@ static lcm_status scheme_fields(const char *path, const cJSON *root, bool *weigh
     LCM_TRY(scheme_string(path, root, "", "format", (const char *const[]){"lcm.c int8", NULL}, &text));
     const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "version");
     if (!version) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field 'version' (expected 1)", path);
-    if (!cJSON_IsNumber(version) || version->valuedouble != 1)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'version' is %s, expected 1 (a file of another version of "
-                        "lcm quantize: quantize the model again)", path,
-                        cJSON_IsNumber(version) ? "another number" : "not a number");
+    if (!cJSON_IsNumber(version))
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'version' is not a number (expected 1)", path);
+    if (version->valuedouble != 1)
+        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'version' is %.17g, expected 1 (a file of another version of "
+                        "lcm quantize: quantize the model again)", path, version->valuedouble);
     LCM_TRY(scheme_string(path, root, "", "model", NULL, &text));
     LCM_TRY(scheme_bool(path, root, "weights_only", weights_only));
     const cJSON *weights;
@@ -966,7 +967,7 @@ lcm_status quantize_model(const quantize_model_options *o) {
         snprintf(out, sizeof out, "%s/vae/diffusion_pytorch_model.safetensors", staging);
         st = write_component(dir, "diffusion_pytorch_model", out, o->vae ? &c : NULL, o->compress_weights, o,
                              vae_keep, &vae);
-        if (st == LCM_OK && o->vae && vae.quantized == 0)
+        if (st == LCM_OK && o->vae && vae.quantized + vae.kept == 0)
             st = lcm_fail(LCM_ERR_INTERNAL, "--vae: calibration observed no VAE decoder layer");
     }
     int samples = o->samples ? o->samples : prompts.count;
