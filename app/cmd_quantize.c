@@ -20,7 +20,7 @@ static void request_stop(int signal_number) {
 
 int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *calibration = NULL, *output = NULL, *method = "percentile";
-    const char *keep = NULL, *controlnet = NULL;
+    const char *keep = NULL, *controlnet = NULL, *activations = "asymmetric";
     args_list control_images = {0}, lora_specs = {0};
     long samples = -1, steps = 4, seed = 0;
     double percentile = 99.99, guidance = -1;
@@ -39,6 +39,7 @@ int cmd_quantize(int argc, char **argv) {
         {"seed", ARG_INT, &seed, "seed of the first generation; sample i uses seed + i (default 0)", false},
         {"method", ARG_STRING, &method, "activation range: percentile (default; measured better) or minmax", false},
         {"percentile", ARG_FLOAT, &percentile, "for --method percentile (default 99.99)", false},
+        {"activations", ARG_STRING, &activations, "u8 activation ranges: asymmetric (default: the zero point where the range puts it; measured better) or symmetric (about zero, zero point 128)", false},
         {"keep-fp32", ARG_STRING, &keep, "comma-separated layers kept in float32; a name covers the layers below it (default UNet: conv_in,conv_out; ControlNet: conv_in,controlnet_cond_embedding.conv_in,controlnet_down_blocks,controlnet_mid_block; 'none' quantizes all)", false},
         {"vae", ARG_FLAG, &vae, "also quantize the VAE decoder to int8 (activations calibrated on the calibration generations' own latents; default float32 layers: post_quant_conv,decoder.conv_in,decoder.conv_out, which --keep-fp32 replaces)", false},
         {"compress-weights", ARG_FLAG, &compress, "also store the text encoder's and VAE's weights in 8 bits (with --vae: the VAE encoder's)", false},
@@ -49,7 +50,7 @@ int cmd_quantize(int argc, char **argv) {
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], positional, 0, &npositional,
                         "lcm quantize --model DIR --calibration PROMPTS.txt --output DIR8 [--samples N] "
                         "[--steps 4] [--seed S] [--method percentile|minmax] [--percentile 99.99] "
-                        "[--keep-fp32 A,B] [--vae] [--compress-weights]\n"
+                        "[--activations asymmetric|symmetric] [--keep-fp32 A,B] [--vae] [--compress-weights]\n"
                         "   or: lcm quantize --controlnet CN_DIR --model BASE_DIR --calibration PROMPTS.txt "
                         "--control-image IMG [--control-image IMG2 ...] [--lora FILE[:SCALE]] --output CN_DIR8 "
                         "[same options]\n"
@@ -97,6 +98,11 @@ int cmd_quantize(int argc, char **argv) {
     o.control_images = control_images.items;
     o.control_image_count = control_images.count;
     o.weights_only = weights_only;
+    if (!strcmp(activations, "symmetric")) o.symmetric_activations = true;
+    else if (strcmp(activations, "asymmetric")) {
+        fprintf(stderr, "lcm quantize: --activations '%s': expected asymmetric or symmetric\n", activations);
+        return 2;
+    }
     if (!strcmp(method, "minmax")) o.method = ACTIVATION_RANGE_MINMAX;
     else if (!strcmp(method, "percentile")) o.method = ACTIVATION_RANGE_PERCENTILE;
     else {

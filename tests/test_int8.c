@@ -30,11 +30,15 @@
 
 // Thresholds: issue 19's (int8 UNet >= 40 dB, int8 UNet + int8 VAE decoder >= 35 dB, SSIM >= 0.98
 // vs the float32 golden images), tightened where the measurements leave room.
-// MEASURED_PLACEHOLDER
+// Measured on tiny-lcm's three golden cases (2026-12-07, Xeon with VNNI; BENCHMARKS.md "int8 VAE
+// decoder"): int8 UNet 44.76-46.27 dB, SSIM 0.9988-0.9992 (minmax, percentile, symmetric);
+// int8 UNet + int8 decoder 40.34-43.33 dB, SSIM 0.9967-0.9983 (percentile on the int8 kernels,
+// minmax on the reference path). The PSNR floors are the issue's (4.4 and 5.3 dB below the worst
+// case seen); the SSIM floors sit between the issue's 0.98 and what was measured.
 #define MIN_PSNR 40.0
 #define MIN_PSNR_WITH_VAE 35.0
 #define MIN_SSIM 0.99
-#define MIN_SSIM_WITH_VAE 0.98
+#define MIN_SSIM_WITH_VAE 0.985
 // Above this the images are the float32 ones: the quantization would not have run at all.
 #define MAX_PSNR 80.0
 
@@ -189,7 +193,7 @@ static long long file_size(const char *path) {
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
-static void check_scheme(const char *dir, const char *component, const char *method) {
+static void check_scheme(const char *dir, const char *component, const char *method, const char *scheme) {
     char path[1200];
     test_path(path, sizeof path, "%s/%s/quantization.json", dir, component);
     FILE *fp = fopen(path, "r");
@@ -209,8 +213,34 @@ static void check_scheme(const char *dir, const char *component, const char *met
               !strcmp(cJSON_GetObjectItem(a, "dtype")->valuestring, "u8"), "%s: activations.dtype", path);
     CHECK(cJSON_IsString(cJSON_GetObjectItem(a, "method")) &&
               !strcmp(cJSON_GetObjectItem(a, "method")->valuestring, method), "%s: method", path);
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(a, "scheme")) &&
+              !strcmp(cJSON_GetObjectItem(a, "scheme")->valuestring, scheme), "%s: scheme, expected %s", path, scheme);
     CHECK(cJSON_IsArray(cJSON_GetObjectItem(root, "fp32_layers")), "%s: fp32_layers", path);
     cJSON_Delete(root);
+}
+
+// Symmetric activations put every zero point at 128; asymmetric ones where each range puts it
+// (post-SiLU inputs, which are almost all non-negative, near 0 or 1: not all 128).
+static void check_zero_points(const char *dir, bool symmetric) {
+    char path[1200];
+    test_path(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
+    st_file *f = NULL;
+    CHECK_OK(st_open(path, &f));
+    int count = 0, at_128 = 0;
+    for (size_t i = 0; f && i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        size_t n = strlen(t->name);
+        if (n < 17 || strcmp(t->name + n - 17, ".input_zero_point") || t->dtype != ST_F32 || t->numel != 1) continue;
+        float zp;
+        memcpy(&zp, t->data, sizeof zp);
+        count++;
+        at_128 += zp == 128.0f;
+    }
+    st_close(f);
+    fprintf(stderr, "%s: %d of %d input zero points at 128\n", path, at_128, count);
+    CHECK(count > 0, "%s: no input zero point", path);
+    if (symmetric) CHECK(at_128 == count, "symmetric activations: %d of %d zero points at 128", at_128, count);
+    else CHECK(at_128 < count, "asymmetric activations: every zero point at 128");
 }
 
 // Generates every golden pipeline case with the quantized model; returns the worst PSNR/SSIM.
@@ -291,7 +321,7 @@ static int count_names(const char *const *names) {
 
 typedef struct quantize_config {
     const char *label, *method;
-    bool compress_weights, vae;
+    bool compress_weights, vae, symmetric;
     const char *int8_kernels; // LCM_INT8_KERNELS while generating
 } quantize_config;
 
@@ -301,10 +331,11 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
     // every CPU; --compress-weights exercises the 8-bit text encoder and VAE weights, --vae the int8
     // decoder (on both paths).
     const quantize_config configs[] = {
-        {"minmax", "minmax", false, false, "0"},
-        {"percentile", "percentile", true, false, "1"},
-        {"percentile --vae", "percentile", false, true, "1"},
-        {"minmax --vae", "minmax", false, true, "0"},
+        {"minmax", "minmax", false, false, false, "0"},
+        {"percentile", "percentile", true, false, false, "1"},
+        {"percentile --vae", "percentile", false, true, false, "1"},
+        {"minmax --vae", "minmax", false, true, false, "0"},
+        {"percentile --activations symmetric", "percentile", false, false, true, "1"},
     };
     for (size_t m = 0; m < sizeof configs / sizeof configs[0]; m++) {
         const quantize_config *cfg = &configs[m];
@@ -320,13 +351,16 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
         o.method = !strcmp(cfg->method, "minmax") ? ACTIVATION_RANGE_MINMAX : ACTIVATION_RANGE_PERCENTILE;
         o.compress_weights = cfg->compress_weights;
         o.vae = cfg->vae;
+        o.symmetric_activations = cfg->symmetric;
         o.quiet = true;
         lcm_status st = quantize_model(&o);
         CHECK(st == LCM_OK, "quantize %s (%s): %s", model, cfg->label, lcm_last_error());
         if (st != LCM_OK) continue;
         CHECK(quantize_model_is_int8(qdir), "%s: not recognised as int8", qdir);
-        check_scheme(qdir, "unet", cfg->method);
-        if (cfg->vae) check_scheme(qdir, "vae", cfg->method);
+        const char *scheme = cfg->symmetric ? "symmetric" : "asymmetric";
+        check_scheme(qdir, "unet", cfg->method, scheme);
+        if (cfg->vae) check_scheme(qdir, "vae", cfg->method, scheme);
+        check_zero_points(qdir, cfg->symmetric);
         CHECK_OK(quantize_scheme_check(qdir));
 
         char a[1200], b[1200];

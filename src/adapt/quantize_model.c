@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -593,7 +594,13 @@ static lcm_status write_component(const char *dir, const char *basename, const c
             float lo, hi, scale;
             int32_t zero_point;
             activation_stats_range(&l->stats, o->method, o->percentile, &lo, &hi);
-            activation_quant_params_u8(lo, hi, &scale, &zero_point);
+            if (o->symmetric_activations) {
+                // zero point 128, [-m, m] onto q in [1, 255] (the range is never empty)
+                scale = fmaxf(-lo, hi) / 127.0f;
+                zero_point = 128;
+            } else {
+                activation_quant_params_u8(lo, hi, &scale, &zero_point);
+            }
             st = plan_add(&plan, prefix, ".input_scale", ST_F32, 1, (int64_t[]){1}, NULL,
                           ENTRY_INPUT_SCALE, scale);
             if (st == LCM_OK)
@@ -724,7 +731,7 @@ static lcm_status write_scheme(const char *path, const quantize_model_options *o
         cJSON *acts = cJSON_AddObjectToObject(root, "activations");
         cJSON_AddStringToObject(acts, "dtype", "u8");
         cJSON_AddStringToObject(acts, "granularity", "per_tensor");
-        cJSON_AddStringToObject(acts, "scheme", "asymmetric");
+        cJSON_AddStringToObject(acts, "scheme", o->symmetric_activations ? "symmetric" : "asymmetric");
         cJSON_AddStringToObject(acts, "scale_tensor", "NAME.input_scale");
         cJSON_AddStringToObject(acts, "zero_point_tensor", "NAME.input_zero_point");
         cJSON_AddStringToObject(acts, "method", o->method == ACTIVATION_RANGE_MINMAX ? "minmax" : "percentile");

@@ -46,6 +46,9 @@ typedef struct quantize_model_options {
     uint64_t seed;                // sample i uses seed + i
     float guidance;               // guidance scale of the generations; negative = lcm_request_init's
     activation_range_method method;
+    // u8 activations with the zero point where the range puts it (false), or a range symmetric
+    // about zero, [-m, m] with m the larger side, so the zero point is 128 (true).
+    bool symmetric_activations;
     double percentile;            // for ACTIVATION_RANGE_PERCENTILE
     bool compress_weights;        // also text encoder + VAE weights to 8 bits
     bool vae;                     // also the VAE decoder in int8 (weights and activations)
