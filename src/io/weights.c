@@ -256,10 +256,11 @@ static lcm_status load_renamed(const weight_set *ws, const char *name, int ndim,
 }
 
 // An 8-bit weight (lcm quantize): I8 values with an F32 `NAME_scale` [shape[0]] beside them, one
-// scale per output channel: w = q * scale[o]. Dequantized here so every loader reads it as float32.
-static lcm_status load_i8_dequantized(const weight_set *ws, const st_file *file, const st_tensor *t,
-                                      int ndim, const int64_t *shape, float **out) {
-    *out = NULL;
+// scale per output channel: w = q * scale[o]. Checks the shape and the scales; *scales is a copy
+// (the caller frees it).
+static lcm_status check_i8(const weight_set *ws, const st_file *file, const st_tensor *t, int ndim,
+                           const int64_t *shape, float **scales) {
+    *scales = NULL;
     if (ndim >= 0) {
         bool same = t->ndim == ndim;
         for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
@@ -278,15 +279,32 @@ static lcm_status load_i8_dequantized(const weight_set *ws, const st_file *file,
                         "%s: tensor '%s' is I8 but '%s' (F32, %lld per-output-channel scales) is %s",
                         ws->source, t->name, scale_name, (long long)channels,
                         s ? "of the wrong type or size" : "missing");
+    float *copy = malloc(sizeof(float) * (size_t)channels);
+    if (!copy) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory for '%s'", ws->source, scale_name);
+    memcpy(copy, s->data, sizeof(float) * (size_t)channels); // the mapping need not align floats
+    for (int64_t o = 0; o < channels; o++)
+        if (!isfinite(copy[o]) || copy[o] < 0) {
+            lcm_status st = lcm_fail(LCM_ERR_FORMAT, "%s: '%s'[%lld] = %g: expected a finite scale >= 0",
+                                     ws->source, scale_name, (long long)o, copy[o]);
+            free(copy);
+            return st;
+        }
+    *scales = copy;
+    return LCM_OK;
+}
+
+// Dequantized here so every loader reads an 8-bit weight as float32.
+static lcm_status load_i8_dequantized(const weight_set *ws, const st_file *file, const st_tensor *t,
+                                      int ndim, const int64_t *shape, float **out) {
+    *out = NULL;
+    float *scales;
+    LCM_TRY(check_i8(ws, file, t, ndim, shape, &scales));
     float *w = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
-    float *scales = malloc(sizeof(float) * (size_t)channels);
-    if (!w || !scales) {
-        free(w);
+    if (!w) {
         free(scales);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory for '%s'", ws->source, t->name);
     }
-    memcpy(scales, s->data, sizeof(float) * (size_t)channels);
-    int64_t per_channel = t->numel / channels;
+    int64_t channels = t->ndim ? t->shape[0] : 1, per_channel = t->numel / channels;
     const int8_t *q = t->data;
     for (int64_t o = 0; o < channels; o++)
         for (int64_t k = 0; k < per_channel; k++)
@@ -294,6 +312,19 @@ static lcm_status load_i8_dequantized(const weight_set *ws, const st_file *file,
     free(scales);
     st_release_pages(file, t);
     *out = w;
+    return LCM_OK;
+}
+
+lcm_status weight_set_map_i8(const weight_set *ws, const char *name, int ndim, const int64_t *shape,
+                             const int8_t **values, float **scales) {
+    *values = NULL;
+    *scales = NULL;
+    if (ws->recorder || ws->rename || ws->patch_count > 0) return LCM_OK;
+    const st_file *file;
+    const st_tensor *t = weight_set_find(ws, name, &file);
+    if (!t || t->dtype != ST_I8) return LCM_OK;
+    LCM_TRY(check_i8(ws, file, t, ndim, shape, scales));
+    *values = t->data;
     return LCM_OK;
 }
 

@@ -49,6 +49,16 @@ lcm_status weight_set_load_f32(const weight_set *ws, const char *name, int ndim,
 const float *weight_set_map_f32(const weight_set *ws, const char *name, int ndim,
                                 const int64_t *shape);
 
+// An 8-bit weight as stored (lcm quantize): *values points at the I8 values of `name` inside the
+// file (borrowed, valid until weight_set_close; weight_set_release_tensor drops their pages) and
+// *scales is a copy of its per-output-channel F32 `NAME_scale` (owned by the caller). Both NULL,
+// with LCM_OK, where the tensor is not I8 or the set changes values on loading (patches, renames,
+// a recorder): weight_set_load_f32 then gives the float values. A format error naming the tensor
+// and what was expected where the shape differs or the scales are missing, of another type or
+// size, negative or not finite.
+lcm_status weight_set_map_i8(const weight_set *ws, const char *name, int ndim, const int64_t *shape,
+                             const int8_t **values, float **scales);
+
 // Drops the pages of one tensor's values from the process's memory (st_release_pages), after a
 // caller that read them in place (weight_set_map_f32) has made what it needs of them. Nothing
 // happens for a tensor that is missing or not mapped.

@@ -147,6 +147,8 @@ ops_backend ops_backend_from_environment(lcm_precision precision) {
         .forced_linear = (linear_kernel)forced_by_environment(OP_LINEAR),
         .tune = !(tune && (!strcmp(tune, "off") || !strcmp(tune, "0"))),
         .int8_kernels = !(int8 && *int8 == '0'),
+        .int8_kernel = int8 && !strcmp(int8, "onednn") ? INT8_KERNEL_ONEDNN
+                       : int8 && !strcmp(int8, "ours") ? INT8_KERNEL_OURS : INT8_KERNEL_AUTO,
         .cpu = cpu_features_get(),
     };
 }

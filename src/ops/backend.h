@@ -32,6 +32,7 @@
 #include <stdio.h>
 
 #include "ops/cpu.h"
+#include "ops/int8_layer.h"
 #include "ops/ops.h"
 
 // ---- the backend object ----------------------------------------------------------------------
@@ -54,9 +55,12 @@ struct ops_backend {
     conv_kernel forced_conv;     // every convolution's kernel; AUTO: chosen per shape (below)
     linear_kernel forced_linear; // every linear layer's kernel; AUTO: chosen per shape
     bool tune;                   // choose by measurement (false: LCM_TUNE=off, the built-in rules)
-    // 8-bit layers run oneDNN's int8 kernels (false, LCM_INT8_KERNELS=0: dequantized weights and
-    // fake-quantized inputs).
+    // 8-bit layers run int8 kernels (false, LCM_INT8_KERNELS=0: dequantized weights and
+    // fake-quantized inputs, the reference path) ...
     bool int8_kernels;
+    // ... this one (LCM_INT8_KERNELS=ours or onednn; AUTO otherwise). Every int8 kernel computes
+    // the same bits (ops/int8_layer.h); oneDNN's only runs where the CPU has VNNI.
+    int8_kernel int8_kernel;
     const cpu_features *cpu;     // what this CPU runs, after LCM_NO_AVX512 / LCM_AMX
 };
 

@@ -85,6 +85,11 @@ void cpu_hide_avx512(bool hide) {
     if (hide) features.avx512 = features.avx512_bf16 = features.avx512_vnni = features.amx = false;
 }
 
+void cpu_hide_vnni(bool hide) {
+    cpu_features_get();
+    features.avx512_vnni = !hide && detected.avx512_vnni && features.avx512;
+}
+
 bool cpu_has_avx2_fma(void) { return cpu_features_get()->avx2_fma; }
 bool cpu_has_avx512(void) { return cpu_features_get()->avx512; }
 bool cpu_has_avx512_bf16(void) { return cpu_features_get()->avx512_bf16; }

@@ -33,6 +33,11 @@ bool cpu_has_vnni(void);        // the above plus AVX512-VNNI
 // without AVX-512.
 void cpu_hide_avx512(bool hide);
 
+// For tests: hides VNNI alone (true) or shows it again where it is not otherwise hidden (false),
+// so that one process can compare the int8 kernels' VNNI and AVX2 paths with everything else the
+// same. Not thread-safe.
+void cpu_hide_vnni(bool hide);
+
 // "avx2 fma avx512 avx512_bf16 avx512_vnni amx" (what is present), for `lcm info` and the tuning
 // cache's key. Static storage.
 const char *cpu_feature_list(void);

@@ -10,15 +10,18 @@
 #include <string.h>
 
 #include "adapt/quantize.h"
+#include "ops/int8_gemm.h"
 #include "core/error.h"
 
 struct int8_layer {
     int in, out, kernel, stride, padding; // kernel 0: linear
     float input_scale;
     int32_t zero_point;
-    int8_t *weight;       // [out, in, k, k] plain s8
-    float *output_scales; // [out]: weight_scale[o] * input_scale
-    // the primitive for the last input shape (and thread count), with its packed weights
+    int8_kernel choice;   // OURS or ONEDNN (AUTO resolved at creation)
+    // The only copy of the weights the layer keeps: packed for our kernels (ops/int8_gemm.h), with
+    // output_scale [out] = weight_scale[o] * input_scale. oneDNN packs its own from them.
+    int8_packed packed_ours;
+    // oneDNN: the primitive for the last input shape (and thread count), with its packed weights
     int64_t key[4];
     dnnl_primitive_t primitive;
     dnnl_memory_t packed;
@@ -41,37 +44,53 @@ static lcm_status check(dnnl_status_t s, const char *what) {
     return s == dnnl_success ? LCM_OK : lcm_fail(LCM_ERR_INTERNAL, "oneDNN int8: %s failed (status %d)", what, (int)s);
 }
 
-lcm_status int8_layer_new(const float *weight, int in, int out, int kernel, int stride, int padding,
-                          float input_scale, int32_t input_zero_point, int8_layer **out_layer) {
+int8_kernel int8_kernel_for_cpu(int8_kernel asked) {
+    // oneDNN's u8 x s8 kernels without VNNI sum pairs of products in saturating 16-bit arithmetic
+    // (255 * 127 * 2 > 32767): never used there, whatever was asked.
+    if (!cpu_has_vnni()) return INT8_KERNEL_OURS;
+    return asked == INT8_KERNEL_ONEDNN ? INT8_KERNEL_ONEDNN : INT8_KERNEL_OURS;
+}
+
+lcm_status int8_layer_new_s8(const int8_t *weight, const float *weight_scale, int in, int out,
+                             int kernel, int stride, int padding, float input_scale,
+                             int32_t input_zero_point, int8_kernel choice, int8_layer **out_layer) {
     *out_layer = NULL;
-    pthread_once(&engine_once, engine_create);
-    LCM_TRY(check(engine_status, "engine creation"));
-    int64_t per_channel = (int64_t)in * (kernel ? kernel * kernel : 1);
     int8_layer *l = calloc(1, sizeof *l);
-    float *scales = malloc(sizeof(float) * (size_t)out);
-    if (l) {
-        l->weight = malloc((size_t)(out * per_channel));
-        l->output_scales = scales;
-    }
-    if (!l || !l->weight || !scales) {
-        if (l) free(l->weight);
-        free(l);
-        free(scales);
-        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for int8 weights");
-    }
+    if (!l) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for an int8 layer");
     *l = (int8_layer){.in = in, .out = out, .kernel = kernel, .stride = stride, .padding = padding,
-                      .input_scale = input_scale, .zero_point = input_zero_point, .weight = l->weight,
-                      .output_scales = scales, .impl = ""};
-    quantize_weights_s8(weight, out, per_channel, l->weight, scales);
-    if (!cpu_has_vnni()) {
-        // Without VNNI the u8 x s8 products are summed pairwise in saturating 16-bit arithmetic
-        // (255 * 127 * 2 > 32767): halve the weights to 7 bits (|q| <= 64) so nothing saturates.
-        for (int64_t i = 0; i < out * per_channel; i++) l->weight[i] = (int8_t)nearbyintf(l->weight[i] * 0.5f);
-        for (int o = 0; o < out; o++) scales[o] *= 2.0f;
+                      .input_scale = input_scale, .zero_point = input_zero_point,
+                      .choice = int8_kernel_for_cpu(choice), .impl = ""};
+    int8_shape shape = {in, out, kernel, stride, padding};
+    lcm_status st = int8_packed_init(&l->packed_ours, &shape, weight, weight_scale, input_scale,
+                                     input_zero_point);
+    if (st == LCM_OK && l->choice == INT8_KERNEL_ONEDNN) {
+        pthread_once(&engine_once, engine_create);
+        st = check(engine_status, "engine creation");
     }
-    for (int o = 0; o < out; o++) scales[o] *= input_scale;
+    if (st != LCM_OK) {
+        int8_layer_free(l);
+        return st;
+    }
     *out_layer = l;
     return LCM_OK;
+}
+
+lcm_status int8_layer_new(const float *weight, int in, int out, int kernel, int stride, int padding,
+                          float input_scale, int32_t input_zero_point, int8_kernel choice,
+                          int8_layer **out_layer) {
+    *out_layer = NULL;
+    int64_t per_channel = (int64_t)in * (kernel ? kernel * kernel : 1);
+    int8_t *q = malloc((size_t)(out * per_channel));
+    float *scales = malloc(sizeof(float) * (size_t)out);
+    lcm_status st = q && scales ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for int8 weights");
+    if (st == LCM_OK) {
+        quantize_weights_s8(weight, out, per_channel, q, scales);
+        st = int8_layer_new_s8(q, scales, in, out, kernel, stride, padding, input_scale,
+                               input_zero_point, choice, out_layer);
+    }
+    free(q);
+    free(scales);
+    return st;
 }
 
 static void drop_primitive(int8_layer *l) {
@@ -84,12 +103,13 @@ static void drop_primitive(int8_layer *l) {
 void int8_layer_free(int8_layer *l) {
     if (!l) return;
     drop_primitive(l);
-    free(l->weight);
-    free(l->output_scales);
+    int8_packed_free(&l->packed_ours);
     free(l);
 }
 
 const char *int8_layer_impl(const int8_layer *l) { return l->impl; }
+
+int8_kernel int8_layer_kernel(const int8_layer *l) { return l->choice; }
 
 // The first implementation of `desc` that does not use AMX. oneDNN 2.6.3's AMX int8 kernels
 // (brgconv/brgemm avx512_core_amx, with our runtime source zero point) overwrite heap memory
@@ -124,7 +144,7 @@ static lcm_status make_primitive(int8_layer *l, int64_t n, int64_t h, int64_t w,
     dnnl_primitive_attr_t attr;
     LCM_TRY(check(dnnl_primitive_attr_create(&attr), "attr"));
     int32_t runtime_zero_point = DNNL_RUNTIME_S32_VAL;
-    dnnl_status_t s = dnnl_primitive_attr_set_output_scales(attr, l->out, 1 << 1, l->output_scales);
+    dnnl_status_t s = dnnl_primitive_attr_set_output_scales(attr, l->out, 1 << 1, l->packed_ours.out_scale);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &runtime_zero_point);
     dnnl_primitive_desc_t pd = NULL;
     if (l->kernel == 0) {
@@ -162,9 +182,12 @@ static lcm_status make_primitive(int8_layer *l, int64_t n, int64_t h, int64_t w,
     dnnl_memory_t plain = NULL;
     dnnl_primitive_desc_t reorder_pd = NULL;
     dnnl_primitive_t reorder = NULL;
-    s = dnnl_primitive_create(&l->primitive, pd);
+    // the plain weights for the reorder, back from our packing (the layer keeps no plain copy)
+    int8_t *plain_weight = malloc((size_t)l->out * (size_t)l->in * (size_t)l->packed_ours.taps);
+    s = plain_weight ? dnnl_primitive_create(&l->primitive, pd) : dnnl_out_of_memory;
+    if (plain_weight) int8_packed_unpack(&l->packed_ours, plain_weight);
     if (s == dnnl_success) s = dnnl_memory_create(&l->packed, packed_md, engine, DNNL_MEMORY_ALLOCATE);
-    if (s == dnnl_success) s = dnnl_memory_create(&plain, &weights_plain, engine, l->weight);
+    if (s == dnnl_success) s = dnnl_memory_create(&plain, &weights_plain, engine, plain_weight);
     if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&reorder_pd, &weights_plain, engine, packed_md, engine, NULL);
     if (s == dnnl_success) s = dnnl_primitive_create(&reorder, reorder_pd);
     if (s == dnnl_success) {
@@ -175,6 +198,7 @@ static lcm_status make_primitive(int8_layer *l, int64_t n, int64_t h, int64_t w,
     if (reorder) dnnl_primitive_destroy(reorder);
     if (reorder_pd) dnnl_primitive_desc_destroy(reorder_pd);
     if (plain) dnnl_memory_destroy(plain);
+    free(plain_weight);
     l->src_md = src;
     l->dst_md = dst;
     dnnl_primitive_desc_destroy(pd);
@@ -199,6 +223,57 @@ static void quantize_input(const int8_layer *l, const tensor *x, uint8_t *q) {
         }
         q[at] = (uint8_t)v;
     }
+}
+
+// oneDNN: y [rows, out] from `input` (linear: rows of in; conv: [n, in, h, w]).
+static lcm_status run_onednn(int8_layer *l, const tensor *input, int64_t n, int64_t h, int64_t w,
+                             int64_t oh, int64_t ow, tensor *y) {
+    uint8_t *q = malloc((size_t)(tensor_numel(input) ? tensor_numel(input) : 1));
+    lcm_status st = q ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "int8 layer: out of memory");
+    int64_t key[4] = {n, h, w, omp_get_max_threads()};
+    if (st == LCM_OK && (!l->primitive || memcmp(key, l->key, sizeof key))) {
+        st = make_primitive(l, n, h, w, oh, ow);
+        if (st == LCM_OK) memcpy(l->key, key, sizeof key);
+    }
+    if (st == LCM_OK && n > 0) {
+        quantize_input(l, input, q);
+        dnnl_memory_t src = NULL, dst = NULL, zero_point = NULL;
+        dnnl_memory_desc_t zp_md;
+        dnnl_dims_t one = {1};
+        dnnl_memory_desc_init_by_tag(&zp_md, 1, one, dnnl_s32, dnnl_a);
+        int32_t zp = l->zero_point;
+        dnnl_status_t s = dnnl_memory_create(&src, &l->src_md, engine, q);
+        if (s == dnnl_success) s = dnnl_memory_create(&dst, &l->dst_md, engine, y->data);
+        if (s == dnnl_success) s = dnnl_memory_create(&zero_point, &zp_md, engine, &zp);
+        if (s == dnnl_success) {
+            dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, l->packed}, {DNNL_ARG_DST, dst},
+                                      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zero_point}};
+            s = dnnl_primitive_execute(l->primitive, stream, 4, args);
+        }
+        if (s == dnnl_success) s = dnnl_stream_wait(stream);
+        dnnl_memory_t mems[] = {src, dst, zero_point};
+        for (int i = 0; i < 3; i++)
+            if (mems[i]) dnnl_memory_destroy(mems[i]);
+        st = check(s, "execution");
+    }
+    free(q);
+    return st;
+}
+
+// Ours: quantized into a padded NHWC buffer, the bias added in the kernel's last step.
+static lcm_status run_ours(const int8_layer *l, const tensor *input, int64_t n, int64_t h, int64_t w,
+                           const float *bias, tensor *y) {
+    int8_input g;
+    int8_input_geometry(&l->packed_ours, n, h, w, &g);
+    int64_t bytes = int8_input_bytes(&l->packed_ours, &g);
+    uint8_t *buffer = malloc((size_t)(bytes ? bytes : 1));
+    if (!buffer) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "int8 layer: out of memory for %lld input bytes",
+                                 (long long)bytes);
+    bool nchw = input->ndim == 4 && input->layout == TENSOR_NCHW;
+    int8_quantize_input(&l->packed_ours, &g, input->data, nchw, l->input_scale, buffer);
+    int8_gemm_run(&l->packed_ours, &g, buffer, bias, INT8_ISA_AUTO, y->data);
+    free(buffer);
+    return LCM_OK;
 }
 
 tensor *int8_layer_forward(int8_layer *l, const tensor *x, const float *bias) {
@@ -231,42 +306,20 @@ tensor *int8_layer_forward(int8_layer *l, const tensor *x, const float *bias) {
         y = tensor_new4(n, l->out, oh, ow);
         if (y) y->layout = TENSOR_NHWC;
     }
-    uint8_t *q = malloc((size_t)(tensor_numel(input) ? tensor_numel(input) : 1));
-    lcm_status st = y && q ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "int8 layer: out of memory");
-    int64_t key[4] = {n, h, w, omp_get_max_threads()};
-    if (st == LCM_OK && (!l->primitive || memcmp(key, l->key, sizeof key))) {
-        st = make_primitive(l, n, h, w, oh, ow);
-        if (st == LCM_OK) memcpy(l->key, key, sizeof key);
-    }
-    if (st == LCM_OK && n > 0) {
-        quantize_input(l, input, q);
-        dnnl_memory_t src = NULL, dst = NULL, zero_point = NULL;
-        dnnl_memory_desc_t zp_md;
-        dnnl_dims_t one = {1};
-        dnnl_memory_desc_init_by_tag(&zp_md, 1, one, dnnl_s32, dnnl_a);
-        int32_t zp = l->zero_point;
-        dnnl_status_t s = dnnl_memory_create(&src, &l->src_md, engine, q);
-        if (s == dnnl_success) s = dnnl_memory_create(&dst, &l->dst_md, engine, y->data);
-        if (s == dnnl_success) s = dnnl_memory_create(&zero_point, &zp_md, engine, &zp);
-        if (s == dnnl_success) {
-            dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, l->packed}, {DNNL_ARG_DST, dst},
-                                      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zero_point}};
-            s = dnnl_primitive_execute(l->primitive, stream, 4, args);
-        }
-        if (s == dnnl_success) s = dnnl_stream_wait(stream);
-        dnnl_memory_t mems[] = {src, dst, zero_point};
-        for (int i = 0; i < 3; i++)
-            if (mems[i]) dnnl_memory_destroy(mems[i]);
-        st = check(s, "execution");
-    }
-    // the bias outside the primitive: its place relative to the output scale is then not a question
-    if (st == LCM_OK && bias) {
+    lcm_status st = y ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "int8 layer: out of memory");
+    // oneDNN only where the CPU (as cpu.h shows it now) has VNNI: int8_kernel_for_cpu
+    bool onednn = int8_kernel_for_cpu(l->choice) == INT8_KERNEL_ONEDNN;
+    if (st == LCM_OK && onednn && (st = check(engine_status, "engine creation")) == LCM_OK)
+        st = run_onednn(l, input, n, h, w, oh, ow, y);
+    else if (st == LCM_OK && !onednn)
+        st = run_ours(l, input, n, h, w, bias, y);
+    // oneDNN's bias outside the primitive, as our kernels add it: a multiply, then an add
+    if (st == LCM_OK && onednn && bias) {
         int64_t rows = tensor_numel(y) / l->out;
         #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t o = 0; o < l->out; o++) y->data[r * l->out + o] += bias[o];
     }
-    free(q);
     tensor_free(converted);
     if (st != LCM_OK) tensor_replace(&y, NULL);
     return y;

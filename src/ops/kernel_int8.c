@@ -1,7 +1,8 @@
-// The int8 family (kernel_family.h): oneDNN's u8 x s8 primitives for the layers a quantized model
-// (lcm quantize) stores with 8-bit input parameters (ops/int8_layer.h). Not chosen per shape by
-// the backend but by the model file: layer_quant_pack moves such a layer onto it. It takes the
-// layer's input as given and quantizes it itself, so it is a whole-layer `forward`.
+// The int8 family (kernel_family.h): the int8 kernels (ours, or oneDNN's u8 x s8 primitives where
+// the CPU has VNNI: ops/int8_layer.h) for the layers a quantized model (lcm quantize) stores with
+// 8-bit input parameters. Not chosen per shape by the backend but by the model file:
+// layer_quant_pack / layer_quant_pack_s8 move such a layer onto it. It takes the layer's input as
+// given and quantizes it itself, so it is a whole-layer `forward`.
 #include "ops/int8_layer.h"
 #include "ops/kernel_family.h"
 

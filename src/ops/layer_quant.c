@@ -76,13 +76,26 @@ void layer_quant_free(layer_quant *q) {
     free(q);
 }
 
+bool layer_quant_runs_int8(const layer_quant *q, const ops_backend *b) {
+    return q && q->quantize_input && b->kernels == KERNELS_FAST && b->int8_kernels;
+}
+
+lcm_status layer_quant_pack_s8(layer_quant *q, const ops_backend *b, const int8_t *weight,
+                               const float *weight_scale, int in, int out, int kernel, int stride,
+                               int padding, layer_kernel *impl) {
+    int8_layer *packed = NULL;
+    LCM_TRY(int8_layer_new_s8(weight, weight_scale, in, out, kernel, stride, padding, q->input_scale,
+                              q->input_zero_point, b->int8_kernel, &packed));
+    *impl = (layer_kernel){&kernel_family_int8, packed};
+    return LCM_OK;
+}
+
 lcm_status layer_quant_pack(layer_quant *q, const ops_backend *b, float **weight, int in, int out,
                             int kernel, int stride, int padding, layer_kernel *impl) {
-    if (!q || !q->quantize_input || b->kernels == KERNELS_REFERENCE || !b->int8_kernels || !*weight)
-        return LCM_OK;
+    if (!layer_quant_runs_int8(q, b) || !*weight) return LCM_OK;
     int8_layer *packed = NULL;
     LCM_TRY(int8_layer_new(*weight, in, out, kernel, stride, padding, q->input_scale,
-                           q->input_zero_point, &packed));
+                           q->input_zero_point, b->int8_kernel, &packed));
     *impl = (layer_kernel){&kernel_family_int8, packed};
     free(*weight);
     *weight = NULL;
@@ -93,7 +106,7 @@ void fake_quantize_u8(float *x, int64_t n, float scale, int32_t zero_point) {
     float inverse = 1.0f / scale, zp = (float)zero_point;
     #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        // round half to even, as oneDNN's conversion to u8 does
+        // round half to even, as the int8 kernels' conversion to u8 does (int8_quantize_input)
         float v = nearbyintf(x[i] * inverse) + zp;
         v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
         x[i] = (v - zp) * scale;

@@ -35,6 +35,17 @@ typedef struct layer_quant {
 lcm_status layer_quant_load(const weight_set *ws, const char *prefix, layer_quant **out);
 void layer_quant_free(layer_quant *q);
 
+// Whether a layer with these parameters runs on the int8 kernels with backend `b`: it has input
+// parameters, `b` has fast kernels with the int8 kernels on.
+bool layer_quant_runs_int8(const layer_quant *q, const ops_backend *b);
+
+// Moves a quantized layer onto the int8 kernels from its weights as stored: s8 [out, in(, k, k)]
+// with per-output-channel scales (only read; the layer packs its own copy). Only for a layer that
+// layer_quant_runs_int8.
+lcm_status layer_quant_pack_s8(layer_quant *q, const ops_backend *b, const int8_t *weight,
+                               const float *weight_scale, int in, int out, int kernel, int stride,
+                               int padding, layer_kernel *impl);
+
 // Moves a quantized layer onto the int8 kernels: packs *weight (float32, [out, in(, k, k)]; kernel
 // 0 for linear) into *impl (the int8 family, ops/kernel_int8.c; owned by the layer) and frees it
 // (*weight = NULL). Does nothing for a layer without input parameters, for a backend with

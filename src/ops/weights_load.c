@@ -172,6 +172,29 @@ static const float *weight_to_pack_in_place(const ops_backend *b, const weight_s
     return weight_set_map_f32(ws, name, ndim, shape);
 }
 
+// An 8-bit layer (layer_quant_runs_int8) whose weight the file stores as I8 is packed straight from
+// the file's values and scales: no float copy, no quantizing again, and the file's pages dropped
+// once packed. *done false (and nothing changed) otherwise: the caller loads a float copy.
+static lcm_status pack_int8_as_stored(layer_quant *q, const ops_backend *b, const weight_set *ws,
+                                      const char *prefix, int ndim, const int64_t *shape, int kernel,
+                                      int stride, int padding, layer_kernel *impl, bool *done) {
+    *done = false;
+    if (!layer_quant_runs_int8(q, b)) return LCM_OK;
+    char name[512];
+    if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
+        return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
+    const int8_t *values;
+    float *scales;
+    LCM_TRY(weight_set_map_i8(ws, name, ndim, shape, &values, &scales));
+    if (!values) return LCM_OK;
+    lcm_status st = layer_quant_pack_s8(q, b, values, scales, (int)shape[1], (int)shape[0], kernel,
+                                        stride, padding, impl);
+    free(scales);
+    weight_set_release_tensor(ws, name);
+    *done = st == LCM_OK;
+    return st;
+}
+
 static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weight_set *ws,
                                      const char *prefix, int in, int out, bool has_bias, bool pack,
                                      int64_t rows) {
@@ -206,8 +229,11 @@ static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weig
         weight_set_release_tensor(ws, name);
         return st;
     }
-    LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
+    bool as_stored;
+    LCM_TRY(pack_int8_as_stored(l->quant, b, ws, prefix, 2, shape, 0, 1, 0, &l->impl, &as_stored));
+    if (!as_stored) LCM_TRY(load_tensor(ws, prefix, "weight", 2, shape, &l->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
+    if (as_stored) return LCM_OK;
     LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0, &l->impl));
     if (pack && b->kernels == KERNELS_FAST && l->weight) {
         LCM_TRY(backend_pack_linear(l, b, rows));
@@ -257,7 +283,11 @@ lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weigh
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     packed_cache *cache = layer_cache(b, ws, l->quant);
     if (linear_from_cache(l, cache, prefix)) return LCM_OK;
-    LCM_TRY(load_tensor(ws, prefix, "weight", 4, (int64_t[]){out, in, 1, 1}, &l->weight));
+    const int64_t shape[4] = {out, in, 1, 1};
+    bool as_stored;
+    LCM_TRY(pack_int8_as_stored(l->quant, b, ws, prefix, 4, shape, 0, 1, 0, &l->impl, &as_stored));
+    if (as_stored) return LCM_OK;
+    LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &l->weight));
     LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0, &l->impl));
     if (b->kernels == KERNELS_FAST && l->weight) {
         LCM_TRY(backend_pack_linear(l, b, rows));
@@ -290,8 +320,12 @@ lcm_status conv2d_load(conv2d *c, const ops_backend *b, const weight_set *ws, co
         weight_set_release_tensor(ws, name);
         return st;
     }
-    LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &c->weight));
+    bool as_stored;
+    LCM_TRY(pack_int8_as_stored(c->quant, b, ws, prefix, 4, shape, kernel, stride, padding, &c->impl,
+                                &as_stored));
+    if (!as_stored) LCM_TRY(load_tensor(ws, prefix, "weight", 4, shape, &c->weight));
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
+    if (as_stored) return LCM_OK;
     LCM_TRY(layer_quant_pack(c->quant, b, &c->weight, in, out, kernel, stride, padding, &c->impl));
     if (b->kernels == KERNELS_FAST && c->weight) {
         LCM_TRY(backend_pack_conv(c, b));
