@@ -210,6 +210,7 @@ vnni_tile(const run_plan *plan, int64_t row0, int block0, const int nblocks, con
             __m512i x;
 #define VNNI_ROW(r, a)                                                                             \
             x = _mm512_set1_epi32(load_group(a + 4 * gi));                                         \
+            _Pragma("GCC unroll 4")                                                                \
             for (int c = 0; c < nblocks; c++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], x, wv[c]);
             VNNI_ROW(0, a0) VNNI_ROW(1, a1) VNNI_ROW(2, a2) VNNI_ROW(3, a3) VNNI_ROW(4, a4) VNNI_ROW(5, a5)
 #undef VNNI_ROW

@@ -44,6 +44,13 @@ static lcm_status check(dnnl_status_t s, const char *what) {
     return s == dnnl_success ? LCM_OK : lcm_fail(LCM_ERR_INTERNAL, "oneDNN int8: %s failed (status %d)", what, (int)s);
 }
 
+// AUTO is ours, a built-in rule from measurement (BENCHMARKS.md, "int8 kernels"; Xeon with VNNI,
+// 2026-12-07, `OMP_NUM_THREADS=1 bench_int8_bench --cpu-time --repeat 5`, whole layer forward):
+// ours 445/470/345/330 GOPS on the UNet's 3x3 convs 320@64, 640@32, 1280@16, 2560->1280@16 against
+// oneDNN's 444/449/368/404, and 151-359 against 140-327 on its linear layers: a tie but for the
+// widest input (oneDNN 1.2x there). Ours keeps one packed copy of the weights and rebuilds nothing
+// per input shape, where oneDNN packs a second copy per primitive, so per-shape measuring was not
+// worth that memory.
 int8_kernel int8_kernel_for_cpu(int8_kernel asked) {
     // oneDNN's u8 x s8 kernels without VNNI sum pairs of products in saturating 16-bit arithmetic
     // (255 * 127 * 2 > 32767): never used there, whatever was asked.
