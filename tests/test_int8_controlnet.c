@@ -308,7 +308,7 @@ static void test_int8(const cn_fixtures *f, const char *calibration) {
     double ratio = weights_ratio(f->controlnet, qdir);
     fprintf(stderr, "int8 ControlNet: weights file %.3f of float32\n", ratio);
     CHECK(ratio > 0 && ratio < 0.35, "int8 ControlNet file is %.3f of float32, expected about a quarter", ratio);
-    // the reference int8 path, then oneDNN's int8 kernels (7-bit weights where the CPU lacks VNNI)
+    // the reference int8 path, then the int8 kernels (ours by default, exact on every CPU)
     for (int kernels = 0; kernels < 2; kernels++) {
         setenv("LCM_INT8_KERNELS", kernels ? "1" : "0", 1);
         char label[160];

@@ -47,7 +47,8 @@ void quantize_model_options_init(quantize_model_options *o) {
 
 const char *quantize_model_int8_kernel(const ops_backend *b) {
     if (b->kernels == KERNELS_FAST && b->int8_kernels)
-        return cpu_has_vnni() ? "oneDNN int8 kernels, VNNI" : "oneDNN int8 kernels, 7-bit weights without VNNI";
+        return int8_kernel_for_cpu(b->int8_kernel) == INT8_KERNEL_ONEDNN ? "oneDNN int8 kernels, VNNI"
+               : cpu_has_vnni() ? "int8 kernels, VNNI" : "int8 kernels, AVX2";
     return "reference kernels: dequantized weights, fake-quantized inputs";
 }
 
