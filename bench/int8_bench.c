@@ -54,32 +54,38 @@ typedef struct kernel {
 // Both as the same 4-row x 16-channel tile over a linear layer's rows, product only (the inputs
 // prepared beforehand), one thread.
 
-__attribute__((target("avx2,fma"))) static void s16_tile_rows(const int16_t *x, int64_t rows, int64_t k_pairs,
-                                                               const int16_t *w, int blocks, int32_t *y) {
+// One 4-row x 16-channel tile (the AVX2 code kept out of the OpenMP loop body, which clang does not
+// compile with the function's target attribute).
+__attribute__((target("avx2,fma"), noinline)) static void s16_tile(const int16_t *x, int64_t rows, int64_t r0,
+                                                                   int64_t k_pairs, const int16_t *w, int blocks,
+                                                                   int b, int32_t *y) {
+    __m256i acc[4][2];
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    const int16_t *wb = w + (int64_t)b * k_pairs * 32;
+    const int16_t *a[4];
+    for (int r = 0; r < 4; r++) a[r] = x + (r0 + r < rows ? r0 + r : rows - 1) * k_pairs * 2;
+    for (int64_t k = 0; k < k_pairs; k++) {
+        __m256i w0 = _mm256_load_si256((const __m256i *)(wb + k * 32));
+        __m256i w1 = _mm256_load_si256((const __m256i *)(wb + k * 32 + 16));
+        for (int r = 0; r < 4; r++) {
+            int32_t pair;
+            memcpy(&pair, a[r] + 2 * k, sizeof pair);
+            __m256i v = _mm256_set1_epi32(pair);
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(v, w0));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(v, w1));
+        }
+    }
+    for (int r = 0; r < 4 && r0 + r < rows; r++) {
+        _mm256_storeu_si256((__m256i *)(y + ((r0 + r) * blocks + b) * 16), acc[r][0]);
+        _mm256_storeu_si256((__m256i *)(y + ((r0 + r) * blocks + b) * 16 + 8), acc[r][1]);
+    }
+}
+
+static void s16_tile_rows(const int16_t *x, int64_t rows, int64_t k_pairs, const int16_t *w, int blocks,
+                          int32_t *y) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < blocks; b++)
-        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-            __m256i acc[4][2];
-            for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-            const int16_t *wb = w + (int64_t)b * k_pairs * 32;
-            const int16_t *a[4];
-            for (int r = 0; r < 4; r++) a[r] = x + (r0 + r < rows ? r0 + r : rows - 1) * k_pairs * 2;
-            for (int64_t k = 0; k < k_pairs; k++) {
-                __m256i w0 = _mm256_load_si256((const __m256i *)(wb + k * 32));
-                __m256i w1 = _mm256_load_si256((const __m256i *)(wb + k * 32 + 16));
-                for (int r = 0; r < 4; r++) {
-                    int32_t pair;
-                    memcpy(&pair, a[r] + 2 * k, sizeof pair);
-                    __m256i v = _mm256_set1_epi32(pair);
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(v, w0));
-                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(v, w1));
-                }
-            }
-            for (int r = 0; r < 4 && r0 + r < rows; r++) {
-                _mm256_storeu_si256((__m256i *)(y + ((r0 + r) * blocks + b) * 16), acc[r][0]);
-                _mm256_storeu_si256((__m256i *)(y + ((r0 + r) * blocks + b) * 16 + 8), acc[r][1]);
-            }
-        }
+        for (int64_t r0 = 0; r0 < rows; r0 += 4) s16_tile(x, rows, r0, k_pairs, w, blocks, b, y);
 }
 
 static void compare_avx2_schemes(int repeat, clockid_t clock) {

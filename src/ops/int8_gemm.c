@@ -234,22 +234,28 @@ vnni_tile(const run_plan *plan, int64_t row0, int block0, const int nblocks, con
     }
 }
 
-VNNI_TARGET static void run_vnni(const run_plan *plan, const float *bias, float *y) {
+// One tile of up to 4 blocks, the block count made a constant for each inlined copy. Not inlined
+// into run_vnni: the OpenMP outlined loop body does not inherit a target attribute (clang then
+// cannot compile AVX-512 intrinsics inlined into it), so the AVX-512 code stays in this function.
+VNNI_TARGET __attribute__((noinline)) static void vnni_column_tile(const run_plan *plan, int64_t row0,
+                                                                  int block0, const float *bias, float *y) {
+    int nblocks = plan->p->blocks - block0;
+    switch (nblocks >= VNNI_BLOCKS ? VNNI_BLOCKS : nblocks) {
+    case 4: vnni_tile(plan, row0, block0, 4, bias, y); break;
+    case 3: vnni_tile(plan, row0, block0, 3, bias, y); break;
+    case 2: vnni_tile(plan, row0, block0, 2, bias, y); break;
+    default: vnni_tile(plan, row0, block0, 1, bias, y); break;
+    }
+}
+
+static void run_vnni(const run_plan *plan, const float *bias, float *y) {
     int64_t row_tiles = (plan->rows + VNNI_ROWS - 1) / VNNI_ROWS;
     int column_tiles = (plan->p->blocks + VNNI_BLOCKS - 1) / VNNI_BLOCKS;
     // column tiles outer: a thread's consecutive tiles share their weights (up to ~0.7 MB) in cache
     #pragma omp parallel for collapse(2) schedule(static)
     for (int ct = 0; ct < column_tiles; ct++)
-        for (int64_t rt = 0; rt < row_tiles; rt++) {
-            int block0 = ct * VNNI_BLOCKS, nblocks = plan->p->blocks - block0;
-            int64_t row0 = rt * VNNI_ROWS;
-            switch (nblocks >= VNNI_BLOCKS ? VNNI_BLOCKS : nblocks) {
-            case 4: vnni_tile(plan, row0, block0, 4, bias, y); break;
-            case 3: vnni_tile(plan, row0, block0, 3, bias, y); break;
-            case 2: vnni_tile(plan, row0, block0, 2, bias, y); break;
-            default: vnni_tile(plan, row0, block0, 1, bias, y); break;
-            }
-        }
+        for (int64_t rt = 0; rt < row_tiles; rt++)
+            vnni_column_tile(plan, rt * VNNI_ROWS, ct * VNNI_BLOCKS, bias, y);
 }
 
 // ---- AVX2 --------------------------------------------------------------------------------------
@@ -257,7 +263,7 @@ VNNI_TARGET static void run_vnni(const run_plan *plan, const float *bias, float 
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 
 // Rows [row0, row0 + 4) x one block of 16 channels (two ymm per row).
-AVX2_TARGET static void avx2_tile(const run_plan *plan, int64_t row0, int block, const float *bias,
+AVX2_TARGET __attribute__((noinline)) static void avx2_tile(const run_plan *plan, int64_t row0, int block, const float *bias,
                                   float *y) {
     const int8_packed *p = plan->p;
     const uint8_t *rows[AVX2_ROWS];
