@@ -320,6 +320,65 @@ static int count_names(const char *const *names) {
     return n;
 }
 
+// The same int8 model gives bit-identical images with every int8 kernel this CPU runs (ours with
+// VNNI, oneDNN's where VNNI is present, ours with AVX2 by hiding VNNI) and with 1 and 2 threads.
+// LCM_TUNE=off: the float layers' kernels then do not depend on what a measurement found.
+static void check_kernels_agree(const char *qdir, const char *golden_dir, const char *name) {
+    char path[1400];
+    test_path(path, sizeof path, "%s/%s", golden_dir, name);
+    st_file *golden = NULL;
+    CHECK_OK(st_open(path, &golden));
+    if (!golden) return;
+    cJSON *info = golden_info(golden);
+    lcm_request r;
+    golden_request(info, &r);
+    struct {
+        const char *kernel, *label;
+        bool hide_vnni, needs_vnni;
+    } runs[] = {{"ours", "ours VNNI", false, true}, {"onednn", "oneDNN", false, true}, {"ours", "ours AVX2", true, false}};
+    setenv("LCM_TUNE", "off", 1);
+    lcm_result *first = NULL;
+    const char *first_label = "";
+    int compared = 0;
+    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+        if (runs[k].needs_vnni && !cpu_has_vnni()) continue;
+        setenv("LCM_INT8_KERNELS", runs[k].kernel, 1);
+        cpu_hide_vnni(runs[k].hide_vnni);
+        for (int threads = 1; threads <= 2; threads++) {
+            lcm_pipeline_options options;
+            lcm_pipeline_options_init(&options);
+            options.threads = threads;
+            lcm_pipeline *p = NULL;
+            lcm_result *result = NULL;
+            CHECK_OK(lcm_pipeline_open(qdir, &options, &p));
+            if (p) CHECK_OK(lcm_generate(p, &r, &result));
+            lcm_pipeline_close(p);
+            if (!result) continue;
+            if (!first) {
+                first = result;
+                first_label = runs[k].label;
+                continue;
+            }
+            const lcm_image *a = &first->images[0], *b = &result->images[0];
+            bool same = a->width == b->width && a->height == b->height &&
+                        !memcmp(a->rgb, b->rgb, (size_t)a->width * (size_t)a->height * 3);
+            CHECK(same, "int8 %s: %s with %d thread(s) gives another image than %s with 1 thread", name,
+                  runs[k].label, threads, first_label);
+            compared++;
+            lcm_result_free(result);
+        }
+        cpu_hide_vnni(false);
+    }
+    fprintf(stderr, "int8 %s: %d runs (int8 kernels x 1 and 2 threads) bit-identical to %s with 1 thread\n",
+            name, compared, first_label);
+    CHECK(compared >= 1, "int8 kernels: nothing compared");
+    unsetenv("LCM_INT8_KERNELS");
+    unsetenv("LCM_TUNE");
+    lcm_result_free(first);
+    cJSON_Delete(info);
+    st_close(golden);
+}
+
 typedef struct quantize_config {
     const char *label, *method;
     bool compress_weights, vae, symmetric;
@@ -328,7 +387,8 @@ typedef struct quantize_config {
 
 static void quantize_case(const char *model, const char *golden_dir, char **names, int n,
                           const char *calibration) {
-    // minmax through the reference int8 path, percentile through the int8 kernels, so both run on
+    // minmax through the reference int8 path, percentile through the int8 kernels (ours by default;
+    // check_kernels_agree runs the others), so both run on
     // every CPU; --compress-weights exercises the 8-bit text encoder and VAE weights, --vae the int8
     // decoder (on both paths).
     const quantize_config configs[] = {
@@ -392,6 +452,8 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
         double psnr, ssim;
         generate_cases(qdir, golden_dir, names, n, cfg->label, &psnr, &ssim);
         unsetenv("LCM_INT8_KERNELS");
+        // the int8 UNet and int8 decoder through every int8 kernel
+        if (o.vae && !strcmp(cfg->int8_kernels, "1")) check_kernels_agree(qdir, golden_dir, names[0]);
         double min_psnr = o.vae ? MIN_PSNR_WITH_VAE : MIN_PSNR, min_ssim = o.vae ? MIN_SSIM_WITH_VAE : MIN_SSIM;
         CHECK(psnr < MAX_PSNR, "int8 %s: PSNR %.2f dB: the images did not change at all", cfg->label, psnr);
         CHECK(psnr >= min_psnr && ssim >= min_ssim, "int8 %s: worst PSNR %.2f dB (min %.1f), SSIM %.4f (min %.3f)",
