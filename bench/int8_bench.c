@@ -2,6 +2,8 @@
 // ours with VNNI, ours with AVX2 (VNNI hidden), oneDNN's u8 x s8 (where the CPU has VNNI),
 // interleaved so that a noisy machine slows them alike.
 //
+// (ours with AMX too where the CPU has it: the AMX tiles where the layer fits them, else VNNI)
+//
 //   int8_bench [--cpu-time] [--repeat 5] [--only NAME] [--avx2-schemes]
 //
 // For each shape and kernel, the median time of one whole layer forward (quantizing the float
@@ -43,7 +45,7 @@ static const shape shapes[] = {
 typedef struct kernel {
     const char *name;
     int8_kernel choice;
-    bool hide_vnni;
+    bool hide_vnni, hide_amx;
 } kernel;
 
 // ---- AVX2 schemes side by side (--avx2-schemes) ------------------------------------------------
@@ -163,13 +165,14 @@ int main(int argc, char **argv) {
         compare_avx2_schemes(repeat, clock);
         return 0;
     }
-    kernel kernels[3];
+    kernel kernels[4];
     int nk = 0;
+    if (int8_amx_usable()) kernels[nk++] = (kernel){"ours-amx", INT8_KERNEL_OURS, false, false};
     if (cpu_has_vnni()) {
-        kernels[nk++] = (kernel){"ours-vnni", INT8_KERNEL_OURS, false};
-        kernels[nk++] = (kernel){"onednn", INT8_KERNEL_ONEDNN, false};
+        kernels[nk++] = (kernel){"ours-vnni", INT8_KERNEL_OURS, false, true};
+        kernels[nk++] = (kernel){"onednn", INT8_KERNEL_ONEDNN, false, true};
     }
-    kernels[nk++] = (kernel){"ours-avx2", INT8_KERNEL_OURS, true};
+    kernels[nk++] = (kernel){"ours-avx2", INT8_KERNEL_OURS, true, true};
     printf("CPU: %s (%s), %d thread(s), %s time, median of %d\n", cpu_features_get()->name,
            cpu_feature_list(), omp_get_max_threads(), cpu_time ? "CPU" : "wall", repeat);
     unsigned state = 7;
@@ -193,8 +196,8 @@ int main(int argc, char **argv) {
         int64_t oh = sh->kernel ? (sh->size + 2 * sh->padding - k) / sh->stride + 1 : sh->size;
         int64_t ow = sh->kernel ? (sh->size + 2 * sh->padding - k) / sh->stride + 1 : 1;
         double ops = 2.0 * (double)oh * (double)ow * (double)wn;
-        int8_layer *layers[3] = {0};
-        double times[3][100];
+        int8_layer *layers[4] = {0};
+        double times[4][100];
         for (int i = 0; i < nk; i++)
             if (int8_layer_new_s8(w, scales, sh->in, sh->out, sh->kernel, sh->stride, sh->padding, 0.05f, 100,
                                   kernels[i].choice, &layers[i]) != LCM_OK)
@@ -203,6 +206,7 @@ int main(int argc, char **argv) {
             for (int i = 0; i < nk; i++) {
                 if (!layers[i]) continue;
                 cpu_hide_vnni(kernels[i].hide_vnni);
+                if (!kernels[i].hide_vnni) cpu_hide_amx(kernels[i].hide_amx);
                 double t0 = bench_seconds(clock);
                 tensor *y = int8_layer_forward(layers[i], x, bias);
                 double t = bench_seconds(clock) - t0;

@@ -22,6 +22,7 @@
 #include "models/vae.h"
 #include "ops/backend.h"
 #include "ops/cpu.h"
+#include "ops/int8_gemm.h"
 #include "ops/kernel_family.h"
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
@@ -334,16 +335,20 @@ static void check_kernels_agree(const char *qdir, const char *golden_dir, const 
     golden_request(info, &r);
     struct {
         const char *kernel, *label;
-        bool hide_vnni, needs_vnni;
-    } runs[] = {{"ours", "ours VNNI", false, true}, {"onednn", "oneDNN", false, true}, {"ours", "ours AVX2", true, false}};
+        bool hide_vnni, hide_amx, needs_vnni, needs_amx;
+    } runs[] = {{"ours", "ours AMX", false, false, true, true},
+                {"ours", "ours VNNI", false, true, true, false},
+                {"onednn", "oneDNN", false, true, true, false},
+                {"ours", "ours AVX2", true, true, false, false}};
     setenv("LCM_TUNE", "off", 1);
     lcm_result *first = NULL;
     const char *first_label = "";
     int compared = 0;
     for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
-        if (runs[k].needs_vnni && !cpu_has_vnni()) continue;
+        if ((runs[k].needs_vnni && !cpu_has_vnni()) || (runs[k].needs_amx && !int8_amx_usable())) continue;
         setenv("LCM_INT8_KERNELS", runs[k].kernel, 1);
         cpu_hide_vnni(runs[k].hide_vnni);
+        if (!runs[k].hide_vnni) cpu_hide_amx(runs[k].hide_amx);
         for (int threads = 1; threads <= 2; threads++) {
             lcm_pipeline_options options;
             lcm_pipeline_options_init(&options);

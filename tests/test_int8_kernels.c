@@ -43,23 +43,31 @@ static const layer_case cases[] = {
     {320, 48, 0, 1, 0, 13, 1, 1, 0},  // linear, wide input
     {128, 32, 3, 1, 1, 1, 6, 6, 1},   // extreme values: pair sums 2 * 255 * 127 > 32767
     {128, 32, 0, 1, 0, 7, 1, 1, 1},
+    {64, 40, 3, 1, 1, 2, 5, 7, 0},    // AMX: two images, a partial last block
+    {128, 24, 1, 1, 0, 2, 4, 9, 0},   // AMX: 1x1 over two images
 };
 
 // The kernels this CPU can run, each as (name, choice, hide VNNI).
 typedef struct kernel_run {
     const char *name;
     int8_kernel choice;
-    bool hide_vnni;
+    bool hide_vnni, hide_amx;
 } kernel_run;
 
-static int kernel_runs(kernel_run runs[3]) {
+static int kernel_runs(kernel_run runs[4]) {
     int n = 0;
+    if (int8_amx_usable()) runs[n++] = (kernel_run){"ours AMX", INT8_KERNEL_OURS, false, false};
     if (cpu_has_vnni()) {
-        runs[n++] = (kernel_run){"ours VNNI", INT8_KERNEL_OURS, false};
-        runs[n++] = (kernel_run){"oneDNN VNNI", INT8_KERNEL_ONEDNN, false};
+        runs[n++] = (kernel_run){"ours VNNI", INT8_KERNEL_OURS, false, true};
+        runs[n++] = (kernel_run){"oneDNN VNNI", INT8_KERNEL_ONEDNN, false, true};
     }
-    runs[n++] = (kernel_run){"ours AVX2", INT8_KERNEL_OURS, true};
+    runs[n++] = (kernel_run){"ours AVX2", INT8_KERNEL_OURS, true, true};
     return n;
+}
+
+static void show_kernel(const kernel_run *run) {
+    cpu_hide_vnni(run->hide_vnni);
+    if (!run->hide_vnni) cpu_hide_amx(run->hide_amx);
 }
 
 static void test_case(const layer_case *lc) {
@@ -97,14 +105,24 @@ static void test_case(const layer_case *lc) {
     snprintf(what, sizeof what, "%s %d->%d k%d s%d p%d on %dx%lldx%lld%s", lc->kernel ? "conv" : "linear",
              lc->in, lc->out, lc->kernel, lc->stride, lc->padding, lc->n, (long long)h, (long long)w,
              lc->extreme ? " (extreme values)" : "");
-    kernel_run runs[3];
+    kernel_run runs[4];
     int nruns = kernel_runs(runs);
     for (int r = 0; r < nruns; r++) {
         int8_layer *layer = NULL;
         CHECK_OK(int8_layer_new_s8(weight, scales, lc->in, lc->out, lc->kernel, lc->stride, lc->padding,
                                    input_scale, zp, runs[r].choice, &layer));
         if (!layer) continue;
-        cpu_hide_vnni(runs[r].hide_vnni);
+        show_kernel(&runs[r]);
+        // which of our kernels runs this shape now (the AMX run must really run AMX where it fits)
+        const char *isa_name = "";
+        int8_packed probe;
+        if (int8_packed_init(&probe, &shape, weight, scales, input_scale, zp) == LCM_OK) {
+            int8_isa isa = int8_gemm_isa(&probe, INT8_ISA_AUTO);
+            isa_name = isa == INT8_ISA_AMX ? "AMX" : isa == INT8_ISA_VNNI ? "VNNI" : "AVX2";
+            if (!runs[r].hide_amx)
+                CHECK(isa == INT8_ISA_AMX || !int8_amx_fits(&probe), "%s: AMX fits but %s runs", what, isa_name);
+            int8_packed_free(&probe);
+        }
         for (int threads = 1; threads <= 2; threads++) {
             omp_set_num_threads(threads);
             for (int form = 0; form < (lc->kernel ? 2 : 1); form++) {
@@ -128,8 +146,8 @@ static void test_case(const layer_case *lc) {
         bool ran_onednn = int8_layer_impl(layer)[0] != 0;
         CHECK(ran_onednn == (runs[r].choice == INT8_KERNEL_ONEDNN), "%s: %s ran %s", what, runs[r].name,
               ran_onednn ? int8_layer_impl(layer) : "ours");
-        fprintf(stderr, "int8 %s: %s (%s) equals the reference bit for bit with 1 and 2 threads\n", what,
-                runs[r].name, ran_onednn ? int8_layer_impl(layer) : "int8_gemm");
+        fprintf(stderr, "int8 %s: %s (%s%s) equals the reference bit for bit with 1 and 2 threads\n", what,
+                runs[r].name, ran_onednn ? int8_layer_impl(layer) : "int8_gemm ", ran_onednn ? "" : isa_name);
         cpu_hide_vnni(false);
         int8_layer_free(layer);
     }

@@ -88,6 +88,12 @@ void cpu_hide_avx512(bool hide) {
 void cpu_hide_vnni(bool hide) {
     cpu_features_get();
     features.avx512_vnni = !hide && detected.avx512_vnni && features.avx512;
+    features.amx = !hide && detected.amx && features.avx512;
+}
+
+void cpu_hide_amx(bool hide) {
+    cpu_features_get();
+    features.amx = !hide && detected.amx && features.avx512;
 }
 
 bool cpu_has_avx2_fma(void) { return cpu_features_get()->avx2_fma; }

@@ -33,10 +33,13 @@ bool cpu_has_vnni(void);        // the above plus AVX512-VNNI
 // without AVX-512.
 void cpu_hide_avx512(bool hide);
 
-// For tests: hides VNNI alone (true) or shows it again where it is not otherwise hidden (false),
-// so that one process can compare the int8 kernels' VNNI and AVX2 paths with everything else the
-// same. Not thread-safe.
+// For tests: hides VNNI and AMX (true) or shows them again where they are not otherwise hidden
+// (false), so that one process can compare the int8 kernels' VNNI or AMX paths with the AVX2 one
+// with everything else the same. Not thread-safe.
 void cpu_hide_vnni(bool hide);
+// For tests: hides AMX alone (true) or shows it again (false), to compare the int8 kernels' AMX
+// and VNNI paths. Not thread-safe.
+void cpu_hide_amx(bool hide);
 
 // "avx2 fma avx512 avx512_bf16 avx512_vnni amx" (what is present), for `lcm info` and the tuning
 // cache's key. Static storage.

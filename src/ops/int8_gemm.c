@@ -13,8 +13,11 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "ops/cpu.h"
@@ -25,6 +28,7 @@
 #define VNNI_ROWS 6      // output pixels per VNNI tile
 #define VNNI_BLOCKS 4    // 16-channel blocks per VNNI tile (24 accumulators)
 #define AVX2_ROWS 4      // output pixels per AVX2 tile, one block (8 ymm accumulators)
+#define AMX_ROWS 16      // output pixels per AMX tile (and k-groups per weight tile)
 
 // ---- packing -----------------------------------------------------------------------------------
 
@@ -107,13 +111,56 @@ void int8_input_geometry(const int8_packed *p, int64_t n, int64_t h, int64_t w, 
     g->out_w = (g->padded_w - s->kernel) / s->stride + 1;
 }
 
+// Pixels past the last image that the AMX tiles read (and never use): see run_amx.
+static int64_t amx_tail_pixels(const int8_packed *p, const int8_input *g) {
+    int k = p->shape.kernel ? p->shape.kernel : 1;
+    return 2 * AMX_ROWS + (k - 1) * (g->padded_w + 1);
+}
+
 int64_t int8_input_bytes(const int8_packed *p, const int8_input *g) {
-    return g->n * g->padded_h * g->padded_w * p->in_padded;
+    return (g->n * g->padded_h * g->padded_w + amx_tail_pixels(p, g)) * p->in_padded;
 }
 
 static inline uint8_t quantize_one(float x, float inverse, float zp) {
     float v = nearbyintf(x * inverse) + zp; // as fake_quantize_u8 (round half to even)
     return (uint8_t)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f);
+}
+
+// quantize_one over a contiguous run, 16 values per AVX-512 step (the same float operations:
+// roundscale to nearest-even is nearbyintf).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+quantize_run_avx512(const float *src, uint8_t *dst, int64_t count, float inverse, float zp) {
+    __m512 inv = _mm512_set1_ps(inverse), z = _mm512_set1_ps(zp), lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(src + i), inv),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, z), lo), hi);
+        _mm_storeu_si128((__m128i *)(dst + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+    for (; i < count; i++) dst[i] = quantize_one(src[i], inverse, zp);
+}
+
+__attribute__((target("avx2,fma"))) static void quantize_run_avx2(const float *src, uint8_t *dst, int64_t count,
+                                                                  float inverse, float zp) {
+    __m256 inv = _mm256_set1_ps(inverse), z = _mm256_set1_ps(zp), lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(src + i), inv),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, z), lo), hi);
+        __m256i q = _mm256_cvtps_epi32(v); // 8 x int32 in [0, 255]
+        __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(dst + i), _mm_packus_epi16(w, w));
+    }
+    for (; i < count; i++) dst[i] = quantize_one(src[i], inverse, zp);
+}
+
+static void quantize_run(const float *src, uint8_t *dst, int64_t count, float inverse, float zp) {
+    if (cpu_has_avx512()) quantize_run_avx512(src, dst, count, inverse, zp);
+    else if (cpu_has_avx2_fma()) quantize_run_avx2(src, dst, count, inverse, zp);
+    else
+        for (int64_t i = 0; i < count; i++) dst[i] = quantize_one(src[i], inverse, zp);
 }
 
 void int8_quantize_input(const int8_packed *p, const int8_input *g, const float *x, bool nchw,
@@ -134,8 +181,9 @@ void int8_quantize_input(const int8_packed *p, const int8_input *g, const float 
             }
         } else {
             const float *src = x + line * g->w * in;
-            for (int64_t i = 0; i < g->w; i++)
-                for (int64_t c = 0; c < in; c++) dst[i * cp + c] = quantize_one(src[i * in + c], inverse, zp);
+            if (cp == in) quantize_run(src, dst, g->w * in, inverse, zp); // pixels back to back
+            else
+                for (int64_t i = 0; i < g->w; i++) quantize_run(src + i * in, dst + i * cp, in, inverse, zp);
         }
     }
 }
@@ -320,14 +368,157 @@ static void run_avx2(const run_plan *plan, const float *bias, float *y) {
         for (int64_t rt = 0; rt < row_tiles; rt++) avx2_tile(plan, rt * AVX2_ROWS, b, bias, y);
 }
 
+// ---- AMX ---------------------------------------------------------------------------------------
+//
+// tdpbusd multiplies a tile of 16 pixels x 64 input bytes (u8) by a tile of 16 k-groups x 16
+// output channels x 4 (s8: exactly 16 consecutive groups of a block in the packed weights) into
+// 16 x 16 int32 sums: 16,384 products per instruction. The pixels of one tile must sit at one
+// stride from each other. For a stride-1 convolution with "same" padding that holds if the padded
+// image is read as one long row: virtual pixel q = y * padded_w + x (x < padded_w) has its taps at
+// q + ky * padded_w + kx for every q, so 16 consecutive virtual pixels are one strided load per
+// tap and 64 channels; the virtual pixels in the padding columns (x >= out_w) are computed and
+// dropped (2 / padded_w of the work), and the last tiles read past the image into the tail that
+// int8_input_bytes adds. A linear layer is one image of one row of n pixels.
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8")))
+#define AMX_STEP_BYTES (AMX_ROWS * GROUP_BYTES) // one weight tile
+
+// Linux keeps the 8 KiB tile state from a process until it asks for it.
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+static bool amx_granted;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+static void amx_ask(void) { amx_granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0; }
+
+bool int8_amx_usable(void) {
+    const cpu_features *f = cpu_features_get();
+    if (!f->amx || !f->amx_enabled) return false; // hidden with AVX-512, off with LCM_AMX=0
+    pthread_once(&amx_once, amx_ask);
+    return amx_granted;
+}
+
+bool int8_amx_fits(const int8_packed *p) {
+    const int8_shape *s = &p->shape;
+    bool one_stride = s->kernel == 0 || (s->stride == 1 && 2 * s->padding == s->kernel - 1);
+    return one_stride && p->in_padded % GROUP_BYTES == 0;
+}
+
+typedef struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} tile_config;
+
+// Tiles 0-3: the sums of two pixel tiles x two blocks; 4-5: the pixel tiles; 6-7: the weights.
+AMX_TARGET static void amx_configure(void) {
+    tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        config.bytes_per_row[t] = GROUP_BYTES;
+        config.rows[t] = AMX_ROWS;
+    }
+    _tile_loadconfig(&config);
+}
+
+// The real output pixels among the 16 virtual ones from `first` of image b, one block: the same
+// float operations as the VNNI tile's.
+VNNI_TARGET static void amx_store(const int8_packed *p, const int8_input *g, int64_t wp, int64_t b,
+                                  int64_t first, int block, const int32_t sums[AMX_ROWS][AMX_ROWS],
+                                  const float *bias, float *y) {
+    int out = p->shape.out, o0 = block * BLOCK, lanes = out - o0 < BLOCK ? out - o0 : BLOCK;
+    int64_t out_w = p->shape.kernel ? g->out_w : g->n, out_h = p->shape.kernel ? g->out_h : 1;
+    __mmask16 mask = (__mmask16)((1u << lanes) - 1);
+    __m512i zp_sum = _mm512_load_si512(p->zp_times_sum + o0);
+    __m512 scale = _mm512_load_ps(p->out_scale + o0);
+    __m512 bias_v = bias ? _mm512_maskz_loadu_ps(mask, bias + o0) : _mm512_setzero_ps();
+    int64_t oy = first / wp, ox = first % wp;
+    for (int r = 0; r < AMX_ROWS; r++, ox++) {
+        if (ox == wp) ox = 0, oy++;
+        if (oy >= out_h) break;
+        if (ox >= out_w) continue; // a padding column
+        __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(sums[r]), zp_sum));
+        v = _mm512_mul_ps(v, scale);
+        if (bias) v = _mm512_add_ps(v, bias_v);
+        _mm512_mask_storeu_ps(y + ((b * out_h + oy) * out_w + ox) * out + o0, mask, v);
+    }
+}
+
+AMX_TARGET static void run_amx(const int8_packed *p, const int8_input *g, const uint8_t *buffer,
+                               const float *bias, float *y) {
+    bool linear = p->shape.kernel == 0;
+    int k = linear ? 1 : p->shape.kernel;
+    int64_t images = linear ? 1 : g->n, wp = linear ? g->n : g->padded_w;
+    int64_t virtual_pixels = (linear ? 1 : g->out_h) * wp, pairs = (virtual_pixels + 2 * AMX_ROWS - 1) / (2 * AMX_ROWS);
+    int64_t image_bytes = g->padded_h * g->padded_w * p->in_padded, pixel_bytes = p->in_padded;
+    int64_t chunks = p->in_padded / GROUP_BYTES, block_bytes = (int64_t)p->taps * (p->in_padded / 4) * GROUP_BYTES;
+    int block_pairs = (p->blocks + 1) / 2;
+    #pragma omp parallel
+    {
+        amx_configure();
+        int32_t sums[4][AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
+        // pixel pairs inner: a thread's consecutive tasks share their weights (in L2)
+        #pragma omp for schedule(static)
+        for (int64_t task = 0; task < images * block_pairs * pairs; task++) {
+            int64_t pair = task % pairs, b = task / pairs / block_pairs;
+            int block = (int)(task / pairs % block_pairs) * 2;
+            bool two_blocks = block + 1 < p->blocks;
+            int64_t first = pair * 2 * AMX_ROWS;
+            const uint8_t *image = buffer + b * image_bytes;
+            const int8_t *w0 = p->weight + block * block_bytes, *w1 = w0 + block_bytes;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            int64_t step = 0;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    const uint8_t *a = image + (first + ky * wp + kx) * pixel_bytes;
+                    for (int64_t c = 0; c < chunks; c++, step++) {
+                        _tile_loadd(4, a + c * GROUP_BYTES, pixel_bytes);
+                        _tile_loadd(5, a + AMX_ROWS * pixel_bytes + c * GROUP_BYTES, pixel_bytes);
+                        _tile_loadd(6, w0 + step * AMX_STEP_BYTES, GROUP_BYTES);
+                        _tile_dpbusd(0, 4, 6);
+                        _tile_dpbusd(2, 5, 6);
+                        if (two_blocks) {
+                            _tile_loadd(7, w1 + step * AMX_STEP_BYTES, GROUP_BYTES);
+                            _tile_dpbusd(1, 4, 7);
+                            _tile_dpbusd(3, 5, 7);
+                        }
+                    }
+                }
+            _tile_stored(0, sums[0], AMX_ROWS * 4);
+            _tile_stored(2, sums[2], AMX_ROWS * 4);
+            amx_store(p, g, wp, b, first, block, sums[0], bias, y);
+            amx_store(p, g, wp, b, first + AMX_ROWS, block, sums[2], bias, y);
+            if (two_blocks) {
+                _tile_stored(1, sums[1], AMX_ROWS * 4);
+                _tile_stored(3, sums[3], AMX_ROWS * 4);
+                amx_store(p, g, wp, b, first, block + 1, sums[1], bias, y);
+                amx_store(p, g, wp, b, first + AMX_ROWS, block + 1, sums[3], bias, y);
+            }
+        }
+        _tile_release();
+    }
+}
+
+int8_isa int8_gemm_isa(const int8_packed *p, int8_isa asked) {
+    if ((asked == INT8_ISA_AUTO || asked == INT8_ISA_AMX) && int8_amx_fits(p) && int8_amx_usable())
+        return INT8_ISA_AMX;
+    if (asked == INT8_ISA_AUTO || asked == INT8_ISA_AMX) return cpu_has_vnni() ? INT8_ISA_VNNI : INT8_ISA_AVX2;
+    return asked;
+}
+
 void int8_gemm_run(const int8_packed *p, const int8_input *g, const uint8_t *buffer,
                    const float *bias, int8_isa isa, float *y) {
     run_plan plan;
     plan_init(&plan, p, g, buffer);
     if (plan.rows == 0) return;
-    if (isa == INT8_ISA_AUTO) isa = cpu_has_vnni() ? INT8_ISA_VNNI : INT8_ISA_AVX2;
-    if (isa == INT8_ISA_VNNI) run_vnni(&plan, bias, y);
-    else run_avx2(&plan, bias, y);
+    switch (int8_gemm_isa(p, isa)) {
+    case INT8_ISA_AMX: run_amx(p, g, buffer, bias, y); break;
+    case INT8_ISA_VNNI: run_vnni(&plan, bias, y); break;
+    default: run_avx2(&plan, bias, y); break;
+    }
 }
 
 // ---- the reference -----------------------------------------------------------------------------

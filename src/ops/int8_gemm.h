@@ -9,6 +9,10 @@
 // oneDNN's VNNI kernels give the same bits; int8_reference_run is the plain-C definition.
 //
 // Kernels:
+//  - AMX (Sapphire Rapids and later): tdpbusd, 16 pixels x 16 channels x 64 inputs per
+//    instruction, on stride-1 convolutions with "same" padding and linear layers whose inputs are
+//    a multiple of 64 (every UNet and VAE layer but the first and the downsamplers); see the AMX
+//    section of int8_gemm.c.
 //  - AVX-512 VNNI: vpdpbusd sums four u8 x s8 products into int32 directly; a register tile of 6
 //    output pixels x 64 output channels (24 zmm accumulators). The zero point is taken out once per
 //    output channel: sum (q_x - zp) w = sum q_x w - zp * sum w.
@@ -70,10 +74,22 @@ void int8_quantize_input(const int8_packed *p, const int8_input *g, const float 
                          float input_scale, uint8_t *buffer);
 
 typedef enum int8_isa {
-    INT8_ISA_AUTO = 0, // VNNI where the CPU has it (cpu_has_vnni), else AVX2
+    INT8_ISA_AUTO = 0, // AMX where the CPU has it and the layer fits it, else VNNI, else AVX2
     INT8_ISA_VNNI,
     INT8_ISA_AVX2,
+    INT8_ISA_AMX,      // AMX where it can run the layer, else as AUTO
 } int8_isa;
+
+// Whether the AMX tiles can run here: the CPU has AMX-TILE and AMX-INT8 (not hidden with
+// AVX-512, not turned off with LCM_AMX=0) and Linux granted the process the tile state (asked
+// once, arch_prctl ARCH_REQ_XCOMP_PERM).
+bool int8_amx_usable(void);
+// Whether the AMX kernel takes layer p: a linear layer, or a stride-1 convolution with "same"
+// padding; input channels a multiple of 64 (in_padded).
+bool int8_amx_fits(const int8_packed *p);
+
+// The kernel int8_gemm_run runs for layer p when `asked` (never AUTO) on this CPU as cpu.h shows it.
+int8_isa int8_gemm_isa(const int8_packed *p, int8_isa asked);
 
 // y [n * out_h * out_w, out] from the quantized buffer; bias [out] or NULL. Threads over OpenMP;
 // the result does not depend on the thread count or the ISA.
