@@ -410,7 +410,7 @@ typedef struct tile_config {
 } tile_config;
 
 // Tiles 0-3: the sums of two pixel tiles x two blocks; 4-5: the pixel tiles; 6-7: the weights.
-AMX_TARGET static void amx_configure(void) {
+AMX_TARGET __attribute__((noinline)) static void amx_configure(void) {
     tile_config config;
     memset(&config, 0, sizeof config);
     config.palette = 1;
@@ -418,6 +418,9 @@ AMX_TARGET static void amx_configure(void) {
         config.bytes_per_row[t] = GROUP_BYTES;
         config.rows[t] = AMX_ROWS;
     }
+    // GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the configuration, so the
+    // stores to the rest could be dropped as dead: make them visible first.
+    __asm__ volatile("" : : "r"(&config) : "memory");
     _tile_loadconfig(&config);
 }
 
@@ -444,61 +447,86 @@ VNNI_TARGET static void amx_store(const int8_packed *p, const int8_input *g, int
     }
 }
 
-AMX_TARGET static void run_amx(const int8_packed *p, const int8_input *g, const uint8_t *buffer,
-                               const float *bias, float *y) {
+// What run_amx's tasks share.
+typedef struct amx_plan {
+    const int8_packed *p;
+    const int8_input *g;
+    const uint8_t *buffer;
+    const float *bias;
+    float *y;
+    int k;                  // kernel side (1 for linear)
+    int64_t wp;             // virtual pixels per padded row
+    int64_t pairs;          // pairs of pixel tiles per image
+    int64_t image_bytes, chunks, block_bytes;
+    int block_pairs;
+} amx_plan;
+
+// One task: a pair of pixel tiles x a pair of blocks (or one) of image b. A function of its own
+// with the AMX target, called from a plain OpenMP loop: clang does not give an outlined loop body
+// its function's target attribute.
+AMX_TARGET __attribute__((noinline)) static void amx_task(const amx_plan *plan, int64_t task,
+                                                        int32_t sums[4][AMX_ROWS][AMX_ROWS]) {
+    const int8_packed *p = plan->p;
+    int64_t pair = task % plan->pairs, b = task / plan->pairs / plan->block_pairs;
+    int block = (int)(task / plan->pairs % plan->block_pairs) * 2;
+    bool two_blocks = block + 1 < p->blocks;
+    int64_t first = pair * 2 * AMX_ROWS, pixel_bytes = p->in_padded, wp = plan->wp;
+    const uint8_t *image = plan->buffer + b * plan->image_bytes;
+    const int8_t *w0 = p->weight + block * plan->block_bytes, *w1 = w0 + plan->block_bytes;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    int64_t step = 0;
+    for (int ky = 0; ky < plan->k; ky++)
+        for (int kx = 0; kx < plan->k; kx++) {
+            const uint8_t *a = image + (first + ky * wp + kx) * pixel_bytes;
+            for (int64_t c = 0; c < plan->chunks; c++, step++) {
+                _tile_loadd(4, a + c * GROUP_BYTES, pixel_bytes);
+                _tile_loadd(5, a + AMX_ROWS * pixel_bytes + c * GROUP_BYTES, pixel_bytes);
+                _tile_loadd(6, w0 + step * AMX_STEP_BYTES, GROUP_BYTES);
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(2, 5, 6);
+                if (two_blocks) {
+                    _tile_loadd(7, w1 + step * AMX_STEP_BYTES, GROUP_BYTES);
+                    _tile_dpbusd(1, 4, 7);
+                    _tile_dpbusd(3, 5, 7);
+                }
+            }
+        }
+    _tile_stored(0, sums[0], AMX_ROWS * 4);
+    _tile_stored(2, sums[2], AMX_ROWS * 4);
+    amx_store(p, plan->g, wp, b, first, block, sums[0], plan->bias, plan->y);
+    amx_store(p, plan->g, wp, b, first + AMX_ROWS, block, sums[2], plan->bias, plan->y);
+    if (two_blocks) {
+        _tile_stored(1, sums[1], AMX_ROWS * 4);
+        _tile_stored(3, sums[3], AMX_ROWS * 4);
+        amx_store(p, plan->g, wp, b, first, block + 1, sums[1], plan->bias, plan->y);
+        amx_store(p, plan->g, wp, b, first + AMX_ROWS, block + 1, sums[3], plan->bias, plan->y);
+    }
+}
+
+AMX_TARGET __attribute__((noinline)) static void amx_release(void) { _tile_release(); }
+
+static void run_amx(const int8_packed *p, const int8_input *g, const uint8_t *buffer, const float *bias,
+                    float *y) {
     bool linear = p->shape.kernel == 0;
-    int k = linear ? 1 : p->shape.kernel;
-    int64_t images = linear ? 1 : g->n, wp = linear ? g->n : g->padded_w;
-    int64_t virtual_pixels = (linear ? 1 : g->out_h) * wp, pairs = (virtual_pixels + 2 * AMX_ROWS - 1) / (2 * AMX_ROWS);
-    int64_t image_bytes = g->padded_h * g->padded_w * p->in_padded, pixel_bytes = p->in_padded;
-    int64_t chunks = p->in_padded / GROUP_BYTES, block_bytes = (int64_t)p->taps * (p->in_padded / 4) * GROUP_BYTES;
-    int block_pairs = (p->blocks + 1) / 2;
+    amx_plan plan = {.p = p, .g = g, .buffer = buffer, .bias = bias, .y = y, .k = linear ? 1 : p->shape.kernel,
+                     .wp = linear ? g->n : g->padded_w,
+                     .image_bytes = g->padded_h * g->padded_w * p->in_padded,
+                     .chunks = p->in_padded / GROUP_BYTES,
+                     .block_bytes = (int64_t)p->taps * (p->in_padded / 4) * GROUP_BYTES,
+                     .block_pairs = (p->blocks + 1) / 2};
+    int64_t images = linear ? 1 : g->n, virtual_pixels = (linear ? 1 : g->out_h) * plan.wp;
+    plan.pairs = (virtual_pixels + 2 * AMX_ROWS - 1) / (2 * AMX_ROWS);
     #pragma omp parallel
     {
         amx_configure();
         int32_t sums[4][AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
         // pixel pairs inner: a thread's consecutive tasks share their weights (in L2)
         #pragma omp for schedule(static)
-        for (int64_t task = 0; task < images * block_pairs * pairs; task++) {
-            int64_t pair = task % pairs, b = task / pairs / block_pairs;
-            int block = (int)(task / pairs % block_pairs) * 2;
-            bool two_blocks = block + 1 < p->blocks;
-            int64_t first = pair * 2 * AMX_ROWS;
-            const uint8_t *image = buffer + b * image_bytes;
-            const int8_t *w0 = p->weight + block * block_bytes, *w1 = w0 + block_bytes;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            int64_t step = 0;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++) {
-                    const uint8_t *a = image + (first + ky * wp + kx) * pixel_bytes;
-                    for (int64_t c = 0; c < chunks; c++, step++) {
-                        _tile_loadd(4, a + c * GROUP_BYTES, pixel_bytes);
-                        _tile_loadd(5, a + AMX_ROWS * pixel_bytes + c * GROUP_BYTES, pixel_bytes);
-                        _tile_loadd(6, w0 + step * AMX_STEP_BYTES, GROUP_BYTES);
-                        _tile_dpbusd(0, 4, 6);
-                        _tile_dpbusd(2, 5, 6);
-                        if (two_blocks) {
-                            _tile_loadd(7, w1 + step * AMX_STEP_BYTES, GROUP_BYTES);
-                            _tile_dpbusd(1, 4, 7);
-                            _tile_dpbusd(3, 5, 7);
-                        }
-                    }
-                }
-            _tile_stored(0, sums[0], AMX_ROWS * 4);
-            _tile_stored(2, sums[2], AMX_ROWS * 4);
-            amx_store(p, g, wp, b, first, block, sums[0], bias, y);
-            amx_store(p, g, wp, b, first + AMX_ROWS, block, sums[2], bias, y);
-            if (two_blocks) {
-                _tile_stored(1, sums[1], AMX_ROWS * 4);
-                _tile_stored(3, sums[3], AMX_ROWS * 4);
-                amx_store(p, g, wp, b, first, block + 1, sums[1], bias, y);
-                amx_store(p, g, wp, b, first + AMX_ROWS, block + 1, sums[3], bias, y);
-            }
-        }
-        _tile_release();
+        for (int64_t task = 0; task < images * plan.block_pairs * plan.pairs; task++) amx_task(&plan, task, sums);
+        amx_release();
     }
 }
 
