@@ -18,6 +18,7 @@
 #include "io/weights.h"
 #include "ops/cpu.h"
 #include "ops/backend.h"
+#include "ops/int8_gemm.h"
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
@@ -48,7 +49,9 @@ void quantize_model_options_init(quantize_model_options *o) {
 const char *quantize_model_int8_kernel(const ops_backend *b) {
     if (b->kernels == KERNELS_FAST && b->int8_kernels)
         return int8_kernel_for_cpu(b->int8_kernel) == INT8_KERNEL_ONEDNN ? "oneDNN int8 kernels, VNNI"
-               : cpu_has_vnni() ? "int8 kernels, VNNI" : "int8 kernels, AVX2";
+               : int8_amx_usable() ? "int8 kernels, AMX where a layer fits, else VNNI"
+               : cpu_has_vnni()    ? "int8 kernels, VNNI"
+                                   : "int8 kernels, AVX2";
     return "reference kernels: dequantized weights, fake-quantized inputs";
 }
 
