@@ -44,7 +44,9 @@ typedef struct lcm_pipeline lcm_pipeline;
 
 // Arithmetic of the UNet/VAE/text-encoder kernels. fp32 reproduces the reference library; bf16
 // holds weights in bfloat16 and accumulates in fp32 (half the memory, about twice the speed on
-// CPUs with AVX512-BF16). A quantized (int8) model folder runs int8 whatever is chosen here.
+// CPUs with AVX512-BF16). A quantized (int8) model folder runs int8 whatever is chosen here; its
+// attention (between the int8 projections) computes in bf16 where the CPU has AVX512-BF16 and in
+// fp32 elsewhere, so an int8 model's images differ between CPUs with and without AVX512-BF16.
 typedef enum lcm_precision {
     LCM_PRECISION_FP32 = 0,
     LCM_PRECISION_BF16 = 1,

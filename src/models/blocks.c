@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "ops/attention.h"
 #include "ops/backend.h"
+#include "ops/layer_quant.h"
 #include "ops/resample.h"
 
 // "PREFIX.name" into buf, failing (not truncating) when it does not fit.
@@ -100,6 +101,27 @@ tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *tem
 
 // ---- Attention -------------------------------------------------------------------------------
 
+// Whether `lcm quantize` made any of the layer's projections an 8-bit linear (its input
+// parameters are in the weights).
+static bool attention_projections_are_8bit(const attention_layer *a) {
+    const linear *projections[] = {&a->to_q, &a->to_k, &a->to_v, &a->to_out};
+    for (int i = 0; i < 4; i++)
+        if (projections[i]->quant && projections[i]->quant->quantize_input) return true;
+    return false;
+}
+
+// The attention of an 8-bit model (issue 19: its Q·Kᵀ and P·V "stay bf16/fp32", the projections
+// being int8 linears) computes in bf16 wherever the flash kernel's AVX512-BF16 path runs, and in
+// fp32 elsewhere, whatever precision the pipeline was opened with. A rule on the CPU's
+// instructions, not a measurement as for bf16 models (backend_attention_precision): an int8
+// model's image may then differ between CPUs with and without AVX512-BF16, but never between two
+// runs, thread counts or int8 kernels on one CPU. Reference kernels keep fp32 (they define it).
+static lcm_precision attention_precision_8bit(const ops_backend *backend) {
+    if (backend->kernels == KERNELS_REFERENCE || !attention_flash_available(LCM_PRECISION_BF16))
+        return LCM_PRECISION_FP32;
+    return LCM_PRECISION_BF16;
+}
+
 lcm_status attention_layer_load(attention_layer *a, const ops_backend *backend,
                                 const weight_set *ws, const char *prefix,
                                 int query_dim, int context_dim, int heads, int head_dim,
@@ -118,6 +140,7 @@ lcm_status attention_layer_load(attention_layer *a, const ops_backend *backend,
                              context_rows));
     LCM_TRY(key(name, sizeof name, prefix, "to_out.0"));
     LCM_TRY(linear_load(&a->to_out, backend, ws, name, inner, query_dim, true));
+    if (attention_projections_are_8bit(a)) a->precision = attention_precision_8bit(backend);
     return LCM_OK;
 }
 

@@ -57,7 +57,9 @@ tensor *resnet_block_forward(const resnet_block *b, tensor *x, const tensor *tem
 
 typedef struct attention_layer {
     int heads;
-    lcm_precision precision; // of the product of queries and keys and of the weighted sum
+    // Of the product of queries and keys and of the weighted sum: backend_attention_precision's
+    // (bf16 models), or for 8-bit projections bf16 where the CPU has AVX512-BF16 (blocks.c).
+    lcm_precision precision;
     linear to_q, to_k, to_v, to_out;
 } attention_layer;
 
