@@ -13,12 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "adapt/quantize.h"
 #include "core/error.h"
 #include "golden.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
+#include "io/safetensors_write.h"
 #include "io/weights.h"
 #include "models/vae.h"
 #include "ops/ops.h"
@@ -212,6 +215,162 @@ static void test_text_encoder(const char *model_dir, const char *golden_path) {
     model_folder_close(&folder);
 }
 
+// ---- a text encoder stored in 8 bits ---------------------------------------------------------
+
+// The tensors of one safetensors file being written from a weight set: each entry's values come
+// from the set's tensor `source[i]`, as float32 (F32 entries), as s8 integers (I8 entries, with
+// is_scale false) or as the per-output-channel scales of those (is_scale).
+typedef struct rewrite {
+    const weight_set *ws;
+    const char **source;
+    bool *is_scale;
+    st_write_entry *entries;
+} rewrite;
+
+static lcm_status fill_rewrite(void *user, size_t index, float *out, int64_t numel) {
+    const rewrite *r = user;
+    float *values = NULL;
+    LCM_TRY(weight_set_load_f32(r->ws, r->source[index], -1, NULL, &values));
+    const st_write_entry *e = &r->entries[index];
+    if (e->dtype == ST_I8 || r->is_scale[index]) { // quantized as lcm quantize --compress-weights
+        int64_t rows = e->dtype == ST_I8 ? e->shape[0] : numel, total = 0;
+        const st_tensor *t = weight_set_find(r->ws, r->source[index], NULL);
+        total = t ? t->numel : 0;
+        int8_t *q = malloc((size_t)total);
+        float *scales = malloc(sizeof *scales * (size_t)rows);
+        if (q && scales && total % rows == 0) {
+            quantize_weights_s8(values, rows, total / rows, q, scales);
+            for (int64_t i = 0; i < numel; i++) out[i] = e->dtype == ST_I8 ? (float)q[i] : scales[i];
+        }
+        bool ok = q && scales && total % rows == 0;
+        free(q);
+        free(scales);
+        free(values);
+        return ok ? LCM_OK : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "rewrite %s", r->source[index]);
+    }
+    memcpy(out, values, sizeof *out * (size_t)numel);
+    free(values);
+    return LCM_OK;
+}
+
+// Writes dir/text_encoder/model.safetensors from `ws`: its 2-D ".weight" tensors in 8 bits with
+// their NAME_scale beside them (quantize), or every tensor as float32 (then "_scale" tensors are
+// left out: their values are already applied by the reader).
+static lcm_status write_text_encoder(const weight_set *ws, const char *dir, bool quantize) {
+    size_t n = weight_set_count(ws), count = 0;
+    rewrite r = {.ws = ws, .source = calloc(2 * n, sizeof(char *)),
+                 .is_scale = calloc(2 * n, sizeof(bool)), .entries = calloc(2 * n, sizeof(st_write_entry))};
+    char **names = calloc(2 * n, sizeof(char *));
+    lcm_status st = r.source && r.is_scale && r.entries && names ? LCM_OK : LCM_ERR_OUT_OF_MEMORY;
+    for (size_t i = 0; st == LCM_OK && i < n; i++) {
+        const st_tensor *t = weight_set_at(ws, i);
+        size_t len = strlen(t->name);
+        if (len > 6 && !strcmp(t->name + len - 6, "_scale")) continue;
+        bool to_8bit = quantize && t->ndim == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight");
+        r.entries[count] = (st_write_entry){.name = t->name, .dtype = to_8bit ? ST_I8 : ST_F32, .ndim = t->ndim};
+        memcpy(r.entries[count].shape, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
+        r.source[count++] = t->name;
+        if (!to_8bit) continue;
+        if (!(names[count] = malloc(len + 7))) {
+            st = LCM_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        snprintf(names[count], len + 7, "%s_scale", t->name);
+        r.entries[count] = (st_write_entry){.name = names[count], .dtype = ST_F32, .ndim = 1, .shape = {t->shape[0]}};
+        r.is_scale[count] = true;
+        r.source[count++] = t->name;
+    }
+    char path[4200];
+    test_path(path, sizeof path, "%s/text_encoder/model.safetensors", dir);
+    if (st == LCM_OK) st = st_write(path, r.entries, count, fill_rewrite, &r, "pt");
+    for (size_t i = 0; names && i < 2 * n; i++) free(names[i]);
+    free(names);
+    free(r.source);
+    free(r.is_scale);
+    free(r.entries);
+    return st;
+}
+
+static void link_file(const char *from, const char *to) {
+    CHECK(symlink(from, to) == 0, "cannot link %s to %s", to, from);
+}
+
+// A folder DIR/{model_index.json, text_encoder/config.json} linked to model_dir's.
+static void make_text_encoder_folder(const char *model_dir, const char *dir) {
+    char from[4200], to[4200];
+    test_path(to, sizeof to, "%s/text_encoder", dir);
+    CHECK(mkdir(dir, 0700) == 0 && mkdir(to, 0700) == 0, "cannot create %s", to);
+    test_path(from, sizeof from, "%s/model_index.json", model_dir);
+    test_path(to, sizeof to, "%s/model_index.json", dir);
+    link_file(from, to);
+    test_path(from, sizeof from, "%s/text_encoder/config.json", model_dir);
+    test_path(to, sizeof to, "%s/text_encoder/config.json", dir);
+    link_file(from, to);
+}
+
+// A text encoder stored in 8 bits (as `lcm quantize --compress-weights` writes it) keeps no
+// float32 copies (clip_text_loads_weights_on_use) and computes, prompt after prompt and after its
+// pages were dropped, exactly what the same weights dequantized into a float32 file compute.
+static void test_text_encoder_8bit(const char *model_dir, const char *golden_path) {
+    char tmp[] = "/tmp/lcm-residency-XXXXXX", q8_dir[4200], f32_dir[4200];
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+    test_path(q8_dir, sizeof q8_dir, "%s/q8", tmp);
+    test_path(f32_dir, sizeof f32_dir, "%s/f32", tmp);
+    make_text_encoder_folder(model_dir, q8_dir);
+    make_text_encoder_folder(model_dir, f32_dir);
+    model_folder source, q8, f32;
+    weight_set *ws = NULL;
+    CHECK_OK(model_folder_open(model_dir, NULL, &source));
+    CHECK_OK(model_folder_open_weights(&source, "text_encoder", "model", &ws));
+    if (ws) CHECK_OK(write_text_encoder(ws, q8_dir, true));
+    weight_set_close(ws);
+    model_folder_close(&source);
+    ws = NULL;
+    CHECK_OK(model_folder_open(q8_dir, NULL, &q8));
+    CHECK_OK(model_folder_open_weights(&q8, "text_encoder", "model", &ws));
+    if (ws) CHECK_OK(write_text_encoder(ws, f32_dir, false)); // the dequantized values
+    weight_set_close(ws);
+    CHECK_OK(model_folder_open(f32_dir, NULL, &f32));
+
+    clip_text_model *on_use = NULL, *in_place = NULL;
+    CHECK_OK(clip_text_load(test_backend_for(LCM_PRECISION_FP32), &q8, "text_encoder", &on_use));
+    CHECK_OK(clip_text_load(test_backend_for(LCM_PRECISION_FP32), &f32, "text_encoder", &in_place));
+    st_file *golden = NULL;
+    CHECK_OK(st_open(golden_path, &golden));
+    int batch = 0, n_tokens = 0;
+    int32_t *ids = golden ? golden_ids(golden, &batch, &n_tokens) : NULL;
+    if (on_use && in_place && ids) {
+        CHECK(clip_text_loads_weights_on_use(on_use), "%s: the 8-bit text encoder keeps float32 copies", q8_dir);
+        CHECK(!clip_text_loads_weights_on_use(in_place), "%s: the float32 text encoder loads per use", f32_dir);
+        CHECK(clip_text_param_count(on_use) == clip_text_param_count(in_place), "parameter counts %lld and %lld",
+              (long long)clip_text_param_count(on_use), (long long)clip_text_param_count(in_place));
+        tensor *want = NULL;
+        CHECK_OK(clip_text_forward(in_place, ids, batch, n_tokens, &want, NULL));
+        for (int round = 0; want && round < 2; round++) {
+            tensor *got = NULL;
+            CHECK_OK(clip_text_forward(on_use, ids, batch, n_tokens, &got, NULL));
+            char what[80];
+            snprintf(what, sizeof what, "8-bit on use vs its float32 values in place, prompt %d", round + 1);
+            if (got)
+                CHECK(same_bits(what, got->data, want->data, (size_t)tensor_numel(want)),
+                      "%s: the 8-bit text encoder differs from its float32 values (prompt %d)", model_dir,
+                      round + 1);
+            tensor_free(got);
+            clip_text_release_pages(on_use);
+        }
+        tensor_free(want);
+    }
+    free(ids);
+    st_close(golden);
+    clip_text_free(on_use);
+    clip_text_free(in_place);
+    model_folder_close(&q8);
+    model_folder_close(&f32);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    CHECK(system(cmd) == 0, "cannot remove %s", tmp);
+}
+
 // vae_load_encoder_on_demand: the same parameter count and, twice, the same encoding as vae_load.
 static void test_vae_encoder_on_demand(const char *model_dir) {
     model_folder folder;
@@ -322,6 +481,7 @@ int main(void) {
             test_map_f32(model_dir);
             test_linear_mapped(model_dir);
             test_text_encoder(model_dir, golden);
+            test_text_encoder_8bit(model_dir, golden);
             encoder_cases++;
         }
         test_path(golden, sizeof golden, "%s/vae/config.json", model_dir);

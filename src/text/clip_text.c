@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/safetensors.h"
+#include "ops/backend.h"
 #include "ops/gather.h"
 #include "ops/ops.h"
 
@@ -21,13 +23,25 @@ typedef struct clip_encoder_layer {
 // place in the weight file's mapping where the file stores them as the kernels use them (float32,
 // no LoRA patch; linear_load_mapped), so clip_text_release_pages can drop them from memory between
 // prompts: a pipeline does not keep them resident while the UNet and VAE run.
+//
+// Weights stored in 8 bits (`lcm quantize --compress-weights`) cannot be used in place: held as
+// float32 copies they would stay resident at 4x their file size (about 0.5 GB for SD's encoder)
+// through the whole generation. Such a model holds nothing but the file's mapping (the 8-bit
+// values and their scales, dropped by clip_text_release_pages like mapped floats) and, in each
+// forward pass, loads the token embedding and then one encoder layer at a time, dequantized by the
+// same weight reader as a load would, and frees each right after use (`on_use`). The float32
+// values, the kernels (plain weights, sgemm, as for mapped ones) and so the results are exactly
+// those of a model holding the copies; a pass costs the dequantization of every weight once.
 struct clip_text_model {
     clip_text_config config;
     weight_set *weights;        // kept open: the weights used in place live in its mapping
     const float *token_embedding_mapped; // token_embedding's values in the mapping, or NULL
-    float *token_embedding;     // [vocab_size, hidden_size] (owned copy, or the mapped values)
+    float *token_embedding;     // [vocab_size, hidden_size] (owned copy, the mapped values, or
+                                // NULL when on_use)
     float *position_embedding;  // [max_position_embeddings, hidden_size]
-    clip_encoder_layer *layers; // [num_hidden_layers]
+    clip_encoder_layer *layers; // [num_hidden_layers]; empty (zeroed) when on_use
+    bool on_use;                // 8-bit weights: loaded per forward pass (above)
+    ops_backend backend;        // the loading backend's copy, for the loads of an on_use pass
     norm final_layer_norm;
     int64_t param_count;
 };
@@ -76,6 +90,8 @@ lcm_status clip_text_config_read(const json_config *config, clip_text_config *ou
 }
 
 // ---- weights -----------------------------------------------------------------------------------
+
+#define TOKEN_EMBEDDING "text_model.embeddings.token_embedding.weight"
 
 static void encoder_layer_free(clip_encoder_layer *l) {
     norm_free(&l->layer_norm1);
@@ -134,7 +150,7 @@ static lcm_status load_weights(const ops_backend *backend, clip_text_model *m,
                                const weight_set *ws) {
     const clip_text_config *c = &m->config;
     int64_t hidden = c->hidden_size;
-    const char *token_name = "text_model.embeddings.token_embedding.weight";
+    const char *token_name = TOKEN_EMBEDDING;
     int64_t token_shape[2] = {c->vocab_size, hidden};
     m->token_embedding_mapped = weight_set_map_f32(ws, token_name, 2, token_shape);
     if (m->token_embedding_mapped) m->token_embedding = (float *)m->token_embedding_mapped; // read only
@@ -151,6 +167,28 @@ static lcm_status load_weights(const ops_backend *backend, clip_text_model *m,
                       c->layer_norm_eps));
     m->param_count += norm_params(&m->final_layer_norm);
     return LCM_OK;
+}
+
+// Whether the encoder layers' weights are stored in 8 bits (the first layer's query projection
+// stands for all: `lcm quantize --compress-weights` writes every projection so).
+static bool stored_8bit(const weight_set *ws) {
+    char name[128];
+    const st_tensor *t = weight_set_find(ws, layer_weight(name, sizeof name, 0, "self_attn.q_proj.weight"),
+                                         NULL);
+    return t && t->dtype == ST_I8;
+}
+
+// Frees the copies an on_use model loads per forward pass (the token embedding when it is one, and
+// every encoder layer); position embedding and final norm are kept (a few hundred kilobytes).
+static void free_weights_until_use(clip_text_model *m) {
+    if (!m->token_embedding_mapped) free(m->token_embedding);
+    m->token_embedding = NULL;
+    m->token_embedding_mapped = NULL;
+    for (int i = 0; i < m->config.num_hidden_layers; i++) {
+        encoder_layer_free(&m->layers[i]);
+        m->layers[i] = (clip_encoder_layer){0};
+    }
+    m->on_use = true;
 }
 
 void clip_text_free(clip_text_model *m) {
@@ -186,8 +224,12 @@ lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder
         clip_text_free(m);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", component);
     }
+    m->backend = *backend;
     st = model_folder_open_weights(folder, component, "model", &m->weights);
+    // Loaded in full once in any case: every tensor is checked (shapes, values) when the model
+    // opens, not at its first prompt.
     if (st == LCM_OK) st = load_weights(backend, m, m->weights);
+    if (st == LCM_OK && stored_8bit(m->weights)) free_weights_until_use(m);
     // Nothing of the file needs to stay resident until the first prompt.
     if (st == LCM_OK) weight_set_release_pages(m->weights);
     if (st != LCM_OK) {
@@ -200,20 +242,29 @@ lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder
 
 void clip_text_release_pages(const clip_text_model *m) { weight_set_release_pages(m->weights); }
 
+bool clip_text_loads_weights_on_use(const clip_text_model *m) { return m->on_use; }
+
 const clip_text_config *clip_text_get_config(const clip_text_model *m) { return &m->config; }
 int clip_text_hidden_size(const clip_text_model *m) { return m->config.hidden_size; }
 int64_t clip_text_param_count(const clip_text_model *m) { return m->param_count; }
 
 // ---- forward -----------------------------------------------------------------------------------
 
-// ids [B, N] -> token_embedding[id] + position_embedding[position]: [B, N, C]
+// ids [B, N] -> token_embedding[id] + position_embedding[position]: [B, N, C]. NULL with the
+// error set on failure.
 static tensor *text_embeddings(const clip_text_model *m, const int32_t *ids, int batch,
                                int n_tokens, int32_t *position_ids) {
     const clip_text_config *c = &m->config;
     for (int b = 0; b < batch; b++)
         for (int t = 0; t < n_tokens; t++) position_ids[b * n_tokens + t] = t;
-    tensor *x =
-        embedding_lookup(m->token_embedding, c->vocab_size, c->hidden_size, ids, batch, n_tokens);
+    float *loaded = NULL; // on_use: this pass's copy of the token embedding
+    if (m->on_use &&
+        weight_set_load_f32(m->weights, TOKEN_EMBEDDING, 2,
+                            (int64_t[]){c->vocab_size, c->hidden_size}, &loaded) != LCM_OK)
+        return NULL;
+    tensor *x = embedding_lookup(loaded ? loaded : m->token_embedding, c->vocab_size,
+                                 c->hidden_size, ids, batch, n_tokens);
+    free(loaded);
     tensor *positions = embedding_lookup(m->position_embedding, c->max_position_embeddings,
                                          c->hidden_size, position_ids, batch, n_tokens);
     add_inplace(x, positions);
@@ -317,8 +368,13 @@ lcm_status clip_text_forward_probed(const clip_text_model *m, const int32_t *ids
 
     tensor *x = text_embeddings(m, ids, batch, n_tokens, position_ids); // [B, N, C]
     if (probe && x) probe(user, "text_model.embeddings", x);
-    for (int i = 0; i < c->num_hidden_layers; i++) {
-        x = encoder_layer(&m->layers[i], c, x);
+    for (int i = 0; i < c->num_hidden_layers && x; i++) {
+        clip_encoder_layer loaded = {0}; // on_use: this layer's weights for this pass only
+        if (m->on_use && encoder_layer_load(&m->backend, &loaded, m->weights, i, c) != LCM_OK)
+            tensor_replace(&x, NULL);
+        else
+            x = encoder_layer(m->on_use ? &loaded : &m->layers[i], c, x);
+        encoder_layer_free(&loaded);
         if (probe && x) {
             char name[64];
             snprintf(name, sizeof name, "text_model.encoder.layers.%d", i);

@@ -14,6 +14,7 @@
 #ifndef LCM_TEXT_CLIP_TEXT_H
 #define LCM_TEXT_CLIP_TEXT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/tensor.h"
@@ -44,8 +45,10 @@ typedef struct clip_text_model clip_text_model;
 lcm_status clip_text_config_read(const json_config *config, clip_text_config *out);
 
 // Loads folder/component/config.json and the component's weights (model[.variant].safetensors,
-// sharded or not, any float dtype; converted to float32). `component` is usually "text_encoder".
-// `backend` chooses the layers' kernels (only read). On success the caller owns *out
+// sharded or not, any float dtype, converted to float32; or 8-bit as `lcm quantize
+// --compress-weights` writes them, then dequantized per forward pass and not kept, see
+// clip_text_loads_weights_on_use). `component` is usually "text_encoder". `backend` chooses the
+// layers' kernels (only read; the model keeps a copy). On success the caller owns *out
 // (clip_text_free).
 lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder,
                           const char *component, clip_text_model **out);
@@ -57,6 +60,12 @@ void clip_text_free(clip_text_model *m);
 // that the text encoder is not resident while the UNet and VAE run. Results do not change. Safe
 // while another thread runs a forward pass (it just reads the pages back).
 void clip_text_release_pages(const clip_text_model *m);
+
+// Whether the model holds its weights only in the file's mapping and loads them per forward pass,
+// one encoder layer at a time, freed after use: true for weights stored in 8 bits (their float32
+// copies, 4x the file, would otherwise stay resident: ~0.5 GB for SD's encoder). Results are the
+// same bits as with the copies kept; each pass dequantizes every weight once (tens of ms).
+bool clip_text_loads_weights_on_use(const clip_text_model *m);
 
 const clip_text_config *clip_text_get_config(const clip_text_model *m);
 int clip_text_hidden_size(const clip_text_model *m);
