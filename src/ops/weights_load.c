@@ -87,15 +87,21 @@ static packed_cache *layer_cache(const ops_backend *b, const weight_set *ws, con
     return packed_cache_for(ws, b);
 }
 
-// Fills the packed form of a convolution from the cache, trying each kernel family's entry in
-// the table's order; false on a miss (or an entry that does not fit, which is then packed again
-// and replaced).
-static bool conv_from_cache(conv2d *c, packed_cache *cache, const char *prefix) {
+// Fills the packed form of a convolution from the cache: the entry of the kernel family the
+// backend gives this shape now (its table, else its rule), never another family's, which an
+// earlier run with another table may have left: the layer would compute with another kernel than
+// a fresh load, so the same weights would give other bits depending on the cache's history (a
+// single-file checkpoint and its folder gave images one byte apart). False on a miss (or an entry
+// that does not fit, which is then packed again and replaced).
+static bool conv_from_cache(conv2d *c, const ops_backend *b, packed_cache *cache, const char *prefix) {
     int count;
     const kernel_family *const *families = backend_kernel_families(&count);
     const int32_t shape[5] = {c->in, c->out, c->kernel, c->stride, c->padding};
+    const kernel_family *chosen = cache ? backend_conv_family(backend_conv_kernel(b, c->in, c->out, c->kernel,
+                                                                                  c->stride, c->padding))
+                                        : NULL;
     for (int f = 0; cache && f < count; f++) {
-        if (!families[f]->conv_import) continue; // not cached
+        if (!families[f]->conv_import || families[f] != chosen) continue; // not cached, or not chosen
         packed_entry e;
         packed_mapping *mapping =
             packed_cache_find(cache, prefix, families[f]->conv_cache, shape, &e);
@@ -119,12 +125,15 @@ static void conv_to_cache(const conv2d *c, packed_cache *cache, const char *pref
     packed_cache_add(cache, prefix, &e);
 }
 
-static bool linear_from_cache(linear *l, packed_cache *cache, const char *prefix) {
+// As conv_from_cache, for a linear layer of `rows` (linear_load_rows).
+static bool linear_from_cache(linear *l, const ops_backend *b, packed_cache *cache, const char *prefix,
+                              int64_t rows) {
     int count;
     const kernel_family *const *families = backend_kernel_families(&count);
     const int32_t shape[5] = {l->in, l->out};
+    const kernel_family *chosen = cache ? backend_linear_family(backend_linear_kernel(b, l->in, l->out, rows)) : NULL;
     for (int f = 0; cache && f < count; f++) {
-        if (!families[f]->linear_import) continue; // not cached
+        if (!families[f]->linear_import || families[f] != chosen) continue; // not cached, or not chosen
         packed_entry e;
         packed_mapping *mapping =
             packed_cache_find(cache, prefix, families[f]->linear_cache, shape, &e);
@@ -205,7 +214,7 @@ static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weig
     packed_cache *cache = pack ? layer_cache(b, ws, l->quant) : NULL;
     if (cache) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-        if (linear_from_cache(l, cache, prefix)) return LCM_OK;
+        if (linear_from_cache(l, b, cache, prefix, rows)) return LCM_OK;
         free(l->bias);
         l->bias = NULL;
     }
@@ -282,7 +291,7 @@ lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weigh
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     packed_cache *cache = layer_cache(b, ws, l->quant);
-    if (linear_from_cache(l, cache, prefix)) return LCM_OK;
+    if (linear_from_cache(l, b, cache, prefix, rows)) return LCM_OK;
     const int64_t shape[4] = {out, in, 1, 1};
     bool as_stored;
     LCM_TRY(pack_int8_as_stored(l->quant, b, ws, prefix, 4, shape, 0, 1, 0, &l->impl, &as_stored));
@@ -305,7 +314,7 @@ lcm_status conv2d_load(conv2d *c, const ops_backend *b, const weight_set *ws, co
     packed_cache *cache = layer_cache(b, ws, c->quant);
     if (cache) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &c->bias));
-        if (conv_from_cache(c, cache, prefix)) return LCM_OK;
+        if (conv_from_cache(c, b, cache, prefix)) return LCM_OK;
         free(c->bias);
         c->bias = NULL;
     }
