@@ -27,18 +27,6 @@
 
 static char tmpdir[] = "/tmp/lcm-faults-XXXXXX";
 
-static unsigned char *read_all(const char *path, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *data = malloc(n > 0 ? (size_t)n : 1);
-    *size = data ? fread(data, 1, (size_t)n, fp) : 0;
-    fclose(fp);
-    return data;
-}
-
 static int count_entries(const char *dir) {
     DIR *d = opendir(dir);
     int n = 0;
@@ -65,7 +53,7 @@ static void test_png_disk_full_library(void) {
     uint8_t *small = noise(8, 8), *big = noise(256, 256);
     CHECK_OK(image_write_png(path, small, 8, 8, NULL, NULL, 0));
     size_t old_size = 0;
-    unsigned char *old = read_all(path, &old_size);
+    unsigned char *old = (unsigned char *)test_read_file(path, &old_size);
     pid_t child = fork();
     if (child == 0) {
         signal(SIGXFSZ, SIG_IGN);
@@ -79,7 +67,7 @@ static void test_png_disk_full_library(void) {
     waitpid(child, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "image_write_png on a full disk: status %#x", status);
     size_t now_size = 0;
-    unsigned char *now = read_all(path, &now_size);
+    unsigned char *now = (unsigned char *)test_read_file(path, &now_size);
     CHECK(old && now && now_size == old_size && !memcmp(old, now, old_size), "the old PNG was changed");
     CHECK(count_entries(dir) == 1, "%d files in %s: a partial file was left", count_entries(dir), dir);
     free(old);
@@ -98,7 +86,7 @@ static void test_png_disk_full_cli(const char *model) {
     CHECK_OK(image_write_png(path, small, 8, 8, NULL, NULL, 0));
     free(small);
     size_t old_size = 0;
-    unsigned char *old = read_all(path, &old_size);
+    unsigned char *old = (unsigned char *)test_read_file(path, &old_size);
     // 4 KB of file per process: loading reads only, the PNG (and any kernel-choice cache) write fails.
     test_path(cmd, sizeof cmd,
               "trap '' XFSZ; ulimit -f 4; XDG_CACHE_HOME='%s' exec '%s' generate --model '%s' --prompt 'a red cube' "
@@ -108,7 +96,7 @@ static void test_png_disk_full_cli(const char *model) {
     fprintf(stderr, "full disk, lcm generate -> %d: %s", rc, out);
     CHECK(rc == 1 && strstr(out, path), "lcm generate on a full disk: exit %d: %s", rc, out);
     size_t now_size = 0;
-    unsigned char *now = read_all(path, &now_size);
+    unsigned char *now = (unsigned char *)test_read_file(path, &now_size);
     CHECK(old && now && now_size == old_size && !memcmp(old, now, old_size), "the old PNG was changed");
     CHECK(count_entries(dir) == 1, "%d files in %s: a partial file was left", count_entries(dir), dir);
     free(old);
@@ -148,7 +136,7 @@ static void test_written_safetensors(void) {
                                 {.name = "c.weight", .dtype = ST_BF16, .ndim = 4, .shape = {4, 2, 3, 3}}};
     CHECK_OK(st_write(path, entries, 3, fill, NULL, "pt"));
     size_t size = 0;
-    unsigned char *data = read_all(path, &size);
+    unsigned char *data = (unsigned char *)test_read_file(path, &size);
     if (!data || size < 64) {
         CHECK(0, "%s not written", path);
         free(data);

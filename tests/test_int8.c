@@ -525,27 +525,15 @@ static const scheme_damage scheme_damages[] = {
     {"weights_only with activation parameters", "vae", DAMAGE_EDIT, NULL, weights_only_true, "weights_only"},
 };
 
-static char *read_all(const char *path, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    char *text = malloc(1 << 20);
-    *size = text ? fread(text, 1, (1 << 20) - 1, fp) : 0;
-    if (text) text[*size] = 0;
-    fclose(fp);
-    return text;
-}
-
 // Writes a new file (the copy's is unlinked first: cp may have hard-linked nothing, but be sure).
 static void replace_file(const char *path, const char *bytes, size_t n) {
     unlink(path);
-    FILE *fp = fopen(path, "wb");
-    CHECK(fp && fwrite(bytes, 1, n, fp) == n, "write %s", path);
-    if (fp) fclose(fp);
+    test_write_file(path, bytes, n);
 }
 
 static void apply_damage(const char *json, const scheme_damage *d) {
     size_t size = 0;
-    char *text = read_all(json, &size);
+    char *text = test_read_file(json, &size);
     CHECK(text != NULL, "read %s", json);
     if (!text) return;
     if (d->kind == DAMAGE_REMOVE) CHECK(unlink(json) == 0, "remove %s", json);

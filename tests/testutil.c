@@ -230,6 +230,20 @@ unsigned char *test_encode_jpeg(const uint8_t *pixels, int width, int height, in
     return out;
 }
 
+char *test_read_file(const char *path, size_t *size) {
+    *size = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+    char *data = n >= 0 && fseek(fp, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
+    if (data) {
+        *size = fread(data, 1, (size_t)n, fp);
+        data[*size] = 0;
+    }
+    fclose(fp);
+    return data;
+}
+
 void test_write_file(const char *path, const void *data, size_t size) {
     FILE *fp = fopen(path, "wb");
     CHECK(fp != NULL, "cannot write %s", path);

@@ -85,6 +85,9 @@ void *test_packed_for(const layer_kernel *kernel, const kernel_family *family);
 
 // Writes size bytes to `path` (created or replaced), a failed check if it cannot.
 void test_write_file(const char *path, const void *data, size_t size);
+// The whole file, NUL-terminated (so text can be read as a string; *size excludes the NUL), or
+// NULL when it cannot be read. The caller frees it.
+char *test_read_file(const char *path, size_t *size);
 
 // A JPEG of width x height pixels of `components` (1: gray, 3: RGB) channels at `quality`; with
 // `full_chroma` no chroma subsampling (4:4:4). Returns libjpeg's malloc'd buffer (the caller frees
