@@ -10,7 +10,7 @@
 //   - with --lora/--controlnet/--control-image (SD1.5 + LCM-LoRA + ControlNet) the same stages of
 //     that pipeline: one UNet step is then the ControlNet and the UNet on the step's batch (two
 //     rows under classifier-free guidance, --guidance above 1), as a generation runs it;
-//   - each stage's FLOPs counted from the model configs at the requested size (src/models/flops.h),
+//   - each stage's FLOPs counted from the model configs at the requested size (src/tools/flops.h),
 //     hence its GFLOP/s and ratio to the peak; and the process's peak RSS.
 // `lcm bench --attention` instead times the attention kernels (src/ops/attention.h) on the
 // Stable Diffusion 1.5 shapes at 512x512, needing no model.
@@ -26,7 +26,7 @@
 #include "app/args.h"
 #include "app/commands.h"
 #include "core/error.h"
-#include "models/flops.h"
+#include "tools/flops.h"
 #include "models/guidance_embedding.h"
 #include "models/taesd.h"
 #include "models/vae_tiled.h"

@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "adapt/quantize_model.h"
+#include "tools/quantize_model.h"
 #include "app/args.h"
 #include "app/commands.h"
 #include "app/download_progress.h"

@@ -1,11 +1,11 @@
 // `lcm quantize`: 8-bit post-training quantization of a model folder's UNet, or of a ControlNet
-// folder (src/adapt/quantize_model.h).
+// folder (src/tools/quantize_model.h).
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapt/quantize_model.h"
+#include "tools/quantize_model.h"
 #include "app/args.h"
 #include "app/commands.h"
 

@@ -19,7 +19,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "ops/backend.h"
-#include "text/clip_text.h"
+#include "models/clip_text.h"
 
 static lcm_status copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");

@@ -1,4 +1,4 @@
-// 8-bit post-training quantization end to end (lcm quantize, src/adapt/quantize_model.h): the
+// 8-bit post-training quantization end to end (lcm quantize, src/tools/quantize_model.h): the
 // fake-quantization arithmetic, I8 weights read back through the weight reader, a tiny LCM
 // quantized with a few calibration prompts, its images against the float32 golden images
 // (PSNR/SSIM, printed), the file sizes, quantization.json, and the CLI's errors on bad input.
@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "adapt/quantize_model.h"
+#include "tools/quantize_model.h"
 #include "golden.h"
 #include "io/image.h"
 #include "io/model_folder.h"

@@ -1,4 +1,4 @@
-// 8-bit quantization of a ControlNet (lcm quantize --controlnet, src/adapt/quantize_model.h): a
+// 8-bit quantization of a ControlNet (lcm quantize --controlnet, src/tools/quantize_model.h): a
 // ControlNet that fits an SD1.5 folder of the fixtures is calibrated with the base model, the LoRA
 // its golden cases fuse and their control images, written as a ControlNet folder, and every golden
 // ControlNet case is generated with it and compared with the float32 golden image (PSNR/SSIM,
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "adapt/quantize_model.h"
+#include "tools/quantize_model.h"
 #include "golden.h"
 #include "io/json_config.h"
 #include "io/model_folder.h"

@@ -1,11 +1,11 @@
-// The int8 quantization arithmetic (src/adapt/quantize.c): weight round trips, activation
+// The int8 quantization arithmetic (src/ops/int8_quantize.c): weight round trips, activation
 // statistics with a growing histogram, and the ranges and u8 parameters derived from them.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapt/quantize.h"
+#include "ops/int8_quantize.h"
 #include "testutil.h"
 
 static float lcg_uniform(unsigned *state) {

@@ -13,7 +13,7 @@
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "testutil.h"
-#include "text/clip_text.h"
+#include "models/clip_text.h"
 
 #define ABS_TOL 1e-4
 #define REL_TOL 1e-4

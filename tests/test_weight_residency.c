@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "adapt/quantize.h"
+#include "ops/int8_quantize.h"
 #include "core/error.h"
 #include "golden.h"
 #include "io/model_folder.h"
@@ -27,7 +27,7 @@
 #include "ops/ops.h"
 #include "pipeline/pipeline.h"
 #include "testutil.h"
-#include "text/clip_text.h"
+#include "models/clip_text.h"
 
 static bool file_exists(const char *path) { return access(path, F_OK) == 0; }
 

@@ -267,7 +267,7 @@ lcm_status controlnet_forward(const controlnet_model *m, const tensor *sample, f
                         "ControlNet %s: the conditioning image must be [N, %d, H, W] with the "
                         "sample's batch N", m->label, cfg->conditioning_channels);
 
-    // Calibration (adapt/quantize_model.h) tells these layers from the UNet's of the same names.
+    // Calibration (tools/quantize_model.h) tells these layers from the UNet's of the same names.
     const char *outer_scope = ops_set_observer_scope("controlnet");
     lcm_status st = controlnet_compute(m, sample, timestep, encoder_hidden_states, cond, scale, down, mid);
     ops_set_observer_scope(outer_scope);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapt/quantize.h"
+#include "ops/int8_quantize.h"
 #include "ops/int8_gemm.h"
 #include "core/error.h"
 

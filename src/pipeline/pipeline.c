@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapt/quantize_model.h"
+#include "tools/quantize_model.h"
 #include "core/error.h"
 #include "io/file.h"
 #include "pipeline/pipeline.h"

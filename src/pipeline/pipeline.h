@@ -17,7 +17,7 @@
 #include "models/vae.h"
 #include "ops/backend.h"
 #include "sched/lcm_scheduler.h"
-#include "text/clip_text.h"
+#include "models/clip_text.h"
 #include "text/clip_tokenizer.h"
 
 struct lcm_pipeline {

@@ -1,5 +1,5 @@
 // FLOP counts from configs; see flops.h for the formulas.
-#include "models/flops.h"
+#include "tools/flops.h"
 
 double flop_total(const flop_count *f) { return f->conv3x3 + f->conv1x1 + f->linear + f->attention; }
 

@@ -1,4 +1,4 @@
-#include "adapt/quantize.h"
+#include "ops/int8_quantize.h"
 
 #include <math.h>
 #include <string.h>

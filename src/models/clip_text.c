@@ -1,6 +1,6 @@
 // CLIP text transformer: embeddings, pre-LayerNorm encoder layers with causal self-attention,
 // final LayerNorm. Weight names follow transformers' CLIPTextModel state dict ("text_model.*").
-#include "text/clip_text.h"
+#include "models/clip_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,8 +11,8 @@
 // Stable Diffusion pipelines use last_hidden_state, called without an attention mask (the causal
 // mask only), which is what this computes. The projection head (text_projection, projection_dim)
 // is not part of CLIPTextModel and is ignored.
-#ifndef LCM_TEXT_CLIP_TEXT_H
-#define LCM_TEXT_CLIP_TEXT_H
+#ifndef LCM_MODELS_CLIP_TEXT_H
+#define LCM_MODELS_CLIP_TEXT_H
 
 #include <stdbool.h>
 #include <stdint.h>

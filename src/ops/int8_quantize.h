@@ -7,8 +7,8 @@
 // [lo, hi] is chosen (the observed min/max, or percentiles that clip rare outliers) and mapped onto
 // u8: scale = (hi - lo) / 255, zero_point = round(-lo / scale), so that 0.0 is exactly
 // representable (zero padding stays exact).
-#ifndef LCM_ADAPT_QUANTIZE_H
-#define LCM_ADAPT_QUANTIZE_H
+#ifndef LCM_OPS_INT8_QUANTIZE_H
+#define LCM_OPS_INT8_QUANTIZE_H
 
 #include <stdint.h>
 

@@ -27,13 +27,13 @@
 // loads wherever a ControlNet folder does. With weights_only no calibration runs: every conv/linear
 // weight is stored as I8 + NAME.weight_scale and dequantized to float32 at load (a quarter of the
 // file size, float32 compute).
-#ifndef LCM_ADAPT_QUANTIZE_MODEL_H
-#define LCM_ADAPT_QUANTIZE_MODEL_H
+#ifndef LCM_TOOLS_QUANTIZE_MODEL_H
+#define LCM_TOOLS_QUANTIZE_MODEL_H
 
 #include <signal.h>
 #include <stdbool.h>
 
-#include "adapt/quantize.h"
+#include "ops/int8_quantize.h"
 #include "lcm.h"
 #include "ops/ops.h"
 

@@ -6,15 +6,15 @@
 //                 every key counted (also under a causal mask)
 // Normalisations, activations, softmax, adds and resampling copies are not counted (under 1% of
 // the total for these networks). The counts walk the same block structure the loaders build
-// (src/models/unet.c, vae.c, text/clip_text.c).
-#ifndef LCM_MODELS_FLOPS_H
-#define LCM_MODELS_FLOPS_H
+// (src/models/unet.c, vae.c, models/clip_text.c).
+#ifndef LCM_TOOLS_FLOPS_H
+#define LCM_TOOLS_FLOPS_H
 
 #include "models/controlnet.h"
 #include "models/taesd.h"
 #include "models/unet.h"
 #include "models/vae.h"
-#include "text/clip_text.h"
+#include "models/clip_text.h"
 
 // The parts of a count, in FLOPs.
 typedef struct flop_count {

@@ -1,4 +1,4 @@
-#include "adapt/quantize_model.h"
+#include "tools/quantize_model.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
