@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/model_folder.h"
-#include "models/flops.h"
+#include "tools/flops.h"
 #include "models/guidance_embedding.h"
 #include "models/unet.h"
 #include "ops/backend.h"
