@@ -22,7 +22,6 @@
 
 #include "app/args.h"
 #include "app/commands.h"
-#include "io/image.h"
 #include "lcm.h"
 
 #define COMPARE_MAX_PROMPTS 1000
@@ -342,7 +341,7 @@ static double minimum(const double *values, int n) {
 static int write_grid(const compare_setup *s, lcm_image (*images)[2]) {
     int n = case_count(s), w = images[0][0].width, h = images[0][0].height;
     int factor = 1;
-    while ((long)n * (h / factor + GRID_GAP) > IMAGE_MAX_SIDE || 2L * (w / factor) + GRID_GAP > IMAGE_MAX_SIDE)
+    while ((long)n * (h / factor + GRID_GAP) > LCM_IMAGE_MAX_SIDE || 2L * (w / factor) + GRID_GAP > IMAGE_MAX_SIDE)
         factor++;
     int cw = w / factor, ch = h / factor;
     int grid_w = 2 * cw + GRID_GAP, grid_h = n * ch + (n - 1) * GRID_GAP;
@@ -477,7 +476,7 @@ static int compare_results(const compare_setup *s, const model_stats *m) {
             char path[4096];
             image_path(path, sizeof path, s, side, i);
             lcm_image *img = &images[i][side];
-            if (image_read_png(path, &img->rgb, &img->width, &img->height) != LCM_OK) {
+            if (lcm_image_read(path, img) != LCM_OK) {
                 fprintf(stderr, "lcm compare: %s\n", lcm_last_error());
                 rc = 1;
             }

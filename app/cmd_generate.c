@@ -9,12 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools/quantize_model.h"
 #include "app/args.h"
 #include "app/commands.h"
 #include "app/download_progress.h"
 #include "lcm.h"
-#include "ops/backend.h"
 
 // Exit codes: 2 for anything the user can fix in the request or the model files, 1 otherwise.
 static int exit_code_for(lcm_status st) {
@@ -309,7 +307,7 @@ int cmd_generate(int argc, char **argv) {
     lcm_status st = args_loras(&lora_specs, loras, lora_paths);
     lcm_pipeline *pipeline = NULL;
     bool int8_model = false;
-    quantized_kind controlnet_kind = QUANTIZED_NONE;
+    lcm_quantization controlnet_kind = LCM_QUANTIZED_NONE;
     if (st == LCM_OK) {
         lcm_pipeline_options options;
         lcm_pipeline_options_init(&options);
@@ -338,8 +336,8 @@ int cmd_generate(int argc, char **argv) {
         options.controlnet = controlnet_path;
         options.taesd = taesd_path;
         if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
-        int8_model = st == LCM_OK && quantize_model_is_int8(model_path);
-        if (st == LCM_OK && controlnet) controlnet_kind = quantize_controlnet_kind(controlnet_path);
+        int8_model = st == LCM_OK && lcm_model_quantization(model_path) == LCM_QUANTIZED_INT8;
+        if (st == LCM_OK && controlnet) controlnet_kind = lcm_controlnet_quantization(controlnet_path);
         free(model_path);
         free(controlnet_path);
         free(taesd_path);
@@ -353,16 +351,11 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!quiet && *lcm_pipeline_lora_report(pipeline))
         fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
-    // The int8 path the pipeline took: its backend came from the same environment (the precision
-    // does not enter into it).
-    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
     if (!quiet && int8_model)
-        fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n",
-                quantize_model_int8_kernel(&backend));
-    if (!quiet && controlnet_kind == QUANTIZED_INT8)
-        fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n",
-                quantize_model_int8_kernel(&backend));
-    else if (!quiet && controlnet_kind == QUANTIZED_WEIGHTS_ONLY)
+        fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", lcm_int8_kernels());
+    if (!quiet && controlnet_kind == LCM_QUANTIZED_INT8)
+        fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n", lcm_int8_kernels());
+    else if (!quiet && controlnet_kind == LCM_QUANTIZED_WEIGHTS_ONLY)
         fprintf(stderr, "lcm: ControlNet with 8-bit weights (float32 compute)\n");
 
     lcm_request request;

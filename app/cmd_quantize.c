@@ -1,13 +1,13 @@
 // `lcm quantize`: 8-bit post-training quantization of a model folder's UNet, or of a ControlNet
-// folder (src/tools/quantize_model.h).
+// folder (lcm_quantize; src/tools/quantize_model.h says how).
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/quantize_model.h"
 #include "app/args.h"
 #include "app/commands.h"
+#include "lcm.h"
 
 // SIGINT/SIGTERM ask the quantizer to stop (it removes its partial output, then returns); the
 // handler resets itself, so a second signal kills the process at once.
@@ -80,8 +80,8 @@ int cmd_quantize(int argc, char **argv) {
         return 2;
     }
     if (samples < 0) samples = 0; // not given: one generation per prompt
-    quantize_model_options o;
-    quantize_model_options_init(&o);
+    lcm_quantize_options o;
+    lcm_quantize_options_init(&o);
     o.model_dir = model;
     o.calibration_path = calibration;
     o.output_dir = output;
@@ -98,13 +98,13 @@ int cmd_quantize(int argc, char **argv) {
     o.control_images = control_images.items;
     o.control_image_count = control_images.count;
     o.weights_only = weights_only;
-    if (!strcmp(activations, "symmetric")) o.symmetric_activations = true;
+    if (!strcmp(activations, "symmetric")) o.symmetric_activations = 1;
     else if (strcmp(activations, "asymmetric")) {
         fprintf(stderr, "lcm quantize: --activations '%s': expected asymmetric or symmetric\n", activations);
         return 2;
     }
-    if (!strcmp(method, "minmax")) o.method = ACTIVATION_RANGE_MINMAX;
-    else if (!strcmp(method, "percentile")) o.method = ACTIVATION_RANGE_PERCENTILE;
+    if (!strcmp(method, "minmax")) o.method = LCM_ACTIVATION_RANGE_MINMAX;
+    else if (!strcmp(method, "percentile")) o.method = LCM_ACTIVATION_RANGE_PERCENTILE;
     else {
         fprintf(stderr, "lcm quantize: --method '%s': expected minmax or percentile\n", method);
         return 2;
@@ -143,7 +143,7 @@ int cmd_quantize(int argc, char **argv) {
     sigemptyset(&stop.sa_mask);
     sigaction(SIGINT, &stop, &old_int);
     sigaction(SIGTERM, &stop, &old_term);
-    lcm_status st = quantize_model(&o);
+    lcm_status st = lcm_quantize(&o);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(keep_copy);

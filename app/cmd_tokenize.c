@@ -8,7 +8,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
-#include "text/clip_tokenizer.h"
+#include "lcm.h"
 
 static const char *const usage_line = "lcm tokenize --model DIR [--text-file FILE] [--] [TEXT]";
 
@@ -41,7 +41,7 @@ static int read_prompt_file(const char *path, char **text, size_t *len) {
     size_t got;
     while (buf && (got = fread(buf + size, 1, cap - size, f)) > 0) {
         size += got;
-        if (size > CLIP_MAX_TEXT_BYTES) break;
+        if (size > LCM_MAX_PROMPT_BYTES) break;
         if (size == cap) {
             char *grown = realloc(buf, cap * 2);
             if (!grown) {
@@ -60,10 +60,10 @@ static int read_prompt_file(const char *path, char **text, size_t *len) {
         fprintf(stderr, "lcm tokenize: cannot read --text-file '%s'\n", path);
         return 1;
     }
-    if (size > CLIP_MAX_TEXT_BYTES) {
+    if (size > LCM_MAX_PROMPT_BYTES) {
         free(buf);
         fprintf(stderr, "lcm tokenize: --text-file '%s' is larger than %d bytes\n", path,
-                CLIP_MAX_TEXT_BYTES);
+                LCM_MAX_PROMPT_BYTES);
         return 2;
     }
     *text = buf;
@@ -118,12 +118,9 @@ int cmd_tokenize(int argc, char **argv) {
         len = strlen(text);
     }
 
-    clip_tokenizer *tokenizer = NULL;
-    int32_t ids[CLIP_MAX_LENGTH];
+    int32_t ids[LCM_TOKEN_COUNT];
     int n_untruncated = 0;
-    lcm_status st = clip_tokenizer_open(dir, &tokenizer);
-    if (st == LCM_OK) st = clip_tokenize_bytes(tokenizer, text, len, ids, &n_untruncated);
-    clip_tokenizer_close(tokenizer);
+    lcm_status st = lcm_tokenize(dir, text, len, ids, &n_untruncated);
     free(file_text);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm tokenize: %s\n", lcm_last_error());
@@ -131,11 +128,11 @@ int cmd_tokenize(int argc, char **argv) {
     }
 
     printf("[");
-    for (int i = 0; i < CLIP_MAX_LENGTH; i++) printf(i ? ", %d" : "%d", (int)ids[i]);
+    for (int i = 0; i < LCM_TOKEN_COUNT; i++) printf(i ? ", %d" : "%d", (int)ids[i]);
     printf("]\n");
-    if (n_untruncated > CLIP_MAX_LENGTH)
+    if (n_untruncated > LCM_TOKEN_COUNT)
         fprintf(stderr, "lcm tokenize: note: the prompt has %d tokens; only the first %d are used\n",
-                n_untruncated - 2, CLIP_MAX_LENGTH - 2);
+                n_untruncated - 2, LCM_TOKEN_COUNT - 2);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "lcm tokenize: cannot write the output: %s\n", strerror(errno));
         return 1;

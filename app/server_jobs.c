@@ -13,8 +13,6 @@
 #include <unistd.h>
 
 #include "app/server_internal.h"
-#include "core/error.h"
-#include "io/image.h"
 
 double serve_now(void) {
     struct timespec ts;
@@ -295,8 +293,7 @@ static void on_preview(void *user, int done, int total, int index, const lcm_ima
     if (!wanted) return;
     void *png = NULL;
     size_t size = 0;
-    if (image_encode_png(preview->rgb, preview->width, preview->height, NULL, NULL, 0, &png, &size) != LCM_OK)
-        return;
+    if (lcm_png_encode(preview, NULL, &png, &size) != LCM_OK) return;
     char *text = serve_base64_encode(png, size);
     free(png);
     if (!text) return;
@@ -351,11 +348,10 @@ static lcm_status store_image(server *s, job *j, const lcm_image *img, const lcm
     char *text = NULL;
     lcm_status st = infotext(s, j, r, img->width, img->height, batch_pos, &text);
     if (st != LCM_OK) return st;
-    const char *key = "parameters";
     void *png = NULL;
     size_t size = 0;
     char *encoded = NULL;
-    st = image_encode_png(img->rgb, img->width, img->height, &key, (const char *const *)&text, 1, &png, &size);
+    st = lcm_png_encode(img, text, &png, &size);
     if (st == LCM_OK && !(encoded = serve_base64_encode(png, size))) st = LCM_ERR_OUT_OF_MEMORY;
     free(png);
     if (st != LCM_OK) {
@@ -367,6 +363,12 @@ static lcm_status store_image(server *s, job *j, const lcm_image *img, const lcm
     j->seeds[k] = r->seed;
     j->image_count++;
     return LCM_OK;
+}
+
+// The message of a failed prepare_control or store_image: their base64 encoding runs out of memory
+// without setting one.
+static const char *failure_message(lcm_status status) {
+    return status == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error();
 }
 
 static void fail_job(job *j, lcm_status status, const char *message) {
@@ -381,7 +383,8 @@ static void fail_field(job *j, lcm_status status, const char *field, const char 
 }
 
 // Decodes unit `u`'s control image and turns it into the control map its module asks for; keeps
-// the map as a base64 PNG for the response. *map is owned by the caller.
+// the map as a base64 PNG for the response. *map is owned by the caller. On failure lcm_last_error
+// says why, except for LCM_ERR_OUT_OF_MEMORY (see failure_message).
 static lcm_status prepare_control(server *s, job *j, int u, lcm_image *map) {
     const serve_control_unit *unit = &j->params.units[u];
     char field[96];
@@ -404,9 +407,8 @@ static lcm_status prepare_control(server *s, job *j, int u, lcm_image *map) {
     if (st != LCM_OK) return st;
     void *png = NULL;
     size_t size = 0;
-    st = image_encode_png(map->rgb, map->width, map->height, NULL, NULL, 0, &png, &size);
-    if (st == LCM_OK && !(j->control_base64[u] = serve_base64_encode(png, size)))
-        st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
+    st = lcm_png_encode(map, NULL, &png, &size);
+    if (st == LCM_OK && !(j->control_base64[u] = serve_base64_encode(png, size))) st = LCM_ERR_OUT_OF_MEMORY;
     free(png);
     return st;
 }
@@ -460,7 +462,7 @@ static void run_detect(server *s, job *j) {
         lcm_image map = {0};
         lcm_status st = prepare_control(s, j, u, &map);
         lcm_image_release(&map);
-        if (st != LCM_OK) return fail_job(j, st, lcm_last_error());
+        if (st != LCM_OK) return fail_job(j, st, failure_message(st));
     }
 }
 
@@ -499,7 +501,7 @@ static void run_job(server *s, job *j) {
         units[u] = (lcm_control_unit){&control[u], (float)p->units[u].weight, (float)p->units[u].guidance_start,
                                       (float)p->units[u].guidance_end};
     }
-    if (st != LCM_OK) fail_job(j, st, lcm_last_error());
+    if (st != LCM_OK) fail_job(j, st, failure_message(st));
     j->seed = p->seed >= 0 ? (uint64_t)p->seed : random_seed();
     for (int it = 0; it < p->n_iter && j->status == LCM_OK && !j->interrupted; it++) {
         run_context ctx = {s, j, it};
@@ -543,7 +545,7 @@ static void run_job(server *s, job *j) {
         for (int i = 0; i < result->count && j->status == LCM_OK; i++) {
             lcm_status stored = store_image(s, j, &result->images[i], &r, i);
             if (stored != LCM_OK)
-                fail_job(j, stored, stored == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
+                fail_job(j, stored, failure_message(stored));
         }
         lcm_result_free(result);
     }

@@ -8,6 +8,7 @@
 #ifndef LCM_H
 #define LCM_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -487,6 +488,236 @@ lcm_status lcm_single_model_resolve(const char *model, const lcm_hub_options *op
 // lcm_pipeline_open(path) gives exactly the pipeline of the folder; its tokenizer files are stored
 // there too, so the file alone is enough. The file appears only when complete.
 lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path);
+
+// ---- tools: what the lcm program's commands need beyond generation ----------------------------
+//
+// `lcm tokenize`, `info`, `synth`, `quantize` and `bench` are built on these, so embedders can do
+// what the commands do. The logic lives in src/tools/; these are its public face.
+
+// The token ids a prompt becomes: CLIP's context length, and the most bytes of text taken.
+#define LCM_TOKEN_COUNT 77
+#define LCM_MAX_PROMPT_BYTES (16 << 20)
+
+// Tokenizes `length` bytes of `text` (UTF-8, checked; need not be NUL-terminated) with the CLIP
+// tokenizer in `tokenizer_dir` (vocab.json + merges.txt): ids gets the LCM_TOKEN_COUNT ids the text
+// encoder reads (start, tokens, end, padding), *untruncated_count (may be NULL) the number of ids
+// before truncation, start and end included. All arguments are borrowed; nothing is kept.
+lcm_status lcm_tokenize(const char *tokenizer_dir, const char *text, size_t length,
+                        int32_t ids[LCM_TOKEN_COUNT], int *untruncated_count);
+
+// Describes the model folder or single-file checkpoint at `path` (not a hub id: see
+// lcm_model_resolve) without loading any network, as the JSON document `lcm info --json` prints:
+// folder, cpu, cpu_features, kernel_choice, kernel_cache, variant, pipeline, diffusers_version,
+// components (name, library, class, config summary, weights file, dtypes, tensors, parameters) and
+// absent_components. `variant` (may be NULL) picks the weights files as lcm_pipeline_options.variant
+// does. On success *json is malloc'd, indented JSON text owned by the caller (free()).
+lcm_status lcm_model_describe(const char *path, const char *variant, char **json);
+
+// Weight dtypes a synthesized model can be written in.
+typedef enum lcm_weight_dtype {
+    LCM_WEIGHT_FP32 = 0,
+    LCM_WEIGHT_FP16 = 1,
+    LCM_WEIGHT_BF16 = 2,
+} lcm_weight_dtype;
+
+// Called by lcm_synth_model before each network is synthesized (weights_file NULL, tensor_count 0)
+// and after its weights file is written. `component` is NULL for a single-model folder. The
+// strings are borrowed for the duration of the call only.
+typedef void (*lcm_synth_progress_fn)(void *user_data, const char *component, const char *class_name,
+                                      const char *weights_file, size_t tensor_count);
+
+// Writes a full-size model with random weights from config files alone (for benchmarks): the
+// diffusers folder `config_dir` (model_index.json, */config.json, the scheduler's and tokenizer's
+// files) or a single-model folder (config.json at its root, e.g. a TAESD) becomes `out_dir`, the
+// same layout with every network's weights in `dtype`, the tensors and shapes the loaders read.
+// `tokenizer_dir` (may be NULL) supplies vocab.json + merges.txt when the config folder's
+// tokenizer/ lacks them. `progress` may be NULL. All arguments are borrowed.
+lcm_status lcm_synth_model(const char *config_dir, const char *out_dir, const char *tokenizer_dir,
+                           lcm_weight_dtype dtype, lcm_synth_progress_fn progress, void *user_data);
+
+// ---- 8-bit quantization (`lcm quantize`) ----
+
+// How the calibration turns observed activations into a range.
+typedef enum lcm_activation_range {
+    LCM_ACTIVATION_RANGE_MINMAX = 0,     // [min, max] as observed
+    LCM_ACTIVATION_RANGE_PERCENTILE = 1, // [p-th lowest, p-th highest] from a histogram
+} lcm_activation_range;
+
+typedef struct lcm_quantize_options {
+    const char *model_dir;        // a diffusers folder with unet/ (ControlNet mode: the base model)
+    const char *calibration_path; // prompts, one per line (blank lines skipped)
+    const char *output_dir;       // created whole or not at all; must not be the model folder
+    int samples;                  // calibration generations (prompts cycled); 0 = one per prompt
+    int steps;                    // per generation; default 4
+    uint64_t seed;                // sample i uses seed + i
+    float guidance;               // guidance scale; negative (default) = lcm_request_init's
+    lcm_activation_range method;  // default PERCENTILE
+    int symmetric_activations;    // non-zero: ranges symmetric about 0 (zero point 128)
+    double percentile;            // for PERCENTILE; default 99.99
+    int compress_weights;         // also the text encoder's and VAE's weights in 8 bits
+    int vae;                      // also the VAE decoder in int8
+    // Layer names kept in float32 (NULL-terminated; a name covers the layers below it); NULL = the
+    // defaults of what is quantized (UNet: conv_in, conv_out).
+    const char *const *keep_fp32;
+    int quiet;                    // no progress bar on stderr
+    // ControlNet mode: quantize this ControlNet folder instead of the model's UNet, calibrating
+    // with the base model, these control images (cycled over the samples) and adapters.
+    const char *controlnet_dir;
+    const char *const *control_images;
+    int control_image_count;
+    const lcm_lora *loras;
+    int lora_count;
+    int weights_only;             // ControlNet mode: 8-bit weights only, no calibration
+    // Optional: once *interrupted is non-zero (e.g. set by a signal handler) the work stops, the
+    // partial output is removed and LCM_ERR_CANCELLED is returned.
+    const volatile sig_atomic_t *interrupted;
+} lcm_quantize_options;
+
+// Fills *options with the defaults above (everything else NULL/0).
+void lcm_quantize_options_init(lcm_quantize_options *options);
+
+// Writes the 8-bit model (or ControlNet) of `options` (borrowed, with everything it points to,
+// for the duration of the call). Nothing is returned to own; output_dir appears only when complete.
+lcm_status lcm_quantize(const lcm_quantize_options *options);
+
+// What a folder written by lcm_quantize holds.
+typedef enum lcm_quantization {
+    LCM_QUANTIZED_NONE = 0,         // not quantized
+    LCM_QUANTIZED_INT8 = 1,         // 8-bit weights and activations
+    LCM_QUANTIZED_WEIGHTS_ONLY = 2, // 8-bit weights, float32 compute
+} lcm_quantization;
+
+// NONE or INT8 for a model folder (whether its unet/ holds a quantization.json); never fails.
+lcm_quantization lcm_model_quantization(const char *model_dir);
+
+// The quantization of a ControlNet folder (its quantization.json); NONE when absent or unreadable.
+lcm_quantization lcm_controlnet_quantization(const char *controlnet_dir);
+
+// Which int8 kernels 8-bit models run on here, in words ("int8 kernels, VNNI", or the reference
+// path). Static storage.
+const char *lcm_int8_kernels(void);
+
+// ---- the machine and its kernels ----
+
+typedef struct lcm_system_info {
+    const char *cpu_name;           // static
+    const char *cpu_features;       // the features the kernels use, e.g. "avx2 fma"; static
+    int kernels_measured;           // non-zero: kernels chosen by measurement (LCM_TUNE not off)
+    const char *kernel_tuning_file; // where measured choices are kept; "" when no cache folder
+} lcm_system_info;
+
+// Fills *info (pointers to static storage). Never fails.
+void lcm_system_info_get(lcm_system_info *info);
+
+// The kernel decisions this process has made or read so far, one line per layer shape
+// ("conv fp32 320->320 k3 s1 p1 @64: direct 182.0 GFLOP/s (onednn 173.0)"), as a malloc'd string the
+// caller frees ("" when none; NULL with lcm_last_error set when out of memory).
+char *lcm_kernel_decisions(void);
+
+// Worker threads of the compute kernels, process-wide: threads > 0 sets them, 0 leaves them.
+// Returns the count in effect. (lcm_pipeline_open sets them from lcm_pipeline_options.threads.)
+int lcm_compute_threads(int threads);
+
+typedef enum lcm_attention_kernel {
+    LCM_ATTENTION_AUTO = 0,  // chosen by CPU
+    LCM_ATTENTION_FLASH = 1, // fused, blockwise softmax
+    LCM_ATTENTION_GEMM = 2,  // matrix products over tiles
+} lcm_attention_kernel;
+
+// The attention kernel every later attention uses, process-wide (AUTO restores the choice by CPU).
+void lcm_set_attention_kernel(lcm_attention_kernel kernel);
+
+// The largest width or height the image readers accept (lcm_image_read, lcm_image_decode).
+#define LCM_IMAGE_MAX_SIDE 16384
+
+// Encodes `image` (borrowed) as a PNG in memory with `parameters` (may be NULL) as its A1111
+// `parameters` tEXt chunk. On success *png is malloc'd and owned by the caller (free()).
+lcm_status lcm_png_encode(const lcm_image *image, const char *parameters, void **png, size_t *size);
+
+// ---- benchmarks (`lcm bench`) ----
+
+// Arithmetic work in FLOPs (a multiply-accumulate is 2), by kind of layer.
+typedef struct lcm_flops {
+    double conv3x3;   // convolutions with a kernel larger than 1
+    double conv1x1;   // 1x1 convolutions
+    double linear;    // linear layers
+    double attention; // Q·Kᵀ and P·V
+} lcm_flops;
+
+// The machine's peak in `precision`, measured now with oneDNN products of side `size` (best of a
+// few): fp32 the better of dnnl_sgemm and an f32 matmul, bf16 a bf16 matmul (or the fp32 peak where
+// the CPU has no AVX512-BF16). `method` (method_size bytes) gets how it was measured. Returns GFLOP/s,
+// 0 when it cannot be measured.
+double lcm_bench_peak(lcm_precision precision, int size, char *method, size_t method_size);
+
+// The stages of a generation a benchmark times.
+typedef enum lcm_bench_stage {
+    LCM_BENCH_TEXT_ENCODING = 0,
+    LCM_BENCH_UNET_STEP,        // one denoising step: the ControlNet (when loaded) and the UNet
+    LCM_BENCH_VAE_DECODE,
+    LCM_BENCH_VAE_DECODE_TILED, // with a TAESD only: the tiled VAE decode of the same latents
+    LCM_BENCH_TAESD_DECODE,     // with a TAESD only
+    LCM_BENCH_END_TO_END,       // a whole lcm_generate
+    LCM_BENCH_STAGE_COUNT,
+} lcm_bench_stage;
+
+// "text_encoding", "unet_step", ...: static.
+const char *lcm_bench_stage_name(lcm_bench_stage stage);
+
+typedef struct lcm_bench_options {
+    const char *prompt;             // of the text encoding and end-to-end runs; borrowed
+    int width, height, steps;       // as lcm_request (checked the same way)
+    float guidance;
+    const lcm_image *control_image; // with a ControlNet pipeline; borrowed until lcm_bench_close
+    float control_scale;
+    // A TAESD folder (not a hub id): its decode and the tiled VAE decode (tiles as diffusers'
+    // enable_tiling, halved until this size tiles) are timed beside the VAE's; NULL for none.
+    const char *taesd;
+} lcm_bench_options;
+
+// What lcm_bench_open worked out.
+typedef struct lcm_bench_plan {
+    int timed[LCM_BENCH_STAGE_COUNT];       // non-zero for the stages lcm_bench_run can time
+    lcm_flops flops[LCM_BENCH_STAGE_COUNT]; // each stage's work, from the model configs
+    int classifier_free;                    // each UNet step runs a batch of 2 (guidance > 1)
+    char tiles[64];                         // the tiled decode's tiles in words, "" without one
+} lcm_bench_plan;
+
+typedef struct lcm_bench lcm_bench;
+
+// Prepares timing the stages of `pipeline` (borrowed; it must outlive the bench): checks the
+// request as lcm_generate would, loads the TAESD, makes the inputs the stages share (prompt
+// embeddings, latents) and fills *plan. On success *out is owned by the caller (lcm_bench_close).
+lcm_status lcm_bench_open(lcm_pipeline *pipeline, const lcm_bench_options *options, lcm_bench **out,
+                          lcm_bench_plan *plan);
+
+// Runs `stage` once: *wall_seconds and *cpu_seconds (this process's CPU time, all threads) receive
+// its duration. The first run of a stage includes its warm-up.
+lcm_status lcm_bench_run(lcm_bench *bench, lcm_bench_stage stage, double *wall_seconds,
+                         double *cpu_seconds);
+
+// Frees the bench (not the pipeline). NULL is allowed.
+void lcm_bench_close(lcm_bench *bench);
+
+// The attention kernels on Stable Diffusion 1.5's shapes at 512x512 (`lcm bench --attention`).
+#define LCM_BENCH_ATTENTION_KERNELS 3
+
+typedef struct lcm_attention_timing {
+    const char *shape;  // "unet self 64x64", ...; static
+    int64_t nq, nk;     // queries and keys
+    int heads, head_dim;
+    double gflop;       // of one call
+    // Best of the runs for each kernel (lcm_bench_attention_kernel_name), in milliseconds; -1 where
+    // the kernel cannot run on this CPU.
+    double wall_ms[LCM_BENCH_ATTENTION_KERNELS], cpu_ms[LCM_BENCH_ATTENTION_KERNELS];
+} lcm_attention_timing;
+
+// The number of shapes, and the name of kernel `index` ("gemm_tiles_fp32", ...; static).
+int lcm_bench_attention_shape_count(void);
+const char *lcm_bench_attention_kernel_name(int index);
+
+// Times every kernel on shape `index` (best of `runs` after a warm-up) into *out.
+lcm_status lcm_bench_attention(int index, int runs, lcm_attention_timing *out);
 
 #ifdef __cplusplus
 }
