@@ -19,8 +19,11 @@ typedef struct arg_spec {
     bool repeatable;  // only for ARG_STRING: value is then an args_list*
 } arg_spec;
 
+// The most values a repeatable option takes.
+#define ARGS_LIST_MAX 32
+
 typedef struct args_list {
-    const char *items[32];
+    const char *items[ARGS_LIST_MAX];
     int count;
 } args_list;
 

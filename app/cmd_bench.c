@@ -26,6 +26,7 @@
 #include "app/args.h"
 #include "app/bench_report.h"
 #include "app/commands.h"
+#include "app/model_options.h"
 #include "lcm.h"
 
 static double seconds_now(void) {
@@ -58,30 +59,33 @@ static int exit_code_for(lcm_status st) { return st == LCM_ERR_OUT_OF_MEMORY || 
 
 // The command's options, as given.
 typedef struct bench_args {
-    const char *model, *size, *precision, *prompt, *attention_kernel, *taesd, *controlnet, *control_image;
-    long steps, runs, threads, peak_size;
+    model_options model; // --model, --threads, --precision, --lora, --controlnet, --no-cache
+    const char *size, *prompt, *attention_kernel, *taesd, *control_image;
+    long steps, runs, peak_size;
     double guidance, control_scale;
-    bool json, attention_only, kernels, no_cache;
-    args_list lora_specs;
+    bool json, attention_only, kernels;
 } bench_args;
 
 // Returns -1 to go on, else the exit code.
 static int parse_args(int argc, char **argv, bench_args *a) {
-    *a = (bench_args){.size = "512x512", .precision = "fp32", .prompt = "a photograph of an astronaut riding a horse",
-                      .attention_kernel = "auto", .steps = 4, .runs = 3, .peak_size = 2048, .guidance = 8.5,
-                      .control_scale = 1.0};
+    *a = (bench_args){.model = {.precision = "fp32"}, .size = "512x512",
+                      .prompt = "a photograph of an astronaut riding a horse", .attention_kernel = "auto",
+                      .steps = 4, .runs = 3, .peak_size = 2048, .guidance = 8.5, .control_scale = 1.0};
+    model_options *m = &a->model;
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &a->model, "diffusers model folder (LatentConsistencyModelPipeline) or hub id ORG/NAME[@REVISION]", false},
+        model_option_spec(m, MODEL_OPTION_MODEL,
+                          "diffusers model folder (LatentConsistencyModelPipeline) or hub id ORG/NAME[@REVISION]"),
         {"size", ARG_STRING, &a->size, "image WIDTHxHEIGHT (default 512x512)", false},
         {"steps", ARG_INT, &a->steps, "denoising steps of the end-to-end run (default 4)", false},
-        {"precision", ARG_STRING, &a->precision, "fp32 (default) or bf16", false},
+        model_option_spec(m, MODEL_OPTION_PRECISION, NULL),
         {"runs", ARG_INT, &a->runs, "timed repetitions of each stage after the warm-up (default 3)", false},
-        {"threads", ARG_INT, &a->threads, "worker threads (default: one per physical core)", false},
+        model_option_spec(m, MODEL_OPTION_THREADS, "worker threads (default: one per physical core)"),
         {"prompt", ARG_STRING, &a->prompt, "prompt of the text-encoding and end-to-end runs", false},
         {"taesd", ARG_STRING, &a->taesd, "TAESD folder or hub id: also time its decode and the tiled VAE decode beside the VAE's", false},
         {"guidance", ARG_FLOAT, &a->guidance, "guidance scale of the stages and the end-to-end run (default 8.5)", false},
-        {"lora", ARG_STRING, &a->lora_specs, "LoRA adapter FILE[:SCALE] fused at load, as lcm generate (repeatable)", true},
-        {"controlnet", ARG_STRING, &a->controlnet, "ControlNetModel folder or hub id: the UNet step includes it (needs --control-image)", false},
+        model_option_spec(m, MODEL_OPTION_LORA, "LoRA adapter FILE[:SCALE] fused at load, as lcm generate (repeatable)"),
+        model_option_spec(m, MODEL_OPTION_CONTROLNET,
+                          "ControlNetModel folder or hub id: the UNet step includes it (needs --control-image)"),
         {"control-image", ARG_STRING, &a->control_image, "ControlNet conditioning image (PNG/JPEG/WebP), resized to --size", false},
         {"control-scale", ARG_FLOAT, &a->control_scale, "ControlNet conditioning scale (default 1)", false},
         {"attention-kernel", ARG_STRING, &a->attention_kernel, "auto (default), flash or gemm: the attention kernel the stages use", false},
@@ -89,7 +93,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         {"json", ARG_FLAG, &a->json, "print machine-readable JSON instead of a table", false},
         {"attention", ARG_FLAG, &a->attention_only, "time the attention kernels on SD1.5 shapes instead (no model)", false},
         {"kernels", ARG_FLAG, &a->kernels, "also list each layer shape's kernel, its GFLOP/s and the runner-up", false},
-        {"no-cache", ARG_FLAG, &a->no_cache, "neither read nor write the packed-weight cache (the load then packs every layer)", false},
+        model_option_spec(m, MODEL_OPTION_NO_CACHE,
+                          "neither read nor write the packed-weight cache (the load then packs every layer)"),
     };
     const char *positional[1];
     int npositional;
@@ -103,8 +108,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         fprintf(stderr, "lcm bench: --runs %ld: expected 1..%d\n", a->runs, BENCH_MAX_RUNS);
         return 2;
     }
-    if (a->threads < 0 || a->threads > 1024) {
-        fprintf(stderr, "lcm bench: --threads %ld: expected 0 (auto) or 1..1024\n", a->threads);
+    if (m->threads < 0 || m->threads > 1024) {
+        fprintf(stderr, "lcm bench: --threads %ld: expected 0 (auto) or 1..1024\n", m->threads);
         return 2;
     }
     if (a->peak_size < 64 || a->peak_size > 16384) {
@@ -124,18 +129,9 @@ static int parse_args(int argc, char **argv, bench_args *a) {
 // -1 to go on, else the exit code after printing why.
 static int load(const bench_args *a, bench_report *r, lcm_precision *precision, lcm_pipeline **pipeline,
                 lcm_image *control_image) {
-    lcm_pipeline_options options;
-    lcm_pipeline_options_init(&options);
-    if (!strcmp(a->precision, "fp32")) options.precision = LCM_PRECISION_FP32;
-    else if (!strcmp(a->precision, "bf16")) options.precision = LCM_PRECISION_BF16;
-    else {
-        fprintf(stderr, "lcm bench: --precision '%s': expected fp32 or bf16\n", a->precision);
-        return 2;
-    }
-    *precision = options.precision;
-    options.threads = (int)a->threads;
-    options.no_cache = a->no_cache;
-    if (!a->model) {
+    const model_options *m = &a->model;
+    if (!model_options_check(m, "lcm bench")) return 2;
+    if (!m->model) {
         fprintf(stderr, "lcm bench: --model is required (or --attention)\n");
         return 2;
     }
@@ -143,31 +139,24 @@ static int load(const bench_args *a, bench_report *r, lcm_precision *precision, 
         fprintf(stderr, "lcm bench: --size '%s': expected WIDTHxHEIGHT, e.g. 512x512\n", a->size);
         return 2;
     }
-    if (!a->controlnet != !a->control_image) {
+    if (!m->controlnet != !a->control_image) {
         fprintf(stderr, "lcm bench: %s\n",
-                a->controlnet ? "--controlnet needs --control-image" : "--control-image needs --controlnet");
+                m->controlnet ? "--controlnet needs --control-image" : "--control-image needs --controlnet");
         return 2;
     }
-    // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
-    lcm_lora loras[sizeof a->lora_specs.items / sizeof a->lora_specs.items[0]];
-    char *lora_paths[sizeof a->lora_specs.items / sizeof a->lora_specs.items[0]] = {0};
-    char *controlnet_path = NULL, *model_path = NULL;
-    lcm_status st = args_loras(&a->lora_specs, loras, lora_paths);
-    options.loras = loras;
-    options.lora_count = a->lora_specs.count;
-    // A hub id becomes its snapshot folder (downloaded the first time), as lcm generate --controlnet.
-    if (st == LCM_OK && a->controlnet) st = lcm_single_model_resolve(a->controlnet, NULL, &controlnet_path);
-    options.controlnet = controlnet_path;
+    model_setup setup;
+    lcm_status st = model_setup_init(&setup, m, false);
+    *precision = setup.pipeline.precision;
+    if (st == LCM_OK) st = model_setup_resolve_extras(&setup, m);
     if (st == LCM_OK && a->control_image) st = lcm_image_read(a->control_image, control_image);
-    // A hub id becomes its snapshot folder in the Hugging Face cache (downloaded the first time).
-    if (st == LCM_OK) st = lcm_model_resolve(a->model, NULL, &model_path);
+    char *model_path = NULL;
+    if (st == LCM_OK) st = model_setup_resolve(&setup, m->model, &model_path);
     double load_start = seconds_now(), load_cpu_start = cpu_seconds_now();
-    if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, pipeline);
+    if (st == LCM_OK) st = lcm_pipeline_open(model_path, &setup.pipeline, pipeline);
     r->load_seconds = seconds_now() - load_start;
     r->load_cpu_seconds = cpu_seconds_now() - load_cpu_start;
     free(model_path);
-    free(controlnet_path);
-    args_loras_free(lora_paths, a->lora_specs.count);
+    model_setup_free(&setup);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm bench: %s\n", lcm_last_error());
         lcm_image_release(control_image);
@@ -209,12 +198,13 @@ int cmd_bench(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
     if (a.attention_only) {
-        lcm_compute_threads((int)a.threads);
+        lcm_compute_threads((int)a.model.threads);
         return bench_attention_report((int)a.runs, a.json);
     }
-    bench_report r = {.model = a.model, .precision = a.precision, .attention_kernel = a.attention_kernel,
+    bench_report r = {.model = a.model.model, .precision = a.model.precision, .attention_kernel = a.attention_kernel,
                       .runs = (int)a.runs, .steps = (int)a.steps, .guidance = a.guidance,
-                      .lora_count = a.lora_specs.count, .controlnet = a.controlnet != NULL, .no_cache = a.no_cache};
+                      .lora_count = a.model.lora_specs.count, .controlnet = a.model.controlnet != NULL,
+                      .no_cache = a.model.no_cache};
     lcm_precision precision;
     lcm_pipeline *pipeline = NULL;
     lcm_image control_image = {0};

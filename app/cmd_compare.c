@@ -22,6 +22,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
+#include "app/model_options.h"
 #include "lcm.h"
 
 #define COMPARE_MAX_PROMPTS 1000
@@ -138,13 +139,6 @@ static int parse_seeds(compare_setup *s, const char *text) {
     return 0;
 }
 
-static int parse_precision(const char *text, lcm_precision *out) {
-    if (!text || !strcmp(text, "fp32")) *out = LCM_PRECISION_FP32;
-    else if (!strcmp(text, "bf16")) *out = LCM_PRECISION_BF16;
-    else return 0;
-    return 1;
-}
-
 // ---- one model, in a child process ------------------------------------------------------------
 
 typedef struct step_clock {
@@ -189,7 +183,7 @@ static int run_model(const compare_setup *s, int which) {
     lcm_pipeline_options options;
     lcm_pipeline_options_init(&options);
     options.threads = s->threads;
-    parse_precision(s->precisions[which], &options.precision);
+    model_precision_parse(s->precisions[which], &options.precision);
     double t0 = now_seconds();
     lcm_pipeline *p;
     if (lcm_pipeline_open(s->models[which], &options, &p) != LCM_OK) {
@@ -341,7 +335,7 @@ static double minimum(const double *values, int n) {
 static int write_grid(const compare_setup *s, lcm_image (*images)[2]) {
     int n = case_count(s), w = images[0][0].width, h = images[0][0].height;
     int factor = 1;
-    while ((long)n * (h / factor + GRID_GAP) > LCM_IMAGE_MAX_SIDE || 2L * (w / factor) + GRID_GAP > IMAGE_MAX_SIDE)
+    while ((long)n * (h / factor + GRID_GAP) > LCM_IMAGE_MAX_SIDE || 2L * (w / factor) + GRID_GAP > LCM_IMAGE_MAX_SIDE)
         factor++;
     int cw = w / factor, ch = h / factor;
     int grid_w = 2 * cw + GRID_GAP, grid_h = n * ch + (n - 1) * GRID_GAP;
@@ -517,7 +511,8 @@ static const char *base_name(const char *path, char *buf, size_t size) {
 int cmd_compare(int argc, char **argv) {
     args_list models = {0};
     const char *prompts = NULL, *seeds = "0", *output = NULL, *precision_a = NULL, *precision_b = NULL;
-    long steps = 4, width = 0, height = 0, threads = 0, warmup = 1;
+    long steps = 4, width = 0, height = 0, warmup = 1;
+    model_options mo = {0}; // --threads
     double guidance = 8.5;
     const arg_spec specs[] = {
         {"model", ARG_STRING, &models, "model A, then model B (give it twice; the same folder twice "
@@ -530,7 +525,7 @@ int cmd_compare(int argc, char **argv) {
         {"height", ARG_INT, &height, "image height (default: model A's size)", false},
         {"precision-a", ARG_STRING, &precision_a, "fp32 (default) or bf16 for model A", false},
         {"precision-b", ARG_STRING, &precision_b, "fp32 (default) or bf16 for model B", false},
-        {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        model_option_spec(&mo, MODEL_OPTION_THREADS, "compute threads (default: one per core)"),
         {"warmup", ARG_INT, &warmup, "untimed generations before the timed ones (default 1)", false},
         {"output", ARG_STRING, &output, "report folder: index.html, grid.png, a/, b/", false},
     };
@@ -543,12 +538,12 @@ int cmd_compare(int argc, char **argv) {
         fprintf(stderr, "lcm compare: give --model exactly twice (A, then B) and --output\n");
         return 2;
     }
-    if (!parse_precision(precision_a, &unused) || !parse_precision(precision_b, &unused)) {
+    if (!model_precision_parse(precision_a, &unused) || !model_precision_parse(precision_b, &unused)) {
         fprintf(stderr, "lcm compare: --precision-a/-b: expected fp32 or bf16\n");
         return 2;
     }
     if (steps < 1 || steps > 1000 || width < 0 || height < 0 || width > 16384 || height > 16384 ||
-        threads < 0 || threads > 1024 || warmup < 0 || warmup > 10 || !isfinite(guidance)) {
+        mo.threads < 0 || mo.threads > 1024 || warmup < 0 || warmup > 10 || !isfinite(guidance)) {
         fprintf(stderr, "lcm compare: --steps 1..1000, --width/--height 0..16384, --warmup 0..10\n");
         return 2;
     }
@@ -561,7 +556,7 @@ int cmd_compare(int argc, char **argv) {
         .dirs = {"a", "b"},
         .output = output,
         .steps = (int)steps, .width = (int)width, .height = (int)height,
-        .threads = (int)threads, .warmup = (int)warmup, .guidance = guidance,
+        .threads = (int)mo.threads, .warmup = (int)warmup, .guidance = guidance,
     };
     if (!strcmp(label_a, label_b) || strcmp(s.precisions[0], s.precisions[1])) {
         snprintf(label_a, sizeof label_a, "A %s", s.precisions[0]);

@@ -11,7 +11,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
-#include "app/download_progress.h"
+#include "app/model_options.h"
 #include "lcm.h"
 
 // Exit codes: 2 for anything the user can fix in the request or the model files, 1 otherwise.
@@ -150,73 +150,72 @@ static int read_conditioning(const char *init_path, const char *control_path,
     return exit_code_for(st);
 }
 
-int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *output = NULL, *variant = NULL, *tokenizer = NULL;
-    const char *taesd = NULL, *vae_tiling = "auto", *memory_budget = NULL, *preview_dir = NULL;
-    const char *precision = "fp32";
-    long seed = -1, steps = 4, width = 0, height = 0, batch = 1, threads = 0;
-    double guidance = 8.5;
-    bool quiet = false, lora_lenient = false, no_cache = false;
-    args_list lora_specs = {0};
-    const char *negative_prompt = NULL, *init_image = NULL, *controlnet = NULL, *control_image = NULL;
-    const char *control_preprocess = NULL, *control_weights = NULL, *control_output = NULL;
-    long detect_resolution = -1, image_resolution = -1; // -1: not given
-    double strength = -1, control_scale = 1.0, canny_low = -1, canny_high = -1; // -1: not given
+// The options of `lcm generate` as given (-1: not given, where a default depends on others).
+typedef struct generate_args {
+    model_options model; // --model, --variant, --threads, --precision, --lora..., --controlnet, --taesd, ...
+    const char *prompt, *negative_prompt, *output, *preview_dir, *vae_tiling, *memory_budget;
+    long seed, steps, width, height, batch;
+    double guidance;
+    const char *init_image;
+    double strength;
+    const char *control_image;
+    double control_scale;
+    const char *control_preprocess, *control_weights, *control_output;
+    double canny_low, canny_high;
+    long detect_resolution, image_resolution;
+    bool quiet;
+} generate_args;
+
+// Returns -1 to go on, else the exit code (after --help, or a usage error printed).
+static int parse_args(int argc, char **argv, generate_args *a) {
+    *a = (generate_args){.vae_tiling = "auto", .seed = -1, .steps = 4, .batch = 1, .guidance = 8.5,
+                         .strength = -1, .control_scale = 1.0, .canny_low = -1, .canny_high = -1,
+                         .detect_resolution = -1, .image_resolution = -1};
+    model_options *m = &a->model;
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &model,
-         "diffusers model folder, single .safetensors checkpoint, or hub id ORG/NAME[@REVISION] "
-         "(downloaded on first use)",
-         false},
-        {"prompt", ARG_STRING, &prompt, "what to draw (or give it as the argument)", false},
-        {"seed", ARG_INT, &seed, "random seed (default: random, printed and stored)", false},
-        {"steps", ARG_INT, &steps, "denoising steps, 1..original_inference_steps (default 4)", false},
-        {"guidance", ARG_FLOAT, &guidance, "guidance scale (default 8.5, diffusers' default)", false},
-        {"width", ARG_INT, &width, "image width, a multiple of 8 (default: the model's size)", false},
-        {"height", ARG_INT, &height, "image height, a multiple of 8 (default: the model's size)", false},
-        {"batch", ARG_INT, &batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
-        {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
-        {"threads", ARG_INT, &threads, "compute threads (default: one per physical core)", false},
-        {"precision", ARG_STRING, &precision, "fp32 (exact, default) or bf16 (half the memory)", false},
-        {"lora", ARG_STRING, &lora_specs,
-         "LoRA adapter FILE[:SCALE] (.safetensors, kohya/diffusers/PEFT keys; scale 1 by default; "
-         "repeatable)",
-         true},
-        {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
-        {"negative-prompt", ARG_STRING, &negative_prompt,
+        model_option_spec(m, MODEL_OPTION_MODEL, NULL),
+        {"prompt", ARG_STRING, &a->prompt, "what to draw (or give it as the argument)", false},
+        {"seed", ARG_INT, &a->seed, "random seed (default: random, printed and stored)", false},
+        {"steps", ARG_INT, &a->steps, "denoising steps, 1..original_inference_steps (default 4)", false},
+        {"guidance", ARG_FLOAT, &a->guidance, "guidance scale (default 8.5, diffusers' default)", false},
+        {"width", ARG_INT, &a->width, "image width, a multiple of 8 (default: the model's size)", false},
+        {"height", ARG_INT, &a->height, "image height, a multiple of 8 (default: the model's size)", false},
+        {"batch", ARG_INT, &a->batch, "images per prompt (default 1; FILE-0.png, FILE-1.png, ...)", false},
+        model_option_spec(m, MODEL_OPTION_VARIANT, NULL),
+        model_option_spec(m, MODEL_OPTION_THREADS, NULL),
+        model_option_spec(m, MODEL_OPTION_PRECISION, "fp32 (exact, default) or bf16 (half the memory)"),
+        model_option_spec(m, MODEL_OPTION_LORA,
+                          "LoRA adapter FILE[:SCALE] (.safetensors, kohya/diffusers/PEFT keys; scale 1 by "
+                          "default; repeatable)"),
+        model_option_spec(m, MODEL_OPTION_LORA_LENIENT, NULL),
+        {"negative-prompt", ARG_STRING, &a->negative_prompt,
          "what to steer away from (UNets without LCM guidance embedding, guidance > 1)", false},
-        {"init-image", ARG_STRING, &init_image, "img2img: start from this PNG/JPEG/WebP (its size is the output size)", false},
-        {"strength", ARG_FLOAT, &strength, "img2img: how much to change the init image, 0 < s <= 1 (default 0.8)", false},
-        {"controlnet", ARG_STRING, &controlnet,
-         "ControlNetModel steering the UNet: folder or hub id ORG/NAME[@REVISION]", false},
-        {"control-image", ARG_STRING, &control_image, "ControlNet conditioning image (PNG/JPEG/WebP)", false},
-        {"control-scale", ARG_FLOAT, &control_scale, "ControlNet conditioning scale (default 1)", false},
-        {"control-preprocess", ARG_STRING, &control_preprocess,
+        {"init-image", ARG_STRING, &a->init_image, "img2img: start from this PNG/JPEG/WebP (its size is the output size)", false},
+        {"strength", ARG_FLOAT, &a->strength, "img2img: how much to change the init image, 0 < s <= 1 (default 0.8)", false},
+        model_option_spec(m, MODEL_OPTION_CONTROLNET, NULL),
+        {"control-image", ARG_STRING, &a->control_image, "ControlNet conditioning image (PNG/JPEG/WebP)", false},
+        {"control-scale", ARG_FLOAT, &a->control_scale, "ControlNet conditioning scale (default 1)", false},
+        {"control-preprocess", ARG_STRING, &a->control_preprocess,
          "turn the control image (a photo) into a control map first: canny or normalbae "
          "(default: none, use it as is)",
          false},
-        {"canny-low", ARG_FLOAT, &canny_low, "canny low threshold (default 100)", false},
-        {"canny-high", ARG_FLOAT, &canny_high, "canny high threshold (default 200)", false},
-        {"control-weights", ARG_STRING, &control_weights,
+        {"canny-low", ARG_FLOAT, &a->canny_low, "canny low threshold (default 100)", false},
+        {"canny-high", ARG_FLOAT, &a->canny_high, "canny high threshold (default 200)", false},
+        {"control-weights", ARG_STRING, &a->control_weights,
          "normalbae: NormalBae weights (scannet.pt or a .safetensors conversion)", false},
-        {"detect-resolution", ARG_INT, &detect_resolution,
+        {"detect-resolution", ARG_INT, &a->detect_resolution,
          "normalbae: short side the network sees, multiples of 64 (default 512)", false},
-        {"image-resolution", ARG_INT, &image_resolution,
+        {"image-resolution", ARG_INT, &a->image_resolution,
          "normalbae: short side of the normal map, multiples of 64 (default 512)", false},
-        {"control-output", ARG_STRING, &control_output, "also write the control map to this PNG", false},
-        {"tokenizer", ARG_STRING, &tokenizer,
-         "CLIP tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint that has none "
-         "(default: $LCM_TOKENIZER, else the Hugging Face cache of openai/clip-vit-large-patch14)",
-         false},
-        {"taesd", ARG_STRING, &taesd,
-         "decode with this TAESD (AutoencoderTiny) instead of the VAE: folder or hub id "
-         "ORG/NAME[@REVISION], e.g. madebyollin/taesd",
-         false},
-        {"vae-tiling", ARG_STRING, &vae_tiling, "on, off or auto (default: tile only when the decode would not fit the memory budget)", false},
-        {"memory-budget", ARG_STRING, &memory_budget, "memory for the whole process, e.g. 6G or 512M (default: 3/4 of RAM)", false},
-        {"preview-dir", ARG_STRING, &preview_dir, "write a preview of each step there as step-K.png", false},
-        {"output", ARG_STRING, &output, "PNG file to write", false},
-        {"quiet", ARG_FLAG, &quiet, "no progress bar", false},
-        {"no-cache", ARG_FLAG, &no_cache, "neither read nor write the packed-weight cache (see 'lcm cache')", false},
+        {"control-output", ARG_STRING, &a->control_output, "also write the control map to this PNG", false},
+        model_option_spec(m, MODEL_OPTION_TOKENIZER, NULL),
+        model_option_spec(m, MODEL_OPTION_TAESD, NULL),
+        {"vae-tiling", ARG_STRING, &a->vae_tiling, "on, off or auto (default: tile only when the decode would not fit the memory budget)", false},
+        {"memory-budget", ARG_STRING, &a->memory_budget, "memory for the whole process, e.g. 6G or 512M (default: 3/4 of RAM)", false},
+        {"preview-dir", ARG_STRING, &a->preview_dir, "write a preview of each step there as step-K.png", false},
+        {"output", ARG_STRING, &a->output, "PNG file to write", false},
+        {"quiet", ARG_FLAG, &a->quiet, "no progress bar", false},
+        model_option_spec(m, MODEL_OPTION_NO_CACHE, NULL),
     };
     const char *positional[1];
     int npositional;
@@ -224,218 +223,226 @@ int cmd_generate(int argc, char **argv) {
                         "lcm generate --model DIR --prompt TEXT [options] --output FILE.png");
     if (rc) return rc == 1 ? 0 : 2;
     if (npositional == 1) {
-        if (prompt) {
+        if (a->prompt) {
             fprintf(stderr, "lcm generate: give the prompt either with --prompt or as the argument\n");
             return 2;
         }
-        prompt = positional[0];
+        a->prompt = positional[0];
     }
-    if (!model || !prompt || !output) {
+    return -1;
+}
+
+// The checks that need no file: ranges, and options that need others. Fills the parsed
+// --vae-tiling and --memory-budget. Returns -1 to go on, else the exit code after printing why.
+static int check_args(const generate_args *a, lcm_vae_tiling *tiling, uint64_t *budget) {
+    if (!a->model.model || !a->prompt || !a->output) {
         fprintf(stderr, "lcm generate: --model, --prompt and --output are required (see --help)\n");
         return 2;
     }
-    if (seed < -1 || steps < 1 || steps > 1000 || width < 0 || height < 0 || batch < 1 || batch > 16 ||
-        threads < 0 || threads > 1024) {
+    if (a->seed < -1 || a->steps < 1 || a->steps > 1000 || a->width < 0 || a->height < 0 || a->batch < 1 ||
+        a->batch > 16 || a->model.threads < 0 || a->model.threads > 1024) {
         fprintf(stderr, "lcm generate: --seed must be >= 0, --steps 1..1000, --batch 1..16, "
                         "--width/--height positive\n");
         return 2;
     }
-
-    if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
-        fprintf(stderr, "lcm generate: --precision %s: expected fp32 or bf16\n", precision);
-        return 2;
-    }
-    lcm_vae_tiling tiling_mode;
-    if (!strcmp(vae_tiling, "auto")) tiling_mode = LCM_VAE_TILING_AUTO;
-    else if (!strcmp(vae_tiling, "on")) tiling_mode = LCM_VAE_TILING_ON;
-    else if (!strcmp(vae_tiling, "off")) tiling_mode = LCM_VAE_TILING_OFF;
+    if (!model_options_check(&a->model, "lcm generate")) return 2;
+    if (!strcmp(a->vae_tiling, "auto")) *tiling = LCM_VAE_TILING_AUTO;
+    else if (!strcmp(a->vae_tiling, "on")) *tiling = LCM_VAE_TILING_ON;
+    else if (!strcmp(a->vae_tiling, "off")) *tiling = LCM_VAE_TILING_OFF;
     else {
-        fprintf(stderr, "lcm generate: --vae-tiling %s: expected on, off or auto\n", vae_tiling);
+        fprintf(stderr, "lcm generate: --vae-tiling %s: expected on, off or auto\n", a->vae_tiling);
         return 2;
     }
-    uint64_t budget = 0;
-    if (memory_budget && !parse_size(memory_budget, &budget)) {
+    *budget = 0;
+    if (a->memory_budget && !parse_size(a->memory_budget, budget)) {
         fprintf(stderr, "lcm generate: --memory-budget %s: expected a size such as 6G, 512M or a "
-                        "byte count\n", memory_budget);
+                        "byte count\n", a->memory_budget);
         return 2;
     }
-    if (control_preprocess && strcmp(control_preprocess, "canny") && strcmp(control_preprocess, "normalbae") &&
-        strcmp(control_preprocess, "none")) {
-        fprintf(stderr, "lcm generate: --control-preprocess %s: expected canny, normalbae or none\n",
-                control_preprocess);
+    const char *pre = a->control_preprocess;
+    if (pre && strcmp(pre, "canny") && strcmp(pre, "normalbae") && strcmp(pre, "none")) {
+        fprintf(stderr, "lcm generate: --control-preprocess %s: expected canny, normalbae or none\n", pre);
         return 2;
     }
-    bool canny = control_preprocess && !strcmp(control_preprocess, "canny");
-    bool normalbae = control_preprocess && !strcmp(control_preprocess, "normalbae");
+    bool canny = pre && !strcmp(pre, "canny"), normalbae = pre && !strcmp(pre, "normalbae");
     const char *misuse = NULL;
-    if (strength != -1 && !init_image) misuse = "--strength needs --init-image";
-    else if (control_image && !controlnet) misuse = "--control-image needs --controlnet";
-    else if (controlnet && !control_image) misuse = "--controlnet needs --control-image";
-    else if (control_preprocess && !control_image) misuse = "--control-preprocess needs --control-image";
-    else if ((canny_low != -1 || canny_high != -1) && !canny)
+    if (a->strength != -1 && !a->init_image) misuse = "--strength needs --init-image";
+    else if (a->control_image && !a->model.controlnet) misuse = "--control-image needs --controlnet";
+    else if (a->model.controlnet && !a->control_image) misuse = "--controlnet needs --control-image";
+    else if (pre && !a->control_image) misuse = "--control-preprocess needs --control-image";
+    else if ((a->canny_low != -1 || a->canny_high != -1) && !canny)
         misuse = "--canny-low/--canny-high need --control-preprocess canny";
-    else if (normalbae && !control_weights)
+    else if (normalbae && !a->control_weights)
         misuse = "--control-preprocess normalbae needs --control-weights FILE (NormalBae weights, e.g. scannet.pt)";
-    else if (control_weights && !normalbae) misuse = "--control-weights needs --control-preprocess normalbae";
-    else if ((detect_resolution != -1 || image_resolution != -1) && !normalbae)
+    else if (a->control_weights && !normalbae) misuse = "--control-weights needs --control-preprocess normalbae";
+    else if ((a->detect_resolution != -1 || a->image_resolution != -1) && !normalbae)
         misuse = "--detect-resolution/--image-resolution need --control-preprocess normalbae";
-    else if (detect_resolution != -1 && (detect_resolution < 1 || detect_resolution > 8192))
+    else if (a->detect_resolution != -1 && (a->detect_resolution < 1 || a->detect_resolution > 8192))
         misuse = "--detect-resolution must be in 1..8192";
-    else if (image_resolution != -1 && (image_resolution < 1 || image_resolution > 8192))
+    else if (a->image_resolution != -1 && (a->image_resolution < 1 || a->image_resolution > 8192))
         misuse = "--image-resolution must be in 1..8192";
-    else if (control_output && !control_image) misuse = "--control-output needs --control-image";
+    else if (a->control_output && !a->control_image) misuse = "--control-output needs --control-image";
     if (misuse) {
         fprintf(stderr, "lcm generate: %s\n", misuse);
         return 2;
     }
-    conditioning_images images;
-    control_preprocessing pre = {
-        .kind = control_preprocess,
-        .canny_low = canny_low == -1 ? 100 : canny_low,
-        .canny_high = canny_high == -1 ? 200 : canny_high,
-        .weights = control_weights,
-        .detect_resolution = detect_resolution == -1 ? LCM_NORMAL_DETECT_RESOLUTION : (int)detect_resolution,
-        .image_resolution = image_resolution == -1 ? LCM_NORMAL_IMAGE_RESOLUTION : (int)image_resolution,
-        .output = control_output,
-    };
-    rc = read_conditioning(init_image, control_image, &pre, &images);
-    if (rc) return rc;
+    return -1;
+}
 
-    // --lora FILE[:SCALE]: the paths are copied out of the specs, which may carry a scale suffix.
-    lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
-    char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
-    lcm_status st = args_loras(&lora_specs, loras, lora_paths);
-    lcm_pipeline *pipeline = NULL;
-    bool int8_model = false;
+// Resolves the model, ControlNet and TAESD (hub ids downloaded) and loads the pipeline, saying on
+// stderr what was fused and which 8-bit paths run. Returns -1 with *pipeline set, else the exit code.
+static int load_pipeline(const generate_args *a, lcm_vae_tiling tiling, uint64_t budget, lcm_pipeline **pipeline) {
+    model_setup setup;
+    lcm_status st = model_setup_init(&setup, &a->model, a->quiet);
+    setup.pipeline.vae_tiling = tiling;
+    setup.pipeline.memory_budget = budget;
+    char *model_path = NULL;
+    if (st == LCM_OK) st = model_setup_resolve(&setup, a->model.model, &model_path);
+    if (st == LCM_OK) st = model_setup_resolve_extras(&setup, &a->model);
+    if (st == LCM_OK) st = lcm_pipeline_open(model_path, &setup.pipeline, pipeline);
+    bool int8_model = st == LCM_OK && lcm_model_quantization(model_path) == LCM_QUANTIZED_INT8;
     lcm_quantization controlnet_kind = LCM_QUANTIZED_NONE;
-    if (st == LCM_OK) {
-        lcm_pipeline_options options;
-        lcm_pipeline_options_init(&options);
-        options.variant = variant;
-        options.threads = (int)threads;
-        options.precision = strcmp(precision, "bf16") == 0 ? LCM_PRECISION_BF16 : LCM_PRECISION_FP32;
-        options.loras = loras;
-        options.lora_count = lora_specs.count;
-        options.lora_lenient = lora_lenient;
-        options.tokenizer = tokenizer;
-        options.vae_tiling = tiling_mode;
-        options.memory_budget = budget;
-        options.no_cache = no_cache;
-        // A hub id becomes its snapshot folder in the Hugging Face cache (downloading it the first
-        // time); --controlnet and --taesd ids are repositories of one model at their root.
-        lcm_hub_options hub;
-        lcm_hub_options_init(&hub);
-        hub.variant = variant;
-        download_progress download;
-        download_progress_attach(&download, quiet, &hub);
-        char *model_path = NULL, *controlnet_path = NULL, *taesd_path = NULL;
-        st = lcm_model_resolve(model, &hub, &model_path);
-        if (st == LCM_OK && controlnet) st = lcm_single_model_resolve(controlnet, &hub, &controlnet_path);
-        hub.variant = NULL; // the TAESD loads only its plain weights
-        if (st == LCM_OK && taesd) st = lcm_single_model_resolve(taesd, &hub, &taesd_path);
-        options.controlnet = controlnet_path;
-        options.taesd = taesd_path;
-        if (st == LCM_OK) st = lcm_pipeline_open(model_path, &options, &pipeline);
-        int8_model = st == LCM_OK && lcm_model_quantization(model_path) == LCM_QUANTIZED_INT8;
-        if (st == LCM_OK && controlnet) controlnet_kind = lcm_controlnet_quantization(controlnet_path);
-        free(model_path);
-        free(controlnet_path);
-        free(taesd_path);
-    }
-    args_loras_free(lora_paths, lora_specs.count);
+    if (st == LCM_OK && a->model.controlnet) controlnet_kind = lcm_controlnet_quantization(setup.controlnet_path);
+    free(model_path);
+    model_setup_free(&setup);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm generate: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
-        lcm_image_release(&images.init);
-        lcm_image_release(&images.control);
         return exit_code_for(st);
     }
-    if (!quiet && *lcm_pipeline_lora_report(pipeline))
-        fprintf(stderr, "%s\n", lcm_pipeline_lora_report(pipeline));
-    if (!quiet && int8_model)
-        fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", lcm_int8_kernels());
-    if (!quiet && controlnet_kind == LCM_QUANTIZED_INT8)
+    if (a->quiet) return -1;
+    if (*lcm_pipeline_lora_report(*pipeline)) fprintf(stderr, "%s\n", lcm_pipeline_lora_report(*pipeline));
+    if (int8_model) fprintf(stderr, "lcm: int8 UNet (8-bit weights and activations, %s)\n", lcm_int8_kernels());
+    if (controlnet_kind == LCM_QUANTIZED_INT8)
         fprintf(stderr, "lcm: int8 ControlNet (8-bit weights and activations, %s)\n", lcm_int8_kernels());
-    else if (!quiet && controlnet_kind == LCM_QUANTIZED_WEIGHTS_ONLY)
+    else if (controlnet_kind == LCM_QUANTIZED_WEIGHTS_ONLY)
         fprintf(stderr, "lcm: ControlNet with 8-bit weights (float32 compute)\n");
+    return -1;
+}
 
-    lcm_request request;
-    lcm_request_init(&request);
-    request.prompt = prompt;
-    request.seed = seed >= 0 ? (uint64_t)seed : random_seed();
-    request.steps = (int)steps;
-    request.guidance_scale = (float)guidance;
-    request.width = (int)width;
-    request.height = (int)height;
-    request.batch = (int)batch;
-    request.negative_prompt = negative_prompt;
-    if (init_image) {
-        request.init_image = &images.init;
-        if (strength != -1) request.strength = (float)strength;
+// The A1111 infotext of image `index`: prompt, "Negative prompt: ..." line, then the settings line,
+// with the ControlNet unit when there is one. On success *parameters is malloc'd (free()).
+static lcm_status image_parameters(lcm_pipeline *pipeline, const generate_args *a, const lcm_request *request,
+                                   int index, const lcm_image *img, char **parameters) {
+    lcm_infotext *info = NULL;
+    lcm_status st = lcm_pipeline_infotext(pipeline, request, index, img->width, img->height,
+                                          model_name(a->model.model), &info);
+    if (st == LCM_OK && a->model.controlnet) {
+        const char *pre = a->control_preprocess;
+        const char *module = !pre ? "none" : !strcmp(pre, "canny") ? "canny" : !strcmp(pre, "normalbae") ? "normal_bae" : "none";
+        char unit[1024];
+        snprintf(unit, sizeof unit, "Module: %s, Model: %s, Weight: %g", module, model_name(a->model.controlnet),
+                 a->control_scale);
+        st = lcm_infotext_set(info, "ControlNet", unit);
     }
-    if (control_image) {
-        request.control_image = &images.control;
-        request.control_scale = (float)control_scale;
-    }
-    progress_state progress = {.on_terminal = !quiet && isatty(STDERR_FILENO)};
-    request.progress = show_progress;
-    request.progress_user_data = &progress;
-    preview_state previews = {.dir = preview_dir, .batch = (int)batch};
-    if (preview_dir && mkdir(preview_dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "lcm generate: --preview-dir %s: %s\n", preview_dir, strerror(errno));
-        lcm_pipeline_close(pipeline);
-        lcm_image_release(&images.init);
-        lcm_image_release(&images.control);
-        return 2;
-    }
-    if (preview_dir) {
-        request.preview = write_preview;
-        request.preview_user_data = &previews;
-    }
-    if (seed < 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)request.seed);
+    if (st == LCM_OK) st = lcm_infotext_format(info, parameters);
+    lcm_infotext_free(info);
+    return st;
+}
 
-    lcm_result *result = NULL;
-    st = lcm_generate(pipeline, &request, &result);
-    if (st != LCM_OK) {
-        fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
-        lcm_pipeline_close(pipeline);
-        lcm_image_release(&images.init);
-        lcm_image_release(&images.control);
-        return exit_code_for(st);
-    }
-    rc = 0;
-    for (int i = 0; i < result->count && rc == 0; i++) {
+// Writes every image of `result` with its infotext (FILE.png, or FILE-0.png, FILE-1.png, ... for a
+// batch). Returns the exit code.
+static int write_images(lcm_pipeline *pipeline, const generate_args *a, const lcm_request *request,
+                        const lcm_result *result) {
+    for (int i = 0; i < result->count; i++) {
         const lcm_image *img = &result->images[i];
-        char path[4096];
-        // A1111's infotext: prompt, "Negative prompt: ..." line, then the settings line.
-        lcm_infotext *info = NULL;
         char *parameters = NULL;
-        st = lcm_pipeline_infotext(pipeline, &request, i, img->width, img->height, model_name(model), &info);
-        if (st == LCM_OK && controlnet) {
-            char unit[1024];
-            snprintf(unit, sizeof unit, "Module: %s, Model: %s, Weight: %g",
-                     canny ? "canny" : normalbae ? "normal_bae" : "none", model_name(controlnet), control_scale);
-            st = lcm_infotext_set(info, "ControlNet", unit);
-        }
-        if (st == LCM_OK) st = lcm_infotext_format(info, &parameters);
-        lcm_infotext_free(info);
+        lcm_status st = image_parameters(pipeline, a, request, i, img, &parameters);
         if (st != LCM_OK) {
             fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
-            rc = 1;
-            break;
+            return 1;
         }
-        batch_path(path, sizeof path, output, i, result->count);
+        char path[4096];
+        batch_path(path, sizeof path, a->output, i, result->count);
         st = lcm_write_png(path, img, parameters);
         free(parameters);
         if (st != LCM_OK) {
             fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
-            rc = 1;
-        } else if (!quiet) {
-            fprintf(stderr, "wrote %s (%dx%d, seed %llu)\n", path, img->width, img->height,
-                    (unsigned long long)request.seed);
+            return 1;
         }
+        if (!a->quiet)
+            fprintf(stderr, "wrote %s (%dx%d, seed %llu)\n", path, img->width, img->height,
+                    (unsigned long long)request->seed);
+    }
+    return 0;
+}
+
+// The request of the options, with the conditioning images read before and the callbacks' states.
+static void make_request(const generate_args *a, const conditioning_images *images, progress_state *progress,
+                         preview_state *previews, lcm_request *request) {
+    lcm_request_init(request);
+    request->prompt = a->prompt;
+    request->seed = a->seed >= 0 ? (uint64_t)a->seed : random_seed();
+    request->steps = (int)a->steps;
+    request->guidance_scale = (float)a->guidance;
+    request->width = (int)a->width;
+    request->height = (int)a->height;
+    request->batch = (int)a->batch;
+    request->negative_prompt = a->negative_prompt;
+    if (a->init_image) {
+        request->init_image = &images->init;
+        if (a->strength != -1) request->strength = (float)a->strength;
+    }
+    if (a->control_image) {
+        request->control_image = &images->control;
+        request->control_scale = (float)a->control_scale;
+    }
+    request->progress = show_progress;
+    request->progress_user_data = progress;
+    if (a->preview_dir) {
+        request->preview = write_preview;
+        request->preview_user_data = previews;
+    }
+}
+
+// Loads the pipeline, generates and writes the images. Returns the exit code.
+static int generate(const generate_args *a, lcm_vae_tiling tiling, uint64_t budget, const conditioning_images *images) {
+    lcm_pipeline *pipeline = NULL;
+    int rc = load_pipeline(a, tiling, budget, &pipeline);
+    if (rc >= 0) return rc;
+    progress_state progress = {.on_terminal = !a->quiet && isatty(STDERR_FILENO)};
+    preview_state previews = {.dir = a->preview_dir, .batch = (int)a->batch};
+    if (a->preview_dir && mkdir(a->preview_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lcm generate: --preview-dir %s: %s\n", a->preview_dir, strerror(errno));
+        lcm_pipeline_close(pipeline);
+        return 2;
+    }
+    lcm_request request;
+    make_request(a, images, &progress, &previews, &request);
+    if (a->seed < 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)request.seed);
+    lcm_result *result = NULL;
+    lcm_status st = lcm_generate(pipeline, &request, &result);
+    if (st != LCM_OK) {
+        fprintf(stderr, "lcm generate: %s\n", lcm_last_error());
+        rc = exit_code_for(st);
+    } else {
+        rc = write_images(pipeline, a, &request, result);
     }
     lcm_result_free(result);
     lcm_pipeline_close(pipeline);
+    return rc;
+}
+
+int cmd_generate(int argc, char **argv) {
+    generate_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    lcm_vae_tiling tiling;
+    uint64_t budget;
+    rc = check_args(&a, &tiling, &budget);
+    if (rc >= 0) return rc;
+    control_preprocessing pre = {
+        .kind = a.control_preprocess,
+        .canny_low = a.canny_low == -1 ? 100 : a.canny_low,
+        .canny_high = a.canny_high == -1 ? 200 : a.canny_high,
+        .weights = a.control_weights,
+        .detect_resolution = a.detect_resolution == -1 ? LCM_NORMAL_DETECT_RESOLUTION : (int)a.detect_resolution,
+        .image_resolution = a.image_resolution == -1 ? LCM_NORMAL_IMAGE_RESOLUTION : (int)a.image_resolution,
+        .output = a.control_output,
+    };
+    conditioning_images images;
+    rc = read_conditioning(a.init_image, a.control_image, &pre, &images);
+    if (rc) return rc;
+    rc = generate(&a, tiling, budget, &images);
     lcm_image_release(&images.init);
     lcm_image_release(&images.control);
     return rc;

@@ -8,7 +8,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
-#include "app/download_progress.h"
+#include "app/model_options.h"
 #include "app/server.h"
 #include "lcm.h"
 
@@ -73,18 +73,17 @@ static int scan_models_dir(const char *dir, char **paths, int capacity) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *model = NULL, *models_dir = NULL, *host = "127.0.0.1", *api_key = NULL, *variant = NULL;
+    model_options mo = {0}; // --model, --variant, --threads, --lora..., --controlnet, --taesd, --no-cache
+    const char *models_dir = NULL, *host = "127.0.0.1", *api_key = NULL;
     long port = 7860, queue = 16, max_size = 1024, max_steps = 8, max_batch = 4, max_body = 16 << 20;
-    long threads = 0, step_delay_ms = 0, max_loaded = 1, http_threads = 4, max_connections = 1000, max_per_ip = 64;
+    long step_delay_ms = 0, max_loaded = 1, http_threads = 4, max_connections = 1000, max_per_ip = 64;
     long header_timeout = 10, idle_timeout = 30, body_timeout = 60, image_ttl = 3600;
-    bool insecure = false, lora_lenient = false, no_cache = false;
-    const char *controlnet = NULL, *control_weights = NULL, *taesd = NULL;
-    args_list lora_specs = {0};
+    bool insecure = false;
+    const char *control_weights = NULL;
     const arg_spec specs[] = {
-        {"model", ARG_STRING, &model,
-         "diffusers model folder (LatentConsistencyModelPipeline), single .safetensors checkpoint, "
-         "or hub id ORG/NAME[@REVISION] (downloaded on first use)",
-         false},
+        model_option_spec(&mo, MODEL_OPTION_MODEL,
+                          "diffusers model folder (LatentConsistencyModelPipeline), single .safetensors "
+                          "checkpoint, or hub id ORG/NAME[@REVISION] (downloaded on first use)"),
         {"models-dir", ARG_STRING, &models_dir,
          "serve every model in this folder (pipeline folders and .safetensors checkpoints), loaded when "
          "a request or /sdapi/v1/options asks for one",
@@ -99,21 +98,19 @@ int cmd_serve(int argc, char **argv) {
         {"max-steps", ARG_INT, &max_steps, "most steps a client may ask for (default 8)", false},
         {"max-batch", ARG_INT, &max_batch, "most images per request (default 4)", false},
         {"max-body", ARG_INT, &max_body, "largest request body in bytes (default 16 MiB)", false},
-        {"controlnet", ARG_STRING, &controlnet,
-         "ControlNetModel, folder or hub id ORG/NAME[@REVISION]: the page and the APIs then take a "
-         "control image",
-         false},
-        {"taesd", ARG_STRING, &taesd,
-         "decode (and preview) with this TAESD (AutoencoderTiny) instead of the VAE: folder or hub "
-         "id ORG/NAME[@REVISION], e.g. madebyollin/taesd",
-         false},
-        {"lora", ARG_STRING, &lora_specs, "LoRA adapter FILE[:SCALE] fused at load (repeatable)", true},
-        {"lora-lenient", ARG_FLAG, &lora_lenient, "warn instead of failing on LoRA keys that match nothing", false},
-        {"no-cache", ARG_FLAG, &no_cache, "neither read nor write the packed-weight cache (see 'lcm cache')", false},
+        model_option_spec(&mo, MODEL_OPTION_CONTROLNET,
+                          "ControlNetModel, folder or hub id ORG/NAME[@REVISION]: the page and the APIs then "
+                          "take a control image"),
+        model_option_spec(&mo, MODEL_OPTION_TAESD,
+                          "decode (and preview) with this TAESD (AutoencoderTiny) instead of the VAE: folder or "
+                          "hub id ORG/NAME[@REVISION], e.g. madebyollin/taesd"),
+        model_option_spec(&mo, MODEL_OPTION_LORA, NULL),
+        model_option_spec(&mo, MODEL_OPTION_LORA_LENIENT, NULL),
+        model_option_spec(&mo, MODEL_OPTION_NO_CACHE, NULL),
         {"control-weights", ARG_STRING, &control_weights,
          "NormalBae weights (scannet.pt or .safetensors): enables the normal_bae preprocessor", false},
-        {"variant", ARG_STRING, &variant, "weight variant, e.g. fp16 (falls back to the plain files)", false},
-        {"threads", ARG_INT, &threads, "compute threads (default: one per core)", false},
+        model_option_spec(&mo, MODEL_OPTION_VARIANT, NULL),
+        model_option_spec(&mo, MODEL_OPTION_THREADS, "compute threads (default: one per core)"),
         {"http-threads", ARG_INT, &http_threads, "threads serving connections, each polling many (default 4)", false},
         {"max-connections", ARG_INT, &max_connections, "open connections in all (default 1000)", false},
         {"max-per-ip", ARG_INT, &max_per_ip, "open connections from one address (default 64)", false},
@@ -129,13 +126,14 @@ int cmd_serve(int argc, char **argv) {
                         "lcm serve --model DIR|ID | --models-dir DIR [--host 127.0.0.1] [--port 7860] [--queue 16] [--controlnet DIR|ID] "
                         "[--taesd DIR|ID] [options]");
     if (rc) return rc == 1 ? 0 : 2;
+    const char *model = mo.model, *controlnet = mo.controlnet;
     if (!model && !models_dir) {
         fprintf(stderr, "lcm serve: --model or --models-dir is required (see --help)\n");
         return 2;
     }
     if (port < 0 || port > 65535 || queue < 1 || queue > 100000 || max_size < 8 || max_size > 4096 ||
         max_steps < 1 || max_steps > 1000 || max_batch < 1 || max_batch > 64 || max_body < 1024 ||
-        max_body > (1L << 30) || threads < 0 || threads > 1024 || step_delay_ms < 0 || step_delay_ms > 60000 ||
+        max_body > (1L << 30) || mo.threads < 0 || mo.threads > 1024 || step_delay_ms < 0 || step_delay_ms > 60000 ||
         max_loaded < 1 || max_loaded > MAX_MODELS || http_threads < 1 || http_threads > 64 || max_connections < 1 ||
         max_connections > 100000 || max_per_ip < 1 || max_per_ip > 100000 || header_timeout < 1 ||
         header_timeout > 3600 || idle_timeout < 1 || idle_timeout > 3600 || body_timeout < 1 || body_timeout > 3600 || image_ttl < 1 || image_ttl > 86400 * 7) {
@@ -165,35 +163,22 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "lcm serve: %s\n", lcm_last_error());
         return 2;
     }
-    lcm_lora loras[sizeof lora_specs.items / sizeof lora_specs.items[0]];
-    char *lora_paths[sizeof lora_specs.items / sizeof lora_specs.items[0]] = {0};
-    char lora_labels[sizeof lora_specs.items / sizeof lora_specs.items[0]][300];
-    const char *lora_names[sizeof lora_specs.items / sizeof lora_specs.items[0]];
-    lcm_status st = args_loras(&lora_specs, loras, lora_paths);
-    for (int i = 0; i < lora_specs.count && st == LCM_OK; i++) {
-        snprintf(lora_labels[i], sizeof lora_labels[i], "%.200s:%g", file_name(lora_paths[i]),
-                 (double)loras[i].scale);
+    // How every model is loaded (the LoRAs, ControlNet and TAESD apply to each); hub ids become
+    // snapshot folders in the Hugging Face cache (downloaded the first time).
+    model_setup setup;
+    lcm_status st = model_setup_init(&setup, &mo, false);
+    // Clients see the adapters' file names, never the server's paths.
+    char lora_labels[sizeof setup.loras / sizeof setup.loras[0]][300];
+    const char *lora_names[sizeof setup.loras / sizeof setup.loras[0]];
+    for (int i = 0; i < setup.lora_count && st == LCM_OK; i++) {
+        snprintf(lora_labels[i], sizeof lora_labels[i], "%.200s:%g", file_name(setup.lora_paths[i]),
+                 (double)setup.loras[i].scale);
         lora_names[i] = lora_labels[i];
     }
-    // How every model is loaded (the LoRAs, ControlNet and TAESD apply to each).
-    lcm_pipeline_options options;
-    lcm_pipeline_options_init(&options);
-    options.variant = variant;
-    options.threads = (int)threads;
-    options.loras = loras;
-    options.lora_count = lora_specs.count;
-    options.lora_lenient = lora_lenient;
-    options.no_cache = no_cache;
-    // Hub ids become snapshot folders in the Hugging Face cache (downloaded the first time).
-    lcm_hub_options hub;
-    lcm_hub_options_init(&hub);
-    hub.variant = variant;
-    download_progress download;
-    download_progress_attach(&download, false, &hub);
     char *paths[MAX_MODELS] = {0};
     int path_count = 0;
     if (st == LCM_OK && model) {
-        st = lcm_model_resolve(model, &hub, &paths[0]);
+        st = model_setup_resolve(&setup, model, &paths[0]);
         if (st == LCM_OK) path_count = 1;
     }
     if (st == LCM_OK && models_dir) {
@@ -201,17 +186,12 @@ int cmd_serve(int argc, char **argv) {
         if (found < 0) {
             for (int i = 0; i < path_count; i++) free(paths[i]);
             lcm_normal_detector_close(detector);
-            args_loras_free(lora_paths, lora_specs.count);
+            model_setup_free(&setup);
             return 2;
         }
         path_count += found;
     }
-    char *controlnet_path = NULL, *taesd_path = NULL;
-    if (st == LCM_OK && controlnet) st = lcm_single_model_resolve(controlnet, &hub, &controlnet_path);
-    hub.variant = NULL; // the TAESD loads only its plain weights
-    if (st == LCM_OK && taesd) st = lcm_single_model_resolve(taesd, &hub, &taesd_path);
-    options.controlnet = controlnet_path;
-    options.taesd = taesd_path;
+    if (st == LCM_OK) st = model_setup_resolve_extras(&setup, &mo);
 
     // The models clients see, by name (a --model given as a hub id shows as its id's last part).
     static serve_model models[MAX_MODELS];
@@ -234,16 +214,14 @@ int cmd_serve(int argc, char **argv) {
         model_count++;
     }
     // The first model is loaded now: a model that cannot load stops the server before it listens.
-    serve_config config = {.models = models, .model_count = model_count, .pipeline_options = &options,
+    serve_config config = {.models = models, .model_count = model_count, .pipeline_options = &setup.pipeline,
                            .normal_detector = detector};
     if (st == LCM_OK) st = serve_model_load(&config, &models[0]);
-    args_loras_free(lora_paths, lora_specs.count);
     if (st != LCM_OK) {
         fprintf(stderr, "lcm serve: %s\n", st == LCM_ERR_OUT_OF_MEMORY ? "out of memory" : lcm_last_error());
         lcm_normal_detector_close(detector);
         for (int i = 0; i < path_count; i++) free(paths[i]);
-        free(controlnet_path);
-        free(taesd_path);
+        model_setup_free(&setup);
         return st == LCM_ERR_OUT_OF_MEMORY || st == LCM_ERR_INTERNAL ? 1 : 2;
     }
 
@@ -253,7 +231,7 @@ int cmd_serve(int argc, char **argv) {
         .models = models,
         .model_count = model_count,
         .max_loaded = (int)max_loaded,
-        .pipeline_options = &options,
+        .pipeline_options = &setup.pipeline,
         .host = host,
         .port = (int)port,
         .queue_capacity = (int)queue,
@@ -274,16 +252,15 @@ int cmd_serve(int argc, char **argv) {
         .body_timeout_s = (int)body_timeout,
         .image_ttl_s = (int)image_ttl,
         .step_delay_ms = (int)step_delay_ms,
-        .threads = (int)threads,
+        .threads = (int)mo.threads,
         .normal_detector = detector,
         .controlnet_name = controlnet ? controlnet_name : NULL,
         .lora_names = lora_names,
-        .lora_count = lora_specs.count,
+        .lora_count = setup.lora_count,
     };
     rc = serve_run(&config);
     lcm_normal_detector_close(detector);
     for (int i = 0; i < path_count; i++) free(paths[i]);
-    free(controlnet_path);
-    free(taesd_path);
+    model_setup_free(&setup);
     return rc;
 }
