@@ -665,7 +665,7 @@ typedef enum lcm_bench_stage {
 const char *lcm_bench_stage_name(lcm_bench_stage stage);
 
 typedef struct lcm_bench_options {
-    const char *prompt;             // of the text encoding and end-to-end runs; borrowed
+    const char *prompt;             // of the text encoding and end-to-end runs; borrowed until lcm_bench_close
     int width, height, steps;       // as lcm_request (checked the same way)
     float guidance;
     const lcm_image *control_image; // with a ControlNet pipeline; borrowed until lcm_bench_close
