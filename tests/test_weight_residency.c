@@ -1,7 +1,7 @@
 // What keeps weights out of memory while they are not needed must not change a single number:
 //  - weights used in place in their file's mapping instead of a loaded copy (weight_set_map_f32,
-//    linear_load_mapped, the text encoder and its clip_text_release_pages) give exactly the numbers
-//    of a copy, also after their pages were dropped and read back from the file;
+//    the text encoder, packed from the mapping, and its clip_text_release_pages) give exactly the
+//    numbers of a copy, also after their pages were dropped and read back from the file;
 //  - a VAE whose encoder is read back on first use (vae_load_encoder_on_demand) encodes exactly as
 //    one loaded whole;
 //  - a pipeline (which does both) makes the same image twice.
@@ -100,53 +100,6 @@ static void test_map_f32(const char *model_dir) {
     const st_tensor *first = weight_set_at(ws, 0);
     CHECK(!weight_set_map_f32(ws, first->name, first->ndim, first->shape),
           "mapped in place although a patch is attached");
-    weight_set_close(ws);
-    model_folder_close(&folder);
-}
-
-// A mapped linear layer computes as a loaded one; packing it afterwards (tests and benchmarks do)
-// must not free the mapping's memory.
-static void test_linear_mapped(const char *model_dir) {
-    model_folder folder;
-    CHECK_OK(model_folder_open(model_dir, NULL, &folder));
-    weight_set *ws = NULL;
-    CHECK_OK(model_folder_open_weights(&folder, "text_encoder", "model", &ws));
-    const char *prefix = "text_model.encoder.layers.0.mlp.fc1";
-    const st_tensor *t = ws ? weight_set_find(ws, "text_model.encoder.layers.0.mlp.fc1.weight", NULL) : NULL;
-    CHECK(t && t->ndim == 2, "%s: no 2-D %s.weight", model_dir, prefix);
-    if (!t || t->ndim != 2) {
-        weight_set_close(ws);
-        model_folder_close(&folder);
-        return;
-    }
-    int out = (int)t->shape[0], in = (int)t->shape[1];
-    ops_backend reference = *test_backend_for(LCM_PRECISION_FP32);
-    reference.kernels = KERNELS_REFERENCE; // the plain weight on every CPU
-    linear mapped, copied;
-    CHECK_OK(linear_load_mapped(&mapped, &reference, ws, prefix, in, out, true));
-    CHECK_OK(linear_load(&copied, &reference, ws, prefix, in, out, true));
-    CHECK(mapped.weight_mapped && !copied.weight_mapped, "fc1 mapped %d, copy mapped %d",
-          mapped.weight_mapped, copied.weight_mapped);
-    tensor *x = tensor_new2(3, in);
-    for (int64_t i = 0; x && i < tensor_numel(x); i++) x->data[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
-    for (int round = 0; round < 2; round++) {
-        tensor *a = linear_forward(&mapped, x), *b = linear_forward(&copied, x);
-        CHECK(a && b, "linear_forward failed: %s", lcm_last_error());
-        if (a && b)
-            CHECK(same_bits(round ? "fc1 packed, mapped vs copy" : "fc1 mapped vs copy", a->data,
-                            b->data, (size_t)tensor_numel(a)),
-                  "mapped fc1 differs from the copy");
-        tensor_free(a);
-        tensor_free(b);
-        if (round == 0) { // then both packed for oneDNN, as tests compare the paths
-            CHECK_OK(linear_pack_with(&mapped, test_backend_for(LCM_PRECISION_FP32), true));
-            CHECK_OK(linear_pack_with(&copied, test_backend_for(LCM_PRECISION_FP32), true));
-            CHECK(!mapped.weight && !mapped.weight_mapped, "packing left the mapped weight");
-        }
-    }
-    tensor_free(x);
-    linear_free(&mapped);
-    linear_free(&copied);
     weight_set_close(ws);
     model_folder_close(&folder);
 }
@@ -479,7 +432,6 @@ int main(void) {
         if (file_exists(golden)) {
             fprintf(stderr, "%s\n", model_dir);
             test_map_f32(model_dir);
-            test_linear_mapped(model_dir);
             test_text_encoder(model_dir, golden);
             test_text_encoder_8bit(model_dir, golden);
             encoder_cases++;

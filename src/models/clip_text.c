@@ -11,6 +11,7 @@
 #include "ops/backend.h"
 #include "ops/gather.h"
 #include "ops/ops.h"
+#include "ops/packed_cache.h"
 
 typedef struct clip_encoder_layer {
     norm layer_norm1;
@@ -19,19 +20,24 @@ typedef struct clip_encoder_layer {
     linear fc1, fc2;
 } clip_encoder_layer;
 
-// The projections and the token embedding (together nearly all of the model's weights) are used in
-// place in the weight file's mapping where the file stores them as the kernels use them (float32,
-// no LoRA patch; linear_load_mapped), so clip_text_release_pages can drop them from memory between
-// prompts: a pipeline does not keep them resident while the UNet and VAE run.
+// The projections (two thirds of the model's weights) are packed for the backend's kernels like
+// any model's, through the packed-weight cache where the pipeline allows it, and the token
+// embedding (the other third, of which a prompt reads 77 rows) is used in place in the weight
+// file's mapping where the file stores it as float32. clip_text_release_pages drops both mappings'
+// pages after each prompt, so a pipeline does not keep the encoder resident while the UNet and VAE
+// run; they come back from the page cache at the next prompt. (Packed copies made by a load
+// without the cache stay resident: about 0.34 GB for SD's encoder.) Layers are packed for a
+// prompt's 77 rows, in float32 whatever the pipeline's precision: the encoder costs tens of
+// milliseconds a prompt and its output conditions every step.
 //
-// Weights stored in 8 bits (`lcm quantize --compress-weights`) cannot be used in place: held as
-// float32 copies they would stay resident at 4x their file size (about 0.5 GB for SD's encoder)
-// through the whole generation. Such a model holds nothing but the file's mapping (the 8-bit
-// values and their scales, dropped by clip_text_release_pages like mapped floats) and, in each
-// forward pass, loads the token embedding and then one encoder layer at a time, dequantized by the
-// same weight reader as a load would, and frees each right after use (`on_use`). The float32
-// values, the kernels (plain weights, sgemm, as for mapped ones) and so the results are exactly
-// those of a model holding the copies; a pass costs the dequantization of every weight once.
+// Weights stored in 8 bits (`lcm quantize --compress-weights`) are not kept in any other form:
+// held as float32 they would take 4x their file size (about 0.5 GB for SD's encoder) through the
+// whole generation. Such a model holds nothing but the file's mapping (the 8-bit values and their
+// scales, dropped by clip_text_release_pages) and, in each forward pass, loads the token embedding
+// and then one encoder layer at a time, dequantized by the same weight reader and packed for the
+// same kernels as a load would (never into the cache), and frees each right after use (`on_use`).
+// The results are exactly those of a model holding the copies; a pass costs the dequantization
+// and packing of every weight once.
 struct clip_text_model {
     clip_text_config config;
     weight_set *weights;        // kept open: the weights used in place live in its mapping
@@ -41,7 +47,8 @@ struct clip_text_model {
     float *position_embedding;  // [max_position_embeddings, hidden_size]
     clip_encoder_layer *layers; // [num_hidden_layers]; empty (zeroed) when on_use
     bool on_use;                // 8-bit weights: loaded per forward pass (above)
-    ops_backend backend;        // the loading backend's copy, for the loads of an on_use pass
+    ops_backend backend;        // the loading backend's copy in float32, also for on_use passes
+    struct packed_mapping *packed; // the packed-weight cache mapping the layers borrow, or NULL
     norm final_layer_norm;
     int64_t param_count;
 };
@@ -118,31 +125,34 @@ static const char *layer_weight(char *buf, size_t size, int index, const char *p
     return buf;
 }
 
+// A projection of an encoder layer: packed for the kernels that multiply a prompt's tokens;
+// `per_use` layers (an on_use pass's) bypass the packed-weight cache.
+static lcm_status projection_load(linear *l, const ops_backend *backend, const weight_set *ws,
+                                  int index, const char *part, int in, int out,
+                                  const clip_text_config *c, bool per_use) {
+    char prefix[128];
+    layer_weight(prefix, sizeof prefix, index, part);
+    int64_t rows = c->max_position_embeddings; // the tokens of one prompt
+    return per_use ? linear_load_rows_uncached(l, backend, ws, prefix, in, out, true, rows)
+                   : linear_load_rows(l, backend, ws, prefix, in, out, true, rows);
+}
+
 static lcm_status encoder_layer_load(const ops_backend *backend, clip_encoder_layer *l,
-                                     const weight_set *ws, int index, const clip_text_config *c) {
+                                     const weight_set *ws, int index, const clip_text_config *c,
+                                     bool per_use) {
     char n[128];
     int hidden = c->hidden_size, inner = c->intermediate_size;
     float eps = c->layer_norm_eps;
     LCM_TRY(norm_load(&l->layer_norm1, ws, layer_weight(n, sizeof n, index, "layer_norm1"), hidden,
                       1, eps));
-    LCM_TRY(linear_load_mapped(&l->q_proj, backend, ws, layer_weight(n, sizeof n, index,
-                                                                     "self_attn.q_proj"),
-                               hidden, hidden, true));
-    LCM_TRY(linear_load_mapped(&l->k_proj, backend, ws, layer_weight(n, sizeof n, index,
-                                                                     "self_attn.k_proj"),
-                               hidden, hidden, true));
-    LCM_TRY(linear_load_mapped(&l->v_proj, backend, ws, layer_weight(n, sizeof n, index,
-                                                                     "self_attn.v_proj"),
-                               hidden, hidden, true));
-    LCM_TRY(linear_load_mapped(&l->out_proj, backend, ws, layer_weight(n, sizeof n, index,
-                                                                       "self_attn.out_proj"),
-                               hidden, hidden, true));
+    LCM_TRY(projection_load(&l->q_proj, backend, ws, index, "self_attn.q_proj", hidden, hidden, c, per_use));
+    LCM_TRY(projection_load(&l->k_proj, backend, ws, index, "self_attn.k_proj", hidden, hidden, c, per_use));
+    LCM_TRY(projection_load(&l->v_proj, backend, ws, index, "self_attn.v_proj", hidden, hidden, c, per_use));
+    LCM_TRY(projection_load(&l->out_proj, backend, ws, index, "self_attn.out_proj", hidden, hidden, c, per_use));
     LCM_TRY(norm_load(&l->layer_norm2, ws, layer_weight(n, sizeof n, index, "layer_norm2"), hidden,
                       1, eps));
-    LCM_TRY(linear_load_mapped(&l->fc1, backend, ws, layer_weight(n, sizeof n, index, "mlp.fc1"),
-                               hidden, inner, true));
-    LCM_TRY(linear_load_mapped(&l->fc2, backend, ws, layer_weight(n, sizeof n, index, "mlp.fc2"),
-                               inner, hidden, true));
+    LCM_TRY(projection_load(&l->fc1, backend, ws, index, "mlp.fc1", hidden, inner, c, per_use));
+    LCM_TRY(projection_load(&l->fc2, backend, ws, index, "mlp.fc2", inner, hidden, c, per_use));
     return LCM_OK;
 }
 
@@ -160,7 +170,7 @@ static lcm_status load_weights(const ops_backend *backend, clip_text_model *m,
                                 &m->position_embedding));
     m->param_count = (c->vocab_size + (int64_t)c->max_position_embeddings) * hidden;
     for (int i = 0; i < c->num_hidden_layers; i++) {
-        LCM_TRY(encoder_layer_load(backend, &m->layers[i], ws, i, c));
+        LCM_TRY(encoder_layer_load(backend, &m->layers[i], ws, i, c, false));
         m->param_count += encoder_layer_params(&m->layers[i]);
     }
     LCM_TRY(norm_load(&m->final_layer_norm, ws, "text_model.final_layer_norm", c->hidden_size, 1,
@@ -199,6 +209,7 @@ void clip_text_free(clip_text_model *m) {
         for (int i = 0; i < m->config.num_hidden_layers; i++) encoder_layer_free(&m->layers[i]);
     free(m->layers);
     norm_free(&m->final_layer_norm);
+    packed_mapping_release(m->packed);
     weight_set_close(m->weights); // after the layers that borrow from it
     free(m);
 }
@@ -225,13 +236,15 @@ lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", component);
     }
     m->backend = *backend;
+    m->backend.precision = LCM_PRECISION_FP32;
     st = model_folder_open_weights(folder, component, "model", &m->weights);
     // Loaded in full once in any case: every tensor is checked (shapes, values) when the model
     // opens, not at its first prompt.
-    if (st == LCM_OK) st = load_weights(backend, m, m->weights);
+    if (st == LCM_OK) st = load_weights(&m->backend, m, m->weights);
     if (st == LCM_OK && stored_8bit(m->weights)) free_weights_until_use(m);
+    if (st == LCM_OK) m->packed = packed_cache_mapping(m->weights);
     // Nothing of the file needs to stay resident until the first prompt.
-    if (st == LCM_OK) weight_set_release_pages(m->weights);
+    if (st == LCM_OK) clip_text_release_pages(m);
     if (st != LCM_OK) {
         clip_text_free(m);
         return lcm_fail_context(st, "loading %s: ", component);
@@ -240,7 +253,10 @@ lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder
     return LCM_OK;
 }
 
-void clip_text_release_pages(const clip_text_model *m) { weight_set_release_pages(m->weights); }
+void clip_text_release_pages(const clip_text_model *m) {
+    weight_set_release_pages(m->weights);
+    packed_mapping_drop_pages(m->packed);
+}
 
 bool clip_text_loads_weights_on_use(const clip_text_model *m) { return m->on_use; }
 
@@ -370,7 +386,7 @@ lcm_status clip_text_forward_probed(const clip_text_model *m, const int32_t *ids
     if (probe && x) probe(user, "text_model.embeddings", x);
     for (int i = 0; i < c->num_hidden_layers && x; i++) {
         clip_encoder_layer loaded = {0}; // on_use: this layer's weights for this pass only
-        if (m->on_use && encoder_layer_load(&m->backend, &loaded, m->weights, i, c) != LCM_OK)
+        if (m->on_use && encoder_layer_load(&m->backend, &loaded, m->weights, i, c, true) != LCM_OK)
             tensor_replace(&x, NULL);
         else
             x = encoder_layer(m->on_use ? &loaded : &m->layers[i], c, x);

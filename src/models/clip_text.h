@@ -48,24 +48,24 @@ lcm_status clip_text_config_read(const json_config *config, clip_text_config *ou
 // sharded or not, any float dtype, converted to float32; or 8-bit as `lcm quantize
 // --compress-weights` writes them, then dequantized per forward pass and not kept, see
 // clip_text_loads_weights_on_use). `component` is usually "text_encoder". `backend` chooses the
-// layers' kernels (only read; the model keeps a copy). On success the caller owns *out
-// (clip_text_free).
+// layers' kernels (only read; the model keeps a copy, always in float32: the encoder is cheap and
+// its output conditions every step). On success the caller owns *out (clip_text_free).
 lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder,
                           const char *component, clip_text_model **out);
 void clip_text_free(clip_text_model *m);
 
-// Drops the weights the model uses in place in its weight file (most of them when the file stores
-// float32; see clip_text.c) from the process's memory until the next forward pass reads them again
-// from the file, usually from the page cache: a pipeline calls it after encoding its prompts so
-// that the text encoder is not resident while the UNet and VAE run. Results do not change. Safe
-// while another thread runs a forward pass (it just reads the pages back).
+// Drops the weights the model uses in place (the token embedding in its weight file and the
+// layers packed in the packed-weight cache's file; see clip_text.c) from the process's memory until
+// the next forward pass reads them again, usually from the page cache: a pipeline calls it after
+// encoding its prompts so that the text encoder is not resident while the UNet and VAE run.
+// Results do not change. Safe while another thread runs a forward pass (it reads the pages back).
 void clip_text_release_pages(const clip_text_model *m);
 
 // Whether the model holds its weights only in the file's mapping and loads them per forward pass,
 // one encoder layer at a time, freed after use: true for weights stored in 8 bits (their float32
 // copies, 4x the file, would otherwise stay resident: ~0.5 GB for SD's encoder). Results are the
-// same bits as with the copies kept; each pass dequantizes every weight once (123M for SD's
-// encoder; not yet timed at full size).
+// same bits as with the copies kept; each pass dequantizes and packs every weight once (123M for
+// SD's encoder; not yet timed at full size).
 bool clip_text_loads_weights_on_use(const clip_text_model *m);
 
 const clip_text_config *clip_text_get_config(const clip_text_model *m);

@@ -60,7 +60,7 @@ typedef struct linear {
     float *bias;             // [out] or NULL
     layer_kernel impl;       // the kernel that computes it (the sgemm family keeps `weight`)
     struct layer_quant *quant; // name + 8-bit input parameters (ops/layer_quant.h)
-    bool weight_mapped; // `weight` is borrowed from a weight set's mapping (linear_load_mapped)
+    bool weight_mapped; // `weight` is borrowed from a weight set's mapping while it is packed,
                         // or from the packed-weight cache's
     // The packed-weight cache mapping the packed arrays are borrowed from (ops/packed_cache.h),
     // or NULL; one reference, released by linear_free.
@@ -94,12 +94,11 @@ lcm_status linear_load(linear *l, const ops_backend *b, const weight_set *ws, co
 // sample_size: the kernel, and so the last bits of the result, would then depend on it.
 lcm_status linear_load_rows(linear *l, const ops_backend *b, const weight_set *ws,
                             const char *prefix, int in, int out, bool has_bias, int64_t rows);
-// As linear_load, but the layer always computes on its plain weight (sgemm), and where the file
-// stores exactly it (weight_set_map_f32), uses it in place in the file's mapping instead of a
-// copy: `ws` must then stay open while the layer is used, and weight_set_release_pages(ws) can
-// drop the weight from memory between uses.
-lcm_status linear_load_mapped(linear *l, const ops_backend *b, const weight_set *ws,
-                              const char *prefix, int in, int out, bool has_bias);
+// As linear_load_rows, but never read from or written to the packed-weight cache: for layers
+// loaded anew at every use (a text encoder stored in 8 bits, dequantized per prompt), which would
+// otherwise add their packing to the cache at each use.
+lcm_status linear_load_rows_uncached(linear *l, const ops_backend *b, const weight_set *ws,
+                                     const char *prefix, int in, int out, bool has_bias, int64_t rows);
 // A 1x1 conv's weight [out, in, 1, 1] loaded as a linear layer (diffusers' proj_in/proj_out when
 // use_linear_projection is false).
 lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weight_set *ws,

@@ -167,7 +167,6 @@ static lcm_status load_tensor(const weight_set *ws, const char *prefix, const ch
     return weight_set_load_f32(ws, name, ndim, shape, out);
 }
 
-// `pack`: for the fast kernels (unless reference kernels are selected), else the plain weight.
 // Where a layer's weight is repacked for a fast kernel anyway, the packing reads it in place from
 // the file's mapping (an F32 tensor without LoRA patches, weight_set_map_f32) instead of from a
 // copy, and its pages are released right after: a model is then copied once at load (into its
@@ -204,22 +203,22 @@ static lcm_status pack_int8_as_stored(layer_quant *q, const ops_backend *b, cons
     return st;
 }
 
+// `cached`: the layer may come from, and goes into, the packed-weight cache.
 static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weight_set *ws,
-                                     const char *prefix, int in, int out, bool has_bias, bool pack,
+                                     const char *prefix, int in, int out, bool has_bias, bool cached,
                                      int64_t rows) {
     *l = (linear){.in = in, .out = out};
     char name[512];
     const int64_t shape[2] = {out, in};
     LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
-    packed_cache *cache = pack ? layer_cache(b, ws, l->quant) : NULL;
+    packed_cache *cache = cached ? layer_cache(b, ws, l->quant) : NULL;
     if (cache) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
         if (linear_from_cache(l, b, cache, prefix, rows)) return LCM_OK;
         free(l->bias);
         l->bias = NULL;
     }
-    const float *mapped =
-        pack ? weight_to_pack_in_place(b, ws, prefix, l->quant, 2, shape, name, sizeof name) : NULL;
+    const float *mapped = weight_to_pack_in_place(b, ws, prefix, l->quant, 2, shape, name, sizeof name);
     if (mapped) {
         if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
         l->weight = (float *)mapped;
@@ -244,7 +243,7 @@ static lcm_status linear_load_packed(linear *l, const ops_backend *b, const weig
     if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
     if (as_stored) return LCM_OK;
     LCM_TRY(layer_quant_pack(l->quant, b, &l->weight, in, out, 0, 1, 0, &l->impl));
-    if (pack && b->kernels == KERNELS_FAST && l->weight) {
+    if (b->kernels == KERNELS_FAST && l->weight) {
         LCM_TRY(backend_pack_linear(l, b, rows));
         linear_to_cache(l, cache, prefix);
     }
@@ -261,28 +260,9 @@ lcm_status linear_load_rows(linear *l, const ops_backend *b, const weight_set *w
     return linear_load_packed(l, b, ws, prefix, in, out, has_bias, true, rows);
 }
 
-lcm_status linear_load_mapped(linear *l, const ops_backend *b, const weight_set *ws,
-                              const char *prefix, int in, int out, bool has_bias) {
-    // The weight stays plain for sgemm rather than becoming a packed copy for a faster kernel, on
-    // every CPU: the text encoder (the only user, run once per prompt, 13 GFLOP: tens of
-    // milliseconds either way) then keeps its weights in pages the mapping can drop while the UNet
-    // and VAE run (about 0.5 GB of a generation's peak), and a copied weight (another dtype, a
-    // LoRA patch) computes the same bits as a mapped one.
-    char name[512];
-    if (snprintf(name, sizeof name, "%s.weight", prefix) >= (int)sizeof name)
-        return lcm_fail(LCM_ERR_INTERNAL, "tensor name too long: %s", prefix);
-    const float *mapped = weight_set_map_f32(ws, name, 2, (int64_t[]){out, in});
-    if (!mapped) return linear_load_packed(l, b, ws, prefix, in, out, has_bias, false, 0);
-    *l = (linear){.in = in, .out = out};
-    LCM_TRY(layer_quant_load(ws, prefix, &l->quant));
-    if (l->quant->quantize_input) { // 8-bit layers may replace the weight (layer_quant_pack)
-        linear_free(l);
-        return linear_load_packed(l, b, ws, prefix, in, out, has_bias, false, 0);
-    }
-    l->weight = (float *)mapped; // never written: the layer only reads its weight
-    l->weight_mapped = true;
-    if (has_bias) LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){out}, &l->bias));
-    return LCM_OK;
+lcm_status linear_load_rows_uncached(linear *l, const ops_backend *b, const weight_set *ws,
+                                     const char *prefix, int in, int out, bool has_bias, int64_t rows) {
+    return linear_load_packed(l, b, ws, prefix, in, out, has_bias, false, rows);
 }
 
 lcm_status linear_load_from_conv1x1(linear *l, const ops_backend *b, const weight_set *ws,
