@@ -464,6 +464,22 @@ static int record(decision *d, const int *candidates, const double *seconds, int
 
 // Packs each candidate from c's own weight (kept until the end), times it, and leaves the fastest
 // packing in c (false: none could run; c untouched, its plain weight still there).
+// Kernels of one layer that run at all differ by a few times at most (one that falls to a
+// reference implementation is refused before timing); timings further apart than this come from a
+// disturbed run (a preempted thread, a page-fault storm: a helper's table once recorded a linear
+// layer at 2.057 GFLOP/s with oneDNN and 0.001 with the direct kernel), and are taken again.
+#define IMPLAUSIBLE_RATIO 20.0
+
+static bool implausible(const double *seconds, int count) {
+    double fastest = 0, slowest = 0;
+    for (int i = 0; i < count; i++) {
+        if (seconds[i] <= 0) continue;
+        if (fastest <= 0 || seconds[i] < fastest) fastest = seconds[i];
+        if (seconds[i] > slowest) slowest = seconds[i];
+    }
+    return fastest > 0 && slowest > IMPLAUSIBLE_RATIO * fastest;
+}
+
 static bool measure_conv(decision *d, conv2d *c, const ops_backend *b) {
     double start = now();
     int candidates[3], count = candidates_of(d, candidates);
@@ -478,6 +494,13 @@ static bool measure_conv(decision *d, conv2d *c, const ops_backend *b) {
         seconds[i] = conv2d_pack_kernel_keep(&trials[i], b, candidates[i]) == LCM_OK
                          ? time_conv(&trials[i], extent)
                          : -1;
+    }
+    for (int round = 0; round < 2 && implausible(seconds, count); round++)
+        for (int i = 0; i < count; i++) {
+            double again = seconds[i] > 0 ? time_conv(&trials[i], extent) : -1;
+            if (again > 0 && again < seconds[i]) seconds[i] = again;
+        }
+    for (int i = 0; i < count; i++) {
         trials[i].weight = NULL; // c's
         trials[i].bias = NULL;   // c's
     }
@@ -508,6 +531,13 @@ static bool measure_linear(decision *d, linear *l, const ops_backend *b) {
         seconds[i] = linear_pack_kernel(&trials[i], b, candidates[i]) == LCM_OK
                          ? time_linear(&trials[i], rows)
                          : -1;
+    }
+    for (int round = 0; round < 2 && implausible(seconds, count); round++)
+        for (int i = 0; i < count; i++) {
+            double again = seconds[i] > 0 ? time_linear(&trials[i], rows) : -1;
+            if (again > 0 && again < seconds[i]) seconds[i] = again;
+        }
+    for (int i = 0; i < count; i++) {
         trials[i].weight = NULL;
         trials[i].bias = NULL;
         trials[i].weight_mapped = false;
