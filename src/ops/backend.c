@@ -41,6 +41,12 @@
 // no gain over fp32, while the layers at least this much faster (Winograd's 320- and 640-channel
 // and the VAE's) hold a small part of the weights.
 #define BF16_WEIGHT_MARGIN 1.5
+// Kernels of one layer that run at all differ by a few times at most (one that falls to a
+// reference implementation is refused before timing); timings further apart than this come from a
+// disturbed run (a preempted thread, a page-fault storm: a helper's table once recorded a linear
+// layer at 2.057 GFLOP/s with oneDNN and 0.001 with the direct kernel), and are taken again, at
+// most twice; what they then give is recorded.
+#define IMPLAUSIBLE_RATIO 20.0
 
 // OP_ATTENTION: the precision attention computes in when bf16 is asked (chosen 1 = fp32, 2 = bf16),
 // measured once per machine like the layers, so that a model gives the same bits in every run.
@@ -464,12 +470,6 @@ static int record(decision *d, const int *candidates, const double *seconds, int
 
 // Packs each candidate from c's own weight (kept until the end), times it, and leaves the fastest
 // packing in c (false: none could run; c untouched, its plain weight still there).
-// Kernels of one layer that run at all differ by a few times at most (one that falls to a
-// reference implementation is refused before timing); timings further apart than this come from a
-// disturbed run (a preempted thread, a page-fault storm: a helper's table once recorded a linear
-// layer at 2.057 GFLOP/s with oneDNN and 0.001 with the direct kernel), and are taken again.
-#define IMPLAUSIBLE_RATIO 20.0
-
 static bool implausible(const double *seconds, int count) {
     double fastest = 0, slowest = 0;
     for (int i = 0; i < count; i++) {
