@@ -36,7 +36,7 @@ static void run_case(lcm_pipeline *p, const char *path) {
     lcm_request r;
     golden_request(info, &r);
     tensor *image = NULL;
-    CHECK_OK(txt2img_run(p, &r, NULL, NULL, &image));
+    CHECK_OK(generate_run(p, &r, NULL, NULL, &image));
     int64_t numel = 0;
     float *want = golden_f32(golden, "image_float", &numel);
     CHECK(want != NULL, "%s: image_float missing", path);

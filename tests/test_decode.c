@@ -158,7 +158,7 @@ static void run_taesd_case(lcm_pipeline *p, const char *path) {
     r.preview_user_data = &pv;
     trace_state state = {.golden = golden};
     tensor *image = NULL;
-    CHECK_OK(txt2img_run(p, &r, on_trace, &state, &image));
+    CHECK_OK(generate_run(p, &r, on_trace, &state, &image));
     fprintf(stderr, "  %d intermediates compared\n", state.compared);
     CHECK(state.compared >= 5, "%s: only %d intermediates compared", path, state.compared);
     // decoder_input == the last denoised latents (TAESD's scaling_factor is 1).
@@ -253,7 +253,7 @@ static void test_projection_previews(lcm_pipeline *p) {
     r.preview_user_data = &pv;
     trace_state state = {0};
     tensor *image = NULL;
-    CHECK_OK(txt2img_run(p, &r, on_trace, &state, &image));
+    CHECK_OK(generate_run(p, &r, on_trace, &state, &image));
     fprintf(stderr, "projection previews: %d calls for %d steps x batch %d, %dx%d\n", pv.calls,
             r.steps, r.batch, pv.width, pv.height);
     CHECK(pv.calls == r.steps * r.batch, "%d preview calls, expected %d", pv.calls, r.steps * r.batch);

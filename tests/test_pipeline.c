@@ -82,7 +82,7 @@ static void run_case(lcm_pipeline *p, const char *path) {
     golden_request(info, &r);
     trace_state state = {.golden = golden};
     tensor *image = NULL;
-    CHECK_OK(txt2img_run(p, &r, on_trace, &state, &image));
+    CHECK_OK(generate_run(p, &r, on_trace, &state, &image));
     CHECK(state.compared >= 5, "%s: only %d intermediates compared", path, state.compared);
     if (image) check_images(golden, image);
     fprintf(stderr, "%s: %d intermediates compared\n", path, state.compared);

@@ -163,7 +163,7 @@ static void run_case(lcm_pipeline *p, const char *path, const char *golden_dir) 
     }
     trace_state state = {.golden = golden};
     tensor *image = NULL;
-    CHECK_OK(txt2img_run(p, &r, on_trace, &state, &image));
+    CHECK_OK(generate_run(p, &r, on_trace, &state, &image));
     CHECK(state.compared >= 10, "%s: only %d intermediates compared", path, state.compared);
     if (image) check_images(golden, image);
     fprintf(stderr, "%s: %d intermediates compared\n", path, state.compared);
@@ -204,33 +204,33 @@ static void check_requests(const char *sd_dir, const char *lcm_dir) {
     lcm_request_init(&r);
     r.guidance_scale = 0.5f;
     r.negative_prompt = "blurry";
-    CHECK_OK(txt2img_validate(sd, &r, &resolved));
+    CHECK_OK(generate_request_check(sd, &r, &resolved));
     CHECK(resolved.guidance_scale == 1.5f, "guidance 0.5 with a negative prompt resolved to %g, expected 1.5",
           resolved.guidance_scale);
     r.negative_prompt = NULL;
-    CHECK_OK(txt2img_validate(sd, &r, &resolved));
+    CHECK_OK(generate_request_check(sd, &r, &resolved));
     CHECK(resolved.guidance_scale == 0.5f, "guidance 0.5 without a negative prompt became %g", resolved.guidance_scale);
     uint8_t pixel[3 * 64 * 64] = {0};
     lcm_image img = {64, 64, pixel};
     r.control_image = &img;
-    lcm_status st = txt2img_validate(sd, &r, &resolved);
+    lcm_status st = generate_request_check(sd, &r, &resolved);
     CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "ControlNet"),
           "control image without a ControlNet: %s", lcm_last_error());
     r.control_image = NULL;
     r.init_image = &img;
     r.strength = 0;
-    st = txt2img_validate(sd, &r, &resolved);
+    st = generate_request_check(sd, &r, &resolved);
     CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "strength"), "strength 0: %s", lcm_last_error());
     r.strength = 0.5f;
     img.width = 70, img.height = 50; // default size: rounded down to multiples of 8
     r.width = r.height = 0;
-    CHECK_OK(txt2img_validate(sd, &r, &resolved));
+    CHECK_OK(generate_request_check(sd, &r, &resolved));
     CHECK(resolved.width == 64 && resolved.height == 48, "init image 70x50 gives %dx%d, expected 64x48",
           resolved.width, resolved.height);
     if (lcm) {
         lcm_request_init(&r);
         r.negative_prompt = "blurry";
-        st = txt2img_validate(lcm, &r, &resolved);
+        st = generate_request_check(lcm, &r, &resolved);
         CHECK(st == LCM_ERR_INVALID_ARGUMENT && strstr(lcm_last_error(), "negative prompt"),
               "negative prompt on an LCM UNet: %s", lcm_last_error());
     }
@@ -262,8 +262,8 @@ static void check_combined(const char *sd_dir, const char *cn_dir) {
     r.control_image = &control;
     r.control_scale = 0.8f;
     tensor *a = NULL, *b = NULL;
-    CHECK_OK(txt2img_run(p, &r, NULL, NULL, &a));
-    CHECK_OK(txt2img_run(p, &r, NULL, NULL, &b));
+    CHECK_OK(generate_run(p, &r, NULL, NULL, &a));
+    CHECK_OK(generate_run(p, &r, NULL, NULL, &b));
     if (a && b) {
         CHECK(a->ndim == 4 && a->shape[0] == 2 && a->shape[1] == 3 && a->shape[2] == 48 && a->shape[3] == 64,
               "combined run gave [%lld, %lld, %lld, %lld], expected [2, 3, 48, 64]", (long long)a->shape[0],

@@ -559,25 +559,3 @@ void lora_set_stats(const lora_set *set, int index, lora_stats *out) {
 }
 
 const char *lora_set_report(const lora_set *set) { return set->report ? set->report : ""; }
-
-// ---- command-line spec -----------------------------------------------------------------------
-
-lcm_status lcm_lora_spec_parse(const char *spec, size_t *path_length, float *scale) {
-    size_t len = strlen(spec);
-    *path_length = len;
-    *scale = 1.0f;
-    const char *colon = strrchr(spec, ':');
-    if (colon && colon[1]) {
-        char *end;
-        errno = 0;
-        double value = strtod(colon + 1, &end);
-        // Only a complete, finite number is a scale; anything else is part of the path.
-        if (*end == 0 && errno == 0 && isfinite((float)value) && !isspace((unsigned char)colon[1])) {
-            *path_length = (size_t)(colon - spec);
-            *scale = (float)value;
-        }
-    }
-    if (*path_length == 0)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "LoRA '%s': expected FILE or FILE:SCALE", spec);
-    return LCM_OK;
-}

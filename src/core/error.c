@@ -31,16 +31,16 @@ lcm_status lcm_fail_context(lcm_status code, const char *fmt, ...) {
     return code;
 }
 
-const char *lcm_last_error(void) { return error_message; }
+const char *error_last_message(void) { return error_message; }
 
 lcm_status lcm_last_status(void) { return error_status; }
 
-void lcm_clear_error(void) {
+void error_clear(void) {
     error_message[0] = '\0';
     error_status = LCM_OK;
 }
 
-const char *lcm_status_name(lcm_status status) {
+const char *error_status_name(lcm_status status) {
     switch (status) {
     case LCM_OK: return "ok";
     case LCM_ERR_INVALID_ARGUMENT: return "invalid argument";

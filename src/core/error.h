@@ -22,9 +22,18 @@ lcm_status lcm_fail(lcm_status code, const char *fmt, ...) LCM_PRINTF(2, 3);
 // Prefixes the current message with more context ("loading unet: " + old message); returns `code`.
 lcm_status lcm_fail_context(lcm_status code, const char *fmt, ...) LCM_PRINTF(2, 3);
 
-// The code of the thread's last lcm_fail/lcm_fail_context (LCM_OK after lcm_clear_error or when
+// The code of the thread's last lcm_fail/lcm_fail_context (LCM_OK after error_clear or when
 // none failed): for callers of functions that report failure by returning NULL.
 lcm_status lcm_last_status(void);
+
+// The thread's last message ("" if none), cleared by error_clear(); lcm_last_error() and
+// lcm_clear_error() of the public API are these. The message is owned by this thread's buffer and
+// valid until the next failure on the thread.
+const char *error_last_message(void);
+void error_clear(void);
+
+// A short constant name for a status ("malformed input"): lcm_status_name(). Static storage.
+const char *error_status_name(lcm_status status);
 
 // Propagate a failure: `LCM_TRY(st_open(...));`
 #define LCM_TRY(expr)                                                                              \

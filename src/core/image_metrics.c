@@ -84,15 +84,3 @@ double image_ssim(const uint8_t *a, const uint8_t *b, int width, int height) {
     free(rows);
     return sum / 3.0;
 }
-
-lcm_status lcm_image_compare(const lcm_image *a, const lcm_image *b, double *psnr, double *ssim) {
-    if (!a || !b || !a->rgb || !b->rgb || !psnr || !ssim)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_compare: NULL argument");
-    if (a->width != b->width || a->height != b->height || a->width < 1 || a->height < 1)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
-                        "lcm_image_compare: sizes %dx%d and %dx%d differ (or are empty)", a->width,
-                        a->height, b->width, b->height);
-    *psnr = image_psnr(a->rgb, b->rgb, a->width, a->height);
-    *ssim = image_ssim(a->rgb, b->rgb, a->width, a->height);
-    return isnan(*ssim) ? LCM_ERR_OUT_OF_MEMORY : LCM_OK;
-}

@@ -116,10 +116,6 @@ static lcm_status add_file(metadata_list *m, const char *model_dir, const char *
     return add_entry(m, key, text);
 }
 
-lcm_status lcm_convert_to_single_file(const char *model_dir, const char *path) {
-    return checkpoint_write(model_dir, path, CHECKPOINT_STORE_CONFIGS | CHECKPOINT_STORE_TOKENIZER);
-}
-
 lcm_status checkpoint_write(const char *model_dir, const char *path, unsigned store) {
     model_folder folder;
     LCM_TRY(model_folder_open(model_dir, NULL, &folder));

@@ -32,8 +32,6 @@
 
 #define HUB_API_MAX_BYTES (16u << 20)
 
-void lcm_hub_options_init(lcm_hub_options *options) { memset(options, 0, sizeof *options); }
-
 // ---- one HTTP exchange --------------------------------------------------------------------------
 
 typedef struct hub_session {
@@ -425,7 +423,7 @@ static int lock_blob(const hub_repo *repo, const char *etag) {
     if (snprintf(dir, sizeof dir, "%.*s/.locks/%s", (int)(slash - repo->dir), repo->dir, slash + 1) >=
             (int)sizeof dir ||
         hub_make_dirs(dir) != LCM_OK) {
-        lcm_clear_error();
+        error_clear();
         return -1;
     }
     snprintf(path, sizeof path, "%s/%s.lock", dir, etag);
@@ -759,7 +757,7 @@ lcm_status hub_pull_selection(const char *id, const lcm_hub_options *options, hu
     *snapshot_dir = NULL;
     lcm_hub_options defaults;
     if (!options) {
-        lcm_hub_options_init(&defaults);
+        memset(&defaults, 0, sizeof defaults); // lcm_hub_options_init's defaults
         options = &defaults;
     }
     hub_repo repo;
@@ -790,31 +788,19 @@ lcm_status hub_pull_selection(const char *id, const lcm_hub_options *options, hu
     session_close(&session);
     // Without network, a model already in the cache still works (as huggingface_hub does).
     if (st != LCM_OK && session.no_network && cached_snapshot(&repo, selection, dir, sizeof dir)) {
-        lcm_clear_error();
+        error_clear();
         return return_path(dir, snapshot_dir);
     }
     return st;
 }
 
-lcm_status lcm_hub_pull(const char *id, const lcm_hub_options *options, char **snapshot_dir) {
-    return hub_pull_selection(id, options, HUB_SELECT_PIPELINE, snapshot_dir);
-}
-
-static lcm_status resolve(const char *model, const lcm_hub_options *options, hub_selection selection,
-                          char **path) {
+lcm_status hub_resolve(const char *model, const lcm_hub_options *options, hub_selection selection,
+                       char **path) {
     *path = NULL;
     if (!model || !*model) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "no model given");
     if (access(model, F_OK) == 0) return return_path(model, path);
-    if (!lcm_is_hub_id(model))
+    if (!hub_is_id(model))
         return lcm_fail(LCM_ERR_IO,
                         "%s: no such file or folder (and not a hub id ORG/NAME[@REVISION])", model);
     return hub_pull_selection(model, options, selection, path);
-}
-
-lcm_status lcm_model_resolve(const char *model, const lcm_hub_options *options, char **path) {
-    return resolve(model, options, HUB_SELECT_PIPELINE, path);
-}
-
-lcm_status lcm_single_model_resolve(const char *model, const lcm_hub_options *options, char **path) {
-    return resolve(model, options, HUB_SELECT_SINGLE_MODEL, path);
 }

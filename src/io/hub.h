@@ -1,4 +1,5 @@
-// Hub downloads beyond the public lcm_hub_pull: choosing which files of a repository to fetch.
+// Hub downloads (the public lcm_hub_pull, lcm_model_resolve and lcm_single_model_resolve are these,
+// in api/hub.c): which files of a repository to fetch, and the pull into the cache.
 #ifndef LCM_IO_HUB_H
 #define LCM_IO_HUB_H
 
@@ -17,5 +18,10 @@ typedef enum hub_selection {
 // otherwise just those files are downloaded. *snapshot_dir is malloc'd (the caller frees it).
 lcm_status hub_pull_selection(const char *id, const lcm_hub_options *options, hub_selection selection,
                               char **snapshot_dir);
+
+// What lcm_pipeline_open can load for `model`: an existing path as is (a copy), a hub id pulled
+// with `selection`. *path is malloc'd (the caller frees it).
+lcm_status hub_resolve(const char *model, const lcm_hub_options *options, hub_selection selection,
+                       char **path);
 
 #endif

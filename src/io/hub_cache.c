@@ -29,13 +29,13 @@ bool hub_is_commit_hash(const char *text) {
     return true;
 }
 
-int lcm_is_hub_id(const char *model) {
-    if (!model || access(model, F_OK) == 0) return 0;
+bool hub_is_id(const char *model) {
+    if (!model || access(model, F_OK) == 0) return false;
     const char *slash = strchr(model, '/');
-    if (!slash || strchr(slash + 1, '/')) return 0;
+    if (!slash || strchr(slash + 1, '/')) return false;
     const char *at = strchr(slash + 1, '@');
     size_t name_len = at ? (size_t)(at - slash - 1) : strlen(slash + 1);
-    if (at && (!at[1] || strchr(at, '/'))) return 0;
+    if (at && (!at[1] || strchr(at, '/'))) return false;
     return is_valid_name(model, (size_t)(slash - model)) && is_valid_name(slash + 1, name_len);
 }
 

@@ -23,6 +23,9 @@ lcm_status hub_repo_init(const char *id, const char *revision, const char *cache
 // The cache root: cache_dir, else $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub.
 lcm_status hub_cache_root(const char *cache_dir, char *buf, size_t size);
 
+// Whether `model` is not an existing path and has the form ORG/NAME[@REVISION] (lcm_is_hub_id).
+bool hub_is_id(const char *model);
+
 // Whether `text` is a 40-character lowercase hex commit hash.
 bool hub_is_commit_hash(const char *text);
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/hub_cache.h"
 
 static bool is_dir(const char *path) {
     struct stat sb;
@@ -42,7 +43,7 @@ lcm_status model_folder_open(const char *dir, const char *variant, model_folder 
     memset(out, 0, sizeof *out);
     struct stat sb;
     if (stat(dir, &sb) == 0 && S_ISREG(sb.st_mode)) return open_checkpoint(dir, out);
-    if (!is_dir(dir) && lcm_is_hub_id(dir))
+    if (!is_dir(dir) && hub_is_id(dir))
         return lcm_fail(LCM_ERR_IO,
                         "%s: no such folder; for a Hugging Face hub id, resolve it to its cache "
                         "folder first (lcm_model_resolve)",

@@ -228,7 +228,7 @@ static lcm_status controlnet_compute(const controlnet_model *m, const tensor *sa
     tensor_free(flipped);
     if (!embedding)
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "ControlNet %s: conditioning embedding failed: %s",
-                        m->label, lcm_last_error());
+                        m->label, error_last_message());
     tensor *skips[UNET_MAX_SKIPS];
     tensor *h = NULL;
     lcm_status st = unet_encoder_forward(m->encoder, sample, timestep, encoder_hidden_states, NULL,

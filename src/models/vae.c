@@ -658,7 +658,7 @@ static lcm_status check_input(const char *what, const tensor *x, int channels, i
 // so what remains is running out of memory (or a size too large to allocate); the ops do not
 // report a status code, so the message tells which.
 static lcm_status forward_failure(const char *what) {
-    const char *message = lcm_last_error();
+    const char *message = error_last_message();
     lcm_status code = strstr(message, "out of memory") ? LCM_ERR_OUT_OF_MEMORY
                       : strstr(message, "too large")   ? LCM_ERR_INVALID_ARGUMENT
                                                        : LCM_ERR_INTERNAL;

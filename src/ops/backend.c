@@ -432,7 +432,7 @@ static int record(decision *d, const int *candidates, const double *seconds, int
             second = i;
         }
     }
-    lcm_clear_error();
+    error_clear();
     double spent = now() - started;
     seconds_measured += spent;
     if (getenv("LCM_VERBOSE"))
@@ -680,7 +680,7 @@ static const decision *attention_decision(bool tune) {
         bf16 = time_attention(q, LCM_PRECISION_BF16);
     }
     tensor_free(q);
-    lcm_clear_error();
+    error_clear();
     if (fp32 <= 0 || bf16 <= 0) return d; // not measured: the rule, not recorded in the file
     double flop = 4.0 * key.in * key.in * key.out;
     bool bf16_wins = bf16 < fp32;

@@ -278,7 +278,7 @@ static void open_existing(packed_cache *c) {
     // generation, and a cache file cut short meanwhile (lcm cache clear does not, but a user's
     // truncate or a full disk's repair may) must fail the generation, not kill the process.
     else if (io_map_file(fd, (size_t)sb.st_size, c->path, &base) != LCM_OK) {
-        lcm_clear_error();
+        error_clear();
         free_entries(c);
         why = "cannot be mapped";
     }
@@ -373,7 +373,7 @@ int packed_cache_check_bytes(const unsigned char *bytes, size_t size, bool skip_
             if (intact && import_once(&entry)) imported++;
         }
     }
-    lcm_clear_error();
+    error_clear();
     free_entries(&c);
     return imported;
 }
@@ -498,13 +498,13 @@ static void commit(packed_cache *c) {
     // A file read that got shorter meanwhile read zeros (io/file.h): its entries are not carried
     // into the new file, whose check sums (a blob's ends only) could miss zeros in the middle.
     if (c->mapping && io_mapping_check(c->mapping->base) != LCM_OK) {
-        lcm_clear_error();
+        error_clear();
         abandon_write(c, "the cache file read got shorter while in use");
         return;
     }
     carry_over(c, c->count);
     if (c->mapping && io_mapping_check(c->mapping->base) != LCM_OK) {
-        lcm_clear_error();
+        error_clear();
         abandon_write(c, "the cache file read got shorter while in use");
     }
     if (c->write_failed) return;

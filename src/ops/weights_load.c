@@ -112,7 +112,7 @@ static bool conv_from_cache(conv2d *c, const ops_backend *b, packed_cache *cache
             c->packed_source = mapping;
             return true;
         }
-        if (getenv("LCM_VERBOSE")) fprintf(stderr, "lcm: cached %s not used: %s\n", prefix, lcm_last_error());
+        if (getenv("LCM_VERBOSE")) fprintf(stderr, "lcm: cached %s not used: %s\n", prefix, error_last_message());
         packed_mapping_release(mapping);
     }
     return false;
@@ -144,7 +144,7 @@ static bool linear_from_cache(linear *l, const ops_backend *b, packed_cache *cac
             l->packed_source = mapping;
             return true;
         }
-        if (getenv("LCM_VERBOSE")) fprintf(stderr, "lcm: cached %s not used: %s\n", prefix, lcm_last_error());
+        if (getenv("LCM_VERBOSE")) fprintf(stderr, "lcm: cached %s not used: %s\n", prefix, error_last_message());
         packed_mapping_release(mapping);
     }
     return false;

@@ -1,5 +1,5 @@
-// The A1111 infotext: writing it, reading it back (ours and A1111's), the model and LoRA hashes it
-// carries, and the PNG chunk it lives in. See the infotext section of include/lcm.h for the format.
+// The A1111 infotext: writing it, reading it back (ours and A1111's), and the one a generation
+// gets. See the infotext section of include/lcm.h for the format; api/infotext.c is its public face.
 //
 // The reader follows A1111's parse_generation_parameters (modules/infotext_utils.py): the text is
 // stripped and split into lines; the last line is the settings line only when the key/value rule
@@ -20,19 +20,12 @@
 #include <cjson/cJSON.h>
 
 #include "core/error.h"
-#include "core/file_hash.h"
-#include "io/image.h"
-#include "io/safetensors.h"
 #include "lcm.h"
+#include "pipeline/infotext.h"
+#include "pipeline/model_hashes.h"
 #include "pipeline/pipeline.h"
 
 #define INFOTEXT_MAX_BYTES ((size_t)1 << 20)
-
-#ifndef LCM_VERSION_STRING
-#define LCM_VERSION_STRING "0.0.0"
-#endif
-
-const char *lcm_version(void) { return LCM_VERSION_STRING; }
 
 // ---- building and writing ---------------------------------------------------------------------
 
@@ -48,21 +41,20 @@ static bool valid_key(const char *key) {
     return true;
 }
 
-lcm_status lcm_infotext_new(const char *prompt, const char *negative_prompt, lcm_infotext **out) {
-    if (!out) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_infotext_new: NULL output");
+lcm_status infotext_new(const char *prompt, const char *negative_prompt, lcm_infotext **out) {
     *out = NULL;
     lcm_infotext *info = calloc(1, sizeof *info);
     if (info) info->prompt = strdup(prompt ? prompt : "");
     if (info) info->negative_prompt = strdup(negative_prompt ? negative_prompt : "");
     if (!info || !info->prompt || !info->negative_prompt) {
-        lcm_infotext_free(info);
+        infotext_free(info);
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
     }
     *out = info;
     return LCM_OK;
 }
 
-void lcm_infotext_free(lcm_infotext *info) {
+void infotext_free(lcm_infotext *info) {
     if (!info) return;
     for (int i = 0; i < info->field_count; i++) {
         free(info->fields[i].key);
@@ -74,7 +66,7 @@ void lcm_infotext_free(lcm_infotext *info) {
     free(info);
 }
 
-const char *lcm_infotext_get(const lcm_infotext *info, const char *key) {
+const char *infotext_get(const lcm_infotext *info, const char *key) {
     if (!info || !key) return NULL;
     for (int i = 0; i < info->field_count; i++)
         if (!strcmp(info->fields[i].key, key)) return info->fields[i].value;
@@ -104,8 +96,7 @@ static lcm_status set_field(lcm_infotext *info, const char *key, size_t key_len,
     return LCM_OK;
 }
 
-lcm_status lcm_infotext_set(lcm_infotext *info, const char *key, const char *value) {
-    if (!info || !key || !value) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_infotext_set: NULL argument");
+lcm_status infotext_set(lcm_infotext *info, const char *key, const char *value) {
     if (!valid_key(key))
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "infotext key '%.80s': expected a letter, digit or '_' followed by at least one "
@@ -122,7 +113,7 @@ static lcm_status set_fieldf(lcm_infotext *info, const char *key, const char *fm
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    return lcm_infotext_set(info, key, buf);
+    return infotext_set(info, key, buf);
 }
 
 // A growing string.
@@ -183,10 +174,8 @@ static void append_value(text_buffer *b, const char *v) {
     append(b, "\"", 1);
 }
 
-lcm_status lcm_infotext_format(const lcm_infotext *info, char **text) {
-    if (!text) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_infotext_format: NULL output");
+lcm_status infotext_format(const lcm_infotext *info, char **text) {
     *text = NULL;
-    if (!info) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_infotext_format: NULL infotext");
     text_buffer b = {0};
     append_str(&b, info->prompt);
     if (info->negative_prompt[0]) {
@@ -297,15 +286,13 @@ static void add_line(text_buffer *acc, const char *line, size_t len) {
     append(acc, line, len);
 }
 
-lcm_status lcm_infotext_parse(const char *text, lcm_infotext **out) {
-    if (!out) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_infotext_parse: NULL output");
+lcm_status infotext_parse(const char *text, lcm_infotext **out) {
     *out = NULL;
-    if (!text) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_infotext_parse: NULL text");
     size_t len = strnlen(text, INFOTEXT_MAX_BYTES + 1);
     if (len > INFOTEXT_MAX_BYTES)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "infotext: longer than %zu bytes", INFOTEXT_MAX_BYTES);
     lcm_infotext *info;
-    LCM_TRY(lcm_infotext_new(NULL, NULL, &info));
+    LCM_TRY(infotext_new(NULL, NULL, &info));
     // x.strip().split("\n"); the last line is the settings line if the rule matches it 3+ times.
     size_t start = 0, end = len;
     while (start < end && is_space((unsigned char)text[start])) start++;
@@ -345,30 +332,10 @@ lcm_status lcm_infotext_parse(const char *text, lcm_infotext **out) {
     free(negative_prompt.data);
     if (st == LCM_OK && prompt_end < n) find_params(s + last, n - last, info, &st);
     if (st != LCM_OK) {
-        lcm_infotext_free(info);
+        infotext_free(info);
         return st;
     }
     *out = info;
-    return LCM_OK;
-}
-
-lcm_status lcm_png_read_parameters(const void *png, size_t size, const char *label, char **text) {
-    if (!text) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_png_read_parameters: NULL output");
-    *text = NULL;
-    return image_png_text(png, size, label ? label : "PNG", "parameters", text);
-}
-
-// ---- hashes -----------------------------------------------------------------------------------
-
-lcm_status lcm_model_hashes_of_file(const char *path, lcm_model_hashes *out) {
-    if (!out) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_model_hashes_of_file: NULL output");
-    memset(out, 0, sizeof *out);
-    if (!path) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_model_hashes_of_file: NULL path");
-    char legacy[65];
-    LCM_TRY(file_sha256_remembered(path, 0, UINT64_MAX, out->sha256));
-    LCM_TRY(file_sha256_remembered(path, 0x100000, 0x10000, legacy));
-    memcpy(out->short_hash, out->sha256, 10);
-    memcpy(out->legacy_hash, legacy, 8);
     return LCM_OK;
 }
 
@@ -377,41 +344,15 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= m && !strcasecmp(s + n - m, suffix);
 }
 
-lcm_status lcm_lora_hash(const char *path, char hex[65]) {
-    if (!path || !hex) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_lora_hash: NULL argument");
-    hex[0] = '\0';
-    if (!ends_with(path, ".safetensors")) return file_sha256_remembered(path, 0, UINT64_MAX, hex);
-    st_file *file = NULL;
-    LCM_TRY(st_open(path, &file)); // validates the header (its length above all)
-    const char *stored = st_metadata(file, "sshs_model_hash");
-    bool has_stored = stored && stored[0];
-    if (has_stored) snprintf(hex, 65, "%s", stored);
-    st_close(file);
-    if (has_stored) return LCM_OK;
-    // The data start after the 8-byte little-endian header length and the header.
-    unsigned char head[8];
-    FILE *f = fopen(path, "rb");
-    size_t got = f ? fread(head, 1, sizeof head, f) : 0;
-    if (f) fclose(f);
-    if (got != sizeof head) return lcm_fail(LCM_ERR_IO, "%s: cannot read the safetensors header length", path);
-    uint64_t header_len = 0;
-    for (int i = 7; i >= 0; i--) header_len = header_len << 8 | head[i];
-    return file_sha256_remembered(path, 8 + header_len, UINT64_MAX, hex);
-}
-
-const char *lcm_pipeline_model_file(const lcm_pipeline *pipeline) {
-    return pipeline && pipeline->model_file ? pipeline->model_file : "";
-}
-
 // Hashes the model and adapter files once per pipeline.
 static lcm_status compute_hashes(lcm_pipeline *p) {
     if (p->hashes_done) return LCM_OK;
     if (p->model_file) {
         lcm_model_hashes h;
-        LCM_TRY(lcm_model_hashes_of_file(p->model_file, &h));
+        LCM_TRY(model_hashes_of_file(p->model_file, &h));
         memcpy(p->model_short_hash, h.short_hash, sizeof p->model_short_hash);
     }
-    for (int i = 0; i < p->adapter_count; i++) LCM_TRY(lcm_lora_hash(p->adapters[i].path, p->adapters[i].sha256));
+    for (int i = 0; i < p->adapter_count; i++) LCM_TRY(lora_file_hash(p->adapters[i].path, p->adapters[i].sha256));
     p->hashes_done = true;
     return LCM_OK;
 }
@@ -428,11 +369,9 @@ static void adapter_name(const char *path, char *out, size_t size) {
     out[k] = '\0';
 }
 
-lcm_status lcm_pipeline_infotext(lcm_pipeline *p, const lcm_request *r, int index, int width, int height,
-                                 const char *model_name, lcm_infotext **out) {
-    if (!out) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_pipeline_infotext: NULL output");
+lcm_status pipeline_infotext(lcm_pipeline *p, const lcm_request *r, int index, int width, int height,
+                             const char *model_name, lcm_infotext **out) {
     *out = NULL;
-    if (!p || !r) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_pipeline_infotext: NULL argument");
     LCM_TRY(compute_hashes(p));
     // The prompt as an A1111 user would have typed it: the adapters as <lora:NAME:SCALE> tags.
     text_buffer prompt = {0};
@@ -449,22 +388,22 @@ lcm_status lcm_pipeline_infotext(lcm_pipeline *p, const lcm_request *r, int inde
         return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
     }
     lcm_infotext *info = NULL;
-    lcm_status st = lcm_infotext_new(prompt.data, r->negative_prompt, &info);
+    lcm_status st = infotext_new(prompt.data, r->negative_prompt, &info);
     free(prompt.data);
     if (st != LCM_OK) return st;
     if (st == LCM_OK) st = set_fieldf(info, "Steps", "%d", r->steps);
-    if (st == LCM_OK) st = lcm_infotext_set(info, "Sampler", "LCM");
+    if (st == LCM_OK) st = infotext_set(info, "Sampler", "LCM");
     if (st == LCM_OK) st = set_fieldf(info, "CFG scale", "%g", (double)r->guidance_scale);
     if (st == LCM_OK) st = set_fieldf(info, "Seed", "%llu", (unsigned long long)r->seed);
     if (st == LCM_OK) st = set_fieldf(info, "Size", "%dx%d", width, height);
-    if (st == LCM_OK && p->model_short_hash[0]) st = lcm_infotext_set(info, "Model hash", p->model_short_hash);
+    if (st == LCM_OK && p->model_short_hash[0]) st = infotext_set(info, "Model hash", p->model_short_hash);
     if (st == LCM_OK && model_name) { // A1111 writes a checkpoint's file name without extension
         size_t n = strlen(model_name);
         const char *extensions[] = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"};
         for (size_t e = 0; e < sizeof extensions / sizeof *extensions; e++)
             if (ends_with(model_name, extensions[e]) && n > strlen(extensions[e])) n -= strlen(extensions[e]);
         char *name = strndup(model_name, n);
-        st = name ? lcm_infotext_set(info, "Model", name) : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
+        st = name ? infotext_set(info, "Model", name) : lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory");
         free(name);
     }
     if (st == LCM_OK && r->init_image) st = set_fieldf(info, "Denoising strength", "%g", (double)r->strength);
@@ -479,12 +418,12 @@ lcm_status lcm_pipeline_infotext(lcm_pipeline *p, const lcm_request *r, int inde
         }
         append(&hashes, "", 0);
         st = hashes.failed ? lcm_fail(LCM_ERR_OUT_OF_MEMORY, "infotext: out of memory")
-                           : lcm_infotext_set(info, "Lora hashes", hashes.data);
+                           : infotext_set(info, "Lora hashes", hashes.data);
         free(hashes.data);
     }
-    if (st == LCM_OK) st = set_fieldf(info, "Version", "lcm.c %s", lcm_version());
+    if (st == LCM_OK) st = set_fieldf(info, "Version", "lcm.c %s", LCM_VERSION_STRING);
     if (st != LCM_OK) {
-        lcm_infotext_free(info);
+        infotext_free(info);
         return st;
     }
     *out = info;

@@ -14,11 +14,11 @@
 #include "ops/cpu.h"
 #include "ops/ops.h"
 
-void lcm_pipeline_options_init(lcm_pipeline_options *options) {
+void pipeline_options_init(lcm_pipeline_options *options) {
     memset(options, 0, sizeof *options);
 }
 
-void lcm_pipeline_close(lcm_pipeline *p) {
+void pipeline_close(lcm_pipeline *p) {
     if (!p) return;
     clip_tokenizer_close(p->tokenizer);
     clip_text_free(p->text_encoder);
@@ -110,7 +110,7 @@ static lcm_status keep_adapters(lcm_pipeline *p, const lcm_pipeline_options *opt
     return LCM_OK;
 }
 
-const char *lcm_pipeline_lora_report(const lcm_pipeline *p) {
+const char *pipeline_lora_report(const lcm_pipeline *p) {
     return p->loras ? lora_set_report(p->loras) : "";
 }
 
@@ -131,12 +131,11 @@ static lcm_status load_taesd(lcm_pipeline *p, const char *dir) {
     return LCM_OK;
 }
 
-lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *options,
-                             lcm_pipeline **out) {
+lcm_status pipeline_open(const char *model_dir, const lcm_pipeline_options *options, lcm_pipeline **out) {
     *out = NULL;
     lcm_pipeline_options defaults;
     if (!options) {
-        lcm_pipeline_options_init(&defaults);
+        pipeline_options_init(&defaults);
         options = &defaults;
     }
     if (options->threads < 0)
@@ -200,19 +199,21 @@ lcm_status lcm_pipeline_open(const char *model_dir, const lcm_pipeline_options *
     if (st == LCM_OK) st = io_mapping_owner_check(&p->mappings, "loading the model");
     io_mapping_owner_enter(previous_owner);
     if (st != LCM_OK) {
-        lcm_pipeline_close(p);
+        pipeline_close(p);
         return st;
     }
     *out = p;
     return LCM_OK;
 }
 
-int lcm_pipeline_default_size(const lcm_pipeline *p) {
+int pipeline_default_size(const lcm_pipeline *p) {
     // diffusers: unet.config.sample_size * vae_scale_factor (768 for LCM_Dreamshaper_v7).
     int sample = unet_get_config(p->unet)->sample_size[0];
     return (sample > 0 ? sample : 64) * vae_get_config(p->vae)->downscale_factor;
 }
 
-int lcm_pipeline_max_steps(const lcm_pipeline *p) {
+int pipeline_max_steps(const lcm_pipeline *p) {
     return p->scheduler_config.original_inference_steps;
 }
+
+const char *pipeline_model_file(const lcm_pipeline *p) { return p->model_file ? p->model_file : ""; }

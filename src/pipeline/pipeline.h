@@ -1,6 +1,7 @@
-// The text-to-image pipeline behind the public lcm_pipeline handle (include/lcm.h).
+// The image-generation pipeline behind the public lcm_pipeline handle (include/lcm.h, whose
+// lcm_pipeline_* / lcm_generate functions in api/ are these with their arguments checked).
 //
-// Kept separate from the public header so that tests can look inside: `txt2img_run` takes a trace
+// Kept separate from the public header so that tests can look inside: `generate_run` takes a trace
 // callback that sees every intermediate tensor under the names the golden files use
 // ("prompt_embeds", "initial_latents", "step0.noise_pred", "image_decoded", ...).
 #ifndef LCM_PIPELINE_PIPELINE_H
@@ -53,14 +54,52 @@ struct lcm_pipeline {
     io_mapping_owner mappings;
 };
 
+// ---- opening (pipeline/pipeline.c) ----
+
+// The default options (lcm_pipeline_options_init): all zero.
+void pipeline_options_init(lcm_pipeline_options *options);
+
+// Loads and checks every component (lcm_pipeline_open); `options` may be NULL for the defaults.
+// On success *out is the caller's (pipeline_close); on failure it is NULL.
+lcm_status pipeline_open(const char *model_dir, const lcm_pipeline_options *options, lcm_pipeline **out);
+
+// Frees the pipeline and everything it owns. NULL is allowed.
+void pipeline_close(lcm_pipeline *p);
+
+// The adapters' load report, "" without adapters; owned by the pipeline.
+const char *pipeline_lora_report(const lcm_pipeline *p);
+
+// The UNet's native image size (sample_size * the VAE's downscale factor).
+int pipeline_default_size(const lcm_pipeline *p);
+
+// The scheduler's original_inference_steps: the largest valid `steps`.
+int pipeline_max_steps(const lcm_pipeline *p);
+
+// The file whose hash is the infotext's "Model hash", "" when there is none; owned by the pipeline.
+const char *pipeline_model_file(const lcm_pipeline *p);
+
+// ---- generating ----
+
+// The defaults of diffusers' LatentConsistencyModelPipeline (lcm_request_init).
+void generate_request_init(lcm_request *request);
+
+// Checks a request against the pipeline (sizes, steps, batch, control units, memory) and fills in
+// the defaults (sizes from the init/control image or the model): *resolved is what runs.
+lcm_status generate_request_check(const lcm_pipeline *p, const lcm_request *request, lcm_request *resolved);
+
 // Called with each intermediate; the tensor is borrowed for the duration of the call.
-typedef void (*txt2img_trace_fn)(void *user_data, const char *name, const tensor *value);
+typedef void (*generate_trace_fn)(void *user_data, const char *name, const tensor *value);
 
 // Runs one request; *images is [batch, 3, H, W] in [-1, 1] (caller frees). `trace` may be NULL.
-lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trace_fn trace,
-                       void *trace_user_data, tensor **images);
+lcm_status generate_run(lcm_pipeline *p, const lcm_request *request, generate_trace_fn trace,
+                        void *trace_user_data, tensor **images);
 
-// Checks a request against the pipeline (sizes, steps, batch) and fills in the defaults.
-lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, lcm_request *resolved);
+// What lcm_generate does with non-NULL arguments: generate_run on this pipeline's threads, checked
+// against its files shrinking, as 8-bit RGB images. On success *out is the caller's
+// (generate_result_free); on failure NULL.
+lcm_status generate_images(lcm_pipeline *p, const lcm_request *request, lcm_result **out);
+
+// Frees a result and its images. NULL is allowed.
+void generate_result_free(lcm_result *result);
 
 #endif

@@ -60,7 +60,7 @@ lcm_status pipeline_open_tokenizer(const model_folder *model, const char *folder
         return st;
     }
     char why[1024];
-    snprintf(why, sizeof why, "%s", lcm_last_error());
+    snprintf(why, sizeof why, "%s", error_last_message());
     return lcm_fail(LCM_ERR_IO,
                     "%s: this checkpoint carries no tokenizer and none was found. Give one of: "
                     "`--tokenizer DIR` (lcm_pipeline_options.tokenizer), a folder with vocab.json and "

@@ -40,7 +40,7 @@
 #define TXT2IMG_MAX_SIDE 4096
 #define TXT2IMG_MAX_BATCH 16
 
-void lcm_request_init(lcm_request *r) {
+void generate_request_init(lcm_request *r) {
     memset(r, 0, sizeof *r);
     r->prompt = "";
     r->steps = 4;
@@ -75,7 +75,7 @@ static bool uses_cfg(const lcm_pipeline *p, const lcm_request *r) {
     return unet_get_config(p->unet)->time_cond_proj_dim == 0 && r->guidance_scale > 1.0f;
 }
 
-lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, lcm_request *r) {
+lcm_status generate_request_check(const lcm_pipeline *p, const lcm_request *request, lcm_request *r) {
     *r = *request;
     if (!r->prompt) r->prompt = "";
     bool has_negative = r->negative_prompt && r->negative_prompt[0];
@@ -138,7 +138,7 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
     if (r->control_image && !(isfinite(r->control_scale) && fabsf(r->control_scale) <= 100.0f))
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "control scale %g: expected a finite number "
                         "(usually 0..2)", r->control_scale);
-    int native = lcm_pipeline_default_size(p);
+    int native = pipeline_default_size(p);
     if (r->width == 0) r->width = native;
     if (r->height == 0) r->height = native;
     if (r->width < 8 || r->height < 8 || r->width % 8 || r->height % 8 ||
@@ -146,7 +146,7 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "image size %dx%d: width and height must be multiples of 8 between 8 and %d",
                         r->width, r->height, TXT2IMG_MAX_SIDE);
-    int max_steps = lcm_pipeline_max_steps(p);
+    int max_steps = pipeline_max_steps(p);
     if (r->steps < 1 || r->steps > max_steps)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "steps = %d: expected 1..%d (the scheduler's original_inference_steps)",
@@ -167,11 +167,11 @@ lcm_status txt2img_validate(const lcm_pipeline *p, const lcm_request *request, l
     return LCM_OK;
 }
 
-static void trace(txt2img_trace_fn fn, void *user, const char *name, const tensor *t) {
+static void trace(generate_trace_fn fn, void *user, const char *name, const tensor *t) {
     if (fn && t) fn(user, name, t);
 }
 
-static void trace_step(txt2img_trace_fn fn, void *user, int step, const char *what, const tensor *t) {
+static void trace_step(generate_trace_fn fn, void *user, int step, const char *what, const tensor *t) {
     char name[64];
     snprintf(name, sizeof name, "step%d.%s", step, what);
     trace(fn, user, name, t);
@@ -245,7 +245,7 @@ static double strength_as_double(float strength) {
 // init image, sample the latent distribution (first draw), scale, repeat for the batch, then noise
 // it to the first timestep (second draw).
 static lcm_status img2img_latents(lcm_pipeline *p, const lcm_request *r, const lcm_scheduler *s,
-                                  lcm_rng *rng, txt2img_trace_fn trace_fn, void *trace_user,
+                                  lcm_rng *rng, generate_trace_fn trace_fn, void *trace_user,
                                   tensor **out) {
     *out = NULL;
     // An image of another size is resized as VaeImageProcessor.preprocess does (Pillow Lanczos).
@@ -311,7 +311,7 @@ done:
 // stepI.controlnet_mid. down[] and *mid are owned by the caller.
 static lcm_status control_residuals(lcm_pipeline *p, const tensor *model_input, float timestep,
                                     const tensor *context, const tensor *control, float scale,
-                                    int step, txt2img_trace_fn trace_fn, void *trace_user,
+                                    int step, generate_trace_fn trace_fn, void *trace_user,
                                     tensor **down, tensor **mid) {
     LCM_TRY(controlnet_forward(p->controlnet, model_input, timestep, context, control, scale, down, mid));
     int count = controlnet_get_config(p->controlnet)->unet.skip_count;
@@ -373,11 +373,11 @@ static lcm_status send_previews(const lcm_pipeline *p, const lcm_request *r, con
     return LCM_OK;
 }
 
-lcm_status txt2img_run(lcm_pipeline *p, const lcm_request *request, txt2img_trace_fn trace_fn,
+lcm_status generate_run(lcm_pipeline *p, const lcm_request *request, generate_trace_fn trace_fn,
                        void *trace_user, tensor **images) {
     *images = NULL;
     lcm_request r;
-    LCM_TRY(txt2img_validate(p, request, &r));
+    LCM_TRY(generate_request_check(p, request, &r));
     bool cfg = uses_cfg(p, &r);
 
     lcm_scheduler *scheduler = NULL;
@@ -554,28 +554,27 @@ done:
     return st;
 }
 
-void lcm_result_free(lcm_result *result) {
+void generate_result_free(lcm_result *result) {
     if (!result) return;
     for (int i = 0; i < result->count; i++) free(result->images[i].rgb);
     free(result->images);
     free(result);
 }
 
-static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out);
+static lcm_status run_to_result(lcm_pipeline *p, const lcm_request *request, lcm_result **out);
 
-lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
+lcm_status generate_images(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     *out = NULL;
-    if (!p || !request) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_generate: NULL argument");
     // Weights used in place (and packed-weight cache arrays) are read from their files' mappings:
     // a file of this pipeline that shrank read as zeros (io/file.h), before this request (the
     // zeros stay) or during it, so the images would not be the model's.
     lcm_status st = io_mapping_owner_check(&p->mappings, "generating");
     if (st != LCM_OK) return st;
     io_mapping_owner *previous_owner = io_mapping_owner_enter(&p->mappings); // files mapped late
-    st = generate(p, request, out);
+    st = run_to_result(p, request, out);
     io_mapping_owner_enter(previous_owner);
     if (st == LCM_OK && (st = io_mapping_owner_check(&p->mappings, "generating")) != LCM_OK) {
-        lcm_result_free(*out);
+        generate_result_free(*out);
         *out = NULL;
     }
     // Activation buffers kept for reuse between layers are not held by an idle pipeline.
@@ -583,13 +582,13 @@ lcm_status lcm_generate(lcm_pipeline *p, const lcm_request *request, lcm_result 
     return st;
 }
 
-static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
+static lcm_status run_to_result(lcm_pipeline *p, const lcm_request *request, lcm_result **out) {
     // The thread count is per calling thread in OpenMP: a pipeline opened on one thread and used on
     // another (a server's worker) must still run with the count its primitives were made for.
     omp_set_num_threads(p->threads);
     io_prepare_threads_for_faults(); // the team reads weights from the files' mappings
     tensor *images = NULL;
-    LCM_TRY(txt2img_run(p, request, NULL, NULL, &images));
+    LCM_TRY(generate_run(p, request, NULL, NULL, &images));
     int batch = (int)images->shape[0], height = (int)images->shape[2], width = (int)images->shape[3];
     lcm_result *result = calloc(1, sizeof *result);
     if (result) result->images = calloc((size_t)batch, sizeof *result->images);
@@ -605,7 +604,7 @@ static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_resu
         lcm_status st = vae_image_to_rgb8(images, b, img->rgb);
         if (st != LCM_OK) {
             tensor_free(images);
-            lcm_result_free(result);
+            generate_result_free(result);
             return st;
         }
     }
@@ -614,6 +613,6 @@ static lcm_status generate(lcm_pipeline *p, const lcm_request *request, lcm_resu
     return LCM_OK;
 oom:
     tensor_free(images);
-    lcm_result_free(result);
+    generate_result_free(result);
     return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for the output images");
 }

@@ -62,7 +62,7 @@ static lcm_status run_text(const lcm_bench *b, const char *prompt, tensor **embe
     return st;
 }
 
-// One denoising step's networks as txt2img_run runs them: the ControlNet's residuals, then the UNet.
+// One denoising step's networks as generate_run runs them: the ControlNet's residuals, then the UNet.
 static lcm_status unet_step(const lcm_bench *b, tensor **out) {
     lcm_pipeline *p = b->pipeline;
     if (!p->controlnet) return unet_forward(p->unet, b->step_latents, 999.0f, b->step_context, b->cond, NULL, out);
@@ -210,12 +210,12 @@ lcm_status bench_open(lcm_pipeline *pipeline, const lcm_bench_options *options, 
     memset(plan, 0, sizeof *plan);
     // The request checks (sizes, steps) before anything else, so a bad one fails fast and clearly.
     lcm_request resolved;
-    LCM_TRY(txt2img_validate(pipeline, request, &resolved));
+    LCM_TRY(generate_request_check(pipeline, request, &resolved));
     lcm_bench *b = calloc(1, sizeof *b);
     if (!b) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     b->pipeline = pipeline;
     b->request = *request;
-    // As txt2img_run: guidance above 1 on a UNet without LCM's guidance embedding runs both prompts.
+    // As generate_run: guidance above 1 on a UNet without LCM's guidance embedding runs both prompts.
     b->cfg = unet_get_config(pipeline->unet)->time_cond_proj_dim == 0 && request->guidance_scale > 1.0f;
     plan->classifier_free = b->cfg;
     count_flops(b, resolved.steps, plan);

@@ -2,7 +2,7 @@
 // measured peak, and the attention kernels on SD1.5's shapes (public face: lcm_bench_* in lcm.h).
 //
 // A stage is timed as a generation runs it: the text encoder with its weights read back (its pages
-// are released after each use, as txt2img_run does), one denoising step's networks (the
+// are released after each use, as generate_run does), one denoising step's networks (the
 // ControlNet's residuals, then the UNet, on the step's batch: two rows under classifier-free
 // guidance), the VAE decode, and with a TAESD the tiled VAE decode and the TAESD decode of the same
 // latents. The whole lcm_generate (the end-to-end stage) is run by src/api/bench.c, since a tool

@@ -294,7 +294,7 @@ static lcm_status open_component_weights(const model_folder *folder, const char 
     lcm_status st = model_folder_open_weights(folder, name, first, ws);
     if (st != LCM_ERR_IO) return st; // found (or found but malformed: report that)
     char first_error[1024];
-    snprintf(first_error, sizeof first_error, "%s", lcm_last_error());
+    snprintf(first_error, sizeof first_error, "%s", error_last_message());
     if (model_folder_open_weights(folder, name, second, ws) == LCM_OK) return LCM_OK;
     return lcm_fail(st, "%s", first_error);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/image_format.h"
 #include "io/json_config.h"
 #include "io/safetensors_write.h"
 #include "io/weights.h"
@@ -22,6 +23,7 @@
 #include "ops/int8_layer.h"
 #include "ops/layer_quant.h"
 #include "ops/ops.h"
+#include "pipeline/pipeline.h"
 
 const char *const quantize_default_keep_fp32[] = {
     "conv_in", "conv_out", NULL};
@@ -165,7 +167,7 @@ static lcm_status scheme_matches_weights(const char *path, const char *file, boo
     lcm_status st = weight_set_open_file(file, &ws);
     if (st != LCM_OK) {
         // the loader reports a damaged weight file better, naming the tensor
-        lcm_clear_error();
+        error_clear();
         return LCM_OK;
     }
     const char *with_input = NULL;
@@ -344,7 +346,7 @@ static bool interrupted(const quantize_model_options *o) { return o->interrupted
 static int show_progress(void *user, int steps_done, int total_steps, double elapsed) {
     (void)elapsed;
     progress_state *p = user;
-    if (interrupted(p->options)) return 1; // lcm_generate stops with LCM_ERR_CANCELLED
+    if (interrupted(p->options)) return 1; // the generation stops with LCM_ERR_CANCELLED
     if (p->options->quiet) return 0;
     double done = (p->sample + (double)steps_done / total_steps) / p->samples;
     int width = 30, filled = (int)(done * width + 0.5);
@@ -363,7 +365,7 @@ typedef struct control_images {
 } control_images;
 
 static void control_images_free(control_images *c) {
-    for (int i = 0; i < c->count; i++) lcm_image_release(&c->items[i]);
+    for (int i = 0; i < c->count; i++) free(c->items[i].rgb);
     free(c->items);
     *c = (control_images){0};
 }
@@ -378,7 +380,8 @@ static lcm_status read_control_images(const quantize_model_options *o, control_i
     out->items = calloc((size_t)o->control_image_count, sizeof *out->items);
     if (!out->items) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < o->control_image_count; i++) {
-        lcm_status st = lcm_image_read(o->control_images[i], &out->items[out->count]);
+        lcm_image *image = &out->items[out->count];
+        lcm_status st = image_read_file(o->control_images[i], &image->rgb, &image->width, &image->height);
         if (st != LCM_OK) {
             control_images_free(out);
             return lcm_fail_context(st, "control image: ");
@@ -392,19 +395,19 @@ static lcm_status read_control_images(const quantize_model_options *o, control_i
 static lcm_status calibrate(const quantize_model_options *o, const prompt_list *prompts,
                             const control_images *controls, calibration *c) {
     lcm_pipeline_options popts;
-    lcm_pipeline_options_init(&popts);
+    pipeline_options_init(&popts);
     popts.controlnet = o->controlnet_dir;
     popts.loras = o->loras;
     popts.lora_count = o->lora_count;
     lcm_pipeline *pipeline = NULL;
-    LCM_TRY(lcm_pipeline_open(o->model_dir, &popts, &pipeline));
+    LCM_TRY(pipeline_open(o->model_dir, &popts, &pipeline));
     int samples = o->samples ? o->samples : prompts->count;
     progress_state progress = {.samples = samples, .start = time(NULL), .options = o};
     lcm_status st = LCM_OK;
     ops_set_input_observer(observe, c);
     for (int i = 0; i < samples && st == LCM_OK; i++) {
         lcm_request r;
-        lcm_request_init(&r);
+        generate_request_init(&r);
         r.prompt = prompts->items[i % prompts->count];
         r.seed = o->seed + (uint64_t)i;
         r.steps = o->steps;
@@ -415,14 +418,14 @@ static lcm_status calibrate(const quantize_model_options *o, const prompt_list *
         r.progress_user_data = &progress;
         progress.sample = i;
         lcm_result *result = NULL;
-        st = lcm_generate(pipeline, &r, &result);
-        lcm_result_free(result);
+        st = generate_images(pipeline, &r, &result);
+        generate_result_free(result);
         if (st == LCM_OK && c->failed)
             st = lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory for the activation statistics");
     }
     ops_set_input_observer(NULL, NULL);
     if (!o->quiet) fprintf(stderr, "\n");
-    lcm_pipeline_close(pipeline);
+    pipeline_close(pipeline);
     if (st != LCM_OK) lcm_fail_context(st, "calibration: ");
     return st;
 }
@@ -828,11 +831,11 @@ quantized_kind quantize_controlnet_kind(const char *controlnet_dir) {
     snprintf(path, sizeof path, "%s/quantization.json", controlnet_dir);
     json_config c;
     if (json_config_load(path, NULL, &c) != LCM_OK) {
-        lcm_clear_error();
+        error_clear();
         return QUANTIZED_NONE;
     }
     bool weights_only = false;
-    if (json_config_bool_or(&c, "weights_only", false, &weights_only) != LCM_OK) lcm_clear_error();
+    if (json_config_bool_or(&c, "weights_only", false, &weights_only) != LCM_OK) error_clear();
     json_config_free(&c);
     return weights_only ? QUANTIZED_WEIGHTS_ONLY : QUANTIZED_INT8;
 }

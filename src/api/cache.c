@@ -1,4 +1,5 @@
-// The public face of the packed-weight cache (lcm.h); the cache itself is ops/packed_cache.h.
+// The packed-weight cache of the public API (lcm.h): listing and clearing it; the cache itself is
+// ops/packed_cache.h.
 #include <stdio.h>
 #include <stdlib.h>
 

@@ -1,68 +1,49 @@
-// The control-image preprocessing entry points of the public API (include/lcm.h): the NormalBae
-// detector behind `lcm preprocess normal`, `lcm generate --control-preprocess normalbae` and
-// `lcm serve --control-weights`, and the photo reader they share.
-#include <stdio.h>
+// ControlNet control-image preprocessing in the public API (include/lcm.h): the canny edge map and
+// the NormalBae detector behind `lcm preprocess`, `lcm generate --control-preprocess` and
+// `lcm serve --control-weights`. The annotators themselves are preprocess/canny.c and
+// preprocess/normal_detector.c (with the network in models/normalbae.c).
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "io/image_alpha.h"
-#include "io/image_format.h"
-#include "io/image_webp.h"
-#include "io/json_config.h"
 #include "io/weights.h"
 #include "lcm.h"
 #include "models/normalbae.h"
 #include "ops/backend.h"
+#include "preprocess/canny.h"
 #include "preprocess/normal_detector.h"
+
+lcm_status lcm_canny(const lcm_image *image, double low_threshold, double high_threshold,
+                     lcm_image *edges) {
+    if (!edges) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_canny: NULL output");
+    memset(edges, 0, sizeof *edges);
+    if (!image || !image->rgb || image->width < 1 || image->height < 1)
+        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_canny: empty input image");
+    size_t pixels = (size_t)image->width * image->height;
+    uint8_t *map = malloc(pixels), *rgb = malloc(pixels * 3);
+    if (!map || !rgb) {
+        free(map);
+        free(rgb);
+        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "lcm_canny: out of memory");
+    }
+    lcm_status st = canny_edges(image->rgb, image->width, image->height, 3, low_threshold,
+                                high_threshold, map);
+    if (st == LCM_OK) {
+        // controlnet_aux's HWC3: the one-channel map on all three channels.
+        for (size_t i = 0; i < pixels; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = map[i];
+        edges->width = image->width;
+        edges->height = image->height;
+        edges->rgb = rgb;
+        rgb = NULL;
+    }
+    free(map);
+    free(rgb);
+    return st;
+}
 
 struct lcm_normal_detector {
     normalbae *net;
 };
-
-// Reads the file and decodes it keeping an alpha channel where the format has one (RGBA PNG, WebP
-// with alpha): *channels is 3 or 4. *pixels is malloc'd, owned by the caller.
-static lcm_status read_keep_alpha(const char *path, uint8_t **pixels, int *width, int *height,
-                                  int *channels) {
-    *channels = 3;
-    char *bytes = NULL;
-    size_t size = 0;
-    LCM_TRY(read_text_file(path, (size_t)256 << 20, &bytes, &size));
-    lcm_status st;
-    switch (image_sniff(bytes, size)) {
-    case IMAGE_FORMAT_PNG:
-        st = image_read_png_keep_alpha(path, pixels, width, height, channels);
-        break;
-    case IMAGE_FORMAT_WEBP:
-        st = image_decode_webp_keep_alpha(bytes, size, path, pixels, width, height, channels);
-        break;
-    default: // JPEG has no alpha; anything else gets image_decode_any's error
-        st = image_decode_any(bytes, size, path, pixels, width, height);
-        break;
-    }
-    free(bytes);
-    return st;
-}
-
-lcm_status lcm_image_read_composited(const char *path, lcm_image *image) {
-    if (!image) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_read_composited: NULL image");
-    memset(image, 0, sizeof *image);
-    if (!path) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_image_read_composited: NULL path");
-    uint8_t *pixels = NULL, *rgb = NULL;
-    int width = 0, height = 0, channels = 3;
-    LCM_TRY(read_keep_alpha(path, &pixels, &width, &height, &channels));
-    if (channels == 3) {
-        rgb = pixels;
-    } else {
-        lcm_status st = hwc3_u8(pixels, height, width, channels, &rgb);
-        free(pixels);
-        if (st != LCM_OK) return lcm_fail_context(st, "%s: ", path);
-    }
-    image->width = width;
-    image->height = height;
-    image->rgb = rgb;
-    return LCM_OK;
-}
 
 lcm_status lcm_normal_detector_open(const char *weights_path, lcm_normal_detector **out) {
     if (!out) return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "lcm_normal_detector_open: NULL output");
@@ -72,18 +53,20 @@ lcm_status lcm_normal_detector_open(const char *weights_path, lcm_normal_detecto
     lcm_normal_detector *detector = calloc(1, sizeof *detector);
     if (!detector) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "NormalBae: out of memory");
     weight_set *weights = NULL;
+    // The file's own errors name it already.
     lcm_status st = weight_set_open_file(weights_path, &weights);
-    // The detector runs in fp32 on the kernels the environment asks for (its own backend: the C
-    // API opens it apart from any pipeline).
-    ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
-    if (st == LCM_OK) st = normalbae_load(&backend, weights, &detector->net);
+    if (st == LCM_OK) {
+        // The detector runs in fp32 on the kernels the environment asks for (its own backend: the
+        // C API opens it apart from any pipeline).
+        ops_backend backend = ops_backend_from_environment(LCM_PRECISION_FP32);
+        st = normalbae_load(&backend, weights, &detector->net);
+        // The loader's errors name tensors; say which file they came from.
+        if (st != LCM_OK) lcm_fail_context(st, "NormalBae weights %s: ", weights_path);
+    }
     weight_set_close(weights);
     if (st != LCM_OK) {
         free(detector);
-        // Errors from the loaders name tensors; say which file they came from.
-        return strstr(lcm_last_error(), weights_path)
-                   ? st
-                   : lcm_fail_context(st, "NormalBae weights %s: ", weights_path);
+        return st;
     }
     *out = detector;
     return LCM_OK;
