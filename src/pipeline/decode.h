@@ -1,15 +1,16 @@
 // From denoised latents to pixels: the full VAE, the tiled VAE (diffusers' enable_tiling) or TAESD,
 // chosen per generation, and the cheap per-step previews.
 //
-// txt2img.c calls pipeline_decode() once; `lcm bench` and bench/decode_bench.c call decode_run()
+// generate.c calls pipeline_decode() once; `lcm bench` and bench/decode_bench.c call decode_run()
 // with an explicit plan to time the methods side by side.
 //
-// Memory estimates (used by the AUTO tiling choice and by txt2img_validate): the working memory of
-// a decode is the largest set of activations alive at once, found by walking the decoder's blocks
-// with the allocation pattern of the reference ops (each op returns a new tensor; the input is
-// freed after it). For the SD1.5 VAE that peak is the first ResNet of the last up block at full
-// resolution (input 256 ch + its GroupNorm output 256 ch + conv output 128 ch = 640 floats per
-// pixel, 2.7 GB at 1024x1024), plus 64 MiB for convolution column buffers and attention scores.
+// Memory estimates (used by the AUTO tiling choice and by generate_request_check): the working
+// memory of a decode is the largest set of activations alive at once, found by walking the
+// decoder's blocks with the allocation pattern of the reference ops (each op returns a new tensor;
+// the input is freed after it). For the SD1.5 VAE that peak is the first ResNet of the last up
+// block at full resolution (input 256 ch + its GroupNorm output 256 ch + conv output 128 ch = 640
+// floats per pixel, 2.7 GB at 1024x1024), plus 64 MiB for convolution column buffers and attention
+// scores.
 // A tiled decode needs the estimate of one tile plus the decoded tiles (3 channels each) and the
 // output image.
 #ifndef LCM_PIPELINE_DECODE_H
