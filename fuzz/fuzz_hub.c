@@ -1,6 +1,7 @@
 // libFuzzer harness for what `lcm pull` reads from a hub server besides file contents
-// (src/io/hub.c, io/hub_parse.h): response header lines, the API's revision answer and shard
-// indexes. The first byte picks the reader (and the selection/variant for revision answers).
+// (src/io/hub_http.c, src/io/hub_select.c, io/hub_parse.h): response header lines, the API's
+// revision answer and shard indexes. The first byte picks the reader (and the selection/variant
+// for revision answers).
 // Checked: a header line never overflows a field and leaves every field NUL-terminated; a plan
 // holds only safe relative paths without duplicates; a refusal says why.
 #include <stdint.h>

@@ -101,6 +101,11 @@ bool hub_cached_commit(const hub_repo *repo, char commit[64]) {
     return true;
 }
 
+int64_t hub_file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : -1;
+}
+
 lcm_status hub_make_dirs(const char *path) {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)

@@ -46,6 +46,9 @@ lcm_status hub_blob_path(const hub_repo *repo, const char *etag, char *buf, size
 lcm_status hub_link_snapshot(const hub_repo *repo, const char *commit, const char *file,
                              const char *etag);
 
+// The size of the regular file at `path` (symlinks followed), -1 when there is none.
+int64_t hub_file_size(const char *path);
+
 // mkdir -p
 lcm_status hub_make_dirs(const char *path);
 

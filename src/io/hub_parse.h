@@ -1,6 +1,7 @@
-// What the hub download reads from the server, apart from file contents: response headers, the
-// API's revision answer (commit + file list) and shard indexes. Kept apart from the transfer code
-// so that the fuzz harness (fuzz/fuzz_hub.c) can feed them any bytes.
+// What the hub download reads from the server, apart from file contents: response headers
+// (io/hub_http.c), the API's revision answer (commit + file list) and shard indexes, which become
+// the plan of files to fetch (io/hub_select.c). Kept apart from the transfer code so that the fuzz
+// harness (fuzz/fuzz_hub.c) can feed them any bytes.
 #ifndef LCM_IO_HUB_PARSE_H
 #define LCM_IO_HUB_PARSE_H
 
@@ -12,6 +13,8 @@
 #include "lcm.h"
 
 #define HUB_MAX_FILES 256
+// The most bytes an API answer or a shard index may have.
+#define HUB_API_MAX_BYTES (16u << 20)
 
 // The headers of one answer that the download looks at. Lengths are -1 when absent.
 typedef struct http_response {
@@ -47,5 +50,8 @@ lcm_status hub_plan_from_revision(const char *text, size_t len, const char *what
 
 // The shards a `*.safetensors.index.json` (`len` bytes, fetched as `path`) names join `plan`.
 lcm_status hub_plan_add_shards(const char *text, size_t len, const char *path, hub_plan *plan);
+
+// hub_plan_add_shards for the index file once it is in the snapshot (`snapshot_file`).
+lcm_status hub_plan_add_shard_file(const char *snapshot_file, const char *path, hub_plan *plan);
 
 #endif
