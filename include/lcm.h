@@ -5,6 +5,9 @@
 //    lcm_*_close/free. Passing NULL to a release function is allowed and does nothing.
 //  - Strings and arrays passed in are borrowed for the duration of the call only.
 //  - Strings returned as `const char *` are owned by the library and stay valid as documented.
+//
+// Every function declared here is defined in src/api/ (a file per topic: pipeline.c, generate.c,
+// images.c, infotext.c, hub.c, ...), as a thin layer over the library's internal functions.
 #ifndef LCM_H
 #define LCM_H
 
