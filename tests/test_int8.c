@@ -15,6 +15,7 @@
 #include "golden.h"
 #include "io/image.h"
 #include "io/model_folder.h"
+#include "io/quantization_scheme.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
 #include "io/weights.h"
@@ -427,7 +428,7 @@ static void quantize_case(const char *model, const char *golden_dir, char **name
         check_scheme(qdir, "unet", cfg->method, scheme);
         if (cfg->vae) check_scheme(qdir, "vae", cfg->method, scheme);
         check_zero_points(qdir, cfg->symmetric);
-        CHECK_OK(quantize_scheme_check(qdir));
+        CHECK_OK(quantization_scheme_check_model(qdir));
 
         char a[1200], b[1200];
         test_path(a, sizeof a, "%s/unet/diffusion_pytorch_model.safetensors", model);
@@ -508,6 +509,7 @@ static const scheme_damage scheme_damages[] = {
     {"truncated", "unet", DAMAGE_TRUNCATE, NULL, NULL, "not valid JSON"},
     {"truncated", "vae", DAMAGE_TRUNCATE, NULL, NULL, "not valid JSON"},
     {"not JSON", "vae", DAMAGE_TEXT, "{not json", NULL, "not valid JSON"},
+    {"not JSON", "text_encoder", DAMAGE_TEXT, "{not json", NULL, "not valid JSON"}, // every component
     {"a JSON array", "unet", DAMAGE_TEXT, "[1, 2]", NULL, "object"},
     {"empty", "vae", DAMAGE_TEXT, "", NULL, "JSON"},
     {"version 2", "vae", DAMAGE_EDIT, NULL, version_2, "'version'"},
@@ -533,12 +535,15 @@ static void replace_file(const char *path, const char *bytes, size_t n) {
 
 static void apply_damage(const char *json, const scheme_damage *d) {
     size_t size = 0;
+    if (d->kind == DAMAGE_TEXT) { // also where lcm quantize wrote none (a text encoder's folder)
+        replace_file(json, d->text, strlen(d->text));
+        return;
+    }
     char *text = test_read_file(json, &size);
     CHECK(text != NULL, "read %s", json);
     if (!text) return;
     if (d->kind == DAMAGE_REMOVE) CHECK(unlink(json) == 0, "remove %s", json);
     else if (d->kind == DAMAGE_TRUNCATE) replace_file(json, text, size / 2);
-    else if (d->kind == DAMAGE_TEXT) replace_file(json, d->text, strlen(d->text));
     else {
         cJSON *root = cJSON_Parse(text);
         CHECK(root != NULL, "%s does not parse", json);
@@ -556,9 +561,8 @@ static void apply_damage(const char *json, const scheme_damage *d) {
 // A quantized folder (qdir: UNet and VAE in int8) with its quantization.json damaged in each way
 // is refused when loaded, with a message naming the file and the field.
 static void test_damaged_schemes(const char *qdir) {
-    char bad[512], cmd[1600], out[4096], json[700], unet_dir[600];
+    char bad[512], cmd[1600], out[4096], json[700];
     test_path(bad, sizeof bad, "%s/damaged", tmpdir);
-    test_path(unet_dir, sizeof unet_dir, "%s/unet", bad);
     for (size_t i = 0; i < sizeof scheme_damages / sizeof *scheme_damages; i++) {
         const scheme_damage *d = &scheme_damages[i];
         test_path(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", bad, qdir, bad);
@@ -577,8 +581,8 @@ static void test_damaged_schemes(const char *qdir) {
         lcm_pipeline_close(p);
         lcm_clear_error();
         // the check alone says the same
-        st = quantize_scheme_check(unet_dir);
-        CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), d->expect), "quantize_scheme_check, %s/ %s: %s",
+        st = quantization_scheme_check_model(bad);
+        CHECK(st == LCM_ERR_FORMAT && strstr(lcm_last_error(), d->expect), "quantization_scheme_check_model, %s/ %s: %s",
               d->component, d->what, lcm_last_error());
         lcm_clear_error();
     }

@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "io/json_config.h"
 #include "io/safetensors.h"
+#include "pipeline/scheduler_config.h"
 #include "sched/lcm_scheduler.h"
 #include "testutil.h"
 
@@ -168,7 +169,7 @@ static lcm_status load_scheduler(const char *config_path, lcm_scheduler **out) {
     json_config json;
     LCM_TRY(json_config_load(config_path, NULL, &json));
     lcm_scheduler_config config;
-    lcm_status st = lcm_scheduler_config_load(&json, &config);
+    lcm_status st = scheduler_config_read(&json, &config);
     json_config_free(&json);
     if (st != LCM_OK) return st;
     st = lcm_scheduler_new(&config, out);
@@ -291,7 +292,7 @@ static void test_from_config_goldens(const char *root) {
         CHECK_OK(json_config_load(source, NULL, &source_json));
         CHECK_OK(json_config_load(golden, NULL, &golden_json));
         lcm_scheduler_config config;
-        CHECK_OK(lcm_scheduler_config_load(&source_json, &config));
+        CHECK_OK(scheduler_config_read(&source_json, &config));
         if (golden_json.root) check_config_against(golden, &config, golden_json.root);
         lcm_scheduler_config_free(&config);
         json_config_free(&source_json);
@@ -422,7 +423,7 @@ static void test_scheduler_golden(const char *path, const char *config_path) {
         json_config json;
         lcm_scheduler_config parsed;
         CHECK_OK(json_config_load(config_path, NULL, &json));
-        CHECK_OK(lcm_scheduler_config_load(&json, &parsed));
+        CHECK_OK(scheduler_config_read(&json, &parsed));
         check_config_against("info.config", &parsed, info_config);
         lcm_scheduler_config_free(&parsed);
         json_config_free(&json);
@@ -695,7 +696,7 @@ static void test_goldens(const char *root) {
 static lcm_status load_config_text(const char *text, lcm_scheduler_config *out) {
     json_config json;
     LCM_TRY(json_config_parse(text, strlen(text), "scheduler/scheduler_config.json", &json));
-    lcm_status st = lcm_scheduler_config_load(&json, out);
+    lcm_status st = scheduler_config_read(&json, out);
     json_config_free(&json);
     return st;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/checkpoint_config.h"
 #include "io/torch_pickle.h"
 
 #define UNET_PREFIX "model.diffusion_model."
@@ -88,6 +89,11 @@ const st_file *checkpoint_tensors(const checkpoint *ck) { return ck->file; }
 const char *checkpoint_metadata(const checkpoint *ck, const char *key) { return st_metadata(ck->file, key); }
 
 const char *checkpoint_path(const checkpoint *ck) { return ck->path; }
+
+lcm_status checkpoint_derive_config(const checkpoint *ck, const char *component, const char *filename,
+                                    json_config *out) {
+    return checkpoint_config_derive(ck->file, ck->path, component, filename, out);
+}
 
 lcm_status checkpoint_load_config(const checkpoint *ck, const char *component, const char *filename,
                                   json_config *out) {

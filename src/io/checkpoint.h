@@ -49,11 +49,9 @@ const char *checkpoint_metadata(const checkpoint *ck, const char *key);
 lcm_status checkpoint_load_config(const checkpoint *ck, const char *component, const char *filename,
                                   json_config *out);
 
-// The config diffusers' single-file loader would build for COMPONENT/FILENAME ("unet/config.json",
-// "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json",
-// model_index.json): sizes from the tensor shapes, the rest SD1.5 constants; the metadata is not
-// looked at. Fields the shapes cannot determine and that have no SD1.5 constant are left out.
-// The caller owns *out (json_config_free).
+// The config diffusers' single-file loader would build for COMPONENT/FILENAME from the file's
+// tensors (io/checkpoint_config.h); the metadata is not looked at. The caller owns *out
+// (json_config_free).
 lcm_status checkpoint_derive_config(const checkpoint *ck, const char *component,
                                     const char *filename, json_config *out);
 

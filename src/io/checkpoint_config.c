@@ -6,6 +6,8 @@
 //   CLIP   head size 64 (num_attention_heads = hidden / 64), quick_gelu, layer_norm_eps 1e-5
 //   scheduler  1000 training steps, scaled_linear betas 0.00085..0.012: LCM_Dreamshaper_v7's
 //          LCMScheduler config for LCM-distilled UNets (time_embed.cond_proj), SD1.5's PNDM otherwise.
+#include "io/checkpoint_config.h"
+
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,7 +15,6 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "io/checkpoint.h"
 
 #define UNET_PREFIX "model.diffusion_model."
 #define VAE_PREFIX "first_stage_model."
@@ -268,10 +269,10 @@ static void derive_model_index(bool lcm, cJSON *c) {
     add_component(c, "vae", "diffusers", "AutoencoderKL");
 }
 
-lcm_status checkpoint_derive_config(const checkpoint *ck, const char *component, const char *filename,
-                                    json_config *out) {
+lcm_status checkpoint_config_derive(const st_file *tensors, const char *path, const char *component,
+                                    const char *filename, json_config *out) {
     *out = (json_config){0};
-    shapes s = {checkpoint_tensors(ck), checkpoint_path(ck)};
+    shapes s = {tensors, path};
     char label[600];
     snprintf(label, sizeof label, "%s: %s%s%s (derived from the tensor shapes)", s.path, component ? component : "",
              component ? "/" : "", filename);

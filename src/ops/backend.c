@@ -19,8 +19,6 @@
 #include "ops/cpu.h"
 #include "ops/kernel_family.h"
 
-// Bumped whenever a kernel changes enough that old measurements no longer describe it.
-#define KERNELS_VERSION 6
 // One measurement runs about this much arithmetic (a few milliseconds), on images of at least
 // 16 x 16 (below that Winograd's tiles and oneDNN's blocking say little about real sizes), so that
 // a whole LCM_Dreamshaper_v7 (about 70 distinct shapes) is tuned in a few seconds, once.
@@ -69,47 +67,6 @@ static decision decisions[MAX_DECISIONS];
 static int decision_count;
 static bool table_read;
 static double seconds_measured;
-static char tuning_file[1024];
-
-// ---- kernel families --------------------------------------------------------------------------
-
-// Every kernel family (ops/kernel_family.h), in the order the packed-weight cache tries them. A new
-// family is its own file, its conv_kernel / linear_kernel value (ops.h) and one entry here; which
-// shapes it competes for is candidates_of's business below.
-static const kernel_family *const kernel_families[] = {
-    &kernel_family_direct,
-    &kernel_family_onednn,
-    &kernel_family_sgemm,
-    &kernel_family_int8, // chosen by a quantized model's file (layer_quant_pack), never per shape
-};
-#define KERNEL_FAMILY_COUNT ((int)(sizeof kernel_families / sizeof *kernel_families))
-
-const kernel_family *const *backend_kernel_families(int *count) {
-    *count = KERNEL_FAMILY_COUNT;
-    return kernel_families;
-}
-
-const kernel_family *backend_conv_family(conv_kernel kernel) {
-    for (int f = 0; f < KERNEL_FAMILY_COUNT && kernel != CONV_KERNEL_AUTO; f++)
-        if (kernel_families[f]->conv_id == kernel) return kernel_families[f];
-    return NULL;
-}
-
-const kernel_family *backend_linear_family(linear_kernel kernel) {
-    for (int f = 0; f < KERNEL_FAMILY_COUNT && kernel != LINEAR_KERNEL_AUTO; f++)
-        if (kernel_families[f]->linear_id == kernel) return kernel_families[f];
-    return NULL;
-}
-
-const char *conv_kernel_name(conv_kernel kernel) {
-    const kernel_family *family = backend_conv_family(kernel);
-    return family ? family->name : "auto";
-}
-
-const char *linear_kernel_name(linear_kernel kernel) {
-    const kernel_family *family = backend_linear_family(kernel);
-    return family ? family->name : "auto";
-}
 
 static const char *kernel_name(op_kind op, int kernel) {
     if (op == OP_ATTENTION) return kernel == 1 ? "fp32" : kernel == 2 ? "bf16" : "-";
@@ -123,8 +80,10 @@ static const char *op_name(op_kind op) {
 // The conv_kernel / linear_kernel (attention: 1 fp32, 2 bf16) of that name; -1 when none is.
 static int kernel_from_name(op_kind op, const char *name) {
     if (op == OP_ATTENTION) return !strcmp(name, "fp32") ? 1 : !strcmp(name, "bf16") ? 2 : -1;
-    for (int f = 0; f < KERNEL_FAMILY_COUNT; f++) {
-        const kernel_family *family = kernel_families[f];
+    int count;
+    const kernel_family *const *families = backend_kernel_families(&count);
+    for (int f = 0; f < count; f++) {
+        const kernel_family *family = families[f];
         int id = op == OP_CONV ? (int)family->conv_id : (int)family->linear_id;
         if (id > 0 && !strcmp(family->name, name)) return id; // 0: a family nobody selects by name
     }
@@ -141,11 +100,16 @@ static int forced_by_environment(op_kind op) {
     return kernel > 0 ? kernel : 0; // 0: CONV_KERNEL_AUTO, LINEAR_KERNEL_AUTO
 }
 
-// The one place that reads the variables choosing kernels (LCM_NO_AVX512 and LCM_AMX: cpu.c).
+// The one place that reads the variables choosing kernels (LCM_NO_AVX512 and LCM_AMX: cpu.c, which
+// reads the CPU).
 ops_backend ops_backend_from_environment(lcm_precision precision) {
     const char *reference = getenv("LCM_REFERENCE_KERNELS");
     const char *tune = getenv("LCM_TUNE");
     const char *int8 = getenv("LCM_INT8_KERNELS");
+    // Winograd packing is a setting of the direct kernel itself (its packed layers and cache
+    // entries follow it; backend_setup_key records it), applied here when the variable is set.
+    const char *winograd = getenv("LCM_WINOGRAD");
+    if (winograd) conv_direct_set_winograd(strcmp(winograd, "0") != 0);
     return (ops_backend){
         .precision = precision,
         .kernels = reference && *reference && *reference != '0' ? KERNELS_REFERENCE : KERNELS_FAST,
@@ -158,7 +122,6 @@ ops_backend ops_backend_from_environment(lcm_precision precision) {
         .cpu = cpu_features_get(),
     };
 }
-
 
 // ---- built-in rules --------------------------------------------------------------------------
 
@@ -183,42 +146,6 @@ static int builtin_linear(void) {
 }
 
 // ---- the table file --------------------------------------------------------------------------
-
-// The header says for whom the measurements are; a file with another header is someone else's.
-static void header(char *buf, size_t size) {
-    const dnnl_version_t *v = dnnl_version();
-    snprintf(buf, size, "lcm kernel choices %d | %s | %s | oneDNN %d.%d.%d\n", KERNELS_VERSION,
-             cpu_features_get()->name, cpu_feature_list(), v->major, v->minor, v->patch);
-}
-
-// FNV-1a of the header: the file name, so that machines sharing a home folder keep their own.
-static uint64_t header_hash(const char *text) {
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 1099511628211ull;
-    return h;
-}
-
-
-void backend_setup_key(const ops_backend *b, char *buf, size_t size) {
-    char head[512];
-    header(head, sizeof head);
-    snprintf(buf, size, "%sconv %s linear %s tune %s winograd %d\n", head,
-             conv_kernel_name(b->forced_conv), linear_kernel_name(b->forced_linear),
-             b->tune ? "on" : "off", conv_direct_winograd_enabled());
-}
-
-const char *backend_tuning_file(void) {
-    pthread_mutex_lock(&lock);
-    if (!tuning_file[0]) {
-        char folder[900], head[512];
-        header(head, sizeof head);
-        if (user_cache_folder(folder, sizeof folder))
-            snprintf(tuning_file, sizeof tuning_file, "%s/kernels-%016llx.txt", folder,
-                     (unsigned long long)header_hash(head));
-    }
-    pthread_mutex_unlock(&lock);
-    return tuning_file;
-}
 
 static const char *precision_name(lcm_precision p) { return p == LCM_PRECISION_BF16 ? "bf16" : "fp32"; }
 
@@ -260,12 +187,12 @@ static bool parse_line(const char *line, decision *d) {
 // Reads the table once (lock held). A file that is not entirely valid is ignored as a whole.
 static void read_table(void) {
     table_read = true;
-    const char *path = tuning_file;
+    const char *path = backend_tuning_file();
     if (!path[0]) return;
     FILE *f = fopen(path, "r");
     if (!f) return; // not measured yet on this machine: no notice needed
     char expected[512], line[512];
-    header(expected, sizeof expected);
+    backend_table_header(expected, sizeof expected);
     const char *problem = NULL;
     int count = 0, line_number = 1;
     if (!fgets(line, sizeof line, f) || strcmp(line, expected)) problem = "it was written for another CPU or version";
@@ -286,7 +213,7 @@ static void read_table(void) {
 // Rewrites the whole table (lock held): a temporary file renamed over the old one, so a reader
 // never sees half a file. Failures only cost a later re-measurement, so they are silent.
 static void write_table(void) {
-    const char *path = tuning_file;
+    const char *path = backend_tuning_file();
     if (!path[0]) return;
     char folder[1024], tmp[1100], head[512];
     snprintf(folder, sizeof folder, "%s", path);
@@ -297,7 +224,7 @@ static void write_table(void) {
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return;
-    header(head, sizeof head);
+    backend_table_header(head, sizeof head);
     fputs(head, f);
     for (int i = 0; i < decision_count; i++) {
         const decision *d = &decisions[i];
@@ -528,7 +455,7 @@ static bool measure_linear(decision *d, linear *l, const ops_backend *b) {
         // weight_mapped: the trial borrows l's weight and never frees it
         trials[i] = (linear){.in = l->in, .out = l->out, .weight = l->weight, .bias = l->bias,
                              .weight_mapped = true};
-        seconds[i] = linear_pack_kernel(&trials[i], b, candidates[i]) == LCM_OK
+        seconds[i] = linear_pack_named(&trials[i], b, candidates[i]) == LCM_OK
                          ? time_linear(&trials[i], rows)
                          : -1;
     }
@@ -635,14 +562,14 @@ lcm_status backend_pack_conv(conv2d *c, const ops_backend *b) {
     bool packed;
     decision key = conv_key(b->precision, c->in, c->out, c->kernel, c->stride, c->padding);
     int kernel = decide(b, &key, c, &packed);
-    return packed ? LCM_OK : conv2d_pack_kernel(c, b, (conv_kernel)kernel);
+    return packed ? LCM_OK : conv2d_pack_named(c, b, (conv_kernel)kernel);
 }
 
 lcm_status backend_pack_linear(linear *l, const ops_backend *b, int64_t rows) {
     bool packed;
     decision key = linear_key(b->precision, l->in, l->out, rows);
     int kernel = decide(b, &key, l, &packed);
-    return packed ? LCM_OK : linear_pack_kernel(l, b, (linear_kernel)kernel);
+    return packed ? LCM_OK : linear_pack_named(l, b, (linear_kernel)kernel);
 }
 
 // ---- attention -------------------------------------------------------------------------------

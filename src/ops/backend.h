@@ -94,6 +94,10 @@ lcm_precision backend_attention_precision(const ops_backend *b);
 // `lcm cache`-style tools. Static storage; "" when no cache folder can be named.
 const char *backend_tuning_file(void);
 
+// The first line of the tuning table (ops/backend_key.c): kernel version, CPU, features and oneDNN
+// version; a table with another header was measured for someone else.
+void backend_table_header(char *buf, size_t size);
+
 // Everything in `b` that decides which kernels layers get and how they are packed, as text into
 // buf: the tuning table's header (kernel version, CPU, features, oneDNN version), forced kernels,
 // tuning on/off and the Winograd setting. The packed-weight cache (ops/packed_cache.h) keys its

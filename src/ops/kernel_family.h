@@ -2,7 +2,7 @@
 // convolution or linear layer. Each layer (ops.h: conv2d.impl, linear.impl) holds one family
 // and that family's packed state, so the layer code never asks which kind of kernel it has.
 //
-// The families are listed in one table (ops/backend.c: backend_kernel_families); adding a family
+// The families are listed in one table (ops/backend_families.c: backend_kernel_families); adding a family
 // (an int8 kernel of our own, a GPU) means one file that defines its kernel_family and one entry
 // in that table. The backend decides which family packs a layer (ops/backend.h); the family only
 // does what it is told.

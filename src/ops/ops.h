@@ -126,7 +126,10 @@ typedef enum conv_kernel {
     CONV_KERNEL_SGEMM,  // NHWC im2col + sgemm
 } conv_kernel;
 lcm_status conv2d_pack_kernel(conv2d *c, const ops_backend *b, conv_kernel kernel);
-// As conv2d_pack_kernel, but c->weight stays (still owned by whoever owned it, and not used by
+// conv2d_pack_kernel with a named kernel (not AUTO: that is the backend's choice), in
+// ops/layer_pack.c, which the backend uses to time each candidate.
+lcm_status conv2d_pack_named(conv2d *c, const ops_backend *b, conv_kernel kernel);
+// As conv2d_pack_named, but c->weight stays (still owned by whoever owned it, and not used by
 // the packed form): for trying several kernels on one layer's weights (ops/backend.c).
 lcm_status conv2d_pack_kernel_keep(conv2d *c, const ops_backend *b, conv_kernel kernel);
 
@@ -138,6 +141,8 @@ typedef enum linear_kernel {
     LINEAR_KERNEL_SGEMM,  // gemm_f32 on the plain weight (nothing packed)
 } linear_kernel;
 lcm_status linear_pack_kernel(linear *l, const ops_backend *b, linear_kernel kernel);
+// linear_pack_kernel with a named kernel (not AUTO), in ops/layer_pack.c.
+lcm_status linear_pack_named(linear *l, const ops_backend *b, linear_kernel kernel);
 
 // For a convolution that always runs on a 2x nearest-upsampled input (conv2d_fusion.upsample_input):
 // on the direct kernel, also packs weights that skip the repeated pixels (4/9 of the arithmetic,

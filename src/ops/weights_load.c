@@ -13,19 +13,12 @@
 // ---- packing -----------------------------------------------------------------------------------
 
 lcm_status linear_pack_kernel(linear *l, const ops_backend *b, linear_kernel kernel) {
-    if (l->impl.family || !l->weight)
-        return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
-    if (kernel == LINEAR_KERNEL_AUTO) return backend_pack_linear(l, b, 0);
-    const kernel_family *family = backend_linear_family(kernel);
-    if (!family) return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: no kernel family %d", (int)kernel);
-    void *state = NULL;
-    LCM_TRY(family->linear_pack(l, b->precision, &state));
-    l->impl = (layer_kernel){family, state};
-    if (family->linear_keeps_weight) return LCM_OK; // computes on the plain weight
-    if (!l->weight_mapped) free(l->weight);
-    l->weight = NULL;
-    l->weight_mapped = false;
-    return LCM_OK;
+    if (kernel == LINEAR_KERNEL_AUTO) {
+        if (l->impl.family || !l->weight)
+            return lcm_fail(LCM_ERR_INTERNAL, "linear_pack: nothing to pack");
+        return backend_pack_linear(l, b, 0);
+    }
+    return linear_pack_named(l, b, kernel);
 }
 
 lcm_status linear_pack_with(linear *l, const ops_backend *b, bool force_primitive) {
@@ -33,25 +26,7 @@ lcm_status linear_pack_with(linear *l, const ops_backend *b, bool force_primitiv
 }
 
 lcm_status conv2d_pack_kernel(conv2d *c, const ops_backend *b, conv_kernel kernel) {
-    if (kernel == CONV_KERNEL_AUTO) return backend_pack_conv(c, b);
-    LCM_TRY(conv2d_pack_kernel_keep(c, b, kernel));
-    if (!c->weight_mapped) free(c->weight);
-    c->weight = NULL;
-    c->weight_mapped = false;
-    return LCM_OK;
-}
-
-lcm_status conv2d_pack_kernel_keep(conv2d *c, const ops_backend *b, conv_kernel kernel) {
-    if (c->impl.family || !c->weight)
-        return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: nothing to pack");
-    if (kernel == CONV_KERNEL_AUTO)
-        kernel = backend_conv_kernel(b, c->in, c->out, c->kernel, c->stride, c->padding);
-    const kernel_family *family = backend_conv_family(kernel);
-    if (!family) return lcm_fail(LCM_ERR_INTERNAL, "conv2d_pack: no kernel family %d", (int)kernel);
-    void *state = NULL;
-    LCM_TRY(family->conv_pack(c, b->precision, &state));
-    c->impl = (layer_kernel){family, state};
-    return LCM_OK;
+    return kernel == CONV_KERNEL_AUTO ? backend_pack_conv(c, b) : conv2d_pack_named(c, b, kernel);
 }
 
 lcm_status conv2d_prepare_upsampled(conv2d *c) {
@@ -332,32 +307,6 @@ lcm_status norm_load(norm *n, const weight_set *ws, const char *prefix, int chan
     LCM_TRY(load_tensor(ws, prefix, "weight", 1, (int64_t[]){channels}, &n->weight));
     LCM_TRY(load_tensor(ws, prefix, "bias", 1, (int64_t[]){channels}, &n->bias));
     return LCM_OK;
-}
-
-void linear_free(linear *l) {
-    if (!l->weight_mapped) free(l->weight);
-    l->weight_mapped = false;
-    free(l->bias);
-    if (l->impl.family) l->impl.family->linear_free(l->impl.state);
-    packed_mapping_release(l->packed_source); // after the kernel that borrows from it
-    l->packed_source = NULL;
-    l->weight = l->bias = NULL;
-    l->impl = (layer_kernel){0};
-    layer_quant_free(l->quant);
-    l->quant = NULL;
-}
-
-void conv2d_free(conv2d *c) {
-    if (!c->weight_mapped) free(c->weight);
-    c->weight_mapped = false;
-    free(c->bias);
-    if (c->impl.family) c->impl.family->conv_free(c->impl.state);
-    packed_mapping_release(c->packed_source); // after the kernel that borrows from it
-    c->packed_source = NULL;
-    c->weight = c->bias = NULL;
-    c->impl = (layer_kernel){0};
-    layer_quant_free(c->quant);
-    c->quant = NULL;
 }
 
 void norm_free(norm *n) {

@@ -6,10 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/quantize_model.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "io/quantization_scheme.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/scheduler_config.h"
 #include "pipeline/tokenizer_source.h"
 #include "ops/cpu.h"
 #include "ops/ops.h"
@@ -70,7 +71,7 @@ static lcm_status load_components(lcm_pipeline *p, const lcm_pipeline_options *o
     // Whatever scheduler the folder ships, LCM runs it: LCMScheduler.from_config(its config).
     json_config scheduler;
     LCM_TRY(model_folder_load_config(f, "scheduler", "scheduler_config.json", &scheduler));
-    lcm_status st = lcm_scheduler_config_load(&scheduler, &p->scheduler_config);
+    lcm_status st = scheduler_config_read(&scheduler, &p->scheduler_config);
     json_config_free(&scheduler);
     if (st != LCM_OK) return lcm_fail_context(st, "%s: ", f->root);
 
@@ -189,11 +190,9 @@ lcm_status pipeline_open(const char *model_dir, const lcm_pipeline_options *opti
         if (st == LCM_OK) st = controlnet_check_fits(p->controlnet, unet_get_config(p->unet), model_dir);
     }
     if (st == LCM_OK && options->taesd) st = load_taesd(p, options->taesd);
-    // What lcm quantize wrote beside quantized weights must be intact too.
-    char unet_dir[4200];
-    snprintf(unet_dir, sizeof unet_dir, "%s/unet", model_dir);
-    if (st == LCM_OK) st = quantize_scheme_check(unet_dir);
-    if (st == LCM_OK && options->controlnet) st = quantize_scheme_check(options->controlnet);
+    // What lcm quantize wrote beside quantized weights must be intact too, in every component.
+    if (st == LCM_OK) st = quantization_scheme_check_model(model_dir);
+    if (st == LCM_OK && options->controlnet) st = quantization_scheme_check(options->controlnet);
     // Loaders that pack or copy weights straight from a mapping (not through st_read_f32) read
     // zeros from a file that shrank meanwhile (io/file.h): such a model is not loaded.
     if (st == LCM_OK) st = io_mapping_owner_check(&p->mappings, "loading the model");

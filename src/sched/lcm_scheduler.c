@@ -16,17 +16,12 @@
 //    c_skip / c_out formulas are float32 tensor ops (`0.25 / x` is `x.reciprocal() * 0.25`).
 #include "sched/lcm_scheduler.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
-
-// Large enough for any real schedule, small enough that a hostile config cannot make us allocate
-// gigabytes.
-#define LCM_MAX_TRAIN_TIMESTEPS 100000
 
 struct lcm_scheduler {
     lcm_scheduler_config config; // copy; config.trained_betas is always NULL here
@@ -68,110 +63,6 @@ void lcm_scheduler_config_free(lcm_scheduler_config *config) {
     if (!config) return;
     free(config->trained_betas);
     config->trained_betas = NULL;
-}
-
-static lcm_status parse_beta_schedule(const json_config *cfg, lcm_scheduler_config *out) {
-    const char *name;
-    LCM_TRY(json_config_string_or(cfg, "beta_schedule", "scaled_linear", &name));
-    if (strcmp(name, "linear") == 0) out->beta_schedule = LCM_BETA_LINEAR;
-    else if (strcmp(name, "scaled_linear") == 0) out->beta_schedule = LCM_BETA_SCALED_LINEAR;
-    else if (strcmp(name, "squaredcos_cap_v2") == 0) out->beta_schedule = LCM_BETA_SQUAREDCOS_CAP_V2;
-    else
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: beta_schedule = \"%s\" is not supported (LCMScheduler knows \"linear\", "
-                        "\"scaled_linear\" and \"squaredcos_cap_v2\")",
-                        cfg->label, name);
-    return LCM_OK;
-}
-
-static lcm_status parse_prediction_type(const json_config *cfg, lcm_scheduler_config *out) {
-    const char *name;
-    LCM_TRY(json_config_string_or(cfg, "prediction_type", "epsilon", &name));
-    if (strcmp(name, "epsilon") == 0) out->prediction_type = LCM_PREDICT_EPSILON;
-    else if (strcmp(name, "sample") == 0) out->prediction_type = LCM_PREDICT_SAMPLE;
-    else if (strcmp(name, "v_prediction") == 0) out->prediction_type = LCM_PREDICT_V_PREDICTION;
-    else
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: prediction_type = \"%s\" is not supported (expected \"epsilon\", "
-                        "\"sample\" or \"v_prediction\")",
-                        cfg->label, name);
-    return LCM_OK;
-}
-
-// trained_betas: null/absent, or an array of num_train_timesteps numbers (kept as float32, as
-// torch.tensor(trained_betas, dtype=float32) does).
-static lcm_status parse_trained_betas(const json_config *cfg, lcm_scheduler_config *out) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(cfg->root, "trained_betas");
-    if (!item || cJSON_IsNull(item)) return LCM_OK;
-    if (!cJSON_IsArray(item))
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'trained_betas' must be null or an array of numbers",
-                        cfg->label);
-    int n = cJSON_GetArraySize(item);
-    if ((int64_t)n != out->num_train_timesteps)
-        return lcm_fail(LCM_ERR_FORMAT,
-                        "%s: trained_betas has %d entries, expected num_train_timesteps = %lld",
-                        cfg->label, n, (long long)out->num_train_timesteps);
-    float *betas = malloc(sizeof *betas * (size_t)n);
-    if (!betas) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "%s: out of memory", cfg->label);
-    for (int i = 0; i < n; i++) {
-        const cJSON *v = cJSON_GetArrayItem(item, i);
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0)) {
-            free(betas);
-            return lcm_fail(LCM_ERR_FORMAT, "%s: trained_betas[%d] must be a number in [0, 1)",
-                            cfg->label, i);
-        }
-        betas[i] = (float)v->valuedouble;
-    }
-    out->trained_betas = betas;
-    return LCM_OK;
-}
-
-static lcm_status parse_config(const json_config *cfg, lcm_scheduler_config *out) {
-    const char *label = cfg->label;
-    LCM_TRY(json_config_int_or(cfg, "num_train_timesteps", out->num_train_timesteps, 1,
-                               LCM_MAX_TRAIN_TIMESTEPS, &out->num_train_timesteps));
-    LCM_TRY(json_config_float_or(cfg, "beta_start", out->beta_start, 0.0, 0.999999, &out->beta_start));
-    LCM_TRY(json_config_float_or(cfg, "beta_end", out->beta_end, 0.0, 0.999999, &out->beta_end));
-    LCM_TRY(parse_beta_schedule(cfg, out));
-    LCM_TRY(json_config_int_or(cfg, "original_inference_steps", out->original_inference_steps, 1,
-                               LCM_MAX_TRAIN_TIMESTEPS, &out->original_inference_steps));
-    LCM_TRY(json_config_bool_or(cfg, "clip_sample", out->clip_sample, &out->clip_sample));
-    LCM_TRY(json_config_float_or(cfg, "clip_sample_range", out->clip_sample_range, 0.0, 1e30,
-                                 &out->clip_sample_range));
-    LCM_TRY(json_config_bool_or(cfg, "set_alpha_to_one", out->set_alpha_to_one,
-                                &out->set_alpha_to_one));
-    LCM_TRY(json_config_int_or(cfg, "steps_offset", out->steps_offset, 0, LCM_MAX_TRAIN_TIMESTEPS,
-                               &out->steps_offset));
-    LCM_TRY(parse_prediction_type(cfg, out));
-    LCM_TRY(json_config_bool_or(cfg, "thresholding", out->thresholding, &out->thresholding));
-    LCM_TRY(json_config_float_or(cfg, "dynamic_thresholding_ratio", out->dynamic_thresholding_ratio,
-                                 0.0, 1.0, &out->dynamic_thresholding_ratio));
-    LCM_TRY(json_config_float_or(cfg, "sample_max_value", out->sample_max_value, 0.0, 1e30,
-                                 &out->sample_max_value));
-    const char *spacing;
-    LCM_TRY(json_config_string_or(cfg, "timestep_spacing", "leading", &spacing));
-    if (strlen(spacing) >= sizeof out->timestep_spacing)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: timestep_spacing = \"%.40s...\" is too long", label,
-                        spacing);
-    snprintf(out->timestep_spacing, sizeof out->timestep_spacing, "%s", spacing);
-    LCM_TRY(json_config_float_or(cfg, "timestep_scaling", out->timestep_scaling, -1e30, 1e30,
-                                 &out->timestep_scaling));
-    LCM_TRY(json_config_bool_or(cfg, "rescale_betas_zero_snr", out->rescale_betas_zero_snr,
-                                &out->rescale_betas_zero_snr));
-    if (out->thresholding)
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: thresholding = true is not supported (dynamic thresholding is meant for "
-                        "pixel-space models, not latent diffusion); set it to false",
-                        label);
-    // Read last: its length is checked against num_train_timesteps.
-    return parse_trained_betas(cfg, out);
-}
-
-lcm_status lcm_scheduler_config_load(const json_config *cfg, lcm_scheduler_config *out) {
-    lcm_scheduler_config_default(out);
-    lcm_status st = parse_config(cfg, out);
-    if (st != LCM_OK) lcm_scheduler_config_free(out);
-    return st;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,10 +163,10 @@ static lcm_status make_betas(const lcm_scheduler_config *c, float *betas) {
 }
 
 static lcm_status check_config(const lcm_scheduler_config *c) {
-    if (c->num_train_timesteps < 1 || c->num_train_timesteps > LCM_MAX_TRAIN_TIMESTEPS)
+    if (c->num_train_timesteps < 1 || c->num_train_timesteps > LCM_SCHEDULER_MAX_TRAIN_TIMESTEPS)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "scheduler: num_train_timesteps = %lld, expected 1..%d",
-                        (long long)c->num_train_timesteps, LCM_MAX_TRAIN_TIMESTEPS);
+                        (long long)c->num_train_timesteps, LCM_SCHEDULER_MAX_TRAIN_TIMESTEPS);
     if (c->original_inference_steps < 1)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
                         "scheduler: original_inference_steps = %lld, expected at least 1",

@@ -14,7 +14,8 @@
 // See lcm_scheduler.c for each detail and how it was verified.
 //
 // Usage:
-//   lcm_scheduler_config cfg;  lcm_scheduler_config_load(&json, &cfg);   // any diffusers scheduler config
+//   lcm_scheduler_config cfg;  lcm_scheduler_config_default(&cfg);   // or scheduler_config_read
+//                              // (pipeline/scheduler_config.h) from any diffusers scheduler config
 //   lcm_scheduler *s;          lcm_scheduler_new(&cfg, &s);  lcm_scheduler_config_free(&cfg);
 //   lcm_scheduler_set_timesteps(s, 4, 1.0, NULL, 0);
 //   for (int i = 0; i < lcm_scheduler_num_steps(s); i++) {
@@ -29,8 +30,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "io/json_config.h"
 #include "lcm.h"
+
+// Large enough for any real schedule, small enough that a hostile config cannot make us allocate
+// gigabytes.
+#define LCM_SCHEDULER_MAX_TRAIN_TIMESTEPS 100000
 
 typedef enum lcm_beta_schedule {
     LCM_BETA_LINEAR,            // linspace(beta_start, beta_end, N)
@@ -67,14 +71,6 @@ typedef struct lcm_scheduler_config {
 
 // Fills *out with LCMScheduler's defaults. Release with lcm_scheduler_config_free (harmless here).
 lcm_status lcm_scheduler_config_default(lcm_scheduler_config *out);
-
-// Reads any diffusers scheduler config exactly as `LCMScheduler.from_config(config)` does: fields
-// LCMScheduler does not know (PNDM's skip_prk_steps, _class_name, ...) are ignored, absent or null
-// fields take LCMScheduler's defaults. A value of the wrong type is LCM_ERR_FORMAT; a value this
-// implementation cannot run (unknown beta_schedule or prediction_type, thresholding true) is
-// LCM_ERR_UNSUPPORTED naming the file, field and value. On success the caller owns *out and releases
-// it with lcm_scheduler_config_free; on failure *out holds nothing to release.
-lcm_status lcm_scheduler_config_load(const json_config *cfg, lcm_scheduler_config *out);
 
 // Releases what the config owns (trained_betas). NULL and default configs are fine.
 void lcm_scheduler_config_free(lcm_scheduler_config *config);

@@ -1,10 +1,8 @@
 #include "tools/quantize_model.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +15,7 @@
 #include "io/json_config.h"
 #include "io/safetensors_write.h"
 #include "io/weights.h"
+#include "tools/output_folder.h"
 #include "ops/cpu.h"
 #include "ops/backend.h"
 #include "ops/int8_gemm.h"
@@ -55,175 +54,6 @@ const char *quantize_model_int8_kernel(const ops_backend *b) {
                : cpu_has_vnni()    ? "int8 kernels, VNNI"
                                    : "int8 kernels, AVX2";
     return "reference kernels: dequantized weights, fake-quantized inputs";
-}
-
-// ---- checking a quantized folder ---------------------------------------------------------------
-
-// A field of `object` (named `where` in messages, e.g. "weights.dtype") that must be a string
-// among `allowed` (NULL-terminated; NULL list = any string).
-static lcm_status scheme_string(const char *path, const cJSON *object, const char *where, const char *field,
-                                const char *const *allowed, const char **out) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, field);
-    char expected[256] = "";
-    for (const char *const *a = allowed; a && *a; a++)
-        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s\"%s\"",
-                 a == allowed ? "" : " or ", *a);
-    if (!allowed) snprintf(expected, sizeof expected, "a string");
-    if (!item)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: missing field '%s%s' (expected %s)", path, where, field, expected);
-    if (!cJSON_IsString(item))
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s%s' is not a string (expected %s)", path, where, field,
-                        expected);
-    for (const char *const *a = allowed; a && *a; a++)
-        if (!strcmp(item->valuestring, *a)) {
-            *out = item->valuestring;
-            return LCM_OK;
-        }
-    if (allowed)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s%s' is \"%.64s\", expected %s", path, where, field,
-                        item->valuestring, expected);
-    *out = item->valuestring;
-    return LCM_OK;
-}
-
-static lcm_status scheme_object(const char *path, const cJSON *root, const char *field, const cJSON **out) {
-    *out = cJSON_GetObjectItemCaseSensitive(root, field);
-    if (!*out) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field '%s' (expected an object)", path, field);
-    if (!cJSON_IsObject(*out))
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s' is not an object", path, field);
-    return LCM_OK;
-}
-
-static lcm_status scheme_bool(const char *path, const cJSON *root, const char *field, bool *out) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
-    if (!item) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field '%s' (expected true or false)", path, field);
-    if (!cJSON_IsBool(item))
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field '%s' is not a boolean (expected true or false)", path, field);
-    *out = cJSON_IsTrue(item);
-    return LCM_OK;
-}
-
-// The fields quantize_model writes (write_scheme); *weights_only and *fp32_layers (borrowed from
-// root, NULL for weight-only files) say what the weights must agree with.
-static lcm_status scheme_fields(const char *path, const cJSON *root, bool *weights_only, const cJSON **fp32_layers) {
-    *fp32_layers = NULL;
-    const char *text;
-    LCM_TRY(scheme_string(path, root, "", "format", (const char *const[]){"lcm.c int8", NULL}, &text));
-    const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "version");
-    if (!version) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field 'version' (expected 1)", path);
-    if (!cJSON_IsNumber(version))
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'version' is not a number (expected 1)", path);
-    if (version->valuedouble != 1)
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'version' is %.17g, expected 1 (a file of another version of "
-                        "lcm quantize: quantize the model again)", path, version->valuedouble);
-    LCM_TRY(scheme_string(path, root, "", "model", NULL, &text));
-    LCM_TRY(scheme_bool(path, root, "weights_only", weights_only));
-    const cJSON *weights;
-    LCM_TRY(scheme_object(path, root, "weights", &weights));
-    LCM_TRY(scheme_string(path, weights, "weights.", "dtype", (const char *const[]){"s8", NULL}, &text));
-    LCM_TRY(scheme_string(path, weights, "weights.", "granularity", (const char *const[]){"per_output_channel", NULL},
-                          &text));
-    LCM_TRY(scheme_string(path, weights, "weights.", "scheme", (const char *const[]){"symmetric", NULL}, &text));
-    if (*weights_only) return LCM_OK;
-    const cJSON *acts;
-    LCM_TRY(scheme_object(path, root, "activations", &acts));
-    LCM_TRY(scheme_string(path, acts, "activations.", "dtype", (const char *const[]){"u8", NULL}, &text));
-    LCM_TRY(scheme_string(path, acts, "activations.", "granularity", (const char *const[]){"per_tensor", NULL}, &text));
-    LCM_TRY(scheme_string(path, acts, "activations.", "scheme", (const char *const[]){"asymmetric", "symmetric", NULL},
-                          &text));
-    LCM_TRY(scheme_string(path, acts, "activations.", "method", (const char *const[]){"minmax", "percentile", NULL},
-                          &text));
-    const cJSON *keep = cJSON_GetObjectItemCaseSensitive(root, "fp32_layers");
-    if (!keep) return lcm_fail(LCM_ERR_FORMAT, "%s: missing field 'fp32_layers' (expected an array of layer names)", path);
-    if (!cJSON_IsArray(keep))
-        return lcm_fail(LCM_ERR_FORMAT, "%s: field 'fp32_layers' is not an array (expected layer names)", path);
-    int i = 0;
-    for (const cJSON *k = keep->child; k; k = k->next, i++)
-        if (!cJSON_IsString(k) || !*k->valuestring)
-            return lcm_fail(LCM_ERR_FORMAT, "%s: fp32_layers[%d] is not a layer name (expected a non-empty string)",
-                            path, i);
-    *fp32_layers = keep;
-    return LCM_OK;
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
-// Whether `layer` is `name` or below it ("down_blocks.0" covers "down_blocks.0.resnets.0.conv1").
-static bool layer_under(const char *layer, const char *name) {
-    size_t n = strlen(name);
-    return !strncmp(layer, name, n) && (layer[n] == 0 || layer[n] == '.');
-}
-
-// The weights a quantization.json at `path` describes (`file`, the folder's only weight file that
-// quantize_model writes) agree with it. `described`: whether there is such a file at all.
-static lcm_status scheme_matches_weights(const char *path, const char *file, bool described, bool weights_only,
-                                         const cJSON *fp32_layers) {
-    struct stat sb;
-    if (stat(file, &sb) != 0) return LCM_OK; // weights under another name: not written by lcm quantize
-    weight_set *ws = NULL;
-    lcm_status st = weight_set_open_file(file, &ws);
-    if (st != LCM_OK) {
-        // the loader reports a damaged weight file better, naming the tensor
-        error_clear();
-        return LCM_OK;
-    }
-    const char *with_input = NULL;
-    for (size_t i = 0; st == LCM_OK && i < weight_set_count(ws); i++) {
-        const st_tensor *t = weight_set_at(ws, i);
-        if (!with_input && ends_with(t->name, ".input_scale")) with_input = t->name;
-        if (t->dtype != ST_I8 || !fp32_layers) continue;
-        for (const cJSON *k = fp32_layers->child; k; k = k->next)
-            if (layer_under(t->name, k->valuestring)) {
-                st = lcm_fail(LCM_ERR_FORMAT, "%s: fp32_layers names '%s', but %s stores %s in 8 bits", path,
-                              k->valuestring, file, t->name);
-                break;
-            }
-    }
-    if (st == LCM_OK && !described && with_input)
-        st = lcm_fail(LCM_ERR_FORMAT, "%s: missing, but %s holds 8-bit activation parameters (%s): the folder "
-                      "written by lcm quantize is incomplete", path, file, with_input);
-    else if (st == LCM_OK && described && weights_only && with_input)
-        st = lcm_fail(LCM_ERR_FORMAT, "%s: weights_only is true, but %s holds 8-bit activation parameters (%s)",
-                      path, file, with_input);
-    else if (st == LCM_OK && described && !weights_only && !with_input)
-        st = lcm_fail(LCM_ERR_FORMAT, "%s: 'activations' describes 8-bit activations, but %s holds no "
-                      "NAME.input_scale tensor", path, file);
-    weight_set_close(ws);
-    return st;
-}
-
-static lcm_status check_one_folder(const char *dir) {
-    char path[4096], file[4096];
-    if (snprintf(path, sizeof path, "%s/quantization.json", dir) >= (int)sizeof path ||
-        snprintf(file, sizeof file, "%s/diffusion_pytorch_model.safetensors", dir) >= (int)sizeof file)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: path too long", dir);
-    struct stat sb;
-    if (stat(path, &sb) != 0) return scheme_matches_weights(path, file, false, false, NULL);
-    json_config c;
-    LCM_TRY(json_config_load(path, NULL, &c));
-    bool weights_only = false;
-    const cJSON *fp32_layers = NULL;
-    lcm_status st = scheme_fields(path, c.root, &weights_only, &fp32_layers);
-    if (st == LCM_OK) st = scheme_matches_weights(path, file, true, weights_only, fp32_layers);
-    json_config_free(&c);
-    return st;
-}
-
-lcm_status quantize_scheme_check(const char *dir) {
-    LCM_TRY(check_one_folder(dir));
-    // A model's unet/ folder: its vae/ beside it too.
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    if (n >= 4 && !strncmp(dir + n - 4, "unet", 4) && (n == 4 || dir[n - 5] == '/')) {
-        char vae_dir[4096];
-        if (snprintf(vae_dir, sizeof vae_dir, "%.*svae", (int)(n - 4), dir) >= (int)sizeof vae_dir)
-            return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: path too long", dir);
-        LCM_TRY(check_one_folder(vae_dir));
-    }
-    return LCM_OK;
 }
 
 bool quantize_model_is_int8(const char *model_dir) {
@@ -507,12 +337,6 @@ static lcm_status fill_entry(void *user, size_t index, float *out, int64_t numel
     return lcm_fail(LCM_ERR_INTERNAL, "bad entry kind");
 }
 
-static bool name_in(const char *name, const char *const *list) {
-    for (; list && *list; list++)
-        if (!strcmp(name, *list)) return true;
-    return false;
-}
-
 // Whether a layer is kept in float32: named in the list, or below a name in it
 // ("controlnet_down_blocks" keeps "controlnet_down_blocks.3").
 static bool layer_kept(const char *layer, const char *const *keep) {
@@ -633,98 +457,6 @@ static lcm_status write_component(const char *dir, const char *basename, const c
     free(w.cached_scales);
     plan_free(&plan);
     weight_set_close(ws);
-    return st;
-}
-
-// ---- the output folder --------------------------------------------------------------------------
-
-static lcm_status copy_file(const char *from, const char *to) {
-    if (link(from, to) == 0) return LCM_OK;
-    FILE *in = fopen(from, "rb");
-    if (!in) return lcm_fail(LCM_ERR_IO, "%s: cannot read: %s", from, strerror(errno));
-    FILE *out = fopen(to, "wb");
-    if (!out) {
-        fclose(in);
-        return lcm_fail(LCM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t n;
-    lcm_status st = LCM_OK;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) {
-            st = lcm_fail(LCM_ERR_IO, "%s: write failed: %s", to, strerror(errno));
-            break;
-        }
-    if (st == LCM_OK && ferror(in)) st = lcm_fail(LCM_ERR_IO, "%s: read error", from);
-    fclose(in);
-    if (fclose(out) != 0 && st == LCM_OK) st = lcm_fail(LCM_ERR_IO, "%s: write failed", to);
-    return st;
-}
-
-static bool is_weight_file(const char *name) {
-    size_t n = strlen(name);
-    return (n > 12 && !strcmp(name + n - 12, ".safetensors")) || (n > 4 && !strcmp(name + n - 4, ".bin")) ||
-           strstr(name, ".safetensors.index.json") || strstr(name, ".bin.index.json");
-}
-
-// Copies (hard-links where possible) `from` into `to`, one level of sub-folders deep, leaving out
-// the weight files of the components that are rewritten.
-static lcm_status copy_folder(const char *from, const char *to, const char *const *rewritten, int depth) {
-    if (mkdir(to, 0777) != 0 && errno != EEXIST)
-        return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", to, strerror(errno));
-    DIR *d = opendir(from);
-    if (!d) return lcm_fail(LCM_ERR_IO, "%s: cannot list: %s", from, strerror(errno));
-    lcm_status st = LCM_OK;
-    const char *component = strrchr(from, '/') ? strrchr(from, '/') + 1 : from;
-    struct dirent *e;
-    while (st == LCM_OK && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
-        snprintf(dst, sizeof dst, "%s/%s", to, e->d_name);
-        struct stat sb;
-        if (stat(src, &sb) != 0) continue;
-        if (S_ISDIR(sb.st_mode)) {
-            if (depth == 0) st = copy_folder(src, dst, rewritten, 1);
-        } else if (S_ISREG(sb.st_mode)) {
-            if (depth == 1 && name_in(component, rewritten) && is_weight_file(e->d_name)) continue;
-            st = copy_file(src, dst);
-        }
-    }
-    closedir(d);
-    return st;
-}
-
-// The output is written into a temporary sibling folder, renamed into place at the end: an
-// interrupted or failed run leaves nothing under the output's name, and nothing at all when it
-// ends through staging_finish (a second signal, which kills the process, leaves OUTPUT.partial-*).
-static lcm_status staging_create(const char *output, char *staging, size_t size) {
-    size_t n = strlen(output);
-    while (n > 1 && output[n - 1] == '/') n--;
-    if (snprintf(staging, size, "%.*s.partial-XXXXXX", (int)n, output) >= (int)size)
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "%s: path too long", output);
-    if (!mkdtemp(staging))
-        return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", staging, strerror(errno));
-    return LCM_OK;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    remove(path);
-    return 0; // go on: remove what can be removed
-}
-
-// Renames the staging folder to `output` when st is LCM_OK (and the run was not interrupted),
-// else removes it. Returns the final status.
-static lcm_status staging_finish(const quantize_model_options *o, const char *staging, lcm_status st) {
-    if (st == LCM_OK && interrupted(o)) st = lcm_fail(LCM_ERR_CANCELLED, "interrupted");
-    struct stat sb;
-    if (st == LCM_OK && stat(o->output_dir, &sb) == 0)
-        st = lcm_fail(LCM_ERR_IO, "%s: the output folder appeared while quantizing; the result is not moved "
-                      "over it", o->output_dir);
-    if (st == LCM_OK && rename(staging, o->output_dir) != 0)
-        st = lcm_fail(LCM_ERR_IO, "%s: cannot rename %s to it: %s", o->output_dir, staging, strerror(errno));
-    if (st != LCM_OK) nftw(staging, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return st;
 }
 
@@ -865,27 +597,6 @@ static lcm_status check_controlnet_folder(const char *dir) {
     return LCM_OK;
 }
 
-// Copies (hard-links where possible) the files at the top of a component folder except its weights.
-static lcm_status copy_component_files(const char *from, const char *to) {
-    if (mkdir(to, 0777) != 0 && errno != EEXIST)
-        return lcm_fail(LCM_ERR_IO, "%s: cannot create the folder: %s", to, strerror(errno));
-    DIR *d = opendir(from);
-    if (!d) return lcm_fail(LCM_ERR_IO, "%s: cannot list: %s", from, strerror(errno));
-    lcm_status st = LCM_OK;
-    struct dirent *e;
-    while (st == LCM_OK && (e = readdir(d))) {
-        char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
-        snprintf(dst, sizeof dst, "%s/%s", to, e->d_name);
-        struct stat sb;
-        if (e->d_name[0] == '.' || is_weight_file(e->d_name) || stat(src, &sb) != 0 || !S_ISREG(sb.st_mode))
-            continue;
-        st = copy_file(src, dst);
-    }
-    closedir(d);
-    return st;
-}
-
 static lcm_status quantize_controlnet(const quantize_model_options *o) {
     if (!o->controlnet_dir || !o->output_dir)
         return lcm_fail(LCM_ERR_INVALID_ARGUMENT, "quantize: the ControlNet folder and the output are required");
@@ -899,7 +610,7 @@ static lcm_status quantize_controlnet(const quantize_model_options *o) {
     LCM_TRY(check_controlnet_folder(o->controlnet_dir));
     LCM_TRY(check_common_options(o));
     char staging[3072]; // room for the file names below it in 4096
-    LCM_TRY(staging_create(o->output_dir, staging, sizeof staging));
+    LCM_TRY(output_folder_staging_create(o->output_dir, staging, sizeof staging));
     prompt_list prompts = {0};
     control_images controls = {0};
     calibration c = {.scope = "controlnet"};
@@ -915,7 +626,7 @@ static lcm_status quantize_controlnet(const quantize_model_options *o) {
     const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_controlnet_default_keep_fp32;
     component_report report = {0};
     char out[4096];
-    if (st == LCM_OK) st = copy_component_files(o->controlnet_dir, staging);
+    if (st == LCM_OK) st = output_folder_copy_component(o->controlnet_dir, staging);
     if (st == LCM_OK) {
         snprintf(out, sizeof out, "%s/diffusion_pytorch_model.safetensors", staging);
         st = write_component(o->controlnet_dir, "diffusion_pytorch_model", out, o->weights_only ? NULL : &c, false,
@@ -928,7 +639,7 @@ static lcm_status quantize_controlnet(const quantize_model_options *o) {
                               .prompt_count = prompts.count, .control_image_count = controls.count};
         st = write_scheme(out, o, &facts);
     }
-    st = staging_finish(o, staging, st);
+    st = output_folder_finish(o->output_dir, staging, interrupted(o), st);
     if (st == LCM_OK && !o->quiet) {
         if (o->weights_only)
             fprintf(stderr, "stored %d ControlNet weights in 8 bits (float32 compute)\n", report.quantized);
@@ -962,7 +673,7 @@ lcm_status quantize_model(const quantize_model_options *o) {
     prompt_list prompts;
     LCM_TRY(read_prompts(o->calibration_path, &prompts));
     char staging[3072]; // room for the file names below it in 4096
-    lcm_status st = staging_create(o->output_dir, staging, sizeof staging);
+    lcm_status st = output_folder_staging_create(o->output_dir, staging, sizeof staging);
     if (st != LCM_OK) {
         prompt_list_free(&prompts);
         return st;
@@ -972,7 +683,7 @@ lcm_status quantize_model(const quantize_model_options *o) {
     st = calibrate(o, &prompts, NULL, &c);
     bool vae_rewritten = o->vae || o->compress_weights;
     const char *rewritten[] = {"unet", vae_rewritten ? "vae" : NULL, o->compress_weights ? "text_encoder" : NULL, NULL};
-    if (st == LCM_OK) st = copy_folder(o->model_dir, staging, rewritten, 0);
+    if (st == LCM_OK) st = output_folder_copy(o->model_dir, staging, rewritten);
     component_report unet = {0}, text = {0}, vae = {0};
     const char *const *keep = o->keep_fp32 ? o->keep_fp32 : quantize_default_keep_fp32;
     const char *const *vae_keep = o->keep_fp32 ? o->keep_fp32 : quantize_vae_default_keep_fp32;
@@ -1009,7 +720,7 @@ lcm_status quantize_model(const quantize_model_options *o) {
                               .prompt_count = prompts.count};
         st = write_scheme(out, o, &facts);
     }
-    st = staging_finish(o, staging, st);
+    st = output_folder_finish(o->output_dir, staging, interrupted(o), st);
     if (st == LCM_OK && !o->quiet) {
         fprintf(stderr, "quantized %d UNet layers to int8 (%d kept in float32)", unet.quantized, unet.kept);
         if (o->vae) fprintf(stderr, "; %d VAE decoder layers (%d kept in float32)", vae.quantized, vae.kept);

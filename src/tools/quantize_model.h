@@ -99,16 +99,7 @@ quantized_kind quantize_controlnet_kind(const char *controlnet_dir);
 // True when `model_dir`/unet holds a quantization.json (a model written by quantize_model).
 bool quantize_model_is_int8(const char *model_dir);
 
-// Checks the quantization.json of a UNet, VAE or ControlNet folder written by quantize_model
-// against this program's format and against the weights beside it: LCM_ERR_FORMAT naming the file
-// and the field when it is not JSON, of another format or version, lacks a field or holds one of
-// the wrong type or value, or disagrees with the weights (8-bit activations described but no
-// NAME.input_scale tensor, or the other way round; a layer listed in fp32_layers stored in I8); and
-// when the file is missing although the weights hold NAME.input_scale tensors (the folder lost
-// it). The weights describe themselves, but the file says how they were made: a damaged one means
-// the folder was damaged too. LCM_OK for a folder neither quantized nor described. Given a model's
-// unet/ folder it checks the model's vae/ folder too (the pipeline checks its UNet folder only).
-lcm_status quantize_scheme_check(const char *dir);
+// The quantization.json files it writes are checked by io/quantization_scheme.h.
 
 // Which int8 execution runs for models loaded with `b` (only read), for messages: oneDNN's int8
 // kernels (ops/int8_layer.h), or the reference path (float32 kernels on dequantized weights and
