@@ -51,11 +51,12 @@ lcm_status conv_direct_prepare_upsampled(conv_direct *d);
 // instead of 144 products per 4x4 outputs, 4x the layer's weight memory), F(2x2, 3x3) above (16
 // instead of 36 per 2x2, 16/9 of the memory). Wider such layers keep their direct weights and run
 // F(2x2, 3x3) on weights transformed during each call for outputs of at least 256 pixels. Both
-// upsampling or not (prepare_upsampled then does nothing). conv_direct_set_winograd(false), or
-// LCM_WINOGRAD=0 in the environment, keeps layers packed afterwards on the direct kernel, to
-// compare the two. Not thread-safe.
+// upsampling or not (prepare_upsampled then does nothing). conv_direct_set_winograd(false) keeps
+// layers packed afterwards on the direct kernel, to compare the two; ops_backend_from_environment
+// makes that call for LCM_WINOGRAD=0 (and the opposite for any other value), being the one reader
+// of the kernels' environment variables. Process-wide; not thread-safe.
 void conv_direct_set_winograd(bool on);
-// Whether layers packed now get Winograd weights (the setting above and LCM_WINOGRAD).
+// Whether layers packed now get Winograd weights (the setting above).
 bool conv_direct_winograd_enabled(void);
 
 // Winograd outputs of more than `bytes` (default, or bytes < 0: 32 MiB, the L3 cache of one Zen
