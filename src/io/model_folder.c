@@ -117,6 +117,15 @@ lcm_status model_folder_load_config(const model_folder *folder, const char *comp
     return LCM_OK;
 }
 
+lcm_status model_folder_parse_config(const model_folder *folder, const char *component,
+                                     model_config_parser parse, void *config) {
+    json_config json;
+    LCM_TRY(model_folder_load_config(folder, component, "config.json", &json));
+    lcm_status st = parse(&json, config);
+    json_config_free(&json);
+    return st == LCM_OK ? LCM_OK : lcm_fail_context(st, "%s: ", folder->root);
+}
+
 static lcm_status open_weights_plain(const model_folder *folder, const char *component,
                                      const char *basename, weight_set **out) {
     if (folder->synthetic) return weight_set_open_synthetic(folder->synthetic, component, out);

@@ -61,6 +61,13 @@ lcm_status model_folder_component_dir(const model_folder *folder, const char *co
 lcm_status model_folder_load_config(const model_folder *folder, const char *component,
                                     const char *filename, json_config *out);
 
+// What a model's loader does first: loads COMPONENT/config.json and has `parse` fill *config from
+// it (the JSON is freed before returning; a parse failure gets the folder's root as context, so
+// the message names the folder, the file and the field).
+typedef lcm_status (*model_config_parser)(const json_config *json, void *config);
+lcm_status model_folder_parse_config(const model_folder *folder, const char *component,
+                                     model_config_parser parse, void *config);
+
 // Opens the component's weights (basename "diffusion_pytorch_model" or "model") with the folder's
 // variant rule.
 lcm_status model_folder_open_weights(const model_folder *folder, const char *component,

@@ -220,25 +220,21 @@ static void free_stack(layer_stack *s) {
     s->count = 0;
 }
 
+static lcm_status parse_any_config(const json_config *json, void *config) {
+    return parse_config(json, config);
+}
+
 lcm_status taesd_load(const ops_backend *backend, const model_folder *folder,
                       const char *component, taesd_model **out) {
     *out = NULL;
     if (!component || !*component) component = ".";
-    json_config config;
-    LCM_TRY(model_folder_load_config(folder, component, "config.json", &config));
+    taesd_config config = {0};
+    LCM_TRY(model_folder_parse_config(folder, component, parse_any_config, &config));
     taesd_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        json_config_free(&config);
-        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading TAESD");
-    }
-    lcm_status st = parse_config(&config, &m->config);
-    json_config_free(&config);
-    if (st != LCM_OK) {
-        taesd_free(m);
-        return lcm_fail_context(st, "%s: ", folder->root);
-    }
+    if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading TAESD");
+    m->config = config;
     weight_set *ws = NULL;
-    st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
+    lcm_status st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
     if (st == LCM_OK) st = load_encoder(backend, &m->encoder, ws, &m->config);
     if (st == LCM_OK) st = load_decoder(backend, &m->decoder, ws, &m->config);
     weight_set_close(ws);

@@ -8,7 +8,7 @@
 //
 // Every GroupNorm in the VAE uses eps 1e-6 and config.norm_num_groups groups. There is no time
 // embedding, and every output_scale_factor / rescale_output_factor is 1, so the residual additions
-// are plain sums.
+// are plain sums. The config is read in vae_config.c, images converted in vae_image.c.
 #include "models/vae.h"
 #include "models/blocks.h"
 
@@ -24,7 +24,6 @@
 #include "ops/ops.h"
 
 #define VAE_NORM_EPS 1e-6f
-#define VAE_MAX_CHANNELS 16384
 #define NAME_SIZE 256
 
 // Tensor and module names are built from short constant parts, so NAME_SIZE always suffices.
@@ -92,91 +91,6 @@ struct vae_model {
     vae_decoder decoder;
     conv2d post_quant_conv; // 1x1, L -> L
 };
-
-// ---- config ----------------------------------------------------------------------------------
-
-static lcm_status check_block_types(const json_config *c, const char *field, const char *expected,
-                                    int block_count) {
-    const char *types[VAE_MAX_BLOCKS];
-    int count = 0;
-    LCM_TRY(json_config_string_array(c, field, types, VAE_MAX_BLOCKS, &count));
-    if (count != block_count)
-        return lcm_fail(LCM_ERR_FORMAT,
-                        "%s: %s has %d entries but block_out_channels has %d; expected one block "
-                        "type per entry of block_out_channels",
-                        c->label, field, count, block_count);
-    for (int i = 0; i < count; i++)
-        if (strcmp(types[i], expected) != 0)
-            return lcm_fail(LCM_ERR_UNSUPPORTED,
-                            "%s: %s[%d] = \"%s\" is not supported; this AutoencoderKL "
-                            "implementation supports only \"%s\"",
-                            c->label, field, i, types[i], expected);
-    return LCM_OK;
-}
-
-static lcm_status parse_config(const json_config *c, vae_config *cfg) {
-    memset(cfg, 0, sizeof *cfg);
-    const char *class_name = NULL;
-    LCM_TRY(json_config_string_or(c, "_class_name", "AutoencoderKL", &class_name));
-    if (strcmp(class_name, "AutoencoderKL") != 0)
-        return lcm_fail(LCM_ERR_UNSUPPORTED, "%s: _class_name = \"%s\", expected \"AutoencoderKL\"",
-                        c->label, class_name);
-
-    int64_t v, channels[VAE_MAX_BLOCKS];
-    LCM_TRY(json_config_int_array(c, "block_out_channels", 1, VAE_MAX_CHANNELS, channels,
-                                  VAE_MAX_BLOCKS, &cfg->block_count));
-    for (int i = 0; i < cfg->block_count; i++) cfg->block_out_channels[i] = (int)channels[i];
-    LCM_TRY(check_block_types(c, "down_block_types", "DownEncoderBlock2D", cfg->block_count));
-    LCM_TRY(check_block_types(c, "up_block_types", "UpDecoderBlock2D", cfg->block_count));
-
-    LCM_TRY(json_config_int_or(c, "in_channels", 3, 1, 64, &v));
-    cfg->in_channels = (int)v;
-    LCM_TRY(json_config_int_or(c, "out_channels", 3, 1, 64, &v));
-    cfg->out_channels = (int)v;
-    LCM_TRY(json_config_int_or(c, "latent_channels", 4, 1, 256, &v));
-    cfg->latent_channels = (int)v;
-    LCM_TRY(json_config_int_or(c, "layers_per_block", 1, 1, 32, &v));
-    cfg->layers_per_block = (int)v;
-    LCM_TRY(json_config_int_or(c, "norm_num_groups", 32, 1, VAE_MAX_CHANNELS, &v));
-    cfg->norm_num_groups = (int)v;
-    for (int i = 0; i < cfg->block_count; i++)
-        if (cfg->block_out_channels[i] % cfg->norm_num_groups)
-            return lcm_fail(LCM_ERR_FORMAT,
-                            "%s: block_out_channels[%d] = %d is not a multiple of norm_num_groups "
-                            "= %d",
-                            c->label, i, cfg->block_out_channels[i], cfg->norm_num_groups);
-
-    const char *act_fn = NULL;
-    LCM_TRY(json_config_string_or(c, "act_fn", "silu", &act_fn));
-    // diffusers' get_activation maps both names to nn.SiLU.
-    if (strcmp(act_fn, "silu") != 0 && strcmp(act_fn, "swish") != 0)
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: act_fn = \"%s\" is not supported; expected \"silu\"", c->label,
-                        act_fn);
-
-    LCM_TRY(json_config_bool_or(c, "mid_block_add_attention", true, &cfg->mid_block_add_attention));
-    // Newer diffusers versions can drop the 1x1 quant convs; older configs never mention them.
-    LCM_TRY(json_config_bool_or(c, "use_quant_conv", true, &cfg->use_quant_conv));
-    LCM_TRY(json_config_bool_or(c, "use_post_quant_conv", true, &cfg->use_post_quant_conv));
-
-    double scaling;
-    LCM_TRY(json_config_float_or(c, "scaling_factor", 0.18215, 1e-6, 1e6, &scaling));
-    cfg->scaling_factor = (float)scaling;
-    // A shift_factor (SD3/Flux VAEs) changes how pipelines map latents; none of ours apply it.
-    double shift;
-    LCM_TRY(json_config_float_or(c, "shift_factor", 0.0, -1e6, 1e6, &shift));
-    if (shift != 0.0)
-        return lcm_fail(LCM_ERR_UNSUPPORTED,
-                        "%s: shift_factor = %g is not supported (Stable Diffusion 1.x VAEs have "
-                        "none)",
-                        c->label, shift);
-
-    LCM_TRY(json_config_int_or(c, "sample_size", 32, 1, 1 << 16, &v));
-    cfg->sample_size = (int)v;
-    cfg->downscale_factor = 1 << (cfg->block_count - 1);
-    // force_upcast only matters for half-precision runs; this implementation computes in float32.
-    return LCM_OK;
-}
 
 // ---- loading ---------------------------------------------------------------------------------
 
@@ -385,29 +299,25 @@ static lcm_status load_weights(const ops_backend *backend, vae_model *m, const w
     return LCM_OK;
 }
 
+static lcm_status parse_any_config(const json_config *json, void *config) {
+    return vae_config_parse(json, config);
+}
+
 static lcm_status load_vae(const ops_backend *backend, const model_folder *folder,
                            const char *component, bool encoder_on_demand, vae_model **out) {
     *out = NULL;
     if (!component || !*component) component = ".";
-    json_config config;
-    LCM_TRY(model_folder_load_config(folder, component, "config.json", &config));
+    vae_config config = {0};
+    LCM_TRY(model_folder_parse_config(folder, component, parse_any_config, &config));
     vae_model *m = calloc(1, sizeof *m);
     if (m && !(m->encoder = calloc(1, sizeof *m->encoder))) {
         free(m);
         m = NULL;
     }
-    if (!m) {
-        json_config_free(&config);
-        return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading the VAE");
-    }
-    lcm_status st = parse_config(&config, &m->config);
-    json_config_free(&config);
-    if (st != LCM_OK) {
-        vae_free(m);
-        return lcm_fail_context(st, "%s: ", folder->root);
-    }
+    if (!m) return lcm_fail(LCM_ERR_OUT_OF_MEMORY, "out of memory loading the VAE");
+    m->config = config;
     weight_set *ws = NULL;
-    st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
+    lcm_status st = model_folder_open_weights(folder, component, "diffusion_pytorch_model", &ws);
     if (st == LCM_OK) st = load_weights(backend, m, ws, encoder_on_demand);
     if (st == LCM_OK && encoder_on_demand) {
         m->weights = ws; // its mapping holds nothing resident (loads drop the pages they read)
@@ -654,14 +564,10 @@ static lcm_status check_input(const char *what, const tensor *x, int channels, i
     return LCM_OK;
 }
 
-// A forward pass returns NULL with the message already set. Inputs are validated before it starts,
-// so what remains is running out of memory (or a size too large to allocate); the ops do not
-// report a status code, so the message tells which.
+// A forward pass returns NULL with the message and its status already set. Inputs are validated
+// before it starts, so what remains is running out of memory (or a size too large to allocate).
 static lcm_status forward_failure(const char *what) {
-    const char *message = error_last_message();
-    lcm_status code = strstr(message, "out of memory") ? LCM_ERR_OUT_OF_MEMORY
-                      : strstr(message, "too large")   ? LCM_ERR_INVALID_ARGUMENT
-                                                       : LCM_ERR_INTERNAL;
+    lcm_status code = lcm_last_status() != LCM_OK ? lcm_last_status() : LCM_ERR_INTERNAL;
     return lcm_fail_context(code, "VAE %s: ", what);
 }
 
@@ -735,61 +641,4 @@ tensor *vae_logvar_to_std(const tensor *logvar) {
     int64_t n = tensor_numel(std);
     for (int64_t i = 0; i < n; i++) std->data[i] = expf(0.5f * std->data[i]);
     return std;
-}
-
-// ---- image conversions -----------------------------------------------------------------------
-
-// The "denormalize" step of VaeImageProcessor, in float32 like torch.
-static inline float denormalize(float x) {
-    float v = x / 2.0f + 0.5f;
-    return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-}
-
-void vae_image_to_float_nhwc(const tensor *image, float *out_nhwc) {
-    int64_t n = image->shape[0], c = image->shape[1], h = image->shape[2], w = image->shape[3];
-    if (image->layout == TENSOR_NHWC) {
-        for (int64_t i = 0; i < n * h * w * c; i++) out_nhwc[i] = denormalize(image->data[i]);
-        return;
-    }
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t ch = 0; ch < c; ch++)
-            for (int64_t i = 0; i < h * w; i++)
-                out_nhwc[(b * h * w + i) * c + ch] =
-                    denormalize(image->data[(b * c + ch) * h * w + i]);
-}
-
-lcm_status vae_image_to_rgb8(const tensor *image, int index, uint8_t *rgb) {
-    if (!image || image->ndim != 4 || image->shape[1] != 3 || index < 0 || index >= image->shape[0])
-        return lcm_fail(LCM_ERR_INVALID_ARGUMENT,
-                        "vae_image_to_rgb8: expected a [N, 3, H, W] image and 0 <= index < N");
-    int64_t hw = image->shape[2] * image->shape[3];
-    const float *planes = image->data + (int64_t)index * 3 * hw;
-    // where channel ch of pixel i is: planes (NCHW) or interleaved (NHWC)
-    int64_t channel_step = image->layout == TENSOR_NHWC ? 1 : hw;
-    int64_t pixel_step = image->layout == TENSOR_NHWC ? 3 : 1;
-    for (int64_t i = 0; i < hw; i++)
-        for (int ch = 0; ch < 3; ch++) {
-            // numpy: (x * 255).round() in float32; rintf rounds half to even like np.round.
-            float v = rintf(denormalize(planes[ch * channel_step + i * pixel_step]) * 255.0f);
-            rgb[i * 3 + ch] = v >= 0.0f && v <= 255.0f ? (uint8_t)v : 0; // NaN -> 0, never UB
-        }
-    return LCM_OK;
-}
-
-tensor *vae_rgb8_to_image(const uint8_t *rgb, int width, int height) {
-    if (!rgb || width < 1 || height < 1) {
-        lcm_fail(LCM_ERR_INVALID_ARGUMENT, "vae_rgb8_to_image: bad image size %dx%d", width,
-                 height);
-        return NULL;
-    }
-    int64_t hw = (int64_t)width * height;
-    tensor *image = tensor_new4(1, 3, height, width);
-    if (!image) return NULL;
-    for (int64_t i = 0; i < hw; i++)
-        for (int ch = 0; ch < 3; ch++) {
-            // numpy: uint8 -> float32 / 255, then torch: 2 * x - 1, all in float32.
-            float unit = (float)rgb[i * 3 + ch] / 255.0f;
-            image->data[ch * hw + i] = 2.0f * unit - 1.0f;
-        }
-    return image;
 }

@@ -35,6 +35,10 @@ typedef struct vae_config {
     int downscale_factor; // 2^(block_count-1): image pixels per latent pixel (8)
 } vae_config;
 
+// Reads an AutoencoderKL config.json into *cfg (vae_config.c): LCM_ERR_FORMAT / LCM_ERR_UNSUPPORTED
+// naming the field for what this implementation cannot run.
+lcm_status vae_config_parse(const json_config *c, vae_config *cfg);
+
 // A loaded AutoencoderKL; opaque.
 typedef struct vae_model vae_model;
 

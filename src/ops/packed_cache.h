@@ -114,6 +114,11 @@ bool packed_cache_enabled(void);
 // The folder holding the cache files; false when none can be named.
 bool packed_cache_folder(char *buf, size_t size);
 
+// Drops the least recently used cache files until the folder holds at most LCM_CACHE_LIMIT (default
+// 20G); never `keep` (the file just written, even if alone over the limit: it is what this run
+// uses). packed_cache.c calls it after writing a file.
+void packed_cache_trim_folder(const char *keep);
+
 // `lcm cache list`: one line per cache file (size, last use, name), then the total. Returns the
 // number of files.
 int packed_cache_list(FILE *out);
