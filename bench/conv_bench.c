@@ -31,6 +31,9 @@ static const shape shapes[] = {
     {"taesd conv_out 64->3 @512", 64, 3, 3, 1, 1, 512},
     {"vae conv_out 128->3 @512", 128, 3, 3, 1, 1, 512},
     {"vae 128->128 @512", 128, 128, 3, 1, 1, 512},
+    // the same layer at the sizes the kernel tuner can afford to time it at (ops/backend.c)
+    {"vae 128->128 @128", 128, 128, 3, 1, 1, 128},
+    {"vae 128->128 @60", 128, 128, 3, 1, 1, 60},
     {"vae 256->256 @256", 256, 256, 3, 1, 1, 256},
     {"vae 512->512 @128", 512, 512, 3, 1, 1, 128},
     {"vae 512->512 @64", 512, 512, 3, 1, 1, 64},
