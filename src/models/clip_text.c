@@ -156,8 +156,10 @@ static lcm_status encoder_layer_load(const ops_backend *backend, clip_encoder_la
     return LCM_OK;
 }
 
+// `per_use`: the layers are freed right after (an 8-bit model, on_use), so their packing is not
+// worth a place in the packed-weight cache.
 static lcm_status load_weights(const ops_backend *backend, clip_text_model *m,
-                               const weight_set *ws) {
+                               const weight_set *ws, bool per_use) {
     const clip_text_config *c = &m->config;
     int64_t hidden = c->hidden_size;
     const char *token_name = TOKEN_EMBEDDING;
@@ -170,7 +172,7 @@ static lcm_status load_weights(const ops_backend *backend, clip_text_model *m,
                                 &m->position_embedding));
     m->param_count = (c->vocab_size + (int64_t)c->max_position_embeddings) * hidden;
     for (int i = 0; i < c->num_hidden_layers; i++) {
-        LCM_TRY(encoder_layer_load(backend, &m->layers[i], ws, i, c, false));
+        LCM_TRY(encoder_layer_load(backend, &m->layers[i], ws, i, c, per_use));
         m->param_count += encoder_layer_params(&m->layers[i]);
     }
     LCM_TRY(norm_load(&m->final_layer_norm, ws, "text_model.final_layer_norm", c->hidden_size, 1,
@@ -240,8 +242,9 @@ lcm_status clip_text_load(const ops_backend *backend, const model_folder *folder
     st = model_folder_open_weights(folder, component, "model", &m->weights);
     // Loaded in full once in any case: every tensor is checked (shapes, values) when the model
     // opens, not at its first prompt.
-    if (st == LCM_OK) st = load_weights(&m->backend, m, m->weights);
-    if (st == LCM_OK && stored_8bit(m->weights)) free_weights_until_use(m);
+    bool compressed = st == LCM_OK && stored_8bit(m->weights);
+    if (st == LCM_OK) st = load_weights(&m->backend, m, m->weights, compressed);
+    if (st == LCM_OK && compressed) free_weights_until_use(m);
     if (st == LCM_OK) m->packed = packed_cache_mapping(m->weights);
     // Nothing of the file needs to stay resident until the first prompt.
     if (st == LCM_OK) clip_text_release_pages(m);
